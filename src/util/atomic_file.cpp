@@ -1,0 +1,129 @@
+#include "util/atomic_file.hpp"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "mithril/error.hpp"
+
+namespace mithril::util {
+namespace {
+
+// A fixed table of live temporary paths that a signal handler can walk
+// without allocating. Slots hold heap copies owned by the AtomicFile.
+constexpr std::size_t k_max_pending = 256;
+std::array<std::atomic<const char*>, k_max_pending> g_pending{};
+
+void register_pending(const char* path) noexcept {
+  for (auto& slot : g_pending) {
+    const char* expected = nullptr;
+    if (slot.compare_exchange_strong(expected, path)) return;
+  }
+  // Table full: the file is still removed by the destructor, just not by a
+  // signal handler. Harmless.
+}
+
+void unregister_pending(const char* path) noexcept {
+  for (auto& slot : g_pending) {
+    const char* expected = path;
+    if (slot.compare_exchange_strong(expected, nullptr)) return;
+  }
+}
+
+}  // namespace
+
+void remove_all_pending_temporaries() noexcept {
+  for (auto& slot : g_pending) {
+    if (const char* p = slot.exchange(nullptr)) ::unlink(p);
+  }
+}
+
+AtomicFile::AtomicFile(std::filesystem::path destination, Overwrite overwrite)
+    : m_destination(std::move(destination)), m_overwrite(overwrite) {
+  if (m_overwrite == Overwrite::refuse) {
+    struct stat st {};
+    if (::lstat(m_destination.c_str(), &st) == 0)
+      throw Error(Errc::exists, m_destination.string() + ": already exists (use -f to overwrite)");
+  }
+  auto dir = m_destination.parent_path();
+  if (dir.empty()) dir = ".";
+  std::string templ = (dir / ("." + m_destination.filename().string() + ".XXXXXX.tmp")).string();
+  int fd = ::mkostemps(templ.data(), 4, O_CLOEXEC);
+  if (fd < 0) throw_errno(m_destination, "cannot create temporary file");
+  m_fd = UniqueFd(fd);
+  m_temporary = templ;
+  register_pending(m_temporary.c_str());
+  // mkstemp creates 0600; give the final file the usual permissions.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);
+}
+
+AtomicFile::~AtomicFile() {
+  if (!m_committed && !m_temporary.empty()) {
+    unregister_pending(m_temporary.c_str());
+    m_fd.reset();
+    ::unlink(m_temporary.c_str());
+  }
+}
+
+void AtomicFile::write(ByteSpan data) {
+  pwrite_all(m_fd.get(), data.data(), data.size(), m_size, m_temporary);
+  m_size += data.size();
+}
+
+void AtomicFile::write_at(std::uint64_t offset, ByteSpan data) {
+  pwrite_all(m_fd.get(), data.data(), data.size(), offset, m_temporary);
+}
+
+void AtomicFile::truncate(std::uint64_t size) {
+  if (::ftruncate(m_fd.get(), static_cast<off_t>(size)) != 0) throw_errno(m_temporary, "cannot resize");
+  m_size = size;
+}
+
+void AtomicFile::commit() {
+  if (m_committed) throw Error(Errc::internal, m_destination.string() + ": committed twice");
+  if (::fsync(m_fd.get()) != 0) throw_errno(m_temporary, "fsync failed");
+  if (m_overwrite == Overwrite::refuse) {
+    // link() fails with EEXIST if the destination appeared since we checked:
+    // no window in which another writer's file could be replaced.
+    if (::link(m_temporary.c_str(), m_destination.c_str()) != 0) {
+      if (errno == EEXIST)
+        throw Error(Errc::exists, m_destination.string() + ": already exists (use -f to overwrite)");
+      // Filesystems without hard links: fall back to a checked rename.
+      if (errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP) throw_errno(m_destination, "cannot create");
+      struct stat st {};
+      if (::lstat(m_destination.c_str(), &st) == 0)
+        throw Error(Errc::exists, m_destination.string() + ": already exists (use -f to overwrite)");
+      if (::rename(m_temporary.c_str(), m_destination.c_str()) != 0) throw_errno(m_destination, "cannot rename into place");
+    } else {
+      ::unlink(m_temporary.c_str());
+    }
+  } else if (::rename(m_temporary.c_str(), m_destination.c_str()) != 0) {
+    throw_errno(m_destination, "cannot rename into place");
+  }
+  unregister_pending(m_temporary.c_str());
+  m_committed = true;
+  m_fd.reset();
+  // Persist the directory entry too.
+  auto dir = m_destination.parent_path();
+  if (dir.empty()) dir = ".";
+  UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd) ::fsync(dfd.get());
+}
+
+void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite) {
+  AtomicFile f(path, overwrite);
+  f.write(data);
+  f.commit();
+}
+
+}  // namespace mithril::util

@@ -1,0 +1,64 @@
+// util/atomic_file.hpp — an output file that appears only when complete.
+//
+// Data goes to a temporary file beside the destination (".NAME.XXXXXX.tmp");
+// commit() flushes it to disk and renames it into place. Until commit() the
+// destination is untouched; if the object is destroyed without commit() (an
+// error, an exception) the temporary is removed. The CLI also removes live
+// temporaries on SIGINT/SIGTERM (remove_all_pending_temporaries), so an
+// interrupted run leaves nothing partial behind.
+//
+// Thread-safety: write_at() may be called from several threads at once for
+// disjoint ranges; everything else is single-threaded.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+#include "util/bytes.hpp"
+#include "util/posix.hpp"
+
+namespace mithril::util {
+
+enum class Overwrite { refuse, allow };
+
+class AtomicFile {
+ public:
+  // Creates the temporary. With Overwrite::refuse, throws Error(exists) up
+  // front when the destination exists (checked again, race-free, at commit).
+  AtomicFile(std::filesystem::path destination, Overwrite overwrite);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  // Appends at the current end (sequential writer).
+  void write(ByteSpan data);
+  // Writes at an absolute offset (parallel writers, disjoint ranges).
+  void write_at(std::uint64_t offset, ByteSpan data);
+  std::uint64_t size() const noexcept { return m_size; }
+  // Sets the final size (e.g. before parallel write_at calls).
+  void truncate(std::uint64_t size);
+
+  // fsync + rename into place. Throws Error(exists) if, with
+  // Overwrite::refuse, the destination appeared meanwhile.
+  void commit();
+
+  const std::filesystem::path& destination() const noexcept { return m_destination; }
+  const std::filesystem::path& temporary() const noexcept { return m_temporary; }
+
+ private:
+  std::filesystem::path m_destination;
+  std::filesystem::path m_temporary;
+  Overwrite m_overwrite;
+  UniqueFd m_fd;
+  std::uint64_t m_size = 0;
+  bool m_committed = false;
+};
+
+// Unlinks every temporary of a live AtomicFile. Async-signal-safe: meant for a
+// SIGINT/SIGTERM handler right before the process dies.
+void remove_all_pending_temporaries() noexcept;
+
+// Writes data to path atomically (temp + fsync + rename).
+void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite);
+
+}  // namespace mithril::util

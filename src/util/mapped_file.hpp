@@ -1,0 +1,37 @@
+// util/mapped_file.hpp — read-only memory map of a whole file.
+//
+// Thread-safety: immutable after construction; any number of threads may read
+// bytes() concurrently. An empty file maps to an empty span (no mmap call).
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "util/bytes.hpp"
+
+namespace mithril::util {
+
+class MappedFile {
+ public:
+  // Throws Error(not_found) if the path does not exist, Error(io) otherwise.
+  explicit MappedFile(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  ByteSpan bytes() const noexcept { return {static_cast<const std::byte*>(m_data), m_size}; }
+  std::size_t size() const noexcept { return m_size; }
+  const std::filesystem::path& path() const noexcept { return m_path; }
+
+  // Hint the kernel that the mapping will be read sequentially (readahead).
+  void advise_sequential() const noexcept;
+
+ private:
+  std::filesystem::path m_path;
+  void* m_data = nullptr;
+  std::size_t m_size = 0;
+};
+
+}  // namespace mithril::util
