@@ -72,6 +72,7 @@ using u8 = std::uint8_t;
 using u16 = std::uint16_t;
 using u32 = std::uint32_t;
 using u64 = std::uint64_t;
+__extension__ typedef unsigned __int128 u128;
 
 constexpr unsigned k_version = 1;
 constexpr unsigned k_kind_empty = 0;
@@ -130,9 +131,9 @@ Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
     if (tier_total[t] < tier_total[pick] * (1.0 - 1.0 / 512) - 64) pick = t;
   Plan best = tier[pick];
   // Each lane stores a 4-byte state, ~3 bytes of it overhead. Allow that
-  // ~0.4% of the payload, or 1/8192 of the raw size so that big blocks that
+  // ~0.4% of the payload, or 1/2048 of the raw size so that big blocks that
   // code to almost nothing (mostly zeros) still decode with all lanes.
-  const double budget = std::max(best.payload_bits / 8.0 / 256.0, static_cast<double>(n) / 8192.0);
+  const double budget = std::max(best.payload_bits / 8.0 / 256.0, static_cast<double>(n) / 2048.0);
   while (best.lanes_log2 < k_max_lanes_log2 && (u64{4} << (best.lanes_log2 + 1)) <= budget &&
          (u64{1} << (best.lanes_log2 + 1)) <= n)
     ++best.lanes_log2;
@@ -141,11 +142,10 @@ Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
 
 // ---- encoder -----------------------------------------------------------------
 struct EncSym {
+  u64 rcp;    // floor((2^64 - 1) / f)
   u32 x_max;  // emit a word first when the state is >= this
-  u32 rcp;    // low 32 bits of ceil(2^(32 + shift) / f)
-  u32 bias;   // cum
-  u16 cmpl;   // M - f
-  u16 shift;  // ceil(log2 f)
+  u16 bias;   // cum (< 2^16)
+  u16 cmpl;   // M - f (< 2^16)
 };
 
 void build_encoder(const Freqs& freq, unsigned scale, std::array<EncSym, 256>& tab) {
@@ -154,23 +154,22 @@ void build_encoder(const Freqs& freq, unsigned scale, std::array<EncSym, 256>& t
   for (unsigned s = 0; s < 256; ++s) {
     const u32 f = freq[s];
     if (f == 0) {
-      tab[s] = EncSym{0, 0, 0, 0, 0};  // unused with a correct histogram; still memory-safe
+      tab[s] = EncSym{0, 0, 0, 0};  // unused with a correct histogram; still memory-safe
       continue;
     }
-    const auto shift = static_cast<unsigned>(std::bit_width(f - 1));
-    // Division by an invariant integer (Granlund & Montgomery 1994): with
-    // 2^(shift-1) < f <= 2^shift and x < 2^32, the 33-bit multiplier
-    // ceil(2^(32+shift) / f) gives floor(x / f) exactly.
-    const u64 magic = ((u64{1} << (32 + shift)) + f - 1) / f;
-    tab[s] = EncSym{f << (32 - scale), static_cast<u32>(magic - (u64{1} << 32)), cum, static_cast<u16>(m - f),
-                    static_cast<u16>(shift)};
+    tab[s] = EncSym{~u64{0} / f, f << (32 - scale), static_cast<u16>(cum), static_cast<u16>(m - f)};
     cum += f;
   }
 }
 
+// floor(x / f) for x < 2^32, f <= 2^16, with one multiply: with
+// r = floor((2^64 - 1) / f) = 2^64 / f - e, 0 < e <= 1, (x + 1) * r / 2^64 is
+// (x + 1) / f minus less than 2^-32, so its floor is floor(x / f) exactly
+// (x + 1 = qf + (x mod f) + 1 leaves a fraction of at least 1/f to eat into).
+inline u32 div_f(u32 x, u64 rcp) { return static_cast<u32>((static_cast<u128>(u64{x} + 1) * rcp) >> 64); }
+
 inline u32 enc_put(u32 x, const EncSym& e) {
-  const auto q = static_cast<u32>((((u64{x} * e.rcp) >> 32) + x) >> e.shift);
-  return x + e.bias + q * e.cmpl;  // = q * M + x mod f + cum, < 2^32
+  return x + e.bias + div_f(x, e.rcp) * e.cmpl;  // = q * M + x mod f + cum, < 2^32
 }
 
 // Encodes in[0, n) backwards, writing words downwards from `front` but never
@@ -203,10 +202,11 @@ bool encode_lanes(const u8* in, std::size_t n, const std::array<EncSym, 256>& ta
         // Branch-free on purpose: whether a lane emits is a coin flip.
         const EncSym& e = tab[src[k]];
         const u32 xs = x[k];
-        const u32 c = xs >= e.x_max;
+        const bool c = xs >= e.x_max;
         util::store_le<u16>(reinterpret_cast<std::byte*>(p - 2), static_cast<u16>(xs));  // kept only if c
-        p -= 2 * c;
-        x[k] = enc_put(xs >> (16 * c), e);
+        p -= 2 * static_cast<std::size_t>(c);
+        const u32 hi = xs >> 16;
+        x[k] = enc_put(c ? hi : xs, e);
       }
     } else {
       for (unsigned k = Lanes; k-- > 0;)
@@ -385,7 +385,10 @@ __attribute__((target("avx2,popcnt"))) void decode_rounds_avx2(const DecTables& 
 }
 
 bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  static const bool has = [] {
+    __builtin_cpu_init();  // in case we run before libgcc's constructor
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  }();
   return has;
 }
 #else

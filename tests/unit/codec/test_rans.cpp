@@ -171,7 +171,8 @@ TEST(Rans, RoundTripManySmallSizes) {
 }
 
 TEST(Rans, SizeNearOrder0Bound) {
-  // ratio slack 0.5% plus a constant for header, table and lane states.
+  // ratio slack 0.5% plus a constant for header, table and lane states
+  // (64 lanes x 4 bytes, about 3 of them overhead each).
   struct Case {
     const char* name;
     Gen gen;
@@ -187,7 +188,7 @@ TEST(Rans, SizeNearOrder0Bound) {
     const double bound = bound_bytes(h);
     const std::size_t size = round_trip(data);
     SCOPED_TRACE(c.name);
-    EXPECT_LE(static_cast<double>(size), bound * (1 + c.slack) + 200) << "bound " << bound;
+    EXPECT_LE(static_cast<double>(size), bound * (1 + c.slack) + 320) << "bound " << bound;
     // Order-0 coding can never beat the bound by more than the state slack.
     EXPECT_GE(static_cast<double>(size), bound - 16 * 8);
   }
