@@ -515,7 +515,7 @@ std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util
   // only by what the final states hold, < 2 bytes a lane), so the slack
   // below is generous, yet small enough to catch near-random planes.
   const double estimate = static_cast<double>(head) + 2.0 * static_cast<double>(lanes) + plan.payload_bits / 8.0;
-  const double slack = plan.payload_bits / 8.0 / 16384.0 + 32.0;
+  const double slack = plan.payload_bits / 8.0 / 262144.0 + 32.0;
   if (estimate - slack > static_cast<double>(out.size()) || out.size() < floor) return std::nullopt;
 
   o[0] = tag(k_kind_rans);
