@@ -96,6 +96,8 @@ Footer decode_footer(util::ByteSpan b, std::string_view file) {
                             file, f.major, f.minor, k_major));
   if (codec > 1) corrupt(file, fmt::format("footer: unknown index codec {}", codec));
   f.index_codec = static_cast<IndexCodec>(codec);
+  f.reserved = static_cast<std::uint32_t>(b[37]) | static_cast<std::uint32_t>(b[38]) << 8 |
+               static_cast<std::uint32_t>(b[39]) << 16;
   return f;
 }
 

@@ -90,6 +90,7 @@ struct Footer {
   std::uint16_t major = k_major;
   std::uint16_t minor = k_minor;
   IndexCodec index_codec = IndexCodec::zstd;
+  std::uint32_t reserved = 0;  // the 3 reserved bytes, read back for checking
 };
 
 std::array<std::byte, k_header_size> encode_header();

@@ -21,6 +21,15 @@ Reader::Reader(const std::filesystem::path& path) : m_file(path), m_name(path.st
   if (m_footer.index_offset < k_header_size || m_footer.index_offset > index_end ||
       m_footer.index_stored_size != index_end - m_footer.index_offset)
     throw Error(Errc::corrupt, fmt::format("{}: footer points outside the file (truncated or damaged)", m_name));
+  // Version 1.0 defines no header flags and no footer reserved bytes: they
+  // must be zero, and header and footer must agree, so that damage to any
+  // byte of the file is detected.
+  const auto h_minor = util::load_le<std::uint16_t>(bytes.data() + 10);
+  const auto h_flags = util::load_le<std::uint32_t>(bytes.data() + 12);
+  if (h_minor != m_footer.minor)
+    throw Error(Errc::corrupt, fmt::format("{}: header says version 1.{}, footer 1.{}", m_name, h_minor, m_footer.minor));
+  if (m_footer.minor == 0 && (h_flags != 0 || m_footer.reserved != 0))
+    throw Error(Errc::corrupt, fmt::format("{}: reserved header/footer bytes are not zero (damaged)", m_name));
   const util::ByteSpan stored = bytes.subspan(m_footer.index_offset, m_footer.index_stored_size);
   if (util::xxh3_64(stored) != m_footer.index_xxh3)
     throw Error(Errc::corrupt, fmt::format("{}: index checksum mismatch (the index is damaged)", m_name));
