@@ -1,3 +1,73 @@
+// mithril — command-line entry point. Maps mithril::Error codes to exit
+// statuses in one place:
+//   0 success, 1 failure reported by the command itself (e.g. verify found
+//   damage), 2 usage error, 3 bad or corrupt input, 4 I/O error,
+//   5 output exists (use -f), 6 unsupported, 70 internal error.
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
 
-int main() { std::puts("mithril: work in progress"); return 0; }
+#include <fmt/core.h>
+
+#include "cli/commands.hpp"
+#include "mithril/error.hpp"
+#include "mithril/version.hpp"
+
+namespace {
+
+extern "C" void on_fatal_signal(int sig) {
+  mithril::remove_pending_outputs();
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+int exit_status(mithril::Errc code) {
+  switch (code) {
+    case mithril::Errc::invalid_argument: return 2;
+    case mithril::Errc::corrupt: return 3;
+    case mithril::Errc::not_found: return 4;
+    case mithril::Errc::io: return 4;
+    case mithril::Errc::exists: return 5;
+    case mithril::Errc::unsupported: return 6;
+    case mithril::Errc::remote_unavailable: return 7;
+    case mithril::Errc::internal: return 70;
+  }
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGINT, on_fatal_signal);
+  std::signal(SIGTERM, on_fatal_signal);
+  std::signal(SIGHUP, on_fatal_signal);
+
+  CLI::App app{"Mithril: lossless checkpoint compression and a torch.compile cache manager", "mithril"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags (-q, -v) may follow the subcommand
+  app.set_version_flag("-V,--version", std::string("mithril ") + mithril::version());
+  mithril::cli::GlobalOptions global;
+  app.add_flag("-q,--quiet", global.quiet, "No progress bar or summary line");
+  app.add_flag("-v,--verbose", global.verbose, "More detail");
+  int exit_code = 0;
+  mithril::cli::register_checkpoint_commands(app, global, exit_code);
+  mithril::cli::register_series_commands(app, global, exit_code);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const mithril::Error& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "mithril: error: {}\n", e.what());
+    return exit_status(e.code());
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "mithril: error: out of memory\n");
+    return 70;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "mithril: error: {}\n", e.what());
+    return 70;
+  }
+  return exit_code;
+}
