@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", global.verbose, "More detail");
   int exit_code = 0;
   mithril::cli::register_checkpoint_commands(app, global, exit_code);
+  mithril::cli::register_cache_commands(app, global, exit_code);
 
   try {
     app.parse(argc, argv);
