@@ -1,7 +1,267 @@
+// cli/cmd_checkpoint.cpp — compress, decompress, info, verify.
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.hpp"
+#include "cli/progress.hpp"
+#include "mithril/checkpoint.hpp"
+#include "mithril/error.hpp"
 
 namespace mithril::cli {
+namespace {
 
-void register_checkpoint_commands(CLI::App&, const GlobalOptions&, int&) {}
+namespace fs = std::filesystem;
+
+std::size_t parse_size(const std::string& text) {
+  std::size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    throw Error(Errc::invalid_argument, fmt::format("invalid size '{}'", text));
+  }
+  std::string unit = text.substr(pos);
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
+  double mult = 1;
+  if (unit.empty() || unit == "b") mult = 1;
+  else if (unit == "k" || unit == "kib" || unit == "kb") mult = 1024.0;
+  else if (unit == "m" || unit == "mib" || unit == "mb") mult = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gib" || unit == "gb") mult = 1024.0 * 1024 * 1024;
+  else throw Error(Errc::invalid_argument, fmt::format("invalid size unit in '{}'", text));
+  if (v < 0) throw Error(Errc::invalid_argument, fmt::format("invalid size '{}'", text));
+  return static_cast<std::size_t>(v * mult);
+}
+
+std::string shape_string(const std::vector<std::uint64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+double ratio(std::uint64_t orig, std::uint64_t stored) {
+  return stored ? static_cast<double>(orig) / static_cast<double>(stored) : 0.0;
+}
+
+double mib_per_s(std::uint64_t bytes, double seconds) {
+  return seconds > 0 ? static_cast<double>(bytes) / seconds / (1 << 20) : 0.0;
+}
+
+struct CompressArgs {
+  std::string input, output, base, chunk_size;
+  int level = k_default_level;
+  unsigned threads = 0;
+  bool force = false;
+  std::vector<std::string> meta;
+};
+
+struct DecompressArgs {
+  std::string input, output, base;
+  unsigned threads = 0;
+  bool force = false;
+};
+
+void run_compress(const CompressArgs& a, const GlobalOptions& g) {
+  const fs::path in = a.input;
+  const fs::path out = a.output.empty() ? fs::path(a.input + ".mcp") : fs::path(a.output);
+  CompressOptions o;
+  o.level = a.level;
+  o.threads = a.threads;
+  o.force = a.force;
+  if (!a.chunk_size.empty()) o.chunk_size = parse_size(a.chunk_size);
+  if (!a.base.empty()) o.base = a.base;
+  for (const auto& kv : a.meta) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error(Errc::invalid_argument, fmt::format("--meta expects KEY=VALUE, got '{}'", kv));
+    o.metadata[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  ProgressBar bar("compress", !g.quiet);
+  o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
+  o.warn = [&](const std::string& w) { fmt::print(stderr, "mithril: warning: {}\n", w); };
+  const auto r = compress_file(in, out, o);
+  bar.finish();
+  if (!g.quiet)
+    fmt::print(stderr, "{}: {} -> {} ({}, ratio {:.3f}, {:.1f}%) in {:.2f} s, {:.0f} MiB/s -> {}\n", in.string(),
+               format_bytes(r.source_bytes), format_bytes(r.output_bytes),
+               r.source_kind == "raw" ? "raw bytes" : fmt::format("{}, {} tensors", r.source_kind, r.tensors),
+               ratio(r.source_bytes, r.output_bytes),
+               r.source_bytes ? 100.0 * static_cast<double>(r.output_bytes) / static_cast<double>(r.source_bytes) : 0.0,
+               r.seconds, mib_per_s(r.source_bytes, r.seconds), out.string());
+}
+
+void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
+  const fs::path in = a.input;
+  fs::path out = a.output;
+  if (out.empty()) {
+    if (in.extension() != ".mcp")
+      throw Error(Errc::invalid_argument,
+                  fmt::format("{}: does not end in .mcp; say where to write with -o OUT", in.string()));
+    out = in;
+    out.replace_extension();
+  }
+  DecompressOptions o;
+  o.threads = a.threads;
+  o.force = a.force;
+  if (!a.base.empty()) o.base = a.base;
+  ProgressBar bar("decompress", !g.quiet);
+  o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
+  const auto r = decompress_file(in, out, o);
+  bar.finish();
+  if (!g.quiet)
+    fmt::print(stderr, "{}: {} -> {} in {:.2f} s, {:.0f} MiB/s -> {}\n", in.string(), format_bytes(r.input_bytes),
+               format_bytes(r.output_bytes), r.seconds, mib_per_s(r.output_bytes, r.seconds), out.string());
+}
+
+int run_verify(const std::string& input, const std::string& base, unsigned threads, const GlobalOptions& g) {
+  VerifyOptions o;
+  o.threads = threads;
+  if (!base.empty()) o.base = base;
+  ProgressBar bar("verify", !g.quiet);
+  o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
+  const auto r = verify_file(input, o);
+  bar.finish();
+  for (const auto& p : r.problems) fmt::print(stderr, "mithril: error: {}\n", p);
+  if (!r.ok) {
+    fmt::print(stderr, "{}: DAMAGED ({} problem{})\n", input, r.problems.size(), r.problems.size() == 1 ? "" : "s");
+    return 1;
+  }
+  if (!g.quiet)
+    fmt::print("{}: OK ({} chunks, {} restored bytes, BLAKE3 verified) in {:.2f} s\n", input, r.chunks,
+               r.source_bytes, r.seconds);
+  return 0;
+}
+
+void run_info(const std::string& input, bool as_json) {
+  const FileInfo info = describe_file(input);
+  std::uint64_t tensor_bytes = 0, tensor_stored = 0;
+  for (const auto& t : info.tensors) {
+    tensor_bytes += t.bytes;
+    tensor_stored += t.stored_bytes.value_or(0);
+  }
+  if (as_json) {
+    nlohmann::ordered_json j;
+    j["path"] = info.path;
+    j["kind"] = info.kind;
+    j["file_bytes"] = info.file_bytes;
+    if (info.kind == "mcp") {
+      j["format_version"] = info.format_version;
+      j["source"] = {{"name", info.source_name},
+                     {"kind", info.source_kind},
+                     {"bytes", info.source_bytes},
+                     {"blake3", info.source_blake3}};
+      j["base"] = info.base ? nlohmann::ordered_json{{"name", info.base->name},
+                                                     {"bytes", info.base->size},
+                                                     {"blake3", info.base->blake3}}
+                            : nlohmann::ordered_json(nullptr);
+      j["chunks"] = info.chunks;
+      j["ratio"] = ratio(info.source_bytes, info.file_bytes);
+    }
+    j["metadata"] = info.metadata;
+    auto tensors = nlohmann::ordered_json::array();
+    for (const auto& t : info.tensors) {
+      nlohmann::ordered_json jt{{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}, {"bytes", t.bytes}};
+      if (t.stored_bytes) {
+        jt["stored_bytes"] = *t.stored_bytes;
+        jt["ratio"] = ratio(t.bytes, *t.stored_bytes);
+        jt["chunks"] = t.chunks;
+      }
+      tensors.push_back(std::move(jt));
+    }
+    j["tensors"] = std::move(tensors);
+    j["totals"] = {{"tensors", info.tensors.size()}, {"tensor_bytes", tensor_bytes}, {"other_bytes", info.other_bytes}};
+    if (info.kind == "mcp") {
+      j["totals"]["tensor_stored_bytes"] = tensor_stored;
+      j["totals"]["other_stored_bytes"] = info.other_stored_bytes.value_or(0);
+    }
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  const bool mcp = info.kind == "mcp";
+  if (mcp) {
+    fmt::print("{}: Mithril .mcp v{}, {} of {} ({}), {} chunks\n", info.path, info.format_version,
+               format_bytes(info.file_bytes), info.source_name,
+               info.source_kind == "raw" ? "raw bytes" : info.source_kind, info.chunks);
+    fmt::print("  original: {} bytes, BLAKE3 {}\n", info.source_bytes, info.source_blake3);
+    if (info.base)
+      fmt::print("  delta against: {} ({} bytes, BLAKE3 {})\n", info.base->name, info.base->size, info.base->blake3);
+  } else {
+    fmt::print("{}: safetensors, {}, {} tensors\n", info.path, format_bytes(info.file_bytes), info.tensors.size());
+  }
+  for (const auto& [k, v] : info.metadata) fmt::print("  metadata {} = {}\n", k, v);
+  if (!info.tensors.empty()) {
+    std::size_t wname = 6;
+    for (const auto& t : info.tensors) wname = std::max(wname, t.name.size());
+    wname = std::min<std::size_t>(wname, 60);
+    if (mcp)
+      fmt::print("  {:<{}}  {:<8} {:<20} {:>14} {:>14} {:>7}\n", "tensor", wname, "dtype", "shape", "bytes", "stored",
+                 "ratio");
+    else
+      fmt::print("  {:<{}}  {:<8} {:<20} {:>14}\n", "tensor", wname, "dtype", "shape", "bytes");
+    for (const auto& t : info.tensors) {
+      if (mcp)
+        fmt::print("  {:<{}}  {:<8} {:<20} {:>14} {:>14} {:>7.3f}\n", t.name, wname, t.dtype, shape_string(t.shape),
+                   t.bytes, t.stored_bytes.value_or(0), ratio(t.bytes, t.stored_bytes.value_or(0)));
+      else
+        fmt::print("  {:<{}}  {:<8} {:<20} {:>14}\n", t.name, wname, t.dtype, shape_string(t.shape), t.bytes);
+    }
+  }
+  if (mcp) {
+    fmt::print("  total: {} tensors, {} -> {} (ratio {:.3f}); other bytes {} -> {}; file ratio {:.3f}\n",
+               info.tensors.size(), tensor_bytes, tensor_stored, ratio(tensor_bytes, tensor_stored), info.other_bytes,
+               info.other_stored_bytes.value_or(0), ratio(info.source_bytes, info.file_bytes));
+  } else {
+    fmt::print("  total: {} tensors, {} tensor bytes, {} header bytes\n", info.tensors.size(), tensor_bytes,
+               info.other_bytes);
+  }
+}
+
+}  // namespace
+
+void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
+  auto c = std::make_shared<CompressArgs>();
+  auto* compress = app.add_subcommand("compress", "Compress a checkpoint (safetensors, or any file) into .mcp");
+  compress->add_option("input", c->input, "Checkpoint to compress")->required();
+  compress->add_option("-o,--output", c->output, "Output file (default: INPUT.mcp)");
+  compress->add_option("-l,--level", c->level, "Level 1..19 (default 3); higher tries zstd on more planes")
+      ->check(CLI::Range(k_min_level, k_max_level));
+  compress->add_option("-T,--threads", c->threads, "Worker threads (default: all cores)");
+  compress->add_flag("-f,--force", c->force, "Overwrite an existing output");
+  compress->add_option("--base", c->base, "Delta: code against this earlier checkpoint (safetensors or .mcp)");
+  compress->add_option("--chunk-size", c->chunk_size, "Chunk size, e.g. 4M (default 4 MiB)");
+  compress->add_option("--meta", c->meta, "KEY=VALUE metadata to store (repeatable)");
+  compress->callback([c, &global] { run_compress(*c, global); });
+
+  auto d = std::make_shared<DecompressArgs>();
+  auto* decompress = app.add_subcommand("decompress", "Restore the original file from an .mcp");
+  decompress->add_option("input", d->input, "The .mcp file")->required();
+  decompress->add_option("-o,--output", d->output, "Output file (default: INPUT without .mcp)");
+  decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
+  decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");
+  decompress->add_option("--base", d->base, "The base checkpoint of a delta file");
+  decompress->callback([d, &global] { run_decompress(*d, global); });
+
+  auto info_args = std::make_shared<std::pair<std::string, bool>>();
+  auto* info = app.add_subcommand("info", "List the tensors of an .mcp or safetensors file");
+  info->add_option("file", info_args->first, "File to describe")->required();
+  info->add_flag("--json", info_args->second, "Machine-readable output");
+  info->callback([info_args] { run_info(info_args->first, info_args->second); });
+
+  struct VerifyArgs {
+    std::string input, base;
+    unsigned threads = 0;
+  };
+  auto v = std::make_shared<VerifyArgs>();
+  auto* verify = app.add_subcommand("verify", "Check every checksum and the whole-file digest; writes nothing");
+  verify->add_option("file", v->input, "The .mcp file")->required();
+  verify->add_option("--base", v->base, "The base checkpoint of a delta file");
+  verify->add_option("-T,--threads", v->threads, "Worker threads (default: all cores)");
+  verify->callback([v, &global, &exit_code] { exit_code = run_verify(v->input, v->base, v->threads, global); });
+}
 
 }  // namespace mithril::cli

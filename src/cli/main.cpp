@@ -45,12 +45,14 @@ int main(int argc, char** argv) {
 
   CLI::App app{"Mithril: lossless checkpoint compression and a torch.compile cache manager", "mithril"};
   app.require_subcommand(1);
+  app.fallthrough();  // global flags (-q, -v) may follow the subcommand
   app.set_version_flag("-V,--version", std::string("mithril ") + mithril::version());
   mithril::cli::GlobalOptions global;
   app.add_flag("-q,--quiet", global.quiet, "No progress bar or summary line");
   app.add_flag("-v,--verbose", global.verbose, "More detail");
   int exit_code = 0;
   mithril::cli::register_checkpoint_commands(app, global, exit_code);
+  mithril::cli::register_series_commands(app, global, exit_code);
   mithril::cli::register_cache_commands(app, global, exit_code);
 
   try {

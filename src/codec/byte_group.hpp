@@ -50,3 +50,16 @@ double order0_bits(const Histogram& hist);
 std::string_view byte_group_isa();
 
 }  // namespace mithril::codec
+
+namespace mithril::codec {
+
+// Residuals for delta chunks (against the same bytes of a base checkpoint).
+// out = target ^ base; its own inverse. REQUIRES: equal sizes.
+void xor_residual(util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out);
+// Per width-byte little-endian unsigned element: zigzag(target - base), with
+// wrapping arithmetic; the n % width tail bytes as XOR.
+void sub_residual(util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out, unsigned width);
+// Exact inverse of sub_residual: out = base + unzigzag(residual).
+void add_residual(util::ByteSpan residual, util::ByteSpan base, util::MutableByteSpan out, unsigned width);
+
+}  // namespace mithril::codec

@@ -7,13 +7,21 @@
 // Offsets are relative to the start of data. The header may be padded with
 // trailing spaces (0x20).
 //
-// Validation follows the reference implementation: 8 length bytes present,
-// N <= 100,000,000 and inside the file, header is valid UTF-8 JSON whose top
-// level is an object, known dtype strings, no duplicate names, offsets
-// contiguous (sorted by begin, no holes, no overlaps) and covering the data
-// region exactly, end - begin == numel * bits / 8 computed with overflow
-// checks. Every failure is Error(corrupt) naming the file, the tensor and the
-// rule broken.
+// Validation follows the reference implementation (huggingface/safetensors
+// 0.8, safetensors/src/tensor.rs): 8 length bytes present, N <= 100,000,000
+// and inside the file, header is valid UTF-8 JSON whose top level is an
+// object, known dtype strings, "__metadata__" absent, null or a map of
+// strings, offsets contiguous (sorted by begin, no holes, no overlaps) and
+// covering the data region exactly, end - begin == numel * bits / 8 computed
+// with overflow checks (sub-byte dtypes must fill whole bytes), JSON nested
+// at most 127 deep. Like the reference, unknown fields inside a tensor entry
+// are ignored, and an entry may also be a [dtype, shape, data_offsets] array.
+// Stricter than the reference, as the format's README demands: the header
+// must start with '{' (the reference skips leading whitespace) and duplicate
+// keys are refused (the reference keeps the last tensor of a duplicated name,
+// so two readers could disagree). Every failure is Error(corrupt) naming the
+// file, the tensor and the rule broken: "FILE: tensor 'NAME': RULE ..." or
+// "FILE: header: RULE ...".
 //
 // Thread-safety: free functions, reentrant.
 #pragma once
@@ -64,9 +72,17 @@ struct TensorView {
   util::ByteSpan data;  // exactly numel * bits / 8 bytes
 };
 
-// Serializes a header the way the reference writer does: tensors laid out in
-// order of decreasing dtype alignment then name, JSON padded with spaces to a
-// multiple of 8 bytes. Returns the 8 + N header bytes; offsets are filled in.
+// Serializes a header byte for byte as the reference writer does: tensors
+// laid out in decreasing order of safetensors' Dtype enum (roughly, of
+// alignment) then by name (bytewise), compact JSON, "__metadata__" first,
+// padded with spaces to a multiple of 8 bytes. Returns the 8 + N header
+// bytes; offsets are filled in. If `order` is given it receives the layout:
+// order[k] is the index in `tensors` of the k-th tensor in the data region.
+// An empty `metadata` writes no "__metadata__" key. Metadata keys come out
+// sorted; the reference writes them in hash order (random per process), so
+// its files match ours byte for byte only with at most one metadata key.
+// Throws Error(invalid_argument) on a size mismatch, a duplicate or reserved
+// ("__metadata__") name, text that is not UTF-8, or a header over the limit.
 util::ByteVector build_safetensors_header(const std::vector<TensorView>& tensors,
                                           const std::map<std::string, std::string>& metadata,
                                           std::vector<std::size_t>* order = nullptr);

@@ -55,7 +55,11 @@ AtomicFile::AtomicFile(std::filesystem::path destination, Overwrite overwrite)
   }
   auto dir = m_destination.parent_path();
   if (dir.empty()) dir = ".";
-  std::string templ = (dir / ("." + m_destination.filename().string() + ".XXXXXX.tmp")).string();
+  // Built by appending: `"." + std::string&&` trips GCC 12's -Wrestrict false positive.
+  std::string name = ".";
+  name += m_destination.filename().string();
+  name += ".XXXXXX.tmp";
+  std::string templ = (dir / name).string();
   int fd = ::mkostemps(templ.data(), 4, O_CLOEXEC);
   if (fd < 0) throw_errno(m_destination, "cannot create temporary file");
   m_fd = UniqueFd(fd);

@@ -1,0 +1,133 @@
+// mithril/checkpoint.hpp — lossless checkpoint compression (.mcp files).
+//
+// compress_file() turns a safetensors checkpoint (tensor-aware coding), or any
+// other file (raw bytes), into an .mcp container; decompress_file() recreates
+// the original byte for byte; verify_file() checks every checksum and the
+// whole-file BLAKE3 digest without writing anything; describe_file() lists
+// tensors of an .mcp or safetensors file.
+//
+// Every function throws mithril::Error on failure (never aborts) and never
+// leaves a partial output behind: outputs are written to a temporary file and
+// renamed into place only when complete and verified.
+//
+// Thread-safety: the functions are reentrant; `threads` bounds the worker
+// threads of one call. Outputs are byte-identical for any thread count.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mithril {
+
+// Called from one thread at a time with (bytes done, bytes total).
+using ProgressCallback = std::function<void(std::uint64_t, std::uint64_t)>;
+
+inline constexpr std::size_t k_default_chunk_size = 4u << 20;
+inline constexpr int k_default_level = 3;
+inline constexpr int k_min_level = 1;
+inline constexpr int k_max_level = 19;
+
+struct CompressOptions {
+  int level = k_default_level;       // 1..19; higher tries harder codecs
+  unsigned threads = 0;              // 0 = all cores
+  std::size_t chunk_size = k_default_chunk_size;
+  bool force = false;                // overwrite an existing output
+  std::optional<std::filesystem::path> base;   // delta against this checkpoint
+  std::map<std::string, std::string> metadata;  // stored in the index
+  ProgressCallback progress;
+  // Called with a human-readable note (e.g. "not valid safetensors; stored
+  // as raw bytes"). Optional.
+  std::function<void(const std::string&)> warn;
+};
+
+struct CompressResult {
+  std::uint64_t source_bytes = 0;
+  std::uint64_t output_bytes = 0;
+  std::string source_kind;  // "safetensors", "torch", "raw"
+  std::size_t tensors = 0;
+  std::size_t chunks = 0;
+  double seconds = 0;
+};
+
+CompressResult compress_file(const std::filesystem::path& input, const std::filesystem::path& output,
+                             const CompressOptions& options);
+
+struct DecompressOptions {
+  unsigned threads = 0;
+  bool force = false;
+  std::optional<std::filesystem::path> base;  // required for delta files
+  ProgressCallback progress;
+};
+
+struct DecompressResult {
+  std::uint64_t input_bytes = 0;   // the .mcp
+  std::uint64_t output_bytes = 0;  // the restored file
+  double seconds = 0;
+};
+
+DecompressResult decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
+                                 const DecompressOptions& options);
+
+struct VerifyOptions {
+  unsigned threads = 0;
+  std::optional<std::filesystem::path> base;
+  ProgressCallback progress;
+};
+
+struct VerifyResult {
+  bool ok = false;
+  std::size_t chunks = 0;
+  std::uint64_t source_bytes = 0;
+  std::vector<std::string> problems;  // one line per damaged chunk or digest
+  double seconds = 0;
+};
+
+// Reads and checks everything; a damaged file yields ok == false with the
+// problems listed. Throws only when the file cannot be read at all (missing,
+// not an .mcp, index damaged).
+VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions& options);
+
+struct TensorSummary {
+  std::string name;
+  std::string dtype;
+  std::vector<std::uint64_t> shape;
+  std::uint64_t bytes = 0;
+  std::optional<std::uint64_t> stored_bytes;  // .mcp only
+  std::size_t chunks = 0;
+};
+
+struct BaseSummary {
+  std::string name;
+  std::uint64_t size = 0;
+  std::string blake3;
+};
+
+struct FileInfo {
+  std::string path;
+  std::string kind;          // "mcp", "safetensors"
+  std::uint64_t file_bytes = 0;
+  // .mcp: what it holds
+  std::string format_version;  // "1.0"
+  std::string source_name;
+  std::string source_kind;     // "safetensors", "torch", "raw"
+  std::uint64_t source_bytes = 0;
+  std::string source_blake3;
+  std::optional<BaseSummary> base;  // delta files
+  std::map<std::string, std::string> metadata;
+  std::size_t chunks = 0;
+  std::vector<TensorSummary> tensors;
+  std::uint64_t other_bytes = 0;                 // non-tensor bytes (headers...)
+  std::optional<std::uint64_t> other_stored_bytes;
+};
+
+FileInfo describe_file(const std::filesystem::path& path);
+
+// True if the file starts with the .mcp magic.
+bool is_mcp_file(const std::filesystem::path& path);
+
+}  // namespace mithril

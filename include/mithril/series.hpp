@@ -1,0 +1,62 @@
+// mithril/series.hpp — a directory holding a sequence of checkpoints as
+// keyframes plus deltas against the latest keyframe.
+//
+// Restoring any member reads at most two files (its keyframe and itself). A
+// new keyframe starts when a delta stops paying — its size exceeds
+// `keyframe_threshold` times the size the member would have standalone,
+// estimated from the current keyframe's ratio — or after `max_deltas`
+// deltas in a row.
+//
+// Layout: DIR/series.json (the manifest, replaced atomically after each
+// change) and DIR/step-NNNNNNNNNN.mcp. A crash at any point leaves the
+// manifest valid and every listed member restorable; a member file that is
+// not in the manifest is an orphan from an interrupted add, replaced by the
+// next add of that step. Writers take an exclusive lock on DIR/.lock.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mithril/checkpoint.hpp"
+
+namespace mithril {
+
+struct SeriesMember {
+  std::uint64_t step = 0;
+  bool keyframe = true;
+  std::optional<std::uint64_t> base_step;  // the keyframe a delta refers to
+  std::string file;                        // relative to the series directory
+  std::uint64_t source_bytes = 0;
+  std::uint64_t stored_bytes = 0;
+  std::string source_name;
+  std::string blake3;
+};
+
+struct SeriesOptions {
+  int level = k_default_level;
+  unsigned threads = 0;
+  unsigned max_deltas = 20;          // deltas after a keyframe before a new one
+  double keyframe_threshold = 0.9;   // delta / estimated standalone size
+  ProgressCallback progress;
+};
+
+// Adds a checkpoint. With no step, uses last step + 1 (or 0). Throws
+// Error(exists) if the step is already in the series.
+SeriesMember series_add(const std::filesystem::path& dir, const std::filesystem::path& checkpoint,
+                        std::optional<std::uint64_t> step, const SeriesOptions& options);
+
+// Members in step order. Throws Error(not_found) if DIR holds no series.
+std::vector<SeriesMember> series_list(const std::filesystem::path& dir);
+
+// Restores the member with this step to `output`.
+void series_restore(const std::filesystem::path& dir, std::uint64_t step, const std::filesystem::path& output,
+                    bool force, unsigned threads);
+
+// Keeps the newest `keep` members (and the keyframes they need); deletes the
+// rest. Returns the members removed.
+std::vector<SeriesMember> series_prune(const std::filesystem::path& dir, std::size_t keep);
+
+}  // namespace mithril

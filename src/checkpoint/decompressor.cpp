@@ -1,0 +1,129 @@
+// checkpoint/decompressor.cpp — decompress_file(), verify_file(),
+// describe_file(), is_mcp_file().
+#include <chrono>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "checkpoint/parallel.hpp"
+#include "checkpoint/source.hpp"
+#include "container/reader.hpp"
+#include "formats/safetensors.hpp"
+#include "mithril/checkpoint.hpp"
+#include "mithril/error.hpp"
+#include "util/atomic_file.hpp"
+#include "util/blake3.hpp"
+
+namespace mithril {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+DecompressResult decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
+                                 const DecompressOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  container::Reader reader(input);
+  if (std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
+    throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
+  auto base = checkpoint::open_base_for(reader, options.base, options.threads);
+
+  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse);
+  checkpoint::decode_container(
+      reader, base.get(), options.threads, [&](std::size_t, util::ByteSpan raw) { out.write(raw); }, nullptr,
+      options.progress);
+  if (out.size() != reader.index().source.size)
+    throw Error(Errc::corrupt, fmt::format("{}: restored {} bytes, expected {}", input.string(), out.size(),
+                                           reader.index().source.size));
+  out.commit();
+  DecompressResult r;
+  r.input_bytes = reader.file_size();
+  r.output_bytes = reader.index().source.size;
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  container::Reader reader(input);
+  VerifyResult r;
+  r.chunks = reader.index().chunks.size();
+  r.source_bytes = reader.index().source.size;
+  std::unique_ptr<checkpoint::BaseSource> base;
+  if (reader.index().base) {
+    if (!options.base) {
+      r.problems.push_back(fmt::format(
+          "{}: delta against '{}' (BLAKE3 {}): chunk checksums of delta chunks need --base; checked the rest",
+          input.string(), reader.index().base->name, util::to_hex(reader.index().base->blake3)));
+    } else {
+      base = checkpoint::open_base_for(reader, options.base, options.threads);
+    }
+  }
+  try {
+    checkpoint::decode_container(reader, base.get(), options.threads, [](std::size_t, util::ByteSpan) {},
+                                 &r.problems, options.progress);
+  } catch (const Error& e) {
+    if (e.code() != Errc::invalid_argument) throw;
+    // A delta chunk without its base: report what could not be checked.
+    if (r.problems.empty()) r.problems.push_back(e.what());
+  }
+  r.ok = r.problems.empty();
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+bool is_mcp_file(const std::filesystem::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::array<char, 8> magic{};
+  if (!f.read(magic.data(), magic.size())) return false;
+  return std::memcmp(magic.data(), container::k_magic.data(), 8) == 0;
+}
+
+FileInfo describe_file(const std::filesystem::path& path) {
+  FileInfo info;
+  info.path = path.string();
+  if (is_mcp_file(path)) {
+    container::Reader reader(path);
+    const auto& index = reader.index();
+    info.kind = "mcp";
+    info.file_bytes = reader.file_size();
+    info.format_version = fmt::format("{}.{}", reader.footer().major, reader.footer().minor);
+    info.source_name = index.source.name;
+    info.source_kind = index.source_kind;
+    info.source_bytes = index.source.size;
+    info.source_blake3 = util::to_hex(index.source.blake3);
+    if (index.base) info.base = BaseSummary{index.base->name, index.base->size, util::to_hex(index.base->blake3)};
+    info.metadata = index.metadata;
+    info.chunks = index.chunks.size();
+    std::uint64_t other_stored = 0;
+    for (const auto& s : index.segments) {
+      std::uint64_t stored = 0;
+      for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) stored += index.chunks[c].stored_size;
+      if (s.kind == container::SegmentKind::tensor) {
+        info.tensors.push_back({s.name, s.dtype, s.shape, s.size, stored, s.chunk_count});
+      } else {
+        info.other_bytes += s.size;
+        other_stored += stored;
+      }
+    }
+    info.other_stored_bytes = other_stored;
+    return info;
+  }
+  util::MappedFile file(path);
+  if (!formats::looks_like_safetensors(file.bytes()))
+    throw Error(Errc::unsupported, fmt::format("{}: not an .mcp or safetensors file", path.string()));
+  info.kind = "safetensors";
+  info.file_bytes = file.size();
+  const auto header = formats::parse_safetensors(file.bytes(), path.string());
+  info.metadata = header.metadata;
+  info.other_bytes = header.data_offset;
+  for (const auto& t : header.tensors)
+    info.tensors.push_back({t.name, std::string(formats::dtype_info(t.dtype).name), t.shape, t.size(), std::nullopt, 0});
+  return info;
+}
+
+}  // namespace mithril

@@ -1,0 +1,42 @@
+// checkpoint/plan.hpp — splits a source file into segments and chunks.
+//
+// Planning happens up front and depends only on the file's bytes and the
+// chunk size, which is what makes .mcp output independent of thread count.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "codec/chunk_codec.hpp"
+#include "container/format.hpp"
+#include "util/bytes.hpp"
+
+namespace mithril::checkpoint {
+
+// Chunk size for plans that only need segments (e.g. of a delta base).
+inline constexpr std::size_t k_max_plan_chunk = std::size_t{1} << 30;
+
+struct ChunkPlan {
+  std::uint64_t source_offset = 0;
+  std::uint32_t size = 0;
+  std::uint32_t segment = 0;
+  codec::ChunkKind kind;
+};
+
+struct SourcePlan {
+  std::string kind;  // "safetensors" or "raw"
+  std::vector<container::Segment> segments;  // chunk ranges filled in
+  std::vector<ChunkPlan> chunks;
+  std::size_t tensor_count = 0;
+  std::string note;  // why a file was treated as raw, if it looked otherwise
+};
+
+// Chunk kind (width, float-ness) for a safetensors dtype string.
+codec::ChunkKind chunk_kind_for_dtype(std::string_view dtype);
+
+// Plans a source held in memory. Never throws for content reasons: anything
+// that is not a valid safetensors file is planned as raw bytes.
+SourcePlan plan_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size);
+
+}  // namespace mithril::checkpoint

@@ -1,0 +1,205 @@
+// checkpoint/series.cpp — keyframe + delta series in a directory
+// (include/mithril/series.hpp).
+#include "mithril/series.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "mithril/error.hpp"
+#include "util/atomic_file.hpp"
+#include "util/posix.hpp"
+
+namespace mithril {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr const char* k_manifest = "series.json";
+
+// Exclusive advisory lock on DIR/.lock for the lifetime of the object.
+class DirLock {
+ public:
+  explicit DirLock(const fs::path& dir) : m_fd(::open((dir / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
+    if (!m_fd) util::throw_errno(dir / ".lock", "cannot open lock file");
+    while (::flock(m_fd.get(), LOCK_EX) != 0) {
+      if (errno != EINTR) util::throw_errno(dir / ".lock", "cannot lock");
+    }
+  }
+
+ private:
+  util::UniqueFd m_fd;
+};
+
+json to_json(const SeriesMember& m) {
+  json j{{"step", m.step},
+         {"kind", m.keyframe ? "keyframe" : "delta"},
+         {"file", m.file},
+         {"source_bytes", m.source_bytes},
+         {"stored_bytes", m.stored_bytes},
+         {"source_name", m.source_name},
+         {"blake3", m.blake3}};
+  if (m.base_step) j["base_step"] = *m.base_step;
+  return j;
+}
+
+std::vector<SeriesMember> load(const fs::path& dir) {
+  const fs::path path = dir / k_manifest;
+  std::ifstream f(path);
+  if (!f) throw Error(Errc::not_found, fmt::format("{}: no series here (missing {})", dir.string(), k_manifest));
+  std::vector<SeriesMember> members;
+  try {
+    const json j = json::parse(f);
+    if (j.value("format", std::string{}) != "mithril-series" || j.value("version", 0) != 1)
+      throw Error(Errc::corrupt, fmt::format("{}: not a version 1 series manifest", path.string()));
+    for (const auto& jm : j.at("members")) {
+      SeriesMember m;
+      m.step = jm.at("step").get<std::uint64_t>();
+      m.keyframe = jm.at("kind").get<std::string>() == "keyframe";
+      if (jm.contains("base_step")) m.base_step = jm["base_step"].get<std::uint64_t>();
+      m.file = jm.at("file").get<std::string>();
+      m.source_bytes = jm.at("source_bytes").get<std::uint64_t>();
+      m.stored_bytes = jm.at("stored_bytes").get<std::uint64_t>();
+      m.source_name = jm.value("source_name", std::string{});
+      m.blake3 = jm.value("blake3", std::string{});
+      if (m.file.find('/') != std::string::npos || m.file.starts_with("."))
+        throw Error(Errc::corrupt, fmt::format("{}: member file '{}' is not a plain name", path.string(), m.file));
+      members.push_back(std::move(m));
+    }
+  } catch (const json::exception& e) {
+    throw Error(Errc::corrupt, fmt::format("{}: malformed manifest: {}", path.string(), e.what()));
+  }
+  std::sort(members.begin(), members.end(), [](auto& a, auto& b) { return a.step < b.step; });
+  return members;
+}
+
+void save(const fs::path& dir, const std::vector<SeriesMember>& members) {
+  json j{{"format", "mithril-series"}, {"version", 1}, {"members", json::array()}};
+  for (const auto& m : members) j["members"].push_back(to_json(m));
+  const std::string text = j.dump(2) + "\n";
+  util::write_file_atomic(dir / k_manifest, util::as_bytes(text), util::Overwrite::allow);
+}
+
+const SeriesMember* find_step(const std::vector<SeriesMember>& members, std::uint64_t step) {
+  for (const auto& m : members)
+    if (m.step == step) return &m;
+  return nullptr;
+}
+
+std::string member_file(std::uint64_t step) { return fmt::format("step-{:010}.mcp", step); }
+
+}  // namespace
+
+std::vector<SeriesMember> series_list(const fs::path& dir) { return load(dir); }
+
+SeriesMember series_add(const fs::path& dir, const fs::path& checkpoint, std::optional<std::uint64_t> step,
+                        const SeriesOptions& options) {
+  fs::create_directories(dir);
+  DirLock lock(dir);
+  std::vector<SeriesMember> members;
+  if (fs::exists(dir / k_manifest)) members = load(dir);
+  const std::uint64_t s = step ? *step : (members.empty() ? 0 : members.back().step + 1);
+  if (find_step(members, s))
+    throw Error(Errc::exists, fmt::format("{}: step {} is already in the series", dir.string(), s));
+
+  // The latest keyframe (by step) and the deltas made since.
+  const SeriesMember* keyframe = nullptr;
+  unsigned deltas_since = 0;
+  for (const auto& m : members) {
+    if (m.keyframe) {
+      keyframe = &m;
+      deltas_since = 0;
+    } else if (keyframe && m.base_step == keyframe->step) {
+      ++deltas_since;
+    }
+  }
+
+  SeriesMember member;
+  member.step = s;
+  member.file = member_file(s);
+  member.source_name = checkpoint.filename().string();
+  const fs::path out = dir / member.file;
+
+  CompressOptions co;
+  co.level = options.level;
+  co.threads = options.threads;
+  co.force = true;  // a file not in the manifest is an orphan of an interrupted add
+  co.progress = options.progress;
+  co.metadata["step"] = std::to_string(s);
+
+  bool done = false;
+  if (keyframe && deltas_since < options.max_deltas) {
+    co.base = dir / keyframe->file;
+    const auto r = compress_file(checkpoint, out, co);
+    const double keyframe_ratio = keyframe->stored_bytes
+                                      ? static_cast<double>(keyframe->source_bytes) / keyframe->stored_bytes
+                                      : 1.0;
+    const double standalone_estimate = static_cast<double>(r.source_bytes) / keyframe_ratio;
+    if (static_cast<double>(r.output_bytes) <= options.keyframe_threshold * standalone_estimate) {
+      member.keyframe = false;
+      member.base_step = keyframe->step;
+      member.source_bytes = r.source_bytes;
+      member.stored_bytes = r.output_bytes;
+      done = true;
+    }
+  }
+  if (!done) {
+    co.base.reset();
+    const auto r = compress_file(checkpoint, out, co);
+    member.keyframe = true;
+    member.source_bytes = r.source_bytes;
+    member.stored_bytes = r.output_bytes;
+  }
+  member.blake3 = describe_file(out).source_blake3;
+  members.push_back(member);
+  std::sort(members.begin(), members.end(), [](auto& a, auto& b) { return a.step < b.step; });
+  save(dir, members);  // the commit point: only now is the member part of the series
+  return member;
+}
+
+void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& output, bool force, unsigned threads) {
+  const auto members = load(dir);
+  const SeriesMember* m = find_step(members, step);
+  if (!m) throw Error(Errc::not_found, fmt::format("{}: no step {} in the series", dir.string(), step));
+  DecompressOptions o;
+  o.threads = threads;
+  o.force = force;
+  if (!m->keyframe) {
+    const SeriesMember* k = m->base_step ? find_step(members, *m->base_step) : nullptr;
+    if (!k)
+      throw Error(Errc::corrupt, fmt::format("{}: step {} is a delta whose keyframe is missing", dir.string(), step));
+    o.base = dir / k->file;
+  }
+  decompress_file(dir / m->file, output, o);
+}
+
+std::vector<SeriesMember> series_prune(const fs::path& dir, std::size_t keep) {
+  DirLock lock(dir);
+  auto members = load(dir);
+  std::vector<SeriesMember> kept, removed;
+  const std::size_t first_kept = members.size() > keep ? members.size() - keep : 0;
+  std::vector<std::uint64_t> needed;
+  for (std::size_t i = first_kept; i < members.size(); ++i)
+    if (!members[i].keyframe && members[i].base_step) needed.push_back(*members[i].base_step);
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    const bool needed_keyframe = std::find(needed.begin(), needed.end(), members[i].step) != needed.end();
+    if (i >= first_kept || needed_keyframe) kept.push_back(members[i]);
+    else removed.push_back(members[i]);
+  }
+  save(dir, kept);  // first the manifest: a crash now leaves unreferenced files only
+  for (const auto& m : removed) {
+    std::error_code ec;
+    fs::remove(dir / m.file, ec);
+  }
+  return removed;
+}
+
+}  // namespace mithril

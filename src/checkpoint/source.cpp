@@ -1,0 +1,180 @@
+#include "checkpoint/source.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <map>
+
+#include <fmt/format.h>
+#include <tbb/enumerable_thread_specific.h>
+
+#include "checkpoint/parallel.hpp"
+#include "codec/chunk_codec.hpp"
+#include "mithril/error.hpp"
+#include "util/blake3.hpp"
+#include "util/posix.hpp"
+
+namespace mithril::checkpoint {
+namespace {
+
+bool has_mcp_magic(util::ByteSpan b) {
+  return b.size() >= 8 && std::memcmp(b.data(), container::k_magic.data(), 8) == 0;
+}
+
+}  // namespace
+
+BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads) : m_path(path) {
+  m_file.emplace(path);
+  const util::ByteSpan file = m_file->bytes();
+  if (has_mcp_magic(file)) {
+    // Decode the .mcp into an unlinked temporary file beside nothing: it lives
+    // only as long as this object, and checkpoints larger than RAM still work.
+    container::Reader reader(path);
+    if (reader.index().base)
+      throw Error(Errc::unsupported,
+                  fmt::format("{}: is itself a delta; use its restored checkpoint or a keyframe as the base",
+                              path.string()));
+    const auto dir = std::filesystem::temp_directory_path();
+    util::UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!fd) util::throw_errno(dir, "cannot create a temporary file for the decoded base");
+    const std::uint64_t size = reader.index().source.size;
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) util::throw_errno(dir, "cannot size temporary file");
+    decode_container(
+        reader, nullptr, threads,
+        [&](std::size_t c, util::ByteSpan raw) {
+          util::pwrite_all(fd.get(), raw.data(), raw.size(), reader.index().chunks[c].source_offset, dir);
+        },
+        nullptr);
+    if (size > 0) {
+      void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
+      if (p == MAP_FAILED) util::throw_errno(dir, "cannot map the decoded base");
+      m_decoded = p;
+      m_decoded_size = size;
+      m_bytes = util::ByteSpan(static_cast<const std::byte*>(p), size);
+    }
+    m_identity = reader.index().source;
+    m_file.reset();
+  } else {
+    m_bytes = file;
+    m_identity.name = path.filename().string();
+    m_identity.size = file.size();
+    m_identity.blake3 = util::blake3_parallel(file, threads);
+  }
+  m_plan = plan_source(m_bytes, path.string(), k_max_plan_chunk);
+}
+
+BaseSource::~BaseSource() {
+  if (m_decoded) ::munmap(m_decoded, m_decoded_size);
+}
+
+util::ByteSpan BaseSource::chunk_base(const container::Segment& seg, const ChunkPlan& chunk) const {
+  if (!seg.base_offset) return {};
+  return m_bytes.subspan(*seg.base_offset + (chunk.source_offset - seg.offset), chunk.size);
+}
+
+util::ByteSpan BaseSource::chunk_base(const container::Segment& seg, const container::ChunkRecord& chunk) const {
+  if (!seg.base_offset) return {};
+  const std::uint64_t off = *seg.base_offset + (chunk.source_offset - seg.offset);
+  if (off > m_bytes.size() || chunk.raw_size > m_bytes.size() - off)
+    throw Error(Errc::corrupt, fmt::format("delta chunk refers to bytes past the end of the base ({})", m_path.string()));
+  return m_bytes.subspan(off, chunk.raw_size);
+}
+
+std::size_t match_base(SourcePlan& plan, const BaseSource& base) {
+  std::map<std::string, const container::Segment*, std::less<>> by_name;
+  for (const auto& s : base.plan().segments)
+    if (s.kind == container::SegmentKind::tensor) by_name.emplace(s.name, &s);
+  std::size_t matched = 0;
+  for (auto& s : plan.segments) {
+    if (s.kind != container::SegmentKind::tensor || s.size == 0) continue;
+    auto it = by_name.find(s.name);
+    if (it == by_name.end()) continue;
+    const auto& b = *it->second;
+    if (b.dtype != s.dtype || b.shape != s.shape || b.size != s.size) continue;
+    s.base_offset = b.offset;
+    ++matched;
+  }
+  return matched;
+}
+
+void decode_container(const container::Reader& reader, const BaseSource* base, unsigned threads,
+                      const std::function<void(std::size_t, util::ByteSpan)>& consume,
+                      std::vector<std::string>* problems,
+                      const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  const auto& index = reader.index();
+  threads = resolve_threads(threads);
+  const std::size_t in_flight = std::max<std::size_t>(2, 2 * static_cast<std::size_t>(threads));
+  struct Slot {
+    util::ByteVector raw;
+    std::string problem;
+  };
+  std::vector<Slot> slots(in_flight);
+  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
+  util::Blake3 hasher;
+  bool digest_valid = true;
+  std::uint64_t done = 0;
+
+  ordered_pipeline(
+      index.chunks.size(), threads, in_flight,
+      [&](std::size_t i, std::size_t s) {
+        const auto& r = index.chunks[i];
+        Slot& slot = slots[s];
+        slot.problem.clear();
+        slot.raw.resize(r.raw_size);
+        const std::string what = reader.name() + ": " + container::describe_chunk(index, i);
+        try {
+          util::ByteSpan base_bytes;
+          if (r.residual != container::Residual::none) {
+            if (!base) throw Error(Errc::invalid_argument, what + ": delta chunk but no base given");
+            base_bytes = base->chunk_base(index.segments[r.segment], r);
+          }
+          decoders.local().decode(reader.payload(i), r, slot.raw, base_bytes, what);
+        } catch (const Error& e) {
+          if (!problems || e.code() != Errc::corrupt) throw;
+          slot.problem = e.what();
+        }
+      },
+      [&](std::size_t i, std::size_t s) {
+        Slot& slot = slots[s];
+        if (!slot.problem.empty()) {
+          problems->push_back(std::move(slot.problem));
+          digest_valid = false;
+        } else {
+          if (digest_valid) hasher.update(slot.raw);
+          consume(i, slot.raw);
+        }
+        done += index.chunks[i].raw_size;
+        if (progress) progress(done, index.source.size);
+      });
+
+  if (!digest_valid) return;
+  const auto digest = hasher.digest();
+  if (digest != index.source.blake3) {
+    const std::string msg = fmt::format(
+        "{}: whole-file BLAKE3 mismatch: restored {} but the original was {}", reader.name(),
+        util::to_hex(digest), util::to_hex(index.source.blake3));
+    if (!problems) throw Error(Errc::corrupt, msg);
+    problems->push_back(msg);
+  }
+}
+
+std::unique_ptr<BaseSource> open_base_for(const container::Reader& reader,
+                                          const std::optional<std::filesystem::path>& base, unsigned threads) {
+  const auto& index = reader.index();
+  if (!index.base) return nullptr;
+  const auto& want = *index.base;
+  if (!base)
+    throw Error(Errc::invalid_argument,
+                fmt::format("{}: is a delta against '{}' (BLAKE3 {}); pass that checkpoint with --base",
+                            reader.name(), want.name, util::to_hex(want.blake3)));
+  auto source = std::make_unique<BaseSource>(*base, threads);
+  if (source->identity().blake3 != want.blake3 || source->identity().size != want.size)
+    throw Error(Errc::invalid_argument,
+                fmt::format("{}: wrong base: '{}' has BLAKE3 {}, but this delta was made against '{}' with BLAKE3 {}",
+                            reader.name(), base->string(), util::to_hex(source->identity().blake3), want.name,
+                            util::to_hex(want.blake3)));
+  return source;
+}
+
+}  // namespace mithril::checkpoint

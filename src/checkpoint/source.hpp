@@ -1,0 +1,69 @@
+// checkpoint/source.hpp — the base checkpoint of a delta, and whole-container
+// decoding shared by decompress, verify and .mcp bases.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "checkpoint/plan.hpp"
+#include "container/reader.hpp"
+#include "util/mapped_file.hpp"
+
+namespace mithril::checkpoint {
+
+// The original bytes of a base checkpoint: a safetensors (or any) file mapped
+// as is, or an .mcp decoded into an unlinked temporary file and mapped.
+class BaseSource {
+ public:
+  BaseSource(const std::filesystem::path& path, unsigned threads);
+  ~BaseSource();
+  BaseSource(const BaseSource&) = delete;
+  BaseSource& operator=(const BaseSource&) = delete;
+
+  // Identity of the base's original file (name, size, BLAKE3).
+  const container::SourceIdentity& identity() const noexcept { return m_identity; }
+  util::ByteSpan bytes() const noexcept { return m_bytes; }
+  const SourcePlan& plan() const noexcept { return m_plan; }
+  const std::filesystem::path& path() const noexcept { return m_path; }
+
+  // The base bytes under a chunk of a segment matched by match_base().
+  util::ByteSpan chunk_base(const container::Segment& seg, const ChunkPlan& chunk) const;
+  util::ByteSpan chunk_base(const container::Segment& seg, const container::ChunkRecord& chunk) const;
+
+ private:
+  std::filesystem::path m_path;
+  std::optional<util::MappedFile> m_file;
+  void* m_decoded = nullptr;  // mmap of the decoded temporary, for .mcp bases
+  std::size_t m_decoded_size = 0;
+  util::ByteSpan m_bytes;
+  container::SourceIdentity m_identity;
+  SourcePlan m_plan;
+};
+
+// Sets base_offset on every tensor segment of `plan` whose name, dtype and
+// shape match a tensor of the base. Unmatched tensors stay standalone.
+// Returns the number of matched tensors.
+std::size_t match_base(SourcePlan& plan, const BaseSource& base);
+
+// Decodes every chunk of an .mcp in parallel and hands each chunk's bytes to
+// `consume` in source order (one thread at a time), then checks the whole-file
+// BLAKE3. With problems == nullptr the first damage throws Error(corrupt);
+// otherwise damage is appended to *problems and decoding goes on (consume is
+// not called for a damaged chunk).
+void decode_container(const container::Reader& reader, const BaseSource* base, unsigned threads,
+                      const std::function<void(std::size_t chunk, util::ByteSpan raw)>& consume,
+                      std::vector<std::string>* problems,
+                      const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});
+
+// Opens the base a delta .mcp needs and checks it is exactly that checkpoint.
+// Throws Error(invalid_argument) if the file is a delta and no base is given,
+// naming the recorded base; Error(invalid_argument) with both digests if the
+// given base is another checkpoint.
+std::unique_ptr<BaseSource> open_base_for(const container::Reader& reader,
+                                          const std::optional<std::filesystem::path>& base, unsigned threads);
+
+}  // namespace mithril::checkpoint

@@ -1,0 +1,258 @@
+#include "codec/chunk_codec.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "codec/rans.hpp"
+#include "mithril/error.hpp"
+#include "util/xxh3.hpp"
+
+namespace mithril::codec {
+namespace {
+
+using container::Layout;
+using container::Residual;
+
+// Bytes a plane of n bytes with this histogram is expected to take: the
+// order-0 bound plus a small allowance for the rANS table, never more than n.
+double estimate_plane(const Histogram& hist, std::size_t n) {
+  if (n == 0) return 0;
+  const double coded = order0_bits(hist) / 8.0 + 48.0;
+  return std::min(coded, static_cast<double>(n));
+}
+
+struct PlaneGeometry {
+  std::size_t m;     // elements
+  std::size_t tail;  // n % width
+  std::size_t plane_size(unsigned k, unsigned width) const { return k + 1 == width ? m + tail : m; }
+};
+
+// Histograms of each plane of group(in), the tail counted in the last plane.
+void grouped_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::span<Histogram> hists) {
+  for (unsigned k = 0; k < width; ++k) hists[k].fill(0);
+  if (width == 1) {
+    histogram(in, hists[0]);
+    return;
+  }
+  plane_histograms(in, width, mode, hists);
+  const std::size_t tail = in.size() % width;
+  for (std::size_t i = in.size() - tail; i < in.size(); ++i) ++hists[width - 1][static_cast<std::uint8_t>(in[i])];
+}
+
+double estimate_grouped(std::span<const Histogram> hists, std::size_t n, unsigned width) {
+  const PlaneGeometry g{n / width, n % width};
+  double total = 0;
+  for (unsigned k = 0; k < width; ++k) total += estimate_plane(hists[k], g.plane_size(k, width));
+  return total;
+}
+
+}  // namespace
+
+ChunkEncoder::ChunkEncoder(int level) : m_level(level), m_zstd(level) {}
+
+std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan plane, const Histogram& hist,
+                                                                const ChunkKind& kind) {
+  const std::size_t n = plane.size();
+  std::size_t best = n;
+  PlaneCodec codec = PlaneCodec::stored;
+  if (n == 0) return {codec, 0};
+  if (m_scratch.size() < n) m_scratch.resize(n);
+  util::MutableByteSpan scratch(m_scratch.data(), n);
+
+  const double bits = order0_bits(hist);
+  const double bits_per_byte = bits / static_cast<double>(n);
+  bool have_scratch = false;
+
+  // rANS: worth trying whenever the order-0 bound is meaningfully below n.
+  if (bits / 8.0 + 32.0 < 0.995 * static_cast<double>(n)) {
+    if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
+      best = *size;
+      codec = PlaneCodec::rans0;
+      have_scratch = true;
+    }
+  }
+  // zstd: for bytes that are not tensors, for integer tensors (runs, repeated
+  // patterns), for near-constant planes where matches beat order-0, and
+  // everywhere at high levels.
+  const bool try_zstd = !kind.is_tensor || !kind.is_float || m_level >= 10 || bits_per_byte < 1.0;
+  if (try_zstd && best > 1) {
+    const std::size_t old = m_payload.size();
+    m_payload.resize(old + best - 1);
+    auto size = m_zstd.compress(plane, util::MutableByteSpan(m_payload).subspan(old, best - 1));
+    if (size) {
+      m_payload.resize(old + *size);
+      return {PlaneCodec::zstd, static_cast<std::uint32_t>(*size)};
+    }
+    m_payload.resize(old);
+  }
+  if (have_scratch) {
+    util::append_bytes(m_payload, util::ByteSpan(m_scratch.data(), best));
+  } else {
+    util::append_bytes(m_payload, plane);
+  }
+  return {codec, static_cast<std::uint32_t>(best)};
+}
+
+EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind& kind, unsigned width,
+                                          GroupMode mode, std::span<const Histogram> hists) {
+  EncodedChunk out;
+  out.layout = Layout::planes;
+  out.width = static_cast<std::uint8_t>(width);
+  out.group_mode = static_cast<std::uint8_t>(mode);
+
+  util::ByteSpan grouped = input;
+  if (width > 1) {
+    if (m_grouped.size() < input.size()) m_grouped.resize(input.size());
+    group_bytes(input, util::MutableByteSpan(m_grouped.data(), input.size()), width, mode);
+    grouped = util::ByteSpan(m_grouped.data(), input.size());
+  }
+  const PlaneGeometry g{input.size() / width, input.size() % width};
+  const std::size_t dir_size = 1 + 5 * width;
+  m_payload.assign(dir_size, std::byte{0});
+  m_payload[0] = static_cast<std::byte>(width);
+  std::size_t pos = 0;
+  for (unsigned k = 0; k < width; ++k) {
+    const std::size_t len = g.plane_size(k, width);
+    const auto [codec, size] = encode_plane(grouped.subspan(pos, len), hists[k], kind);
+    m_payload[1 + 5 * k] = static_cast<std::byte>(codec);
+    util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, size);
+    pos += len;
+  }
+  out.payload = m_payload;
+  return out;
+}
+
+EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base) {
+  if (raw.size() > container::k_max_chunk_size) throw Error(Errc::internal, "chunk larger than 2 GiB");
+  const unsigned width = kind.width;
+
+  // Candidates: residual (none, or xor/sub against the base) x grouping mode.
+  struct Candidate {
+    Residual residual;
+    GroupMode mode;
+    double cost;
+  };
+  std::array<Histogram, 8> hists{};
+  std::array<Histogram, 8> best_hists{};
+  Candidate best{Residual::none, GroupMode::plain, 0};
+  bool have_best = false;
+  util::ByteSpan best_input = raw;
+
+  auto consider = [&](util::ByteSpan input, Residual residual, GroupMode mode) {
+    grouped_histograms(input, width, mode, hists);
+    const double cost = estimate_grouped(std::span<const Histogram>(hists.data(), width), input.size(), width);
+    if (!have_best || cost < best.cost) {
+      best = {residual, mode, cost};
+      best_hists = hists;
+      best_input = input;
+      have_best = true;
+    }
+  };
+
+  const bool try_rotl1 = kind.is_float && width > 1;
+  consider(raw, Residual::none, GroupMode::plain);
+  if (try_rotl1) consider(raw, Residual::none, GroupMode::rotl1);
+
+  util::ByteVector sub_buf;
+  if (!base.empty()) {
+    if (base.size() != raw.size()) throw Error(Errc::internal, "base chunk size mismatch");
+    if (m_residual.size() < raw.size()) m_residual.resize(raw.size());
+    util::MutableByteSpan xr(m_residual.data(), raw.size());
+    xor_residual(raw, base, xr);
+    consider(xr, Residual::xor_, GroupMode::plain);
+    if (try_rotl1) consider(xr, Residual::xor_, GroupMode::rotl1);
+    if (width > 1) {
+      sub_buf.resize(raw.size());
+      sub_residual(raw, base, sub_buf, width);
+      consider(sub_buf, Residual::sub, GroupMode::plain);
+    }
+  }
+
+  if (raw.empty()) {
+    EncodedChunk e;
+    m_payload.clear();
+    e.payload = m_payload;
+    return e;
+  }
+  EncodedChunk e = encode_grouped(best_input, kind, width, best.mode,
+                                  std::span<const Histogram>(best_hists.data(), width));
+  e.residual = best.residual;
+  if (e.payload.size() >= raw.size() && best.residual == Residual::none) {
+    // Nothing pays: store the chunk raw.
+    EncodedChunk r;
+    r.layout = Layout::raw;
+    r.payload = raw;
+    return r;
+  }
+  return e;
+}
+
+void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& rec, util::MutableByteSpan out,
+                          util::ByteSpan base, std::string_view what) {
+  auto fail = [&](const std::string& why) { throw Error(Errc::corrupt, fmt::format("{}: {}", what, why)); };
+  if (out.size() != rec.raw_size) throw Error(Errc::internal, "decode: output size mismatch");
+  if (rec.residual != Residual::none && base.size() != out.size()) fail("residual chunk without its base bytes");
+
+  if (rec.layout == Layout::raw) {
+    if (payload.size() != rec.raw_size) fail("raw chunk has the wrong stored size");
+    if (rec.residual != Residual::none) fail("raw chunk with a residual");
+    if (!out.empty()) std::memcpy(out.data(), payload.data(), out.size());
+  } else {
+    const unsigned width = rec.width;
+    const std::size_t dir_size = 1 + 5 * width;
+    if (payload.size() < dir_size || static_cast<unsigned>(payload[0]) != width) fail("bad plane directory");
+    const PlaneGeometry g{rec.raw_size / width, rec.raw_size % width};
+    const bool direct = width == 1 && rec.residual == Residual::none;
+    util::MutableByteSpan grouped = out;
+    if (!direct) {
+      if (m_grouped.size() < out.size()) m_grouped.resize(out.size());
+      grouped = util::MutableByteSpan(m_grouped.data(), out.size());
+    }
+    std::size_t src = dir_size;
+    std::size_t dst = 0;
+    for (unsigned k = 0; k < width; ++k) {
+      const auto codec = static_cast<PlaneCodec>(payload[1 + 5 * k]);
+      const auto size = util::load_le<std::uint32_t>(payload.data() + 2 + 5 * k);
+      const std::size_t len = g.plane_size(k, width);
+      if (size > payload.size() - src) fail(fmt::format("plane {} runs past the payload", k));
+      const util::ByteSpan in = payload.subspan(src, size);
+      const util::MutableByteSpan plane = grouped.subspan(dst, len);
+      try {
+        switch (codec) {
+          case PlaneCodec::stored:
+            if (size != len) fail(fmt::format("stored plane {} has the wrong size", k));
+            if (len) std::memcpy(plane.data(), in.data(), len);
+            break;
+          case PlaneCodec::zstd: m_zstd.decompress(in, plane); break;
+          case PlaneCodec::rans0: rans::decode(in, plane); break;
+          default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
+        }
+      } catch (const Error& e) {
+        if (e.code() != Errc::corrupt) throw;
+        fail(fmt::format("plane {}: {}", k, e.what()));
+      }
+      src += size;
+      dst += len;
+    }
+    if (src != payload.size()) fail("payload has trailing bytes");
+    if (!direct) {
+      const auto mode = static_cast<GroupMode>(rec.group_mode);
+      if (rec.residual == Residual::none) {
+        ungroup_bytes(grouped, out, width, mode);
+      } else {
+        // Ungroup in place is not possible: use out as the ungrouped residual,
+        // then fold the base into it.
+        ungroup_bytes(grouped, out, width, mode);
+        std::memcpy(grouped.data(), out.data(), out.size());
+        if (rec.residual == Residual::xor_) xor_residual(grouped, base, out);
+        else add_residual(grouped, base, out, width);
+      }
+    }
+  }
+  if (util::xxh3_64(out) != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
+}
+
+}  // namespace mithril::codec

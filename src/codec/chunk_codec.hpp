@@ -1,0 +1,78 @@
+// codec/chunk_codec.hpp — encodes one chunk's bytes into an .mcp payload and
+// back (docs/format.md, "Chunk payload" and "Transforms").
+//
+// The encoder decides everything from the chunk's own bytes (determinism):
+// plain vs rotl1 grouping for floats from plane histograms, then per plane the
+// smallest of stored / rANS / zstd, then raw layout if nothing pays.
+//
+// Thread-safety: one ChunkEncoder / ChunkDecoder per thread (they own scratch
+// buffers and zstd contexts).
+#pragma once
+
+#include <cstdint>
+
+#include "codec/byte_group.hpp"
+#include "codec/zstd_codec.hpp"
+#include "container/format.hpp"
+#include "util/bytes.hpp"
+
+namespace mithril::codec {
+
+enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2 };
+
+// How the chunk's bytes should be seen.
+struct ChunkKind {
+  unsigned width = 1;     // element size in bytes: 1, 2, 4 or 8
+  bool is_float = false;  // IEEE-like: try rotl1 grouping
+  bool is_tensor = false; // tensor data (entropy coder first) vs other bytes (zstd first)
+};
+
+struct EncodedChunk {
+  container::Layout layout = container::Layout::raw;
+  std::uint8_t width = 1;
+  std::uint8_t group_mode = 0;
+  container::Residual residual = container::Residual::none;
+  util::ByteSpan payload;  // valid until the next encode() on this encoder
+};
+
+class ChunkEncoder {
+ public:
+  // level: 1..19 (zstd-like). Higher levels try zstd on more planes.
+  explicit ChunkEncoder(int level);
+
+  // REQUIRES: raw.size() <= container::k_max_chunk_size. If `base` is not
+  // empty (same size as raw) the encoder may code a residual against it.
+  EncodedChunk encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base = {});
+
+ private:
+  // Appends the best coding of one plane to m_payload; returns its codec and size.
+  std::pair<PlaneCodec, std::uint32_t> encode_plane(util::ByteSpan plane, const Histogram& hist,
+                                                    const ChunkKind& kind);
+  EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode,
+                              std::span<const Histogram> hists);
+
+  int m_level;
+  ZstdCompressor m_zstd;
+  util::ByteVector m_grouped;
+  util::ByteVector m_residual;
+  util::ByteVector m_payload;
+  util::ByteVector m_scratch;
+};
+
+class ChunkDecoder {
+ public:
+  ChunkDecoder() = default;
+
+  // Decodes `payload` described by `record` into out (out.size() ==
+  // record.raw_size) and checks the chunk's XXH3. `base` holds the base bytes
+  // for residual chunks. Throws Error(corrupt) with `what` (e.g. "chunk 3
+  // (tensor 'w', ...)") in the message.
+  void decode(util::ByteSpan payload, const container::ChunkRecord& record, util::MutableByteSpan out,
+              util::ByteSpan base, std::string_view what);
+
+ private:
+  ZstdDecompressor m_zstd;
+  util::ByteVector m_grouped;
+};
+
+}  // namespace mithril::codec

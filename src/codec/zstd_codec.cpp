@@ -1,0 +1,68 @@
+#include "codec/zstd_codec.hpp"
+
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include <string>
+
+#include "mithril/error.hpp"
+
+namespace mithril::codec {
+
+void ZstdCompressor::Free::operator()(ZSTD_CCtx_s* c) const noexcept { ZSTD_freeCCtx(c); }
+void ZstdDecompressor::Free::operator()(ZSTD_DCtx_s* c) const noexcept { ZSTD_freeDCtx(c); }
+
+ZstdCompressor::ZstdCompressor(int level) : m_ctx(ZSTD_createCCtx()), m_level(level) {
+  if (!m_ctx) throw std::bad_alloc();
+  ZSTD_CCtx_setParameter(m_ctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(m_ctx.get(), ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setParameter(m_ctx.get(), ZSTD_c_checksumFlag, 0);  // chunks carry xxh3
+}
+ZstdCompressor::~ZstdCompressor() = default;
+ZstdCompressor::ZstdCompressor(ZstdCompressor&&) noexcept = default;
+ZstdCompressor& ZstdCompressor::operator=(ZstdCompressor&&) noexcept = default;
+
+std::optional<std::size_t> ZstdCompressor::compress(util::ByteSpan in, util::MutableByteSpan out) {
+  const std::size_t n = ZSTD_compress2(m_ctx.get(), out.data(), out.size(), in.data(), in.size());
+  if (ZSTD_isError(n)) {
+    if (ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall) return std::nullopt;
+    throw Error(Errc::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
+  }
+  return n;
+}
+
+void ZstdCompressor::compress_append(util::ByteSpan in, util::ByteVector& out) {
+  const std::size_t start = out.size();
+  out.resize(start + ZSTD_compressBound(in.size()));
+  const auto n = compress(in, util::MutableByteSpan(out).subspan(start));
+  if (!n) throw Error(Errc::internal, "zstd: output bound too small");
+  out.resize(start + *n);
+}
+
+ZstdDecompressor::ZstdDecompressor() : m_ctx(ZSTD_createDCtx()) {
+  if (!m_ctx) throw std::bad_alloc();
+}
+ZstdDecompressor::~ZstdDecompressor() = default;
+ZstdDecompressor::ZstdDecompressor(ZstdDecompressor&&) noexcept = default;
+ZstdDecompressor& ZstdDecompressor::operator=(ZstdDecompressor&&) noexcept = default;
+
+void ZstdDecompressor::decompress(util::ByteSpan frame, util::MutableByteSpan out) {
+  const unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN || content != out.size())
+    throw Error(Errc::corrupt, "zstd frame: missing or wrong content size");
+  const std::size_t n = ZSTD_decompressDCtx(m_ctx.get(), out.data(), out.size(), frame.data(), frame.size());
+  if (ZSTD_isError(n)) throw Error(Errc::corrupt, std::string("zstd frame: ") + ZSTD_getErrorName(n));
+  if (n != out.size()) throw Error(Errc::corrupt, "zstd frame: short content");
+}
+
+util::ByteVector zstd_decompress_bounded(util::ByteSpan frame, std::size_t max_size) {
+  const unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN || content > max_size)
+    throw Error(Errc::corrupt, "zstd frame: missing or implausible content size");
+  util::ByteVector out(static_cast<std::size_t>(content));
+  ZstdDecompressor d;
+  d.decompress(frame, out);
+  return out;
+}
+
+}  // namespace mithril::codec

@@ -1,0 +1,291 @@
+#include "container/format.hpp"
+
+#include <cstring>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "mithril/error.hpp"
+
+namespace mithril::container {
+namespace {
+
+using json = nlohmann::json;
+using util::load_le;
+using util::store_le;
+
+[[noreturn]] void corrupt(std::string_view file, const std::string& what) {
+  throw Error(Errc::corrupt, fmt::format("{}: {}", file, what));
+}
+
+json identity_to_json(const SourceIdentity& id) {
+  return json{{"name", id.name}, {"size", id.size}, {"blake3", util::to_hex(id.blake3)}};
+}
+
+SourceIdentity identity_from_json(const json& j, std::string_view file, std::string_view what) {
+  SourceIdentity id;
+  if (!j.is_object()) corrupt(file, fmt::format("index: '{}' is not an object", what));
+  id.name = j.value("name", std::string{});
+  if (!j.contains("size") || !j["size"].is_number_unsigned())
+    corrupt(file, fmt::format("index: '{}.size' missing or not an unsigned integer", what));
+  id.size = j["size"].get<std::uint64_t>();
+  const auto hex = j.value("blake3", std::string{});
+  if (!util::parse_hex_digest(hex, id.blake3))
+    corrupt(file, fmt::format("index: '{}.blake3' is not a 64-digit hex digest", what));
+  return id;
+}
+
+std::uint64_t get_u64(const json& j, const char* key, std::string_view file, std::size_t seg) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number_unsigned())
+    corrupt(file, fmt::format("index: segment {}: '{}' missing or not an unsigned integer", seg, key));
+  return it->get<std::uint64_t>();
+}
+
+}  // namespace
+
+std::array<std::byte, k_header_size> encode_header() {
+  std::array<std::byte, k_header_size> h{};
+  std::memcpy(h.data(), k_magic.data(), 8);
+  store_le<std::uint16_t>(h.data() + 8, k_major);
+  store_le<std::uint16_t>(h.data() + 10, k_minor);
+  store_le<std::uint32_t>(h.data() + 12, 0);
+  return h;
+}
+
+void check_header(util::ByteSpan header, std::string_view file) {
+  if (header.size() < k_header_size || std::memcmp(header.data(), k_magic.data(), 8) != 0)
+    corrupt(file, "not a Mithril .mcp file (wrong magic)");
+  const auto major = load_le<std::uint16_t>(header.data() + 8);
+  const auto minor = load_le<std::uint16_t>(header.data() + 10);
+  if (major != k_major)
+    throw Error(Errc::unsupported,
+                fmt::format("{}: .mcp format version {}.{} is not supported by this mithril (reads {}.x); "
+                            "upgrade mithril",
+                            file, major, minor, k_major));
+}
+
+std::array<std::byte, k_footer_size> encode_footer(const Footer& f) {
+  std::array<std::byte, k_footer_size> b{};
+  store_le(b.data() + 0, f.index_offset);
+  store_le(b.data() + 8, f.index_stored_size);
+  store_le(b.data() + 16, f.index_raw_size);
+  store_le(b.data() + 24, f.index_xxh3);
+  store_le(b.data() + 32, f.major);
+  store_le(b.data() + 34, f.minor);
+  b[36] = static_cast<std::byte>(f.index_codec);
+  std::memcpy(b.data() + 40, k_end_magic.data(), 8);
+  return b;
+}
+
+Footer decode_footer(util::ByteSpan b, std::string_view file) {
+  if (b.size() != k_footer_size || std::memcmp(b.data() + 40, k_end_magic.data(), 8) != 0)
+    corrupt(file, "no .mcp footer at the end of the file (truncated, or not an .mcp file)");
+  Footer f;
+  f.index_offset = load_le<std::uint64_t>(b.data() + 0);
+  f.index_stored_size = load_le<std::uint64_t>(b.data() + 8);
+  f.index_raw_size = load_le<std::uint64_t>(b.data() + 16);
+  f.index_xxh3 = load_le<std::uint64_t>(b.data() + 24);
+  f.major = load_le<std::uint16_t>(b.data() + 32);
+  f.minor = load_le<std::uint16_t>(b.data() + 34);
+  const auto codec = static_cast<std::uint8_t>(b[36]);
+  if (f.major != k_major)
+    throw Error(Errc::unsupported,
+                fmt::format("{}: .mcp format version {}.{} is not supported by this mithril (reads {}.x); "
+                            "upgrade mithril",
+                            file, f.major, f.minor, k_major));
+  if (codec > 1) corrupt(file, fmt::format("footer: unknown index codec {}", codec));
+  f.index_codec = static_cast<IndexCodec>(codec);
+  f.reserved = static_cast<std::uint32_t>(b[37]) | static_cast<std::uint32_t>(b[38]) << 8 |
+               static_cast<std::uint32_t>(b[39]) << 16;
+  return f;
+}
+
+util::ByteVector encode_index(const Index& index) {
+  json j;
+  j["format"] = "mcp";
+  j["source"] = identity_to_json(index.source);
+  j["source"]["kind"] = index.source_kind;
+  if (index.base) j["base"] = identity_to_json(*index.base);
+  j["metadata"] = index.metadata;
+  j["chunk_count"] = index.chunks.size();
+  j["created_by"] = index.created_by;
+  json segs = json::array();
+  for (const auto& s : index.segments) {
+    json js{{"kind", s.kind == SegmentKind::tensor ? "tensor" : "raw"},
+            {"offset", s.offset},
+            {"size", s.size},
+            {"chunks", {s.first_chunk, s.chunk_count}}};
+    if (s.kind == SegmentKind::tensor) {
+      js["name"] = s.name;
+      js["dtype"] = s.dtype;
+      js["shape"] = s.shape;
+    }
+    if (s.base_offset) js["base_offset"] = *s.base_offset;
+    segs.push_back(std::move(js));
+  }
+  j["segments"] = std::move(segs);
+  const std::string text = j.dump();
+
+  util::ByteVector out;
+  out.reserve(4 + text.size() + index.chunks.size() * k_chunk_record_size);
+  util::append_le<std::uint32_t>(out, static_cast<std::uint32_t>(text.size()));
+  util::append_bytes(out, util::as_bytes(text));
+  for (const auto& c : index.chunks) {
+    util::append_le(out, c.file_offset);
+    util::append_le(out, c.source_offset);
+    util::append_le(out, c.raw_size);
+    util::append_le(out, c.stored_size);
+    util::append_le(out, c.raw_xxh3);
+    util::append_le(out, c.segment);
+    util::append_le(out, static_cast<std::uint8_t>(c.layout));
+    util::append_le(out, c.width);
+    util::append_le(out, c.group_mode);
+    util::append_le(out, static_cast<std::uint8_t>(c.residual));
+    util::append_le<std::uint64_t>(out, 0);
+  }
+  return out;
+}
+
+Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_view file) {
+  if (raw.size() < 4) corrupt(file, "index: too short");
+  const std::uint32_t json_size = load_le<std::uint32_t>(raw.data());
+  if (json_size > raw.size() - 4) corrupt(file, "index: JSON size exceeds the index");
+  json j;
+  try {
+    j = json::parse(util::as_chars(raw.subspan(4, json_size)));
+  } catch (const json::exception& e) {
+    corrupt(file, fmt::format("index: invalid JSON: {}", e.what()));
+  }
+  if (!j.is_object() || j.value("format", std::string{}) != "mcp") corrupt(file, "index: not an .mcp index");
+
+  Index index;
+  try {
+    index.source = identity_from_json(j.at("source"), file, "source");
+    index.source_kind = j["source"].value("kind", std::string("raw"));
+    if (j.contains("base") && !j["base"].is_null()) index.base = identity_from_json(j["base"], file, "base");
+    if (j.contains("metadata")) {
+      if (!j["metadata"].is_object()) corrupt(file, "index: 'metadata' is not an object");
+      for (auto& [k, v] : j["metadata"].items()) {
+        if (!v.is_string()) corrupt(file, fmt::format("index: metadata '{}' is not a string", k));
+        index.metadata[k] = v.get<std::string>();
+      }
+    }
+    index.created_by = j.value("created_by", std::string{});
+    if (!j.contains("chunk_count") || !j["chunk_count"].is_number_unsigned())
+      corrupt(file, "index: 'chunk_count' missing");
+    const auto chunk_count = j["chunk_count"].get<std::uint64_t>();
+    const std::uint64_t records_bytes = raw.size() - 4 - json_size;
+    if (chunk_count > records_bytes / k_chunk_record_size ||
+        chunk_count * k_chunk_record_size != records_bytes)
+      corrupt(file, fmt::format("index: {} chunk records announced, {} bytes present", chunk_count, records_bytes));
+
+    if (!j.contains("segments") || !j["segments"].is_array()) corrupt(file, "index: 'segments' missing");
+    std::uint64_t expect_offset = 0;
+    std::uint64_t expect_chunk = 0;
+    for (std::size_t i = 0; i < j["segments"].size(); ++i) {
+      const json& js = j["segments"][i];
+      if (!js.is_object()) corrupt(file, fmt::format("index: segment {} is not an object", i));
+      Segment s;
+      const auto kind = js.value("kind", std::string{});
+      if (kind == "tensor") s.kind = SegmentKind::tensor;
+      else if (kind == "raw") s.kind = SegmentKind::raw;
+      else corrupt(file, fmt::format("index: segment {}: unknown kind '{}'", i, kind));
+      s.offset = get_u64(js, "offset", file, i);
+      s.size = get_u64(js, "size", file, i);
+      const json& ch = js.at("chunks");
+      if (!ch.is_array() || ch.size() != 2 || !ch[0].is_number_unsigned() || !ch[1].is_number_unsigned())
+        corrupt(file, fmt::format("index: segment {}: 'chunks' is not [first, count]", i));
+      const auto first = ch[0].get<std::uint64_t>();
+      const auto count = ch[1].get<std::uint64_t>();
+      if (s.offset != expect_offset || s.size > index.source.size - s.offset)
+        corrupt(file, fmt::format("index: segment {} does not continue the source at offset {}", i, expect_offset));
+      if (first != expect_chunk || count > chunk_count - first)
+        corrupt(file, fmt::format("index: segment {}: chunk range [{}, +{}) out of order", i, first, count));
+      s.first_chunk = static_cast<std::uint32_t>(first);
+      s.chunk_count = static_cast<std::uint32_t>(count);
+      if (s.kind == SegmentKind::tensor) {
+        s.name = js.value("name", std::string{});
+        s.dtype = js.value("dtype", std::string{});
+        if (js.contains("shape")) {
+          if (!js["shape"].is_array()) corrupt(file, fmt::format("index: segment {}: bad shape", i));
+          for (const auto& d : js["shape"]) {
+            if (!d.is_number_unsigned()) corrupt(file, fmt::format("index: segment {}: bad shape", i));
+            s.shape.push_back(d.get<std::uint64_t>());
+          }
+        }
+      }
+      if (js.contains("base_offset")) s.base_offset = get_u64(js, "base_offset", file, i);
+      expect_offset = s.offset + s.size;
+      expect_chunk = first + count;
+      index.segments.push_back(std::move(s));
+    }
+    if (expect_offset != index.source.size)
+      corrupt(file, fmt::format("index: segments cover {} of {} source bytes", expect_offset, index.source.size));
+    if (expect_chunk != chunk_count)
+      corrupt(file, fmt::format("index: segments reference {} of {} chunks", expect_chunk, chunk_count));
+
+    // Chunk records.
+    const std::byte* p = raw.data() + 4 + json_size;
+    index.chunks.resize(chunk_count);
+    std::uint64_t expect_file_offset = k_header_size;
+    for (std::size_t c = 0; c < chunk_count; ++c, p += k_chunk_record_size) {
+      ChunkRecord& r = index.chunks[c];
+      r.file_offset = load_le<std::uint64_t>(p + 0);
+      r.source_offset = load_le<std::uint64_t>(p + 8);
+      r.raw_size = load_le<std::uint32_t>(p + 16);
+      r.stored_size = load_le<std::uint32_t>(p + 20);
+      r.raw_xxh3 = load_le<std::uint64_t>(p + 24);
+      r.segment = load_le<std::uint32_t>(p + 32);
+      const auto layout = static_cast<std::uint8_t>(p[36]);
+      r.width = static_cast<std::uint8_t>(p[37]);
+      r.group_mode = static_cast<std::uint8_t>(p[38]);
+      const auto residual = static_cast<std::uint8_t>(p[39]);
+      if (layout > 1) corrupt(file, fmt::format("index: chunk {}: unknown layout {}", c, layout));
+      if (residual > 2) corrupt(file, fmt::format("index: chunk {}: unknown residual kind {}", c, residual));
+      if (r.width != 1 && r.width != 2 && r.width != 4 && r.width != 8)
+        corrupt(file, fmt::format("index: chunk {}: invalid width {}", c, r.width));
+      if (r.group_mode > 1) corrupt(file, fmt::format("index: chunk {}: unknown group mode {}", c, r.group_mode));
+      r.layout = static_cast<Layout>(layout);
+      r.residual = static_cast<Residual>(residual);
+      if (r.raw_size > k_max_chunk_size) corrupt(file, fmt::format("index: chunk {}: raw size too large", c));
+      if (r.file_offset != expect_file_offset || r.stored_size > index_offset - r.file_offset)
+        corrupt(file, fmt::format("index: chunk {}: payload at {} (+{}) is out of place", c, r.file_offset,
+                                  r.stored_size));
+      expect_file_offset = r.file_offset + r.stored_size;
+      if (r.segment >= index.segments.size())
+        corrupt(file, fmt::format("index: chunk {}: segment {} does not exist", c, r.segment));
+      const Segment& s = index.segments[r.segment];
+      if (c < s.first_chunk || c >= std::uint64_t{s.first_chunk} + s.chunk_count)
+        corrupt(file, fmt::format("index: chunk {}: not in its segment's chunk range", c));
+      if (r.residual != Residual::none && !(index.base && s.base_offset))
+        corrupt(file, fmt::format("index: chunk {}: residual chunk without a base", c));
+    }
+    if (expect_file_offset != index_offset)
+      corrupt(file, "index: chunk payloads do not end where the index begins");
+    // Within a segment, chunks tile it in order.
+    for (const auto& s : index.segments) {
+      std::uint64_t off = s.offset;
+      for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) {
+        const auto& r = index.chunks[c];
+        if (r.source_offset != off) corrupt(file, fmt::format("index: chunk {}: source offset out of order", c));
+        off += r.raw_size;
+      }
+      if (off != s.offset + s.size) corrupt(file, fmt::format("index: chunks of segment at {} do not cover it", s.offset));
+    }
+  } catch (const json::exception& e) {
+    corrupt(file, fmt::format("index: malformed: {}", e.what()));
+  }
+  return index;
+}
+
+std::string describe_chunk(const Index& index, std::size_t chunk) {
+  if (chunk >= index.chunks.size()) return fmt::format("chunk {}", chunk);
+  const auto& r = index.chunks[chunk];
+  const auto& s = index.segments[r.segment];
+  if (s.kind == SegmentKind::tensor)
+    return fmt::format("chunk {} (tensor '{}', source offset {})", chunk, s.name, r.source_offset);
+  return fmt::format("chunk {} (non-tensor bytes, source offset {})", chunk, r.source_offset);
+}
+
+}  // namespace mithril::container

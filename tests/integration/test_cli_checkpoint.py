@@ -1,0 +1,248 @@
+"""End-to-end tests of compress / decompress / info / verify (issue 3)."""
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import run_mithril
+
+ALL_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+              torch.float16, torch.bfloat16, torch.float32, torch.float64,
+              torch.float8_e4m3fn, torch.float8_e5m2, torch.uint16, torch.uint32, torch.uint64]
+
+
+def make_tensor(dtype, shape, gen):
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=gen) > 0.5
+    if dtype.is_floating_point:
+        return (torch.randn(shape, generator=gen) * 0.02).to(dtype)
+    info = torch.iinfo(dtype)
+    lo, hi = max(info.min, -1000), min(info.max, 1000)
+    return torch.randint(lo, hi, shape, generator=gen, dtype=torch.int64).to(dtype)
+
+
+def roundtrip(mithril, path, tmp_path, *extra):
+    mcp = tmp_path / (path.name + ".mcp")
+    out = tmp_path / (path.name + ".restored")
+    mithril("compress", path, "-o", mcp, "-q", *extra, check=True)
+    mithril("verify", mcp, "-q", check=True)
+    mithril("decompress", mcp, "-o", out, "-q", check=True)
+    assert out.read_bytes() == path.read_bytes()
+    return mcp
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_roundtrip_every_dtype(mithril, tmp_path, dtype):
+    gen = torch.Generator().manual_seed(1)
+    tensors = {"a": make_tensor(dtype, (257, 33), gen), "b": make_tensor(dtype, (3,), gen),
+               "scalar": make_tensor(dtype, (), gen), "empty": make_tensor(dtype, (0, 4), gen)}
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path))
+    mcp = roundtrip(mithril, path, tmp_path)
+    info = json.loads(mithril("info", mcp, "--json", check=True).out)
+    assert info["source"]["kind"] == "safetensors"
+    names = {t["name"]: t for t in info["tensors"]}
+    assert set(names) == set(tensors)
+    assert names["a"]["shape"] == [257, 33]
+    assert names["scalar"]["shape"] == []
+    assert names["empty"]["bytes"] == 0
+
+
+def test_zero_tensors_and_metadata(mithril, tmp_path):
+    path = tmp_path / "empty.safetensors"
+    save_file({}, str(path), metadata={"format": "pt", "step": "7"})
+    mcp = roundtrip(mithril, path, tmp_path)
+    info = json.loads(mithril("info", path, "--json", check=True).out)
+    assert info["metadata"] == {"format": "pt", "step": "7"}
+    assert json.loads(mithril("info", mcp, "--json", check=True).out)["tensors"] == []
+
+
+def test_many_chunks_and_thread_count_independence(mithril, tmp_path):
+    gen = torch.Generator().manual_seed(2)
+    tensors = {f"layer{i}.weight": (torch.randn(300, 301, generator=gen) * 0.05).to(torch.bfloat16)
+               for i in range(4)}
+    tensors["f32"] = torch.randn(100_003, generator=gen)
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path))
+    outs = []
+    for t in ("1", "2", "3"):
+        mcp = tmp_path / f"m.T{t}.mcp"
+        mithril("compress", path, "-o", mcp, "-T", t, "--chunk-size", "16K", "-q", check=True)
+        outs.append(mcp.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    info = json.loads(mithril("info", tmp_path / "m.T1.mcp", "--json", check=True).out)
+    assert info["chunks"] > 40
+    out = tmp_path / "m.restored"
+    mithril("decompress", tmp_path / "m.T2.mcp", "-o", out, "-T", "2", "-q", check=True)
+    assert out.read_bytes() == path.read_bytes()
+
+
+def test_bf16_weights_compress_better_than_raw(mithril, tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    path = tmp_path / "w.safetensors"
+    save_file({"w": (torch.randn(512, 1024, generator=gen) * 0.02).to(torch.bfloat16)}, str(path))
+    mcp = roundtrip(mithril, path, tmp_path)
+    ratio = path.stat().st_size / mcp.stat().st_size
+    assert ratio > 1.2, ratio
+
+
+def test_non_safetensors_file_is_raw(mithril, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello mithril\n" * 5000)
+    mcp = roundtrip(mithril, path, tmp_path)
+    info = json.loads(mithril("info", mcp, "--json", check=True).out)
+    assert info["source"]["kind"] == "raw"
+    assert mcp.stat().st_size < path.stat().st_size / 10
+
+
+def test_empty_file(mithril, tmp_path):
+    path = tmp_path / "empty.bin"
+    path.write_bytes(b"")
+    roundtrip(mithril, path, tmp_path)
+
+
+def test_invalid_safetensors_compressed_as_raw_with_warning(mithril, tmp_path):
+    path = tmp_path / "bad.safetensors"
+    header = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,12]}}'
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
+    r = mithril("compress", path, "-o", tmp_path / "bad.mcp", check=True)
+    assert "warning" in r.err and "'w'" in r.err
+    out = tmp_path / "bad.out"
+    mithril("decompress", tmp_path / "bad.mcp", "-o", out, "-q", check=True)
+    assert out.read_bytes() == path.read_bytes()
+    r = mithril("info", path, check=False)
+    assert r.err.startswith("mithril: error:") and "'w'" in r.err
+
+
+def small_checkpoint(tmp_path):
+    gen = torch.Generator().manual_seed(4)
+    path = tmp_path / "c.safetensors"
+    save_file({"w": (torch.randn(200, 300, generator=gen) * 0.02).to(torch.bfloat16),
+               "b": torch.randn(300, generator=gen),
+               "ids": torch.arange(5000, dtype=torch.int64)}, str(path))
+    return path
+
+
+def test_refuses_to_overwrite_without_force(mithril, tmp_path):
+    path = small_checkpoint(tmp_path)
+    mcp = tmp_path / "c.mcp"
+    mcp.write_bytes(b"precious")
+    r = mithril("compress", path, "-o", mcp, check=False)
+    assert r.code != 0 and "already exists" in r.err and "-f" in r.err
+    assert mcp.read_bytes() == b"precious"
+    mithril("compress", path, "-o", mcp, "-f", "-q", check=True)
+    restored = tmp_path / "c.out"
+    restored.write_bytes(b"precious too")
+    r = mithril("decompress", mcp, "-o", restored, check=False)
+    assert r.code != 0 and restored.read_bytes() == b"precious too"
+    mithril("decompress", mcp, "-o", restored, "-f", "-q", check=True)
+    assert restored.read_bytes() == path.read_bytes()
+
+
+def test_default_output_names(mithril, tmp_path):
+    path = small_checkpoint(tmp_path)
+    mithril("compress", path, "-q", check=True)
+    mcp = tmp_path / "c.safetensors.mcp"
+    assert mcp.exists()
+    original = path.read_bytes()
+    path.unlink()
+    mithril("decompress", mcp, "-q", check=True)
+    assert path.read_bytes() == original
+
+
+def assert_no_leftovers(directory, allowed):
+    left = sorted(p.name for p in directory.iterdir())
+    assert left == sorted(allowed), left
+
+
+def test_every_corrupted_byte_is_detected(mithril, tmp_path):
+    path = small_checkpoint(tmp_path)
+    mcp = tmp_path / "c.mcp"
+    mithril("compress", path, "-o", mcp, "-q", check=True)
+    good = mcp.read_bytes()
+    rng = random.Random(5)
+    # Every byte of the header, footer and the last 300 bytes (index), plus a
+    # random sample of the payloads.
+    positions = set(range(16)) | set(range(len(good) - 300, len(good)))
+    positions |= {rng.randrange(16, len(good) - 300) for _ in range(120)}
+    bad = tmp_path / "bad.mcp"
+    for pos in sorted(positions):
+        data = bytearray(good)
+        data[pos] ^= 1 << rng.randrange(8)
+        bad.write_bytes(bytes(data))
+        r = mithril("verify", bad, check=False)
+        assert r.code != 0, f"flip at {pos} not detected by verify"
+        r = mithril("decompress", bad, "-o", tmp_path / "out", check=False)
+        assert r.code != 0, f"flip at {pos} not detected by decompress"
+        assert "mithril: error:" in r.err
+        assert not (tmp_path / "out").exists()
+    assert_no_leftovers(tmp_path, ["c.safetensors", "c.mcp", "bad.mcp"])
+
+
+def test_damage_names_chunk_and_tensor(mithril, tmp_path):
+    path = small_checkpoint(tmp_path)
+    mcp = tmp_path / "c.mcp"
+    mithril("compress", path, "-o", mcp, "-q", check=True)
+    data = bytearray(mcp.read_bytes())
+    data[40] ^= 0xFF  # inside the first chunk payload (the safetensors header)
+    mcp.write_bytes(bytes(data))
+    r = mithril("verify", mcp, check=False)
+    assert r.code == 1 and "chunk 0" in r.err and "DAMAGED" in r.err
+
+
+@pytest.mark.parametrize("keep", [0, 7, 16, 100, -48, -1])
+def test_truncated_file(mithril, tmp_path, keep):
+    path = small_checkpoint(tmp_path)
+    mcp = tmp_path / "c.mcp"
+    mithril("compress", path, "-o", mcp, "-q", check=True)
+    data = mcp.read_bytes()
+    mcp.write_bytes(data[:keep] if keep >= 0 else data[:len(data) + keep])
+    for cmd in (["verify", mcp], ["decompress", mcp, "-o", tmp_path / "o"], ["info", mcp]):
+        r = mithril(*cmd, check=False)
+        assert r.code != 0 and r.err.startswith("mithril: error:"), r
+        assert str(mcp) in r.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_wrong_magic_and_unknown_version(mithril, tmp_path):
+    path = small_checkpoint(tmp_path)
+    mcp = tmp_path / "c.mcp"
+    mithril("compress", path, "-o", mcp, "-q", check=True)
+    data = bytearray(mcp.read_bytes())
+    not_mcp = tmp_path / "x.mcp"
+    not_mcp.write_bytes(b"PK\x03\x04" + bytes(data[4:]))
+    r = mithril("decompress", not_mcp, "-o", tmp_path / "o", check=False)
+    assert r.code != 0 and "not a Mithril .mcp file" in r.err
+    # A file from a future major version: header and footer both say 2.0.
+    data[8:10] = (2).to_bytes(2, "little")
+    data[-16:-14] = (2).to_bytes(2, "little")
+    mcp.write_bytes(bytes(data))
+    r = mithril("decompress", mcp, "-o", tmp_path / "o", check=False)
+    assert r.code != 0 and "version 2.0" in r.err and "upgrade" in r.err
+
+
+def test_missing_input_and_bad_arguments(mithril, tmp_path):
+    r = mithril("compress", tmp_path / "nope.safetensors", check=False)
+    assert r.code != 0 and "nope.safetensors" in r.err
+    r = mithril("compress", tmp_path / "nope", "-l", "40", check=False)
+    assert r.code != 0
+    r = mithril("decompress", tmp_path / "file.bin", check=False)
+    assert r.code != 0 and "-o" in r.err
+
+
+def test_golden_files_decode(mithril, tmp_path):
+    """Files written by released versions must decode forever."""
+    golden = os.path.join(os.path.dirname(__file__), "..", "golden")
+    files = sorted(f for f in os.listdir(golden) if f.endswith(".mcp"))
+    assert files, "no golden .mcp files"
+    for name in files:
+        src = os.path.join(golden, name)
+        expected = open(os.path.join(golden, name[:-4]), "rb").read()
+        out = tmp_path / name[:-4]
+        mithril("verify", src, "-q", check=True)
+        mithril("decompress", src, "-o", out, "-q", check=True)
+        assert out.read_bytes() == expected, name

@@ -1,0 +1,143 @@
+#include "container/format.hpp"
+
+#include <gtest/gtest.h>
+
+#include "mithril/error.hpp"
+
+using namespace mithril;
+using namespace mithril::container;
+
+namespace {
+
+Index sample_index() {
+  Index idx;
+  idx.source = {"model.safetensors", 300, {}};
+  idx.source.blake3.fill(0xab);
+  idx.source_kind = "safetensors";
+  idx.metadata = {{"step", "100"}};
+  idx.created_by = "test";
+  Segment header{SegmentKind::raw, 0, 100, 0, 1, "", "", {}, std::nullopt};
+  Segment t{SegmentKind::tensor, 100, 200, 1, 2, "w", "BF16", {10, 10}, std::nullopt};
+  idx.segments = {header, t};
+  std::uint64_t off = k_header_size;
+  const std::uint32_t stored[] = {40, 90, 80};
+  const std::uint64_t src[] = {0, 100, 200};
+  const std::uint32_t raw[] = {100, 100, 100};
+  for (int i = 0; i < 3; ++i) {
+    ChunkRecord r;
+    r.file_offset = off;
+    r.source_offset = src[i];
+    r.raw_size = raw[i];
+    r.stored_size = stored[i];
+    r.raw_xxh3 = 1000 + i;
+    r.segment = i == 0 ? 0 : 1;
+    r.layout = i == 0 ? Layout::raw : Layout::planes;
+    r.width = i == 0 ? 1 : 2;
+    r.group_mode = i == 2 ? 1 : 0;
+    off += stored[i];
+    idx.chunks.push_back(r);
+  }
+  return idx;
+}
+
+std::uint64_t payload_end(const Index& idx) {
+  return idx.chunks.back().file_offset + idx.chunks.back().stored_size;
+}
+
+}  // namespace
+
+TEST(ContainerFormat, IndexRoundTrip) {
+  const Index idx = sample_index();
+  const auto raw = encode_index(idx);
+  const Index back = decode_index(raw, payload_end(idx), "f.mcp");
+  EXPECT_EQ(back.source.name, "model.safetensors");
+  EXPECT_EQ(back.source.blake3, idx.source.blake3);
+  EXPECT_EQ(back.metadata.at("step"), "100");
+  ASSERT_EQ(back.segments.size(), 2u);
+  EXPECT_EQ(back.segments[1].name, "w");
+  EXPECT_EQ(back.segments[1].shape, (std::vector<std::uint64_t>{10, 10}));
+  ASSERT_EQ(back.chunks.size(), 3u);
+  EXPECT_EQ(back.chunks[2].group_mode, 1);
+  EXPECT_EQ(back.chunks[2].raw_xxh3, 1002u);
+  EXPECT_EQ(encode_index(back), raw);  // deterministic
+}
+
+TEST(ContainerFormat, RejectsSegmentsThatDoNotCoverTheSource) {
+  Index idx = sample_index();
+  idx.source.size = 301;
+  EXPECT_THROW(decode_index(encode_index(idx), payload_end(idx), "f.mcp"), Error);
+}
+
+TEST(ContainerFormat, RejectsPayloadsOutOfPlace) {
+  Index idx = sample_index();
+  idx.chunks[1].file_offset += 1;
+  EXPECT_THROW(decode_index(encode_index(idx), payload_end(idx), "f.mcp"), Error);
+  Index idx2 = sample_index();
+  EXPECT_THROW(decode_index(encode_index(idx2), payload_end(idx2) + 1, "f.mcp"), Error);
+}
+
+TEST(ContainerFormat, RejectsBadRecordFields) {
+  for (int field = 0; field < 4; ++field) {
+    Index idx = sample_index();
+    auto raw = encode_index(idx);
+    const std::size_t json_size = util::load_le<std::uint32_t>(raw.data());
+    std::byte* rec = raw.data() + 4 + json_size + k_chunk_record_size;  // chunk 1
+    rec[36 + field] = std::byte{0x7f};  // layout, width, group mode, residual
+    EXPECT_THROW(decode_index(raw, payload_end(idx), "f.mcp"), Error) << field;
+  }
+}
+
+TEST(ContainerFormat, ResidualChunksNeedABase) {
+  Index idx = sample_index();
+  idx.chunks[1].residual = Residual::xor_;
+  EXPECT_THROW(decode_index(encode_index(idx), payload_end(idx), "f.mcp"), Error);
+  idx.base = SourceIdentity{"old", 300, {}};
+  idx.segments[1].base_offset = 100;
+  EXPECT_NO_THROW(decode_index(encode_index(idx), payload_end(idx), "f.mcp"));
+}
+
+TEST(ContainerFormat, HeaderAndFooter) {
+  const auto h = encode_header();
+  EXPECT_NO_THROW(check_header(h, "f"));
+  auto bad = h;
+  bad[0] = std::byte{0};
+  EXPECT_THROW(check_header(bad, "f"), Error);
+  auto future = h;
+  future[8] = std::byte{2};
+  try {
+    check_header(future, "f.mcp");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::unsupported);
+    EXPECT_NE(std::string(e.what()).find("2.0"), std::string::npos);
+  }
+  Footer f;
+  f.index_offset = 123;
+  f.index_stored_size = 45;
+  f.index_raw_size = 67;
+  f.index_xxh3 = 89;
+  const auto fb = encode_footer(f);
+  const Footer g = decode_footer(fb, "f");
+  EXPECT_EQ(g.index_offset, 123u);
+  EXPECT_EQ(g.index_stored_size, 45u);
+  EXPECT_EQ(g.index_raw_size, 67u);
+  EXPECT_EQ(g.index_xxh3, 89u);
+  EXPECT_EQ(g.reserved, 0u);
+  auto fbad = fb;
+  fbad[47] = std::byte{0};
+  EXPECT_THROW(decode_footer(fbad, "f"), Error);
+}
+
+TEST(ContainerFormat, MalformedJsonIsCorruptNotCrash) {
+  const Index idx = sample_index();
+  auto raw = encode_index(idx);
+  for (std::size_t i = 4; i < 60; ++i) {
+    auto copy = raw;
+    copy[i] = std::byte{'}'};
+    try {
+      decode_index(copy, payload_end(idx), "f.mcp");
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::corrupt);
+    }
+  }
+}
