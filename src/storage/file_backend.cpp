@@ -1,0 +1,149 @@
+#include "storage/file_backend.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "mithril/error.hpp"
+#include "util/atomic_file.hpp"
+#include "util/posix.hpp"
+
+namespace mithril::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+class FileUpload final : public Upload {
+ public:
+  explicit FileUpload(const fs::path& path) : m_file(path, util::Overwrite::allow) {}
+  void write(util::ByteSpan data) override { m_file.write(data); }
+  void complete() override { m_file.commit(); }
+  void abort() noexcept override {}  // the AtomicFile removes its temporary unless committed
+  std::uint64_t size() const noexcept override { return m_file.size(); }
+
+ private:
+  util::AtomicFile m_file;
+};
+
+class FileBackend final : public Backend {
+ public:
+  explicit FileBackend(fs::path root) : m_root(std::move(root)), m_endpoint("file://" + m_root.string()) {}
+
+  const std::string& endpoint() const noexcept override { return m_endpoint; }
+
+  std::optional<util::ByteVector> get(std::string_view key) override {
+    const auto p = path(key);
+    util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+      util::throw_errno(p, "cannot open");
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) util::throw_errno(p, "cannot stat");
+    util::ByteVector out(static_cast<std::size_t>(st.st_size));
+    util::pread_exact(fd.get(), out.data(), out.size(), 0, p);
+    return out;
+  }
+
+  std::optional<util::ByteVector> get_range(std::string_view key, std::uint64_t offset, std::uint64_t length) override {
+    const auto p = path(key);
+    util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+      util::throw_errno(p, "cannot open");
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) util::throw_errno(p, "cannot stat");
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (offset >= size) return util::ByteVector{};
+    util::ByteVector out(static_cast<std::size_t>(std::min(length, size - offset)));
+    util::pread_exact(fd.get(), out.data(), out.size(), offset, p);
+    return out;
+  }
+
+  std::optional<ObjectInfo> stat(std::string_view key) override {
+    struct stat st {};
+    const auto p = path(key);
+    if (::stat(p.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+      util::throw_errno(p, "cannot stat");
+    }
+    if (!S_ISREG(st.st_mode)) return std::nullopt;
+    return ObjectInfo{static_cast<std::uint64_t>(st.st_size)};
+  }
+
+  void put(std::string_view key, util::ByteSpan data) override {
+    const auto p = path(key);
+    make_parent(p);
+    util::write_file_atomic(p, data, util::Overwrite::allow);
+  }
+
+  std::unique_ptr<Upload> begin_upload(std::string_view key) override {
+    const auto p = path(key);
+    make_parent(p);
+    return std::make_unique<FileUpload>(p);
+  }
+
+  void remove(std::string_view key) override {
+    const auto p = path(key);
+    if (::unlink(p.c_str()) != 0 && errno != ENOENT) util::throw_errno(p, "cannot delete");
+  }
+
+  std::vector<std::string> list(std::string_view prefix) override {
+    // Walk the deepest directory the prefix names completely.
+    const auto cut = prefix.rfind('/');
+    const std::string dir_key = cut == std::string_view::npos ? std::string() : std::string(prefix.substr(0, cut));
+    const fs::path dir = dir_key.empty() ? m_root : path(dir_key);
+    std::vector<std::string> keys;
+    std::error_code ec;
+    fs::recursive_directory_iterator it(dir, ec), end;
+    for (; !ec && it != end; it.increment(ec)) {
+      const auto name = it->path().filename().string();
+      if (!name.empty() && name.front() == '.') {  // temporaries of in-flight writes
+        if (it->is_directory(ec)) it.disable_recursion_pending();
+        continue;
+      }
+      if (!it->is_regular_file(ec)) continue;
+      auto rel = fs::relative(it->path(), m_root, ec).generic_string();
+      if (ec) continue;
+      if (rel.compare(0, prefix.size(), prefix) == 0) keys.push_back(std::move(rel));
+    }
+    std::sort(keys.begin(), keys.end());
+    return keys;
+  }
+
+  std::unique_ptr<Backend> clone() const override { return std::make_unique<FileBackend>(m_root); }
+
+ private:
+  fs::path path(std::string_view key) const {
+    // Keys come from our own layouts and from URLs; refuse ones that would
+    // leave the root.
+    std::string_view rest = key;
+    while (!rest.empty()) {
+      const auto s = rest.find('/');
+      const auto comp = rest.substr(0, s);
+      if (comp == "..") throw Error(Errc::invalid_argument, m_endpoint + ": key '" + std::string(key) + "' leaves the store");
+      rest = s == std::string_view::npos ? std::string_view{} : rest.substr(s + 1);
+    }
+    if (key.empty()) throw Error(Errc::invalid_argument, m_endpoint + ": empty key");
+    return m_root / std::string(key);
+  }
+
+  static void make_parent(const fs::path& p) {
+    std::error_code ec;
+    fs::create_directories(p.parent_path(), ec);
+    if (ec) throw Error(Errc::io, p.parent_path().string() + ": cannot create directory: " + ec.message());
+  }
+
+  fs::path m_root;
+  std::string m_endpoint;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_file_backend(std::filesystem::path root) {
+  return std::make_unique<FileBackend>(std::move(root));
+}
+
+}  // namespace mithril::storage

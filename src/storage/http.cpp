@@ -1,0 +1,158 @@
+#include "storage/http.hpp"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "mithril/error.hpp"
+#include "storage/retry.hpp"
+#include "util/interrupt.hpp"
+
+namespace mithril::storage {
+namespace {
+
+struct EasyDeleter {
+  void operator()(CURL* c) const noexcept { curl_easy_cleanup(c); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* l) const noexcept { curl_slist_free_all(l); }
+};
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) throw Error(Errc::internal, "libcurl initialisation failed");
+  });
+}
+
+struct Transfer {
+  util::ByteSpan body;
+  std::size_t sent = 0;
+  HttpResponse* response = nullptr;
+  Interruptible interruptible = Interruptible::yes;
+};
+
+extern "C" std::size_t on_read(char* buffer, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = std::min(size * count, t->body.size() - t->sent);
+  if (n) std::memcpy(buffer, t->body.data() + t->sent, n);
+  t->sent += n;
+  return n;
+}
+
+extern "C" std::size_t on_write(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = size * count;
+  const auto* p = reinterpret_cast<const std::byte*>(data);
+  t->response->body.insert(t->response->body.end(), p, p + n);
+  return n;
+}
+
+extern "C" std::size_t on_header(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = size * count;
+  std::string_view line(data, n);
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.remove_suffix(1);
+  if (line.substr(0, 5) == "HTTP/") {
+    t->response->headers.clear();  // a new response (after 100 Continue or a redirect)
+    return n;
+  }
+  const auto colon = line.find(':');
+  if (colon == std::string_view::npos) return n;
+  std::string name(line.substr(0, colon));
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  auto value = line.substr(colon + 1);
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  t->response->headers.emplace_back(std::move(name), std::string(value));
+  return n;
+}
+
+extern "C" int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  return t->interruptible == Interruptible::yes && util::interrupt_requested() ? 1 : 0;
+}
+
+}  // namespace
+
+std::string HttpResponse::header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (k == name) return v;
+  return {};
+}
+
+struct HttpClient::Handle {
+  std::unique_ptr<CURL, EasyDeleter> easy;
+  char error[CURL_ERROR_SIZE] = {};
+};
+
+HttpClient::HttpClient(std::chrono::milliseconds connect_timeout, std::chrono::milliseconds io_timeout)
+    : m_handle(std::make_unique<Handle>()), m_connect_timeout(connect_timeout), m_io_timeout(io_timeout) {
+  global_init();
+  m_handle->easy.reset(curl_easy_init());
+  if (!m_handle->easy) throw Error(Errc::internal, "libcurl: cannot create a handle");
+}
+
+HttpClient::~HttpClient() = default;
+
+HttpResponse HttpClient::perform(std::string_view method, const std::string& url, const HeaderList& headers,
+                                 util::ByteSpan body, Interruptible interruptible) {
+  if (interruptible == Interruptible::yes) util::throw_if_interrupted();
+  CURL* c = m_handle->easy.get();
+  curl_easy_reset(c);  // keeps the connection cache
+  HttpResponse response;
+  Transfer t{body, 0, &response, interruptible};
+
+  std::unique_ptr<curl_slist, SlistDeleter> list;
+  auto append = [&](const std::string& line) {
+    curl_slist* l = curl_slist_append(list.get(), line.c_str());
+    if (!l) throw Error(Errc::internal, "libcurl: out of memory");
+    (void)list.release();
+    list.reset(l);
+  };
+  for (const auto& [k, v] : headers) append(k + ": " + v);
+  append("Expect:");  // no 100-continue round trip
+  append("Accept:");
+
+  const long timeout_s = std::max<long>(1, static_cast<long>((m_io_timeout.count() + 999) / 1000));
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, list.get());
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, m_handle->error);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(m_connect_timeout.count()));
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);  // less than 1 byte/s for timeout_s = stalled
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, timeout_s);
+  curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+  if (method == "GET") {
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+  } else if (method == "HEAD") {
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+  } else if (method == "PUT" || method == "POST") {
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, &t);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    if (method == "POST") curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
+  } else {
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, std::string(method).c_str());
+  }
+  m_handle->error[0] = 0;
+  const CURLcode rc = curl_easy_perform(c);
+  if (rc == CURLE_ABORTED_BY_CALLBACK) util::throw_if_interrupted();
+  if (rc != CURLE_OK) {
+    std::string why = m_handle->error[0] ? m_handle->error : curl_easy_strerror(rc);
+    throw TransientError(why);
+  }
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+  return response;
+}
+
+}  // namespace mithril::storage

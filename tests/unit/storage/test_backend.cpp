@@ -1,0 +1,193 @@
+// One conformance suite for every backend. It always runs on file://; the
+// integration tests (tests/integration/test_remote_storage.py) start real
+// redis-server and moto S3 servers and run it again with
+// MITHRIL_TEST_STORAGE_URLS="redis://...,s3://..." (each URL a prefix that
+// the test may fill and empty).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <random>
+
+#include "mithril/error.hpp"
+#include "storage/backend.hpp"
+#include "test_helpers.hpp"
+
+namespace mithril::storage {
+namespace {
+
+std::vector<std::string> urls_under_test() {
+  std::vector<std::string> out{"file"};
+  if (const char* env = std::getenv("MITHRIL_TEST_STORAGE_URLS")) {
+    std::string_view s(env);
+    while (!s.empty()) {
+      const auto c = s.find(',');
+      if (c != 0) out.emplace_back(s.substr(0, c));
+      s = c == std::string_view::npos ? std::string_view{} : s.substr(c + 1);
+    }
+  }
+  return out;
+}
+
+class BackendTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    Options o;
+    o.part_size = 5 << 20;
+    o.retry.attempts = 2;
+    o.io_timeout = std::chrono::milliseconds(10000);
+    o = options_from_env(o);
+    std::string url = GetParam() == "file" ? "file://" + m_dir.path().string() : GetParam();
+    std::random_device rd;
+    m_loc = open(url, o);
+    m_prefix = m_loc.key;
+    if (!m_prefix.empty() && m_prefix.back() != '/') m_prefix += '/';
+    m_prefix += "t" + std::to_string(rd()) + "/";
+  }
+  void TearDown() override {
+    if (!m_loc.backend) return;
+    try {
+      for (const auto& k : m_loc.backend->list(m_prefix)) m_loc.backend->remove(k);
+    } catch (const Error&) {
+    }
+  }
+  Backend& b() { return *m_loc.backend; }
+  std::string key(const std::string& k) { return m_prefix + k; }
+
+  test::TempDir m_dir;
+  Location m_loc;
+  std::string m_prefix;
+};
+
+TEST_P(BackendTest, MissIsNotAnError) {
+  EXPECT_FALSE(b().get(key("absent")));
+  EXPECT_FALSE(b().get_range(key("absent"), 0, 10));
+  EXPECT_FALSE(b().stat(key("absent")));
+  EXPECT_FALSE(b().exists(key("absent")));
+  EXPECT_NO_THROW(b().remove(key("absent")));
+  EXPECT_TRUE(b().list(key("absent")).empty());
+}
+
+TEST_P(BackendTest, PutGetRangeStatRemove) {
+  const auto data = test::random_bytes(100000, 1);
+  b().put(key("a/obj"), data);
+  EXPECT_EQ(*b().get(key("a/obj")), data);
+  EXPECT_EQ(b().stat(key("a/obj"))->size, data.size());
+  auto r = b().get_range(key("a/obj"), 1000, 5000);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, util::ByteVector(data.begin() + 1000, data.begin() + 6000));
+  r = b().get_range(key("a/obj"), 99990, 100);  // clipped at the end
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, util::ByteVector(data.end() - 10, data.end()));
+  r = b().get_range(key("a/obj"), 200000, 10);  // past the end
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->empty());
+  // Replace, then an empty object.
+  b().put(key("a/obj"), util::as_bytes("short"));
+  EXPECT_EQ(*b().get(key("a/obj")), util::ByteVector(util::as_bytes("short").begin(), util::as_bytes("short").end()));
+  b().put(key("empty"), {});
+  ASSERT_TRUE(b().get(key("empty")));
+  EXPECT_TRUE(b().get(key("empty"))->empty());
+  EXPECT_EQ(b().stat(key("empty"))->size, 0u);
+  b().remove(key("a/obj"));
+  EXPECT_FALSE(b().get(key("a/obj")));
+}
+
+TEST_P(BackendTest, ListByPrefixSorted) {
+  for (const char* k : {"x/2", "x/1", "x/sub/3", "y/1", "xz"}) b().put(key(k), util::as_bytes(k));
+  EXPECT_EQ(b().list(key("x/")), (std::vector<std::string>{key("x/1"), key("x/2"), key("x/sub/3")}));
+  EXPECT_EQ(b().list(key("x")), (std::vector<std::string>{key("x/1"), key("x/2"), key("x/sub/3"), key("xz")}));
+  EXPECT_EQ(b().list(key("y/")).size(), 1u);
+}
+
+TEST_P(BackendTest, MultipartUploadAppearsWholeOnlyAtComplete) {
+  const auto data = test::random_bytes((11 << 20) + 12345, 2);  // three parts of 5 MiB
+  auto up = b().begin_upload(key("big"));
+  for (std::size_t off = 0; off < data.size(); off += 777777)
+    up->write(util::ByteSpan(data).subspan(off, std::min<std::size_t>(777777, data.size() - off)));
+  EXPECT_EQ(up->size(), data.size());
+  EXPECT_FALSE(b().exists(key("big")));
+  up->complete();
+  EXPECT_EQ(*b().get(key("big")), data);
+  EXPECT_EQ(*b().get_range(key("big"), 6 << 20, 100),
+            util::ByteVector(data.begin() + (6 << 20), data.begin() + (6 << 20) + 100));
+}
+
+TEST_P(BackendTest, SmallUploadAndEmptyUpload) {
+  auto up = b().begin_upload(key("small"));
+  up->write(util::as_bytes("hello "));
+  up->write(util::as_bytes("world"));
+  up->complete();
+  EXPECT_EQ(b().get(key("small"))->size(), 11u);
+  auto empty = b().begin_upload(key("nothing"));
+  empty->complete();
+  EXPECT_EQ(b().stat(key("nothing"))->size, 0u);
+}
+
+TEST_P(BackendTest, AbortedUploadLeavesNoObject) {
+  const auto data = test::random_bytes((6 << 20), 3);
+  {
+    auto up = b().begin_upload(key("aborted"));
+    up->write(data);  // at least one part sent
+    up->abort();
+  }
+  {
+    auto up = b().begin_upload(key("dropped"));
+    up->write(data);
+  }  // destroyed without complete()
+  EXPECT_FALSE(b().exists(key("aborted")));
+  EXPECT_FALSE(b().exists(key("dropped")));
+  EXPECT_TRUE(b().list(m_prefix).empty());
+}
+
+TEST_P(BackendTest, CloneSeesTheSameStore) {
+  b().put(key("shared"), util::as_bytes("x"));
+  auto other = b().clone();
+  EXPECT_TRUE(other->exists(key("shared")));
+  EXPECT_EQ(other->endpoint(), b().endpoint());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, ::testing::ValuesIn(urls_under_test()),
+                         [](const ::testing::TestParamInfo<std::string>& p) {
+                           return p.param.substr(0, p.param.find(':')) + std::to_string(p.index);
+                         });
+
+TEST(FileBackend, RefusesKeysThatLeaveTheRoot) {
+  test::TempDir dir;
+  auto loc = open("file://" + dir.path().string(), Options{});
+  EXPECT_THROW(loc.backend->get(loc.key + "/../x"), Error);
+  EXPECT_THROW(loc.backend->put("", util::as_bytes("x")), Error);
+}
+
+TEST(Open, UnreachableRedisFailsAfterRetriesNamingTheEndpoint) {
+  Options o;
+  o.retry.attempts = 2;
+  o.retry.initial_delay = std::chrono::milliseconds(1);
+  o.connect_timeout = std::chrono::milliseconds(500);
+  auto loc = open("redis://127.0.0.1:1/0", o);  // port 1: nothing listens
+  try {
+    loc.backend->get("k");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::remote_unavailable);
+    EXPECT_EQ(std::string(e.what()).rfind("redis://127.0.0.1:1/0: GET k: ", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("gave up after 2 attempts"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Open, UnreachableS3FailsAfterRetriesNamingTheEndpoint) {
+  Options o;
+  o.endpoint = "http://127.0.0.1:1";
+  o.retry.attempts = 2;
+  o.retry.initial_delay = std::chrono::milliseconds(1);
+  auto loc = open("s3://bucket/prefix", o);
+  try {
+    loc.backend->stat("prefix/x");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::remote_unavailable);
+    EXPECT_EQ(std::string(e.what()).rfind("http://127.0.0.1:1/bucket: HEAD prefix/x: ", 0), 0u) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace mithril::storage
