@@ -15,6 +15,13 @@
 // read (hits) from access times, evicts least-recently-used entries whole,
 // and moves everything as portable bundles.
 //
+// Remote tiers (docs/cache.md, "Remote tiers"): with CacheConfig::remotes
+// set, a local miss of a CAS entry asks the remotes (read-through, verified,
+// backfilled locally), pull_remote() fetches the framework entries a remote
+// holds, and new entries are uploaded by a background thread. A remote that
+// fails is switched off for the rest of the process with one warning; no
+// Store call fails because a remote is down.
+//
 // Errors: every function throws mithril::Error (error.hpp) with context.
 // Thread-safety: a Store is used by one thread at a time; any number of
 // Stores — in one or many processes — may share a root.
@@ -41,12 +48,19 @@ struct CacheConfig {
   std::uint64_t max_import_member = std::uint64_t{4} << 30;  // bundle member limit
   std::int64_t eviction_grace_s = 0;  // entries used this recently are never evicted
   int bundle_level = 3;               // zstd level for export
+  // Remote tiers: "redis://host:port/db[/prefix]", "s3://bucket[/prefix]",
+  // "file:///dir"; reads ask them in order (first hit wins), uploads go to all.
+  std::vector<std::string> remotes;
+  bool remote_read_only = false;  // fetch, never upload (CI consumers)
+  std::string remote_endpoint;    // S3 endpoint URL for s3:// remotes (else AWS_ENDPOINT_URL)
 };
 
 // Settings, lowest precedence first: built-in defaults; ROOT/config
 // ("max_size = 20G", "max_entries = 100000", "max_import_member = 1G",
-// "eviction_grace = 60s", "bundle_level = 9"; '#' comments); the environment
-// (MITHRIL_CACHE_MAX_SIZE). ROOT is `root` when given, else
+// "eviction_grace = 60s", "bundle_level = 9", "remote = redis://h/0,s3://b/p",
+// "remote_read_only = true"; '#' comments); the environment
+// (MITHRIL_CACHE_MAX_SIZE, MITHRIL_CACHE_REMOTE as a comma-separated list,
+// MITHRIL_CACHE_REMOTE_READONLY = 1/true/yes or 0/false/no). ROOT is `root` when given, else
 // $MITHRIL_CACHE_DIR, else $XDG_CACHE_HOME/mithril, else ~/.cache/mithril.
 CacheConfig load_config(const std::optional<std::filesystem::path>& root = std::nullopt);
 
@@ -63,12 +77,24 @@ struct KindStats {
   std::map<std::string, std::int64_t> counters;  // hits, misses, puts, bytes_put, evictions, ...
 };
 
+// Remote-tier counters: persisted in the index (StoreStats::remote) and per
+// Store object (Store::remote_session()).
+struct RemoteStats {
+  std::int64_t hits = 0;        // entries fetched from a remote (read-through or pull)
+  std::int64_t misses = 0;      // read-through lookups no remote could answer
+  std::int64_t errors = 0;      // failed calls, corrupt remote objects
+  std::int64_t uploads = 0;     // entries uploaded
+  std::int64_t bytes_up = 0;    // bytes sent (blob images and manifests)
+  std::int64_t bytes_down = 0;  // bytes received
+};
+
 struct StoreStats {
   std::string root;
   std::uint64_t entries = 0, bytes = 0, max_size = 0, max_entries = 0;
   bool hit_tracking = false;  // access times work on this file system
   std::map<std::string, KindStats> kinds;
   std::map<std::string, std::int64_t> totals;  // counters summed over kinds
+  RemoteStats remote;                          // all remote tiers, all processes
 };
 
 struct SyncReport {
@@ -102,6 +128,11 @@ struct BundleReport {
   std::uint64_t bundle_bytes = 0;
   std::uint64_t skipped = 0;  // export: corrupt entries left out; import: already present
   std::vector<std::string> problems;
+};
+
+struct PullReport {
+  std::uint64_t entries = 0, bytes = 0;  // fetched and placed
+  std::uint64_t skipped = 0;             // not placed (present, invalid, over the size limit)
 };
 
 using NamedFiles = std::vector<std::pair<std::string, std::vector<std::byte>>>;
@@ -152,7 +183,23 @@ class Store {
   void put(std::string_view kind, std::string_view name, const NamedFiles& files);
   // The verified files of an entry, recording a hit; nullopt (a miss) when
   // absent or when any blob is corrupt (the entry is then quarantined).
+  // A local miss asks the remote tiers; an entry found there is verified,
+  // stored locally and returned.
   std::optional<NamedFiles> get(std::string_view kind, std::string_view name);
+
+  // Remote tiers. Without configured remotes these do nothing.
+  bool has_remote() const noexcept;
+  // Fetches the framework entries (Inductor, Triton) the remotes hold and
+  // this store lacks, up to the size limit; what `cache exec` runs first.
+  PullReport pull_remote();
+  // Queues every local entry for upload (entries a remote holds are skipped
+  // there); returns how many were queued. No-op when read-only.
+  std::uint64_t push_remote();
+  // Waits until queued uploads are done (or their remote is switched off)
+  // and records the remote counters. The destructor does the same.
+  void flush_remote();
+  // What this Store object moved through its remotes so far.
+  RemoteStats remote_session() const;
 
  private:
   struct Impl;

@@ -45,26 +45,6 @@ util::ByteVector json_bytes(const nlohmann::json& j) {
   return out;
 }
 
-// Creates the directories of rel (a safe relative path) under base, refusing
-// to pass through symbolic links.
-void make_parents(const std::filesystem::path& base, const std::string& rel) {
-  std::filesystem::path cur = base;
-  const auto parent = std::filesystem::path(rel).parent_path();
-  for (const auto& comp : parent) {
-    cur /= comp;
-    if (::mkdir(cur.c_str(), 0777) != 0 && errno != EEXIST) util::throw_errno(cur, "cannot create directory");
-    auto st = lstat_path(cur);
-    if (!st || !S_ISDIR(st->st_mode)) throw Error(Errc::corrupt, cur.string() + ": not a directory (refusing to follow)");
-  }
-}
-
-void write_new_file(const std::filesystem::path& path, util::ByteSpan data, bool executable) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, executable ? 0777 : 0666);
-  if (fd < 0) util::throw_errno(path, "cannot create");
-  util::UniqueFd guard(fd);
-  util::write_all(fd, data.data(), data.size(), path);
-}
-
 }  // namespace
 
 BundleReport Store::export_bundle(const std::filesystem::path& bundle) {
@@ -173,7 +153,6 @@ BundleReport Store::import_bundle(const std::filesystem::path& bundle) {
     if (member->name != prefix + "manifest.json") throw bad("unexpected member '" + member->name + "' (expected " + prefix + "manifest.json)");
     if (member->size > k_max_manifest) throw bad("oversized manifest '" + member->name + "'");
     const auto m = Manifest::parse(tar.read_data(), bundle.string() + ": " + member->name);
-    const auto key = std::filesystem::path(m.root).filename().string();
 
     // Collect and check the files.
     std::vector<util::ByteVector> data;
@@ -184,99 +163,18 @@ BundleReport Store::import_bundle(const std::filesystem::path& bundle) {
       if (fm->size != f.size) throw bad("entry " + m.id + ": '" + f.path + "' has the wrong size");
       auto bytes = tar.read_data();
       if (util::blake3(bytes) != f.digest) throw bad("entry " + m.id + ": '" + f.path + "' does not match its digest");
-      if (f.transform == Transform::triton_group) {
-        auto g = normalize_triton_group(bytes, im.triton, key);
-        if (!g || g->foreign || g->normalized != bytes) throw bad("entry " + m.id + ": bad Triton group file '" + f.path + "'");
-        for (const auto& child : g->children) {
-          const auto name = child.substr(key.size() + 1);
-          if (std::none_of(m.files.begin(), m.files.end(), [&](const auto& x) { return x.path == name; }))
-            throw bad("entry " + m.id + ": Triton group names a file outside its entry: '" + child + "'");
-        }
-      }
       data.push_back(std::move(bytes));
     }
+    if (auto problem = im.check_entry_files(m, data)) throw bad(*problem);
     ++n;
 
-    if (im.index.find(m.id)) {
+    if (!im.place_entry(m, data, "imported")) {
       ++rep.skipped;
       continue;
     }
-    EntryRow row;
-    row.id = m.id;
-    row.kind = m.kind;
-    row.size = m.total_size();
-    row.files = static_cast<std::uint32_t>(m.files.size());
-    row.created = row.last_use = now_ns();
-
-    if (is_cas_kind(m.kind)) {
-      for (std::size_t i = 0; i < data.size(); ++i) im.cas.put(data[i]);
-      row.manifest = util::to_hex(im.cas.put(m.serialize()));
-      Index::Transaction t(im.index);
-      if (im.index.find(m.id)) {
-        ++rep.skipped;
-        continue;
-      }
-      for (const auto& f : m.files) im.index.add_ref(util::to_hex(f.digest), m.id);
-      im.index.upsert(row);
-      im.index.add_stat(kind_name(m.kind), "imported", 1);
-      t.commit();
-    } else {
-      const auto target = im.root / m.root;
-      const bool group = m.kind == EntryKind::inductor_module || (m.kind == EntryKind::inductor_other && m.root == "inductor");
-      if (!group && lstat_path(target)) {  // an untracked copy: the next sync tracks it
-        ++rep.skipped;
-        continue;
-      }
-      const auto work = make_temp_dir(im.tmp, "import-");
-      struct RemoveWork {
-        std::filesystem::path p;
-        ~RemoveWork() {
-          std::error_code ec;
-          std::filesystem::remove_all(p, ec);
-        }
-      } remove_work{work};
-      const auto staged = work / "entry";
-      if (::mkdir(staged.c_str(), 0777) != 0) util::throw_errno(staged, "cannot create directory");
-      for (std::size_t i = 0; i < m.files.size(); ++i) {
-        const auto& f = m.files[i];
-        make_parents(staged, f.path);
-        if (f.transform == Transform::triton_group)
-          write_new_file(staged / f.path, materialize_triton_group(data[i], im.triton), f.executable);
-        else
-          write_new_file(staged / f.path, data[i], f.executable);
-      }
-      make_parents(im.root, group ? m.root + "/x" : m.root);
-      bool placed = true;
-      if (group) {
-        for (const auto& f : m.files) {
-          if (::renameat2(AT_FDCWD, (staged / f.path).c_str(), AT_FDCWD, (target / f.path).c_str(), RENAME_NOREPLACE) != 0) {
-            if (errno == EEXIST) placed = false;
-            else util::throw_errno(target / f.path, "cannot place imported file");
-          }
-        }
-      } else if (::rename(staged.c_str(), target.c_str()) != 0) {
-        if (errno == EEXIST || errno == ENOTEMPTY) placed = false;
-        else util::throw_errno(target, "cannot place imported entry");
-      }
-      if (!placed) {
-        ++rep.skipped;
-        continue;
-      }
-      std::vector<std::string> names;
-      for (const auto& f : m.files) names.push_back(f.path);
-      std::sort(names.begin(), names.end());
-      row.stamp = (group || m.kind == EntryKind::inductor_other) ? group_stamp(target, names) : directory_stamp(target);
-      row.probe = choose_probe(m.kind, m.root, names);
-      row.manifest = util::to_hex(im.cas.put(m.serialize()));
-      Index::Transaction t(im.index);
-      im.index.upsert(row);
-      im.index.add_stat(kind_name(m.kind), "imported", 1);
-      t.commit();
-      if (!row.probe.empty()) arm_atime(im.root / row.probe);
-    }
     ++rep.entries;
     rep.files += m.files.size();
-    rep.bytes += row.size;
+    rep.bytes += m.total_size();
   }
   if (!ended) throw bad("truncated bundle (no trailer)");
   struct stat st {};

@@ -16,6 +16,25 @@ std::string trim(std::string s) {
   return s.substr(b, e - b + 1);
 }
 
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= s.size()) {
+    const auto comma = s.find(',', pos);
+    auto item = trim(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+    if (!item.empty()) out.push_back(std::move(item));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+bool parse_bool(const std::string& v, const std::string& what) {
+  if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
+  if (v.empty() || v == "0" || v == "false" || v == "no" || v == "off") return false;
+  throw Error(Errc::invalid_argument, what + ": expected true or false, not '" + v + "'");
+}
+
 std::filesystem::path default_root() {
   if (const char* d = std::getenv("MITHRIL_CACHE_DIR"); d && *d) return d;
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::filesystem::path(x) / "mithril";
@@ -44,6 +63,9 @@ void apply_file(CacheConfig& c, const std::filesystem::path& file) {
       else if (key == "max_import_member") c.max_import_member = parse_size(value);
       else if (key == "eviction_grace") c.eviction_grace_s = parse_age_seconds(value);
       else if (key == "bundle_level") c.bundle_level = std::stoi(value);
+      else if (key == "remote") c.remotes = split_list(value);
+      else if (key == "remote_read_only") c.remote_read_only = parse_bool(value, key);
+      else if (key == "remote_endpoint") c.remote_endpoint = value;
       else throw Error(Errc::invalid_argument, "unknown setting '" + key + "'");
     } catch (const Error& e) {
       throw Error(Errc::invalid_argument, where + ": " + e.what());
@@ -67,6 +89,9 @@ CacheConfig load_config(const std::optional<std::filesystem::path>& root) {
       throw Error(Errc::invalid_argument, std::string("MITHRIL_CACHE_MAX_SIZE: ") + e.what());
     }
   }
+  if (const char* s = std::getenv("MITHRIL_CACHE_REMOTE")) c.remotes = split_list(s);
+  if (const char* s = std::getenv("MITHRIL_CACHE_REMOTE_READONLY"))
+    c.remote_read_only = parse_bool(trim(s), "MITHRIL_CACHE_REMOTE_READONLY");
   return c;
 }
 

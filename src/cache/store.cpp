@@ -11,6 +11,7 @@
 #include <fmt/core.h>
 
 #include "cache/cache_key.hpp"
+#include "storage/backend.hpp"
 #include "cache/fs_util.hpp"
 #include "cache/store_impl.hpp"
 #include "cache/triton_group.hpp"
@@ -62,6 +63,56 @@ Store::Impl::Impl(CacheConfig c)
   config.root = root;
   relocate_if_moved();
   detect_hit_tracking();
+  if (!config.remotes.empty()) {
+    // Short timeouts: a cache remote that answers slowly costs more than it saves.
+    storage::Options o;
+    o.endpoint = config.remote_endpoint;
+    o.connect_timeout = std::chrono::milliseconds(2000);
+    o.io_timeout = std::chrono::milliseconds(5000);
+    o.retry.attempts = 3;
+    o = storage::options_from_env(o);
+    const auto root_dir = root, triton_dir = triton;
+    auto* store_cas = &cas;
+    remote = std::make_unique<RemoteTier>(
+        config.remotes, config.remote_read_only ? RemoteAccess::read_only : RemoteAccess::read_write, o,
+        [root_dir, triton_dir, store_cas](const Manifest& m, const ManifestFile& f) {
+          if (!is_cas_kind(m.kind)) return portable_file_bytes(root_dir, triton_dir, m, f);
+          auto bytes = store_cas->get(f.digest);
+          if (!bytes) throw Error(Errc::not_found, "blob " + util::to_hex(f.digest) + " is gone");
+          return std::move(*bytes);
+        },
+        [this](const Manifest& m, const std::vector<util::ByteVector>& data) { return check_entry_files(m, data); },
+        config.max_size);
+  }
+}
+
+Store::Impl::~Impl() {
+  if (!remote) return;
+  try {
+    remote->flush();
+    persist_remote_counters();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "mithril: cache: warning: cannot record remote statistics: {}\n", e.what());
+  }
+}
+
+void Store::Impl::persist_remote_counters() {
+  if (!remote) return;
+  const auto c = remote->take_counters();
+  const std::pair<const char*, std::int64_t> counters[] = {{"hits", c.hits},         {"misses", c.misses},
+                                                           {"errors", c.errors},     {"uploads", c.uploads},
+                                                           {"bytes_up", c.bytes_up}, {"bytes_down", c.bytes_down}};
+  remote_session.hits += c.hits;
+  remote_session.misses += c.misses;
+  remote_session.errors += c.errors;
+  remote_session.uploads += c.uploads;
+  remote_session.bytes_up += c.bytes_up;
+  remote_session.bytes_down += c.bytes_down;
+  if (std::all_of(std::begin(counters), std::end(counters), [](const auto& kv) { return kv.second == 0; })) return;
+  Index::Transaction t(index);
+  for (const auto& [name, value] : counters)
+    if (value) index.add_stat(k_remote_stats_kind, name, value);
+  t.commit();
 }
 
 void Store::Impl::relocate_if_moved() {
@@ -152,12 +203,7 @@ std::optional<Manifest> Store::Impl::load_manifest(const EntryRow& row) {
 }
 
 util::ByteVector Store::Impl::portable_bytes(const Manifest& m, const ManifestFile& f) {
-  auto bytes = read_file(root / m.root / f.path);
-  if (f.transform != Transform::triton_group) return bytes;
-  const auto key = std::filesystem::path(m.root).filename().string();
-  auto g = normalize_triton_group(bytes, triton, key);
-  if (!g || g->foreign) throw Error(Errc::corrupt, (root / m.root / f.path).string() + ": not a valid Triton group file");
-  return std::move(g->normalized);
+  return portable_file_bytes(root, triton, m, f);
 }
 
 void Store::Impl::remove_entry_files(const EntryRow& row) {
@@ -253,6 +299,27 @@ GcReport Store::Impl::enforce(std::uint64_t max_size, std::int64_t older_than_ns
   return rep;
 }
 
+// A local miss of a CAS entry: read-through to the remotes, backfilling the
+// local store.
+std::optional<NamedFiles> Store::Impl::remote_get(const std::string& id) {
+  auto& im = *this;
+  if (!im.remote) return std::nullopt;
+  auto e = im.remote->fetch(id);
+  std::optional<NamedFiles> out;
+  if (e) {
+    try {
+      im.place_entry(e->manifest, e->files, "remote_fetched");
+    } catch (const Error& err) {
+      fmt::print(stderr, "mithril: cache: warning: cannot store remote entry {} locally: {}\n", id, err.what());
+    }
+    out.emplace();
+    for (std::size_t i = 0; i < e->files.size(); ++i) out->emplace_back(e->manifest.files[i].path, std::move(e->files[i]));
+  }
+  im.persist_remote_counters();
+  if (e) im.enforce(im.config.max_size, 0);
+  return out;
+}
+
 // ------------------------------------------------------------------ Store
 
 Store::Store(CacheConfig config) : m_impl(std::make_unique<Impl>(std::move(config))) {}
@@ -288,6 +355,17 @@ StoreStats Store::stats() {
     s.kinds[kind].bytes = tot.bytes;
   }
   for (const auto& [key, value] : im.index.stats()) {
+    if (key.first == k_remote_stats_kind) {
+      auto& r = s.remote;
+      const auto& c = key.second;
+      if (c == "hits") r.hits = value;
+      else if (c == "misses") r.misses = value;
+      else if (c == "errors") r.errors = value;
+      else if (c == "uploads") r.uploads = value;
+      else if (c == "bytes_up") r.bytes_up = value;
+      else if (c == "bytes_down") r.bytes_down = value;
+      continue;
+    }
     s.kinds[key.first].counters[key.second] += value;
     s.totals[key.second] += value;
   }
@@ -342,6 +420,7 @@ void Store::put(std::string_view kind_text, std::string_view name, const NamedFi
   }
   im.remove_orphan_blobs(orphans);
   if (old_manifest) im.remove_orphan_blobs({*old_manifest});
+  if (im.remote) im.remote->enqueue(m);
   im.enforce(im.config.max_size, 0);
 }
 
@@ -358,7 +437,7 @@ std::optional<NamedFiles> Store::get(std::string_view kind_text, std::string_vie
     im.index.add_stat(kind_text, row ? "hits" : "misses", 1);
     t.commit();
   }
-  if (!row) return std::nullopt;
+  if (!row) return im.remote_get(id);
   auto m = im.load_manifest(*row);
   if (!m) {
     im.quarantine_entry(*row, "manifest missing or corrupt");
@@ -411,6 +490,66 @@ GcReport Store::gc(const GcOptions& options) {
 }
 
 GcReport Store::enforce_limit() { return m_impl->enforce(m_impl->config.max_size, 0); }
+
+bool Store::has_remote() const noexcept { return m_impl->remote != nullptr; }
+
+PullReport Store::pull_remote() {
+  auto& im = *m_impl;
+  PullReport rep;
+  if (!im.remote) return rep;
+  std::uint64_t total = im.index.totals().bytes;
+  for (const auto& id : im.remote->list_ids()) {
+    // CAS entries are fetched on demand (get); framework entries must be on
+    // disk before the framework looks for them.
+    if (id.rfind("triton/", 0) != 0 && id.rfind("inductor/", 0) != 0) continue;
+    if (im.index.find(id)) continue;
+    if (total >= im.config.max_size || !im.remote->active()) {
+      ++rep.skipped;
+      continue;
+    }
+    auto e = im.remote->fetch(id);
+    if (!e) {
+      ++rep.skipped;
+      continue;
+    }
+    const auto size = e->manifest.total_size();
+    try {
+      if (total + size <= im.config.max_size && im.place_entry(e->manifest, e->files, "remote_fetched")) {
+        ++rep.entries;
+        rep.bytes += size;
+        total += size;
+        continue;
+      }
+    } catch (const Error& err) {
+      fmt::print(stderr, "mithril: cache: warning: cannot store remote entry {} locally: {}\n", id, err.what());
+    }
+    ++rep.skipped;
+  }
+  im.persist_remote_counters();
+  return rep;
+}
+
+std::uint64_t Store::push_remote() {
+  auto& im = *m_impl;
+  if (!im.remote || im.remote->read_only()) return 0;
+  std::uint64_t n = 0;
+  for (const auto& row : im.index.all()) {
+    if (auto m = im.load_manifest(row)) {
+      im.remote->enqueue(*m);
+      ++n;
+    }
+  }
+  return n;
+}
+
+void Store::flush_remote() {
+  auto& im = *m_impl;
+  if (!im.remote) return;
+  im.remote->flush();
+  im.persist_remote_counters();
+}
+
+RemoteStats Store::remote_session() const { return m_impl->remote_session; }
 
 void Store::clear() {
   auto& im = *m_impl;

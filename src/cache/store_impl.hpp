@@ -10,6 +10,7 @@
 #include "cache/content_store.hpp"
 #include "cache/index.hpp"
 #include "cache/manifest.hpp"
+#include "cache/remote_tier.hpp"
 #include "cache/scanner.hpp"
 #include "mithril/cache.hpp"
 
@@ -17,6 +18,8 @@ namespace mithril::cache {
 
 struct Store::Impl {
   explicit Impl(CacheConfig c);
+  // Flushes uploads and records the remote counters.
+  ~Impl();
 
   CacheConfig config;
   std::filesystem::path root;
@@ -44,8 +47,35 @@ struct Store::Impl {
 
   void relocate_if_moved();
   void detect_hit_tracking();
+
+  // Checks the files of an entry that came from elsewhere (sizes, Triton
+  // groups naming only files of their own entry); returns a problem.
+  std::optional<std::string> check_entry_files(const Manifest& m, const std::vector<util::ByteVector>& data);
+  // Adds a complete, checked entry (files in manifest order, portable form):
+  // CAS entries into the CAS, framework entries assembled in tmp/ and
+  // renamed into place. Counts `counter` for its kind. False when the entry
+  // (or an untracked copy) is already there.
+  bool place_entry(const Manifest& m, const std::vector<util::ByteVector>& data, std::string_view counter);
+
+  // A local miss of a CAS entry: read-through to the remotes, backfilling
+  // the local store.
+  std::optional<NamedFiles> remote_get(const std::string& id);
+  // Moves the remote tier's counters into the index.
+  void persist_remote_counters();
+  RemoteStats remote_session;
+
+  // Last: destroyed first, while the CAS its uploader reads still exists.
+  std::unique_ptr<RemoteTier> remote;
 };
 
+// Bytes of a framework file as stored in manifests, bundles and remotes
+// (Triton groups normalised). Throws when the file cannot be read.
+util::ByteVector portable_file_bytes(const std::filesystem::path& root, const std::filesystem::path& triton,
+                                     const Manifest& m, const ManifestFile& f);
+
 std::string id_for_cas(std::string_view kind, std::string_view name);
+
+// The `kind` under which remote-tier counters live in the stats table.
+inline constexpr std::string_view k_remote_stats_kind = "remote";
 
 }  // namespace mithril::cache

@@ -130,6 +130,7 @@ SyncReport Store::sync(bool full) {
   }
 
   std::vector<std::pair<std::string, std::string>> dead_manifests;  // (id, manifest)
+  std::vector<const Built*> fresh;  // new or changed content: for the remote tiers
   {
     Index::Transaction t(im.index);
     for (const auto& [row, when] : hits) {
@@ -152,6 +153,7 @@ SyncReport Store::sync(bool full) {
       row.created = row.last_use = now;
       im.index.upsert(row);
       if (existing && existing->manifest == b.hex) continue;  // same content, new stamp
+      fresh.push_back(&b);
       if (existing) {
         dead_manifests.emplace_back(b.m.id, existing->manifest);
         im.index.add_stat(kind, "updates", 1);
@@ -175,6 +177,8 @@ SyncReport Store::sync(bool full) {
       if (!unsettled_roots.count(path)) im.index.set_dir_stamp(path, stamp);
     t.commit();
   }
+  if (im.remote)
+    for (const auto* b : fresh) im.remote->enqueue(b->m);
   for (const auto& [row, when] : hits) arm_atime(im.root / row->probe);
   for (const auto& b : built)
     if (!b.c->probe.empty()) arm_atime(im.root / b.c->probe);

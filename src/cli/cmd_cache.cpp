@@ -19,11 +19,29 @@ using cache::format_size;
 
 struct CacheOptions {
   std::string dir;  // --dir; empty = MITHRIL_CACHE_DIR / default
+  std::vector<std::string> remotes;  // --remote (replaces MITHRIL_CACHE_REMOTE)
+  bool read_only = false;            // --read-only
+  std::string endpoint;              // --endpoint
 };
 
-cache::Store open_store(const CacheOptions& o) {
+cache::CacheConfig config_for(const CacheOptions& o) {
   auto cfg = cache::load_config(o.dir.empty() ? std::nullopt : std::optional<std::filesystem::path>(o.dir));
-  return cache::Store(std::move(cfg));
+  if (!o.remotes.empty()) cfg.remotes = o.remotes;
+  if (o.read_only) cfg.remote_read_only = true;
+  if (!o.endpoint.empty()) cfg.remote_endpoint = o.endpoint;
+  return cfg;
+}
+
+cache::Store open_store(const CacheOptions& o) { return cache::Store(config_for(o)); }
+
+void print_remote_session(const cache::Store& store, const GlobalOptions& g) {
+  if (!store.has_remote() || g.quiet) return;
+  const auto r = store.remote_session();
+  if (r.hits + r.misses + r.uploads + r.errors == 0) return;
+  fmt::print(stderr, "mithril cache: remote: {} fetched ({}), {} uploaded ({}){}\n", r.hits,
+             format_size(static_cast<std::uint64_t>(r.bytes_down)), r.uploads,
+             format_size(static_cast<std::uint64_t>(r.bytes_up)),
+             r.errors ? fmt::format(", {} error{}", r.errors, r.errors == 1 ? "" : "s") : "");
 }
 
 std::string kinds_line(const std::map<std::string, std::int64_t>& m) {
@@ -62,6 +80,11 @@ void print_stats_text(const cache::StoreStats& s) {
   if (hits + misses > 0) fmt::print("hit rate:  {:.1f}%\n", 100.0 * static_cast<double>(hits) / static_cast<double>(hits + misses));
   fmt::print("evictions: {} ({})\n", get(s.totals, "evictions"), format_size(static_cast<std::uint64_t>(get(s.totals, "evicted_bytes"))));
   if (get(s.totals, "corrupt")) fmt::print("corrupt:   {} (quarantined)\n", get(s.totals, "corrupt"));
+  const auto& r = s.remote;
+  if (r.hits + r.misses + r.errors + r.uploads > 0)
+    fmt::print("remote:    {} hits, {} misses, {} errors; {} uploads; {} up, {} down\n", r.hits, r.misses, r.errors,
+               r.uploads, format_size(static_cast<std::uint64_t>(r.bytes_up)),
+               format_size(static_cast<std::uint64_t>(r.bytes_down)));
   fmt::print("\n{:<22} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9}\n", "kind", "entries", "size", "hits", "misses", "puts", "evictions");
   for (const auto& [kind, k] : s.kinds) {
     if (k.entries == 0 && k.counters.empty()) continue;
@@ -87,6 +110,8 @@ nlohmann::json stats_json(const cache::StoreStats& s) {
     kinds[kind] = std::move(jk);
   }
   j["kinds"] = std::move(kinds);
+  j["remote"] = {{"hits", s.remote.hits},         {"misses", s.remote.misses},     {"errors", s.remote.errors},
+                 {"uploads", s.remote.uploads},   {"bytes_up", s.remote.bytes_up}, {"bytes_down", s.remote.bytes_down}};
   return j;
 }
 
@@ -120,6 +145,11 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
   auto* cache_cmd = app.add_subcommand("cache", "torch.compile cache: a bounded, shareable, verifiable store");
   cache_cmd->require_subcommand(1);
   cache_cmd->add_option("--dir", opts->dir, "Store directory (default: $MITHRIL_CACHE_DIR or ~/.cache/mithril)");
+  cache_cmd->add_option("--remote", opts->remotes,
+                        "Remote tier URL, redis://HOST:PORT/DB[/PREFIX] or s3://BUCKET[/PREFIX] (repeatable; "
+                        "default: $MITHRIL_CACHE_REMOTE, comma-separated)");
+  cache_cmd->add_flag("--read-only", opts->read_only, "Fetch from the remote tiers, never upload ($MITHRIL_CACHE_REMOTE_READONLY)");
+  cache_cmd->add_option("--endpoint", opts->endpoint, "S3 endpoint URL for s3:// remotes (default: $AWS_ENDPOINT_URL)");
 
   // exec
   auto* exec = cache_cmd->add_subcommand("exec", "Run CMD with torch.compile's caches in the store, then ingest what it produced");
@@ -135,11 +165,20 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
     argv.insert(argv.end(), rest.begin(), rest.end());
     if (argv.empty()) throw Error(Errc::invalid_argument, "cache exec: no command given");
     auto store = open_store(*opts);
+    if (store.has_remote()) {
+      try {
+        store.pull_remote();
+      } catch (const Error& e) {
+        fmt::print(stderr, "mithril cache: warning: fetching from the remote tiers failed: {}\n", e.what());
+      }
+    }
     const int status = cache::run_command(argv, store.environment());
     try {
       auto report = store.sync();
       auto gc = store.enforce_limit();
+      store.flush_remote();  // uploads end with the process, not later
       if (!global.quiet) print_sync_report(report, &gc, store.stats());
+      print_remote_session(store, global);
     } catch (const Error& e) {
       fmt::print(stderr, "mithril cache: warning: ingest failed: {}\n", e.what());
     }
@@ -168,8 +207,32 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
     auto store = open_store(*opts);
     auto report = store.sync(*sync_full);
     auto gc = store.enforce_limit();
+    store.flush_remote();
     if (*sync_json_flag) fmt::print("{}\n", sync_json(report).dump(2));
     else if (!global.quiet) print_sync_report(report, &gc, store.stats());
+    if (!*sync_json_flag) print_remote_session(store, global);
+  });
+
+  // pull / push
+  auto* pull = cache_cmd->add_subcommand("pull", "Fetch the Inductor/Triton entries the remote tiers hold and the store lacks");
+  pull->callback([opts, &global] {
+    auto store = open_store(*opts);
+    if (!store.has_remote()) throw Error(Errc::invalid_argument, "cache pull: no remote tier (set MITHRIL_CACHE_REMOTE or --remote)");
+    const auto r = store.pull_remote();
+    if (!global.quiet)
+      fmt::print("fetched {} entries ({}); {} not placed\n", r.entries, format_size(r.bytes), r.skipped);
+  });
+  auto* push = cache_cmd->add_subcommand("push", "Upload every entry the remote tiers lack");
+  push->callback([opts, &global] {
+    auto store = open_store(*opts);
+    if (!store.has_remote()) throw Error(Errc::invalid_argument, "cache push: no remote tier (set MITHRIL_CACHE_REMOTE or --remote)");
+    store.sync();
+    const auto queued = store.push_remote();
+    store.flush_remote();
+    const auto r = store.remote_session();
+    if (!global.quiet)
+      fmt::print("uploaded {} of {} entries ({}){}\n", r.uploads, queued, format_size(static_cast<std::uint64_t>(r.bytes_up)),
+                 r.errors ? fmt::format("; {} errors", r.errors) : "");
   });
 
   // stats
@@ -239,7 +302,7 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
   imp->add_option("bundle", *bundle_in, "Bundle to import")->required()->check(CLI::ExistingFile);
   imp->add_option("--max-member-size", *member_limit, "Refuse bundle members larger than this (default 4G)");
   imp->callback([opts, bundle_in, member_limit, &global] {
-    auto cfg = cache::load_config(opts->dir.empty() ? std::nullopt : std::optional<std::filesystem::path>(opts->dir));
+    auto cfg = config_for(*opts);
     if (!member_limit->empty()) cfg.max_import_member = cache::parse_size(*member_limit);
     cache::Store store(std::move(cfg));
     const auto r = store.import_bundle(*bundle_in);
@@ -260,6 +323,7 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
     for (const auto& f : *put_files) files.emplace_back(std::filesystem::path(f).filename().string(), read_input(f));
     auto store = open_store(*opts);
     store.put(*put_kind, *put_name, files);
+    store.flush_remote();
   });
   auto get_kind = std::make_shared<std::string>();
   auto get_name = std::make_shared<std::string>();

@@ -117,7 +117,7 @@ class RedisBackend final : public Backend {
   }
 
   std::optional<ObjectInfo> stat(std::string_view key) override {
-    return retry("STRLEN " + std::string(key), [&]() -> std::optional<ObjectInfo> {
+    return retry("EXISTS " + std::string(key), [&]() -> std::optional<ObjectInfo> {
       if (!exists_now(key)) return std::nullopt;
       auto r = command(Args().add("STRLEN").add(key));
       return ObjectInfo{static_cast<std::uint64_t>(r->integer)};

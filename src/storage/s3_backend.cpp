@@ -333,7 +333,7 @@ class S3Backend final : public Backend {
     if (!e.code.empty()) detail += " " + e.code;
     if (!e.message.empty()) detail += ": " + e.message;
     if (r.status >= 500 || r.status == 429 || r.status == 408 || e.code == "RequestTimeout" || e.code == "SlowDown")
-      throw TransientError(std::string(what) + ": " + detail);
+      throw TransientError(detail);  // with_retries names the call
     const bool auth = r.status == 401 || r.status == 403 || e.code == "ExpiredToken" || e.code == "InvalidToken" ||
                       e.code == "AuthorizationHeaderMalformed" || e.code == "InvalidAccessKeyId" ||
                       e.code == "SignatureDoesNotMatch";
