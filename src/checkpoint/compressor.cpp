@@ -13,6 +13,8 @@
 #include "mithril/checkpoint.hpp"
 #include "mithril/error.hpp"
 #include "mithril/version.hpp"
+#include "storage/remote_io.hpp"
+#include "storage/url.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
 #include "util/mapped_file.hpp"
@@ -26,7 +28,10 @@ CompressResult compress_file(const std::filesystem::path& input, const std::file
   if (options.level < k_min_level || options.level > k_max_level)
     throw Error(Errc::invalid_argument,
                 fmt::format("compression level {} is out of range ({}..{})", options.level, k_min_level, k_max_level));
-  if (std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
+  if (storage::is_url(input.string()))
+    throw Error(Errc::unsupported, fmt::format("{}: compress reads a local file; download it first", input.string()));
+  const bool remote_output = storage::is_url(output.string());
+  if (!remote_output && std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
     throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
 
   util::MappedFile source(input);
@@ -39,12 +44,15 @@ CompressResult compress_file(const std::filesystem::path& input, const std::file
   // Delta: tensors matched against the base (by name, dtype, shape).
   std::optional<checkpoint::BaseSource> base;
   if (options.base) {
-    base.emplace(*options.base, options.threads);
+    base.emplace(*options.base, options.threads, options.remote);
     checkpoint::match_base(plan, *base);
   }
 
-  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse);
-  container::Writer writer([&](util::ByteSpan b) { out.write(b); });
+  // A local AtomicFile or a streaming multipart upload; either appears only
+  // at commit(), and is discarded (the upload aborted) on any exception.
+  const auto out = storage::open_sink(output.string(), options.force ? util::Overwrite::allow : util::Overwrite::refuse,
+                                      checkpoint::storage_options(options.remote));
+  container::Writer writer([&](util::ByteSpan b) { out->write(b); });
 
   container::Index index;
   index.source.name = name;
@@ -100,7 +108,7 @@ CompressResult compress_file(const std::filesystem::path& input, const std::file
 
   index.source.blake3 = hasher.digest();
   const std::uint64_t total = writer.finish(index);
-  out.commit();
+  out->commit();
 
   CompressResult result;
   result.source_bytes = bytes.size();

@@ -12,6 +12,7 @@
 #include "formats/safetensors.hpp"
 #include "mithril/checkpoint.hpp"
 #include "mithril/error.hpp"
+#include "storage/url.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
 
@@ -27,10 +28,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 DecompressResult decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
                                  const DecompressOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
-  container::Reader reader(input);
-  if (std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
+  container::Reader reader(checkpoint::open_container_source(input, options.remote));
+  if (storage::is_url(output.string()))
+    throw Error(Errc::unsupported, fmt::format("{}: decompress writes a local file", output.string()));
+  if (!storage::is_url(input.string()) && std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
     throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
-  auto base = checkpoint::open_base_for(reader, options.base, options.threads);
+  auto base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
 
   util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse);
   checkpoint::decode_container(
@@ -49,7 +52,7 @@ DecompressResult decompress_file(const std::filesystem::path& input, const std::
 
 VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
-  container::Reader reader(input);
+  container::Reader reader(checkpoint::open_container_source(input, options.remote));
   VerifyResult r;
   r.chunks = reader.index().chunks.size();
   r.source_bytes = reader.index().source.size;
@@ -60,7 +63,7 @@ VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions
           "{}: delta against '{}' (BLAKE3 {}): chunk checksums of delta chunks need --base; checked the rest",
           input.string(), reader.index().base->name, util::to_hex(reader.index().base->blake3)));
     } else {
-      base = checkpoint::open_base_for(reader, options.base, options.threads);
+      base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
     }
   }
   try {
@@ -76,43 +79,68 @@ VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions
   return r;
 }
 
-bool is_mcp_file(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::array<char, 8> magic{};
-  if (!f.read(magic.data(), magic.size())) return false;
-  return std::memcmp(magic.data(), container::k_magic.data(), 8) == 0;
+bool is_mcp_file(const std::filesystem::path& path, const RemoteOptions& remote) {
+  if (!storage::is_url(path.string())) {
+    std::ifstream f(path, std::ios::binary);
+    std::array<char, 8> magic{};
+    if (!f.read(magic.data(), magic.size())) return false;
+    return std::memcmp(magic.data(), container::k_magic.data(), 8) == 0;
+  }
+  try {
+    const auto source = checkpoint::open_container_source(path, remote);
+    if (source->size() < 8) return false;
+    util::ByteVector scratch;
+    const auto magic = source->read(0, 8, scratch);
+    return std::memcmp(magic.data(), container::k_magic.data(), 8) == 0;
+  } catch (const Error&) {
+    return false;
+  }
 }
 
-FileInfo describe_file(const std::filesystem::path& path) {
+namespace checkpoint {
+
+// FileInfo of an opened .mcp (describe_file, CheckpointReader).
+FileInfo describe_container(const container::Reader& reader, const std::string& path) {
+  FileInfo info;
+  info.path = path;
+  const auto& index = reader.index();
+  info.kind = "mcp";
+  info.file_bytes = reader.file_size();
+  info.format_version = fmt::format("{}.{}", reader.footer().major, reader.footer().minor);
+  info.source_name = index.source.name;
+  info.source_kind = index.source_kind;
+  info.source_bytes = index.source.size;
+  info.source_blake3 = util::to_hex(index.source.blake3);
+  if (index.base) info.base = BaseSummary{index.base->name, index.base->size, util::to_hex(index.base->blake3)};
+  info.metadata = index.metadata;
+  info.chunks = index.chunks.size();
+  std::uint64_t other_stored = 0;
+  for (const auto& s : index.segments) {
+    std::uint64_t stored = 0;
+    for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) stored += index.chunks[c].stored_size;
+    if (s.kind == container::SegmentKind::tensor) {
+      info.tensors.push_back({s.name, s.dtype, s.shape, s.size, stored, s.chunk_count});
+    } else {
+      info.other_bytes += s.size;
+      other_stored += stored;
+    }
+  }
+  info.other_stored_bytes = other_stored;
+  return info;
+}
+
+}  // namespace checkpoint
+
+FileInfo describe_file(const std::filesystem::path& path, const RemoteOptions& remote) {
+  if (storage::is_url(path.string())) {
+    // Header, footer and index: three ranged reads (the header check
+    // refuses anything that is not an .mcp).
+    return checkpoint::describe_container(container::Reader(checkpoint::open_container_source(path, remote)),
+                                          path.string());
+  }
+  if (is_mcp_file(path)) return checkpoint::describe_container(container::Reader(path), path.string());
   FileInfo info;
   info.path = path.string();
-  if (is_mcp_file(path)) {
-    container::Reader reader(path);
-    const auto& index = reader.index();
-    info.kind = "mcp";
-    info.file_bytes = reader.file_size();
-    info.format_version = fmt::format("{}.{}", reader.footer().major, reader.footer().minor);
-    info.source_name = index.source.name;
-    info.source_kind = index.source_kind;
-    info.source_bytes = index.source.size;
-    info.source_blake3 = util::to_hex(index.source.blake3);
-    if (index.base) info.base = BaseSummary{index.base->name, index.base->size, util::to_hex(index.base->blake3)};
-    info.metadata = index.metadata;
-    info.chunks = index.chunks.size();
-    std::uint64_t other_stored = 0;
-    for (const auto& s : index.segments) {
-      std::uint64_t stored = 0;
-      for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) stored += index.chunks[c].stored_size;
-      if (s.kind == container::SegmentKind::tensor) {
-        info.tensors.push_back({s.name, s.dtype, s.shape, s.size, stored, s.chunk_count});
-      } else {
-        info.other_bytes += s.size;
-        other_stored += stored;
-      }
-    }
-    info.other_stored_bytes = other_stored;
-    return info;
-  }
   util::MappedFile file(path);
   if (!formats::looks_like_safetensors(file.bytes()))
     throw Error(Errc::unsupported, fmt::format("{}: not an .mcp or safetensors file", path.string()));

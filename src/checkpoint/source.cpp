@@ -13,6 +13,8 @@
 #include "codec/chunk_codec.hpp"
 #include "mithril/error.hpp"
 #include "util/blake3.hpp"
+#include "storage/remote_io.hpp"
+#include "storage/url.hpp"
 #include "util/posix.hpp"
 
 namespace mithril::checkpoint {
@@ -24,42 +26,85 @@ bool has_mcp_magic(util::ByteSpan b) {
 
 }  // namespace
 
-BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads) : m_path(path) {
-  m_file.emplace(path);
-  const util::ByteSpan file = m_file->bytes();
-  if (has_mcp_magic(file)) {
+storage::Options storage_options(const RemoteOptions& remote) {
+  storage::Options o;
+  o.endpoint = remote.endpoint;
+  return storage::options_from_env(o);
+}
+
+std::shared_ptr<const util::ByteSource> open_container_source(const std::filesystem::path& path_or_url,
+                                                              const RemoteOptions& remote) {
+  return storage::open_source(path_or_url.string(), storage_options(remote));
+}
+
+namespace {
+
+// An unlinked temporary file of `size` bytes: lives as long as its fd/map.
+util::UniqueFd make_unlinked_temporary(std::uint64_t size, const std::filesystem::path& dir) {
+  util::UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!fd) util::throw_errno(dir, "cannot create a temporary file for the base");
+  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) util::throw_errno(dir, "cannot size temporary file");
+  return fd;
+}
+
+}  // namespace
+
+BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads, const RemoteOptions& remote)
+    : m_path(path) {
+  const bool remote_base = storage::is_url(path.string());
+  std::shared_ptr<const util::ByteSource> source = open_container_source(path, remote);
+  util::ByteVector scratch;
+  const util::ByteSpan magic = source->read(0, std::min<std::uint64_t>(8, source->size()), scratch);
+  const auto dir = std::filesystem::temp_directory_path();
+  util::UniqueFd fd;
+  std::uint64_t size = 0;
+  if (has_mcp_magic(magic)) {
     // Decode the .mcp into an unlinked temporary file beside nothing: it lives
     // only as long as this object, and checkpoints larger than RAM still work.
-    container::Reader reader(path);
+    container::Reader reader(source);
     if (reader.index().base)
       throw Error(Errc::unsupported,
                   fmt::format("{}: is itself a delta; use its restored checkpoint or a keyframe as the base",
                               path.string()));
-    const auto dir = std::filesystem::temp_directory_path();
-    util::UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-    if (!fd) util::throw_errno(dir, "cannot create a temporary file for the decoded base");
-    const std::uint64_t size = reader.index().source.size;
-    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) util::throw_errno(dir, "cannot size temporary file");
+    size = reader.index().source.size;
+    fd = make_unlinked_temporary(size, dir);
     decode_container(
         reader, nullptr, threads,
         [&](std::size_t c, util::ByteSpan raw) {
           util::pwrite_all(fd.get(), raw.data(), raw.size(), reader.index().chunks[c].source_offset, dir);
         },
         nullptr);
+    m_identity = reader.index().source;
+  } else if (remote_base) {
+    // A plain checkpoint in an object store: downloaded in pieces.
+    size = source->size();
+    fd = make_unlinked_temporary(size, dir);
+    constexpr std::uint64_t k_piece = 64 << 20;
+    for (std::uint64_t off = 0; off < size; off += k_piece) {
+      const auto n = static_cast<std::size_t>(std::min(k_piece, size - off));
+      const auto bytes = source->read(off, n, scratch);
+      util::pwrite_all(fd.get(), bytes.data(), bytes.size(), off, dir);
+    }
+  } else {
+    m_file.emplace(path);
+    m_bytes = m_file->bytes();
+    m_identity.name = path.filename().string();
+    m_identity.size = m_bytes.size();
+    m_identity.blake3 = util::blake3_parallel(m_bytes, threads);
+  }
+  if (fd) {
     if (size > 0) {
       void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
-      if (p == MAP_FAILED) util::throw_errno(dir, "cannot map the decoded base");
+      if (p == MAP_FAILED) util::throw_errno(dir, "cannot map the base's temporary file");
       m_decoded = p;
       m_decoded_size = size;
       m_bytes = util::ByteSpan(static_cast<const std::byte*>(p), size);
     }
-    m_identity = reader.index().source;
-    m_file.reset();
-  } else {
-    m_bytes = file;
-    m_identity.name = path.filename().string();
-    m_identity.size = file.size();
-    m_identity.blake3 = util::blake3_parallel(file, threads);
+    if (!has_mcp_magic(magic)) {
+      m_identity.name = path.filename().string();
+      m_identity.size = size;
+      m_identity.blake3 = util::blake3_parallel(m_bytes, threads);
+    }
   }
   m_plan = plan_source(m_bytes, path.string(), k_max_plan_chunk);
 }
@@ -107,6 +152,7 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
   const std::size_t in_flight = std::max<std::size_t>(2, 2 * static_cast<std::size_t>(threads));
   struct Slot {
     util::ByteVector raw;
+    util::ByteVector stored;  // fetched payload (remote containers)
     std::string problem;
   };
   std::vector<Slot> slots(in_flight);
@@ -129,7 +175,7 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
             if (!base) throw Error(Errc::invalid_argument, what + ": delta chunk but no base given");
             base_bytes = base->chunk_base(index.segments[r.segment], r);
           }
-          decoders.local().decode(reader.payload(i), r, slot.raw, base_bytes, what);
+          decoders.local().decode(reader.payload(i, slot.stored), r, slot.raw, base_bytes, what);
         } catch (const Error& e) {
           if (!problems || e.code() != Errc::corrupt) throw;
           slot.problem = e.what();
@@ -160,7 +206,8 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
 }
 
 std::unique_ptr<BaseSource> open_base_for(const container::Reader& reader,
-                                          const std::optional<std::filesystem::path>& base, unsigned threads) {
+                                          const std::optional<std::filesystem::path>& base, unsigned threads,
+                                          const RemoteOptions& remote) {
   const auto& index = reader.index();
   if (!index.base) return nullptr;
   const auto& want = *index.base;
@@ -168,7 +215,7 @@ std::unique_ptr<BaseSource> open_base_for(const container::Reader& reader,
     throw Error(Errc::invalid_argument,
                 fmt::format("{}: is a delta against '{}' (BLAKE3 {}); pass that checkpoint with --base",
                             reader.name(), want.name, util::to_hex(want.blake3)));
-  auto source = std::make_unique<BaseSource>(*base, threads);
+  auto source = std::make_unique<BaseSource>(*base, threads, remote);
   if (source->identity().blake3 != want.blake3 || source->identity().size != want.size)
     throw Error(Errc::invalid_argument,
                 fmt::format("{}: wrong base: '{}' has BLAKE3 {}, but this delta was made against '{}' with BLAKE3 {}",

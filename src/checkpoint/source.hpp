@@ -11,15 +11,26 @@
 
 #include "checkpoint/plan.hpp"
 #include "container/reader.hpp"
+#include "mithril/checkpoint.hpp"
+#include "storage/backend.hpp"
 #include "util/mapped_file.hpp"
 
 namespace mithril::checkpoint {
 
+// Storage options for the public RemoteOptions (environment applied).
+storage::Options storage_options(const RemoteOptions& remote);
+
+// Opens a container at a local path or an object-store URL.
+std::shared_ptr<const util::ByteSource> open_container_source(const std::filesystem::path& path_or_url,
+                                                              const RemoteOptions& remote);
+
 // The original bytes of a base checkpoint: a safetensors (or any) file mapped
-// as is, or an .mcp decoded into an unlinked temporary file and mapped.
+// as is, or an .mcp decoded into an unlinked temporary file and mapped. A
+// base given by URL is read from the object store (an .mcp by ranged reads,
+// anything else downloaded into the unlinked temporary).
 class BaseSource {
  public:
-  BaseSource(const std::filesystem::path& path, unsigned threads);
+  BaseSource(const std::filesystem::path& path_or_url, unsigned threads, const RemoteOptions& remote = {});
   ~BaseSource();
   BaseSource(const BaseSource&) = delete;
   BaseSource& operator=(const BaseSource&) = delete;
@@ -37,7 +48,7 @@ class BaseSource {
  private:
   std::filesystem::path m_path;
   std::optional<util::MappedFile> m_file;
-  void* m_decoded = nullptr;  // mmap of the decoded temporary, for .mcp bases
+  void* m_decoded = nullptr;  // mmap of the decoded or downloaded temporary
   std::size_t m_decoded_size = 0;
   util::ByteSpan m_bytes;
   container::SourceIdentity m_identity;
@@ -59,11 +70,15 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
                       std::vector<std::string>* problems,
                       const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});
 
+// FileInfo of an opened .mcp (describe_file, CheckpointReader).
+FileInfo describe_container(const container::Reader& reader, const std::string& path);
+
 // Opens the base a delta .mcp needs and checks it is exactly that checkpoint.
 // Throws Error(invalid_argument) if the file is a delta and no base is given,
 // naming the recorded base; Error(invalid_argument) with both digests if the
 // given base is another checkpoint.
 std::unique_ptr<BaseSource> open_base_for(const container::Reader& reader,
-                                          const std::optional<std::filesystem::path>& base, unsigned threads);
+                                          const std::optional<std::filesystem::path>& base, unsigned threads,
+                                          const RemoteOptions& remote = {});
 
 }  // namespace mithril::checkpoint

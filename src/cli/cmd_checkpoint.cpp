@@ -52,8 +52,14 @@ double mib_per_s(std::uint64_t bytes, double seconds) {
   return seconds > 0 ? static_cast<double>(bytes) / seconds / (1 << 20) : 0.0;
 }
 
+bool is_url(const std::string& s) {
+  for (const char* scheme : {"s3://", "redis://", "file://"})
+    if (s.rfind(scheme, 0) == 0) return true;
+  return false;
+}
+
 struct CompressArgs {
-  std::string input, output, base, chunk_size;
+  std::string input, output, base, chunk_size, endpoint;
   int level = k_default_level;
   unsigned threads = 0;
   bool force = false;
@@ -61,7 +67,7 @@ struct CompressArgs {
 };
 
 struct DecompressArgs {
-  std::string input, output, base;
+  std::string input, output, base, endpoint;
   unsigned threads = 0;
   bool force = false;
 };
@@ -73,6 +79,7 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   o.level = a.level;
   o.threads = a.threads;
   o.force = a.force;
+  o.remote.endpoint = a.endpoint;
   if (!a.chunk_size.empty()) o.chunk_size = parse_size(a.chunk_size);
   if (!a.base.empty()) o.base = a.base;
   for (const auto& kv : a.meta) {
@@ -102,12 +109,13 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
     if (in.extension() != ".mcp")
       throw Error(Errc::invalid_argument,
                   fmt::format("{}: does not end in .mcp; say where to write with -o OUT", in.string()));
-    out = in;
+    out = is_url(a.input) ? in.filename() : in;  // a remote input restores into the working directory
     out.replace_extension();
   }
   DecompressOptions o;
   o.threads = a.threads;
   o.force = a.force;
+  o.remote.endpoint = a.endpoint;
   if (!a.base.empty()) o.base = a.base;
   ProgressBar bar("decompress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
@@ -118,9 +126,11 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
                format_bytes(r.output_bytes), r.seconds, mib_per_s(r.output_bytes, r.seconds), out.string());
 }
 
-int run_verify(const std::string& input, const std::string& base, unsigned threads, const GlobalOptions& g) {
+int run_verify(const std::string& input, const std::string& base, unsigned threads, const std::string& endpoint,
+               const GlobalOptions& g) {
   VerifyOptions o;
   o.threads = threads;
+  o.remote.endpoint = endpoint;
   if (!base.empty()) o.base = base;
   ProgressBar bar("verify", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
@@ -137,8 +147,8 @@ int run_verify(const std::string& input, const std::string& base, unsigned threa
   return 0;
 }
 
-void run_info(const std::string& input, bool as_json) {
-  const FileInfo info = describe_file(input);
+void run_info(const std::string& input, bool as_json, const std::string& endpoint) {
+  const FileInfo info = describe_file(input, RemoteOptions{endpoint});
   std::uint64_t tensor_bytes = 0, tensor_stored = 0;
   for (const auto& t : info.tensors) {
     tensor_bytes += t.bytes;
@@ -221,6 +231,28 @@ void run_info(const std::string& input, bool as_json) {
   }
 }
 
+struct TensorArgs {
+  std::string input, name, output, base, endpoint;
+  unsigned threads = 0;
+};
+
+void run_tensor(const TensorArgs& a, const GlobalOptions& g) {
+  ReadOptions o;
+  o.threads = a.threads;
+  o.remote.endpoint = a.endpoint;
+  if (!a.base.empty()) o.base = a.base;
+  CheckpointReader reader(a.input, o);
+  const auto t = reader.tensor(a.name);
+  std::FILE* f = a.output == "-" ? stdout : std::fopen(a.output.c_str(), "wb");
+  if (!f) throw Error(Errc::io, fmt::format("{}: cannot create", a.output));
+  const bool ok = t.data.empty() || std::fwrite(t.data.data(), 1, t.data.size(), f) == t.data.size();
+  const bool closed = f == stdout ? std::fflush(f) == 0 : std::fclose(f) == 0;
+  if (!ok || !closed) throw Error(Errc::io, fmt::format("{}: write failed", a.output));
+  if (!g.quiet)
+    fmt::print(stderr, "{}: tensor {} {} {}: {} bytes; read {} bytes of the {}-byte container\n", a.input, t.name,
+               t.dtype, shape_string(t.shape), t.data.size(), reader.bytes_read(), reader.info().file_bytes);
+}
+
 }  // namespace
 
 void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
@@ -235,6 +267,7 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   compress->add_option("--base", c->base, "Delta: code against this earlier checkpoint (safetensors or .mcp)");
   compress->add_option("--chunk-size", c->chunk_size, "Chunk size, e.g. 4M (default 4 MiB)");
   compress->add_option("--meta", c->meta, "KEY=VALUE metadata to store (repeatable)");
+  compress->add_option("--endpoint", c->endpoint, "S3 endpoint URL for s3:// outputs and bases (default: $AWS_ENDPOINT_URL)");
   compress->callback([c, &global] { run_compress(*c, global); });
 
   auto d = std::make_shared<DecompressArgs>();
@@ -244,16 +277,22 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
   decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");
   decompress->add_option("--base", d->base, "The base checkpoint of a delta file");
+  decompress->add_option("--endpoint", d->endpoint, "S3 endpoint URL for s3:// inputs (default: $AWS_ENDPOINT_URL)");
   decompress->callback([d, &global] { run_decompress(*d, global); });
 
-  auto info_args = std::make_shared<std::pair<std::string, bool>>();
+  struct InfoArgs {
+    std::string input, endpoint;
+    bool json = false;
+  };
+  auto info_args = std::make_shared<InfoArgs>();
   auto* info = app.add_subcommand("info", "List the tensors of an .mcp or safetensors file");
-  info->add_option("file", info_args->first, "File to describe")->required();
-  info->add_flag("--json", info_args->second, "Machine-readable output");
-  info->callback([info_args] { run_info(info_args->first, info_args->second); });
+  info->add_option("file", info_args->input, "File (or s3:// URL of an .mcp) to describe")->required();
+  info->add_flag("--json", info_args->json, "Machine-readable output");
+  info->add_option("--endpoint", info_args->endpoint, "S3 endpoint URL (default: $AWS_ENDPOINT_URL)");
+  info->callback([info_args] { run_info(info_args->input, info_args->json, info_args->endpoint); });
 
   struct VerifyArgs {
-    std::string input, base;
+    std::string input, base, endpoint;
     unsigned threads = 0;
   };
   auto v = std::make_shared<VerifyArgs>();
@@ -261,7 +300,18 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   verify->add_option("file", v->input, "The .mcp file")->required();
   verify->add_option("--base", v->base, "The base checkpoint of a delta file");
   verify->add_option("-T,--threads", v->threads, "Worker threads (default: all cores)");
-  verify->callback([v, &global, &exit_code] { exit_code = run_verify(v->input, v->base, v->threads, global); });
+  verify->add_option("--endpoint", v->endpoint, "S3 endpoint URL (default: $AWS_ENDPOINT_URL)");
+  verify->callback([v, &global, &exit_code] { exit_code = run_verify(v->input, v->base, v->threads, v->endpoint, global); });
+
+  auto t = std::make_shared<TensorArgs>();
+  auto* tensor = app.add_subcommand("tensor", "Extract one tensor's raw bytes from an .mcp, reading only its chunks");
+  tensor->add_option("file", t->input, "The .mcp file or URL")->required();
+  tensor->add_option("name", t->name, "Tensor name")->required();
+  tensor->add_option("-o,--output", t->output, "Output file ('-' for stdout)")->required();
+  tensor->add_option("--base", t->base, "The base checkpoint of a delta file");
+  tensor->add_option("-T,--threads", t->threads, "Worker threads (default: all cores)");
+  tensor->add_option("--endpoint", t->endpoint, "S3 endpoint URL (default: $AWS_ENDPOINT_URL)");
+  tensor->callback([t, &global] { run_tensor(*t, global); });
 }
 
 }  // namespace mithril::cli

@@ -18,8 +18,17 @@ namespace {
 
 extern "C" void on_fatal_signal(int sig) {
   mithril::remove_pending_outputs();
+  if (mithril::defer_signal(sig)) return;  // a remote upload aborts itself, then main re-raises
   std::signal(sig, SIG_DFL);
   std::raise(sig);
+}
+
+void reraise_deferred_signal() {
+  if (const int sig = mithril::deferred_signal()) {
+    std::fflush(stdout);
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
 }
 
 int exit_status(mithril::Errc code) {
@@ -62,6 +71,7 @@ int main(int argc, char** argv) {
   } catch (const mithril::Error& e) {
     std::fflush(stdout);
     fmt::print(stderr, "mithril: error: {}\n", e.what());
+    reraise_deferred_signal();
     return exit_status(e.code());
   } catch (const std::bad_alloc&) {
     fmt::print(stderr, "mithril: error: out of memory\n");
@@ -70,5 +80,6 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "mithril: error: {}\n", e.what());
     return 70;
   }
+  reraise_deferred_signal();  // the signal came too late to stop the upload
   return exit_code;
 }

@@ -183,8 +183,9 @@ class CountingProxy:
     header too, so SigV4 signatures stay valid) and records, per request,
     the method, path, Range header and response body size."""
 
-    def __init__(self, target_port):
-        self.requests = []
+    def __init__(self, target_port, delay=0.0):
+        self.requests = []  # completed
+        self.started = []   # (method, path) as they arrive
         lock = threading.Lock()
         outer = self
 
@@ -195,6 +196,10 @@ class CountingProxy:
                 pass
 
             def _forward(self):
+                with lock:
+                    outer.started.append((self.command, self.path))
+                if delay and self.command in ("PUT", "POST"):
+                    time.sleep(delay)  # a slow link, so that a test can interrupt an upload
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 conn = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
@@ -217,7 +222,13 @@ class CountingProxy:
                     self.wfile.write(data)
                 conn.close()
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+            def _safe_forward(self):
+                try:
+                    self._forward()
+                except (OSError, http.client.HTTPException):
+                    self.close_connection = True  # the client went away (a test killed it)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _safe_forward
 
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
@@ -230,6 +241,7 @@ class CountingProxy:
 
     def reset(self):
         self.requests.clear()
+        self.started.clear()
 
     def bytes_fetched(self):
         return sum(r["bytes"] for r in self.requests if r["method"] == "GET")

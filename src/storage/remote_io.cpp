@@ -1,0 +1,114 @@
+#include "storage/remote_io.hpp"
+
+#include <mutex>
+#include <vector>
+
+#include "mithril/error.hpp"
+#include "storage/url.hpp"
+#include "util/interrupt.hpp"
+
+namespace mithril::storage {
+namespace {
+
+// Concurrent reads (the decoder's workers) each borrow a connection from a
+// pool that grows on demand; the prototype only answers the first HEAD and
+// is cloned for the pool.
+class RemoteSource final : public util::ByteSource {
+ public:
+  explicit RemoteSource(Location loc) : m_name(loc.url), m_key(std::move(loc.key)), m_prototype(std::move(loc.backend)) {
+    auto info = m_prototype->stat(m_key);
+    if (!info) throw Error(Errc::not_found, m_name + ": no such object (at " + m_prototype->endpoint() + ")");
+    m_size = info->size;
+  }
+
+  std::uint64_t size() const noexcept override { return m_size; }
+  const std::string& name() const noexcept override { return m_name; }
+
+  util::ByteSpan read(std::uint64_t offset, std::size_t length, util::ByteVector& scratch) const override {
+    if (offset > m_size || length > m_size - offset) throw_truncated(offset, length);
+    if (length == 0) return {};
+    auto backend = acquire();
+    std::optional<util::ByteVector> got;
+    try {
+      got = backend->get_range(m_key, offset, length);
+    } catch (...) {
+      release(std::move(backend));
+      throw;
+    }
+    release(std::move(backend));
+    if (!got) throw Error(Errc::not_found, m_name + ": the object disappeared while it was being read");
+    if (got->size() != length)
+      throw Error(Errc::corrupt, m_name + ": short read at offset " + std::to_string(offset) + " (the object changed?)");
+    scratch = std::move(*got);
+    m_bytes_read += length;
+    return scratch;
+  }
+
+ private:
+  std::unique_ptr<Backend> acquire() const {
+    {
+      std::lock_guard lock(m_mutex);
+      if (!m_idle.empty()) {
+        auto b = std::move(m_idle.back());
+        m_idle.pop_back();
+        return b;
+      }
+    }
+    return m_prototype->clone();
+  }
+  void release(std::unique_ptr<Backend> b) const {
+    std::lock_guard lock(m_mutex);
+    m_idle.push_back(std::move(b));
+  }
+
+  std::string m_name, m_key;
+  std::unique_ptr<Backend> m_prototype;
+  std::uint64_t m_size = 0;
+  mutable std::mutex m_mutex;
+  mutable std::vector<std::unique_ptr<Backend>> m_idle;
+};
+
+class UploadSink final : public util::ByteSink {
+ public:
+  UploadSink(std::unique_ptr<Backend> backend, std::string key, std::string name)
+      : m_backend(std::move(backend)), m_name(std::move(name)) {
+    m_upload = m_backend->begin_upload(key);
+  }
+  ~UploadSink() override {
+    if (m_upload && !m_committed) m_upload->abort();
+  }
+  void write(util::ByteSpan data) override { m_upload->write(data); }
+  void commit() override {
+    m_upload->complete();
+    m_committed = true;
+  }
+  std::uint64_t size() const noexcept override { return m_upload->size(); }
+  const std::string& name() const noexcept override { return m_name; }
+
+ private:
+  util::DeferSignals m_defer;  // first: lives until the upload is gone
+  std::unique_ptr<Backend> m_backend;
+  std::unique_ptr<Upload> m_upload;
+  std::string m_name;
+  bool m_committed = false;
+};
+
+}  // namespace
+
+std::unique_ptr<util::ByteSource> open_source(std::string_view path_or_url, const Options& options) {
+  if (!is_url(path_or_url)) return std::make_unique<util::MappedSource>(std::filesystem::path(path_or_url));
+  return std::make_unique<RemoteSource>(open(path_or_url, options));
+}
+
+std::unique_ptr<util::ByteSink> open_sink(std::string_view path_or_url, util::Overwrite overwrite,
+                                          const Options& options) {
+  if (!is_url(path_or_url)) return std::make_unique<util::FileSink>(std::filesystem::path(path_or_url), overwrite);
+  auto loc = open(path_or_url, options);
+  if (loc.key.empty() || loc.key.back() == '/')
+    throw Error(Errc::invalid_argument, std::string(path_or_url) + ": names no object (expected a key after the bucket)");
+  if (overwrite == util::Overwrite::refuse && loc.backend->exists(loc.key))
+    throw Error(Errc::exists, loc.url + ": already exists (use -f to overwrite)");
+  return std::make_unique<UploadSink>(std::move(loc.backend), loc.key, loc.url);
+}
+
+}  // namespace mithril::storage

@@ -1,0 +1,34 @@
+// storage/remote_io.hpp — ByteSource / ByteSink (util/byte_io.hpp) for a
+// local path or an object-store URL, so that the checkpoint code reads and
+// writes both the same way.
+//
+//   open_source("ckpt.mcp")          a memory map
+//   open_source("s3://b/ckpt.mcp")   ranged GETs (one HEAD for the size first);
+//                                    concurrent reads use a pool of connections
+//   open_sink("out.mcp")             an AtomicFile (temporary + rename)
+//   open_sink("s3://b/out.mcp")      a streaming multipart upload: parts are
+//                                    sent while the writer goes on; an upload
+//                                    that is not committed (an error, an
+//                                    exception, SIGINT/SIGTERM) is aborted
+//                                    and leaves no object.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "storage/backend.hpp"
+#include "util/byte_io.hpp"
+
+namespace mithril::storage {
+
+// Throws Error(not_found) when the file or object does not exist,
+// Error(remote_unavailable) when the store cannot be reached.
+std::unique_ptr<util::ByteSource> open_source(std::string_view path_or_url, const Options& options);
+
+// With Overwrite::refuse, throws Error(exists) when the output already
+// exists. While a remote sink lives, SIGINT/SIGTERM are deferred
+// (util/interrupt.hpp) so that the upload can be aborted cleanly.
+std::unique_ptr<util::ByteSink> open_sink(std::string_view path_or_url, util::Overwrite overwrite,
+                                          const Options& options);
+
+}  // namespace mithril::storage

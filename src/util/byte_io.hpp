@@ -1,0 +1,86 @@
+// util/byte_io.hpp — where a container's bytes come from and go to.
+//
+// The .mcp writer streams into a ByteSink and the reader pulls ranges from a
+// ByteSource, so the same checkpoint code serves local files (a memory map,
+// an AtomicFile) and object stores (ranged GETs, a multipart upload; see
+// storage/remote_io.hpp).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "util/atomic_file.hpp"
+#include "util/bytes.hpp"
+#include "util/mapped_file.hpp"
+
+namespace mithril::util {
+
+// Random-access bytes of known size.
+// Thread-safety: read() may be called from any number of threads at once.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  virtual std::uint64_t size() const noexcept = 0;
+  // The file or URL, for messages.
+  virtual const std::string& name() const noexcept = 0;
+  // Bytes [offset, offset + length): a span into the source's own memory (a
+  // mapped file) or into `scratch` (fetched bytes), valid until the next
+  // read into the same scratch. Throws Error(corrupt) naming the source when
+  // the range passes the end, Error(remote_unavailable / io) when it cannot
+  // be read.
+  virtual ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const = 0;
+  // Bytes handed out by read() so far (what a remote source fetched).
+  std::uint64_t bytes_read() const noexcept { return m_bytes_read.load(); }
+
+ protected:
+  [[noreturn]] void throw_truncated(std::uint64_t offset, std::size_t length) const;
+  mutable std::atomic<std::uint64_t> m_bytes_read{0};
+};
+
+// A local file, memory-mapped (read() never copies).
+class MappedSource final : public ByteSource {
+ public:
+  // Throws Error(not_found) / Error(io).
+  explicit MappedSource(const std::filesystem::path& path);
+  std::uint64_t size() const noexcept override { return m_file.size(); }
+  const std::string& name() const noexcept override { return m_name; }
+  ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const override;
+  // The whole mapping (local-only fast paths).
+  ByteSpan bytes() const noexcept { return m_file.bytes(); }
+
+ private:
+  MappedFile m_file;
+  std::string m_name;
+};
+
+// A sequential output that appears whole at commit() or not at all.
+// Thread-safety: one thread at a time.
+class ByteSink {
+ public:
+  virtual ~ByteSink() = default;  // discards everything unless committed
+  virtual void write(ByteSpan data) = 0;
+  // Publishes the output. Throws Error(exists) when it appeared meanwhile
+  // and overwriting was refused, or when it cannot be stored.
+  virtual void commit() = 0;
+  virtual std::uint64_t size() const noexcept = 0;
+  virtual const std::string& name() const noexcept = 0;
+};
+
+// A local file written through an AtomicFile.
+class FileSink final : public ByteSink {
+ public:
+  FileSink(const std::filesystem::path& path, Overwrite overwrite) : m_file(path, overwrite), m_name(path.string()) {}
+  void write(ByteSpan data) override { m_file.write(data); }
+  void commit() override { m_file.commit(); }
+  std::uint64_t size() const noexcept override { return m_file.size(); }
+  const std::string& name() const noexcept override { return m_name; }
+
+ private:
+  AtomicFile m_file;
+  std::string m_name;
+};
+
+}  // namespace mithril::util

@@ -1,0 +1,167 @@
+"""Checkpoints in object storage: `mithril compress -o s3://...`, decompress,
+info, verify, tensor and --base against moto's S3 server (SigV4 enforced)
+and redis-server, started by the tests on loopback."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from conftest import MITHRIL
+from remote_servers import CountingProxy
+
+pytestmark = pytest.mark.skipif(not MITHRIL.exists(), reason="mithril binary not built")
+
+
+def run(*args, env=None, check=True, timeout=120):
+    e = dict(os.environ)
+    e.pop("AWS_ENDPOINT_URL", None)
+    e.update(env or {})
+    p = subprocess.run([str(MITHRIL), *map(str, args)], env=e, capture_output=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"mithril {' '.join(map(str, args))} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def checkpoint(path, seed=0, n=8, shape=(512, 512), base=None):
+    rng = np.random.default_rng(seed)
+    if base is None:
+        tensors = {f"layer{i}.w": (rng.standard_normal(shape) * 0.02).astype(np.float32) for i in range(n)}
+    else:
+        tensors = {k: v + (rng.standard_normal(v.shape) * 1e-4).astype(np.float32) for k, v in base.items()}
+    save_file(tensors, str(path))
+    return tensors
+
+
+@pytest.fixture
+def bucket(s3_server):
+    return s3_server.bucket("ckpt-" + os.urandom(5).hex())
+
+
+def test_roundtrip_info_verify_and_remote_base(tmp_path, s3_server, bucket):
+    env = s3_server.env()
+    base_t = checkpoint(tmp_path / "step1.safetensors")
+    checkpoint(tmp_path / "step2.safetensors", seed=1, base=base_t)
+    url = f"s3://{bucket}/run/step1.mcp"
+    run("compress", tmp_path / "step1.safetensors", "-o", url, "--chunk-size", "256K", "-q", env=env)
+    assert s3_server.keys(bucket) == ["run/step1.mcp"]
+    info = json.loads(run("info", url, "--json", env=env).stdout)
+    assert info["kind"] == "mcp" and len(info["tensors"]) == 8
+    assert info["source"]["bytes"] == (tmp_path / "step1.safetensors").stat().st_size
+    run("verify", url, env=env)
+    run("decompress", url, "-o", tmp_path / "back.safetensors", "-q", env=env)
+    assert (tmp_path / "back.safetensors").read_bytes() == (tmp_path / "step1.safetensors").read_bytes()
+    # A delta against the remote checkpoint, itself stored remotely.
+    durl = f"s3://{bucket}/run/step2.mcp"
+    run("compress", tmp_path / "step2.safetensors", "--base", url, "-o", durl, "-q", env=env)
+    dinfo = json.loads(run("info", durl, "--json", env=env).stdout)
+    assert dinfo["base"]["blake3"] == info["source"]["blake3"]
+    p = run("decompress", durl, "-o", tmp_path / "x", env=env, check=False)
+    assert p.returncode == 2 and b"--base" in p.stderr
+    run("decompress", durl, "--base", url, "-o", tmp_path / "step2.back", "-q", env=env)
+    assert (tmp_path / "step2.back").read_bytes() == (tmp_path / "step2.safetensors").read_bytes()
+    run("verify", durl, "--base", tmp_path / "step1.safetensors", env=env)
+    # The --endpoint option instead of AWS_ENDPOINT_URL.
+    no_ep = {k: v for k, v in env.items() if k != "AWS_ENDPOINT_URL"}
+    run("info", url, "--endpoint", s3_server.endpoint, env=no_ep)
+    # Refuses to overwrite without -f; a missing object is not found (exit 4).
+    p = run("compress", tmp_path / "step1.safetensors", "-o", url, env=env, check=False)
+    assert p.returncode == 5 and b"already exists" in p.stderr
+    p = run("info", f"s3://{bucket}/nope.mcp", env=env, check=False)
+    assert p.returncode == 4 and b"no such object" in p.stderr
+
+
+def test_redis_roundtrip(tmp_path, redis_server):
+    checkpoint(tmp_path / "c.safetensors", n=3)
+    url = redis_server.url(2, "ckpt/c-" + os.urandom(3).hex() + ".mcp")
+    run("compress", tmp_path / "c.safetensors", "-o", url, "-q")
+    run("verify", url)
+    run("decompress", url, "-o", tmp_path / "c.back", "-q")
+    assert (tmp_path / "c.back").read_bytes() == (tmp_path / "c.safetensors").read_bytes()
+
+
+def test_one_tensor_fetches_only_its_chunks(tmp_path, s3_server, bucket):
+    tensors = checkpoint(tmp_path / "m.safetensors")
+    url = f"s3://{bucket}/m.mcp"
+    run("compress", tmp_path / "m.safetensors", "-o", url, "--chunk-size", "256K", "-q", env=s3_server.env())
+    info = json.loads(run("info", url, "--json", env=s3_server.env()).stdout)
+    stored = {t["name"]: t for t in info["tensors"]}
+    all_chunks_stored = info["totals"]["tensor_stored_bytes"] + info["totals"]["other_stored_bytes"]
+    overhead = info["file_bytes"] - all_chunks_stored  # header + index + footer
+
+    proxy = CountingProxy(s3_server.port)
+    try:
+        env = s3_server.env(proxy.endpoint)
+        run("info", url, env=env)
+        assert proxy.bytes_fetched() == overhead  # footer, index and header only
+        assert all(r["range"] for r in proxy.requests if r["method"] == "GET")
+
+        proxy.reset()
+        out = tmp_path / "layer3.bin"
+        p = run("tensor", url, "layer3.w", "-o", out, env=env)
+        assert out.read_bytes() == tensors["layer3.w"].tobytes()
+        gets = [r for r in proxy.requests if r["method"] == "GET"]
+        assert all(r["range"] for r in gets)
+        assert proxy.bytes_fetched() == overhead + stored["layer3.w"]["stored_bytes"], (proxy.requests, stored)
+        assert len(gets) == 3 + stored["layer3.w"]["chunks"]
+        assert proxy.bytes_fetched() < info["file_bytes"] / 4
+        assert f"read {overhead + stored['layer3.w']['stored_bytes']} bytes".encode() in p.stderr
+        p = run("tensor", url, "no.such", "-o", out, env=env, check=False)
+        assert p.returncode == 4 and b"no tensor 'no.such'" in p.stderr
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_upload_leaves_no_object(tmp_path, s3_server, bucket, sig):
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(30 << 20))  # incompressible: six 5 MiB parts
+    proxy = CountingProxy(s3_server.port, delay=0.4)
+    try:
+        env = {**os.environ, **s3_server.env(proxy.endpoint), "MITHRIL_REMOTE_PART_SIZE": str(5 << 20)}
+        p = subprocess.Popen([str(MITHRIL), "compress", str(src), "-o", f"s3://{bucket}/big.mcp", "-q"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not any("partNumber=" in path for _, path in proxy.started):
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == -sig, err
+        assert s3_server.keys(bucket) == []
+        if sig == signal.SIGTERM:
+            # Aborted, not merely left incomplete.
+            assert s3_server.multipart_uploads(bucket) == []
+            assert any(m == "DELETE" and "uploadId=" in path for m, path in proxy.started)
+    finally:
+        proxy.stop()
+
+
+def test_wrong_credentials_give_a_clear_error_naming_the_endpoint(tmp_path, s3_server, bucket):
+    checkpoint(tmp_path / "c.safetensors", n=2)
+    env = {**s3_server.env(), "AWS_SECRET_ACCESS_KEY": "wrong-secret"}
+    t0 = time.monotonic()
+    p = run("compress", tmp_path / "c.safetensors", "-o", f"s3://{bucket}/c.mcp", env=env, check=False)
+    assert time.monotonic() - t0 < 10  # not retried forever
+    assert p.returncode == 7, p
+    err = p.stderr.decode()
+    assert f"{s3_server.endpoint}/{bucket}: access denied (HTTP 403" in err, err
+    assert "AWS_SECRET_ACCESS_KEY" in err
+    env = {**s3_server.env(), "AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000"}
+    p = run("info", f"s3://{bucket}/c.mcp", env=env, check=False)
+    assert p.returncode == 7 and b"access denied" in p.stderr and s3_server.endpoint.encode() in p.stderr
+    assert s3_server.keys(bucket) == []
+
+
+def test_unreachable_endpoint_fails_after_retries(tmp_path):
+    checkpoint(tmp_path / "c.safetensors", n=1)
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "MITHRIL_REMOTE_RETRIES": "2"}
+    p = run("compress", tmp_path / "c.safetensors", "-o", "s3://b/c.mcp", env=env, check=False)
+    assert p.returncode == 7
+    assert b"http://127.0.0.1:1/b: " in p.stderr and b"gave up after 2 attempts" in p.stderr
