@@ -186,3 +186,31 @@ def test_push_pull_commands_and_remote_option(tmp_path, redis_server):
     assert r["hits"] == ENTRIES_PER_RUN and r["outside_reads"] == 0
     p = run(tmp_path / "b", "cache", "pull", check=False)
     assert p.returncode == 2 and "no remote tier" in p.stderr
+
+
+def test_real_torch_compile_second_machine_hits_through_redis(tmp_path, redis_server):
+    """torch.compile for real (CPU, Inductor's C++ backend): a second store
+    that shares only the Redis tier skips compilation."""
+    pytest.importorskip("torch")
+    import shutil
+    if shutil.which("g++") is None:
+        pytest.skip("Inductor's C++ backend needs g++")
+    model = str(os.path.join(os.path.dirname(__file__), "cache_torch_model.py"))
+    env = {"MITHRIL_CACHE_REMOTE": redis_server.url(0, "torch-" + os.urandom(3).hex()), "OMP_NUM_THREADS": "1"}
+
+    def compile_run(store):
+        e = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR_", "TRITON_"))}
+        e.update(env, MITHRIL_CACHE_DIR=str(store))
+        p = subprocess.run([MITHRIL, "cache", "exec", "--", sys.executable, model], env=e, capture_output=True,
+                           text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1]), p.stderr
+
+    cold, err = compile_run(tmp_path / "machine-a")
+    assert cold["fxgraph_cache_miss"] >= 1 and cold["fxgraph_cache_hit"] == 0
+    assert " uploaded " in err and not warnings(err)
+    warm, err = compile_run(tmp_path / "machine-b")
+    assert warm["fxgraph_cache_hit"] >= 1 and warm["fxgraph_cache_miss"] == 0, err
+    assert warm["compile_s"] * 2 < cold["compile_s"], (cold, warm)
+    assert "0 new entries" in err, err
+    print(json.dumps({"cold_s": cold["compile_s"], "warm_via_redis_s": warm["compile_s"]}))
