@@ -23,7 +23,15 @@ RemoteTier::RemoteTier(const std::vector<std::string>& urls, RemoteAccess access
                        FileLoader loader, EntryCheck check, std::uint64_t max_entry_bytes)
     : m_access(access), m_loader(std::move(loader)), m_check(std::move(check)), m_max_entry_bytes(max_entry_bytes) {
   for (const auto& url : urls) {
-    auto loc = storage::open(url, options);
+    storage::Location loc;
+    try {
+      loc = storage::open(url, options);
+    } catch (const Error& e) {
+      // A typo in a remote's URL must not stop the job either.
+      ++m_errors;
+      fmt::print(stderr, "mithril: cache: warning: remote ignored: {}\n", e.what());
+      continue;
+    }
     auto r = std::make_unique<Remote>();
     r->url = loc.url;
     r->prefix = loc.key;

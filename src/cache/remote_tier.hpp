@@ -65,7 +65,7 @@ class RemoteTier {
   // Extra validation of a fetched entry (Triton groups); returns a problem.
   using EntryCheck = std::function<std::optional<std::string>(const Manifest&, const std::vector<util::ByteVector>&)>;
 
-  // Throws Error(invalid_argument) for a malformed URL; connects lazily.
+  // Connects lazily. A malformed URL is reported on stderr and ignored.
   RemoteTier(const std::vector<std::string>& urls, RemoteAccess access, const storage::Options& options,
              FileLoader loader, EntryCheck check, std::uint64_t max_entry_bytes);
   // Waits for queued uploads (see flush()).

@@ -64,12 +64,14 @@ Store::Impl::Impl(CacheConfig c)
   relocate_if_moved();
   detect_hit_tracking();
   if (!config.remotes.empty()) {
-    // Short timeouts: a cache remote that answers slowly costs more than it saves.
+    // Short timeouts and few attempts: a cache remote that answers slowly
+    // costs more than it saves, and a hanging one must not hold the job up
+    // for long (at most about attempts x io_timeout before it is switched off).
     storage::Options o;
     o.endpoint = config.remote_endpoint;
-    o.connect_timeout = std::chrono::milliseconds(2000);
-    o.io_timeout = std::chrono::milliseconds(5000);
-    o.retry.attempts = 3;
+    o.connect_timeout = std::chrono::milliseconds(1000);
+    o.io_timeout = std::chrono::milliseconds(3000);
+    o.retry.attempts = 2;
     o = storage::options_from_env(o);
     const auto root_dir = root, triton_dir = triton;
     auto* store_cas = &cas;

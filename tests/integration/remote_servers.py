@@ -119,11 +119,13 @@ class RedisServer:
 class MotoS3Server:
     """moto's S3 server with authentication on: an IAM user with an s3:*
     policy and an access key are created first, then every request must be
-    signed with that key (moto recomputes the SigV4 signature)."""
+    signed with that key (moto recomputes the SigV4 signature). With
+    auth=False (benchmarks that compare with unsigned curl transfers) moto
+    accepts anything."""
 
     region = "us-east-1"
 
-    def __init__(self):
+    def __init__(self, auth=True):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -133,6 +135,11 @@ class MotoS3Server:
         wait_for(lambda: urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2).status == 200,
                  what="moto S3 server")
         import boto3
+        if not auth:
+            self.access_key, self.secret_key = "bench", "bench-secret"
+            self.s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                                   aws_secret_access_key=self.secret_key, region_name=self.region)
+            return
         boot = dict(endpoint_url=self.endpoint, aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap",
                     region_name=self.region)
         iam = boto3.client("iam", **boot)

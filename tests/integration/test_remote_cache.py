@@ -214,3 +214,9 @@ def test_real_torch_compile_second_machine_hits_through_redis(tmp_path, redis_se
     assert warm["compile_s"] * 2 < cold["compile_s"], (cold, warm)
     assert "0 new entries" in err, err
     print(json.dumps({"cold_s": cold["compile_s"], "warm_via_redis_s": warm["compile_s"]}))
+
+
+def test_malformed_remote_url_is_reported_and_ignored(tmp_path):
+    r, p = workload(tmp_path / "a", {"MITHRIL_CACHE_REMOTE": "redis://host:notaport/0"})
+    assert r["misses"] == ENTRIES_PER_RUN and p.returncode == 0
+    assert "remote ignored: redis://host:notaport/0: bad port" in p.stderr, p.stderr
