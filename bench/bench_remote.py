@@ -18,7 +18,8 @@ unsigned — Mithril still signs and hashes every payload), and stops them.
    the real checkpoints in bench/data when present, else random-ish bf16-like
    values) is compressed straight into S3 (`mithril compress -o s3://...`,
    multipart upload) and restored (`mithril decompress s3://...`); the same
-   file's raw bytes go up with `curl -T` and come back with `curl -o`.
+   file's raw bytes go up with `curl -T` and come back with `curl -o` (one
+   request each, signed with curl's --aws-sigv4).
    MiB/s are of the original checkpoint's size.
 """
 from __future__ import annotations
@@ -53,6 +54,28 @@ def sh(cmd, env=None, check=True):
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} -> {p.returncode}\n{p.stderr}")
     return dt, p
+
+
+def sh_anon(cmd, env=None):
+    """Runs cmd; returns (seconds, peak RssAnon in MiB sampled every 20 ms).
+    Anonymous memory, not RSS: the input checkpoint is memory-mapped, and
+    its page-cache pages would count in RSS whatever the buffers use."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while p.poll() is None:
+        try:
+            for line in open(f"/proc/{p.pid}/status"):
+                if line.startswith("RssAnon:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.02)
+    dt = time.perf_counter() - t0
+    err = p.stderr.read().decode()
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} -> {p.returncode}\n{err}")
+    return dt, peak / 1024.0
 
 
 def pct(xs, q):
@@ -121,11 +144,10 @@ def write_safetensors(path: Path, parts: list[tuple[str, str, list[int], object]
                 out.write(src)
 
 
-def make_checkpoint(path: Path, size_mib: int) -> str:
+def make_checkpoint(path: Path, size_mib: int, data: Path) -> str:
     import numpy as np
     from bench_common import read_safetensors_layout
     target = size_mib << 20
-    data = REPO / "bench" / "data"
     files = sorted(data.glob("step_*/*.safetensors")) if data.is_dir() else []
     parts, total = [], 0
     for f in files:
@@ -140,13 +162,13 @@ def make_checkpoint(path: Path, size_mib: int) -> str:
             total += t.nbytes
     if total >= target * 0.9:
         write_safetensors(path, parts)
-        return f"{len(parts)} real tensors from bench/data ({len(files)} files)"
+        return f"{len(parts)} real tensors from {data} ({len(files)} files)"
     # Synthetic: bf16-like weights (sign/exponent byte from a narrow normal, random mantissa).
     rng = np.random.default_rng(0)
     parts = []
     per = 64 << 20
     for i in range(max(1, target // per)):
-        w = (rng.standard_normal(per // 4) * 0.02).astype(np.float32).view(np.uint32) >> 16
+        w = (rng.standard_normal(per // 2) * 0.02).astype(np.float32).view(np.uint32) >> 16
         parts.append((f"w{i}", "BF16", [per // 2], w.astype(np.uint16).tobytes()))
     write_safetensors(path, parts)
     return f"{len(parts)} synthetic bf16 tensors (bench/data not present)"
@@ -165,18 +187,22 @@ def throughput(s3, ckpt: Path, work: Path):
     res["container_bytes"] = (work / "local.mcp").stat().st_size
     (work / "local.mcp").unlink()
 
-    dt, _ = sh([MITHRIL, "compress", ckpt, "-o", f"s3://{bucket}/ckpt.mcp", "-q"], env=env)
+    dt, anon = sh_anon([MITHRIL, "compress", ckpt, "-o", f"s3://{bucket}/ckpt.mcp", "-q"], env=env)
     res["mithril_upload_s"] = dt
-    dt, _ = sh([MITHRIL, "decompress", f"s3://{bucket}/ckpt.mcp", "-o", out, "-q", "-f"], env=env)
+    res["mithril_upload_peak_anon_mib"] = anon
+    dt, anon = sh_anon([MITHRIL, "decompress", f"s3://{bucket}/ckpt.mcp", "-o", out, "-q", "-f"], env=env)
     res["mithril_download_s"] = dt
+    res["mithril_download_peak_anon_mib"] = anon
     same = subprocess.run(["cmp", "-s", str(ckpt), str(out)]).returncode == 0
     assert same, "restored checkpoint differs"
     out.unlink()
 
     url = f"{s3.endpoint}/{bucket}/raw.safetensors"
-    dt, _ = sh(["curl", "-sS", "-f", "-T", ckpt, url])
+    # curl signs too (SigV4, --aws-sigv4), as any S3 client must.
+    sign = ["--aws-sigv4", f"aws:amz:{s3.region}:s3", "--user", f"{s3.access_key}:{s3.secret_key}"]
+    dt, _ = sh(["curl", "-sS", "-f", *sign, "-T", ckpt, url])
     res["curl_put_s"] = dt
-    dt, _ = sh(["curl", "-sS", "-f", "-o", out, url])
+    dt, _ = sh(["curl", "-sS", "-f", *sign, "-o", out, url])
     res["curl_get_s"] = dt
     assert out.stat().st_size == size
     out.unlink()
@@ -191,6 +217,8 @@ def main():
     ap.add_argument("--entry-kib", type=int, default=64)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--data", type=Path, default=REPO / "bench" / "data",
+                    help="real checkpoints (bench/make_checkpoints.py output) to assemble the checkpoint from")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     assert shutil.which("redis-server") and shutil.which("curl"), "needs redis-server and curl"
@@ -209,7 +237,7 @@ def main():
             report["s3_cli"] = hit_latency(s3_url, s3.env(), n_cli, a.entry_kib, work / "s")
             if not a.skip_throughput:
                 ckpt = work / "ckpt.safetensors"
-                report["checkpoint_source"] = make_checkpoint(ckpt, a.size_mib)
+                report["checkpoint_source"] = make_checkpoint(ckpt, a.size_mib, a.data)
                 report["throughput"] = throughput(s3, ckpt, work)
     finally:
         redis.stop()
