@@ -37,6 +37,7 @@ struct CompressOptions {
   unsigned threads = 0;              // 0 = all cores
   std::size_t chunk_size = k_default_chunk_size;
   bool force = false;                // overwrite an existing output
+  bool sync = true;                  // fsync the output before renaming it into place
   std::optional<std::filesystem::path> base;   // delta against this checkpoint
   std::map<std::string, std::string> metadata;  // stored in the index
   ProgressCallback progress;
@@ -60,6 +61,9 @@ CompressResult compress_file(const std::filesystem::path& input, const std::file
 struct DecompressOptions {
   unsigned threads = 0;
   bool force = false;
+  // fsync before rename: off by default (the .mcp it came from stays the
+  // durable copy; zstd and torch.load-style restores do not sync either).
+  bool sync = false;
   std::optional<std::filesystem::path> base;  // required for delta files
   ProgressCallback progress;
 };

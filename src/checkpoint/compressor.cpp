@@ -43,7 +43,8 @@ CompressResult compress_file(const std::filesystem::path& input, const std::file
     checkpoint::match_base(plan, *base);
   }
 
-  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse);
+  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse,
+                       options.sync ? util::Durability::sync : util::Durability::none);
   container::Writer writer([&](util::ByteSpan b) { out.write(b); });
 
   container::Index index;

@@ -32,7 +32,8 @@ DecompressResult decompress_file(const std::filesystem::path& input, const std::
     throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
   auto base = checkpoint::open_base_for(reader, options.base, options.threads);
 
-  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse);
+  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse,
+                       options.sync ? util::Durability::sync : util::Durability::none);
   checkpoint::decode_container(
       reader, base.get(), options.threads, [&](std::size_t, util::ByteSpan raw) { out.write(raw); }, nullptr,
       options.progress);

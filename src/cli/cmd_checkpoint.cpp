@@ -57,6 +57,7 @@ struct CompressArgs {
   int level = k_default_level;
   unsigned threads = 0;
   bool force = false;
+  bool no_sync = false;
   std::vector<std::string> meta;
 };
 
@@ -64,6 +65,7 @@ struct DecompressArgs {
   std::string input, output, base;
   unsigned threads = 0;
   bool force = false;
+  bool sync = false;
 };
 
 void run_compress(const CompressArgs& a, const GlobalOptions& g) {
@@ -73,6 +75,7 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   o.level = a.level;
   o.threads = a.threads;
   o.force = a.force;
+  o.sync = !a.no_sync;
   if (!a.chunk_size.empty()) o.chunk_size = parse_size(a.chunk_size);
   if (!a.base.empty()) o.base = a.base;
   for (const auto& kv : a.meta) {
@@ -108,6 +111,7 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
   DecompressOptions o;
   o.threads = a.threads;
   o.force = a.force;
+  o.sync = a.sync;
   if (!a.base.empty()) o.base = a.base;
   ProgressBar bar("decompress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
@@ -232,6 +236,7 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
       ->check(CLI::Range(k_min_level, k_max_level));
   compress->add_option("-T,--threads", c->threads, "Worker threads (default: all cores)");
   compress->add_flag("-f,--force", c->force, "Overwrite an existing output");
+  compress->add_flag("--no-sync", c->no_sync, "Do not fsync the output before renaming it into place");
   compress->add_option("--base", c->base, "Delta: code against this earlier checkpoint (safetensors or .mcp)");
   compress->add_option("--chunk-size", c->chunk_size, "Chunk size, e.g. 4M (default 4 MiB)");
   compress->add_option("--meta", c->meta, "KEY=VALUE metadata to store (repeatable)");
@@ -243,6 +248,7 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   decompress->add_option("-o,--output", d->output, "Output file (default: INPUT without .mcp)");
   decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
   decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");
+  decompress->add_flag("--sync", d->sync, "fsync the restored file before renaming it into place");
   decompress->add_option("--base", d->base, "The base checkpoint of a delta file");
   decompress->callback([d, &global] { run_decompress(*d, global); });
 
