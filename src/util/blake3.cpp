@@ -1,0 +1,533 @@
+// util/blake3.cpp — BLAKE3, written from the specification
+// (https://github.com/BLAKE3-team/BLAKE3-specs/blob/master/blake3.pdf).
+//
+// Layout of the work:
+//  * compress(): the portable compression function (7 rounds of G).
+//  * hash8_avx2(): eight whole 1 KiB chunks at once, one chunk per 32-bit lane;
+//    the hot path for large inputs. Chosen at run time, same output as portable.
+//  * Blake3 (incremental): chunk state + stack of subtree chaining values with
+//    the spec's lazy merging, so the last chunk can still become the root.
+//  * blake3_parallel(): the spec's tree rule (the left subtree holds the largest
+//    power of two chunks that leaves at least one byte on the right) applied
+//    recursively, with big subtrees hashed on different threads.
+#include "util/blake3.hpp"
+
+#include <tbb/parallel_invoke.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <thread>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MITHRIL_BLAKE3_X86 1
+#endif
+
+namespace mithril::util {
+namespace {
+
+constexpr std::size_t k_block_len = 64;
+constexpr std::size_t k_chunk_len = 1024;
+
+// Spec §2.1: the IV is SHA-256's.
+constexpr std::array<std::uint32_t, 8> k_iv = {0x6A09E667u, 0xBB67AE85u, 0x3C6EF372u, 0xA54FF53Au,
+                                               0x510E527Fu, 0x9B05688Cu, 0x1F83D9ABu, 0x5BE0CD19u};
+
+// Spec §2.1, Table 3: domain flags.
+enum : std::uint32_t {
+  k_chunk_start = 1u << 0,
+  k_chunk_end = 1u << 1,
+  k_parent = 1u << 2,
+  k_root = 1u << 3,
+  k_keyed_hash = 1u << 4,
+  k_derive_key_context = 1u << 5,
+  k_derive_key_material = 1u << 6,
+};
+
+// Spec §2.2: message word permutation applied between rounds. Precomputed as
+// the word index used by each round.
+constexpr std::array<std::uint8_t, 16> k_permutation = {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8};
+
+constexpr std::array<std::array<std::uint8_t, 16>, 7> make_schedule() {
+  std::array<std::array<std::uint8_t, 16>, 7> s{};
+  for (std::uint8_t i = 0; i < 16; ++i) s[0][i] = i;
+  for (std::size_t r = 1; r < 7; ++r)
+    for (std::size_t i = 0; i < 16; ++i) s[r][i] = s[r - 1][k_permutation[i]];
+  return s;
+}
+constexpr auto k_schedule = make_schedule();
+
+using Words8 = std::array<std::uint32_t, 8>;
+using Words16 = std::array<std::uint32_t, 16>;
+
+inline std::uint32_t load_le32(const std::uint8_t* p) {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap32(v);
+  return v;
+}
+inline void store_le32(std::uint8_t* p, std::uint32_t v) {
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap32(v);
+  std::memcpy(p, &v, 4);
+}
+
+inline void g(Words16& v, int a, int b, int c, int d, std::uint32_t x, std::uint32_t y) {
+  v[a] = v[a] + v[b] + x;
+  v[d] = std::rotr(v[d] ^ v[a], 16);
+  v[c] = v[c] + v[d];
+  v[b] = std::rotr(v[b] ^ v[c], 12);
+  v[a] = v[a] + v[b] + y;
+  v[d] = std::rotr(v[d] ^ v[a], 8);
+  v[c] = v[c] + v[d];
+  v[b] = std::rotr(v[b] ^ v[c], 7);
+}
+
+// Full 16-word output of the compression function (spec §2.2).
+Words16 compress(const Words8& cv, const std::uint8_t block[k_block_len], std::uint64_t counter,
+                 std::uint32_t block_len, std::uint32_t flags) {
+  Words16 m;
+  for (int i = 0; i < 16; ++i) m[i] = load_le32(block + 4 * i);
+  Words16 v = {cv[0],    cv[1],    cv[2],    cv[3],
+               cv[4],    cv[5],    cv[6],    cv[7],
+               k_iv[0],  k_iv[1],  k_iv[2],  k_iv[3],
+               static_cast<std::uint32_t>(counter), static_cast<std::uint32_t>(counter >> 32),
+               block_len, flags};
+  for (const auto& s : k_schedule) {
+    g(v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
+    g(v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
+    g(v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
+    g(v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
+    g(v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
+    g(v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
+    g(v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
+    g(v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
+  }
+  for (int i = 0; i < 8; ++i) {
+    v[i] ^= v[i + 8];
+    v[i + 8] ^= cv[i];
+  }
+  return v;
+}
+
+Words8 first8(const Words16& w) {
+  Words8 r;
+  std::copy_n(w.begin(), 8, r.begin());
+  return r;
+}
+
+// The last compression of a node, kept unevaluated so that it can be either a
+// chaining value (non-root) or the root's extendable output.
+struct Output {
+  Words8 cv;
+  std::array<std::uint8_t, k_block_len> block;
+  std::uint64_t counter;
+  std::uint32_t block_len;
+  std::uint32_t flags;
+
+  Words8 chaining_value() const { return first8(compress(cv, block.data(), counter, block_len, flags)); }
+
+  void root_bytes(std::span<std::uint8_t> out) const {
+    std::uint64_t out_counter = 0;
+    std::size_t pos = 0;
+    while (pos < out.size()) {
+      Words16 w = compress(cv, block.data(), out_counter++, block_len, flags | k_root);
+      std::uint8_t buf[64];
+      for (int i = 0; i < 16; ++i) store_le32(buf + 4 * i, w[i]);
+      std::size_t take = std::min<std::size_t>(64, out.size() - pos);
+      std::memcpy(out.data() + pos, buf, take);
+      pos += take;
+    }
+  }
+};
+
+Output parent_output(const Words8& left, const Words8& right, const Words8& key, std::uint32_t flags) {
+  Output o;
+  o.cv = key;
+  for (int i = 0; i < 8; ++i) {
+    store_le32(o.block.data() + 4 * i, left[i]);
+    store_le32(o.block.data() + 32 + 4 * i, right[i]);
+  }
+  o.counter = 0;
+  o.block_len = k_block_len;
+  o.flags = flags | k_parent;
+  return o;
+}
+
+Words8 parent_cv(const Words8& left, const Words8& right, const Words8& key, std::uint32_t flags) {
+  return parent_output(left, right, key, flags).chaining_value();
+}
+
+// Output of one chunk of 1..1024 bytes (or 0 bytes for the empty input).
+Output chunk_output(const std::uint8_t* data, std::size_t len, const Words8& key, std::uint64_t counter,
+                    std::uint32_t flags) {
+  Words8 cv = key;
+  std::size_t blocks = len == 0 ? 1 : (len + k_block_len - 1) / k_block_len;
+  for (std::size_t b = 0; b + 1 < blocks; ++b) {
+    std::uint32_t f = flags | (b == 0 ? k_chunk_start : 0u);
+    cv = first8(compress(cv, data + b * k_block_len, counter, k_block_len, f));
+  }
+  Output o;
+  o.cv = cv;
+  o.block.fill(0);
+  std::size_t last_len = len - (blocks - 1) * k_block_len;
+  if (last_len) std::memcpy(o.block.data(), data + (blocks - 1) * k_block_len, last_len);
+  o.counter = counter;
+  o.block_len = static_cast<std::uint32_t>(last_len);
+  o.flags = flags | k_chunk_end | (blocks == 1 ? k_chunk_start : 0u);
+  return o;
+}
+
+// ---- many whole chunks at once ---------------------------------------------
+
+using HashManyFn = void (*)(const std::uint8_t* data, std::size_t n_chunks, const Words8& key,
+                            std::uint64_t counter, std::uint32_t flags, Words8* out);
+
+void hash_many_portable(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
+                        std::uint32_t flags, Words8* out) {
+  for (std::size_t i = 0; i < n_chunks; ++i)
+    out[i] = chunk_output(data + i * k_chunk_len, k_chunk_len, key, counter + i, flags).chaining_value();
+}
+
+#ifdef MITHRIL_BLAKE3_X86
+#define MITHRIL_AVX2 __attribute__((target("avx2")))
+
+MITHRIL_AVX2 inline __m256i rot16(__m256i x) {
+  const __m256i m = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5,
+                                     10, 11, 8, 9, 14, 15, 12, 13);
+  return _mm256_shuffle_epi8(x, m);
+}
+MITHRIL_AVX2 inline __m256i rot8(__m256i x) {
+  const __m256i m = _mm256_setr_epi8(1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12, 1, 2, 3, 0, 5, 6, 7, 4,
+                                     9, 10, 11, 8, 13, 14, 15, 12);
+  return _mm256_shuffle_epi8(x, m);
+}
+MITHRIL_AVX2 inline __m256i rot12(__m256i x) { return _mm256_or_si256(_mm256_srli_epi32(x, 12), _mm256_slli_epi32(x, 20)); }
+MITHRIL_AVX2 inline __m256i rot7(__m256i x) { return _mm256_or_si256(_mm256_srli_epi32(x, 7), _mm256_slli_epi32(x, 25)); }
+
+MITHRIL_AVX2 inline void g8(__m256i* v, int a, int b, int c, int d, __m256i x, __m256i y) {
+  v[a] = _mm256_add_epi32(_mm256_add_epi32(v[a], v[b]), x);
+  v[d] = rot16(_mm256_xor_si256(v[d], v[a]));
+  v[c] = _mm256_add_epi32(v[c], v[d]);
+  v[b] = rot12(_mm256_xor_si256(v[b], v[c]));
+  v[a] = _mm256_add_epi32(_mm256_add_epi32(v[a], v[b]), y);
+  v[d] = rot8(_mm256_xor_si256(v[d], v[a]));
+  v[c] = _mm256_add_epi32(v[c], v[d]);
+  v[b] = rot7(_mm256_xor_si256(v[b], v[c]));
+}
+
+// 8x8 transpose of 32-bit words: row i of the input becomes column i.
+MITHRIL_AVX2 inline void transpose8(__m256i* r) {
+  __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+  __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+  __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+  __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+  __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+  __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+  r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+  r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+  r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+  r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+  r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+  r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+  r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+  r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+// Eight consecutive whole chunks, one per lane.
+MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::uint64_t counter,
+                             std::uint32_t flags, Words8* out) {
+  __m256i h[8];
+  for (int i = 0; i < 8; ++i) h[i] = _mm256_set1_epi32(static_cast<int>(key[i]));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i ctr_lo_base = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)));
+  const __m256i ctr_lo = _mm256_add_epi32(ctr_lo_base, lane);
+  // Carry into the high word where the low word wrapped (unsigned compare via sign flip).
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  const __m256i carry = _mm256_cmpgt_epi32(_mm256_xor_si256(ctr_lo_base, sign), _mm256_xor_si256(ctr_lo, sign));
+  const __m256i ctr_hi =
+      _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter >> 32))), carry);
+  const __m256i blen = _mm256_set1_epi32(static_cast<int>(k_block_len));
+
+  for (std::size_t b = 0; b < k_chunk_len / k_block_len; ++b) {
+    __m256i m[16];
+    for (int j = 0; j < 8; ++j)
+      m[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + j * k_chunk_len + b * k_block_len));
+    for (int j = 0; j < 8; ++j)
+      m[8 + j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + j * k_chunk_len + b * k_block_len + 32));
+    transpose8(m);
+    transpose8(m + 8);
+    std::uint32_t f = flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == k_chunk_len / k_block_len ? k_chunk_end : 0u);
+    __m256i v[16] = {h[0],
+                     h[1],
+                     h[2],
+                     h[3],
+                     h[4],
+                     h[5],
+                     h[6],
+                     h[7],
+                     _mm256_set1_epi32(static_cast<int>(k_iv[0])),
+                     _mm256_set1_epi32(static_cast<int>(k_iv[1])),
+                     _mm256_set1_epi32(static_cast<int>(k_iv[2])),
+                     _mm256_set1_epi32(static_cast<int>(k_iv[3])),
+                     ctr_lo,
+                     ctr_hi,
+                     blen,
+                     _mm256_set1_epi32(static_cast<int>(f))};
+    for (const auto& s : k_schedule) {
+      g8(v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
+      g8(v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
+      g8(v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
+      g8(v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
+      g8(v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
+      g8(v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
+      g8(v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
+      g8(v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; ++i) h[i] = _mm256_xor_si256(v[i], v[i + 8]);
+  }
+  transpose8(h);
+  for (int j = 0; j < 8; ++j) {
+    alignas(32) std::uint32_t w[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(w), h[j]);
+    std::memcpy(out[j].data(), w, sizeof w);
+    if constexpr (std::endian::native == std::endian::big)
+      for (auto& x : out[j]) x = __builtin_bswap32(x);
+  }
+}
+
+void hash_many_avx2(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
+                    std::uint32_t flags, Words8* out) {
+  std::size_t i = 0;
+  for (; i + 8 <= n_chunks; i += 8) hash8_avx2(data + i * k_chunk_len, key, counter + i, flags, out + i);
+  hash_many_portable(data + i * k_chunk_len, n_chunks - i, key, counter + i, flags, out + i);
+}
+#endif
+
+HashManyFn pick_hash_many() {
+#ifdef MITHRIL_BLAKE3_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) return hash_many_avx2;
+#endif
+  return hash_many_portable;
+}
+
+const HashManyFn g_hash_many = pick_hash_many();
+
+Words8 key_words(std::span<const std::uint8_t, 32> key) {
+  Words8 k;
+  for (int i = 0; i < 8; ++i) k[i] = load_le32(key.data() + 4 * i);
+  return k;
+}
+
+// Chaining value of a subtree of exactly `n_chunks` whole chunks, n a power of two.
+Words8 power_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
+                        std::uint32_t flags) {
+  constexpr std::size_t k_batch = 64;  // 64 KiB per leaf batch
+  if (n_chunks <= k_batch) {
+    Words8 cvs[k_batch];
+    g_hash_many(data, n_chunks, key, counter, flags, cvs);
+    for (std::size_t n = n_chunks; n > 1; n /= 2)
+      for (std::size_t i = 0; i < n / 2; ++i) cvs[i] = parent_cv(cvs[2 * i], cvs[2 * i + 1], key, flags);
+    return cvs[0];
+  }
+  Words8 l = power_subtree_cv(data, n_chunks / 2, key, counter, flags);
+  Words8 r = power_subtree_cv(data + n_chunks / 2 * k_chunk_len, n_chunks / 2, key, counter + n_chunks / 2, flags);
+  return parent_cv(l, r, key, flags);
+}
+
+// Output node of the subtree over data[0, len), chunk counters from `counter`,
+// following the spec's left-heavy tree. Splits above `grain` bytes run in parallel.
+Output subtree_output(const std::uint8_t* data, std::size_t len, const Words8& key, std::uint64_t counter,
+                      std::uint32_t flags, std::size_t grain) {
+  if (len <= k_chunk_len) return chunk_output(data, len, key, counter, flags);
+  std::size_t chunks = (len + k_chunk_len - 1) / k_chunk_len;
+  std::size_t left_chunks = std::bit_floor(chunks - 1);
+  std::size_t left_len = left_chunks * k_chunk_len;
+  Words8 l, r;
+  auto left = [&] { l = power_subtree_cv(data, left_chunks, key, counter, flags); };
+  auto right = [&] {
+    r = subtree_output(data + left_len, len - left_len, key, counter + left_chunks, flags, grain).chaining_value();
+  };
+  if (len > grain) {
+    // The left half is a power of two: split it further for balance.
+    if (left_len > grain && left_chunks >= 2) {
+      Words8 ll, lr;
+      std::size_t half = left_chunks / 2;
+      tbb::parallel_invoke([&] { ll = power_subtree_cv(data, half, key, counter, flags); },
+                           [&] { lr = power_subtree_cv(data + half * k_chunk_len, half, key, counter + half, flags); },
+                           right);
+      l = parent_cv(ll, lr, key, flags);
+    } else {
+      tbb::parallel_invoke(left, right);
+    }
+  } else {
+    left();
+    right();
+  }
+  return parent_output(l, r, key, flags);
+}
+
+}  // namespace
+
+struct Blake3::State {
+  static Output chunk_state_output(const Blake3& h) {
+    Output o;
+    o.cv = h.m_cv;
+    o.block.fill(0);
+    std::memcpy(o.block.data(), h.m_block.data(), h.m_block_len);
+    o.counter = h.m_chunk_counter;
+    o.block_len = h.m_block_len;
+    o.flags = h.m_flags | k_chunk_end | (h.m_blocks_compressed == 0 ? k_chunk_start : 0u);
+    return o;
+  }
+  static std::size_t chunk_len(const Blake3& h) { return std::size_t{h.m_blocks_compressed} * k_block_len + h.m_block_len; }
+
+  // Spec §5.1.2: merge completed subtrees while the chunk count has trailing zeros.
+  static void push_chunk_cv(Blake3& h, Words8 cv, std::uint64_t total_chunks) {
+    while ((total_chunks & 1) == 0) {
+      cv = parent_cv(h.m_stack[--h.m_stack_len], cv, h.m_key, h.m_flags);
+      total_chunks >>= 1;
+    }
+    h.m_stack[h.m_stack_len++] = cv;
+  }
+
+  static void reset_chunk(Blake3& h, std::uint64_t counter) {
+    h.m_cv = h.m_key;
+    h.m_block_len = 0;
+    h.m_blocks_compressed = 0;
+    h.m_chunk_counter = counter;
+  }
+};
+
+Blake3::Blake3() {
+  m_key = k_iv;
+  m_cv = k_iv;
+}
+
+Blake3 Blake3::keyed(std::span<const std::uint8_t, 32> key) {
+  Blake3 h;
+  h.m_key = key_words(key);
+  h.m_cv = h.m_key;
+  h.m_flags = k_keyed_hash;
+  return h;
+}
+
+Blake3 Blake3::derive_key(std::string_view context) {
+  Blake3 ctx;
+  ctx.m_flags = k_derive_key_context;
+  ctx.update(ByteSpan(reinterpret_cast<const std::byte*>(context.data()), context.size()));
+  std::array<std::uint8_t, 32> ctx_key{};
+  ctx.finalize(ctx_key);
+  Blake3 h;
+  h.m_key = key_words(ctx_key);
+  h.m_cv = h.m_key;
+  h.m_flags = k_derive_key_material;
+  return h;
+}
+
+void Blake3::update(ByteSpan data) {
+  auto* p = reinterpret_cast<const std::uint8_t*>(data.data());
+  std::size_t n = data.size();
+  while (n > 0) {
+    std::size_t len = State::chunk_len(*this);
+    if (len == k_chunk_len) {
+      // More input follows, so this chunk is not the root: finish it.
+      State::push_chunk_cv(*this, State::chunk_state_output(*this).chaining_value(), m_chunk_counter + 1);
+      State::reset_chunk(*this, m_chunk_counter + 1);
+      len = 0;
+    }
+    if (len == 0 && n > k_chunk_len) {
+      // Whole chunks with at least one byte after them: none can be the root.
+      std::size_t whole = (n - 1) / k_chunk_len;
+      Words8 cvs[64];
+      while (whole > 0) {
+        std::size_t batch = std::min<std::size_t>(whole, 64);
+        g_hash_many(p, batch, m_key, m_chunk_counter, m_flags, cvs);
+        for (std::size_t i = 0; i < batch; ++i) State::push_chunk_cv(*this, cvs[i], m_chunk_counter + i + 1);
+        State::reset_chunk(*this, m_chunk_counter + batch);
+        p += batch * k_chunk_len;
+        n -= batch * k_chunk_len;
+        whole -= batch;
+      }
+      continue;
+    }
+    // Fill the block buffer; compress a full block only once more input arrives.
+    if (m_block_len == k_block_len) {
+      std::uint32_t f = m_flags | (m_blocks_compressed == 0 ? k_chunk_start : 0u);
+      m_cv = first8(compress(m_cv, m_block.data(), m_chunk_counter, k_block_len, f));
+      ++m_blocks_compressed;
+      m_block_len = 0;
+    }
+    std::size_t take = std::min<std::size_t>(k_block_len - m_block_len, n);
+    std::memcpy(m_block.data() + m_block_len, p, take);
+    m_block_len = static_cast<std::uint8_t>(m_block_len + take);
+    p += take;
+    n -= take;
+  }
+}
+
+void Blake3::finalize(std::span<std::uint8_t> out) const {
+  Output o = State::chunk_state_output(*this);
+  for (std::size_t i = m_stack_len; i > 0; --i) o = parent_output(m_stack[i - 1], o.chaining_value(), m_key, m_flags);
+  o.root_bytes(out);
+}
+
+Digest Blake3::digest() const {
+  Digest d;
+  finalize(d);
+  return d;
+}
+
+Digest blake3(ByteSpan data) {
+  Blake3 h;
+  h.update(data);
+  return h.digest();
+}
+
+Digest blake3_parallel(ByteSpan data, unsigned threads) {
+  constexpr std::size_t k_min_parallel = 1u << 20;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  if (threads == 0 || threads > cores) threads = cores;
+  if (threads == 1 || data.size() < 2 * k_min_parallel) return blake3(data);
+  std::size_t grain = std::max<std::size_t>(k_min_parallel, data.size() / (4 * threads));
+  Digest d;
+  tbb::task_arena arena(static_cast<int>(threads));
+  arena.execute([&] {
+    Output o = subtree_output(reinterpret_cast<const std::uint8_t*>(data.data()), data.size(), k_iv, 0, 0, grain);
+    o.root_bytes(d);
+  });
+  return d;
+}
+
+std::string to_hex(std::span<const std::uint8_t> bytes) {
+  static constexpr char k_digits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(bytes.size() * 2);
+  for (auto b : bytes) {
+    s.push_back(k_digits[b >> 4]);
+    s.push_back(k_digits[b & 15]);
+  }
+  return s;
+}
+
+bool parse_hex_digest(std::string_view hex, Digest& out) {
+  if (hex.size() != 64) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < 32; ++i) {
+    int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return true;
+}
+
+}  // namespace mithril::util

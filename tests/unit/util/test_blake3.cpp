@@ -1,0 +1,119 @@
+// BLAKE3 against the official test vectors (BLAKE3-team/BLAKE3, test_vectors.json,
+// copied to tests/data/), plus equivalence of the incremental, one-shot and
+// parallel paths over sizes that cross chunk, batch and subtree boundaries.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "test_helpers.hpp"
+#include "util/blake3.hpp"
+
+namespace mithril::util {
+namespace {
+
+ByteVector vector_input(std::size_t n) {
+  ByteVector v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte(i % 251);  // the vectors' input rule
+  return v;
+}
+
+nlohmann::json load_vectors() {
+  std::ifstream f(MITHRIL_SOURCE_DIR "/tests/data/blake3_test_vectors.json");
+  EXPECT_TRUE(f.good());
+  return nlohmann::json::parse(f);
+}
+
+std::string xof_hex(const Blake3& h, std::size_t n) {
+  std::vector<std::uint8_t> out(n);
+  h.finalize(out);
+  return to_hex(out);
+}
+
+TEST(Blake3, OfficialVectorsAllModes) {
+  auto j = load_vectors();
+  std::string key = j["key"];
+  ASSERT_EQ(key.size(), 32u);
+  std::array<std::uint8_t, 32> key_bytes;
+  std::memcpy(key_bytes.data(), key.data(), 32);
+  std::string context = j["context_string"];
+  ASSERT_GE(j["cases"].size(), 30u);
+  for (const auto& c : j["cases"]) {
+    std::size_t n = c["input_len"];
+    std::string hash = c["hash"], keyed = c["keyed_hash"], derive = c["derive_key"];
+    auto in = vector_input(n);
+    SCOPED_TRACE("input_len=" + std::to_string(n));
+
+    Blake3 h;
+    h.update(in);
+    EXPECT_EQ(xof_hex(h, hash.size() / 2), hash);
+    EXPECT_EQ(to_hex(blake3(in)), hash.substr(0, 64));
+    EXPECT_EQ(to_hex(blake3_parallel(in, 2)), hash.substr(0, 64));
+
+    Blake3 k = Blake3::keyed(key_bytes);
+    k.update(in);
+    EXPECT_EQ(xof_hex(k, keyed.size() / 2), keyed);
+
+    Blake3 d = Blake3::derive_key(context);
+    d.update(in);
+    EXPECT_EQ(xof_hex(d, derive.size() / 2), derive);
+
+    // Byte-at-a-time and odd splits must agree with the one-shot.
+    Blake3 s;
+    std::size_t pos = 0, step = 1;
+    while (pos < n) {
+      std::size_t take = std::min(step, n - pos);
+      s.update(ByteSpan(in).subspan(pos, take));
+      pos += take;
+      step = step * 3 + 1;
+      if (step > 5000) step = 1;
+    }
+    EXPECT_EQ(xof_hex(s, hash.size() / 2), hash);
+  }
+}
+
+TEST(Blake3, FinalizeDoesNotConsumeState) {
+  auto in = vector_input(3000);
+  Blake3 h;
+  h.update(ByteSpan(in).first(1500));
+  auto mid = h.digest();
+  EXPECT_EQ(mid, blake3(ByteSpan(in).first(1500)));
+  h.update(ByteSpan(in).subspan(1500));
+  EXPECT_EQ(h.digest(), blake3(in));
+}
+
+TEST(Blake3, ParallelMatchesSequentialOnLargeInputs) {
+  std::mt19937_64 rng(7);
+  for (std::size_t n : {std::size_t{2} << 20, (std::size_t{2} << 20) + 1, (std::size_t{5} << 20) + 777,
+                        std::size_t{8} << 20, (std::size_t{9} << 20) - 1}) {
+    ByteVector in(n);
+    for (auto& b : in) b = std::byte(rng());
+    Blake3 inc;
+    for (std::size_t pos = 0; pos < n; pos += 100003) inc.update(ByteSpan(in).subspan(pos, std::min<std::size_t>(100003, n - pos)));
+    auto seq = inc.digest();
+    EXPECT_EQ(blake3(in), seq) << n;
+    EXPECT_EQ(blake3_parallel(in, 2), seq) << n;
+    EXPECT_EQ(blake3_parallel(in, 4), seq) << n;
+    EXPECT_EQ(blake3_parallel(in, 0), seq) << n;
+  }
+}
+
+TEST(Blake3, HexRoundTripAndRejects) {
+  Digest d = blake3(vector_input(10));
+  Digest back{};
+  ASSERT_TRUE(parse_hex_digest(to_hex(d), back));
+  EXPECT_EQ(back, d);
+  std::string upper = to_hex(d);
+  for (auto& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  ASSERT_TRUE(parse_hex_digest(upper, back));
+  EXPECT_EQ(back, d);
+  EXPECT_FALSE(parse_hex_digest(to_hex(d).substr(1), back));
+  EXPECT_FALSE(parse_hex_digest(to_hex(d) + "0", back));
+  std::string bad = to_hex(d);
+  bad[5] = 'g';
+  EXPECT_FALSE(parse_hex_digest(bad, back));
+}
+
+}  // namespace
+}  // namespace mithril::util
