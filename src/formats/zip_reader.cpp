@@ -53,7 +53,14 @@ std::uint32_t zip_crc32(util::ByteSpan data, std::uint32_t crc) noexcept {
 bool looks_like_zip(util::ByteSpan file) noexcept {
   if (file.size() < 4) return false;
   const auto sig = util::load_le<std::uint32_t>(file.data());
-  return sig == k_sig_local || sig == k_sig_eocd;
+  if (sig == k_sig_local || sig == k_sig_eocd) return true;
+  // A prefixed archive: an end record within the last 64 KiB + 22 bytes.
+  if (file.size() < k_eocd_size) return false;
+  const std::uint64_t size = file.size();
+  const std::uint64_t lowest = size - k_eocd_size > 0xFFFF ? size - k_eocd_size - 0xFFFF : 0;
+  for (std::uint64_t pos = size - k_eocd_size + 1; pos-- > lowest;)
+    if (u32(file, pos) == k_sig_eocd && pos + k_eocd_size + u16(file, pos + 20) == size) return true;
+  return false;
 }
 
 ZipReader::ZipReader(util::ByteSpan file, std::string_view file_name) : m_file(file), m_name(file_name) {

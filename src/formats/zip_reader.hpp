@@ -99,8 +99,10 @@ class ZipReader {
 // CRC-32 (ISO-HDLC, as zip uses) of `data`, continuing from `crc` (0 to start).
 std::uint32_t zip_crc32(util::ByteSpan data, std::uint32_t crc = 0) noexcept;
 
-// True if the bytes start with a local file header signature (PK\3\4) or are
-// an empty archive (PK\5\6). A cheap sniff; a true result still needs parsing.
+// True if the bytes start with a local file header signature (PK\3\4) or an
+// end record (PK\5\6, an empty archive), or end with an end record whose
+// comment reaches the end of the file (an archive behind a prefix). A cheap
+// sniff (at most 64 KiB scanned); a true result still needs parsing.
 bool looks_like_zip(util::ByteSpan file) noexcept;
 
 }  // namespace mithril::formats

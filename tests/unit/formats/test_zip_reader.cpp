@@ -145,6 +145,8 @@ TEST(ZipReader, RefusesNonZip) {
   EXPECT_EQ(error_code(util::ByteVector(100, std::byte{'x'})), Errc::corrupt);
   EXPECT_FALSE(looks_like_zip(util::as_bytes("hello")));
   EXPECT_TRUE(looks_like_zip(read_torch_fixture("bare_tensor.pt")));
+  EXPECT_TRUE(looks_like_zip(read_torch_fixture("prefixed.pt")));
+  EXPECT_FALSE(looks_like_zip(read_torch_fixture("legacy.pt")));
 }
 
 TEST(ZipReader, RefusesTamperedEndRecords) {
