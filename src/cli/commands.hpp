@@ -17,5 +17,6 @@ struct GlobalOptions {
 // mapped to exit statuses in main.cpp.
 void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void register_series_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
+void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 
 }  // namespace mithril::cli

@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   mithril::cli::register_checkpoint_commands(app, global, exit_code);
   mithril::cli::register_series_commands(app, global, exit_code);
+  mithril::cli::register_cache_commands(app, global, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -12,6 +12,11 @@
 // GroupMode::rotl1 first rotates every w-byte element left by one bit, which
 // moves the sign bit to the bottom and the whole IEEE exponent of
 // bf16/fp32/fp64 (and fp16's 5 exponent bits) into the top plane.
+// Width 1 is a plain copy in either mode: a bijection on lone bytes cannot
+// change what an entropy coder sees.
+//
+// Errors: a width outside {1, 2, 4, 8}, an unknown mode, mismatched sizes or
+// overlapping buffers throw mithril::Error(Errc::invalid_argument).
 //
 // Kernels: scalar, SSE2, AVX2 and AVX-512BW, selected once at run time; all
 // give identical output. Thread-safe.
@@ -40,7 +45,7 @@ void ungroup_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width,
 // counted. REQUIRES: hists.size() >= width; in.size() < 2^32 per plane.
 void plane_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::span<Histogram> hists);
 
-// Histogram of a byte buffer.
+// Histogram of a byte buffer (overwrites hist). REQUIRES: in.size() < 2^32.
 void histogram(util::ByteSpan in, Histogram& hist);
 
 // Shannon order-0 entropy of a histogram, in bits for the whole buffer.
@@ -49,17 +54,25 @@ double order0_bits(const Histogram& hist);
 // Name of the kernel in use: "avx512", "avx2", "sse2" or "scalar".
 std::string_view byte_group_isa();
 
-}  // namespace mithril::codec
+// ---- residuals against a base (delta checkpoints) -------------------------
+// All three are elementwise: out may be the very same buffer as target,
+// residual or base (in place), but must not partially overlap either input.
+// Sizes must be equal, else Error(Errc::invalid_argument).
 
-namespace mithril::codec {
-
-// Residuals for delta chunks (against the same bytes of a base checkpoint).
-// out = target ^ base; its own inverse. REQUIRES: equal sizes.
+// out = target ^ base, byte by byte. Its own inverse:
+// xor_residual(xor_residual(t, b), b) == t.
 void xor_residual(util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out);
-// Per width-byte little-endian unsigned element: zigzag(target - base), with
-// wrapping arithmetic; the n % width tail bytes as XOR.
+
+// Arithmetic residual: the buffers are read as little-endian unsigned
+// integers of `width` bytes (1, 2, 4 or 8); each output element is
+// zigzag(target - base) computed with wrapping arithmetic, where
+// zigzag(d) = (d << 1) ^ (d >> (8*width - 1) arithmetic), so that small
+// differences of either sign become small unsigned values (0, -1, 1, -2 ->
+// 0, 1, 2, 3). The n % width tail bytes are XORed instead.
 void sub_residual(util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out, unsigned width);
-// Exact inverse of sub_residual: out = base + unzigzag(residual).
+
+// Exact inverse of sub_residual: out = base + unzigzag(residual) per element
+// (wrapping), tail bytes XORed. Same requirements.
 void add_residual(util::ByteSpan residual, util::ByteSpan base, util::MutableByteSpan out, unsigned width);
 
 }  // namespace mithril::codec

@@ -12,7 +12,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "codec/byte_group.hpp"
 #include "util/bytes.hpp"
@@ -28,5 +30,17 @@ std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util
 // original size. Throws Error(corrupt) on a malformed or truncated block; never
 // reads or writes out of bounds, whatever the input.
 void decode(util::ByteSpan block, util::MutableByteSpan out);
+
+// Name of the decode kernel in use: "avx2" or "scalar". Every kernel accepts
+// and produces exactly the same bytes; the encoder is CPU-independent.
+std::string_view decode_isa();
+
+namespace detail {
+enum class Kernel : std::uint8_t { scalar, avx2 };
+// For tests and benchmarks: whether `k` can run here, and decode() forced to
+// use it (falls back to scalar when it cannot).
+bool kernel_available(Kernel k);
+void decode_with(util::ByteSpan block, util::MutableByteSpan out, Kernel k);
+}  // namespace detail
 
 }  // namespace mithril::codec::rans

@@ -246,3 +246,20 @@ def test_golden_files_decode(mithril, tmp_path):
         mithril("verify", src, "-q", check=True)
         mithril("decompress", src, "-o", out, "-q", check=True)
         assert out.read_bytes() == expected, name
+
+
+def test_golden_delta_decodes_against_its_base(mithril, tmp_path):
+    golden = os.path.join(os.path.dirname(__file__), "..", "golden")
+    src = os.path.join(golden, "v1_delta.safetensors.mcp.delta")
+    base = os.path.join(golden, "v1_base.safetensors")
+    expected = open(os.path.join(golden, "v1_delta.safetensors"), "rb").read()
+    out = tmp_path / "restored"
+    mithril("verify", src, "--base", base, "-q", check=True)
+    mithril("decompress", src, "--base", base, "-o", out, "-q", check=True)
+    assert out.read_bytes() == expected
+    # Without its base it names what it needs; with another base it refuses.
+    r = mithril("decompress", src, "-o", tmp_path / "x", check=False)
+    assert r.code != 0 and "v1_base.safetensors" in r.err and not (tmp_path / "x").exists()
+    r = mithril("decompress", src, "--base", os.path.join(golden, "v1_chunks.safetensors"),
+                "-o", tmp_path / "y", check=False)
+    assert r.code != 0 and not (tmp_path / "y").exists()

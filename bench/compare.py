@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Compare mithril, zstd and ZipNN on the same checkpoint files, in one run.
+
+For each file and each method: ratio (original / compressed bytes), compression and
+decompression speed (MiB/s of *original* bytes, median of --repeat runs), peak RSS of
+the compressing / decompressing process alone (os.wait4), and a byte-exact roundtrip
+check (cmp) of every run. Inputs are read once before timing so they come from the
+page cache.
+
+Methods (--methods, comma-separated):
+  mithril  build/mithril compress IN -o OUT -T N -f -q [-l L]; decompress likewise.
+           Thread counts: --threads (default "1,all"; all = the cores of this machine).
+           Skipped with a notice while the CLI has no compress command.
+  zstd     zstd -T1 and -T0 (all cores) for each of --zstd-levels (default 1,3,19);
+           decompression is `zstd -d` (single-threaded in zstd whatever -T says).
+  zipnn    ZipNN (PyPI zipnn) in a worker process (bench/zipnn_worker.py), file mode:
+           the whole file as one bytearray with bytearray_dtype = the file's dominant
+           float dtype, ZipNN(threads=N) for the same N as mithril (ZipNN's `threads`
+           drives its C core in both directions; 0 would mean min(cores, 16)).
+  zipnn-st ZipNN per tensor (safetensors only), like ZipNN's safetensors integration.
+
+The order-0 byte-plane entropy bound of every file is computed as defined in
+bench_common.file_bound: bound bytes = non-tensor bytes (e.g. the safetensors header,
+counted raw) + sum over tensors of min(plain, rotl1) byte-plane order-0 entropy; the
+bound ratio = original bytes / bound bytes, and each method's ratio is also shown as a
+percentage of the bound ratio.
+
+Output: a Markdown table (stdout and --md) and JSON (--json), with a machine line.
+
+Examples:
+  .venv/bin/python bench/compare.py                       # files of bench/data, last step
+  .venv/bin/python bench/compare.py --methods zstd,zipnn --repeat 1 --kinds bf16,fp32
+  .venv/bin/python bench/compare.py some.safetensors other.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (DEFAULT_MITHRIL, MIB, REPO, cpu_count, dominant_float_dtype,  # noqa: E402
+                          file_bound, fmt, load_manifest, machine_description, md_table,
+                          median, mithril_status, read_layout, remove, run_measured,
+                          same_bytes, warm_page_cache, zipnn_version, zstd_version)
+
+WORKER = Path(__file__).resolve().parent / "zipnn_worker.py"
+ZIPNN_DTYPE = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+@dataclass
+class Method:
+    name: str            # e.g. "zstd -19", "mithril", "zipnn"
+    threads: str         # label: "1", "2", "T0"
+    compress: list[str]  # with {in} {out} placeholders
+    decompress: list[str]
+    timed_by_worker: bool = False  # seconds reported by the worker on stdout (ZipNN)
+    notes: list[str] = field(default_factory=list)
+
+
+def subst(cmd: list[str], **kw) -> list[str]:
+    return [c.format(**kw) for c in cmd]
+
+
+def build_methods(args, path: Path, layout, mithril: dict, notices: list[str]) -> list[Method]:
+    ncores = cpu_count()
+    threads = []
+    for t in args.threads.split(","):
+        n = ncores if t.strip() == "all" else int(t)
+        if n not in threads:
+            threads.append(n)
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods: list[Method] = []
+    for w in wanted:
+        if w == "mithril":
+            if not mithril["compress"]:
+                note = f"mithril skipped: {mithril['why']}"
+                if note not in notices:
+                    notices.append(note)
+                continue
+            lvl = ["-l", str(args.mithril_level)] if args.mithril_level is not None else []
+            for n in threads:
+                methods.append(Method(
+                    "mithril" + (f" -l{args.mithril_level}" if lvl else ""), str(n),
+                    [args.mithril, "compress", "{in}", "-o", "{out}", "-T", str(n), "-f", "-q", *lvl],
+                    [args.mithril, "decompress", "{in}", "-o", "{out}", "-T", str(n), "-f", "-q"]))
+        elif w == "zstd":
+            if not zstd_version():
+                notices.append("zstd skipped: no zstd on PATH")
+                continue
+            for lvl in args.zstd_levels.split(","):
+                for n in threads:
+                    t = "0" if n == ncores and n > 1 else str(n)
+                    methods.append(Method(
+                        f"zstd -{lvl}", "T0" if t == "0" else t,
+                        ["zstd", "-q", "-f", f"-{lvl}", f"-T{t}", "{in}", "-o", "{out}"],
+                        ["zstd", "-d", "-q", "-f", "{in}", "-o", "{out}"]))
+        elif w in ("zipnn", "zipnn-st"):
+            if not zipnn_version():
+                notices.append(f"{w} skipped: the zipnn package is not importable")
+                continue
+            if w == "zipnn-st" and layout.kind != "safetensors":
+                continue
+            dt = dominant_float_dtype(layout)
+            dtype = ZIPNN_DTYPE.get(dt or "", "float32")
+            mode = "file" if w == "zipnn" else "tensors"
+            for n in threads:
+                methods.append(Method(
+                    w, str(n),
+                    [sys.executable, str(WORKER), "compress", "{in}", "{out}", "--mode", mode,
+                     "--dtype", dtype, "--threads", str(n)],
+                    [sys.executable, str(WORKER), "decompress", "{in}", "{out}", "--mode", mode,
+                     "--threads", str(n)],
+                    timed_by_worker=True,
+                    notes=[f"bytearray_dtype={dtype}"] if mode == "file" else []))
+        else:
+            sys.exit(f"compare: unknown method {w!r} (mithril, zstd, zipnn, zipnn-st)")
+    return methods
+
+
+def seconds_of(method: Method, r) -> float:
+    if method.timed_by_worker:
+        return float(json.loads(r.stdout.strip().splitlines()[-1])["seconds"])
+    return r.seconds
+
+
+def measure(method: Method, src: Path, work: Path, repeat: int, base: Path | None = None) -> dict:
+    """Run method on src `repeat` times; medians, peak RSS, exactness of every roundtrip.
+    base fills the {base} placeholder of delta methods."""
+    comp = work / "c.bin"
+    back = work / "d.bin"
+    size = src.stat().st_size
+    runs = []
+    res = {"method": method.name, "threads": method.threads, "notes": method.notes}
+    try:
+        for _ in range(repeat):
+            remove(comp, back)
+            rc = run_measured(subst(method.compress, **{"in": src, "out": comp, "base": base}))
+            if rc.returncode != 0 or not comp.exists():
+                res["error"] = f"compress failed (exit {rc.returncode}): {rc.stderr.strip()[-500:]}"
+                return res
+            csize = comp.stat().st_size
+            rd = run_measured(subst(method.decompress, **{"in": comp, "out": back, "base": base}))
+            if rd.returncode != 0 or not back.exists():
+                res["error"] = f"decompress failed (exit {rd.returncode}): {rd.stderr.strip()[-500:]}"
+                return res
+            runs.append({"compressed_bytes": csize,
+                         "compress_s": seconds_of(method, rc), "compress_rss": rc.max_rss,
+                         "decompress_s": seconds_of(method, rd), "decompress_rss": rd.max_rss,
+                         "exact": same_bytes(src, back)})
+    finally:
+        remove(comp, back)
+    cs = median([r["compress_s"] for r in runs])
+    ds = median([r["decompress_s"] for r in runs])
+    csize = runs[-1]["compressed_bytes"]
+    res.update({
+        "compressed_bytes": csize,
+        "ratio": size / csize,
+        "compress_s": cs, "decompress_s": ds,
+        "compress_mib_s": size / MIB / cs, "decompress_mib_s": size / MIB / ds,
+        "compress_rss_mib": max(r["compress_rss"] for r in runs) / MIB,
+        "decompress_rss_mib": max(r["decompress_rss"] for r in runs) / MIB,
+        "exact": all(r["exact"] for r in runs),
+        "sizes_stable": len({r["compressed_bytes"] for r in runs}) == 1,
+        "runs": runs,
+    })
+    return res
+
+
+def summary_table(files: list[dict]) -> list[str]:
+    """One line per file: the bound ratio and each method's ratio at its highest
+    thread count (ratios barely depend on threads)."""
+    names: list[str] = []
+    for f in files:
+        for r in f["results"]:
+            if r["method"] not in names:
+                names.append(r["method"])
+    rows = []
+    for f in files:
+        row = [f["kind"], f"{f['bytes'] / MIB:.1f}", fmt(f["bound_ratio"], ".4f")]
+        for n in names:
+            rs = [r for r in f["results"] if r["method"] == n and "ratio" in r]
+            row.append(f"{rs[-1]['ratio']:.4f}" if rs else "")
+        rows.append(row)
+    return ["Ratios (original / compressed):", "",
+            md_table(["file", "MiB", "order-0 bound"] + names, rows)]
+
+
+def pick_files(args) -> list[tuple[str, Path]]:
+    if args.files:
+        return [(Path(f).name, Path(f)) for f in args.files]
+    man = load_manifest(args.data)
+    step = str(args.step if args.step is not None else man["steps"][-1])
+    out = []
+    for kind in args.kinds.split(","):
+        rel = man["files"].get(kind, {}).get(step)
+        if rel is None:
+            print(f"compare: no {kind!r} file at step {step} in the manifest; skipped",
+                  file=sys.stderr)
+            continue
+        out.append((kind, args.data / rel))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("files", nargs="*", type=Path, help="files (default: from --data)")
+    ap.add_argument("--data", type=Path, default=REPO / "bench" / "data")
+    ap.add_argument("--kinds", default="bf16,bf16native,fp32,adamw,pt",
+                    help="manifest kinds to take from --data")
+    ap.add_argument("--step", type=int, help="manifest step (default: the last)")
+    ap.add_argument("--methods", default="mithril,zstd,zipnn")
+    ap.add_argument("--threads", default="1,all", help='thread counts, "all" = all cores')
+    ap.add_argument("--zstd-levels", default="1,3,19")
+    ap.add_argument("--mithril", default=str(DEFAULT_MITHRIL))
+    ap.add_argument("--mithril-level", type=int)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "tmp")
+    ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "compare.json")
+    ap.add_argument("--md", type=Path, default=REPO / "bench" / "out" / "compare.md")
+    ap.add_argument("--no-bound", action="store_true", help="skip the entropy bounds")
+    args = ap.parse_args()
+
+    files = pick_files(args)
+    if not files:
+        sys.exit("compare: no input files")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    mithril = mithril_status(Path(args.mithril))
+    machine = machine_description(mithril)
+    notices: list[str] = []
+    report = {"machine": machine, "repeat": args.repeat, "files": [], "notices": notices}
+    md = [f"Machine: {machine['line']}.", "",
+          f"Median of {args.repeat} run(s); MiB/s of original bytes; RSS = peak resident "
+          f"set of the (de)compressing process (ZipNN: a Python worker, including "
+          f"the interpreter and torch).", ""]
+    zipnn_base = None
+
+    for kind, path in files:
+        layout = read_layout(path)
+        size = path.stat().st_size
+        warm_page_cache(path)
+        bound = file_bound(path, layout) if not args.no_bound else {"bytes": None}
+        b_ratio = size / bound["bytes"] if bound.get("bytes") else None
+        entry = {"kind": kind, "path": str(path), "bytes": size, "layout": layout.kind,
+                 "tensors": len(layout.tensors), "bound": bound, "bound_ratio": b_ratio,
+                 "results": []}
+        methods = build_methods(args, path, layout, mithril, notices)
+        if any(m.timed_by_worker for m in methods) and zipnn_base is None:
+            r = run_measured([sys.executable, str(WORKER), "noop"])
+            zipnn_base = r.max_rss / MIB
+            report["zipnn_worker_baseline_rss_mib"] = zipnn_base
+        print(f"== {kind}: {path} ({size / MIB:.1f} MiB, {layout.kind}, "
+              f"{len(layout.tensors)} tensors), bound ratio {fmt(b_ratio, '.4f')}",
+              file=sys.stderr, flush=True)
+        for m in methods:
+            r = measure(m, path, args.workdir, args.repeat)
+            if b_ratio and "ratio" in r:
+                r["pct_of_bound"] = 100.0 * r["ratio"] / b_ratio
+            entry["results"].append(r)
+            if "error" in r:
+                print(f"   {m.name:12s} {m.threads:>3s} ERROR {r['error']}", file=sys.stderr)
+            else:
+                print(f"   {m.name:12s} {m.threads:>3s} ratio {r['ratio']:.4f}  "
+                      f"c {r['compress_mib_s']:8.1f} MiB/s  d {r['decompress_mib_s']:8.1f} MiB/s  "
+                      f"rss {r['compress_rss_mib']:.0f}/{r['decompress_rss_mib']:.0f} MiB  "
+                      f"exact={r['exact']}", file=sys.stderr, flush=True)
+        report["files"].append(entry)
+
+        bl = ""
+        if bound.get("bytes"):
+            bl = (f" Order-0 byte-plane bound: **{b_ratio:.4f}x** (plain planes "
+                  f"{size / bound['plain_bytes']:.4f}x, rotl1 planes {size / bound['rotl1_bytes']:.4f}x).")
+        md.append(f"**{kind}** — `{path.name}`, {size / MIB:.1f} MiB, {layout.kind}, "
+                  f"{len(layout.tensors)} tensors.{bl}")
+        md.append("")
+        rows = []
+        for r in entry["results"]:
+            if "error" in r:
+                rows.append([r["method"], r["threads"], "error", "", "", "", "", r["error"][:60]])
+                continue
+            rows.append([r["method"], r["threads"], f"{r['ratio']:.4f}",
+                         fmt(r.get("pct_of_bound"), ".1f") + ("%" if r.get("pct_of_bound") else ""),
+                         f"{r['compress_mib_s']:.1f}", f"{r['decompress_mib_s']:.1f}",
+                         f"{r['compress_rss_mib']:.0f} / {r['decompress_rss_mib']:.0f}",
+                         "yes" if r["exact"] else "**NO**"])
+        md.append(md_table(["method", "threads", "ratio", "% of bound", "compress MiB/s",
+                            "decompress MiB/s", "peak RSS MiB (c / d)", "exact"], rows))
+        md.append("")
+
+    md[4:4] = summary_table(report["files"]) + [""]
+    if zipnn_base is not None:
+        md.append(f"ZipNN worker baseline RSS (Python + torch + zipnn imported, no data): "
+                  f"{zipnn_base:.0f} MiB. ZipNN times exclude interpreter start and imports.")
+        md.append("")
+    md.append("Bound: non-tensor bytes counted raw + per tensor min(plain, rotl1) sum of "
+              "byte-plane order-0 entropies (per-tensor histograms); see bench/bench_common.py.")
+    for n in notices:
+        md.append(f"\nNote: {n}")
+        print(f"compare: {n}", file=sys.stderr)
+    text = "\n".join(md) + "\n"
+    print(text)
+    for p, content in ((args.md, text), (args.json, json.dumps(report, indent=1) + "\n")):
+        if p:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(content)
+    bad = [r for f in report["files"] for r in f["results"] if "error" in r or not r.get("exact")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

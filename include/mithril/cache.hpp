@@ -1,0 +1,175 @@
+// mithril/cache.hpp — the compile cache: a bounded, shareable, verifiable
+// store for torch.compile's on-disk caches (TorchInductor, Triton) and for
+// opaque artifacts (PyTorch Mega-Cache bytes, generic blobs).
+//
+// Store layout (docs/cache.md has the details):
+//   ROOT/index.sqlite       entries, LRU, statistics (SQLite, WAL)
+//   ROOT/cas/xy/<blake3>    content-addressed blobs: manifests, CAS entries
+//   ROOT/inductor/          TORCHINDUCTOR_CACHE_DIR, in Inductor's own layout
+//   ROOT/triton/            TRITON_CACHE_DIR, in Triton's own layout
+//   ROOT/tmp, trash, quarantine
+//   ROOT/config             optional "key = value" settings
+//
+// The frameworks read and write their directories directly; the store tracks
+// what they leave there as whole entries (sync), detects which entries were
+// read (hits) from access times, evicts least-recently-used entries whole,
+// and moves everything as portable bundles.
+//
+// Errors: every function throws mithril::Error (error.hpp) with context.
+// Thread-safety: a Store is used by one thread at a time; any number of
+// Stores — in one or many processes — may share a root.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mithril/error.hpp"
+
+namespace mithril::cache {
+
+struct CacheConfig {
+  std::filesystem::path root;
+  std::uint64_t max_size = std::uint64_t{10} << 30;    // bytes of entries kept
+  std::uint64_t max_entries = 0;                      // 0 = no count limit
+  std::uint64_t max_import_member = std::uint64_t{4} << 30;  // bundle member limit
+  std::int64_t eviction_grace_s = 0;  // entries used this recently are never evicted
+  int bundle_level = 3;               // zstd level for export
+};
+
+// Settings, lowest precedence first: built-in defaults; ROOT/config
+// ("max_size = 20G", "max_entries = 100000", "max_import_member = 1G",
+// "eviction_grace = 60s", "bundle_level = 9"; '#' comments); the environment
+// (MITHRIL_CACHE_MAX_SIZE). ROOT is `root` when given, else
+// $MITHRIL_CACHE_DIR, else $XDG_CACHE_HOME/mithril, else ~/.cache/mithril.
+CacheConfig load_config(const std::optional<std::filesystem::path>& root = std::nullopt);
+
+// Canonical form and BLAKE3 key of a cache-key spec in JSON (see
+// src/cache/cache_key.hpp for the fields and the frozen v1 format).
+struct KeyInfo {
+  std::string canonical;
+  std::string hex;
+};
+KeyInfo compute_key(std::string_view json_spec);
+
+struct KindStats {
+  std::uint64_t entries = 0, bytes = 0;
+  std::map<std::string, std::int64_t> counters;  // hits, misses, puts, bytes_put, evictions, ...
+};
+
+struct StoreStats {
+  std::string root;
+  std::uint64_t entries = 0, bytes = 0, max_size = 0, max_entries = 0;
+  bool hit_tracking = false;  // access times work on this file system
+  std::map<std::string, KindStats> kinds;
+  std::map<std::string, std::int64_t> totals;  // counters summed over kinds
+};
+
+struct SyncReport {
+  std::map<std::string, std::int64_t> hits;     // by kind: entries read since the last sync
+  std::map<std::string, std::int64_t> misses;   // by kind: new entries
+  std::map<std::string, std::int64_t> updated;  // by kind: entries whose files changed
+  std::int64_t vanished = 0;                    // indexed entries gone from disk
+  std::int64_t incomplete = 0;                  // framework entries still being written
+  std::vector<std::string> unrecognised;        // inductor/<name> of unknown kinds
+  std::vector<std::string> foreign;             // Triton groups pointing out of the store
+  bool hit_tracking = false;
+};
+
+struct GcOptions {
+  std::optional<std::uint64_t> max_size;    // default: the configured limit
+  std::optional<std::int64_t> older_than_s; // also evict entries unused this long
+};
+
+struct GcReport {
+  std::uint64_t evicted = 0, evicted_bytes = 0, orphan_blobs = 0;
+  std::uint64_t entries = 0, bytes = 0;  // what remains
+};
+
+struct VerifyReport {
+  std::uint64_t entries = 0, files = 0, bytes = 0;
+  std::vector<std::string> corrupt;  // entry ids, now quarantined
+};
+
+struct BundleReport {
+  std::uint64_t entries = 0, files = 0, bytes = 0;
+  std::uint64_t bundle_bytes = 0;
+  std::uint64_t skipped = 0;  // export: corrupt entries left out; import: already present
+  std::vector<std::string> problems;
+};
+
+using NamedFiles = std::vector<std::pair<std::string, std::vector<std::byte>>>;
+
+class Store {
+ public:
+  // Opens (creating if needed) the store at config.root. If the store was
+  // moved or copied since it was last opened, rewrites Triton group files
+  // for the new location first.
+  explicit Store(CacheConfig config);
+  ~Store();
+  Store(Store&&) noexcept;
+  Store& operator=(Store&&) noexcept;
+
+  const CacheConfig& config() const noexcept;
+
+  // Variables that point torch.compile at this store (TORCHINDUCTOR_CACHE_DIR,
+  // TRITON_CACHE_DIR, the FX-graph and AOTAutograd cache switches).
+  std::vector<std::pair<std::string, std::string>> environment() const;
+
+  // Tracks what the frameworks left: new and changed entries become indexed
+  // entries (a miss each), entries read since the last sync count as hits.
+  // full = true lists every directory (default: skips unchanged ones).
+  SyncReport sync(bool full = false);
+
+  // Evicts least-recently-used entries, whole, to the size limit (and the
+  // age limit when given); removes orphan blobs and stale temporaries.
+  GcReport gc(const GcOptions& options = {});
+  // Only the size/count limit, without a full scan (what `exec` runs after CMD).
+  GcReport enforce_limit();
+  // Removes every entry (statistics are kept).
+  void clear();
+  // Re-hashes every entry; corrupt ones are quarantined and unindexed.
+  VerifyReport verify();
+
+  // Portable bundle (.tar.zst) of every entry; written atomically.
+  BundleReport export_bundle(const std::filesystem::path& bundle);
+  // Imports a bundle. Refuses (Error corrupt) path traversal, links, members
+  // over config().max_import_member and digests that do not match; entries
+  // already present are skipped. Each entry appears whole or not at all.
+  BundleReport import_bundle(const std::filesystem::path& bundle);
+
+  StoreStats stats();
+
+  // CAS entries, for opaque artifacts: kind is "megacache" or "blob", name a
+  // plain file-name-like identifier (e.g. a cache-key hex). put() replaces an
+  // existing entry of that name and then enforces the size limit.
+  void put(std::string_view kind, std::string_view name, const NamedFiles& files);
+  // The verified files of an entry, recording a hit; nullopt (a miss) when
+  // absent or when any blob is corrupt (the entry is then quarantined).
+  std::optional<NamedFiles> get(std::string_view kind, std::string_view name);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+};
+
+// Runs argv[0] (searched in PATH) with `extra_env` added to this process's
+// environment and waits for it. Returns its exit status, or 128 + N when
+// killed by signal N, or 127 when it cannot be started. SIGINT and SIGQUIT
+// reach the child (same process group); this process ignores them while
+// waiting so that it can still ingest what the child produced.
+int run_command(const std::vector<std::string>& argv,
+                const std::vector<std::pair<std::string, std::string>>& extra_env);
+
+// Helpers for the CLI.
+std::uint64_t parse_size(std::string_view text);
+std::int64_t parse_age_seconds(std::string_view text);
+std::string format_size(std::uint64_t bytes);
+
+}  // namespace mithril::cache

@@ -1,0 +1,296 @@
+// codec/byte_group.cpp — public byte-grouping API: validation, tails, run-time
+// kernel selection, histograms and order-0 entropy. The kernels themselves are
+// in byte_group_{scalar,sse2,avx2,avx512}.cpp.
+#include "codec/byte_group.hpp"
+
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "codec/byte_group_kernels.hpp"
+#include "mithril/error.hpp"
+
+namespace mithril::codec {
+namespace detail {
+namespace {
+
+[[noreturn]] void invalid(const std::string& what) { throw Error(Errc::invalid_argument, what); }
+
+unsigned width_index(unsigned width, const char* fn) {
+  switch (width) {
+    case 1: return 0;
+    case 2: return 1;
+    case 4: return 2;
+    case 8: return 3;
+    default: invalid(std::string(fn) + ": width must be 1, 2, 4 or 8, got " + std::to_string(width));
+  }
+}
+
+unsigned mode_index(GroupMode mode, const char* fn) {
+  switch (mode) {
+    case GroupMode::plain: return 0;
+    case GroupMode::rotl1: return 1;
+  }
+  invalid(std::string(fn) + ": unknown group mode " + std::to_string(static_cast<unsigned>(mode)));
+}
+
+bool overlaps(const std::byte* a, std::size_t na, const std::byte* b, std::size_t nb) {
+  if (na == 0 || nb == 0) return false;
+  // std::less gives a total order even for pointers into unrelated objects.
+  const std::less<const std::byte*> lt;
+  return lt(a, b + nb) && lt(b, a + na);
+}
+
+void check_sizes(std::size_t in, std::size_t out, const char* fn) {
+  if (in != out) invalid(std::string(fn) + ": output size " + std::to_string(out) + " != input size " + std::to_string(in));
+}
+
+// Elementwise functions read each input element before writing the same
+// element of the output, so exact aliasing is harmless; partial is not.
+void check_alias(util::ByteSpan in, util::MutableByteSpan out, const char* fn) {
+  if (in.data() != out.data() && overlaps(in.data(), in.size(), out.data(), out.size()))
+    invalid(std::string(fn) + ": output partially overlaps an input");
+}
+
+}  // namespace
+
+std::string_view isa_name(Isa isa) noexcept {
+  switch (isa) {
+    case Isa::scalar: return "scalar";
+    case Isa::sse2: return "sse2";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+const ByteGroupKernels* kernels_for(Isa isa) noexcept {
+  switch (isa) {
+    case Isa::scalar: return &k_scalar_kernels;
+#if defined(__x86_64__)
+    case Isa::sse2: return &k_sse2_kernels;  // part of the x86-64 baseline
+    case Isa::avx2:
+      __builtin_cpu_init();
+      // libgcc's feature bits also require the OS to save the YMM/ZMM state.
+      return __builtin_cpu_supports("avx2") ? &k_avx2_kernels : nullptr;
+    case Isa::avx512:
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? &k_avx512_kernels : nullptr;
+#else
+    default: return nullptr;
+#endif
+  }
+  return nullptr;
+}
+
+const ByteGroupKernels& active_kernels() noexcept {
+  static const ByteGroupKernels& chosen = [] () -> const ByteGroupKernels& {
+    for (auto it = std::rbegin(k_all_isas); it != std::rend(k_all_isas); ++it)
+      if (const auto* k = kernels_for(*it)) return *k;
+    return k_scalar_kernels;
+  }();
+  return chosen;
+}
+
+void group_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan out, unsigned width,
+                 GroupMode mode) {
+  const unsigned wi = width_index(width, "group_bytes");
+  const unsigned mi = mode_index(mode, "group_bytes");
+  check_sizes(in.size(), out.size(), "group_bytes");
+  if (overlaps(in.data(), in.size(), out.data(), out.size())) invalid("group_bytes: input and output overlap");
+  if (in.empty()) return;
+  if (wi == 0) {
+    std::memcpy(out.data(), in.data(), in.size());
+    return;
+  }
+  const std::size_t m = in.size() / width;
+  if (m > 0) k.group[wi - 1][mi](in.data(), out.data(), m);
+  std::memcpy(out.data() + m * width, in.data() + m * width, in.size() - m * width);
+}
+
+void ungroup_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan out, unsigned width,
+                   GroupMode mode) {
+  const unsigned wi = width_index(width, "ungroup_bytes");
+  const unsigned mi = mode_index(mode, "ungroup_bytes");
+  check_sizes(in.size(), out.size(), "ungroup_bytes");
+  if (overlaps(in.data(), in.size(), out.data(), out.size())) invalid("ungroup_bytes: input and output overlap");
+  if (in.empty()) return;
+  if (wi == 0) {
+    std::memcpy(out.data(), in.data(), in.size());
+    return;
+  }
+  const std::size_t m = in.size() / width;
+  if (m > 0) k.ungroup[wi - 1][mi](in.data(), out.data(), m);
+  std::memcpy(out.data() + m * width, in.data() + m * width, in.size() - m * width);
+}
+
+void xor_residual(const ByteGroupKernels& k, util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out) {
+  check_sizes(target.size(), base.size(), "xor_residual: base");
+  check_sizes(target.size(), out.size(), "xor_residual");
+  check_alias(target, out, "xor_residual");
+  check_alias(base, out, "xor_residual");
+  if (!target.empty()) k.xor_bytes(target.data(), base.data(), out.data(), target.size());
+}
+
+namespace {
+
+template <bool Sub>
+void arith_residual(const ByteGroupKernels& k, util::ByteSpan a, util::ByteSpan base, util::MutableByteSpan out,
+                    unsigned width, const char* fn) {
+  const unsigned wi = width_index(width, fn);
+  check_sizes(a.size(), base.size(), fn);
+  check_sizes(a.size(), out.size(), fn);
+  check_alias(a, out, fn);
+  check_alias(base, out, fn);
+  const std::size_t m = a.size() / width;
+  if (m > 0) (Sub ? k.sub : k.add)[wi](a.data(), base.data(), out.data(), m);
+  xor_range(a.data(), base.data(), out.data(), m * width, a.size());
+}
+
+}  // namespace
+
+void sub_residual(const ByteGroupKernels& k, util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out,
+                  unsigned width) {
+  arith_residual<true>(k, target, base, out, width, "sub_residual");
+}
+
+void add_residual(const ByteGroupKernels& k, util::ByteSpan residual, util::ByteSpan base, util::MutableByteSpan out,
+                  unsigned width) {
+  arith_residual<false>(k, residual, base, out, width, "add_residual");
+}
+
+}  // namespace detail
+
+// ---- histograms --------------------------------------------------------------
+namespace {
+
+// Byte j of every 16-byte block is counted in table j, so a run of equal
+// bytes (an exponent plane is mostly one or two values) increments 16
+// different counters per block instead of hammering one: no store-to-load
+// forwarding chain. Since 16 % w == 0, table j only ever sees plane j % w.
+constexpr unsigned k_tables = 16;
+using Tables = std::array<std::array<std::uint32_t, 256>, k_tables>;
+
+// Rotate each w-byte lane of a 64-bit word left by one bit (SWAR).
+template <unsigned W>
+inline std::uint64_t rotl1_lanes(std::uint64_t x) noexcept {
+  if constexpr (W == 8) {
+    return std::rotl(x, 1);
+  } else {
+    constexpr unsigned bits = 8 * W;
+    constexpr std::uint64_t low = W == 2 ? 0x0001000100010001ull : 0x0000000100000001ull;
+    return ((x << 1) & ~low) | ((x >> (bits - 1)) & low);
+  }
+}
+
+template <unsigned W, bool Rot>
+inline void count_block(const std::byte* p, Tables& t, unsigned valid) noexcept {
+  std::uint64_t a = util::load_le<std::uint64_t>(p);
+  std::uint64_t b = util::load_le<std::uint64_t>(p + 8);
+  if constexpr (Rot) {
+    a = rotl1_lanes<W>(a);
+    b = rotl1_lanes<W>(b);
+  }
+  if (valid == 16) {
+    for (unsigned j = 0; j < 8; ++j) {
+      ++t[j][(a >> (8 * j)) & 0xff];
+      ++t[8 + j][(b >> (8 * j)) & 0xff];
+    }
+  } else {
+    for (unsigned j = 0; j < valid; ++j) {
+      const std::uint64_t v = j < 8 ? a >> (8 * j) : b >> (8 * (j - 8));
+      ++t[j][v & 0xff];
+    }
+  }
+}
+
+// Counts the first n bytes of p (n a multiple of W) into t.
+template <unsigned W, bool Rot>
+void count_tables(const std::byte* p, std::size_t n, Tables& t) noexcept {
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) count_block<W, Rot>(p + i, t, 16);
+  if (i < n) {
+    // Fewer than 16 bytes of whole elements left: pad a copy with zeros,
+    // rotate whole elements as usual, count only the real bytes.
+    std::array<std::byte, 16> last{};
+    std::memcpy(last.data(), p + i, n - i);
+    count_block<W, Rot>(last.data(), t, static_cast<unsigned>(n - i));
+  }
+}
+
+template <unsigned W>
+void count_tables(const std::byte* p, std::size_t n, GroupMode mode, Tables& t) noexcept {
+  if (mode == GroupMode::rotl1 && W > 1)
+    count_tables<W, true>(p, n, t);
+  else
+    count_tables<W, false>(p, n, t);
+}
+
+void check_count_limit(std::size_t n, const char* fn) {
+  if (n > 0xFFFFFFFFull)
+    throw Error(Errc::invalid_argument, std::string(fn) + ": " + std::to_string(n) +
+                                            " bytes per histogram exceed the 32-bit counters");
+}
+
+}  // namespace
+
+void plane_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::span<Histogram> hists) {
+  if (width != 1 && width != 2 && width != 4 && width != 8)
+    throw Error(Errc::invalid_argument, "plane_histograms: width must be 1, 2, 4 or 8, got " + std::to_string(width));
+  if (mode != GroupMode::plain && mode != GroupMode::rotl1)
+    throw Error(Errc::invalid_argument, "plane_histograms: unknown group mode");
+  if (hists.size() < width)
+    throw Error(Errc::invalid_argument, "plane_histograms: " + std::to_string(hists.size()) +
+                                            " histograms for width " + std::to_string(width));
+  const std::size_t m = in.size() / width;
+  check_count_limit(m, "plane_histograms");
+  Tables t{};
+  switch (width) {
+    case 1: count_tables<1>(in.data(), m, mode, t); break;
+    case 2: count_tables<2>(in.data(), m * 2, mode, t); break;
+    case 4: count_tables<4>(in.data(), m * 4, mode, t); break;
+    default: count_tables<8>(in.data(), m * 8, mode, t); break;
+  }
+  for (unsigned k = 0; k < width; ++k) hists[k].fill(0);
+  for (unsigned j = 0; j < k_tables; ++j) {
+    Histogram& h = hists[j % width];
+    for (unsigned v = 0; v < 256; ++v) h[v] += t[j][v];
+  }
+}
+
+void histogram(util::ByteSpan in, Histogram& hist) {
+  plane_histograms(in, 1, GroupMode::plain, std::span<Histogram>(&hist, 1));
+}
+
+double order0_bits(const Histogram& hist) {
+  double n = 0;
+  for (const auto c : hist) n += c;
+  double bits = 0;
+  // Summing c * log2(n / c) keeps every term non-negative, so the total
+  // carries no cancellation error (unlike n*log2(n) - sum c*log2(c)).
+  for (const auto c : hist)
+    if (c != 0) bits += c * std::log2(n / c);
+  return bits;
+}
+
+std::string_view byte_group_isa() { return detail::isa_name(detail::active_kernels().isa); }
+
+void group_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode) {
+  detail::group_bytes(detail::active_kernels(), in, out, width, mode);
+}
+void ungroup_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode) {
+  detail::ungroup_bytes(detail::active_kernels(), in, out, width, mode);
+}
+void xor_residual(util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out) {
+  detail::xor_residual(detail::active_kernels(), target, base, out);
+}
+void sub_residual(util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out, unsigned width) {
+  detail::sub_residual(detail::active_kernels(), target, base, out, width);
+}
+void add_residual(util::ByteSpan residual, util::ByteSpan base, util::MutableByteSpan out, unsigned width) {
+  detail::add_residual(detail::active_kernels(), residual, base, out, width);
+}
+
+}  // namespace mithril::codec

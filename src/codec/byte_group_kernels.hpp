@@ -1,0 +1,143 @@
+// codec/byte_group_kernels.hpp — private: the per-ISA kernel tables behind
+// byte_group.hpp, and entry points that take an explicit table so that tests
+// and benchmarks can exercise every kernel the CPU supports.
+//
+// Each ISA lives in its own translation unit (byte_group_<isa>.cpp) compiled
+// with `#pragma GCC target`, never with -march, so one binary runs on any
+// x86-64; the table of an ISA is handed out only when the CPU (and the OS,
+// for the wider register state) supports it.
+//
+// Kernel contract: pointers are to whole elements only (the public functions
+// deal with tails and validation). Group/ungroup kernels take m elements and
+// lay plane k at offset k*m. Residual kernels take m elements of their width.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "codec/byte_group.hpp"
+#include "util/bytes.hpp"
+
+namespace mithril::codec::detail {
+
+enum class Isa : std::uint8_t { scalar = 0, sse2 = 1, avx2 = 2, avx512 = 3 };
+inline constexpr Isa k_all_isas[] = {Isa::scalar, Isa::sse2, Isa::avx2, Isa::avx512};
+
+using PlaneFn = void (*)(const std::byte* in, std::byte* out, std::size_t m);
+using ResidualFn = void (*)(const std::byte* a, const std::byte* b, std::byte* out, std::size_t m);
+
+struct ByteGroupKernels {
+  Isa isa;
+  // Index [log2(width) - 1][mode]: widths 2, 4, 8 (width 1 is a copy).
+  PlaneFn group[3][2];
+  PlaneFn ungroup[3][2];
+  ResidualFn xor_bytes;  // m = bytes
+  // Index [log2(width)]: widths 1, 2, 4, 8.
+  ResidualFn sub[4];
+  ResidualFn add[4];
+};
+
+std::string_view isa_name(Isa isa) noexcept;
+
+// The table of `isa`, or nullptr when this CPU/OS or this build lacks it.
+const ByteGroupKernels* kernels_for(Isa isa) noexcept;
+
+// The widest supported table, chosen once (thread-safe).
+const ByteGroupKernels& active_kernels() noexcept;
+
+// The public functions, with an explicit kernel table.
+void group_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan out, unsigned width,
+                 GroupMode mode);
+void ungroup_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan out, unsigned width,
+                   GroupMode mode);
+void xor_residual(const ByteGroupKernels& k, util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out);
+void sub_residual(const ByteGroupKernels& k, util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out,
+                  unsigned width);
+void add_residual(const ByteGroupKernels& k, util::ByteSpan residual, util::ByteSpan base, util::MutableByteSpan out,
+                  unsigned width);
+
+// Per-ISA tables; each defined in its own file. The SIMD ones exist only on
+// x86-64 and must not be used before checking kernels_for().
+extern const ByteGroupKernels k_scalar_kernels;
+#if defined(__x86_64__)
+extern const ByteGroupKernels k_sse2_kernels;
+extern const ByteGroupKernels k_avx2_kernels;
+extern const ByteGroupKernels k_avx512_kernels;
+#endif
+
+// ---- portable element loops, shared by the scalar kernels and the SIMD
+// kernels' remainders. Always inlined into their callers, so no out-of-line
+// (COMDAT) copy is ever compiled under an AVX target and then picked by the
+// linker for baseline code.
+#define MITHRIL_KERNEL_INLINE [[gnu::always_inline]] inline
+
+template <typename T>
+MITHRIL_KERNEL_INLINE T rotl1(T v) noexcept {
+  return static_cast<T>(static_cast<T>(v << 1) | static_cast<T>(v >> (8 * sizeof(T) - 1)));
+}
+template <typename T>
+MITHRIL_KERNEL_INLINE T rotr1(T v) noexcept {
+  return static_cast<T>(static_cast<T>(v >> 1) | static_cast<T>(v << (8 * sizeof(T) - 1)));
+}
+
+// Elements [begin, end) of an m-element buffer into their planes.
+template <typename T, bool Rot>
+MITHRIL_KERNEL_INLINE void group_range(const std::byte* in, std::byte* out, std::size_t m, std::size_t begin,
+                        std::size_t end) noexcept {
+  constexpr unsigned w = sizeof(T);
+  for (std::size_t i = begin; i < end; ++i) {
+    T v = util::load_le<T>(in + i * w);
+    if constexpr (Rot) v = rotl1(v);
+    for (unsigned k = 0; k < w; ++k) out[k * m + i] = static_cast<std::byte>(v >> (8 * k));
+  }
+}
+
+template <typename T, bool Rot>
+MITHRIL_KERNEL_INLINE void ungroup_range(const std::byte* in, std::byte* out, std::size_t m, std::size_t begin,
+                          std::size_t end) noexcept {
+  constexpr unsigned w = sizeof(T);
+  for (std::size_t i = begin; i < end; ++i) {
+    T v = 0;
+    for (unsigned k = 0; k < w; ++k) v = static_cast<T>(v | static_cast<T>(static_cast<T>(in[k * m + i]) << (8 * k)));
+    if constexpr (Rot) v = rotr1(v);
+    util::store_le<T>(out + i * w, v);
+  }
+}
+
+template <typename T>
+MITHRIL_KERNEL_INLINE T zigzag(T d) noexcept {
+  constexpr unsigned bits = 8 * sizeof(T);
+  return static_cast<T>(static_cast<T>(d << 1) ^ static_cast<T>(T{0} - static_cast<T>(d >> (bits - 1))));
+}
+template <typename T>
+MITHRIL_KERNEL_INLINE T unzigzag(T z) noexcept {
+  return static_cast<T>(static_cast<T>(z >> 1) ^ static_cast<T>(T{0} - static_cast<T>(z & 1u)));
+}
+
+// Elements [begin, end): out = zigzag(a - b) / out = b + unzigzag(a).
+template <typename T>
+MITHRIL_KERNEL_INLINE void sub_range(const std::byte* a, const std::byte* b, std::byte* out, std::size_t begin,
+                      std::size_t end) noexcept {
+  constexpr unsigned w = sizeof(T);
+  for (std::size_t i = begin; i < end; ++i) {
+    const T d = static_cast<T>(util::load_le<T>(a + i * w) - util::load_le<T>(b + i * w));
+    util::store_le<T>(out + i * w, zigzag(d));
+  }
+}
+template <typename T>
+MITHRIL_KERNEL_INLINE void add_range(const std::byte* a, const std::byte* b, std::byte* out, std::size_t begin,
+                      std::size_t end) noexcept {
+  constexpr unsigned w = sizeof(T);
+  for (std::size_t i = begin; i < end; ++i) {
+    const T s = unzigzag(util::load_le<T>(a + i * w));
+    util::store_le<T>(out + i * w, static_cast<T>(util::load_le<T>(b + i * w) + s));
+  }
+}
+
+MITHRIL_KERNEL_INLINE void xor_range(const std::byte* a, const std::byte* b, std::byte* out, std::size_t begin,
+                      std::size_t end) noexcept {
+  for (std::size_t i = begin; i < end; ++i) out[i] = a[i] ^ b[i];
+}
+
+}  // namespace mithril::codec::detail

@@ -1,0 +1,253 @@
+// codec/rans_table.cpp — frequency normalisation and table coding for rANS.
+#include "codec/rans_table.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <functional>
+#include <limits>
+#include <queue>
+#include <utility>
+#include <vector>
+
+#include "mithril/error.hpp"
+
+namespace mithril::codec::rans::detail {
+namespace {
+
+using u8 = std::uint8_t;
+using u32 = std::uint32_t;
+using u64 = std::uint64_t;
+
+constexpr unsigned k_eg_max_prefix = 24;  // longer zero prefixes are corrupt
+
+[[noreturn]] void corrupt(const char* what) { throw Error(Errc::corrupt, std::string("rans block: ") + what); }
+
+// The normalisation compares costs in floating point. libm's log2 may differ
+// in the last bit between CPUs (FMA variants), which could flip tie-breaks and
+// so the bytes written; this one uses only IEEE +, *, / and gives the same
+// answer everywhere.
+double log2_u64(u64 v) {
+  int e = std::bit_width(v) - 1;
+  double m = static_cast<double>(v) / static_cast<double>(u64{1} << e);  // [1, 2)
+  if (m > 1.4142135623730951) {
+    m *= 0.5;
+    ++e;
+  }
+  // ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.172: 11 terms reach 1e-17.
+  const double t = (m - 1.0) / (m + 1.0);
+  const double t2 = t * t;
+  constexpr double c[] = {1.0 / 21, 1.0 / 19, 1.0 / 17, 1.0 / 15, 1.0 / 13, 1.0 / 11,
+                          1.0 / 9,  1.0 / 7,  1.0 / 5,  1.0 / 3,  1.0};
+  double s = 0.0;
+  for (double ci : c) s = s * t2 + ci;
+  constexpr double k_two_over_ln2 = 2.8853900817779268;
+  return static_cast<double>(e) + k_two_over_ln2 * t * s;
+}
+
+// Bits saved by raising a frequency from f to f + 1 for a symbol seen c times.
+double step_bits(u32 c, u32 f) { return static_cast<double>(c) * (log2_u64(f + 1) - log2_u64(f)); }
+
+unsigned eg_bits(u64 v, unsigned k) { return k + 2 * static_cast<unsigned>(std::bit_width((v >> k) + 1) - 1) + 1; }
+
+// Lengths of the alternating absent/present runs, absent first.
+std::vector<unsigned> presence_runs(const Freqs& freq) {
+  std::vector<unsigned> runs;
+  bool present = false;
+  unsigned len = 0;
+  for (unsigned s = 0; s < 256; ++s) {
+    if ((freq[s] != 0) != present) {
+      runs.push_back(len);
+      present = !present;
+      len = 0;
+    }
+    ++len;
+  }
+  runs.push_back(len);
+  return runs;
+}
+
+unsigned last_present(const Freqs& freq) {
+  unsigned last = 0;
+  for (unsigned s = 0; s < 256; ++s)
+    if (freq[s]) last = s;
+  return last;
+}
+
+class BitWriter {
+ public:
+  explicit BitWriter(u8* out) : m_out(out) {}
+  void put(u64 v, unsigned n) {  // n <= 32
+    m_acc |= (v & ((u64{1} << n) - 1)) << m_fill;
+    m_fill += n;
+    for (; m_fill >= 8; m_fill -= 8, m_acc >>= 8) m_out[m_pos++] = static_cast<u8>(m_acc);
+  }
+  void put_eg(u64 v, unsigned k) {
+    const u64 u = (v >> k) + 1;
+    const auto b = static_cast<unsigned>(std::bit_width(u));
+    put(0, b - 1);
+    put(1, 1);
+    put(u, b - 1);
+    put(v, k);
+  }
+  std::size_t finish() {
+    if (m_fill > 0) put(0, 8 - m_fill);
+    return m_pos;
+  }
+
+ private:
+  u8* m_out;
+  std::size_t m_pos = 0;
+  u64 m_acc = 0;
+  unsigned m_fill = 0;
+};
+
+// Bit at a time: tables are a few hundred bits and every read is checked.
+class BitReader {
+ public:
+  BitReader(const u8* p, std::size_t size) : m_p(p), m_bits(size * 8) {}
+  u64 get(unsigned n) {  // n <= 32
+    if (n > m_bits - m_pos) corrupt("frequency table truncated");
+    u64 v = 0;
+    for (unsigned i = 0; i < n; ++i, ++m_pos) v |= u64{(m_p[m_pos >> 3] >> (m_pos & 7)) & 1u} << i;
+    return v;
+  }
+  u64 get_eg(unsigned k) {
+    unsigned zeros = 0;
+    while (get(1) == 0)
+      if (++zeros > k_eg_max_prefix) corrupt("bad code in frequency table");
+    const u64 u = (u64{1} << zeros) | get(zeros);
+    return ((u - 1) << k) | get(k);
+  }
+  std::size_t bytes_used() const { return (m_pos + 7) / 8; }
+
+ private:
+  const u8* m_p;
+  std::size_t m_bits;
+  std::size_t m_pos = 0;
+};
+
+}  // namespace
+
+// The cost is separable and concave in each f_s, so a point from which no
+// single-unit move between two symbols helps is optimal: start from rounding,
+// repair the sum greedily, then apply improving moves until none is left.
+void normalize(const Histogram& hist, u64 n, unsigned scale, Freqs& freq) {
+  const u64 m = u64{1} << scale;
+  u64 sum = 0;
+  for (unsigned s = 0; s < 256; ++s) {
+    const u64 c = hist[s];
+    freq[s] = c == 0 ? 0 : static_cast<u32>(std::max<u64>(1, (c * m * 2 + n) / (2 * n)));
+    sum += freq[s];
+  }
+  using Item = std::pair<double, unsigned>;
+  if (sum < m) {
+    std::priority_queue<Item> gain;  // largest saving first
+    for (unsigned s = 0; s < 256; ++s)
+      if (hist[s]) gain.emplace(step_bits(hist[s], freq[s]), s);
+    for (; sum < m; ++sum) {
+      const unsigned s = gain.top().second;
+      gain.pop();
+      ++freq[s];
+      gain.emplace(step_bits(hist[s], freq[s]), s);
+    }
+  } else if (sum > m) {
+    std::priority_queue<Item, std::vector<Item>, std::greater<Item>> loss;  // cheapest first
+    for (unsigned s = 0; s < 256; ++s)
+      if (freq[s] > 1) loss.emplace(step_bits(hist[s], freq[s] - 1), s);
+    for (; sum > m; --sum) {
+      const unsigned s = loss.top().second;
+      loss.pop();
+      --freq[s];
+      if (freq[s] > 1) loss.emplace(step_bits(hist[s], freq[s] - 1), s);
+    }
+  }
+  // Exchange pass: rarely more than a few moves; the cap only guards against
+  // floating-point surprises.
+  constexpr double k_inf = std::numeric_limits<double>::infinity();
+  std::array<double, 256> up{}, down{};
+  auto refresh = [&](unsigned s) {
+    up[s] = hist[s] ? step_bits(hist[s], freq[s]) : -k_inf;
+    down[s] = freq[s] > 1 ? step_bits(hist[s], freq[s] - 1) : k_inf;
+  };
+  for (unsigned s = 0; s < 256; ++s) refresh(s);
+  for (int iter = 0; iter < 1024; ++iter) {
+    unsigned best_up = 0, best_down = 0;
+    for (unsigned s = 1; s < 256; ++s) {
+      if (up[s] > up[best_up]) best_up = s;
+      if (down[s] < down[best_down]) best_down = s;
+    }
+    if (best_up == best_down || !(up[best_up] > down[best_down] * (1.0 + 1e-12) + 1e-12)) break;
+    ++freq[best_up];
+    --freq[best_down];
+    refresh(best_up);
+    refresh(best_down);
+  }
+}
+
+double payload_bits(const Histogram& hist, const Freqs& freq, unsigned scale) {
+  double bits = 0.0;
+  for (unsigned s = 0; s < 256; ++s)
+    if (hist[s]) bits += static_cast<double>(hist[s]) * (scale - log2_u64(freq[s]));
+  return bits;
+}
+
+TableCost table_cost(const Freqs& freq) {
+  u64 run_bits = 0;
+  const auto runs = presence_runs(freq);
+  for (std::size_t i = 0; i < runs.size(); ++i) run_bits += eg_bits(i == 0 ? runs[i] : runs[i] - 1, 0);
+  const unsigned last = last_present(freq);
+  TableCost best{0, std::numeric_limits<u64>::max()};
+  for (unsigned k = 0; k < 16; ++k) {
+    u64 bits = run_bits + 4;
+    for (unsigned s = 0; s < last; ++s)
+      if (freq[s]) bits += eg_bits(freq[s] - 1, k);
+    if (bits < best.bits) best = {k, bits};
+  }
+  return best;
+}
+
+std::size_t write_table(const Freqs& freq, unsigned k, u8* out) {
+  BitWriter w(out);
+  const auto runs = presence_runs(freq);
+  for (std::size_t i = 0; i < runs.size(); ++i) w.put_eg(i == 0 ? runs[i] : runs[i] - 1, 0);
+  w.put(k, 4);
+  const unsigned last = last_present(freq);
+  for (unsigned s = 0; s < last; ++s)
+    if (freq[s]) w.put_eg(freq[s] - 1, k);
+  return w.finish();
+}
+
+std::size_t read_table(const u8* p, std::size_t size, unsigned scale, Freqs& freq) {
+  BitReader r(p, size);
+  freq.fill(0);
+  std::array<bool, 256> present{};
+  unsigned nsym = 0;
+  bool is_present = false;
+  for (unsigned s = 0, i = 0; s < 256; ++i, is_present = !is_present) {
+    const u64 len = r.get_eg(0) + (i == 0 ? 0 : 1);
+    if (len > 256 - s) corrupt("symbol runs overrun the alphabet");
+    std::fill_n(present.begin() + s, len, is_present);
+    if (is_present) nsym += static_cast<unsigned>(len);
+    s += static_cast<unsigned>(len);
+  }
+  if (nsym < 2) corrupt("fewer than two symbols");
+  const auto k = static_cast<unsigned>(r.get(4));
+  const u64 m = u64{1} << scale;
+  u64 sum = 0;
+  unsigned seen = 0;
+  for (unsigned s = 0; s < 256; ++s) {
+    if (!present[s]) continue;
+    if (++seen == nsym) {
+      if (sum >= m) corrupt("frequencies exceed the scale");
+      freq[s] = static_cast<u32>(m - sum);
+      break;
+    }
+    const u64 f = r.get_eg(k) + 1;
+    sum += f;
+    if (sum >= m) corrupt("frequencies exceed the scale");
+    freq[s] = static_cast<u32>(f);
+  }
+  return r.bytes_used();
+}
+
+}  // namespace mithril::codec::rans::detail

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Writes the golden .mcp files of tests/golden/ (run once per format version).
+
+Each NAME.mcp sits next to NAME, the exact original bytes it must decode to,
+forever: tests/integration/test_cli_checkpoint.py::test_golden_files_decode.
+Never regenerate existing files; add new ones when the format gains features.
+
+    python tests/golden/make_golden.py --mithril build/mithril --out tests/golden
+"""
+import argparse
+import os
+import subprocess
+
+import numpy as np
+from safetensors.numpy import save_file
+
+
+def weights(rng, shape, scale=0.02):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def to_bf16_bytes(a):
+    u = a.astype(np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mithril", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    rng = np.random.default_rng(20261123)
+    out = a.out
+    os.makedirs(out, exist_ok=True)
+
+    def run(*args):
+        subprocess.run([a.mithril, *map(str, args), "-q"], check=True)
+
+    # v1 mixed dtypes: bf16 (stored as uint16 bit patterns via a U16 view, then
+    # relabelled), f32, f16, f64, i64, i8, bool, an empty and a rank-0 tensor.
+    w = weights(rng, (96, 64))
+    tensors = {
+        "embed.weight": weights(rng, (128, 48)),
+        "ln.bias": np.zeros(48, np.float32),
+        "head.weight_f16": weights(rng, (64, 32)).astype(np.float16),
+        "double": rng.standard_normal(300),
+        "step": np.array(12345, np.int64),
+        "ids": rng.integers(0, 50000, 500).astype(np.int64),
+        "mask": rng.integers(0, 2, 77).astype(np.bool_),
+        "small": rng.integers(-128, 127, 33).astype(np.int8),
+        "empty": np.zeros((0, 4), np.float32),
+        "bf16_as_u16": to_bf16_bytes(w),
+    }
+    save_file(tensors, f"{out}/v1_mixed.safetensors", metadata={"format": "pt", "step": "12345"})
+    run("compress", f"{out}/v1_mixed.safetensors", "-o", f"{out}/v1_mixed.safetensors.mcp", "-f")
+
+    # Many small chunks of one tensor, 2 threads.
+    big = weights(rng, (256, 256))
+    save_file({"w": big}, f"{out}/v1_chunks.safetensors")
+    run("compress", f"{out}/v1_chunks.safetensors", "-o", f"{out}/v1_chunks.safetensors.mcp",
+        "--chunk-size", "64K", "-T", "2", "-f")
+
+    # A file that is not safetensors: raw bytes.
+    text = ("Mithril golden raw file. " * 400).encode() + bytes(range(256)) * 8
+    with open(f"{out}/v1_raw.bin", "wb") as f:
+        f.write(text)
+    run("compress", f"{out}/v1_raw.bin", "-o", f"{out}/v1_raw.bin.mcp", "-f")
+
+    # A delta against a base (the base is kept as v1_base.safetensors).
+    save_file({"w": big, "b": np.zeros(256, np.float32)}, f"{out}/v1_base.safetensors")
+    nxt = big + weights(rng, big.shape, 1e-4)
+    save_file({"w": nxt.astype(np.float32), "b": np.full(256, 0.5, np.float32), "new": weights(rng, (10,))},
+              f"{out}/v1_delta.safetensors")
+    run("compress", f"{out}/v1_delta.safetensors", "--base", f"{out}/v1_base.safetensors",
+        "-o", f"{out}/v1_delta.safetensors.mcp.delta", "-f")
+
+
+if __name__ == "__main__":
+    main()

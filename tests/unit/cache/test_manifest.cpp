@@ -1,0 +1,93 @@
+#include "cache/manifest.hpp"
+
+#include <gtest/gtest.h>
+
+#include "mithril/error.hpp"
+#include "util/bytes.hpp"
+
+using namespace mithril;
+using namespace mithril::cache;
+
+namespace {
+
+Manifest sample() {
+  Manifest m;
+  m.kind = EntryKind::triton_kernel;
+  m.id = "triton/ABC";
+  m.root = "triton/ABC";
+  m.key = "ABC";
+  ManifestFile a{"k.cubin", 10, {}, false, Transform::none};
+  a.digest.fill(0x11);
+  ManifestFile g{"__grp__k.json", 40, {}, false, Transform::triton_group};
+  g.digest.fill(0x22);
+  m.files = {a, g};
+  return m;
+}
+
+Manifest parse_text(const std::string& s) { return Manifest::parse(util::as_bytes(s), "test"); }
+
+std::string with(const std::string& kind, const std::string& id, const std::string& root, const std::string& files) {
+  return R"({"format":"mithril-manifest","version":1,"kind":")" + kind + R"(","id":")" + id + R"(","root":")" + root +
+         R"(","key":"k","files":[)" + files + "]}";
+}
+
+std::string file(const std::string& path) {
+  return R"({"path":")" + path + R"(","size":1,"digest":")" + std::string(64, 'a') + R"(","exec":false})";
+}
+
+}  // namespace
+
+TEST(Manifest, CanonicalRoundTrip) {
+  const auto m = sample();
+  const auto bytes = m.serialize();
+  // Files sorted by path, keys sorted, no whitespace: an independent spelling.
+  const std::string expected =
+      R"({"files":[{"digest":")" + std::string(64, '2') +
+      R"(","exec":false,"path":"__grp__k.json","size":40,"transform":"triton-group"},{"digest":")" +
+      std::string(64, '1') +
+      R"(","exec":false,"path":"k.cubin","size":10}],"format":"mithril-manifest","id":"triton/ABC","key":"ABC","kind":"triton-kernel","root":"triton/ABC","version":1})";
+  EXPECT_EQ(std::string(util::as_chars(bytes)), expected);
+  const auto back = Manifest::parse(bytes, "test");
+  EXPECT_EQ(back.serialize(), bytes);
+  EXPECT_EQ(back.total_size(), 50u);
+  EXPECT_EQ(back.files[0].transform, Transform::triton_group);
+}
+
+TEST(Manifest, LayoutsPerKind) {
+  EXPECT_NO_THROW(parse_text(with("inductor-fxgraph", "inductor/fxgraph/ab/fabc", "inductor/fxgraph/ab/fabc", file("e1"))));
+  EXPECT_NO_THROW(parse_text(with("inductor-module", "inductor/ab/cabc", "inductor/ab", file("cabc.py"))));
+  EXPECT_NO_THROW(parse_text(with("inductor-aotautograd", "inductor/aotautograd/aabc", "inductor/aotautograd/aabc", file("e"))));
+  EXPECT_NO_THROW(parse_text(with("inductor-other", "inductor/dynamo", "inductor/dynamo", file("x/y"))));
+  EXPECT_NO_THROW(parse_text(with("inductor-other", "inductor/file.bin", "inductor", file("file.bin"))));
+  EXPECT_NO_THROW(parse_text(with("megacache", "cas/megacache/m1", "", file("a.bin"))));
+  // Mismatches and escapes.
+  EXPECT_THROW(parse_text(with("triton-kernel", "triton/../x", "triton/../x", file("a"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", "/etc", "/etc", file("a"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", "inductor/ab", "inductor/ab", file("a"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", "triton/a/b", "triton/a/b", file("a"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", "triton/.hidden", "triton/.hidden", file("a"))), Error);
+  EXPECT_THROW(parse_text(with("inductor-fxgraph", "inductor/fxgraph/abc/f", "inductor/fxgraph/abc/f", file("e"))), Error);
+  EXPECT_THROW(parse_text(with("inductor-module", "inductor/ab/cabc", "inductor/ab", file("sub/cabc.py"))), Error);
+  EXPECT_THROW(parse_text(with("inductor-other", "inductor/fxgraph", "inductor/fxgraph", file("x"))), Error);
+  EXPECT_THROW(parse_text(with("megacache", "cas/megacache/../x", "", file("a"))), Error);
+  EXPECT_THROW(parse_text(with("megacache", "cas/blob/x", "", file("a"))), Error);
+}
+
+TEST(Manifest, RejectsUnsafeOrInconsistentFiles) {
+  const std::string id = "triton/K";
+  EXPECT_THROW(parse_text(with("triton-kernel", id, id, file("../x"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", id, id, file("/abs"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", id, id, file("a//b"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", id, id, file("a/./b"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", id, id, file("a") + "," + file("a"))), Error);
+  EXPECT_THROW(parse_text(with("triton-kernel", id, id, file("a") + "," + file("a/b"))), Error);
+  EXPECT_THROW(parse_text(with("no-such-kind", id, id, file("a"))), Error);
+  EXPECT_THROW(parse_text("not json"), Error);
+  EXPECT_THROW(parse_text(R"({"format":"other"})"), Error);
+  try {
+    parse_text(R"({"format":"mithril-manifest","version":9})");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::unsupported);
+  }
+}

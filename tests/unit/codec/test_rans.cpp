@@ -1,0 +1,448 @@
+#include "codec/rans.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mithril/error.hpp"
+#include "test_helpers.hpp"
+
+using namespace mithril;
+namespace rans = mithril::codec::rans;
+using codec::Histogram;
+using util::ByteVector;
+
+namespace {
+
+// Independent of byte_group.cpp on purpose: plain loops.
+Histogram hist_of(util::ByteSpan data) {
+  Histogram h{};
+  for (std::byte b : data) ++h[static_cast<std::uint8_t>(b)];
+  return h;
+}
+
+// Shannon order-0 bound in bytes.
+double bound_bytes(const Histogram& h) {
+  double n = 0;
+  for (auto c : h) n += c;
+  double bits = 0;
+  for (auto c : h)
+    if (c) bits -= c * std::log2(c / n);
+  return bits / 8;
+}
+
+using Gen = std::function<ByteVector(std::size_t, std::uint64_t)>;
+
+ByteVector from_fn(std::size_t n, std::uint64_t seed, const std::function<std::uint8_t(std::mt19937_64&)>& f) {
+  std::mt19937_64 rng(seed);
+  ByteVector v(n);
+  for (auto& b : v) b = static_cast<std::byte>(f(rng));
+  return v;
+}
+
+ByteVector uniform(std::size_t n, std::uint64_t seed) { return test::random_bytes(n, seed); }
+
+ByteVector single_symbol(std::size_t n, std::uint64_t) { return ByteVector(n, std::byte{0x7f}); }
+
+ByteVector two_symbols(std::size_t n, std::uint64_t seed) {
+  return from_fn(n, seed, [](auto& rng) -> std::uint8_t { return (rng() % 10) < 3 ? 0x41 : 0xc3; });
+}
+
+// Two-sided geometric around 128 (Laplacian-like residuals).
+ByteVector laplacian(std::size_t n, std::uint64_t seed) {
+  return from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    std::geometric_distribution<int> g(0.3);
+    const int mag = std::min(g(rng), 127);
+    return static_cast<std::uint8_t>(128 + ((rng() & 1) ? mag : -mag));
+  });
+}
+
+// 99.9% zeros, the rest a few low-bit flips (XOR residual of a stable plane).
+ByteVector zeros_999(std::size_t n, std::uint64_t seed) {
+  return from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    return (rng() % 1000) == 0 ? static_cast<std::uint8_t>(1u << (rng() % 4)) : 0;
+  });
+}
+
+// 99.9% zeros, the rest spread over all other byte values: the hard case for
+// a 15-bit model (every rare symbol costs at least 1/32768 of the range).
+ByteVector zeros_999_wide(std::size_t n, std::uint64_t seed) {
+  return from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    return (rng() % 1000) == 0 ? static_cast<std::uint8_t>(1 + rng() % 255) : 0;
+  });
+}
+
+// 99% zeros, the rest a few small values (an XOR residual of exponent bytes).
+ByteVector zeros_99(std::size_t n, std::uint64_t seed) {
+  return from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    if (rng() % 100) return 0;
+    static constexpr std::uint8_t k_vals[] = {1, 1, 1, 1, 2, 2, 3, 4, 0x80, 0x81};
+    return k_vals[rng() % 10];
+  });
+}
+
+std::uint16_t to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);  // round to nearest even (no NaNs here)
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+// Top plane of rotl1-grouped bf16 weights ~ N(0, 0.02): the 8 exponent bits.
+ByteVector bf16_exponents(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  ByteVector v(n);
+  for (auto& b : v) {
+    const std::uint16_t h = to_bf16(d(rng));
+    const std::uint16_t r = static_cast<std::uint16_t>((h << 1) | (h >> 15));
+    b = static_cast<std::byte>(r >> 8);
+  }
+  return v;
+}
+
+// All 256 values, skewed, with symbol 0x5a appearing exactly once.
+ByteVector all_with_rare(std::size_t n, std::uint64_t seed) {
+  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    std::uint8_t s;
+    do {
+      s = static_cast<std::uint8_t>(rng() % 7 ? rng() % 16 : rng());
+    } while (s == 0x5a);
+    return s;
+  });
+  if (!v.empty()) v[v.size() / 2] = std::byte{0x5a};
+  return v;
+}
+
+struct Dist {
+  const char* name;
+  Gen gen;
+};
+
+const std::vector<Dist>& distributions() {
+  static const std::vector<Dist> d = {
+      {"uniform", uniform},     {"single", single_symbol},     {"two", two_symbols},
+      {"laplacian", laplacian}, {"zeros999", zeros_999},       {"zeros999wide", zeros_999_wide},
+      {"zeros99", zeros_99},    {"bf16exp", bf16_exponents},   {"all256rare", all_with_rare},
+  };
+  return d;
+}
+
+// Encodes with a generous buffer, decodes into an exact one, checks identity.
+std::size_t round_trip(const ByteVector& data) {
+  ByteVector enc(data.size() + data.size() / 8 + 4096);
+  const auto size = rans::encode(data, hist_of(data), enc);
+  EXPECT_TRUE(size.has_value());
+  if (!size) return 0;
+  EXPECT_LE(*size, enc.size());
+  ByteVector dec(data.size(), std::byte{0xee});
+  rans::decode(util::ByteSpan(enc.data(), *size), dec);
+  EXPECT_TRUE(dec == data);
+  return *size;
+}
+
+}  // namespace
+
+TEST(Rans, RoundTripAllSizesAndDistributions) {
+  const std::size_t sizes[] = {0, 1, 2, 7, 31, 32, 33, 1000, 65537, (1u << 20) + 13, (3u << 20) + 63};
+  for (const auto& d : distributions()) {
+    for (std::size_t n : sizes) {
+      SCOPED_TRACE(std::string(d.name) + " n=" + std::to_string(n));
+      round_trip(d.gen(n, n * 31 + 7));
+    }
+  }
+}
+
+TEST(Rans, RoundTripManySmallSizes) {
+  // Every tail length of every lane count, and the small-block scale search.
+  for (std::size_t n = 0; n < 300; ++n) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    round_trip(laplacian(n, n));
+    round_trip(two_symbols(n, n + 1000));
+  }
+}
+
+TEST(Rans, SizeNearOrder0Bound) {
+  // ratio slack 0.5% plus a constant for header, table and lane states
+  // (64 lanes x 4 bytes, about 3 of them overhead each).
+  struct Case {
+    const char* name;
+    Gen gen;
+    double slack;
+  };
+  const Case cases[] = {
+      {"bf16exp", bf16_exponents, 0.005}, {"laplacian", laplacian, 0.005}, {"two", two_symbols, 0.005},
+      {"zeros99", zeros_99, 0.005},       {"zeros999", zeros_999, 0.005},
+  };
+  for (const auto& c : cases) {
+    const auto data = c.gen((1u << 20) + 3, 42);
+    const Histogram h = hist_of(data);
+    const double bound = bound_bytes(h);
+    const std::size_t size = round_trip(data);
+    SCOPED_TRACE(c.name);
+    EXPECT_LE(static_cast<double>(size), bound * (1 + c.slack) + 320) << "bound " << bound;
+    // Order-0 coding can never beat the bound by more than the state slack.
+    EXPECT_GE(static_cast<double>(size), bound - 16 * 8);
+  }
+}
+
+TEST(Rans, BeatsHuffmanFloorOnMostlyZeros) {
+  // Huffman needs >= 1 bit per byte; rANS should be far below.
+  const auto data = zeros_99(1 << 20, 5);
+  const std::size_t size = round_trip(data);
+  EXPECT_LT(size * 8, data.size() / 5);
+}
+
+TEST(Rans, ManyRareSymbolsStayWithinModelPrecision) {
+  // Known limit of a 15-bit model: 255 symbols at ~4e-6 each cost 15 bits
+  // instead of ~18 and steal ~0.8% of the range from the zeros. Still far
+  // below Huffman's floor (1 bit/byte = 131072 bytes here).
+  const auto data = zeros_999_wide((1u << 20) + 3, 42);
+  const double bound = bound_bytes(hist_of(data));
+  const std::size_t size = round_trip(data);
+  EXPECT_LE(static_cast<double>(size), bound * 1.6 + 200) << "bound " << bound;
+  EXPECT_LT(size, 5000u);
+}
+
+TEST(Rans, SmallBlocksHaveCompactTables) {
+  for (std::size_t n : {256u, 1024u, 4096u}) {
+    const auto data = bf16_exponents(n, n);
+    const double bound = bound_bytes(hist_of(data));
+    const std::size_t size = round_trip(data);
+    EXPECT_LE(static_cast<double>(size), bound * 1.03 + 48) << "n=" << n << " bound " << bound;
+  }
+}
+
+TEST(Rans, ConstantBlockIsTiny) {
+  for (std::size_t n : {1u, 2u, 1000u, 1u << 20}) {
+    const ByteVector data(n, std::byte{0x3c});
+    EXPECT_LE(round_trip(data), 4u);
+  }
+}
+
+TEST(Rans, RandomDataDoesNotFitInItsOwnSize) {
+  const auto data = uniform(1 << 16, 3);
+  ByteVector out(data.size());
+  EXPECT_FALSE(rans::encode(data, hist_of(data), out).has_value());
+}
+
+TEST(Rans, NulloptExactlyWhenTooSmallAndNoWritePastEnd) {
+  constexpr std::size_t k_guard = 64;
+  for (const auto& d : distributions()) {
+    for (std::size_t n : {0u, 1u, 33u, 1000u, 70000u}) {
+      SCOPED_TRACE(std::string(d.name) + " n=" + std::to_string(n));
+      const auto data = d.gen(n, 9);
+      const Histogram h = hist_of(data);
+      ByteVector big(n + 4096);
+      const auto full = rans::encode(data, h, big);
+      ASSERT_TRUE(full.has_value());
+      const ByteVector expect(big.begin(), big.begin() + static_cast<std::ptrdiff_t>(*full));
+      std::vector<std::size_t> caps = {0, 1, 2, *full / 2, *full - 1, *full, *full + 1};
+      for (std::size_t cap : caps) {
+        if (cap > *full + 1) continue;
+        ByteVector buf(cap + k_guard, std::byte{0xa5});
+        const auto r = rans::encode(data, h, util::MutableByteSpan(buf.data(), cap));
+        for (std::size_t i = cap; i < buf.size(); ++i) ASSERT_EQ(buf[i], std::byte{0xa5}) << "cap " << cap;
+        if (cap >= *full) {
+          ASSERT_TRUE(r.has_value()) << "cap " << cap;
+          EXPECT_EQ(*r, *full);
+          EXPECT_TRUE(std::equal(expect.begin(), expect.end(), buf.begin()));
+        } else {
+          EXPECT_FALSE(r.has_value()) << "cap " << cap;
+        }
+      }
+    }
+  }
+}
+
+TEST(Rans, HistogramMismatchIsInvalidArgument) {
+  const auto data = laplacian(100, 1);
+  Histogram h = hist_of(data);
+  ++h[0];
+  ByteVector out(1000);
+  try {
+    (void)rans::encode(data, h, out);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_argument);
+  }
+}
+
+namespace {
+
+ByteVector encode_ok(const ByteVector& data) {
+  ByteVector enc(data.size() + 4096);
+  const auto size = rans::encode(data, hist_of(data), enc);
+  if (!size) throw std::runtime_error("encode failed");
+  enc.resize(*size);
+  return enc;
+}
+
+void expect_corrupt(util::ByteSpan block, std::size_t out_size, const std::string& what) {
+  ByteVector out(out_size);
+  try {
+    rans::decode(block, out);
+    ADD_FAILURE() << what << ": no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::corrupt) << what;
+  }
+}
+
+}  // namespace
+
+TEST(Rans, RejectsWrongOutputSize) {
+  for (const auto& d : distributions()) {
+    const auto data = d.gen(5000, 17);
+    const auto enc = encode_ok(data);
+    if (std::string(d.name) == "single") {
+      expect_corrupt(enc, 0, "constant into empty");
+      continue;
+    }
+    for (std::size_t n : {0u, 1u, 4999u, 5001u, 10000u}) expect_corrupt(enc, n, std::string(d.name) + " size " + std::to_string(n));
+  }
+  expect_corrupt(encode_ok({}), 1, "empty into one byte");
+}
+
+TEST(Rans, RejectsTruncatedAndMalformedHeaders) {
+  const auto data = bf16_exponents(3000, 1);
+  const auto enc = encode_ok(data);
+  for (std::size_t len = 0; len < enc.size(); ++len)
+    expect_corrupt(util::ByteSpan(enc.data(), len), data.size(), "truncated to " + std::to_string(len));
+  ByteVector bad = enc;
+  bad[0] = std::byte{0x22};  // version 2
+  expect_corrupt(bad, data.size(), "version");
+  bad = enc;
+  bad[0] = std::byte{0x13};  // unknown kind
+  expect_corrupt(bad, data.size(), "kind");
+  bad = enc;
+  bad[1] = std::byte{0x09};  // scale 17
+  expect_corrupt(bad, data.size(), "scale");
+  bad = enc;
+  bad[1] = std::byte{0x60};  // 64 lanes
+  expect_corrupt(bad, data.size(), "lanes");
+  ByteVector longer = enc;
+  longer.push_back(std::byte{0});
+  longer.push_back(std::byte{0});
+  longer.push_back(std::byte{0});
+  longer.push_back(std::byte{0});
+  expect_corrupt(longer, data.size(), "extra word");
+}
+
+TEST(Rans, FuzzMutatedBlocksNeverCrash) {
+  // Mutated valid blocks and raw garbage, decoded into buffers of various
+  // sizes inside a guarded allocation: each must succeed or throw Error.
+  std::mt19937_64 rng(20240601);
+  std::vector<std::pair<ByteVector, std::size_t>> seeds;
+  for (const auto& d : distributions())
+    for (std::size_t n : {1u, 40u, 700u, 9000u}) seeds.emplace_back(encode_ok(d.gen(n, n)), n);
+  std::size_t ok = 0, rejected = 0;
+  constexpr std::size_t k_guard = 32;
+  auto attempt = [&](const ByteVector& block, std::size_t out_size) {
+    ByteVector out(out_size + 2 * k_guard, std::byte{0x5c});
+    try {
+      rans::decode(block, util::MutableByteSpan(out.data() + k_guard, out_size));
+      ++ok;
+    } catch (const Error& e) {
+      ASSERT_EQ(e.code(), Errc::corrupt);
+      ++rejected;
+    }
+    for (std::size_t i = 0; i < k_guard; ++i) {
+      ASSERT_EQ(out[i], std::byte{0x5c});
+      ASSERT_EQ(out[out.size() - 1 - i], std::byte{0x5c});
+    }
+  };
+  for (int iter = 0; iter < 6000; ++iter) {
+    ByteVector block;
+    std::size_t orig = rng() % 100;
+    if (iter % 10 == 0) {
+      block = test::random_bytes(rng() % 200, rng());
+      if (!block.empty() && (rng() & 1)) block[0] = std::byte{0x12};  // plausible tag
+    } else {
+      const auto& seed = seeds[rng() % seeds.size()];
+      block = seed.first;
+      orig = seed.second;
+      const int edits = 1 + static_cast<int>(rng() % 4);
+      for (int e = 0; e < edits && !block.empty(); ++e) {
+        switch (rng() % 4) {
+          case 0: block[rng() % block.size()] ^= static_cast<std::byte>(1u << (rng() % 8)); break;
+          case 1: block[rng() % block.size()] = static_cast<std::byte>(rng()); break;
+          case 2: block.resize(rng() % block.size()); break;
+          default: block.insert(block.begin() + static_cast<std::ptrdiff_t>(rng() % block.size()), static_cast<std::byte>(rng()));
+        }
+      }
+    }
+    const std::size_t sizes[] = {orig, orig, orig + 1, orig - std::min<std::size_t>(orig, 1), 0, rng() % 64, rng() % 20000};
+    attempt(block, sizes[rng() % 7]);
+    if (HasFatalFailure()) return;
+  }
+  EXPECT_GT(rejected, 1000u);  // the checks do fire
+  (void)ok;
+}
+
+namespace {
+
+struct Outcome {
+  bool ok = false;
+  ByteVector out;
+};
+
+Outcome decode_with(util::ByteSpan block, std::size_t n, rans::detail::Kernel k) {
+  Outcome r;
+  r.out.assign(n, std::byte{0});
+  try {
+    rans::detail::decode_with(block, r.out, k);
+    r.ok = true;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::corrupt);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST(Rans, KernelsAgreeOnValidAndCorruptBlocks) {
+  using rans::detail::Kernel;
+  if (!rans::detail::kernel_available(Kernel::avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  EXPECT_EQ(rans::decode_isa(), "avx2");
+  std::mt19937_64 rng(77);
+  bool saw_packed = false, saw_wide = false;  // table layouts reached by the vector kernel
+  for (const auto& d : distributions()) {
+    for (std::size_t n : {5000u, 70000u, 300001u, (1u << 20) + 5}) {
+      SCOPED_TRACE(std::string(d.name) + " n=" + std::to_string(n));
+      const auto data = d.gen(n, n + 3);
+      const auto enc = encode_ok(data);
+      // Format facts (grammar in rans.cpp): kind in the tag's low nibble,
+      // then (log2_lanes << 4) | (scale - 8).
+      if (enc.size() > 2 && (static_cast<unsigned>(enc[0]) & 15) == 2 && (static_cast<unsigned>(enc[1]) >> 4) >= 3) {
+        ((static_cast<unsigned>(enc[1]) & 15) + 8 <= 12 ? saw_packed : saw_wide) = true;
+      }
+      const Outcome a = decode_with(enc, n, Kernel::scalar);
+      const Outcome b = decode_with(enc, n, Kernel::avx2);
+      ASSERT_TRUE(a.ok && b.ok);
+      ASSERT_TRUE(a.out == data && b.out == data);
+      const int mutations = n > 100000 ? 10 : 100;
+      for (int m = 0; m < mutations; ++m) {
+        ByteVector bad = enc;
+        const std::size_t at = rng() % bad.size();
+        bad[at] ^= static_cast<std::byte>(1 + rng() % 255);
+        if (rng() % 4 == 0) bad.resize(rng() % bad.size());
+        const Outcome x = decode_with(bad, n, Kernel::scalar);
+        const Outcome y = decode_with(bad, n, Kernel::avx2);
+        ASSERT_EQ(x.ok, y.ok);
+        if (x.ok) {
+          ASSERT_TRUE(x.out == y.out);
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(saw_packed);
+  EXPECT_TRUE(saw_wide);
+}
