@@ -55,37 +55,30 @@ codec::ChunkKind chunk_kind_for_storage(const formats::TorchStorage& s) {
 // What `info` and delta matching call a storage: the dotted names of the
 // tensors that view it, then its key. Long lists of views are shortened so
 // that names stay readable (and deterministic).
-std::string storage_segment_name(const formats::TorchCheckpoint& ck, std::uint32_t storage) {
+std::string storage_segment_name(const formats::TorchCheckpoint& ck, std::uint32_t storage,
+                                 const std::vector<std::uint32_t>& views) {
   constexpr std::size_t k_max_listed = 8;
-  std::vector<const std::string*> names;
-  std::size_t views = 0;
-  for (const auto& t : ck.tensors) {
-    if (t.storage != storage) continue;
-    if (++views <= k_max_listed) names.push_back(&t.name);
-  }
   std::string out;
-  for (const auto* n : names) {
+  for (std::size_t i = 0; i < views.size() && i < k_max_listed; ++i) {
     if (!out.empty()) out += ", ";
-    out += n->empty() ? "<root>" : *n;
+    const auto& n = ck.tensors[views[i]].name;
+    out += n.empty() ? "<root>" : n;
   }
-  if (views > k_max_listed) out += fmt::format(", ... (+{} more)", views - k_max_listed);
+  if (views.size() > k_max_listed) out += fmt::format(", ... (+{} more)", views.size() - k_max_listed);
   if (!out.empty()) out += ' ';
   return out + "[storage " + ck.storages[storage].key + "]";
 }
 
 // The shape a storage segment reports: the viewing tensor's when exactly one
 // tensor covers the whole storage in order, else the flat element count.
-std::vector<std::uint64_t> storage_segment_shape(const formats::TorchCheckpoint& ck, std::uint32_t storage) {
+std::vector<std::uint64_t> storage_segment_shape(const formats::TorchCheckpoint& ck, std::uint32_t storage,
+                                                 const std::vector<std::uint32_t>& views) {
   const auto& s = ck.storages[storage];
-  const formats::TorchTensor* only = nullptr;
-  for (const auto& t : ck.tensors) {
-    if (t.storage != storage) continue;
-    if (only) return {s.numel};
-    only = &t;
+  if (views.size() == 1) {
+    const auto& t = ck.tensors[views[0]];
+    if (t.storage_offset == 0 && t.contiguous() && t.element_size == s.element_size && t.numel() == s.numel)
+      return t.shape;
   }
-  if (only && only->storage_offset == 0 && only->contiguous() && only->element_size == s.element_size &&
-      only->numel() == s.numel)
-    return only->shape;
   return {s.numel};
 }
 
@@ -96,6 +89,8 @@ std::vector<std::uint64_t> storage_segment_shape(const formats::TorchCheckpoint&
 void plan_torch(SourcePlan& plan, util::ByteSpan file, std::string_view file_name, std::size_t chunk_size) {
   const auto ck = formats::read_torch_checkpoint(file, file_name);
   plan.kind = "torch";
+  std::vector<std::vector<std::uint32_t>> views(ck.storages.size());  // tensors of each storage
+  for (std::uint32_t t = 0; t < ck.tensors.size(); ++t) views[ck.tensors[t].storage].push_back(t);
   std::uint64_t pos = 0;
   for (std::uint32_t i = 0; i < ck.storages.size(); ++i) {
     const auto& s = ck.storages[i];  // sorted by data_offset, non-overlapping
@@ -105,9 +100,9 @@ void plan_torch(SourcePlan& plan, util::ByteSpan file, std::string_view file_nam
     seg.kind = container::SegmentKind::tensor;
     seg.offset = s.data_offset;
     seg.size = s.data_size;
-    seg.name = storage_segment_name(ck, i);
+    seg.name = storage_segment_name(ck, i, views[i]);
     seg.dtype = s.dtype ? std::string(formats::dtype_info(*s.dtype).name) : s.torch_dtype;
-    seg.shape = storage_segment_shape(ck, i);
+    seg.shape = storage_segment_shape(ck, i, views[i]);
     add_segment(plan, std::move(seg), chunk_kind_for_storage(s), chunk_size);
     ++plan.tensor_count;
     pos = s.data_offset + s.data_size;
