@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   mithril::cli::register_checkpoint_commands(app, global, exit_code);
   mithril::cli::register_series_commands(app, global, exit_code);
   mithril::cli::register_cache_commands(app, global, exit_code);
+  mithril::cli::register_convert_commands(app, global, exit_code);
 
   try {
     app.parse(argc, argv);
