@@ -51,7 +51,8 @@ CompressResult compress_file(const std::filesystem::path& input, const std::file
   // A local AtomicFile or a streaming multipart upload; either appears only
   // at commit(), and is discarded (the upload aborted) on any exception.
   const auto out = storage::open_sink(output.string(), options.force ? util::Overwrite::allow : util::Overwrite::refuse,
-                                      checkpoint::storage_options(options.remote));
+                                      checkpoint::storage_options(options.remote),
+                                      options.sync ? util::Durability::sync : util::Durability::none);
   container::Writer writer([&](util::ByteSpan b) { out->write(b); });
 
   container::Index index;

@@ -101,8 +101,9 @@ std::unique_ptr<util::ByteSource> open_source(std::string_view path_or_url, cons
 }
 
 std::unique_ptr<util::ByteSink> open_sink(std::string_view path_or_url, util::Overwrite overwrite,
-                                          const Options& options) {
-  if (!is_url(path_or_url)) return std::make_unique<util::FileSink>(std::filesystem::path(path_or_url), overwrite);
+                                          const Options& options, util::Durability durability) {
+  if (!is_url(path_or_url))
+    return std::make_unique<util::FileSink>(std::filesystem::path(path_or_url), overwrite, durability);
   auto loc = open(path_or_url, options);
   if (loc.key.empty() || loc.key.back() == '/')
     throw Error(Errc::invalid_argument, std::string(path_or_url) + ": names no object (expected a key after the bucket)");

@@ -26,9 +26,11 @@ namespace mithril::storage {
 std::unique_ptr<util::ByteSource> open_source(std::string_view path_or_url, const Options& options);
 
 // With Overwrite::refuse, throws Error(exists) when the output already
-// exists. While a remote sink lives, SIGINT/SIGTERM are deferred
-// (util/interrupt.hpp) so that the upload can be aborted cleanly.
+// exists. `durability` applies to local files (an object store's upload is
+// durable once complete). While a remote sink lives, SIGINT/SIGTERM are
+// deferred (util/interrupt.hpp) so that the upload can be aborted cleanly.
 std::unique_ptr<util::ByteSink> open_sink(std::string_view path_or_url, util::Overwrite overwrite,
-                                          const Options& options);
+                                          const Options& options,
+                                          util::Durability durability = util::Durability::sync);
 
 }  // namespace mithril::storage

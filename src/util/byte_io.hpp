@@ -72,7 +72,8 @@ class ByteSink {
 // A local file written through an AtomicFile.
 class FileSink final : public ByteSink {
  public:
-  FileSink(const std::filesystem::path& path, Overwrite overwrite) : m_file(path, overwrite), m_name(path.string()) {}
+  FileSink(const std::filesystem::path& path, Overwrite overwrite, Durability durability = Durability::sync)
+      : m_file(path, overwrite, durability), m_name(path.string()) {}
   void write(ByteSpan data) override { m_file.write(data); }
   void commit() override { m_file.commit(); }
   std::uint64_t size() const noexcept override { return m_file.size(); }
