@@ -181,10 +181,13 @@ def throughput(s3, ckpt: Path, work: Path):
     out = work / "restored.safetensors"
     res = {"checkpoint_bytes": size}
 
-    # Compression alone (local output), to separate the CPU part.
+    # Compression and decompression alone (local files), to separate the CPU part.
     dt, _ = sh([MITHRIL, "compress", ckpt, "-o", work / "local.mcp", "-q", "-f"])
     res["compress_local_s"] = dt
     res["container_bytes"] = (work / "local.mcp").stat().st_size
+    dt, _ = sh([MITHRIL, "decompress", work / "local.mcp", "-o", out, "-q", "-f"])
+    res["decompress_local_s"] = dt
+    out.unlink()
     (work / "local.mcp").unlink()
 
     dt, anon = sh_anon([MITHRIL, "compress", ckpt, "-o", f"s3://{bucket}/ckpt.mcp", "-q"], env=env)
@@ -204,9 +207,14 @@ def throughput(s3, ckpt: Path, work: Path):
     res["curl_put_s"] = dt
     dt, _ = sh(["curl", "-sS", "-f", *sign, "-o", out, url])
     res["curl_get_s"] = dt
+    # What one ranged GET costs this server whatever the range's size (moto
+    # copies the whole object per request): mithril's download issues one
+    # per 32 MiB window.
+    dt, _ = sh(["curl", "-sS", "-f", *sign, "-r", "0-1023", "-o", "/dev/null", url])
+    res["server_ranged_get_1kib_s"] = dt
     assert out.stat().st_size == size
     out.unlink()
-    for k in ("mithril_upload", "mithril_download", "curl_put", "curl_get", "compress_local"):
+    for k in ("mithril_upload", "mithril_download", "curl_put", "curl_get", "compress_local", "decompress_local"):
         res[k + "_mib_s"] = size / MIB / res[k + "_s"]
     return res
 

@@ -20,6 +20,9 @@
 namespace mithril::checkpoint {
 namespace {
 
+constexpr std::size_t k_read_ahead_window = 32 << 20;
+constexpr std::size_t k_read_ahead_windows = 4;  // memory: 128 MiB of fetched windows at most
+
 bool has_mcp_magic(util::ByteSpan b) {
   return b.size() >= 8 && std::memcmp(b.data(), container::k_magic.data(), 8) == 0;
 }
@@ -159,6 +162,11 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
   tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
   util::Blake3 hasher;
   bool digest_valid = true;
+  // Every chunk is read, in order: a remote container is fetched in large
+  // windows (one ranged request each, several in parallel) rather than
+  // chunk by chunk.
+  std::optional<util::ReadAheadSource> ahead;
+  if (!reader.source().memory_resident()) ahead.emplace(reader.source(), k_read_ahead_window, k_read_ahead_windows);
   std::uint64_t done = 0;
 
   ordered_pipeline(
@@ -175,7 +183,9 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
             if (!base) throw Error(Errc::invalid_argument, what + ": delta chunk but no base given");
             base_bytes = base->chunk_base(index.segments[r.segment], r);
           }
-          decoders.local().decode(reader.payload(i, slot.stored), r, slot.raw, base_bytes, what);
+          const util::ByteSpan payload =
+              ahead ? ahead->read(r.file_offset, r.stored_size, slot.stored) : reader.payload(i, slot.stored);
+          decoders.local().decode(payload, r, slot.raw, base_bytes, what);
         } catch (const Error& e) {
           if (!problems || e.code() != Errc::corrupt) throw;
           slot.problem = e.what();

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <mutex>
 
@@ -65,6 +66,14 @@ extern "C" std::size_t on_header(char* data, std::size_t size, std::size_t count
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   auto value = line.substr(colon + 1);
   while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  if (name == "content-length") {
+    // One allocation for the body instead of doubling growth (and its
+    // transient 2x peak) on multi-MiB ranges.
+    std::uint64_t length = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+    if (ec == std::errc() && end == value.data() + value.size() && length <= (std::uint64_t{1} << 32))
+      t->response->body.reserve(static_cast<std::size_t>(length));
+  }
   t->response->headers.emplace_back(std::move(name), std::string(value));
   return n;
 }

@@ -7,8 +7,13 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <exception>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -34,6 +39,8 @@ class ByteSource {
   virtual ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const = 0;
   // Bytes handed out by read() so far (what a remote source fetched).
   std::uint64_t bytes_read() const noexcept { return m_bytes_read.load(); }
+  // True when read() costs no I/O call (a memory map): callers skip read-ahead.
+  virtual bool memory_resident() const noexcept { return false; }
 
  protected:
   [[noreturn]] void throw_truncated(std::uint64_t offset, std::size_t length) const;
@@ -48,12 +55,41 @@ class MappedSource final : public ByteSource {
   std::uint64_t size() const noexcept override { return m_file.size(); }
   const std::string& name() const noexcept override { return m_name; }
   ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const override;
+  bool memory_resident() const noexcept override { return true; }
   // The whole mapping (local-only fast paths).
   ByteSpan bytes() const noexcept { return m_file.bytes(); }
 
  private:
   MappedFile m_file;
   std::string m_name;
+};
+
+// Large windows in front of a source that is scanned roughly in order by
+// several threads (decoding every chunk of a remote container): each window
+// is fetched once with one read of the inner source, up to `max_windows` are
+// kept (memory: max_windows x window), and readers of a window being fetched
+// wait for it instead of fetching their own piece. Windows needed by
+// different threads are fetched in parallel.
+class ReadAheadSource final : public ByteSource {
+ public:
+  ReadAheadSource(const ByteSource& inner, std::size_t window, std::size_t max_windows);
+  std::uint64_t size() const noexcept override { return m_inner.size(); }
+  const std::string& name() const noexcept override { return m_inner.name(); }
+  // Copies into scratch (a window may be dropped once read).
+  ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const override;
+
+ private:
+  struct Window {
+    std::uint64_t begin = 0, end = 0;
+    ByteVector data;
+    bool ready = false;
+    std::exception_ptr error;
+  };
+  const ByteSource& m_inner;
+  std::size_t m_window, m_max_windows;
+  mutable std::mutex m_mutex;
+  mutable std::condition_variable m_cv;
+  mutable std::deque<std::shared_ptr<Window>> m_windows;  // oldest first
 };
 
 // A sequential output that appears whole at commit() or not at all.
