@@ -106,6 +106,8 @@ struct BundleReport {
 
 using NamedFiles = std::vector<std::pair<std::string, std::vector<std::byte>>>;
 
+class TritonKernelCache;  // triton_cache.hpp
+
 class Store {
  public:
   // Opens (creating if needed) the store at config.root. If the store was
@@ -155,6 +157,7 @@ class Store {
   std::optional<NamedFiles> get(std::string_view kind, std::string_view name);
 
  private:
+  friend class TritonKernelCache;
   struct Impl;
   std::unique_ptr<Impl> m_impl;
 };
