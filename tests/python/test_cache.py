@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import mithril
-from helpers import MITHRIL_BIN, run_python
+from helpers import MITHRIL_BIN, cli, run_python  # noqa: F401 (cli: fixture)
 
 CACHE_VARS = ("MITHRIL_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE",
               "TORCHINDUCTOR_AUTOGRAD_CACHE", "TRITON_CACHE_MANAGER", "MITHRIL_CACHE_MAX_SIZE")

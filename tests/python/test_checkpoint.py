@@ -9,7 +9,7 @@ import time
 import pytest
 
 import mithril
-from helpers import flip_byte, run_python, tensor_payload_offset
+from helpers import cli, flip_byte, run_python, tensor_payload_offset  # noqa: F401 (cli: fixture)
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
