@@ -325,4 +325,4 @@ def test_long_calls_release_the_gil(tmp_path):
     assert torch.equal(w, big["w"])
     # Holding the GIL would leave the spinner at most a switch interval or two
     # (5 ms each) of the decode; released, it keeps most of its pace.
-    assert during > 0.4 * rate * elapsed, (during, rate, elapsed)
+    assert during > 0.25 * rate * elapsed, (during, rate, elapsed)
