@@ -33,6 +33,7 @@ class TritonKernelCache {
  public:
   // Creates STORE/triton/<key>. Throws Error(invalid_argument) unless `key`
   // is one safe path component (Triton's keys are base32 digests).
+  // REQUIRES: `store` outlives this object.
   TritonKernelCache(Store& store, std::string key);
 
   const std::filesystem::path& directory() const noexcept { return m_dir; }

@@ -59,8 +59,6 @@ py::dict gc_dict(const cache::GcReport& r) {
   return d;
 }
 
-std::optional<std::map<std::string, std::string>> no_group() { return std::nullopt; }
-
 }  // namespace
 
 void bind_cache(py::module_& m) {
@@ -159,7 +157,7 @@ void bind_cache(py::module_& m) {
       .def(
           "get_group",
           [](TritonKernelCache& c, const std::string& name) {
-            auto g = no_group();
+            std::optional<std::map<std::string, std::string>> g;
             {
               py::gil_scoped_release nogil;
               g = c.get_group(name);

@@ -169,5 +169,5 @@ def test_concurrent_compiles_of_one_kernel(store):
     assert not errors and len(results) == 8
     assert all(r == results[0] for r in results)
     k = triton_counters(store)
-    assert k["entries"] == 1 and k["hits"] + k["misses"] == 8 and k["puts"] == 1
+    assert k["entries"] == 1 and k.get("hits", 0) + k.get("misses", 0) == 8 and k["puts"] == 1
     assert mithril.cache.stats(store)["totals"].get("corrupt", 0) == 0

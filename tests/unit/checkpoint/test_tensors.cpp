@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <thread>
 
 #include "formats/safetensors.hpp"
 #include "mithril/checkpoint.hpp"
@@ -151,6 +152,30 @@ TEST(Tensors, ReaderDecodesEachTensorOfMcpAndSafetensors) {
 
   // Both list tensors in the same (data) order.
   for (std::size_t i = 0; i < owned.size(); ++i) EXPECT_EQ(mcp.tensors()[i].name, plain.tensors()[i].name);
+}
+
+TEST(Tensors, ConcurrentReadsFromOneReader) {
+  TempDir dir;
+  const auto owned = sample_tensors();
+  compress_tensors(views_of(owned), {}, dir / "m.mcp", small_chunks());
+  const CheckpointReader reader(dir / "m.mcp", {std::nullopt, 2});
+  std::vector<std::thread> threads;
+  std::vector<int> ok(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      bool all = true;
+      for (int round = 0; round < 5; ++round) {
+        for (const auto& o : owned) {
+          util::ByteVector out(o.bytes.size());
+          reader.read_tensor(*reader.find(o.name), out);
+          all = all && out == o.bytes;
+        }
+      }
+      ok[static_cast<std::size_t>(t)] = all ? 1 : 0;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok, std::vector<int>(4, 1));
 }
 
 TEST(Tensors, ReadAllWithDigestAndRefusesPartialDigest) {
