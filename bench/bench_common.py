@@ -313,19 +313,22 @@ class RunResult:
 
 
 def run_measured(cmd: list[str]) -> RunResult:
-    """Run cmd to completion; wall time and the peak RSS of that child alone.
+    """Run cmd to completion; wall time and the peak RSS of that command alone.
 
-    os.wait4 returns the child's own rusage (getrusage(RUSAGE_CHILDREN) would
-    accumulate every child ever waited for)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    The RSS comes from GNU time (/usr/bin/time -f %M), which forks from a small
+    process: a child forked straight from this (large) Python process would
+    inherit its resident pages into ru_maxrss, which survives exec."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as rss:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        _, status, ru = os.wait4(p.pid, 0)
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         dt = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
         out.seek(0)
         err.seek(0)
-        return RunResult(dt, ru.ru_maxrss * 1024, p.returncode,
+        text = rss.read().strip().splitlines()
+        kib = int(text[-1]) if text and text[-1].isdigit() else 0
+        return RunResult(dt, kib * 1024, p.returncode,
                          out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 

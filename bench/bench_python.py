@@ -95,12 +95,13 @@ def timed(fn, repeat: int):
     return statistics.median(times), result
 
 
-def bench(sd: dict, label: str, workdir: Path, threads: int | None, repeat: int, level: int | None) -> list[dict]:
+def bench(sd: dict, label: str, workdir: Path, threads: int | None, repeat: int, level: int | None,
+          sync: bool) -> list[dict]:
     nbytes = sum(t.numel() * t.element_size() for t in sd.values())
     methods = {
         "mithril": (
             "state.mcp",
-            lambda p: mithril.save(sd, p, threads=threads, level=level),
+            lambda p: mithril.save(sd, p, threads=threads, level=level, sync=sync),
             lambda p: mithril.load(p, threads=threads),
         ),
         "torch": ("state.pt", lambda p: torch.save(sd, p), lambda p: torch.load(p)),
@@ -136,6 +137,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="mithril threads (default: all cores)")
     ap.add_argument("--level", type=int, default=None, help="mithril level (default 3)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--sync", action="store_true",
+                    help="let mithril.save fsync (its default); off here because torch.save and save_file do not")
     ap.add_argument("--dir", type=Path, help="where to write the files (default: a temporary directory)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
     a = ap.parse_args()
@@ -151,11 +154,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         rows = []
         for label, sd in states:
-            rows += bench(sd, label, Path(tmp), a.threads, a.repeat, a.level)
+            rows += bench(sd, label, Path(tmp), a.threads, a.repeat, a.level, a.sync)
 
     cores = os.cpu_count()
     print(f"machine: {platform.machine()}, {cores} cores; torch {torch.__version__}, mithril {mithril.__version__}, "
-          f"mithril threads: {a.threads or 'all'}; median of {a.repeat}; files in the page cache")
+          f"mithril threads: {a.threads or 'all'}, fsync: {'on' if a.sync else 'off'}; median of {a.repeat}; "
+          "files in the page cache")
     print()
     print("| state | method | tensor MiB | file MiB | ratio | save GiB/s | load GiB/s |")
     print("|---|---|---:|---:|---:|---:|---:|")

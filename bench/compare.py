@@ -127,32 +127,34 @@ def seconds_of(method: Method, r) -> float:
     return r.seconds
 
 
-def measure(method: Method, src: Path, work: Path, repeat: int, base: Path | None = None) -> dict:
-    """Run method on src `repeat` times; medians, peak RSS, exactness of every roundtrip.
-    base fills the {base} placeholder of delta methods."""
+def measure_once(method: Method, src: Path, work: Path, base: Path | None = None) -> dict:
+    """One compress + decompress of src: times, peak RSS, exactness; or {"error": ...}."""
     comp = work / "c.bin"
     back = work / "d.bin"
-    size = src.stat().st_size
-    runs = []
-    res = {"method": method.name, "threads": method.threads, "notes": method.notes}
     try:
-        for _ in range(repeat):
-            remove(comp, back)
-            rc = run_measured(subst(method.compress, **{"in": src, "out": comp, "base": base}))
-            if rc.returncode != 0 or not comp.exists():
-                res["error"] = f"compress failed (exit {rc.returncode}): {rc.stderr.strip()[-500:]}"
-                return res
-            csize = comp.stat().st_size
-            rd = run_measured(subst(method.decompress, **{"in": comp, "out": back, "base": base}))
-            if rd.returncode != 0 or not back.exists():
-                res["error"] = f"decompress failed (exit {rd.returncode}): {rd.stderr.strip()[-500:]}"
-                return res
-            runs.append({"compressed_bytes": csize,
-                         "compress_s": seconds_of(method, rc), "compress_rss": rc.max_rss,
-                         "decompress_s": seconds_of(method, rd), "decompress_rss": rd.max_rss,
-                         "exact": same_bytes(src, back)})
+        remove(comp, back)
+        rc = run_measured(subst(method.compress, **{"in": src, "out": comp, "base": base}))
+        if rc.returncode != 0 or not comp.exists():
+            return {"error": f"compress failed (exit {rc.returncode}): {rc.stderr.strip()[-500:]}"}
+        csize = comp.stat().st_size
+        rd = run_measured(subst(method.decompress, **{"in": comp, "out": back, "base": base}))
+        if rd.returncode != 0 or not back.exists():
+            return {"error": f"decompress failed (exit {rd.returncode}): {rd.stderr.strip()[-500:]}"}
+        return {"compressed_bytes": csize,
+                "compress_s": seconds_of(method, rc), "compress_rss": rc.max_rss,
+                "decompress_s": seconds_of(method, rd), "decompress_rss": rd.max_rss,
+                "exact": same_bytes(src, back)}
     finally:
         remove(comp, back)
+
+
+def summarize(method: Method, size: int, runs: list[dict]) -> dict:
+    """Medians over the runs of one method."""
+    res = {"method": method.name, "threads": method.threads, "notes": method.notes}
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        res["error"] = errors[0]
+        return res
     cs = median([r["compress_s"] for r in runs])
     ds = median([r["decompress_s"] for r in runs])
     csize = runs[-1]["compressed_bytes"]
@@ -168,6 +170,25 @@ def measure(method: Method, src: Path, work: Path, repeat: int, base: Path | Non
         "runs": runs,
     })
     return res
+
+
+def measure_all(methods: list[Method], src: Path, work: Path, repeats: list[int],
+                base: Path | None = None) -> list[dict]:
+    """Runs the methods round-robin (round r runs every method that wants more than r
+    runs), so that load changes on a shared machine hit every method alike; then
+    medians per method."""
+    runs: list[list[dict]] = [[] for _ in methods]
+    for rnd in range(max(repeats, default=0)):
+        for i, m in enumerate(methods):
+            if rnd < repeats[i] and not any("error" in r for r in runs[i]):
+                runs[i].append(measure_once(m, src, work, base))
+    size = src.stat().st_size
+    return [summarize(m, size, r) for m, r in zip(methods, runs)]
+
+
+def measure(method: Method, src: Path, work: Path, repeat: int, base: Path | None = None) -> dict:
+    """Run method on src `repeat` times; medians, peak RSS, exactness of every roundtrip."""
+    return measure_all([method], src, work, [repeat], base)[0]
 
 
 def summary_table(files: list[dict]) -> list[str]:
@@ -220,6 +241,9 @@ def main() -> int:
     ap.add_argument("--mithril", default=str(DEFAULT_MITHRIL))
     ap.add_argument("--mithril-level", type=int)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--slow-repeat", type=int, default=1,
+                    help="runs of methods slower than 20 MiB/s (zstd -19): their speed is "
+                         "not in question, and 5 runs of -19 on 200 MiB take 20 minutes")
     ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "tmp")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "compare.json")
     ap.add_argument("--md", type=Path, default=REPO / "bench" / "out" / "compare.md")
@@ -235,7 +259,7 @@ def main() -> int:
     notices: list[str] = []
     report = {"machine": machine, "repeat": args.repeat, "files": [], "notices": notices}
     md = [f"Machine: {machine['line']}.", "",
-          f"Median of {args.repeat} run(s); MiB/s of original bytes; RSS = peak resident "
+          f"Median of {args.repeat} run(s) ({args.slow_repeat} for zstd -19), methods run round-robin; MiB/s of original bytes; RSS = peak resident "
           f"set of the (de)compressing process (ZipNN: a Python worker, including "
           f"the interpreter and torch).", ""]
     zipnn_base = None
@@ -257,8 +281,11 @@ def main() -> int:
         print(f"== {kind}: {path} ({size / MIB:.1f} MiB, {layout.kind}, "
               f"{len(layout.tensors)} tensors), bound ratio {fmt(b_ratio, '.4f')}",
               file=sys.stderr, flush=True)
-        for m in methods:
-            r = measure(m, path, args.workdir, args.repeat)
+        def is_slow(m: Method) -> bool:
+            return m.name.startswith("zstd -") and int(m.name.split("-")[-1]) >= 19
+        results = measure_all(methods, path, args.workdir,
+                              [args.slow_repeat if is_slow(m) else args.repeat for m in methods])
+        for m, r in zip(methods, results):
             if b_ratio and "ratio" in r:
                 r["pct_of_bound"] = 100.0 * r["ratio"] / b_ratio
             entry["results"].append(r)

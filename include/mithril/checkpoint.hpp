@@ -1,10 +1,10 @@
 // mithril/checkpoint.hpp — lossless checkpoint compression (.mcp files).
 //
-// compress_file() turns a safetensors checkpoint (tensor-aware coding), or any
-// other file (raw bytes), into an .mcp container; decompress_file() recreates
+// compress_file() turns a safetensors or torch.save checkpoint (tensor-aware
+// coding), or any other file (raw bytes), into an .mcp container; decompress_file() recreates
 // the original byte for byte; verify_file() checks every checksum and the
 // whole-file BLAKE3 digest without writing anything; describe_file() lists
-// tensors of an .mcp or safetensors file.
+// tensors of an .mcp, safetensors or torch.save file.
 //
 // Every function throws mithril::Error on failure (never aborts) and never
 // leaves a partial output behind: outputs are written to a temporary file and
@@ -37,6 +37,7 @@ struct CompressOptions {
   unsigned threads = 0;              // 0 = all cores
   std::size_t chunk_size = k_default_chunk_size;
   bool force = false;                // overwrite an existing output
+  bool sync = true;                  // fsync the output before renaming it into place
   std::optional<std::filesystem::path> base;   // delta against this checkpoint
   std::map<std::string, std::string> metadata;  // stored in the index
   ProgressCallback progress;
@@ -60,6 +61,9 @@ CompressResult compress_file(const std::filesystem::path& input, const std::file
 struct DecompressOptions {
   unsigned threads = 0;
   bool force = false;
+  // fsync before rename: off by default (the .mcp it came from stays the
+  // durable copy; zstd and torch.load-style restores do not sync either).
+  bool sync = false;
   std::optional<std::filesystem::path> base;  // required for delta files
   ProgressCallback progress;
 };
@@ -94,11 +98,22 @@ VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions
 
 struct TensorSummary {
   std::string name;
-  std::string dtype;
+  std::string dtype;   // safetensors spelling ("BF16"); torch's for dtypes it lacks ("complex128")
   std::vector<std::uint64_t> shape;
   std::uint64_t bytes = 0;
   std::optional<std::uint64_t> stored_bytes;  // .mcp only
   std::size_t chunks = 0;
+  // torch.save files only: the storage this tensor views (its record key,
+  // "0", "1", ...) and where in it the view starts (elements).
+  std::string storage;
+  std::uint64_t storage_offset = 0;
+  bool contiguous = true;  // false for strided views (e.g. a transpose)
+};
+
+// A non-tensor leaf of a torch.save file (epoch, lr, optimizer settings...).
+struct ValueSummary {
+  std::string name;  // dotted path, e.g. "optimizer.param_groups.0.lr"
+  std::string repr;  // Python-like rendering, e.g. "0.001"
 };
 
 struct BaseSummary {
@@ -109,7 +124,7 @@ struct BaseSummary {
 
 struct FileInfo {
   std::string path;
-  std::string kind;          // "mcp", "safetensors"
+  std::string kind;          // "mcp", "safetensors", "torch"
   std::uint64_t file_bytes = 0;
   // .mcp: what it holds
   std::string format_version;  // "1.0"
@@ -123,8 +138,16 @@ struct FileInfo {
   std::vector<TensorSummary> tensors;
   std::uint64_t other_bytes = 0;                 // non-tensor bytes (headers...)
   std::optional<std::uint64_t> other_stored_bytes;
+  // torch.save files: storages in the archive and the non-tensor leaves.
+  std::size_t storages = 0;
+  std::vector<ValueSummary> values;
 };
 
+// Describes an .mcp, safetensors or torch.save (zip format) file. A torch.save
+// file is read with the restricted unpickler: nothing in it is executed, and a
+// pickle that names anything but torch's tensor-rebuilding globals and plain
+// containers is refused with Error(unsupported) naming the global. Legacy
+// (torch < 1.6) files are refused with Error(unsupported).
 FileInfo describe_file(const std::filesystem::path& path);
 
 // True if the file starts with the .mcp magic.

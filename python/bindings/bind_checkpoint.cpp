@@ -27,13 +27,14 @@ py::dict compress_result(const CompressResult& r) {
   return d;
 }
 
-CompressOptions compress_options(int level, unsigned threads, std::size_t chunk_size, bool force, const OptPath& base,
-                                 const StrMap& metadata) {
+CompressOptions compress_options(int level, unsigned threads, std::size_t chunk_size, bool force, bool sync,
+                                 const OptPath& base, const StrMap& metadata) {
   CompressOptions o;
   o.level = level;
   o.threads = threads;
   o.chunk_size = chunk_size;
   o.force = force;
+  o.sync = sync;
   o.base = base;
   o.metadata = metadata;
   return o;
@@ -112,8 +113,8 @@ void bind_checkpoint(py::module_& m) {
   m.def(
       "compress_file",
       [](const Path& input, const Path& output, int level, unsigned threads, std::size_t chunk_size, bool force,
-         const OptPath& base, const StrMap& metadata) {
-        const auto o = compress_options(level, threads, chunk_size, force, base, metadata);
+         bool sync, const OptPath& base, const StrMap& metadata) {
+        const auto o = compress_options(level, threads, chunk_size, force, sync, base, metadata);
         CompressResult r;
         {
           py::gil_scoped_release nogil;
@@ -122,14 +123,15 @@ void bind_checkpoint(py::module_& m) {
         return compress_result(r);
       },
       py::arg("input"), py::arg("output"), py::arg("level"), py::arg("threads"), py::arg("chunk_size"),
-      py::arg("force"), py::arg("base"), py::arg("metadata"));
+      py::arg("force"), py::arg("sync"), py::arg("base"), py::arg("metadata"));
 
   m.def(
       "decompress_file",
-      [](const Path& input, const Path& output, unsigned threads, bool force, const OptPath& base) {
+      [](const Path& input, const Path& output, unsigned threads, bool force, bool sync, const OptPath& base) {
         DecompressOptions o;
         o.threads = threads;
         o.force = force;
+        o.sync = sync;
         o.base = base;
         DecompressResult r;
         {
@@ -142,7 +144,7 @@ void bind_checkpoint(py::module_& m) {
         d["seconds"] = r.seconds;
         return d;
       },
-      py::arg("input"), py::arg("output"), py::arg("threads"), py::arg("force"), py::arg("base"));
+      py::arg("input"), py::arg("output"), py::arg("threads"), py::arg("force"), py::arg("sync"), py::arg("base"));
 
   m.def(
       "verify_file",
@@ -180,8 +182,8 @@ void bind_checkpoint(py::module_& m) {
   m.def(
       "compress_tensors",
       [](const py::list& tensors, const StrMap& header_metadata, const Path& output, int level, unsigned threads,
-         std::size_t chunk_size, bool force, const OptPath& base, const StrMap& metadata) {
-        const auto o = compress_options(level, threads, chunk_size, force, base, metadata);
+         std::size_t chunk_size, bool force, bool sync, const OptPath& base, const StrMap& metadata) {
+        const auto o = compress_options(level, threads, chunk_size, force, sync, base, metadata);
         const HeldTensors held = hold_tensors(tensors);
         CompressResult r;
         {
@@ -191,7 +193,7 @@ void bind_checkpoint(py::module_& m) {
         return compress_result(r);
       },
       py::arg("tensors"), py::arg("header_metadata"), py::arg("output"), py::arg("level"), py::arg("threads"),
-      py::arg("chunk_size"), py::arg("force"), py::arg("base"), py::arg("metadata"));
+      py::arg("chunk_size"), py::arg("force"), py::arg("sync"), py::arg("base"), py::arg("metadata"));
 
   py::class_<CheckpointReader>(m, "Reader")
       .def(py::init([](const Path& path, const OptPath& base, unsigned threads) {

@@ -185,6 +185,7 @@ def save(
     *,
     metadata: Optional[Mapping[str, str]] = None,
     overwrite: bool = True,
+    sync: bool = True,
     chunk_size: Optional[int] = None,
 ) -> CompressResult:
     """Saves a dict of tensors (torch or numpy) as a compressed .mcp file.
@@ -201,7 +202,9 @@ def save(
     against; loading then needs the same base. ``level`` 1..19 (default 3),
     ``threads`` (default: all cores). The output is written atomically:
     replaced whole (``overwrite=True``, like torch.save) or, with
-    ``overwrite=False``, :class:`ExistsError` if it exists.
+    ``overwrite=False``, :class:`ExistsError` if it exists. ``sync`` fsyncs
+    the file before it appears (a checkpoint that survives a crash; torch.save
+    does not), as ``mithril compress`` does.
     """
     if not isinstance(state_dict, Mapping):
         raise InvalidArgumentError(f"save() takes a mapping of names to tensors, not {type(state_dict).__name__}")
@@ -212,7 +215,7 @@ def save(
         items.append(_source_view(name, value))
     result = _core.compress_tensors(
         items, _str_map(metadata, "metadata"), os.fspath(path), _level(level), _threads(threads),
-        _chunk_size(chunk_size), bool(overwrite), _opt_path(base), {},
+        _chunk_size(chunk_size), bool(overwrite), bool(sync), _opt_path(base), {},
     )
     return CompressResult(**result)
 
@@ -369,6 +372,7 @@ def compress_file(
     level: Optional[int] = None,
     threads: Optional[int] = None,
     force: bool = False,
+    sync: bool = True,
     chunk_size: Optional[int] = None,
     metadata: Optional[Mapping[str, str]] = None,
 ) -> CompressResult:
@@ -377,7 +381,7 @@ def compress_file(
     ``metadata`` is stored in the .mcp index."""
     out = os.fspath(src) + ".mcp" if dst is None else os.fspath(dst)
     result = _core.compress_file(
-        os.fspath(src), out, _level(level), _threads(threads), _chunk_size(chunk_size), bool(force),
+        os.fspath(src), out, _level(level), _threads(threads), _chunk_size(chunk_size), bool(force), bool(sync),
         _opt_path(base), _str_map(metadata, "metadata"),
     )
     return CompressResult(**result)
@@ -390,9 +394,10 @@ def decompress_file(
     base: Optional[PathLike] = None,
     threads: Optional[int] = None,
     force: bool = False,
+    sync: bool = False,
 ) -> DecompressResult:
     """Restores the original file of an .mcp, byte for byte, into ``dst``
-    (default: ``src`` without ".mcp")."""
+    (default: ``src`` without ".mcp"); ``sync`` fsyncs it first."""
     src_s = os.fspath(src)
     if dst is None:
         if not src_s.endswith(".mcp"):
@@ -400,7 +405,9 @@ def decompress_file(
         dst_s = src_s[: -len(".mcp")]
     else:
         dst_s = os.fspath(dst)
-    return DecompressResult(**_core.decompress_file(src_s, dst_s, _threads(threads), bool(force), _opt_path(base)))
+    return DecompressResult(
+        **_core.decompress_file(src_s, dst_s, _threads(threads), bool(force), bool(sync), _opt_path(base))
+    )
 
 
 def verify(path: PathLike, base: Optional[PathLike] = None, *, threads: Optional[int] = None) -> VerifyResult:

@@ -10,6 +10,8 @@
 #include "checkpoint/source.hpp"
 #include "container/reader.hpp"
 #include "formats/safetensors.hpp"
+#include "formats/torch_checkpoint.hpp"
+#include "formats/zip_reader.hpp"
 #include "mithril/checkpoint.hpp"
 #include "mithril/error.hpp"
 #include "util/atomic_file.hpp"
@@ -22,6 +24,31 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+FileInfo describe_torch(const std::filesystem::path& path, util::ByteSpan bytes) {
+  const auto ck = formats::read_torch_checkpoint(bytes, path.string());
+  FileInfo info;
+  info.path = path.string();
+  info.kind = "torch";
+  info.file_bytes = bytes.size();
+  info.storages = ck.storages.size();
+  std::uint64_t storage_bytes = 0;
+  for (const auto& s : ck.storages) storage_bytes += s.stored ? s.data_size : 0;
+  info.other_bytes = bytes.size() - storage_bytes;
+  for (const auto& t : ck.tensors) {
+    TensorSummary ts;
+    ts.name = t.name;
+    ts.dtype = t.dtype ? std::string(formats::dtype_info(*t.dtype).name) : t.torch_dtype;
+    ts.shape = t.shape;
+    ts.bytes = t.numel() * t.element_size;
+    ts.storage = ck.storages[t.storage].key;
+    ts.storage_offset = t.storage_offset;
+    ts.contiguous = t.contiguous();
+    info.tensors.push_back(std::move(ts));
+  }
+  for (const auto& v : ck.values) info.values.push_back({v.name, v.repr});
+  return info;
+}
+
 }  // namespace
 
 DecompressResult decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
@@ -32,7 +59,8 @@ DecompressResult decompress_file(const std::filesystem::path& input, const std::
     throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
   auto base = checkpoint::open_base_for(reader, options.base, options.threads);
 
-  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse);
+  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse,
+                       options.sync ? util::Durability::sync : util::Durability::none);
   checkpoint::decode_container(
       reader, base.get(), options.threads, [&](std::size_t, util::ByteSpan raw) { out.write(raw); }, nullptr,
       options.progress);
@@ -114,8 +142,10 @@ FileInfo describe_file(const std::filesystem::path& path) {
     return info;
   }
   util::MappedFile file(path);
+  if (formats::looks_like_legacy_torch_save(file.bytes()) || formats::looks_like_zip(file.bytes()))
+    return describe_torch(path, file.bytes());
   if (!formats::looks_like_safetensors(file.bytes()))
-    throw Error(Errc::unsupported, fmt::format("{}: not an .mcp or safetensors file", path.string()));
+    throw Error(Errc::unsupported, fmt::format("{}: not an .mcp, safetensors or torch.save file", path.string()));
   info.kind = "safetensors";
   info.file_bytes = file.size();
   const auto header = formats::parse_safetensors(file.bytes(), path.string());

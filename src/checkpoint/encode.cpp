@@ -33,7 +33,8 @@ CompressResult write_container(const std::filesystem::path& output, SourcePlan p
     match_base(plan, *base);
   }
 
-  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse);
+  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse,
+                       options.sync ? util::Durability::sync : util::Durability::none);
   container::Writer writer([&](util::ByteSpan b) { out.write(b); });
 
   container::Index index;

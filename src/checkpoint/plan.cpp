@@ -2,8 +2,12 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "formats/dtype.hpp"
 #include "formats/safetensors.hpp"
+#include "formats/torch_checkpoint.hpp"
+#include "formats/zip_reader.hpp"
 #include "mithril/error.hpp"
 
 namespace mithril::checkpoint {
@@ -34,6 +38,81 @@ void add_raw(SourcePlan& plan, std::uint64_t offset, std::uint64_t size, std::si
 void check_chunk_size(std::size_t chunk_size) {
   if (chunk_size < 64 || chunk_size > container::k_max_chunk_size)
     throw Error(Errc::invalid_argument, "chunk size must be between 64 bytes and 2 GiB");
+}
+
+// Element layout of a torch storage, for dtypes safetensors cannot name too.
+codec::ChunkKind chunk_kind_for_storage(const formats::TorchStorage& s) {
+  if (s.dtype) return chunk_kind_for_dtype(formats::dtype_info(*s.dtype).name);
+  codec::ChunkKind k;
+  k.is_tensor = true;
+  if (s.torch_dtype == "complex128") {
+    k.width = 8;  // pairs of fp64
+    k.is_float = true;
+  } else if (s.torch_dtype == "complex32") {
+    k.width = 2;  // pairs of fp16
+    k.is_float = true;
+  } else if (s.element_size == 2 || s.element_size == 4 || s.element_size == 8) {
+    k.width = s.element_size;
+  }
+  return k;
+}
+
+// What `info` and delta matching call a storage: the dotted names of the
+// tensors that view it, then its key. Long lists of views are shortened so
+// that names stay readable (and deterministic).
+std::string storage_segment_name(const formats::TorchCheckpoint& ck, std::uint32_t storage,
+                                 const std::vector<std::uint32_t>& views) {
+  constexpr std::size_t k_max_listed = 8;
+  std::string out;
+  for (std::size_t i = 0; i < views.size() && i < k_max_listed; ++i) {
+    if (!out.empty()) out += ", ";
+    const auto& n = ck.tensors[views[i]].name;
+    out += n.empty() ? "<root>" : n;
+  }
+  if (views.size() > k_max_listed) out += fmt::format(", ... (+{} more)", views.size() - k_max_listed);
+  if (!out.empty()) out += ' ';
+  return out + "[storage " + ck.storages[storage].key + "]";
+}
+
+// The shape a storage segment reports: the viewing tensor's when exactly one
+// tensor covers the whole storage in order, else the flat element count.
+std::vector<std::uint64_t> storage_segment_shape(const formats::TorchCheckpoint& ck, std::uint32_t storage,
+                                                 const std::vector<std::uint32_t>& views) {
+  const auto& s = ck.storages[storage];
+  if (views.size() == 1) {
+    const auto& t = ck.tensors[views[0]];
+    if (t.storage_offset == 0 && t.contiguous() && t.element_size == s.element_size && t.numel() == s.numel)
+      return t.shape;
+  }
+  return {s.numel};
+}
+
+// A torch.save zip archive: every STORED, non-empty storage record's data is a
+// tensor segment; everything between them (local headers, data.pkl, small
+// records, the central directory) stays raw bytes, so the file is rebuilt
+// byte for byte. Throws what read_torch_checkpoint throws.
+void plan_torch(SourcePlan& plan, util::ByteSpan file, std::string_view file_name, std::size_t chunk_size) {
+  const auto ck = formats::read_torch_checkpoint(file, file_name);
+  plan.kind = "torch";
+  std::vector<std::vector<std::uint32_t>> views(ck.storages.size());  // tensors of each storage
+  for (std::uint32_t t = 0; t < ck.tensors.size(); ++t) views[ck.tensors[t].storage].push_back(t);
+  std::uint64_t pos = 0;
+  for (std::uint32_t i = 0; i < ck.storages.size(); ++i) {
+    const auto& s = ck.storages[i];  // sorted by data_offset, non-overlapping
+    if (!s.stored || s.data_size == 0) continue;
+    if (s.data_offset > pos) add_raw(plan, pos, s.data_offset - pos, chunk_size);
+    container::Segment seg;
+    seg.kind = container::SegmentKind::tensor;
+    seg.offset = s.data_offset;
+    seg.size = s.data_size;
+    seg.name = storage_segment_name(ck, i, views[i]);
+    seg.dtype = s.dtype ? std::string(formats::dtype_info(*s.dtype).name) : s.torch_dtype;
+    seg.shape = storage_segment_shape(ck, i, views[i]);
+    add_segment(plan, std::move(seg), chunk_kind_for_storage(s), chunk_size);
+    ++plan.tensor_count;
+    pos = s.data_offset + s.data_size;
+  }
+  if (pos < file.size()) add_raw(plan, pos, file.size() - pos, chunk_size);
 }
 
 }  // namespace
@@ -88,6 +167,20 @@ SourcePlan plan_source(util::ByteSpan file, std::string_view file_name, std::siz
       return plan;
     } catch (const Error& e) {
       if (e.code() != Errc::corrupt) throw;
+      plan = SourcePlan{};
+      plan.kind = "raw";
+      plan.note = std::string(e.what()) + "; compressing it as raw bytes";
+    }
+  }
+  if (formats::looks_like_legacy_torch_save(file)) {
+    plan.note = fmt::format("{}: legacy torch.save file (torch < 1.6); compressing it as raw bytes", file_name);
+  } else if (formats::looks_like_zip(file)) {
+    try {
+      plan_torch(plan, file, file_name, chunk_size);
+      return plan;
+    } catch (const Error& e) {
+      // Whatever the reader refuses (a hostile pickle included) is still
+      // compressed losslessly, as bytes; nothing in it is ever interpreted.
       plan = SourcePlan{};
       plan.kind = "raw";
       plan.note = std::string(e.what()) + "; compressing it as raw bytes";

@@ -26,7 +26,7 @@ struct ChunkPlan {
 };
 
 struct SourcePlan {
-  std::string kind;  // "safetensors" or "raw"
+  std::string kind;  // "safetensors", "torch" or "raw"
   std::vector<container::Segment> segments;  // chunk ranges filled in
   std::vector<ChunkPlan> chunks;
   std::size_t tensor_count = 0;
@@ -43,7 +43,11 @@ codec::ChunkKind chunk_kind_for_dtype(std::string_view dtype);
 SourcePlan plan_safetensors(const formats::SafetensorsHeader& header, std::size_t chunk_size);
 
 // Plans a source held in memory. Never throws for content reasons: anything
-// that is not a valid safetensors file is planned as raw bytes.
+// that is not a valid safetensors or torch.save (zip) file is planned as raw
+// bytes, with `note` saying why when the file looked like one of them.
+// torch.save files: each stored storage record becomes a tensor segment named
+// "<dotted names of its views> [storage <key>]", coded by its element type;
+// all other bytes of the archive are raw segments.
 SourcePlan plan_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size);
 
 }  // namespace mithril::checkpoint

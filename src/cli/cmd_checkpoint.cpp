@@ -57,6 +57,7 @@ struct CompressArgs {
   int level = k_default_level;
   unsigned threads = 0;
   bool force = false;
+  bool no_sync = false;
   std::vector<std::string> meta;
 };
 
@@ -64,6 +65,7 @@ struct DecompressArgs {
   std::string input, output, base;
   unsigned threads = 0;
   bool force = false;
+  bool sync = false;
 };
 
 void run_compress(const CompressArgs& a, const GlobalOptions& g) {
@@ -73,6 +75,7 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   o.level = a.level;
   o.threads = a.threads;
   o.force = a.force;
+  o.sync = !a.no_sync;
   if (!a.chunk_size.empty()) o.chunk_size = parse_size(a.chunk_size);
   if (!a.base.empty()) o.base = a.base;
   for (const auto& kv : a.meta) {
@@ -108,6 +111,7 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
   DecompressOptions o;
   o.threads = a.threads;
   o.force = a.force;
+  o.sync = a.sync;
   if (!a.base.empty()) o.base = a.base;
   ProgressBar bar("decompress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
@@ -166,6 +170,11 @@ void run_info(const std::string& input, bool as_json) {
     auto tensors = nlohmann::ordered_json::array();
     for (const auto& t : info.tensors) {
       nlohmann::ordered_json jt{{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}, {"bytes", t.bytes}};
+      if (info.kind == "torch") {
+        jt["storage"] = t.storage;
+        jt["storage_offset"] = t.storage_offset;
+        jt["contiguous"] = t.contiguous;
+      }
       if (t.stored_bytes) {
         jt["stored_bytes"] = *t.stored_bytes;
         jt["ratio"] = ratio(t.bytes, *t.stored_bytes);
@@ -174,7 +183,13 @@ void run_info(const std::string& input, bool as_json) {
       tensors.push_back(std::move(jt));
     }
     j["tensors"] = std::move(tensors);
+    if (info.kind == "torch") {
+      auto values = nlohmann::ordered_json::array();
+      for (const auto& v : info.values) values.push_back({{"name", v.name}, {"repr", v.repr}});
+      j["values"] = std::move(values);
+    }
     j["totals"] = {{"tensors", info.tensors.size()}, {"tensor_bytes", tensor_bytes}, {"other_bytes", info.other_bytes}};
+    if (info.kind == "torch") j["totals"]["storages"] = info.storages;
     if (info.kind == "mcp") {
       j["totals"]["tensor_stored_bytes"] = tensor_stored;
       j["totals"]["other_stored_bytes"] = info.other_stored_bytes.value_or(0);
@@ -190,9 +205,13 @@ void run_info(const std::string& input, bool as_json) {
     fmt::print("  original: {} bytes, BLAKE3 {}\n", info.source_bytes, info.source_blake3);
     if (info.base)
       fmt::print("  delta against: {} ({} bytes, BLAKE3 {})\n", info.base->name, info.base->size, info.base->blake3);
+  } else if (info.kind == "torch") {
+    fmt::print("{}: torch.save (zip), {}, {} tensors in {} storages\n", info.path, format_bytes(info.file_bytes),
+               info.tensors.size(), info.storages);
   } else {
     fmt::print("{}: safetensors, {}, {} tensors\n", info.path, format_bytes(info.file_bytes), info.tensors.size());
   }
+  const bool torch = info.kind == "torch";
   for (const auto& [k, v] : info.metadata) fmt::print("  metadata {} = {}\n", k, v);
   if (!info.tensors.empty()) {
     std::size_t wname = 6;
@@ -201,12 +220,18 @@ void run_info(const std::string& input, bool as_json) {
     if (mcp)
       fmt::print("  {:<{}}  {:<8} {:<20} {:>14} {:>14} {:>7}\n", "tensor", wname, "dtype", "shape", "bytes", "stored",
                  "ratio");
+    else if (torch)
+      fmt::print("  {:<{}}  {:<8} {:<20} {:>14}  {}\n", "tensor", wname, "dtype", "shape", "bytes", "storage");
     else
       fmt::print("  {:<{}}  {:<8} {:<20} {:>14}\n", "tensor", wname, "dtype", "shape", "bytes");
     for (const auto& t : info.tensors) {
       if (mcp)
         fmt::print("  {:<{}}  {:<8} {:<20} {:>14} {:>14} {:>7.3f}\n", t.name, wname, t.dtype, shape_string(t.shape),
                    t.bytes, t.stored_bytes.value_or(0), ratio(t.bytes, t.stored_bytes.value_or(0)));
+      else if (torch)
+        fmt::print("  {:<{}}  {:<8} {:<20} {:>14}  {}{}{}\n", t.name.empty() ? "<root>" : t.name, wname, t.dtype,
+                   shape_string(t.shape), t.bytes, t.storage,
+                   t.storage_offset ? fmt::format(" +{}", t.storage_offset) : "", t.contiguous ? "" : " (strided)");
       else
         fmt::print("  {:<{}}  {:<8} {:<20} {:>14}\n", t.name, wname, t.dtype, shape_string(t.shape), t.bytes);
     }
@@ -215,6 +240,10 @@ void run_info(const std::string& input, bool as_json) {
     fmt::print("  total: {} tensors, {} -> {} (ratio {:.3f}); other bytes {} -> {}; file ratio {:.3f}\n",
                info.tensors.size(), tensor_bytes, tensor_stored, ratio(tensor_bytes, tensor_stored), info.other_bytes,
                info.other_stored_bytes.value_or(0), ratio(info.source_bytes, info.file_bytes));
+  } else if (torch) {
+    for (const auto& v : info.values) fmt::print("  value {} = {}\n", v.name.empty() ? "<root>" : v.name, v.repr);
+    fmt::print("  total: {} tensors in {} storages of {} bytes, {} other bytes\n", info.tensors.size(), info.storages,
+               info.file_bytes - info.other_bytes, info.other_bytes);
   } else {
     fmt::print("  total: {} tensors, {} tensor bytes, {} header bytes\n", info.tensors.size(), tensor_bytes,
                info.other_bytes);
@@ -225,14 +254,15 @@ void run_info(const std::string& input, bool as_json) {
 
 void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   auto c = std::make_shared<CompressArgs>();
-  auto* compress = app.add_subcommand("compress", "Compress a checkpoint (safetensors, or any file) into .mcp");
+  auto* compress = app.add_subcommand("compress", "Compress a checkpoint (safetensors, torch.save, or any file) into .mcp");
   compress->add_option("input", c->input, "Checkpoint to compress")->required();
   compress->add_option("-o,--output", c->output, "Output file (default: INPUT.mcp)");
   compress->add_option("-l,--level", c->level, "Level 1..19 (default 3); higher tries zstd on more planes")
       ->check(CLI::Range(k_min_level, k_max_level));
   compress->add_option("-T,--threads", c->threads, "Worker threads (default: all cores)");
   compress->add_flag("-f,--force", c->force, "Overwrite an existing output");
-  compress->add_option("--base", c->base, "Delta: code against this earlier checkpoint (safetensors or .mcp)");
+  compress->add_flag("--no-sync", c->no_sync, "Do not fsync the output before renaming it into place");
+  compress->add_option("--base", c->base, "Delta: code against this earlier checkpoint (safetensors, torch.save or .mcp)");
   compress->add_option("--chunk-size", c->chunk_size, "Chunk size, e.g. 4M (default 4 MiB)");
   compress->add_option("--meta", c->meta, "KEY=VALUE metadata to store (repeatable)");
   compress->callback([c, &global] { run_compress(*c, global); });
@@ -243,11 +273,12 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   decompress->add_option("-o,--output", d->output, "Output file (default: INPUT without .mcp)");
   decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
   decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");
+  decompress->add_flag("--sync", d->sync, "fsync the restored file before renaming it into place");
   decompress->add_option("--base", d->base, "The base checkpoint of a delta file");
   decompress->callback([d, &global] { run_decompress(*d, global); });
 
   auto info_args = std::make_shared<std::pair<std::string, bool>>();
-  auto* info = app.add_subcommand("info", "List the tensors of an .mcp or safetensors file");
+  auto* info = app.add_subcommand("info", "List the tensors of an .mcp, safetensors or torch.save file");
   info->add_option("file", info_args->first, "File to describe")->required();
   info->add_flag("--json", info_args->second, "Machine-readable output");
   info->callback([info_args] { run_info(info_args->first, info_args->second); });

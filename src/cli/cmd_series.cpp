@@ -1,6 +1,8 @@
 // cli/cmd_series.cpp — mithril series add/list/restore/prune.
 #include <fmt/core.h>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.hpp"
 #include "cli/progress.hpp"
 #include "mithril/series.hpp"
@@ -38,11 +40,32 @@ void register_series_commands(CLI::App& app, const GlobalOptions& global, int&) 
                  m.base_step ? fmt::format(" against step {}", *m.base_step) : "");
   });
 
-  auto list_dir = std::make_shared<std::string>();
+  auto list_dir = std::make_shared<std::pair<std::string, bool>>();
   auto* list = series->add_subcommand("list", "List members: step, kind, size, ratio");
-  list->add_option("dir", *list_dir, "Series directory")->required();
+  list->add_option("dir", list_dir->first, "Series directory")->required();
+  list->add_flag("--json", list_dir->second, "Machine-readable output");
   list->callback([list_dir] {
-    const auto members = series_list(*list_dir);
+    const auto members = series_list(list_dir->first);
+    if (list_dir->second) {
+      nlohmann::ordered_json j;
+      j["dir"] = list_dir->first;
+      j["members"] = nlohmann::ordered_json::array();
+      for (const auto& m : members) {
+        nlohmann::ordered_json e;
+        e["step"] = m.step;
+        e["kind"] = m.keyframe ? "keyframe" : "delta";
+        e["base_step"] = m.base_step ? nlohmann::ordered_json(*m.base_step) : nlohmann::ordered_json(nullptr);
+        e["file"] = m.file;
+        e["source_name"] = m.source_name;
+        e["source_bytes"] = m.source_bytes;
+        e["stored_bytes"] = m.stored_bytes;
+        e["ratio"] = m.stored_bytes ? static_cast<double>(m.source_bytes) / m.stored_bytes : 0.0;
+        e["blake3"] = m.blake3;
+        j["members"].push_back(std::move(e));
+      }
+      fmt::print("{}\n", j.dump(1));
+      return;
+    }
     fmt::print("{:>12}  {:<8} {:>10} {:>14} {:>14} {:>8}  {}\n", "step", "kind", "base", "original", "stored",
                "ratio", "file");
     std::uint64_t orig = 0, stored = 0;

@@ -18,5 +18,6 @@ struct GlobalOptions {
 void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void register_series_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
+void register_convert_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 
 }  // namespace mithril::cli

@@ -54,11 +54,15 @@ int main(int argc, char** argv) {
   mithril::cli::register_checkpoint_commands(app, global, exit_code);
   mithril::cli::register_series_commands(app, global, exit_code);
   mithril::cli::register_cache_commands(app, global, exit_code);
+  mithril::cli::register_convert_commands(app, global, exit_code);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help/--version exit 0; every usage error exits 2 (CLI11's own codes
+    // are internal numbers such as 109 that no caller could rely on).
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
   } catch (const mithril::Error& e) {
     std::fflush(stdout);
     fmt::print(stderr, "mithril: error: {}\n", e.what());

@@ -24,6 +24,8 @@ double estimate_plane(const Histogram& hist, std::size_t n) {
   return std::min(coded, static_cast<double>(n));
 }
 
+using PlaneBits = std::array<double, 8>;
+
 struct PlaneGeometry {
   std::size_t m;     // elements
   std::size_t tail;  // n % width
@@ -42,11 +44,47 @@ void grouped_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::
   for (std::size_t i = in.size() - tail; i < in.size(); ++i) ++hists[width - 1][static_cast<std::uint8_t>(in[i])];
 }
 
+// Estimated cost of coding `in` grouped with `mode`, from evenly spaced
+// slices when the input is large: choosing among candidates on a sample
+// saves a full histogram pass per rejected candidate, and the choice is
+// insensitive to it (weights are statistically uniform along a tensor).
+// plane_bpb receives each plane's order-0 bits per byte on the sample.
+double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb);
+
 double estimate_grouped(std::span<const Histogram> hists, std::size_t n, unsigned width) {
   const PlaneGeometry g{n / width, n % width};
   double total = 0;
   for (unsigned k = 0; k < width; ++k) total += estimate_plane(hists[k], g.plane_size(k, width));
   return total;
+}
+
+double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb) {
+  constexpr std::size_t k_slices = 8;
+  constexpr std::size_t k_slice = 32 * 1024;  // a multiple of every width
+  std::array<Histogram, 8> hists{};
+  auto fill_bpb = [&](std::size_t n) {
+    const PlaneGeometry g{n / width, n % width};
+    for (unsigned k = 0; k < width; ++k) {
+      const std::size_t len = g.plane_size(k, width);
+      plane_bpb[k] = len ? order0_bits(hists[k]) / static_cast<double>(len) : 0.0;
+    }
+  };
+  if (in.size() <= 2 * k_slices * k_slice) {
+    grouped_histograms(in, width, mode, hists);
+    fill_bpb(in.size());
+    return estimate_grouped(std::span<const Histogram>(hists.data(), width), in.size(), width);
+  }
+  std::array<Histogram, 8> part{};
+  const std::size_t stride = (in.size() / k_slices) / k_slice * k_slice;
+  for (std::size_t s = 0; s < k_slices; ++s) {
+    grouped_histograms(in.subspan(s * stride, k_slice), width, mode, part);
+    for (unsigned k = 0; k < width; ++k)
+      for (std::size_t b = 0; b < 256; ++b) hists[k][b] += part[k][b];
+  }
+  const std::size_t sampled = k_slices * k_slice;
+  fill_bpb(sampled);
+  return estimate_grouped(std::span<const Histogram>(hists.data(), width), sampled, width) *
+         (static_cast<double>(in.size()) / static_cast<double>(sampled));
 }
 
 }  // namespace
@@ -66,8 +104,9 @@ std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan p
   const double bits_per_byte = bits / static_cast<double>(n);
   bool have_scratch = false;
 
-  // rANS: worth trying whenever the order-0 bound is meaningfully below n.
-  if (bits / 8.0 + 32.0 < 0.995 * static_cast<double>(n)) {
+  // rANS: worth a pass (here and at every decode) only when the order-0
+  // bound promises at least 1% (near-uniform mantissa planes do not).
+  if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
     if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
       best = *size;
       codec = PlaneCodec::rans0;
@@ -97,7 +136,7 @@ std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan p
 }
 
 EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind& kind, unsigned width,
-                                          GroupMode mode, std::span<const Histogram> hists) {
+                                          GroupMode mode) {
   EncodedChunk out;
   out.layout = Layout::planes;
   out.width = static_cast<std::uint8_t>(width);
@@ -116,7 +155,20 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
   std::size_t pos = 0;
   for (unsigned k = 0; k < width; ++k) {
     const std::size_t len = g.plane_size(k, width);
-    const auto [codec, size] = encode_plane(grouped.subspan(pos, len), hists[k], kind);
+    // Histogram of the contiguous plane: faster than a strided pass over
+    // the input, and exactly what the entropy coder sees.
+    const util::ByteSpan plane = grouped.subspan(pos, len);
+    if (kind.is_tensor && kind.is_float && m_level < 10 && m_sample_bpb[k] >= 7.96) {
+      // The sample says near-uniform (a low mantissa plane): rANS could not
+      // save its 1%, so skip even the histogram.
+      util::append_bytes(m_payload, plane);
+      m_payload[1 + 5 * k] = static_cast<std::byte>(PlaneCodec::stored);
+      util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, static_cast<std::uint32_t>(len));
+      pos += len;
+      continue;
+    }
+    histogram(plane, m_hist);
+    const auto [codec, size] = encode_plane(plane, m_hist, kind);
     m_payload[1 + 5 * k] = static_cast<std::byte>(codec);
     util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, size);
     pos += len;
@@ -135,18 +187,20 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
     GroupMode mode;
     double cost;
   };
-  std::array<Histogram, 8> hists{};
-  std::array<Histogram, 8> best_hists{};
   Candidate best{Residual::none, GroupMode::plain, 0};
   bool have_best = false;
   util::ByteSpan best_input = raw;
 
+  int n_candidates = 0;
   auto consider = [&](util::ByteSpan input, Residual residual, GroupMode mode) {
-    grouped_histograms(input, width, mode, hists);
-    const double cost = estimate_grouped(std::span<const Histogram>(hists.data(), width), input.size(), width);
+    // A lone candidate needs no estimate.
+    const bool alone = n_candidates == 0 && base.empty() && !(kind.is_float && width > 1);
+    PlaneBits bpb{};
+    const double cost = alone ? 0.0 : estimate_sampled(input, width, mode, bpb);
+    ++n_candidates;
     if (!have_best || cost < best.cost) {
       best = {residual, mode, cost};
-      best_hists = hists;
+      m_sample_bpb = bpb;
       best_input = input;
       have_best = true;
     }
@@ -177,8 +231,7 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
     e.payload = m_payload;
     return e;
   }
-  EncodedChunk e = encode_grouped(best_input, kind, width, best.mode,
-                                  std::span<const Histogram>(best_hists.data(), width));
+  EncodedChunk e = encode_grouped(best_input, kind, width, best.mode);
   e.residual = best.residual;
   if (e.payload.size() >= raw.size() && best.residual == Residual::none) {
     // Nothing pays: store the chunk raw.

@@ -9,6 +9,7 @@
 // buffers and zstd contexts).
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 #include "codec/byte_group.hpp"
@@ -48,12 +49,15 @@ class ChunkEncoder {
   // Appends the best coding of one plane to m_payload; returns its codec and size.
   std::pair<PlaneCodec, std::uint32_t> encode_plane(util::ByteSpan plane, const Histogram& hist,
                                                     const ChunkKind& kind);
-  EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode,
-                              std::span<const Histogram> hists);
+  EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode);
 
   int m_level;
   ZstdCompressor m_zstd;
   util::ByteVector m_grouped;
+  Histogram m_hist{};
+  // Order-0 bits per byte of each plane of the chosen candidate, measured on
+  // a sample by encode() (0 = unknown).
+  std::array<double, 8> m_sample_bpb{};
   util::ByteVector m_residual;
   util::ByteVector m_payload;
   util::ByteVector m_scratch;

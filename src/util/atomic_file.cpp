@@ -46,8 +46,8 @@ void remove_all_pending_temporaries() noexcept {
   }
 }
 
-AtomicFile::AtomicFile(std::filesystem::path destination, Overwrite overwrite)
-    : m_destination(std::move(destination)), m_overwrite(overwrite) {
+AtomicFile::AtomicFile(std::filesystem::path destination, Overwrite overwrite, Durability durability)
+    : m_destination(std::move(destination)), m_overwrite(overwrite), m_durability(durability) {
   if (m_overwrite == Overwrite::refuse) {
     struct stat st {};
     if (::lstat(m_destination.c_str(), &st) == 0)
@@ -95,7 +95,7 @@ void AtomicFile::truncate(std::uint64_t size) {
 
 void AtomicFile::commit() {
   if (m_committed) throw Error(Errc::internal, m_destination.string() + ": committed twice");
-  if (::fsync(m_fd.get()) != 0) throw_errno(m_temporary, "fsync failed");
+  if (m_durability == Durability::sync && ::fsync(m_fd.get()) != 0) throw_errno(m_temporary, "fsync failed");
   if (m_overwrite == Overwrite::refuse) {
     // link() fails with EEXIST if the destination appeared since we checked:
     // no window in which another writer's file could be replaced.
@@ -117,6 +117,7 @@ void AtomicFile::commit() {
   unregister_pending(m_temporary.c_str());
   m_committed = true;
   m_fd.reset();
+  if (m_durability == Durability::none) return;
   // Persist the directory entry too.
   auto dir = m_destination.parent_path();
   if (dir.empty()) dir = ".";

@@ -20,12 +20,14 @@
 namespace mithril::util {
 
 enum class Overwrite { refuse, allow };
+// Durability::sync fsyncs the data (and the directory) at commit.
+enum class Durability { sync, none };
 
 class AtomicFile {
  public:
   // Creates the temporary. With Overwrite::refuse, throws Error(exists) up
   // front when the destination exists (checked again, race-free, at commit).
-  AtomicFile(std::filesystem::path destination, Overwrite overwrite);
+  AtomicFile(std::filesystem::path destination, Overwrite overwrite, Durability durability = Durability::sync);
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
@@ -38,7 +40,7 @@ class AtomicFile {
   // Sets the final size (e.g. before parallel write_at calls).
   void truncate(std::uint64_t size);
 
-  // fsync + rename into place. Throws Error(exists) if, with
+  // fsync (Durability::sync) + rename into place. Throws Error(exists) if, with
   // Overwrite::refuse, the destination appeared meanwhile.
   void commit();
 
@@ -49,6 +51,7 @@ class AtomicFile {
   std::filesystem::path m_destination;
   std::filesystem::path m_temporary;
   Overwrite m_overwrite;
+  Durability m_durability = Durability::sync;
   UniqueFd m_fd;
   std::uint64_t m_size = 0;
   bool m_committed = false;

@@ -19,6 +19,7 @@
 #include <bit>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -299,6 +300,101 @@ MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::u
   }
 }
 
+// GCC 12's AVX-512 headers build _mm512_undefined_epi32() from a
+// self-initialized variable, which -Wuninitialized flags inside inlined
+// intrinsics (GCC bug 105593); the values are never read.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define MITHRIL_AVX512 __attribute__((target("avx512f")))
+
+MITHRIL_AVX512 inline void g16(__m512i* v, int a, int b, int c, int d, __m512i x, __m512i y) {
+  v[a] = _mm512_add_epi32(_mm512_add_epi32(v[a], v[b]), x);
+  v[d] = _mm512_ror_epi32(_mm512_xor_si512(v[d], v[a]), 16);
+  v[c] = _mm512_add_epi32(v[c], v[d]);
+  v[b] = _mm512_ror_epi32(_mm512_xor_si512(v[b], v[c]), 12);
+  v[a] = _mm512_add_epi32(_mm512_add_epi32(v[a], v[b]), y);
+  v[d] = _mm512_ror_epi32(_mm512_xor_si512(v[d], v[a]), 8);
+  v[c] = _mm512_add_epi32(v[c], v[d]);
+  v[b] = _mm512_ror_epi32(_mm512_xor_si512(v[b], v[c]), 7);
+}
+
+// 16x16 transpose of 32-bit words: r[i] holds block i's 16 words on input and
+// word i of the 16 blocks on output. 4x4 transposes inside each 128-bit lane,
+// then two rounds of 128-bit lane shuffles across groups of four rows.
+MITHRIL_AVX512 inline void transpose16(__m512i* r) {
+  __m512i t[16];
+  for (int grp = 0; grp < 4; ++grp) {
+    __m512i* x = r + 4 * grp;
+    __m512i u0 = _mm512_unpacklo_epi32(x[0], x[1]), u1 = _mm512_unpackhi_epi32(x[0], x[1]);
+    __m512i u2 = _mm512_unpacklo_epi32(x[2], x[3]), u3 = _mm512_unpackhi_epi32(x[2], x[3]);
+    t[4 * grp + 0] = _mm512_unpacklo_epi64(u0, u2);
+    t[4 * grp + 1] = _mm512_unpackhi_epi64(u0, u2);
+    t[4 * grp + 2] = _mm512_unpacklo_epi64(u1, u3);
+    t[4 * grp + 3] = _mm512_unpackhi_epi64(u1, u3);
+  }
+  // t[4g + j], 128-bit lane L = word 4L + j of rows 4g..4g+3.
+  for (int j = 0; j < 4; ++j) {
+    __m512i lo01 = _mm512_shuffle_i32x4(t[j], t[4 + j], 0x44), hi01 = _mm512_shuffle_i32x4(t[j], t[4 + j], 0xEE);
+    __m512i lo23 = _mm512_shuffle_i32x4(t[8 + j], t[12 + j], 0x44),
+            hi23 = _mm512_shuffle_i32x4(t[8 + j], t[12 + j], 0xEE);
+    r[0 + j] = _mm512_shuffle_i32x4(lo01, lo23, 0x88);
+    r[4 + j] = _mm512_shuffle_i32x4(lo01, lo23, 0xDD);
+    r[8 + j] = _mm512_shuffle_i32x4(hi01, hi23, 0x88);
+    r[12 + j] = _mm512_shuffle_i32x4(hi01, hi23, 0xDD);
+  }
+}
+
+// Sixteen consecutive whole chunks, one per lane.
+MITHRIL_AVX512 void hash16_avx512(const std::uint8_t* data, const Words8& key, std::uint64_t counter,
+                                  std::uint32_t flags, Words8* out) {
+  __m512i h[8];
+  for (int i = 0; i < 8; ++i) h[i] = _mm512_set1_epi32(static_cast<int>(key[i]));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i lo_base = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)));
+  const __m512i ctr_lo = _mm512_add_epi32(lo_base, lane);
+  const __mmask16 wrapped = _mm512_cmplt_epu32_mask(ctr_lo, lo_base);
+  const __m512i hi_base = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter >> 32)));
+  const __m512i ctr_hi = _mm512_mask_add_epi32(hi_base, wrapped, hi_base, _mm512_set1_epi32(1));
+  const __m512i blen = _mm512_set1_epi32(static_cast<int>(k_block_len));
+
+  for (std::size_t b = 0; b < k_chunk_len / k_block_len; ++b) {
+    __m512i m[16];
+    for (int j = 0; j < 16; ++j) m[j] = _mm512_loadu_si512(data + j * k_chunk_len + b * k_block_len);
+    transpose16(m);
+    std::uint32_t f = flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == k_chunk_len / k_block_len ? k_chunk_end : 0u);
+    __m512i v[16] = {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7],
+                     _mm512_set1_epi32(static_cast<int>(k_iv[0])), _mm512_set1_epi32(static_cast<int>(k_iv[1])),
+                     _mm512_set1_epi32(static_cast<int>(k_iv[2])), _mm512_set1_epi32(static_cast<int>(k_iv[3])),
+                     ctr_lo, ctr_hi, blen, _mm512_set1_epi32(static_cast<int>(f))};
+    for (const auto& s : k_schedule) {
+      g16(v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
+      g16(v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
+      g16(v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
+      g16(v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
+      g16(v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
+      g16(v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
+      g16(v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
+      g16(v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; ++i) h[i] = _mm512_xor_si512(v[i], v[i + 8]);
+  }
+  alignas(64) std::uint32_t w[8][16];
+  for (int i = 0; i < 8; ++i) _mm512_store_si512(w[i], h[i]);
+  for (int j = 0; j < 16; ++j)
+    for (int i = 0; i < 8; ++i) out[j][i] = w[i][j];
+}
+
+void hash_many_avx512(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
+                      std::uint32_t flags, Words8* out) {
+  std::size_t i = 0;
+  for (; i + 16 <= n_chunks; i += 16) hash16_avx512(data + i * k_chunk_len, key, counter + i, flags, out + i);
+  for (; i + 8 <= n_chunks; i += 8) hash8_avx2(data + i * k_chunk_len, key, counter + i, flags, out + i);
+  hash_many_portable(data + i * k_chunk_len, n_chunks - i, key, counter + i, flags, out + i);
+}
+
+#pragma GCC diagnostic pop
+
 void hash_many_avx2(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
                     std::uint32_t flags, Words8* out) {
   std::size_t i = 0;
@@ -307,15 +403,31 @@ void hash_many_avx2(const std::uint8_t* data, std::size_t n_chunks, const Words8
 }
 #endif
 
-HashManyFn pick_hash_many() {
+struct Kernel {
+  const char* name;
+  HashManyFn fn;
+  bool available;
+};
+
+std::vector<Kernel> kernels() {
+  std::vector<Kernel> k;
 #ifdef MITHRIL_BLAKE3_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2")) return hash_many_avx2;
+  const bool avx2 = __builtin_cpu_supports("avx2");
+  k.push_back({"avx512", hash_many_avx512, avx2 && __builtin_cpu_supports("avx512f")});
+  k.push_back({"avx2", hash_many_avx2, avx2});
 #endif
+  k.push_back({"portable", hash_many_portable, true});
+  return k;
+}
+
+HashManyFn pick_hash_many() {
+  for (const auto& k : kernels())
+    if (k.available) return k.fn;
   return hash_many_portable;
 }
 
-const HashManyFn g_hash_many = pick_hash_many();
+HashManyFn g_hash_many = pick_hash_many();
 
 Words8 key_words(std::span<const std::uint8_t, 32> key) {
   Words8 k;
@@ -502,6 +614,25 @@ Digest blake3_parallel(ByteSpan data, unsigned threads) {
   });
   return d;
 }
+
+namespace detail {
+
+std::string_view blake3_kernel() {
+  for (const auto& k : kernels())
+    if (k.fn == g_hash_many) return k.name;
+  return "portable";
+}
+
+bool set_blake3_kernel(std::string_view name) {
+  for (const auto& k : kernels())
+    if (k.name == name && k.available) {
+      g_hash_many = k.fn;
+      return true;
+    }
+  return false;
+}
+
+}  // namespace detail
 
 std::string to_hex(std::span<const std::uint8_t> bytes) {
   static constexpr char k_digits[] = "0123456789abcdef";

@@ -60,4 +60,11 @@ std::string to_hex(std::span<const std::uint8_t> bytes);
 // Parses lowercase/uppercase hex of exactly 64 digits; false on anything else.
 bool parse_hex_digest(std::string_view hex, Digest& out);
 
+namespace detail {
+// The multi-chunk kernel in use ("avx512", "avx2" or "portable"), and a
+// switch for tests and benchmarks; false if the CPU lacks it. Not thread-safe.
+std::string_view blake3_kernel();
+bool set_blake3_kernel(std::string_view name);
+}  // namespace detail
+
 }  // namespace mithril::util

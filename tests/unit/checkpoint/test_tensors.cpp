@@ -217,7 +217,9 @@ TEST(Tensors, DeltaAgainstBaseNeedsThatBase) {
   CheckpointReader reader(dir / "delta.mcp", {dir / "base.mcp", 2});
   expect_reads_back(reader, next);
   // The delta restores to the file the tensors make.
-  decompress_file(dir / "delta.mcp", dir / "restored.safetensors", {0, false, dir / "base.mcp", {}});
+  DecompressOptions d;
+  d.base = dir / "base.mcp";
+  decompress_file(dir / "delta.mcp", dir / "restored.safetensors", d);
   EXPECT_EQ(read_file(dir / "restored.safetensors"), read_file(dir / "other.safetensors"));
 }
 

@@ -73,6 +73,28 @@ TEST(Blake3, OfficialVectorsAllModes) {
   }
 }
 
+// Every kernel the CPU has must agree with the portable one.
+TEST(Blake3, KernelsAgree) {
+  const std::string_view original = detail::blake3_kernel();
+  ByteVector in(300 * 1024 + 123);
+  std::mt19937_64 rng(3);
+  for (auto& b : in) b = std::byte(rng());
+  ASSERT_TRUE(detail::set_blake3_kernel("portable"));
+  std::vector<Digest> ref;
+  for (std::size_t n : {0, 1024, 8 * 1024, 16 * 1024 + 1, 17 * 1024, 100 * 1024, 300 * 1024 + 123})
+    ref.push_back(blake3(ByteSpan(in).first(n)));
+  int tested = 0;
+  for (const char* k : {"avx2", "avx512"}) {
+    if (!detail::set_blake3_kernel(k)) continue;
+    ++tested;
+    std::size_t i = 0;
+    for (std::size_t n : {0, 1024, 8 * 1024, 16 * 1024 + 1, 17 * 1024, 100 * 1024, 300 * 1024 + 123})
+      EXPECT_EQ(blake3(ByteSpan(in).first(n)), ref[i++]) << k << " n=" << n;
+  }
+  EXPECT_TRUE(detail::set_blake3_kernel(original));
+  RecordProperty("kernels_tested", tested);
+}
+
 TEST(Blake3, FinalizeDoesNotConsumeState) {
   auto in = vector_input(3000);
   Blake3 h;
