@@ -137,6 +137,8 @@ struct PullReport {
 
 using NamedFiles = std::vector<std::pair<std::string, std::vector<std::byte>>>;
 
+class TritonKernelCache;  // triton_cache.hpp
+
 class Store {
  public:
   // Opens (creating if needed) the store at config.root. If the store was
@@ -202,6 +204,7 @@ class Store {
   RemoteStats remote_session() const;
 
  private:
+  friend class TritonKernelCache;
   struct Impl;
   std::unique_ptr<Impl> m_impl;
 };

@@ -10,10 +10,10 @@
 // leaves a partial output behind: outputs are written to a temporary file and
 // renamed into place only when complete and verified.
 //
-// Object storage: wherever a path names an .mcp (the output of compress, the
-// input of decompress / verify / describe / read_tensor, a --base), it may be
-// a URL instead: s3://BUCKET/KEY, redis://HOST:PORT/DB/KEY or file:///PATH.
-// Outputs stream into a multipart upload (memory bounded by a few parts)
+// Object storage: wherever a path names an .mcp (the output of compress or
+// compress_tensors, the input of decompress / verify / describe /
+// CheckpointReader, a --base), it may be a URL instead: s3://BUCKET/KEY,
+// redis://HOST:PORT/DB/KEY or file:///PATH (docs/storage.md). Outputs stream into a multipart upload (memory bounded by a few parts)
 // that is aborted on error, so no partial object appears; inputs are read
 // with ranged requests: the footer and index first, then only the chunks
 // needed. S3 credentials and region come from the AWS_* variables.
@@ -26,10 +26,8 @@
 #include <filesystem>
 #include <functional>
 #include <map>
-#include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace mithril {
@@ -175,52 +173,5 @@ FileInfo describe_file(const std::filesystem::path& path, const RemoteOptions& r
 // True if the file (or object) starts with the .mcp magic; false when it
 // cannot be read.
 bool is_mcp_file(const std::filesystem::path& path, const RemoteOptions& remote = {});
-
-// ---- reading single tensors ----------------------------------------------
-
-struct TensorData {
-  std::string name;
-  std::string dtype;                 // safetensors dtype name ("F32", "BF16", ...)
-  std::vector<std::uint64_t> shape;
-  std::vector<std::byte> data;       // the tensor's bytes exactly as in the original file
-};
-
-struct ReadOptions {
-  unsigned threads = 0;                       // chunks decoded (and fetched) in parallel; 0 = all cores
-  std::optional<std::filesystem::path> base;  // the base of a delta file (local or URL)
-  RemoteOptions remote;
-};
-
-// Random access to the tensors of one .mcp, local or remote: opening reads
-// the header, footer and index only; tensor() then reads and decodes only
-// that tensor's chunks (each verified against its checksum).
-// Thread-safety: tensor() may be called from several threads at once.
-class CheckpointReader {
- public:
-  // Throws Error(not_found) / Error(remote_unavailable) when unreadable,
-  // Error(corrupt) when not a valid .mcp.
-  explicit CheckpointReader(const std::filesystem::path& path_or_url, const ReadOptions& options = {});
-  ~CheckpointReader();
-  CheckpointReader(CheckpointReader&&) noexcept;
-  CheckpointReader& operator=(CheckpointReader&&) noexcept;
-
-  // Source name, kind, tensors (as describe_file()).
-  const FileInfo& info() const noexcept;
-  // Throws Error(not_found) naming the file when there is no such tensor;
-  // Error(corrupt) when a chunk fails its checksum; Error(invalid_argument)
-  // for a tensor stored as a delta when no base was given.
-  TensorData tensor(std::string_view name) const;
-  // Container bytes read so far (header, footer, index, chunks): what a
-  // remote reader fetched.
-  std::uint64_t bytes_read() const noexcept;
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> m_impl;
-};
-
-// One tensor of an .mcp: CheckpointReader(path_or_url, options).tensor(name).
-TensorData read_tensor(const std::filesystem::path& path_or_url, std::string_view name,
-                       const ReadOptions& options = {});
 
 }  // namespace mithril

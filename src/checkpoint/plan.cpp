@@ -35,6 +35,11 @@ void add_raw(SourcePlan& plan, std::uint64_t offset, std::uint64_t size, std::si
   add_segment(plan, std::move(seg), codec::ChunkKind{1, false, false}, chunk_size);
 }
 
+void check_chunk_size(std::size_t chunk_size) {
+  if (chunk_size < 64 || chunk_size > container::k_max_chunk_size)
+    throw Error(Errc::invalid_argument, "chunk size must be between 64 bytes and 2 GiB");
+}
+
 // Element layout of a torch storage, for dtypes safetensors cannot name too.
 codec::ChunkKind chunk_kind_for_storage(const formats::TorchStorage& s) {
   if (s.dtype) return chunk_kind_for_dtype(formats::dtype_info(*s.dtype).name);
@@ -131,28 +136,34 @@ codec::ChunkKind chunk_kind_for_dtype(std::string_view dtype) {
   return k;
 }
 
+SourcePlan plan_safetensors(const formats::SafetensorsHeader& header, std::size_t chunk_size) {
+  check_chunk_size(chunk_size);
+  SourcePlan plan;
+  plan.kind = "safetensors";
+  add_raw(plan, 0, header.data_offset, chunk_size);
+  for (const auto& t : header.tensors) {
+    container::Segment seg;
+    seg.kind = container::SegmentKind::tensor;
+    seg.offset = header.data_offset + t.begin;
+    seg.size = t.size();
+    seg.name = t.name;
+    seg.dtype = std::string(formats::dtype_info(t.dtype).name);
+    seg.shape = t.shape;
+    const auto kind = chunk_kind_for_dtype(seg.dtype);
+    add_segment(plan, std::move(seg), kind, chunk_size);
+  }
+  plan.tensor_count = header.tensors.size();
+  return plan;
+}
+
 SourcePlan plan_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size) {
-  if (chunk_size < 64 || chunk_size > container::k_max_chunk_size)
-    throw Error(Errc::invalid_argument, "chunk size must be between 64 bytes and 2 GiB");
+  check_chunk_size(chunk_size);
   SourcePlan plan;
   plan.kind = "raw";
   if (formats::looks_like_safetensors(file)) {
     try {
       const auto header = formats::parse_safetensors(file, file_name);
-      plan.kind = "safetensors";
-      add_raw(plan, 0, header.data_offset, chunk_size);
-      for (const auto& t : header.tensors) {
-        container::Segment seg;
-        seg.kind = container::SegmentKind::tensor;
-        seg.offset = header.data_offset + t.begin;
-        seg.size = t.size();
-        seg.name = t.name;
-        seg.dtype = std::string(formats::dtype_info(t.dtype).name);
-        seg.shape = t.shape;
-        const auto kind = chunk_kind_for_dtype(seg.dtype);
-        add_segment(plan, std::move(seg), kind, chunk_size);
-      }
-      plan.tensor_count = header.tensors.size();
+      plan = plan_safetensors(header, chunk_size);
       return plan;
     } catch (const Error& e) {
       if (e.code() != Errc::corrupt) throw;

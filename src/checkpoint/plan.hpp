@@ -10,6 +10,7 @@
 
 #include "codec/chunk_codec.hpp"
 #include "container/format.hpp"
+#include "formats/safetensors.hpp"
 #include "util/bytes.hpp"
 
 namespace mithril::checkpoint {
@@ -34,6 +35,12 @@ struct SourcePlan {
 
 // Chunk kind (width, float-ness) for a safetensors dtype string.
 codec::ChunkKind chunk_kind_for_dtype(std::string_view dtype);
+
+// Plans a safetensors source from its parsed header: one raw segment for the
+// header bytes [0, data_offset), then one tensor segment per tensor in data
+// order (header.tensors is sorted by offset). Empty tensors get a segment
+// without chunks.
+SourcePlan plan_safetensors(const formats::SafetensorsHeader& header, std::size_t chunk_size);
 
 // Plans a source held in memory. Never throws for content reasons: anything
 // that is not a valid safetensors or torch.save (zip) file is planned as raw

@@ -1,103 +1,259 @@
-// checkpoint/tensor_reader.cpp — CheckpointReader, read_tensor(): one
-// tensor of a local or remote .mcp, reading only that tensor's chunks.
+// checkpoint/tensor_reader.cpp — CheckpointReader: random access to the
+// tensors of an .mcp (safetensors source) or of a safetensors file, decoded
+// straight into caller memory.
+#include <tbb/blocked_range.h>
 #include <tbb/enumerable_thread_specific.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
 
-#include <mutex>
+#include <cstring>
+#include <unordered_map>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "checkpoint/parallel.hpp"
 #include "checkpoint/source.hpp"
 #include "codec/chunk_codec.hpp"
 #include "container/reader.hpp"
-#include "mithril/checkpoint.hpp"
+#include "formats/safetensors.hpp"
 #include "mithril/error.hpp"
+#include "mithril/tensors.hpp"
+#include "storage/url.hpp"
+#include "util/blake3.hpp"
+#include "util/mapped_file.hpp"
 
 namespace mithril {
+namespace {
+
+// Copies of plain safetensors data are split so that one large tensor still
+// uses every worker.
+constexpr std::size_t k_copy_piece = std::size_t{16} << 20;
+
+std::map<std::string, std::string> parse_header_metadata(util::ByteSpan header, const std::string& file) {
+  std::map<std::string, std::string> out;
+  if (header.size() < 8) throw Error(Errc::corrupt, file + ": safetensors header is shorter than 8 bytes");
+  const auto n = util::load_le<std::uint64_t>(header.data());
+  if (n > header.size() - 8) throw Error(Errc::corrupt, file + ": safetensors header length exceeds its segment");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(util::as_chars(header.subspan(8, n)));
+  } catch (const std::exception& e) {
+    throw Error(Errc::corrupt, file + ": safetensors header is not JSON: " + e.what());
+  }
+  if (!j.is_object()) throw Error(Errc::corrupt, file + ": safetensors header is not a JSON object");
+  if (auto it = j.find("__metadata__"); it != j.end() && it->is_object()) {
+    for (auto m = it->begin(); m != it->end(); ++m)
+      if (m.value().is_string()) out[m.key()] = m.value().get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
 
 struct CheckpointReader::Impl {
-  ReadOptions options;
-  std::shared_ptr<const util::ByteSource> source;
-  std::unique_ptr<container::Reader> reader;
-  FileInfo info;
-  // The base of a delta, opened on first need (it is read whole).
-  mutable std::once_flag base_once;
-  mutable std::unique_ptr<checkpoint::BaseSource> base;
+  std::filesystem::path path;
+  unsigned threads = 0;
+  std::optional<container::Reader> mcp;
+  std::unique_ptr<checkpoint::BaseSource> base;
+  std::optional<util::MappedFile> plain;
+  std::vector<TensorEntry> tensors;
+  // .mcp: the tensor's segment; safetensors: its absolute file offset.
+  std::vector<std::uint64_t> where;
+  std::unordered_map<std::string, std::size_t> by_name;
+  std::map<std::string, std::string> header_metadata;
+  std::map<std::string, std::string> metadata;
+  util::ByteVector header_bytes;  // .mcp: the decoded safetensors header
+
+  void open_mcp(const ReaderOptions& options);
+  void open_safetensors();
+  void decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out) const;
 };
 
-CheckpointReader::CheckpointReader(const std::filesystem::path& path_or_url, const ReadOptions& options)
+void CheckpointReader::Impl::open_mcp(const ReaderOptions& options) {
+  mcp.emplace(checkpoint::open_container_source(path, options.remote));
+  const auto& index = mcp->index();
+  if (index.source_kind != "safetensors")
+    throw Error(Errc::unsupported,
+                fmt::format("{}: holds a {} file ('{}'), not a safetensors checkpoint; restore it with "
+                            "decompress_file() instead",
+                            path.string(), index.source_kind, index.source.name));
+  // A safetensors plan is one raw segment (the header) then tensor segments.
+  if (index.segments.empty() || index.segments[0].kind != container::SegmentKind::raw)
+    throw Error(Errc::corrupt, path.string() + ": safetensors source without a header segment");
+  for (std::size_t s = 1; s < index.segments.size(); ++s)
+    if (index.segments[s].kind != container::SegmentKind::tensor)
+      throw Error(Errc::corrupt, fmt::format("{}: segment {} of a safetensors source is not a tensor", path.string(), s));
+  base = checkpoint::open_base_for(*mcp, options.base, options.threads, options.remote);
+  metadata = index.metadata;
+
+  const auto& head = index.segments[0];
+  header_bytes.resize(head.size);
+  codec::ChunkDecoder decoder;
+  for (std::uint32_t c = head.first_chunk; c < head.first_chunk + head.chunk_count; ++c) {
+    const auto& r = index.chunks[c];
+    decode_chunk(decoder, c, util::MutableByteSpan(header_bytes).subspan(r.source_offset - head.offset, r.raw_size));
+  }
+  header_metadata = parse_header_metadata(header_bytes, path.string());
+
+  for (std::size_t s = 1; s < index.segments.size(); ++s) {
+    const auto& seg = index.segments[s];
+    std::uint64_t stored = 0;
+    for (std::uint32_t c = seg.first_chunk; c < seg.first_chunk + seg.chunk_count; ++c) stored += index.chunks[c].stored_size;
+    tensors.push_back({seg.name, seg.dtype, seg.shape, seg.size, stored});
+    where.push_back(s);
+  }
+}
+
+void CheckpointReader::Impl::open_safetensors() {
+  plain.emplace(path);
+  const auto bytes = plain->bytes();
+  if (!formats::looks_like_safetensors(bytes))
+    throw Error(Errc::unsupported, fmt::format("{}: not an .mcp or safetensors file", path.string()));
+  const auto header = formats::parse_safetensors(bytes, path.string());
+  header_metadata = header.metadata;
+  for (const auto& t : header.tensors) {
+    tensors.push_back({t.name, std::string(formats::dtype_info(t.dtype).name), t.shape, t.size(), t.size()});
+    where.push_back(header.data_offset + t.begin);
+  }
+}
+
+void CheckpointReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk,
+                                          util::MutableByteSpan out) const {
+  const auto& index = mcp->index();
+  const auto& r = index.chunks[chunk];
+  util::ByteSpan base_bytes;
+  if (r.residual != container::Residual::none) {
+    if (!base) throw Error(Errc::corrupt, fmt::format("{}: {}: delta chunk in a file that names no base", path.string(),
+                                                      container::describe_chunk(index, chunk)));
+    base_bytes = base->chunk_base(index.segments[r.segment], r);
+  }
+  util::ByteVector scratch;  // a remote chunk's fetched bytes (a local one is mapped)
+  decoder.decode(mcp->payload(chunk, scratch), r, out, base_bytes,
+                 path.string() + ": " + container::describe_chunk(index, chunk));
+}
+
+CheckpointReader::CheckpointReader(const std::filesystem::path& path, const ReaderOptions& options)
     : m_impl(std::make_unique<Impl>()) {
-  m_impl->options = options;
-  m_impl->source = checkpoint::open_container_source(path_or_url, options.remote);
-  m_impl->reader = std::make_unique<container::Reader>(m_impl->source);
-  m_impl->info = checkpoint::describe_container(*m_impl->reader, path_or_url.string());
+  auto& im = *m_impl;
+  im.path = path;
+  im.threads = checkpoint::resolve_threads(options.threads);
+  if (storage::is_url(path.string()) || is_mcp_file(path)) im.open_mcp(options);  // a URL: .mcp only
+  else im.open_safetensors();
+  im.by_name.reserve(im.tensors.size());
+  for (std::size_t i = 0; i < im.tensors.size(); ++i) im.by_name.emplace(im.tensors[i].name, i);
 }
 
 CheckpointReader::~CheckpointReader() = default;
 CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
 CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = default;
 
-const FileInfo& CheckpointReader::info() const noexcept { return m_impl->info; }
+const std::filesystem::path& CheckpointReader::path() const noexcept { return m_impl->path; }
+bool CheckpointReader::is_mcp() const noexcept { return m_impl->mcp.has_value(); }
+const std::vector<TensorEntry>& CheckpointReader::tensors() const noexcept { return m_impl->tensors; }
+const std::map<std::string, std::string>& CheckpointReader::header_metadata() const noexcept {
+  return m_impl->header_metadata;
+}
+const std::map<std::string, std::string>& CheckpointReader::metadata() const noexcept { return m_impl->metadata; }
 
-std::uint64_t CheckpointReader::bytes_read() const noexcept { return m_impl->source->bytes_read(); }
+std::uint64_t CheckpointReader::bytes_read() const noexcept {
+  return m_impl->mcp ? m_impl->mcp->source().bytes_read() : 0;
+}
 
-TensorData CheckpointReader::tensor(std::string_view name) const {
-  const auto& reader = *m_impl->reader;
-  const auto& index = reader.index();
-  const container::Segment* seg = nullptr;
-  for (const auto& s : index.segments)
-    if (s.kind == container::SegmentKind::tensor && s.name == name) {
-      seg = &s;
-      break;
-    }
-  if (!seg) throw Error(Errc::not_found, fmt::format("{}: no tensor '{}'", reader.name(), name));
-
-  const checkpoint::BaseSource* base = nullptr;
-  for (std::uint32_t c = seg->first_chunk; c < seg->first_chunk + seg->chunk_count; ++c) {
-    if (index.chunks[c].residual == container::Residual::none) continue;
-    std::call_once(m_impl->base_once, [&] {
-      m_impl->base = checkpoint::open_base_for(reader, m_impl->options.base, m_impl->options.threads,
-                                               m_impl->options.remote);
-    });
-    base = m_impl->base.get();
-    break;
-  }
-
-  TensorData out;
-  out.name = seg->name;
-  out.dtype = seg->dtype;
-  out.shape = seg->shape;
-  out.data.resize(static_cast<std::size_t>(seg->size));
-  const std::size_t n = seg->chunk_count;
-  const unsigned threads = checkpoint::resolve_threads(m_impl->options.threads);
-  const std::size_t in_flight = std::max<std::size_t>(2, 2 * static_cast<std::size_t>(threads));
-  std::vector<util::ByteVector> scratch(in_flight);
-  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
-  // Chunks decode straight into their place in the tensor; the in-order
-  // stage has nothing left to do.
-  checkpoint::ordered_pipeline(
-      n, threads, in_flight,
-      [&](std::size_t i, std::size_t slot) {
-        const std::size_t c = seg->first_chunk + i;
-        const auto& r = index.chunks[c];
-        const std::string what = reader.name() + ": " + container::describe_chunk(index, c);
-        const std::uint64_t at = r.source_offset - seg->offset;
-        if (at > out.data.size() || r.raw_size > out.data.size() - at)
-          throw Error(Errc::corrupt, what + ": lies outside its tensor");
-        util::ByteSpan base_bytes;
-        if (r.residual != container::Residual::none) {
-          if (!base) throw Error(Errc::invalid_argument, what + ": delta chunk but no base given");
-          base_bytes = base->chunk_base(*seg, r);
-        }
-        decoders.local().decode(reader.payload(c, scratch[slot]), r,
-                                util::MutableByteSpan(out.data.data() + at, r.raw_size), base_bytes, what);
-      },
-      [](std::size_t, std::size_t) {});
+std::vector<std::byte> read_tensor(const std::filesystem::path& path_or_url, std::string_view name,
+                                   const ReaderOptions& options) {
+  const CheckpointReader reader(path_or_url, options);
+  const auto i = reader.find(name);
+  if (!i) throw Error(Errc::not_found, fmt::format("{}: no tensor '{}'", path_or_url.string(), name));
+  std::vector<std::byte> out(static_cast<std::size_t>(reader.tensors()[*i].bytes));
+  reader.read_tensor(*i, out);
   return out;
 }
 
-TensorData read_tensor(const std::filesystem::path& path_or_url, std::string_view name, const ReadOptions& options) {
-  return CheckpointReader(path_or_url, options).tensor(name);
+std::optional<std::size_t> CheckpointReader::find(std::string_view name) const noexcept {
+  const auto it = m_impl->by_name.find(std::string(name));
+  if (it == m_impl->by_name.end()) return std::nullopt;
+  return it->second;
+}
+
+void CheckpointReader::read_tensor(std::size_t index, std::span<std::byte> out) const {
+  const Target t{index, out};
+  read_tensors(std::span<const Target>(&t, 1));
+}
+
+void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify_digest) const {
+  const auto& im = *m_impl;
+  for (const auto& t : targets) {
+    if (t.tensor >= im.tensors.size())
+      throw Error(Errc::invalid_argument,
+                  fmt::format("{}: tensor index {} out of range ({} tensors)", im.path.string(), t.tensor, im.tensors.size()));
+    const auto& e = im.tensors[t.tensor];
+    if (t.out.size() != e.bytes)
+      throw Error(Errc::invalid_argument, fmt::format("{}: tensor '{}' is {} bytes but the destination holds {}",
+                                                      im.path.string(), e.name, e.bytes, t.out.size()));
+  }
+
+  // Work items: a chunk (.mcp) or a piece of a tensor (safetensors), each
+  // with its destination; they write disjoint ranges, in any order.
+  struct Job {
+    std::size_t source;  // chunk number, or file offset
+    util::MutableByteSpan out;
+  };
+  std::vector<Job> jobs;
+  if (im.mcp) {
+    const auto& index = im.mcp->index();
+    for (const auto& t : targets) {
+      const auto& seg = index.segments[im.where[t.tensor]];
+      for (std::uint32_t c = seg.first_chunk; c < seg.first_chunk + seg.chunk_count; ++c) {
+        const auto& r = index.chunks[c];
+        jobs.push_back({c, t.out.subspan(r.source_offset - seg.offset, r.raw_size)});
+      }
+    }
+  } else {
+    for (const auto& t : targets) {
+      for (std::size_t off = 0; off < t.out.size(); off += k_copy_piece) {
+        const std::size_t n = std::min(k_copy_piece, t.out.size() - off);
+        jobs.push_back({im.where[t.tensor] + off, t.out.subspan(off, n)});
+      }
+    }
+  }
+
+  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
+  const auto run = [&](std::size_t j) {
+    const Job& job = jobs[j];
+    if (im.mcp) im.decode_chunk(decoders.local(), job.source, job.out);
+    else std::memcpy(job.out.data(), im.plain->bytes().data() + job.source, job.out.size());
+  };
+  if (im.threads <= 1 || jobs.size() <= 1) {
+    for (std::size_t j = 0; j < jobs.size(); ++j) run(j);
+  } else {
+    tbb::task_arena arena(static_cast<int>(im.threads));
+    arena.execute([&] {
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, jobs.size(), 1), [&](const tbb::blocked_range<std::size_t>& r) {
+        for (std::size_t j = r.begin(); j != r.end(); ++j) run(j);
+      });
+    });
+  }
+
+  if (!verify_digest || !im.mcp) return;
+  std::vector<const Target*> by_tensor(im.tensors.size(), nullptr);
+  for (const auto& t : targets) {
+    if (by_tensor[t.tensor])
+      throw Error(Errc::invalid_argument, fmt::format("{}: tensor '{}' is read twice", im.path.string(), im.tensors[t.tensor].name));
+    by_tensor[t.tensor] = &t;
+  }
+  util::Blake3 hasher;
+  hasher.update(im.header_bytes);
+  for (std::size_t i = 0; i < by_tensor.size(); ++i) {
+    if (!by_tensor[i])
+      throw Error(Errc::invalid_argument, fmt::format("{}: verifying the digest needs every tensor; '{}' was not read",
+                                                      im.path.string(), im.tensors[i].name));
+    hasher.update(by_tensor[i]->out);
+  }
+  const auto& want = im.mcp->index().source.blake3;
+  if (hasher.digest() != want)
+    throw Error(Errc::corrupt, fmt::format("{}: whole-file BLAKE3 mismatch: read {} but the original was {}",
+                                           im.path.string(), util::to_hex(hasher.digest()), util::to_hex(want)));
 }
 
 }  // namespace mithril

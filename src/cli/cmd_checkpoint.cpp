@@ -12,6 +12,7 @@
 #include "cli/progress.hpp"
 #include "mithril/checkpoint.hpp"
 #include "mithril/error.hpp"
+#include "mithril/tensors.hpp"
 
 namespace mithril::cli {
 namespace {
@@ -266,20 +267,24 @@ struct TensorArgs {
 };
 
 void run_tensor(const TensorArgs& a, const GlobalOptions& g) {
-  ReadOptions o;
+  ReaderOptions o;
   o.threads = a.threads;
   o.remote.endpoint = a.endpoint;
   if (!a.base.empty()) o.base = a.base;
-  CheckpointReader reader(a.input, o);
-  const auto t = reader.tensor(a.name);
+  const CheckpointReader reader(a.input, o);
+  const auto i = reader.find(a.name);
+  if (!i) throw Error(Errc::not_found, fmt::format("{}: no tensor '{}'", a.input, a.name));
+  const auto& t = reader.tensors()[*i];
+  std::vector<std::byte> data(static_cast<std::size_t>(t.bytes));
+  reader.read_tensor(*i, data);
   std::FILE* f = a.output == "-" ? stdout : std::fopen(a.output.c_str(), "wb");
   if (!f) throw Error(Errc::io, fmt::format("{}: cannot create", a.output));
-  const bool ok = t.data.empty() || std::fwrite(t.data.data(), 1, t.data.size(), f) == t.data.size();
+  const bool ok = data.empty() || std::fwrite(data.data(), 1, data.size(), f) == data.size();
   const bool closed = f == stdout ? std::fflush(f) == 0 : std::fclose(f) == 0;
   if (!ok || !closed) throw Error(Errc::io, fmt::format("{}: write failed", a.output));
   if (!g.quiet)
-    fmt::print(stderr, "{}: tensor {} {} {}: {} bytes; read {} bytes of the {}-byte container\n", a.input, t.name,
-               t.dtype, shape_string(t.shape), t.data.size(), reader.bytes_read(), reader.info().file_bytes);
+    fmt::print(stderr, "{}: tensor {} {} {}: {} bytes; read {} bytes of the container\n", a.input, t.name, t.dtype,
+               shape_string(t.shape), data.size(), reader.bytes_read());
 }
 
 }  // namespace

@@ -1,0 +1,43 @@
+// python/bindings/module.cpp — PYBIND11_MODULE(_core) and the one place
+// where mithril::Error becomes a Python exception.
+#include "bindings.hpp"
+#include "mithril/error.hpp"
+#include "mithril/version.hpp"
+
+namespace mithril::python {
+namespace {
+
+// mithril.errors defines the classes (in Python, so that they can also
+// derive from the matching built-ins: NotFoundError is a FileNotFoundError).
+// The lookup happens at translation time, with the GIL held.
+void raise_python_error(const Error& e) {
+  try {
+    py::object classes = py::module_::import("mithril.errors").attr("_BY_CODE");
+    py::object cls = classes[py::str(std::string(errc_name(e.code())))];
+    PyErr_SetObject(cls.ptr(), py::str(e.what()).ptr());
+  } catch (py::error_already_set& fallback) {
+    // mithril.errors unavailable (a broken install): still a clear error.
+    fallback.restore();
+    PyErr_Clear();
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+}
+
+}  // namespace
+}  // namespace mithril::python
+
+PYBIND11_MODULE(_core, m) {
+  using namespace mithril;
+  using namespace mithril::python;
+  m.doc() = "Private native core of the mithril package; use `import mithril`.";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      raise_python_error(e);
+    }
+  });
+  m.def("version", [] { return std::string(version()); });
+  bind_checkpoint(m);
+  bind_cache(m);
+}

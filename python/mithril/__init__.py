@@ -1,0 +1,76 @@
+"""Mithril: lossless compression of training checkpoints, and a managed
+torch.compile cache.
+
+Checkpoints::
+
+    mithril.save(model.state_dict(), "step-100.mcp")
+    state = mithril.load("step-100.mcp")
+    mithril.save(next_state, "step-200.mcp", base="step-100.mcp")   # delta
+    with mithril.open("step-200.mcp", base="step-100.mcp") as f:
+        w = f["layer.0.weight"]                                     # one tensor
+
+Compile cache::
+
+    mithril.cache.init()            # before torch.compile runs
+
+Errors are :class:`mithril.Error` subclasses (see :mod:`mithril.errors`).
+"""
+from __future__ import annotations
+
+from . import _core
+from ._checkpoint import (
+    CheckpointFile,
+    CompressResult,
+    DecompressResult,
+    TensorInfo,
+    VerifyResult,
+    compress_file,
+    decompress_file,
+    info,
+    load,
+    open,
+    save,
+    verify,
+)
+from .errors import (
+    CorruptError,
+    Error,
+    ExistsError,
+    InternalError,
+    InvalidArgumentError,
+    IoError,
+    NotFoundError,
+    RemoteError,
+    TensorNotFoundError,
+    UnsupportedError,
+)
+from . import cache  # noqa: E402  (the submodule, mithril.cache)
+
+__version__: str = _core.version()
+
+__all__ = [
+    "__version__",
+    "save",
+    "load",
+    "open",
+    "compress_file",
+    "decompress_file",
+    "verify",
+    "info",
+    "CheckpointFile",
+    "CompressResult",
+    "DecompressResult",
+    "VerifyResult",
+    "TensorInfo",
+    "cache",
+    "Error",
+    "IoError",
+    "CorruptError",
+    "UnsupportedError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ExistsError",
+    "RemoteError",
+    "InternalError",
+    "TensorNotFoundError",
+]

@@ -1,0 +1,328 @@
+"""mithril.save / load / open and the file functions, against independent
+references: safetensors' own writer and reader, torch's tensors byte for
+byte, and the mithril CLI."""
+import json
+import os
+import threading
+import time
+
+import pytest
+
+import mithril
+from helpers import cli, flip_byte, run_python, tensor_payload_offset  # noqa: F401 (cli: fixture)
+
+torch = pytest.importorskip("torch")
+np = pytest.importorskip("numpy")
+st_torch = pytest.importorskip("safetensors.torch")
+
+
+def raw_bytes(t):
+    """A tensor's bytes, independent of its dtype (compares NaNs bit for bit)."""
+    t = t.contiguous()
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def assert_same_tensors(got, want):
+    assert sorted(got) == sorted(want)
+    for k, v in want.items():
+        g = got[k]
+        assert g.dtype == v.dtype, k
+        assert tuple(g.shape) == tuple(v.shape), k
+        assert raw_bytes(g) == raw_bytes(v), k
+
+
+def every_dtype():
+    g = torch.Generator().manual_seed(1)
+    d = {
+        "f32": torch.randn(300, 40, generator=g),
+        "f64": torch.randn(17, generator=g, dtype=torch.float64),
+        "f16": torch.randn(64, 3, generator=g).half(),
+        "bf16": torch.randn(1000, generator=g).bfloat16(),
+        "bool": torch.rand(7, 5, generator=g) > 0.5,
+        "u8": torch.randint(0, 255, (33,), generator=g, dtype=torch.uint8),
+        "i8": torch.randint(-128, 127, (33,), generator=g, dtype=torch.int8),
+        "i16": torch.randint(-1000, 1000, (9,), generator=g, dtype=torch.int16),
+        "i32": torch.randint(-(2**31), 2**31 - 1, (9,), generator=g, dtype=torch.int32),
+        "i64": torch.randint(-(2**62), 2**62, (9,), generator=g, dtype=torch.int64),
+        "c64": torch.randn(6, generator=g, dtype=torch.complex64),
+        "scalar": torch.tensor(3.5),
+        "step": torch.tensor(100, dtype=torch.int64),
+        "empty": torch.zeros(0, 4),
+        "empty_bf16": torch.zeros(2, 0, dtype=torch.bfloat16),
+        "transposed": torch.randn(8, 12, generator=g).t(),  # non-contiguous
+        "strided": torch.randn(20, generator=g)[::3],
+        "nan_inf": torch.tensor([float("nan"), float("inf"), -0.0, 1e-45]),
+    }
+    for name in ("uint16", "uint32", "uint64"):
+        d[name] = torch.randint(0, 60000, (11,), generator=g, dtype=torch.int32).to(getattr(torch, name))
+    for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"):
+        if hasattr(torch, name):
+            d[name] = torch.rand(29, generator=g).to(getattr(torch, name))
+    return d
+
+
+def test_every_dtype_round_trips_bit_exact(tmp_path):
+    sd = every_dtype()
+    r = mithril.save(sd, tmp_path / "all.mcp")
+    assert r.tensors == len(sd) and r.source_kind == "safetensors" and r.output_bytes > 0
+    back = mithril.load(tmp_path / "all.mcp")
+    assert_same_tensors(back, sd)
+    assert list(back) == sorted(sd)  # safetensors' order
+    # The source tensors were not modified (views only).
+    assert_same_tensors(sd, every_dtype())
+
+
+def test_file_is_the_safetensors_file_byte_for_byte(tmp_path, cli):
+    sd = every_dtype()
+    del sd["float8_e8m0fnu"]  # safetensors 0.8's torch writer does not map it
+    meta = {"format": "pt"}
+    mithril.save(sd, tmp_path / "m.mcp", metadata=meta)
+    st_torch.save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "ref.safetensors", metadata=meta)
+    cli("decompress", tmp_path / "m.mcp", "-o", tmp_path / "m.safetensors")
+    assert (tmp_path / "m.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    assert_same_tensors(st_torch.load_file(tmp_path / "m.safetensors"), sd)
+    with mithril.open(tmp_path / "m.mcp") as f:
+        assert f.metadata() == meta
+    cli("verify", tmp_path / "m.mcp")
+    assert mithril.info(tmp_path / "m.mcp")["source_name"] == "m.safetensors"
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 32)
+        self.l1 = torch.nn.Linear(32, 64)
+        self.norm = torch.nn.LayerNorm(64)
+        self.l2 = torch.nn.Linear(64, 50)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.l2(self.norm(torch.nn.functional.gelu(self.l1(self.emb(x)))))
+
+
+def train(model, opt, steps, seed):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randint(0, 50, (16, 8), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, 50), x.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def flat_state(model, opt):
+    """Model weights plus AdamW state, flattened to names -> tensors (what a
+    training loop saves); param_groups go to the header metadata. Cloned:
+    state_dict() hands out the live tensors, which training goes on changing."""
+    sd = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    for pid, state in osd["state"].items():
+        for k, v in state.items():
+            sd[f"optim.{pid}.{k}"] = v.clone()
+    return sd, {"param_groups": json.dumps(osd["param_groups"])}
+
+
+def test_model_and_adamw_state_bit_exact_and_with_base(tmp_path):
+    torch.manual_seed(0)
+    model = Net().to(torch.bfloat16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    train(model, opt, 3, seed=1)
+    sd1, meta = flat_state(model, opt)
+    mithril.save(sd1, tmp_path / "s1.mcp", metadata=meta)
+
+    train(model, opt, 2, seed=2)
+    sd2, _ = flat_state(model, opt)
+    r = mithril.save(sd2, tmp_path / "s2.mcp", base=tmp_path / "s1.mcp")
+    assert mithril.info(tmp_path / "s2.mcp")["base"]["name"] == "s1.safetensors"
+
+    back1 = mithril.load(tmp_path / "s1.mcp")
+    assert_same_tensors(back1, sd1)
+    back2 = mithril.load(tmp_path / "s2.mcp", base=tmp_path / "s1.mcp", verify=True)
+    assert_same_tensors(back2, sd2)
+    assert r.tensors == len(sd2)
+
+    # The restored state drives a fresh model and optimizer to the same place.
+    fresh = Net().to(torch.bfloat16)
+    fresh.load_state_dict({k[len("model."):]: v for k, v in back1.items() if k.startswith("model.")})
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    osd = {"state": {}, "param_groups": json.loads(mithril.open(tmp_path / "s1.mcp").metadata()["param_groups"])}
+    for k, v in back1.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            osd["state"].setdefault(int(pid), {})[name] = v
+    fresh_opt.load_state_dict(osd)
+    train(fresh, fresh_opt, 2, seed=2)
+    assert_same_tensors({f"model.{k}": v for k, v in fresh.state_dict().items()},
+                        {k: v for k, v in sd2.items() if k.startswith("model.")})
+
+    # A delta needs exactly its base.
+    with pytest.raises(mithril.InvalidArgumentError, match="is a delta against 's1.safetensors'"):
+        mithril.load(tmp_path / "s2.mcp")
+    mithril.save(sd2, tmp_path / "other.mcp")
+    with pytest.raises(mithril.InvalidArgumentError, match="wrong base"):
+        mithril.load(tmp_path / "s2.mcp", base=tmp_path / "other.mcp")
+
+
+def test_cli_files_load_in_python_and_python_files_in_cli(tmp_path, cli):
+    sd = {k: v for k, v in every_dtype().items() if k != "float8_e8m0fnu"}
+    st_torch.save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "ck.safetensors")
+    cli("compress", tmp_path / "ck.safetensors", "--chunk-size", "4K")
+    assert_same_tensors(mithril.load(tmp_path / "ck.safetensors.mcp"), sd)
+    assert_same_tensors(mithril.load(tmp_path / "ck.safetensors"), sd)  # plain safetensors too
+
+    # A CLI delta against the CLI file, read lazily in Python.
+    sd2 = dict(sd, f32=sd["f32"] + 1)
+    st_torch.save_file({k: v.contiguous() for k, v in sd2.items()}, tmp_path / "ck2.safetensors")
+    cli("compress", tmp_path / "ck2.safetensors", "--base", tmp_path / "ck.safetensors.mcp")
+    with mithril.open(tmp_path / "ck2.safetensors.mcp", base=tmp_path / "ck.safetensors") as f:
+        assert torch.equal(f["f32"], sd2["f32"])
+
+    mithril.save(sd, tmp_path / "py.mcp", threads=2)
+    out = json.loads(cli("info", tmp_path / "py.mcp", "--json").stdout)
+    assert sorted(t["name"] for t in out["tensors"]) == sorted(sd)
+    cli("decompress", tmp_path / "py.mcp")
+    assert_same_tensors(st_torch.load_file(tmp_path / "py"), sd)
+
+
+def test_lazy_access_decodes_only_the_tensor_asked_for(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    sd = {"a": torch.randn(256, 256, generator=g), "b": torch.randn(512, 64, generator=g).bfloat16(),
+          "c": torch.randn(100, generator=g)}
+    mithril.save(sd, tmp_path / "m.mcp", chunk_size=16 << 10)
+    info = mithril.info(tmp_path / "m.mcp")
+    # Damage tensor "a" only: "b" and "c" still read, "a" is refused.
+    offset, stored = tensor_payload_offset(info, "a")
+    flip_byte(tmp_path / "m.mcp", offset + stored // 2)
+    with mithril.open(tmp_path / "m.mcp") as f:
+        assert f.keys() == ["a", "b", "c"] and len(f) == 3 and "b" in f and "z" not in f
+        assert f.tensors["b"].dtype == "BF16" and f.tensors["b"].shape == (512, 64)
+        assert f.tensors["a"].nbytes == 256 * 256 * 4
+        assert torch.equal(f["b"], sd["b"]) and torch.equal(f.get_tensor("c"), sd["c"])
+        with pytest.raises(mithril.CorruptError, match=r"tensor 'a'"):
+            f["a"]
+        with pytest.raises(KeyError):
+            f["z"]
+    assert f.closed
+    with pytest.raises(mithril.InvalidArgumentError, match="closed"):
+        f["b"]
+    assert not mithril.verify(tmp_path / "m.mcp").ok
+
+
+NUMPY_ONLY = r"""
+import sys
+sys.modules["torch"] = None          # any import of torch now fails
+import numpy as np, mithril
+p = sys.argv[1] if len(sys.argv) > 1 else PATH
+rng = np.random.default_rng(0)
+sd = {"w": rng.standard_normal((64, 32)).astype(np.float32), "ids": np.arange(10, dtype=np.int64),
+      "mask": rng.random(9) > 0.5, "big_endian": np.arange(5, dtype=">f8"), "s": np.float16(2.5),
+      "view": rng.standard_normal((10, 10))[:, ::2]}
+mithril.save(sd, PATH)
+back = mithril.load(PATH, framework="numpy")
+for k, v in sd.items():
+    v = np.asarray(v)
+    assert back[k].shape == v.shape and back[k].dtype == v.dtype.newbyteorder("<"), k
+    assert np.array_equal(back[k], v), k
+with mithril.open(PATH, framework="numpy") as f:
+    assert np.array_equal(f["w"], sd["w"])
+print("numpy-ok")
+"""
+
+
+def test_numpy_arrays_without_torch(tmp_path):
+    p = run_python(NUMPY_ONLY.replace("PATH", repr(str(tmp_path / "np.mcp"))))
+    assert p.returncode == 0 and "numpy-ok" in p.stdout, p.stderr
+    mithril.save({"b": torch.ones(3, dtype=torch.bfloat16)}, tmp_path / "bf.mcp")
+    with pytest.raises(mithril.UnsupportedError, match="BF16 has no numpy equivalent"):
+        mithril.load(tmp_path / "bf.mcp", framework="numpy")
+
+
+def test_errors_are_mithril_errors_with_clear_messages(tmp_path):
+    sd = {"w": torch.randn(1000)}
+    mithril.save(sd, tmp_path / "m.mcp")
+    with pytest.raises(mithril.ExistsError, match="m.mcp") as e:
+        mithril.save(sd, tmp_path / "m.mcp", overwrite=False)
+    assert isinstance(e.value, FileExistsError) and e.value.code == "exists"
+    mithril.save({"w": torch.zeros(2)}, tmp_path / "m.mcp")  # overwrite=True replaces
+    assert torch.equal(mithril.load(tmp_path / "m.mcp")["w"], torch.zeros(2))
+
+    with pytest.raises(mithril.NotFoundError, match="nothere.mcp") as e:
+        mithril.load(tmp_path / "nothere.mcp")
+    assert isinstance(e.value, FileNotFoundError)
+    with pytest.raises(mithril.InvalidArgumentError, match=r"level 42 is out of range \(1\.\.19\)"):
+        mithril.save(sd, tmp_path / "x.mcp", level=42)
+    with pytest.raises(mithril.InvalidArgumentError, match="'opt' is a dict"):
+        mithril.save({"w": sd["w"], "opt": {"lr": 1}}, tmp_path / "x.mcp")
+    with pytest.raises(mithril.InvalidArgumentError, match="threads"):
+        mithril.load(tmp_path / "m.mcp", threads=0)
+    with pytest.raises(mithril.UnsupportedError, match="sparse|coo"):
+        mithril.save({"s": torch.eye(3).to_sparse()}, tmp_path / "x.mcp")
+    assert not (tmp_path / "x.mcp").exists()
+
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    mithril.compress_file(tmp_path / "notes.txt")
+    with pytest.raises(mithril.UnsupportedError, match="holds a raw file"):
+        mithril.load(tmp_path / "notes.txt.mcp")
+    with pytest.raises(mithril.CorruptError, match="not an .mcp|magic|too short"):
+        (tmp_path / "bad.mcp").write_bytes(b"\x89MCP\r\n\x1a\nxxxx")
+        mithril.load(tmp_path / "bad.mcp")
+
+    # Truncation is detected, not read as garbage.
+    data = (tmp_path / "m.mcp").read_bytes()
+    (tmp_path / "t.mcp").write_bytes(data[:-7])
+    with pytest.raises(mithril.CorruptError):
+        mithril.load(tmp_path / "t.mcp")
+    for cls in (mithril.ExistsError, mithril.NotFoundError, mithril.CorruptError, mithril.UnsupportedError,
+                mithril.InvalidArgumentError, mithril.IoError, mithril.RemoteError, mithril.InternalError):
+        assert issubclass(cls, mithril.Error)
+
+
+def test_file_functions(tmp_path):
+    sd = {"w": torch.randn(5000), "b": torch.arange(10)}
+    st_torch.save_file(sd, tmp_path / "m.safetensors")
+    r = mithril.compress_file(tmp_path / "m.safetensors", level=9, threads=2, metadata={"step": "7"})
+    assert r.source_bytes == (tmp_path / "m.safetensors").stat().st_size and r.tensors == 2
+    i = mithril.info(tmp_path / "m.safetensors.mcp")
+    assert i["metadata"] == {"step": "7"} and i["kind"] == "mcp" and len(i["tensors"]) == 2
+    assert mithril.open(tmp_path / "m.safetensors.mcp").index_metadata == {"step": "7"}
+    assert mithril.verify(tmp_path / "m.safetensors.mcp").ok
+    d = mithril.decompress_file(tmp_path / "m.safetensors.mcp", tmp_path / "out.safetensors")
+    assert d.output_bytes == r.source_bytes
+    assert (tmp_path / "out.safetensors").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
+    with pytest.raises(mithril.ExistsError):
+        mithril.decompress_file(tmp_path / "m.safetensors.mcp", tmp_path / "out.safetensors")
+    with pytest.raises(mithril.InvalidArgumentError, match="does not end in .mcp"):
+        mithril.decompress_file(tmp_path / "m.safetensors")
+
+
+def test_long_calls_release_the_gil(tmp_path):
+    big = {"w": torch.randn(16 << 20)}  # 64 MiB
+    mithril.save(big, tmp_path / "big.mcp", threads=1)
+    counter = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            counter[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        # The spinner's pace while this thread sleeps (GIL free)...
+        before, t0 = counter[0], time.perf_counter()
+        time.sleep(0.1)
+        rate = (counter[0] - before) / (time.perf_counter() - t0)
+        # ... and while this thread decodes in the native core.
+        with mithril.open(tmp_path / "big.mcp", threads=1) as f:
+            before, t0 = counter[0], time.perf_counter()
+            w = f["w"]
+            elapsed = time.perf_counter() - t0
+            during = counter[0] - before
+    finally:
+        stop.set()
+        t.join()
+    assert torch.equal(w, big["w"])
+    # Holding the GIL would leave the spinner at most a switch interval or two
+    # (5 ms each) of the decode; released, it keeps most of its pace.
+    assert during > 0.25 * rate * elapsed, (during, rate, elapsed)

@@ -1,0 +1,282 @@
+// compress_tensors() and CheckpointReader, checked against the independent
+// file path: write_safetensors() + compress_file() / decompress_file().
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "formats/safetensors.hpp"
+#include "mithril/checkpoint.hpp"
+#include "mithril/error.hpp"
+#include "mithril/tensors.hpp"
+#include "test_helpers.hpp"
+
+namespace mithril {
+namespace {
+
+using test::random_bytes;
+using test::read_file;
+using test::TempDir;
+
+struct Owned {
+  std::string name, dtype;
+  std::vector<std::uint64_t> shape;
+  util::ByteVector bytes;
+};
+
+// Smooth values, so that chunks really compress (random bytes are stored raw).
+util::ByteVector smooth_f32(std::size_t n, float phase) {
+  util::ByteVector out(n * 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = 0.01f * static_cast<float>(i % 97) + phase;
+    std::memcpy(out.data() + 4 * i, &v, 4);
+  }
+  return out;
+}
+
+std::vector<Owned> sample_tensors(float phase = 0.0f) {
+  std::vector<Owned> t;
+  t.push_back({"layer.0.weight", "F32", {64, 48}, smooth_f32(64 * 48, phase)});
+  t.push_back({"layer.0.bias", "BF16", {300}, random_bytes(600, 7)});
+  t.push_back({"mask", "BOOL", {5, 3}, random_bytes(15, 8)});
+  for (auto& b : t.back().bytes) b = static_cast<std::byte>(static_cast<unsigned>(b) & 1);
+  t.push_back({"step", "I64", {}, random_bytes(8, 9)});                // 0-dim
+  t.push_back({"empty", "F16", {0, 4}, {}});                           // no elements
+  t.push_back({"fp8", "F8_E4M3", {33}, random_bytes(33, 10)});
+  t.push_back({"big.U16", "U16", {5000}, random_bytes(10000, 11)});
+  return t;
+}
+
+std::vector<TensorData> views_of(const std::vector<Owned>& owned) {
+  std::vector<TensorData> v;
+  for (const auto& o : owned) v.push_back({o.name, o.dtype, o.shape, o.bytes});
+  return v;
+}
+
+std::vector<formats::TensorView> format_views(const std::vector<Owned>& owned) {
+  std::vector<formats::TensorView> v;
+  for (const auto& o : owned) v.push_back({o.name, *formats::parse_dtype(o.dtype), o.shape, o.bytes});
+  return v;
+}
+
+CompressOptions small_chunks(unsigned threads = 2) {
+  CompressOptions o;
+  o.chunk_size = 256;  // many chunks per tensor
+  o.threads = threads;
+  return o;
+}
+
+Errc code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no mithril::Error thrown";
+  return Errc::internal;
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+TEST(Tensors, SameBytesAsCompressingTheSafetensorsFile) {
+  TempDir dir;
+  const auto owned = sample_tensors();
+  const std::map<std::string, std::string> meta{{"format", "pt"}};
+  formats::write_safetensors(dir / "m.safetensors", format_views(owned), meta, util::Overwrite::refuse);
+  compress_file(dir / "m.safetensors", dir / "via_file.mcp", small_chunks());
+  const auto r = compress_tensors(views_of(owned), meta, dir / "m.mcp", small_chunks());
+  EXPECT_EQ(r.source_kind, "safetensors");
+  EXPECT_EQ(r.tensors, owned.size());
+  EXPECT_GT(r.chunks, owned.size());
+  EXPECT_EQ(read_file(dir / "m.mcp"), read_file(dir / "via_file.mcp"));
+
+  decompress_file(dir / "m.mcp", dir / "restored.safetensors", {});
+  EXPECT_EQ(read_file(dir / "restored.safetensors"), read_file(dir / "m.safetensors"));
+  EXPECT_EQ(describe_file(dir / "m.mcp").source_name, "m.safetensors");
+}
+
+TEST(Tensors, OutputIndependentOfThreadCount) {
+  TempDir dir;
+  const auto owned = sample_tensors();
+  // Same file name: the index records the source name derived from it.
+  std::filesystem::create_directory(dir / "a");
+  std::filesystem::create_directory(dir / "b");
+  compress_tensors(views_of(owned), {}, dir / "a/m.mcp", small_chunks(1));
+  compress_tensors(views_of(owned), {}, dir / "b/m.mcp", small_chunks(4));
+  EXPECT_EQ(read_file(dir / "a/m.mcp"), read_file(dir / "b/m.mcp"));
+}
+
+void expect_reads_back(const CheckpointReader& reader, const std::vector<Owned>& owned) {
+  ASSERT_EQ(reader.tensors().size(), owned.size());
+  for (const auto& o : owned) {
+    const auto i = reader.find(o.name);
+    ASSERT_TRUE(i) << o.name;
+    const auto& e = reader.tensors()[*i];
+    EXPECT_EQ(e.dtype, o.dtype);
+    EXPECT_EQ(e.shape, o.shape);
+    ASSERT_EQ(e.bytes, o.bytes.size());
+    util::ByteVector out(e.bytes, std::byte{0xAA});
+    reader.read_tensor(*i, out);
+    EXPECT_EQ(out, o.bytes) << o.name;
+  }
+  EXPECT_FALSE(reader.find("nope"));
+}
+
+TEST(Tensors, ReaderDecodesEachTensorOfMcpAndSafetensors) {
+  TempDir dir;
+  const auto owned = sample_tensors();
+  const std::map<std::string, std::string> meta{{"epoch", "3"}};
+  CompressOptions o = small_chunks();
+  o.metadata = {{"step", "100"}};
+  compress_tensors(views_of(owned), meta, dir / "m.mcp", o);
+  formats::write_safetensors(dir / "m.safetensors", format_views(owned), meta, util::Overwrite::refuse);
+
+  CheckpointReader mcp(dir / "m.mcp");
+  EXPECT_TRUE(mcp.is_mcp());
+  EXPECT_EQ(mcp.header_metadata(), meta);
+  EXPECT_EQ(mcp.metadata().at("step"), "100");
+  expect_reads_back(mcp, owned);
+
+  CheckpointReader plain(dir / "m.safetensors", {std::nullopt, 3});
+  EXPECT_FALSE(plain.is_mcp());
+  EXPECT_EQ(plain.header_metadata(), meta);
+  expect_reads_back(plain, owned);
+
+  // Both list tensors in the same (data) order.
+  for (std::size_t i = 0; i < owned.size(); ++i) EXPECT_EQ(mcp.tensors()[i].name, plain.tensors()[i].name);
+}
+
+TEST(Tensors, ConcurrentReadsFromOneReader) {
+  TempDir dir;
+  const auto owned = sample_tensors();
+  compress_tensors(views_of(owned), {}, dir / "m.mcp", small_chunks());
+  const CheckpointReader reader(dir / "m.mcp", {std::nullopt, 2});
+  std::vector<std::thread> threads;
+  std::vector<int> ok(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      bool all = true;
+      for (int round = 0; round < 5; ++round) {
+        for (const auto& o : owned) {
+          util::ByteVector out(o.bytes.size());
+          reader.read_tensor(*reader.find(o.name), out);
+          all = all && out == o.bytes;
+        }
+      }
+      ok[static_cast<std::size_t>(t)] = all ? 1 : 0;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok, std::vector<int>(4, 1));
+}
+
+TEST(Tensors, ReadAllWithDigestAndRefusesPartialDigest) {
+  TempDir dir;
+  const auto owned = sample_tensors();
+  compress_tensors(views_of(owned), {}, dir / "m.mcp", small_chunks());
+  CheckpointReader reader(dir / "m.mcp", {std::nullopt, 4});
+  std::vector<util::ByteVector> outs;
+  std::vector<CheckpointReader::Target> targets;
+  for (std::size_t i = 0; i < reader.tensors().size(); ++i) outs.emplace_back(reader.tensors()[i].bytes);
+  for (std::size_t i = 0; i < reader.tensors().size(); ++i) targets.push_back({i, outs[i]});
+  reader.read_tensors(targets, true);
+  for (std::size_t i = 0; i < reader.tensors().size(); ++i) {
+    const auto& name = reader.tensors()[i].name;
+    const auto it = std::find_if(owned.begin(), owned.end(), [&](const Owned& o) { return o.name == name; });
+    EXPECT_EQ(outs[i], it->bytes) << name;
+  }
+  targets.pop_back();
+  EXPECT_EQ(code_of([&] { reader.read_tensors(targets, true); }), Errc::invalid_argument);
+}
+
+TEST(Tensors, DeltaAgainstBaseNeedsThatBase) {
+  TempDir dir;
+  const auto base = sample_tensors(0.0f);
+  auto next = sample_tensors(0.0f);
+  next[0].bytes = smooth_f32(64 * 48, 0.5f);  // one tensor changed
+  compress_tensors(views_of(base), {}, dir / "base.mcp", small_chunks());
+  formats::write_safetensors(dir / "other.safetensors", format_views(next), {}, util::Overwrite::refuse);
+  CompressOptions o = small_chunks();
+  o.base = dir / "base.mcp";
+  compress_tensors(views_of(next), {}, dir / "delta.mcp", o);
+  const auto info = describe_file(dir / "delta.mcp");
+  ASSERT_TRUE(info.base);
+  EXPECT_EQ(info.base->name, "base.safetensors");
+
+  EXPECT_EQ(code_of([&] { CheckpointReader r(dir / "delta.mcp"); }), Errc::invalid_argument);
+  EXPECT_EQ(code_of([&] { CheckpointReader r(dir / "delta.mcp", {dir / "other.safetensors", 0}); }),
+            Errc::invalid_argument);
+  CheckpointReader reader(dir / "delta.mcp", {dir / "base.mcp", 2});
+  expect_reads_back(reader, next);
+  // The delta restores to the file the tensors make.
+  DecompressOptions d;
+  d.base = dir / "base.mcp";
+  decompress_file(dir / "delta.mcp", dir / "restored.safetensors", d);
+  EXPECT_EQ(read_file(dir / "restored.safetensors"), read_file(dir / "other.safetensors"));
+}
+
+TEST(Tensors, BadInputsAreClearErrors) {
+  TempDir dir;
+  auto owned = sample_tensors();
+  auto bad_dtype = views_of(owned);
+  bad_dtype[0].dtype = "float32";
+  EXPECT_EQ(code_of([&] { compress_tensors(bad_dtype, {}, dir / "a.mcp", {}); }), Errc::invalid_argument);
+  EXPECT_NE(message_of([&] { compress_tensors(bad_dtype, {}, dir / "a.mcp", {}); }).find("unknown dtype 'float32'"),
+            std::string::npos);
+  auto bad_size = views_of(owned);
+  bad_size[1].data = bad_size[1].data.first(10);
+  EXPECT_NE(message_of([&] { compress_tensors(bad_size, {}, dir / "a.mcp", {}); }).find("layer.0.bias"),
+            std::string::npos);
+  auto dup = views_of(owned);
+  dup[1].name = dup[0].name;
+  EXPECT_EQ(code_of([&] { compress_tensors(dup, {}, dir / "a.mcp", {}); }), Errc::invalid_argument);
+  EXPECT_FALSE(std::filesystem::exists(dir / "a.mcp"));
+
+  compress_tensors(views_of(owned), {}, dir / "a.mcp", {});
+  EXPECT_EQ(code_of([&] { compress_tensors(views_of(owned), {}, dir / "a.mcp", {}); }), Errc::exists);
+  CompressOptions force;
+  force.force = true;
+  compress_tensors(views_of(owned), {}, dir / "a.mcp", force);
+
+  CheckpointReader reader(dir / "a.mcp");
+  util::ByteVector small(3);
+  EXPECT_EQ(code_of([&] { reader.read_tensor(0, small); }), Errc::invalid_argument);
+  EXPECT_EQ(code_of([&] { reader.read_tensor(99, small); }), Errc::invalid_argument);
+
+  // An .mcp of a file that is not safetensors.
+  test::write_file(dir / "notes.txt", util::as_bytes("just some text, not tensors"));
+  compress_file(dir / "notes.txt", dir / "notes.mcp", {});
+  EXPECT_EQ(code_of([&] { CheckpointReader r(dir / "notes.mcp"); }), Errc::unsupported);
+  EXPECT_EQ(code_of([&] { CheckpointReader r(dir / "notes.txt"); }), Errc::unsupported);
+  EXPECT_EQ(code_of([&] { CheckpointReader r(dir / "missing.mcp"); }), Errc::not_found);
+}
+
+TEST(Tensors, DamagedChunkIsCorruptAndNamesTheTensor) {
+  TempDir dir;
+  std::vector<Owned> owned{{"w", "F32", {4096}, smooth_f32(4096, 0.0f)}};
+  compress_tensors(views_of(owned), {}, dir / "m.mcp", small_chunks());
+  const auto info = describe_file(dir / "m.mcp");
+  ASSERT_EQ(info.tensors.size(), 1u);
+  // Payloads follow the 16-byte file header in chunk order: the safetensors
+  // header's chunks, then the tensor's. Flip a byte in the middle of those.
+  auto bytes = read_file(dir / "m.mcp");
+  const std::size_t at = 16 + *info.other_stored_bytes + *info.tensors[0].stored_bytes / 2;
+  bytes[at] ^= std::byte{0x40};
+  test::write_file(dir / "m.mcp", bytes);
+  CheckpointReader reader(dir / "m.mcp");
+  util::ByteVector out(owned[0].bytes.size());
+  const auto msg = message_of([&] { reader.read_tensor(0, out); });
+  EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
+  EXPECT_EQ(code_of([&] { reader.read_tensor(0, out); }), Errc::corrupt);
+}
+
+}  // namespace
+}  // namespace mithril
