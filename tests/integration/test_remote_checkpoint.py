@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -169,3 +170,27 @@ def test_unreachable_endpoint_fails_after_retries(tmp_path):
     p = run("compress", tmp_path / "c.safetensors", "-o", "s3://b/c.mcp", env=env, check=False)
     assert p.returncode == 7
     assert b"http://127.0.0.1:1/b: " in p.stderr and b"gave up after 2 attempts" in p.stderr
+
+
+def test_python_open_of_s3_fetches_only_that_tensor(tmp_path, s3_server, bucket):
+    """mithril.open("s3://...")[name] in Python: same ranged reads as the CLI."""
+    tensors = checkpoint(tmp_path / "m.safetensors")
+    url = f"s3://{bucket}/py.mcp"
+    run("compress", tmp_path / "m.safetensors", "-o", url, "--chunk-size", "256K", "-q", env=s3_server.env())
+    info = json.loads(run("info", url, "--json", env=s3_server.env()).stdout)
+    stored = {t["name"]: t for t in info["tensors"]}
+    overhead = info["file_bytes"] - info["totals"]["tensor_stored_bytes"] - info["totals"]["other_stored_bytes"]
+    proxy = CountingProxy(s3_server.port)
+    try:
+        env = {**os.environ, **s3_server.env(proxy.endpoint)}
+        out = tmp_path / "layer5.npy"
+        code = ("import mithril, numpy, sys\n"
+                "f = mithril.open(sys.argv[1], framework='numpy')\n"
+                "numpy.save(sys.argv[2], f['layer5.w'])\n")
+        python = os.environ.get("MITHRIL_PYTHON", sys.executable)
+        subprocess.run([python, "-c", code, url, str(out)], env=env, check=True, timeout=120)
+        assert np.array_equal(np.load(out), tensors["layer5.w"])
+        expected = overhead + info["totals"]["other_stored_bytes"] + stored["layer5.w"]["stored_bytes"]
+        assert proxy.bytes_fetched() == expected, proxy.requests
+    finally:
+        proxy.stop()
