@@ -450,3 +450,30 @@ def load_manifest(data_dir: Path) -> dict:
     if not p.is_file():
         sys.exit(f"{p} not found: run bench/make_checkpoints.py first (or pass files)")
     return json.loads(p.read_text())
+
+
+# ---------------------------------------------------------------- reporting
+
+def print_result(name: str, threads: str, r: dict, width: int = 12) -> None:
+    """One progress line per measured method, on stderr."""
+    if "error" in r:
+        print(f"   {name:{width}s} {threads:>3s} ERROR {r['error']}", file=sys.stderr)
+    else:
+        print(f"   {name:{width}s} {threads:>3s} ratio {r['ratio']:.4f}  "
+              f"c {r['compress_mib_s']:8.1f} MiB/s  d {r['decompress_mib_s']:8.1f} MiB/s  "
+              f"rss {r['compress_rss_mib']:.0f}/{r['decompress_rss_mib']:.0f} MiB  "
+              f"exact={r['exact']}", file=sys.stderr, flush=True)
+
+
+def write_report(tool: str, md: list[str], notices: list[str], report: dict,
+                 md_path: Path | None, json_path: Path | None) -> None:
+    """Appends the notices, prints the Markdown, writes the Markdown and JSON files."""
+    for n in notices:
+        md.append(f"\nNote: {n}")
+        print(f"{tool}: {n}", file=sys.stderr)
+    text = "\n".join(md) + "\n"
+    print(text)
+    for p, content in ((md_path, text), (json_path, json.dumps(report, indent=1) + "\n")):
+        if p:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(content)

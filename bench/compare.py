@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (DEFAULT_MITHRIL, MIB, REPO, cpu_count, dominant_float_dtype,  # noqa: E402
+from bench_common import (print_result, write_report, DEFAULT_MITHRIL, MIB, REPO, cpu_count, dominant_float_dtype,  # noqa: E402
                           file_bound, fmt, load_manifest, machine_description, md_table,
                           median, mithril_status, read_layout, remove, run_measured,
                           same_bytes, warm_page_cache, zipnn_version, zstd_version)
@@ -289,13 +289,7 @@ def main() -> int:
             if b_ratio and "ratio" in r:
                 r["pct_of_bound"] = 100.0 * r["ratio"] / b_ratio
             entry["results"].append(r)
-            if "error" in r:
-                print(f"   {m.name:12s} {m.threads:>3s} ERROR {r['error']}", file=sys.stderr)
-            else:
-                print(f"   {m.name:12s} {m.threads:>3s} ratio {r['ratio']:.4f}  "
-                      f"c {r['compress_mib_s']:8.1f} MiB/s  d {r['decompress_mib_s']:8.1f} MiB/s  "
-                      f"rss {r['compress_rss_mib']:.0f}/{r['decompress_rss_mib']:.0f} MiB  "
-                      f"exact={r['exact']}", file=sys.stderr, flush=True)
+            print_result(m.name, m.threads, r, 12)
         report["files"].append(entry)
 
         bl = ""
@@ -326,15 +320,7 @@ def main() -> int:
         md.append("")
     md.append("Bound: non-tensor bytes counted raw + per tensor min(plain, rotl1) sum of "
               "byte-plane order-0 entropies (per-tensor histograms); see bench/bench_common.py.")
-    for n in notices:
-        md.append(f"\nNote: {n}")
-        print(f"compare: {n}", file=sys.stderr)
-    text = "\n".join(md) + "\n"
-    print(text)
-    for p, content in ((args.md, text), (args.json, json.dumps(report, indent=1) + "\n")):
-        if p:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(content)
+    write_report("compare", md, notices, report, args.md, args.json)
     bad = [r for f in report["files"] for r in f["results"] if "error" in r or not r.get("exact")]
     return 1 if bad else 0
 

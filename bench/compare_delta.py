@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (DEFAULT_MITHRIL, MIB, REPO, ST_DTYPES, cpu_count, fmt,  # noqa: E402
+from bench_common import (print_result, write_report, DEFAULT_MITHRIL, MIB, REPO, ST_DTYPES, cpu_count, fmt,  # noqa: E402
                           h0_bits, load_manifest, machine_description, md_table,
                           mithril_status, plane_bytes_bound, read_layout, rotl1,
                           warm_page_cache, zigzag_sub, zstd_version, _UINT)
@@ -249,13 +249,7 @@ def main() -> int:
                 pair["results"].append(r)
                 if m.name not in summary_names:
                     summary_names.append(m.name)
-                if "error" in r:
-                    print(f"   {m.name:22s} {m.threads:>3s} ERROR {r['error']}", file=sys.stderr)
-                else:
-                    print(f"   {m.name:22s} {m.threads:>3s} ratio {r['ratio']:.4f}  "
-                          f"c {r['compress_mib_s']:8.1f} MiB/s  d {r['decompress_mib_s']:8.1f} MiB/s  "
-                          f"rss {r['compress_rss_mib']:.0f}/{r['decompress_rss_mib']:.0f} MiB  "
-                          f"exact={r['exact']}", file=sys.stderr, flush=True)
+                print_result(m.name, m.threads, r, 22)
             report["pairs"].append(pair)
 
             body.append(f"**{kind}**, step {base_step} → {s} ({gap} step{'s' if gap > 1 else ''} "
@@ -307,15 +301,7 @@ def main() -> int:
     md.append("Bounds: order-0 entropy of byte planes with per-tensor histograms, non-tensor "
               "bytes raw; residual = per tensor min(XOR, zigzag-sub), each the better of the "
               "plain and rotl1 plane layouts; see bench/compare_delta.py.")
-    for n in notices:
-        md.append(f"\nNote: {n}")
-        print(f"compare_delta: {n}", file=sys.stderr)
-    text = "\n".join(md) + "\n"
-    print(text)
-    for p, content in ((args.md, text), (args.json, json.dumps(report, indent=1) + "\n")):
-        if p:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(content)
+    write_report("compare_delta", md, notices, report, args.md, args.json)
     bad = [r for p in report["pairs"] for r in p["results"] if "error" in r or not r.get("exact")]
     return 1 if bad else 0
 
