@@ -32,6 +32,7 @@ from ._checkpoint import (
     save,
     verify,
 )
+from ._sharded import ShardedCheckpoint
 from .errors import (
     CorruptError,
     Error,
@@ -58,6 +59,7 @@ __all__ = [
     "verify",
     "info",
     "CheckpointFile",
+    "ShardedCheckpoint",
     "CompressResult",
     "DecompressResult",
     "VerifyResult",
