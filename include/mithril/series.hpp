@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ struct SeriesMember {
   std::uint64_t stored_bytes = 0;
   std::string source_name;
   std::string blake3;
+  std::map<std::string, double> metrics;   // e.g. {"loss": 0.31}, for keep-the-best retention
 };
 
 struct SeriesOptions {
@@ -54,6 +56,24 @@ std::vector<SeriesMember> series_list(const std::filesystem::path& dir);
 // Restores the member with this step to `output`.
 void series_restore(const std::filesystem::path& dir, std::uint64_t step, const std::filesystem::path& output,
                     bool force, unsigned threads);
+
+// The commit point of a member written by the caller (e.g. mithril.save of a
+// training state into DIR/FILE): records FILE as member `step`. A delta
+// (its .mcp names a base) must give `base_step`, a keyframe of the series
+// whose digest is the one the delta names; a keyframe gives none. Sizes and
+// digest are read from the file. Throws Error(exists) if the step is listed,
+// Error(not_found) if FILE is missing, Error(invalid_argument) if FILE is not
+// a plain name or the base does not match.
+SeriesMember series_register(const std::filesystem::path& dir, std::uint64_t step, const std::string& file,
+                             std::optional<std::uint64_t> base_step, const std::map<std::string, double>& metrics);
+
+// The file name series_add() and series_register() use for a step.
+std::string series_member_file(std::uint64_t step);
+
+// Removes these steps (manifest first, then files). Throws
+// Error(invalid_argument), removing nothing, if a keyframe that a remaining
+// delta needs is among them, Error(not_found) for a step not in the series.
+std::vector<SeriesMember> series_remove(const std::filesystem::path& dir, const std::vector<std::uint64_t>& steps);
 
 // Keeps the newest `keep` members (and the keyframes they need); deletes the
 // rest. Returns the members removed.

@@ -46,6 +46,7 @@ from .errors import (
     UnsupportedError,
 )
 from . import cache  # noqa: E402  (the submodule, mithril.cache)
+from .manager import CheckpointManager  # noqa: E402
 
 __version__: str = _core.version()
 
@@ -65,6 +66,7 @@ __all__ = [
     "VerifyResult",
     "TensorInfo",
     "cache",
+    "CheckpointManager",
     "Error",
     "IoError",
     "CorruptError",

@@ -48,6 +48,7 @@ json to_json(const SeriesMember& m) {
          {"source_name", m.source_name},
          {"blake3", m.blake3}};
   if (m.base_step) j["base_step"] = *m.base_step;
+  if (!m.metrics.empty()) j["metrics"] = m.metrics;
   return j;
 }
 
@@ -70,6 +71,7 @@ std::vector<SeriesMember> load(const fs::path& dir) {
       m.stored_bytes = jm.at("stored_bytes").get<std::uint64_t>();
       m.source_name = jm.value("source_name", std::string{});
       m.blake3 = jm.value("blake3", std::string{});
+      if (jm.contains("metrics")) m.metrics = jm["metrics"].get<std::map<std::string, double>>();
       if (m.file.find('/') != std::string::npos || m.file.starts_with("."))
         throw Error(Errc::corrupt, fmt::format("{}: member file '{}' is not a plain name", path.string(), m.file));
       members.push_back(std::move(m));
@@ -94,9 +96,27 @@ const SeriesMember* find_step(const std::vector<SeriesMember>& members, std::uin
   return nullptr;
 }
 
-std::string member_file(std::uint64_t step) { return fmt::format("step-{:010}.mcp", step); }
+// Drops `steps` from the manifest, then deletes their files. Call under the lock.
+std::vector<SeriesMember> remove_locked(const fs::path& dir, std::vector<SeriesMember> members,
+                                        const std::vector<std::uint64_t>& steps) {
+  const auto doomed = [&](std::uint64_t s) { return std::find(steps.begin(), steps.end(), s) != steps.end(); };
+  std::vector<SeriesMember> kept, removed;
+  for (auto& m : members) (doomed(m.step) ? removed : kept).push_back(std::move(m));
+  for (const auto& m : kept)
+    if (!m.keyframe && m.base_step && doomed(*m.base_step))
+      throw Error(Errc::invalid_argument, fmt::format("{}: step {} is the keyframe of step {}, which stays; not removed",
+                                                      dir.string(), *m.base_step, m.step));
+  save(dir, kept);  // first the manifest: a crash now leaves unreferenced files only
+  for (const auto& m : removed) {
+    std::error_code ec;
+    fs::remove(dir / m.file, ec);
+  }
+  return removed;
+}
 
 }  // namespace
+
+std::string series_member_file(std::uint64_t step) { return fmt::format("step-{:010}.mcp", step); }
 
 std::vector<SeriesMember> series_list(const fs::path& dir) { return load(dir); }
 
@@ -124,7 +144,7 @@ SeriesMember series_add(const fs::path& dir, const fs::path& checkpoint, std::op
 
   SeriesMember member;
   member.step = s;
-  member.file = member_file(s);
+  member.file = series_member_file(s);
   member.source_name = checkpoint.filename().string();
   const fs::path out = dir / member.file;
 
@@ -184,22 +204,62 @@ void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& out
 std::vector<SeriesMember> series_prune(const fs::path& dir, std::size_t keep) {
   DirLock lock(dir);
   auto members = load(dir);
-  std::vector<SeriesMember> kept, removed;
   const std::size_t first_kept = members.size() > keep ? members.size() - keep : 0;
-  std::vector<std::uint64_t> needed;
+  std::vector<std::uint64_t> needed, doomed;
   for (std::size_t i = first_kept; i < members.size(); ++i)
     if (!members[i].keyframe && members[i].base_step) needed.push_back(*members[i].base_step);
-  for (std::size_t i = 0; i < members.size(); ++i) {
-    const bool needed_keyframe = std::find(needed.begin(), needed.end(), members[i].step) != needed.end();
-    if (i >= first_kept || needed_keyframe) kept.push_back(members[i]);
-    else removed.push_back(members[i]);
-  }
-  save(dir, kept);  // first the manifest: a crash now leaves unreferenced files only
-  for (const auto& m : removed) {
-    std::error_code ec;
-    fs::remove(dir / m.file, ec);
-  }
-  return removed;
+  for (std::size_t i = 0; i < first_kept; ++i)
+    if (std::find(needed.begin(), needed.end(), members[i].step) == needed.end()) doomed.push_back(members[i].step);
+  return remove_locked(dir, std::move(members), doomed);
 }
 
-}  // namespace mithril
+std::vector<SeriesMember> series_remove(const fs::path& dir, const std::vector<std::uint64_t>& steps) {
+  DirLock lock(dir);
+  auto members = load(dir);
+  for (const auto s : steps)
+    if (!find_step(members, s))
+      throw Error(Errc::not_found, fmt::format("{}: no step {} in the series", dir.string(), s));
+  return remove_locked(dir, std::move(members), steps);
+}
+
+SeriesMember series_register(const fs::path& dir, std::uint64_t step, const std::string& file,
+                             std::optional<std::uint64_t> base_step, const std::map<std::string, double>& metrics) {
+  if (file.empty() || file.find('/') != std::string::npos || file.starts_with(".") || file == k_manifest)
+    throw Error(Errc::invalid_argument, fmt::format("{}: member file '{}' is not a plain name", dir.string(), file));
+  DirLock lock(dir);
+  std::vector<SeriesMember> members;
+  if (fs::exists(dir / k_manifest)) members = load(dir);
+  if (find_step(members, step))
+    throw Error(Errc::exists, fmt::format("{}: step {} is already in the series", dir.string(), step));
+  const FileInfo info = describe_file(dir / file);
+  if (info.kind != "mcp")
+    throw Error(Errc::invalid_argument, fmt::format("{}: not an .mcp file", (dir / file).string()));
+  SeriesMember member;
+  member.step = step;
+  member.file = file;
+  member.source_bytes = info.source_bytes;
+  member.stored_bytes = info.file_bytes;
+  member.source_name = info.source_name;
+  member.blake3 = info.source_blake3;
+  member.metrics = metrics;
+  if (info.base) {
+    const SeriesMember* k = base_step ? find_step(members, *base_step) : nullptr;
+    if (!k || !k->keyframe)
+      throw Error(Errc::invalid_argument,
+                  fmt::format("{}: is a delta; its base must be a keyframe of the series (given: {})",
+                              (dir / file).string(), base_step ? std::to_string(*base_step) : "none"));
+    if (k->blake3 != info.base->blake3)
+      throw Error(Errc::invalid_argument,
+                  fmt::format("{}: is a delta against BLAKE3 {}, but keyframe step {} is {}", (dir / file).string(),
+                              info.base->blake3, k->step, k->blake3));
+    member.keyframe = false;
+    member.base_step = k->step;
+  } else if (base_step) {
+    throw Error(Errc::invalid_argument,
+                fmt::format("{}: is not a delta, yet a base step ({}) was given", (dir / file).string(), *base_step));
+  }
+  members.push_back(member);
+  std::sort(members.begin(), members.end(), [](auto& a, auto& b) { return a.step < b.step; });
+  save(dir, members);  // the commit point
+  return member;
+}

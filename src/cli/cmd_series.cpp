@@ -61,6 +61,7 @@ void register_series_commands(CLI::App& app, const GlobalOptions& global, int&) 
         e["stored_bytes"] = m.stored_bytes;
         e["ratio"] = m.stored_bytes ? static_cast<double>(m.source_bytes) / m.stored_bytes : 0.0;
         e["blake3"] = m.blake3;
+        if (!m.metrics.empty()) e["metrics"] = m.metrics;
         j["members"].push_back(std::move(e));
       }
       fmt::print("{}\n", j.dump(1));
