@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "codec/rans.hpp"
+#include "codec/rans_blocks.hpp"
 #include "mithril/error.hpp"
 #include "util/xxh3.hpp"
 
@@ -92,7 +93,8 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
 ChunkEncoder::ChunkEncoder(int level) : m_level(level), m_zstd(level) {}
 
 std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan plane, const Histogram& hist,
-                                                                const ChunkKind& kind) {
+                                                                const ChunkKind& kind, unsigned log2_block,
+                                                                double split_bytes) {
   const std::size_t n = plane.size();
   std::size_t best = n;
   PlaneCodec codec = PlaneCodec::stored;
@@ -106,7 +108,13 @@ std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan p
 
   // rANS: worth a pass (here and at every decode) only when the order-0
   // bound promises at least 1% (near-uniform mantissa planes do not).
-  if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
+  if (log2_block != 0 && split_bytes + 64.0 < 0.99 * static_cast<double>(n)) {
+    if (auto size = rans_blocks::encode(plane, log2_block, scratch.first(best - 1))) {
+      best = *size;
+      codec = PlaneCodec::rans0_blocks;
+      have_scratch = true;
+    }
+  } else if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
     if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
       best = *size;
       codec = PlaneCodec::rans0;
@@ -167,8 +175,17 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
       pos += len;
       continue;
     }
-    histogram(plane, m_hist);
-    const auto [codec, size] = encode_plane(plane, m_hist, kind);
+    std::pair<PlaneCodec, std::uint32_t> coded;
+    if (len >= 2 * (std::size_t{1} << rans_blocks::k_min_log2_block)) {
+      // Same one pass over the plane, in 64 KiB pieces: also says whether
+      // tables per block would pay.
+      const rans_blocks::Split split = rans_blocks::choose(plane);
+      coded = encode_plane(plane, split.whole, kind, split.log2_block, split.estimate_bytes);
+    } else {
+      histogram(plane, m_hist);
+      coded = encode_plane(plane, m_hist, kind);
+    }
+    const auto [codec, size] = coded;
     m_payload[1 + 5 * k] = static_cast<std::byte>(codec);
     util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, size);
     pos += len;
@@ -281,6 +298,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
             break;
           case PlaneCodec::zstd: m_zstd.decompress(in, plane); break;
           case PlaneCodec::rans0: rans::decode(in, plane); break;
+          case PlaneCodec::rans0_blocks: rans_blocks::decode(in, plane); break;
           default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
         }
       } catch (const Error& e) {
