@@ -17,6 +17,10 @@ namespace {
 using container::Layout;
 using container::Residual;
 
+// A float plane whose order-0 bound on the chunk's sample saves less than
+// this fraction is stored.
+constexpr double k_min_saving = 0.01;
+
 // Bytes a plane of n bytes with this histogram is expected to take: the
 // order-0 bound plus a small allowance for the rANS table, never more than n.
 double estimate_plane(const Histogram& hist, std::size_t n) {
@@ -166,9 +170,10 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
     // Histogram of the contiguous plane: faster than a strided pass over
     // the input, and exactly what the entropy coder sees.
     const util::ByteSpan plane = grouped.subspan(pos, len);
-    if (kind.is_tensor && kind.is_float && m_level < 10 && m_sample_bpb[k] >= 7.96) {
-      // The sample says near-uniform (a low mantissa plane): rANS could not
-      // save its 1%, so skip even the histogram.
+    if (kind.is_tensor && kind.is_float && m_level < 10 && m_sample_bpb[k] >= 8.0 * (1.0 - k_min_saving)) {
+      // The sample (estimate_sampled) says near-uniform, a low mantissa
+      // plane: coding would save less than 1% and cost a pass here and at
+      // every decode, so store it without even a histogram (memcpy speed).
       util::append_bytes(m_payload, plane);
       m_payload[1 + 5 * k] = static_cast<std::byte>(PlaneCodec::stored);
       util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, static_cast<std::uint32_t>(len));
