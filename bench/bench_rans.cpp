@@ -1,19 +1,29 @@
-// bench_rans — single-thread rANS encode/decode throughput and ratio.
+// bench_rans — single-thread rANS encode/decode throughput and ratio, for
+// every kernel this CPU has (scalar, avx2, avx512; the others are skipped).
 //
 //   ./build/bench_rans --benchmark_min_time=0.5
+//   MITHRIL_BENCH_WEIGHTS=model.safetensors ./build/bench_rans --benchmark_filter=plane:3
 //
 // Counters: MB/s over the raw plane (bytes_per_second), bits/byte of the
 // block, and `vs_bound` = block size / order-0 Shannon bound. Planes:
 //   bf16exp  exponent plane of bf16 weights ~ N(0, 0.02) after rotl1 (16 MiB)
 //   zeros99  99% zeros, the rest a few small values (XOR residual plane)
 //   uniform  random bytes (encode gives up early: the caller stores raw)
+//   real     exponent plane of real weights: the fp32 tensors of the
+//            safetensors file named by MITHRIL_BENCH_WEIGHTS, cast to bf16
+//            (round to nearest even) and rotl1-grouped; 16 MiB of it,
+//            repeated if the file is smaller (skipped when unset)
+// The context lines name the CPU and the kernels encode()/decode() chose.
 // Each is coded as 1 MiB blocks (the container's chunk scale) and as one
 // 16 MiB block.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "codec/rans.hpp"
@@ -62,9 +72,51 @@ ByteVector make_plane(int kind) {
   return v;
 }
 
+std::uint8_t bf16_exponent_byte(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);
+  const auto h = static_cast<std::uint16_t>(u >> 16);
+  return static_cast<std::uint8_t>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
+}
+
+// Every 4-byte value after the safetensors header, read as fp32 (the file
+// is expected to hold fp32 tensors only, like all-MiniLM-L6-v2).
+ByteVector real_plane() {
+  const char* path = std::getenv("MITHRIL_BENCH_WEIGHTS");
+  if (!path || !*path) return {};
+  std::ifstream f(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::uint64_t header = 0;
+  if (bytes.size() < 8) return {};
+  std::memcpy(&header, bytes.data(), 8);
+  if (header + 8 > bytes.size()) return {};
+  const std::size_t n = (bytes.size() - 8 - header) / 4;
+  if (n == 0) return {};
+  ByteVector v(k_plane);
+  for (std::size_t i = 0; i < k_plane; ++i) {
+    float x;
+    std::memcpy(&x, bytes.data() + 8 + header + 4 * (i % n), 4);
+    v[i] = static_cast<std::byte>(bf16_exponent_byte(x));
+  }
+  return v;
+}
+
 const ByteVector& plane(int kind) {
-  static const ByteVector planes[3] = {make_plane(0), make_plane(1), make_plane(2)};
+  static const ByteVector planes[4] = {make_plane(0), make_plane(1), make_plane(2), real_plane()};
   return planes[kind];
+}
+
+bool plane_missing(benchmark::State& st, const ByteVector& src) {
+  if (!src.empty()) return false;
+  st.SkipWithError("set MITHRIL_BENCH_WEIGHTS to an fp32 .safetensors file");
+  return true;
+}
+
+bool kernel_missing(benchmark::State& st, codec::rans::detail::Kernel k) {
+  if (codec::rans::detail::kernel_available(k)) return false;
+  st.SkipWithError("kernel not available on this CPU");
+  return true;
 }
 
 struct Encoded {
@@ -97,6 +149,8 @@ void set_counters(benchmark::State& st, const ByteVector& src, const Encoded& e)
 void BM_encode(benchmark::State& st) {
   const ByteVector& src = plane(static_cast<int>(st.range(0)));
   const std::size_t block = static_cast<std::size_t>(st.range(1));
+  const auto kernel = static_cast<codec::rans::detail::Kernel>(st.range(2));
+  if (plane_missing(st, src) || kernel_missing(st, kernel)) return;
   std::vector<Histogram> hists;
   for (std::size_t off = 0; off < src.size(); off += block)
     hists.push_back(hist_of(util::ByteSpan(src.data() + off, std::min(block, src.size() - off))));
@@ -105,7 +159,7 @@ void BM_encode(benchmark::State& st) {
     std::size_t i = 0;
     for (std::size_t off = 0; off < src.size(); off += block, ++i) {
       const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
-      benchmark::DoNotOptimize(codec::rans::encode(in, hists[i], out));
+      benchmark::DoNotOptimize(codec::rans::detail::encode_with(in, hists[i], out, kernel));
     }
   }
   set_counters(st, src, encode_all(src, block));
@@ -114,12 +168,9 @@ void BM_encode(benchmark::State& st) {
 void BM_decode(benchmark::State& st) {
   const ByteVector& src = plane(static_cast<int>(st.range(0)));
   const std::size_t block = static_cast<std::size_t>(st.range(1));
-  const Encoded e = encode_all(src, block);
   const auto kernel = static_cast<codec::rans::detail::Kernel>(st.range(2));
-  if (!codec::rans::detail::kernel_available(kernel)) {
-    st.SkipWithError("kernel not available on this CPU");
-    return;
-  }
+  if (plane_missing(st, src) || kernel_missing(st, kernel)) return;
+  const Encoded e = encode_all(src, block);
   ByteVector out(src.size());
   for (auto _ : st) {
     std::size_t off = 0;
@@ -137,25 +188,35 @@ void BM_decode(benchmark::State& st) {
   set_counters(st, src, e);
 }
 
-void encode_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"plane", "block"});
-  for (int kind : {0, 1, 2})
-    for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}}) b->Args({kind, block});
-  b->Unit(benchmark::kMillisecond);
-}
-
-// kernel: 0 = scalar, 1 = avx2
-void decode_args(benchmark::internal::Benchmark* b) {
+// kernel: 0 = scalar, 1 = avx2, 2 = avx512
+void kernel_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"plane", "block", "kernel"});
-  for (int kind : {0, 1, 2})
+  for (int kind : {0, 1, 2, 3})
     for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}})
-      for (int kernel : {0, 1}) b->Args({kind, block, kernel});
+      for (int kernel : {0, 1, 2}) b->Args({kind, block, kernel});
   b->Unit(benchmark::kMillisecond);
 }
 
-BENCHMARK(BM_encode)->Apply(encode_args);
-BENCHMARK(BM_decode)->Apply(decode_args);
+BENCHMARK(BM_encode)->Apply(kernel_args);
+BENCHMARK(BM_decode)->Apply(kernel_args);
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown";
+}
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  const auto names = codec::rans::kernel_names();
+  benchmark::AddCustomContext("cpu_model", cpu_model());
+  benchmark::AddCustomContext("rans_kernels", "encode " + std::string(names.encode) + ", decode " +
+                                                  std::string(names.decode) + " (0 = scalar, 1 = avx2, 2 = avx512)");
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -10,9 +10,15 @@
 
 #include <fmt/core.h>
 
+#include <string>
+#include <string_view>
+
 #include "cli/commands.hpp"
+#include "codec/byte_group.hpp"
+#include "codec/rans.hpp"
 #include "mithril/error.hpp"
 #include "mithril/version.hpp"
+#include "util/blake3.hpp"
 
 namespace {
 
@@ -29,6 +35,21 @@ void reraise_deferred_signal() {
     std::signal(sig, SIG_DFL);
     std::raise(sig);
   }
+}
+
+// `mithril --version -v` (the flag may come before or after --version, which
+// CLI11 handles while parsing): also the kernels this CPU runs.
+std::string version_text(int argc, char** argv) {
+  std::string text = std::string("mithril ") + mithril::version();
+  bool verbose = false;
+  for (int i = 1; i < argc; ++i)
+    verbose |= std::string_view(argv[i]) == "-v" || std::string_view(argv[i]) == "--verbose";
+  if (verbose) {
+    const auto rans = mithril::codec::rans::kernel_names();
+    text += fmt::format("\nkernels: rans encode {}, rans decode {}, byte grouping {}, blake3 {}", rans.encode,
+                        rans.decode, mithril::codec::byte_group_isa(), mithril::util::detail::blake3_kernel());
+  }
+  return text;
 }
 
 int exit_status(mithril::Errc code) {
@@ -55,7 +76,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Mithril: lossless checkpoint compression and a torch.compile cache manager", "mithril"};
   app.require_subcommand(1);
   app.fallthrough();  // global flags (-q, -v) may follow the subcommand
-  app.set_version_flag("-V,--version", std::string("mithril ") + mithril::version());
+  app.set_version_flag("-V,--version", version_text(argc, argv));
   mithril::cli::GlobalOptions global;
   app.add_flag("-q,--quiet", global.quiet, "No progress bar or summary line");
   app.add_flag("-v,--verbose", global.verbose, "More detail");

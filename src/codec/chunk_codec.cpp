@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "codec/rans.hpp"
+#include "codec/rans_blocks.hpp"
 #include "mithril/error.hpp"
 #include "util/xxh3.hpp"
 
@@ -15,6 +16,10 @@ namespace {
 
 using container::Layout;
 using container::Residual;
+
+// A float plane whose order-0 bound on the chunk's sample saves less than
+// this fraction is stored.
+constexpr double k_min_saving = 0.01;
 
 // Bytes a plane of n bytes with this histogram is expected to take: the
 // order-0 bound plus a small allowance for the rANS table, never more than n.
@@ -92,7 +97,8 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
 ChunkEncoder::ChunkEncoder(int level) : m_level(level), m_zstd(level) {}
 
 std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan plane, const Histogram& hist,
-                                                                const ChunkKind& kind) {
+                                                                const ChunkKind& kind, unsigned log2_block,
+                                                                double split_bytes) {
   const std::size_t n = plane.size();
   std::size_t best = n;
   PlaneCodec codec = PlaneCodec::stored;
@@ -106,7 +112,13 @@ std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan p
 
   // rANS: worth a pass (here and at every decode) only when the order-0
   // bound promises at least 1% (near-uniform mantissa planes do not).
-  if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
+  if (log2_block != 0 && split_bytes + 64.0 < 0.99 * static_cast<double>(n)) {
+    if (auto size = rans_blocks::encode(plane, log2_block, scratch.first(best - 1))) {
+      best = *size;
+      codec = PlaneCodec::rans0_blocks;
+      have_scratch = true;
+    }
+  } else if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
     if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
       best = *size;
       codec = PlaneCodec::rans0;
@@ -158,17 +170,27 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
     // Histogram of the contiguous plane: faster than a strided pass over
     // the input, and exactly what the entropy coder sees.
     const util::ByteSpan plane = grouped.subspan(pos, len);
-    if (kind.is_tensor && kind.is_float && m_level < 10 && m_sample_bpb[k] >= 7.96) {
-      // The sample says near-uniform (a low mantissa plane): rANS could not
-      // save its 1%, so skip even the histogram.
+    if (kind.is_tensor && kind.is_float && m_level < 10 && m_sample_bpb[k] >= 8.0 * (1.0 - k_min_saving)) {
+      // The sample (estimate_sampled) says near-uniform, a low mantissa
+      // plane: coding would save less than 1% and cost a pass here and at
+      // every decode, so store it without even a histogram (memcpy speed).
       util::append_bytes(m_payload, plane);
       m_payload[1 + 5 * k] = static_cast<std::byte>(PlaneCodec::stored);
       util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, static_cast<std::uint32_t>(len));
       pos += len;
       continue;
     }
-    histogram(plane, m_hist);
-    const auto [codec, size] = encode_plane(plane, m_hist, kind);
+    std::pair<PlaneCodec, std::uint32_t> coded;
+    if (len >= 2 * (std::size_t{1} << rans_blocks::k_min_log2_block)) {
+      // Same one pass over the plane, in 64 KiB pieces: also says whether
+      // tables per block would pay.
+      const rans_blocks::Split split = rans_blocks::choose(plane);
+      coded = encode_plane(plane, split.whole, kind, split.log2_block, split.estimate_bytes);
+    } else {
+      histogram(plane, m_hist);
+      coded = encode_plane(plane, m_hist, kind);
+    }
+    const auto [codec, size] = coded;
     m_payload[1 + 5 * k] = static_cast<std::byte>(codec);
     util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, size);
     pos += len;
@@ -281,6 +303,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
             break;
           case PlaneCodec::zstd: m_zstd.decompress(in, plane); break;
           case PlaneCodec::rans0: rans::decode(in, plane); break;
+          case PlaneCodec::rans0_blocks: rans_blocks::decode(in, plane); break;
           default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
         }
       } catch (const Error& e) {

@@ -19,7 +19,8 @@
 
 namespace mithril::codec {
 
-enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2 };
+// rans0_blocks: several rANS blocks, one table each (rans_blocks.hpp).
+enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2, rans0_blocks = 3 };
 
 // How the chunk's bytes should be seen.
 struct ChunkKind {
@@ -47,8 +48,11 @@ class ChunkEncoder {
 
  private:
   // Appends the best coding of one plane to m_payload; returns its codec and size.
+  // log2_block != 0: code it as rANS blocks of that size (rans_blocks::choose),
+  // whose estimated size is split_bytes.
   std::pair<PlaneCodec, std::uint32_t> encode_plane(util::ByteSpan plane, const Histogram& hist,
-                                                    const ChunkKind& kind);
+                                                    const ChunkKind& kind, unsigned log2_block = 0,
+                                                    double split_bytes = 0);
   EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode);
 
   int m_level;

@@ -34,8 +34,9 @@
 // renormalisation per symbol and let 8 lanes share an AVX2 register; the
 // rounding loss of x / f is ~0.01% at scale 12, ~0.04% at 15 and ~0.15% at
 // 16 (measured on bf16 exponents).
-// The decoder is bound by the latency of its table gathers, so big blocks use
-// 64 lanes (eight independent vector chains); small blocks use fewer, since
+// The coder is bound by the latency of its table gathers, so big blocks use
+// 64 lanes (eight AVX2 or four AVX-512 independent vector chains, also for
+// the encoder); small blocks use fewer, since
 // each lane's state costs 4 bytes. Scales up to 12 pack symbol, frequency and
 // bias into one 32-bit table entry, which halves the decoder's loads; the
 // encoder picks a finer scale only when it saves more than 0.2%.
@@ -54,15 +55,9 @@
 #include <memory>
 #include <string>
 
+#include "codec/rans_kernels.hpp"
 #include "codec/rans_table.hpp"
 #include "mithril/error.hpp"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MITHRIL_RANS_X86 1
-#include <immintrin.h>
-#else
-#define MITHRIL_RANS_X86 0
-#endif
 
 namespace mithril::codec::rans {
 namespace {
@@ -72,17 +67,11 @@ using u8 = std::uint8_t;
 using u16 = std::uint16_t;
 using u32 = std::uint32_t;
 using u64 = std::uint64_t;
-__extension__ typedef unsigned __int128 u128;
 
 constexpr unsigned k_version = 1;
 constexpr unsigned k_kind_empty = 0;
 constexpr unsigned k_kind_constant = 1;
 constexpr unsigned k_kind_rans = 2;
-constexpr unsigned k_max_lanes_log2 = 6;
-constexpr unsigned k_max_lanes = 1u << k_max_lanes_log2;
-constexpr u32 k_state_low = u32{1} << 16;  // L: states live in [L, 2^32)
-// Scales up to this one use the packed decode table (see DecTables).
-constexpr unsigned k_packed_max_scale = 12;
 
 [[noreturn]] void corrupt(const char* what) { throw Error(Errc::corrupt, std::string("rans block: ") + what); }
 
@@ -141,171 +130,100 @@ Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
 }
 
 // ---- encoder -----------------------------------------------------------------
-struct EncSym {
-  u64 rcp;    // floor((2^64 - 1) / f)
-  u32 x_max;  // emit a word first when the state is >= this
-  u16 bias;   // cum (< 2^16)
-  u16 cmpl;   // M - f (< 2^16)
-};
-
-void build_encoder(const Freqs& freq, unsigned scale, std::array<EncSym, 256>& tab) {
-  const u32 m = u32{1} << scale;
-  u32 cum = 0;
-  for (unsigned s = 0; s < 256; ++s) {
-    const u32 f = freq[s];
-    if (f == 0) {
-      tab[s] = EncSym{0, 0, 0, 0};  // unused with a correct histogram; still memory-safe
-      continue;
-    }
-    tab[s] = EncSym{~u64{0} / f, f << (32 - scale), static_cast<u16>(cum), static_cast<u16>(m - f)};
-    cum += f;
-  }
-}
-
-// floor(x / f) for x < 2^32, f <= 2^16, with one multiply: with
-// r = floor((2^64 - 1) / f) = 2^64 / f - e, 0 < e <= 1, (x + 1) * r / 2^64 is
-// (x + 1) / f minus less than 2^-32, so its floor is floor(x / f) exactly
-// (x + 1 = qf + (x mod f) + 1 leaves a fraction of at least 1/f to eat into).
-inline u32 div_f(u32 x, u64 rcp) { return static_cast<u32>((static_cast<u128>(u64{x} + 1) * rcp) >> 64); }
-
-inline u32 enc_put(u32 x, const EncSym& e) {
-  return x + e.bias + div_f(x, e.rcp) * e.cmpl;  // = q * M + x mod f + cum, < 2^32
-}
-
 // Encodes in[0, n) backwards, writing words downwards from `front` but never
 // below `floor`. Returns false when they do not fit.
-template <unsigned Lanes>
-bool encode_lanes(const u8* in, std::size_t n, const std::array<EncSym, 256>& tab, const u8* floor, u8*& front,
-                  u32* states_out) {
-  u32 x[Lanes];
-  for (unsigned k = 0; k < Lanes; ++k) x[k] = k_state_low;
-  u8* p = front;
-  auto checked = [&](unsigned k, u8 sym) {
-    const EncSym& e = tab[sym];
-    if (x[k] >= e.x_max) {
-      if (p - floor < 2) return false;
-      p -= 2;
-      util::store_le<u16>(reinterpret_cast<std::byte*>(p), static_cast<u16>(x[k]));
-      x[k] >>= 16;
+bool encode_lanes(const u8* in, std::size_t n, unsigned lanes_log2, const EncTables& t, Kernel kernel,
+                  const u8* floor, u8*& front, u32* states_out) {
+  const std::size_t lanes = std::size_t{1} << lanes_log2;
+  EncodeCursor c;
+  for (std::size_t k = 0; k < lanes; ++k) c.x[k] = k_state_low;
+  c.p = front;
+  c.floor = floor;
+  auto checked = [&](std::size_t k, u8 sym) {
+    const EncSym& e = t.sym[sym];
+    u32 x = c.x[k];
+    if (x >= e.x_max) {
+      if (c.p - floor < 2) return false;
+      c.p -= 2;
+      util::store_le<u16>(reinterpret_cast<std::byte*>(c.p), static_cast<u16>(x));
+      x >>= 16;
     }
-    x[k] = enc_put(x[k], e);
+    c.x[k] = x + e.bias + x / ((u32{1} << t.scale) - e.cmpl) * e.cmpl;  // = q * M + x mod f + cum
     return true;
   };
-  const std::size_t rounds = n / Lanes;
-  const std::size_t tail = n % Lanes;
-  for (std::size_t k = tail; k-- > 0;)
-    if (!checked(static_cast<unsigned>(k), in[rounds * Lanes + k])) return false;
-  for (std::size_t r = rounds; r-- > 0;) {
-    const u8* src = in + r * Lanes;
-    if (p - floor >= static_cast<std::ptrdiff_t>(2 * Lanes)) {
-      for (unsigned k = Lanes; k-- > 0;) {
-        // Branch-free on purpose: whether a lane emits is a coin flip.
-        const EncSym& e = tab[src[k]];
-        const u32 xs = x[k];
-        const bool c = xs >= e.x_max;
-        util::store_le<u16>(reinterpret_cast<std::byte*>(p - 2), static_cast<u16>(xs));  // kept only if c
-        p -= 2 * static_cast<std::size_t>(c);
-        const u32 hi = xs >> 16;
-        x[k] = enc_put(c ? hi : xs, e);
-      }
-    } else {
-      for (unsigned k = Lanes; k-- > 0;)
-        if (!checked(k, src[k])) return false;
-    }
-  }
-  front = p;
-  for (unsigned k = 0; k < Lanes; ++k) states_out[k] = x[k];
+  const std::size_t rounds = n / lanes;
+  for (std::size_t k = n % lanes; k-- > 0;)
+    if (!checked(k, in[rounds * lanes + k])) return false;
+  c.round = rounds;
+  encode_rounds(kernel, lanes_log2)(in, t, c);
+  for (; c.round > 0; --c.round)
+    for (std::size_t k = lanes; k-- > 0;)
+      if (!checked(k, in[(c.round - 1) * lanes + k])) return false;
+  front = c.p;
+  std::memcpy(states_out, c.x, lanes * sizeof(u32));
   return true;
 }
 
-using EncodeFn = bool (*)(const u8*, std::size_t, const std::array<EncSym, 256>&, const u8*, u8*&, u32*);
-constexpr EncodeFn k_encoders[] = {encode_lanes<1>, encode_lanes<2>, encode_lanes<4>,
-                                   encode_lanes<8>, encode_lanes<16>, encode_lanes<32>, encode_lanes<64>};
+std::optional<std::size_t> encode_impl(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out,
+                                       Kernel kernel) {
+  const std::size_t n = in.size();
+  if (n > std::numeric_limits<u32>::max())
+    throw Error(Errc::invalid_argument, "rans::encode: block of " + std::to_string(n) + " bytes exceeds 4 GiB");
+  u64 total = 0;
+  unsigned nsym = 0, last = 0;
+  for (unsigned s = 0; s < 256; ++s) {
+    total += hist[s];
+    if (hist[s]) nsym++, last = s;
+  }
+  if (total != n)
+    throw Error(Errc::invalid_argument, "rans::encode: histogram counts " + std::to_string(total) +
+                                            " bytes, input has " + std::to_string(n));
+  u8* o = reinterpret_cast<u8*>(out.data());
+  if (n == 0) {
+    if (out.empty()) return std::nullopt;
+    o[0] = tag(k_kind_empty);
+    return 1;
+  }
+  if (nsym == 1) {
+    if (out.size() < 2) return std::nullopt;
+    o[0] = tag(k_kind_constant);
+    o[1] = static_cast<u8>(last);
+    return 2;
+  }
+
+  const Plan plan = plan_block(hist, n, nsym);
+  const std::size_t lanes = std::size_t{1} << plan.lanes_log2;
+  const std::size_t head = 2 + (plan.table_bits + 7) / 8;
+  const std::size_t floor = head + 4 * lanes;
+  // Give up before any work when the model's size is clearly over: rANS
+  // lands within a few bytes per lane of payload_bits (it can undercut it
+  // only by what the final states hold, < 2 bytes a lane), so the slack
+  // below is generous, yet small enough to catch near-random planes.
+  const double estimate = static_cast<double>(head) + 2.0 * static_cast<double>(lanes) + plan.payload_bits / 8.0;
+  const double slack = plan.payload_bits / 8.0 / 262144.0 + 32.0;
+  if (estimate - slack > static_cast<double>(out.size()) || out.size() < floor) return std::nullopt;
+
+  o[0] = tag(k_kind_rans);
+  o[1] = static_cast<u8>((plan.lanes_log2 << 4) | (plan.scale - k_min_scale));
+  {
+    std::array<u8, k_max_table_bytes> buf;  // aside, so `out` is never overrun
+    const std::size_t written = write_table(plan.freq, plan.k, buf.data());
+    if (2 + written != head) throw Error(Errc::internal, "rans::encode: table size mismatch");
+    std::memcpy(o + 2, buf.data(), written);
+  }
+  EncTables tab;
+  build_encoder(plan.freq, plan.scale, tab);
+  u32 states[k_max_lanes];
+  u8* front = o + out.size();
+  const auto* src = reinterpret_cast<const u8*>(in.data());
+  if (!encode_lanes(src, n, plan.lanes_log2, tab, kernel, o + floor, front, states)) return std::nullopt;
+  const auto words = static_cast<std::size_t>(o + out.size() - front);
+  std::memmove(o + floor, front, words);
+  for (std::size_t k = 0; k < lanes; ++k) util::store_le<u32>(out.data() + head + 4 * k, states[k]);
+  return floor + words;
+}
 
 // ---- decoder -----------------------------------------------------------------
-// Two table layouts, one 32-bit load per symbol on the state's critical path:
-//   packed (scale <= 12): slot -> sym | bias << 8 | f << 20, one load in all;
-//   wide (scale 13..16):  slot -> f | bias << 16, plus slot -> sym bytes;
-// where bias = slot - cum. Then x = f * (x >> scale) + bias.
-struct DecTables {
-  unsigned scale = 0;
-  std::unique_ptr<u32[]> slots;  // 2^scale entries
-  std::unique_ptr<u8[]> sym;     // wide only: 2^scale entries + padding for 4-byte gathers
-};
-
-void build_decoder(const Freqs& freq, unsigned scale, DecTables& t) {
-  const u32 m = u32{1} << scale;
-  t.scale = scale;
-  t.slots = std::make_unique_for_overwrite<u32[]>(m);
-  const bool packed = scale <= k_packed_max_scale;
-  if (!packed) {
-    t.sym = std::make_unique_for_overwrite<u8[]>(m + 8);
-    std::memset(t.sym.get() + m, 0, 8);
-  }
-  u32* slots = t.slots.get();
-  u32 cum = 0;
-  for (u32 s = 0; s < 256; ++s) {
-    const u32 f = freq[s];
-    if (f == 0) continue;
-    if (packed) {
-      for (u32 b = 0; b < f; ++b) slots[cum + b] = s | (b << 8) | (f << 20);
-    } else {
-      for (u32 b = 0; b < f; ++b) slots[cum + b] = f | (b << 16);
-      std::memset(t.sym.get() + cum, static_cast<int>(s), f);
-    }
-    cum += f;
-  }
-}
-
-// Shared state of one block's decode: kernels run whole rounds (one symbol
-// per lane) and leave the rest to the next kernel or the checked tail.
-struct DecodeCursor {
-  u32 x[k_max_lanes];
-  const u8* p;
-  const u8* end;
-  u8* out;
-  std::size_t round = 0;  // rounds done
-  std::size_t rounds;     // whole rounds in the block
-};
-
-// One decoding step before renormalisation. Invariant, whatever the input:
-// x in [2^16, 2^32) before each step, so f * (x >> scale) + bias <
-// f * 2^(32 - scale) < 2^32 never wraps, and renormalisation restores x >= 2^16.
-template <bool Packed>
-inline u32 dec_step(const DecTables& t, u32 x, u8& sym) {
-  const u32 slot = x & ((u32{1} << t.scale) - 1);
-  const u32 e = t.slots[slot];
-  if constexpr (Packed) {
-    sym = static_cast<u8>(e);
-    return (e >> 20) * (x >> t.scale) + ((e >> 8) & 0xfff);
-  } else {
-    sym = t.sym[slot];
-    return (e & 0xffff) * (x >> t.scale) + (e >> 16);
-  }
-}
-
-template <unsigned Lanes, bool Packed>
-void decode_rounds_scalar(const DecTables& t, DecodeCursor& c) {
-  u32 x[Lanes];
-  std::memcpy(x, c.x, sizeof x);
-  const u8* p = c.p;
-  std::size_t r = c.round;
-  for (; r < c.rounds && c.end - p >= static_cast<std::ptrdiff_t>(2 * Lanes); ++r) {
-    u8* o = c.out + r * Lanes;
-    for (unsigned k = 0; k < Lanes; ++k) {
-      u32 y = dec_step<Packed>(t, x[k], o[k]);
-      // Branch-free on purpose: whether a lane reads is a coin flip.
-      const u32 w = util::load_le<u16>(reinterpret_cast<const std::byte*>(p));
-      const u32 renorm = y < k_state_low;
-      x[k] = (y << (16 * renorm)) | (w & (0u - renorm));
-      p += 2 * renorm;
-    }
-  }
-  std::memcpy(c.x, x, sizeof x);
-  c.p = p;
-  c.round = r;
-}
-
 // One symbol with every read checked: for the last rounds and the tail.
 template <bool Packed>
 void decode_checked(const DecTables& t, DecodeCursor& c, unsigned k, u8* o) {
@@ -318,113 +236,14 @@ void decode_checked(const DecTables& t, DecodeCursor& c, unsigned k, u8* o) {
   c.x[k] = y;
 }
 
-#if MITHRIL_RANS_X86
-// lane k of an 8-lane group takes the (number of renormalising lanes below
-// k)-th word of the group's 16-byte load.
-struct ExpandLut {
-  alignas(32) u32 idx[256][8];
-};
-constexpr ExpandLut make_expand_lut() {
-  ExpandLut l{};
-  for (unsigned m = 0; m < 256; ++m)
-    for (unsigned k = 0, c = 0; k < 8; ++k) l.idx[m][k] = (m >> k) & 1 ? c++ : 0;
-  return l;
-}
-constexpr ExpandLut k_expand = make_expand_lut();
-
-// Same arithmetic as decode_rounds_scalar, eight lanes per register. Each
-// group reads its words with one 16-byte load; a round starts only when
-// 2 * Lanes bytes remain, which covers every group's load.
-template <unsigned V, bool Packed>
-__attribute__((target("avx2,popcnt"))) void decode_rounds_avx2(const DecTables& t, DecodeCursor& c) {
-  constexpr unsigned Lanes = 8 * V;
-  __m256i x[V];
-  for (unsigned v = 0; v < V; ++v) x[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.x + 8 * v));
-  const __m256i mask = _mm256_set1_epi32(static_cast<int>((u32{1} << t.scale) - 1));
-  const __m256i low16 = _mm256_set1_epi32(0xffff);
-  const __m256i low12 = _mm256_set1_epi32(0xfff);
-  const __m256i low8 = _mm256_set1_epi32(0xff);
-  const __m256i zero = _mm256_setzero_si256();
-  const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(t.scale));
-  // Low byte of each dword to the bottom of each 128-bit half, then halves together.
-  const __m256i pack_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
-                                              0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  const __m256i pack_halves = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
-  const auto* slots = reinterpret_cast<const int*>(t.slots.get());
-  const auto* sym = reinterpret_cast<const int*>(t.sym.get());
-  const u8* p = c.p;
-  std::size_t r = c.round;
-  for (; r < c.rounds && c.end - p >= static_cast<std::ptrdiff_t>(2 * Lanes); ++r) {
-    u8* o = c.out + r * Lanes;
-    for (unsigned v = 0; v < V; ++v) {
-      const __m256i slot = _mm256_and_si256(x[v], mask);
-      const __m256i e = _mm256_i32gather_epi32(slots, slot, 4);
-      __m256i s, y;
-      if constexpr (Packed) {
-        s = _mm256_and_si256(e, low8);
-        y = _mm256_mullo_epi32(_mm256_srli_epi32(e, 20), _mm256_srl_epi32(x[v], shift));
-        y = _mm256_add_epi32(y, _mm256_and_si256(_mm256_srli_epi32(e, 8), low12));
-      } else {
-        s = _mm256_and_si256(_mm256_i32gather_epi32(sym, slot, 1), low8);
-        y = _mm256_mullo_epi32(_mm256_and_si256(e, low16), _mm256_srl_epi32(x[v], shift));
-        y = _mm256_add_epi32(y, _mm256_srli_epi32(e, 16));
-      }
-      const __m256i renorm = _mm256_cmpeq_epi32(_mm256_srli_epi32(y, 16), zero);
-      const auto bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(renorm)));
-      __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-      w = _mm256_permutevar8x32_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(k_expand.idx[bits])));
-      x[v] = _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32(y, 16), w), renorm);
-      p += 2 * _mm_popcnt_u32(bits);
-      const __m256i b = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(s, pack_bytes), pack_halves);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(o + 8 * v), _mm256_castsi256_si128(b));
-    }
-  }
-  for (unsigned v = 0; v < V; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(c.x + 8 * v), x[v]);
-  c.p = p;
-  c.round = r;
-}
-
-bool cpu_has_avx2() {
-  static const bool has = [] {
-    __builtin_cpu_init();  // in case we run before libgcc's constructor
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
-  }();
-  return has;
-}
-#else
-bool cpu_has_avx2() { return false; }
-#endif
-
-using RoundsFn = void (*)(const DecTables&, DecodeCursor&);
-
-template <bool Packed>
-RoundsFn pick_rounds(unsigned lanes_log2, Kernel kernel) {
-#if MITHRIL_RANS_X86
-  if (kernel == Kernel::avx2 && cpu_has_avx2() && lanes_log2 >= 3) {
-    constexpr RoundsFn avx2[] = {decode_rounds_avx2<1, Packed>, decode_rounds_avx2<2, Packed>,
-                                 decode_rounds_avx2<4, Packed>, decode_rounds_avx2<8, Packed>};
-    return avx2[lanes_log2 - 3];
-  }
-#else
-  (void)kernel;
-#endif
-  constexpr RoundsFn scalar[] = {decode_rounds_scalar<1, Packed>,  decode_rounds_scalar<2, Packed>,
-                                 decode_rounds_scalar<4, Packed>,  decode_rounds_scalar<8, Packed>,
-                                 decode_rounds_scalar<16, Packed>, decode_rounds_scalar<32, Packed>,
-                                 decode_rounds_scalar<64, Packed>};
-  return scalar[lanes_log2];
-}
-
 template <bool Packed>
 void decode_lanes(const DecTables& t, DecodeCursor& c, unsigned lanes_log2, std::size_t n, Kernel kernel) {
   const unsigned lanes = 1u << lanes_log2;
-  pick_rounds<Packed>(lanes_log2, kernel)(t, c);
+  decode_rounds(kernel, lanes_log2, Packed)(t, c);
   for (; c.round < c.rounds; ++c.round)
     for (unsigned k = 0; k < lanes; ++k) decode_checked<Packed>(t, c, k, c.out + c.round * lanes + k);
   for (unsigned k = 0; k < n % lanes; ++k) decode_checked<Packed>(t, c, k, c.out + c.rounds * lanes + k);
 }
-
-Kernel best_kernel() { return cpu_has_avx2() ? Kernel::avx2 : Kernel::scalar; }
 
 void decode_impl(util::ByteSpan block, util::MutableByteSpan out, Kernel kernel) {
   if (block.empty()) corrupt("empty");
@@ -478,73 +297,21 @@ void decode_impl(util::ByteSpan block, util::MutableByteSpan out, Kernel kernel)
     if (c.x[k] != k_state_low) corrupt("final state mismatch");
 }
 
+Kernel usable(Kernel k) { return kernel_available(k) ? k : Kernel::scalar; }
+
 }  // namespace
 
 std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
-  const std::size_t n = in.size();
-  if (n > std::numeric_limits<u32>::max())
-    throw Error(Errc::invalid_argument, "rans::encode: block of " + std::to_string(n) + " bytes exceeds 4 GiB");
-  u64 total = 0;
-  unsigned nsym = 0, last = 0;
-  for (unsigned s = 0; s < 256; ++s) {
-    total += hist[s];
-    if (hist[s]) nsym++, last = s;
-  }
-  if (total != n)
-    throw Error(Errc::invalid_argument, "rans::encode: histogram counts " + std::to_string(total) +
-                                            " bytes, input has " + std::to_string(n));
-  u8* o = reinterpret_cast<u8*>(out.data());
-  if (n == 0) {
-    if (out.empty()) return std::nullopt;
-    o[0] = tag(k_kind_empty);
-    return 1;
-  }
-  if (nsym == 1) {
-    if (out.size() < 2) return std::nullopt;
-    o[0] = tag(k_kind_constant);
-    o[1] = static_cast<u8>(last);
-    return 2;
-  }
-
-  const Plan plan = plan_block(hist, n, nsym);
-  const std::size_t lanes = std::size_t{1} << plan.lanes_log2;
-  const std::size_t head = 2 + (plan.table_bits + 7) / 8;
-  const std::size_t floor = head + 4 * lanes;
-  // Give up before any work when the model's size is clearly over: rANS
-  // lands within a few bytes per lane of payload_bits (it can undercut it
-  // only by what the final states hold, < 2 bytes a lane), so the slack
-  // below is generous, yet small enough to catch near-random planes.
-  const double estimate = static_cast<double>(head) + 2.0 * static_cast<double>(lanes) + plan.payload_bits / 8.0;
-  const double slack = plan.payload_bits / 8.0 / 262144.0 + 32.0;
-  if (estimate - slack > static_cast<double>(out.size()) || out.size() < floor) return std::nullopt;
-
-  o[0] = tag(k_kind_rans);
-  o[1] = static_cast<u8>((plan.lanes_log2 << 4) | (plan.scale - k_min_scale));
-  {
-    std::array<u8, k_max_table_bytes> buf;  // aside, so `out` is never overrun
-    const std::size_t written = write_table(plan.freq, plan.k, buf.data());
-    if (2 + written != head) throw Error(Errc::internal, "rans::encode: table size mismatch");
-    std::memcpy(o + 2, buf.data(), written);
-  }
-  std::array<EncSym, 256> tab;
-  build_encoder(plan.freq, plan.scale, tab);
-  u32 states[k_max_lanes];
-  u8* front = o + out.size();
-  const auto* src = reinterpret_cast<const u8*>(in.data());
-  if (!k_encoders[plan.lanes_log2](src, n, tab, o + floor, front, states)) return std::nullopt;
-  const auto words = static_cast<std::size_t>(o + out.size() - front);
-  std::memmove(o + floor, front, words);
-  for (std::size_t k = 0; k < lanes; ++k) util::store_le<u32>(out.data() + head + 4 * k, states[k]);
-  return floor + words;
+  return encode_impl(in, hist, out, active_kernels().encode);
 }
 
-void decode(util::ByteSpan block, util::MutableByteSpan out) { decode_impl(block, out, best_kernel()); }
-
-std::string_view decode_isa() { return best_kernel() == Kernel::avx2 ? "avx2" : "scalar"; }
+void decode(util::ByteSpan block, util::MutableByteSpan out) { decode_impl(block, out, active_kernels().decode); }
 
 namespace detail {
-bool kernel_available(Kernel k) { return k == Kernel::scalar || cpu_has_avx2(); }
-void decode_with(util::ByteSpan block, util::MutableByteSpan out, Kernel k) { decode_impl(block, out, k); }
+std::optional<std::size_t> encode_with(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out, Kernel k) {
+  return encode_impl(in, hist, out, usable(k));
+}
+void decode_with(util::ByteSpan block, util::MutableByteSpan out, Kernel k) { decode_impl(block, out, usable(k)); }
 }  // namespace detail
 
 }  // namespace mithril::codec::rans

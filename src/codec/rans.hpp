@@ -31,15 +31,26 @@ std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util
 // reads or writes out of bounds, whatever the input.
 void decode(util::ByteSpan block, util::MutableByteSpan out);
 
-// Name of the decode kernel in use: "avx2" or "scalar". Every kernel accepts
-// and produces exactly the same bytes; the encoder is CPU-independent.
-std::string_view decode_isa();
+// The kernels in use, e.g. {"avx512", "avx512"}: "scalar", "avx2" or
+// "avx512". Every kernel reads and writes exactly the same bytes; they differ
+// only in speed. Chosen once per process: MITHRIL_RANS_KERNEL=scalar|avx2|avx512
+// forces one (falling back to the best available one when this CPU lacks it),
+// otherwise a short measurement at first use picks the fastest available one
+// for each direction (AVX2 gathers are slow on AMD cores, fast on Intel).
+struct KernelNames {
+  std::string_view encode;
+  std::string_view decode;
+};
+KernelNames kernel_names();
 
 namespace detail {
-enum class Kernel : std::uint8_t { scalar, avx2 };
-// For tests and benchmarks: whether `k` can run here, and decode() forced to
-// use it (falls back to scalar when it cannot).
+enum class Kernel : std::uint8_t { scalar, avx2, avx512 };
+inline constexpr Kernel k_all_kernels[] = {Kernel::scalar, Kernel::avx2, Kernel::avx512};
+std::string_view kernel_name(Kernel k);
+// For tests and benchmarks: whether `k` can run here, and encode()/decode()
+// forced to use it (they fall back to scalar when it cannot).
 bool kernel_available(Kernel k);
+std::optional<std::size_t> encode_with(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out, Kernel k);
 void decode_with(util::ByteSpan block, util::MutableByteSpan out, Kernel k);
 }  // namespace detail
 

@@ -118,3 +118,24 @@ TEST(ChunkCodec, CorruptPayloadIsDetected) {
   longer.push_back(std::byte{0});
   EXPECT_THROW(dec.decode(longer, rec, out, {}, "chunk"), Error);
 }
+
+TEST(ChunkCodec, PlaneWithChangingStatisticsUsesRansBlocks) {
+  // fp32 weights whose first quarter is a different distribution (as rows of
+  // rare tokens in an embedding table): the exponent plane codes best with
+  // one table per block (plane codec 3).
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> wide(0.0f, 0.05f), narrow(0.0f, 0.0005f);
+  const std::size_t n = 1 << 18;
+  util::ByteVector raw(4 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const float f = i < n / 4 ? narrow(rng) : wide(rng);
+    std::memcpy(raw.data() + 4 * i, &f, 4);
+  }
+  ChunkEncoder enc(3);
+  const EncodedChunk e = enc.encode(raw, ChunkKind{4, true, true});
+  ASSERT_EQ(e.layout, container::Layout::planes);
+  bool blocks = false;
+  for (unsigned k = 0; k < 4; ++k) blocks |= static_cast<PlaneCodec>(e.payload[1 + 5 * k]) == PlaneCodec::rans0_blocks;
+  EXPECT_TRUE(blocks);
+  EXPECT_EQ(roundtrip(enc, raw, ChunkKind{4, true, true}), raw);
+}

@@ -1,0 +1,125 @@
+// codec/rans_blocks.cpp — a plane as several rANS blocks (rans_blocks.hpp).
+#include "codec/rans_blocks.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "codec/rans.hpp"
+#include "mithril/error.hpp"
+
+namespace mithril::codec::rans_blocks {
+namespace {
+
+constexpr std::size_t k_piece = std::size_t{1} << k_min_log2_block;
+
+[[noreturn]] void corrupt(const std::string& what) { throw Error(Errc::corrupt, "rans blocks: " + what); }
+
+// Estimated bytes of one rANS block of n bytes with histogram h, head
+// included: the order-0 bound, ~1.3 bytes of table per symbol and the lane
+// states (rans.cpp gives a block ~1/2048 of its size or 1/256 of its payload
+// in states, at most 64 lanes of 4 bytes).
+double block_cost(const Histogram& h, std::size_t n) {
+  unsigned nsym = 0;
+  for (auto c : h) nsym += c != 0;
+  if (nsym <= 1) return 6.0;
+  const double payload = order0_bits(h) / 8.0;
+  const double states = std::min(256.0, std::max(payload / 256.0, static_cast<double>(n) / 2048.0));
+  return std::min(payload + 1.3 * nsym + states + 8.0, static_cast<double>(n) + 4.0);
+}
+
+}  // namespace
+
+Split choose(util::ByteSpan plane) {
+  Split s;
+  const std::size_t n = plane.size();
+  const std::size_t pieces = (n + k_piece - 1) / k_piece;
+  std::vector<Histogram> level(pieces);
+  for (std::size_t i = 0; i < pieces; ++i) histogram(plane.subspan(i * k_piece, std::min(k_piece, n - i * k_piece)), level[i]);
+  s.whole.fill(0);
+  for (const auto& h : level)
+    for (unsigned b = 0; b < 256; ++b) s.whole[b] += h[b];
+  const double whole = block_cost(s.whole, n);
+  s.estimate_bytes = whole;
+  if (pieces < 2) return s;
+  double best = whole * 0.995;  // splitting must save 0.5%
+  // Level L has blocks of 2^(16 + L) bytes, merged pairwise from level L - 1.
+  for (unsigned log2b = k_min_log2_block; (std::size_t{1} << log2b) < n; ++log2b) {
+    const std::size_t bs = std::size_t{1} << log2b;
+    double cost = 1.0;
+    for (std::size_t i = 0; i < level.size(); ++i) cost += block_cost(level[i], std::min(bs, n - i * bs));
+    if (cost < best) {
+      best = cost;
+      s.log2_block = log2b;
+      s.estimate_bytes = cost;
+    }
+    std::vector<Histogram> next((level.size() + 1) / 2);
+    for (std::size_t i = 0; i < level.size(); ++i)
+      for (unsigned b = 0; b < 256; ++b) next[i / 2][b] += level[i][b];
+    level = std::move(next);
+  }
+  return s;
+}
+
+std::optional<std::size_t> encode(util::ByteSpan plane, unsigned log2_block, util::MutableByteSpan out) {
+  if (log2_block < k_min_log2_block || log2_block > k_max_log2_block)
+    throw Error(Errc::invalid_argument, "rans_blocks::encode: bad block size");
+  const std::size_t n = plane.size();
+  const std::size_t bs = std::size_t{1} << log2_block;
+  if (out.empty()) return std::nullopt;
+  out[0] = static_cast<std::byte>(log2_block);
+  std::size_t pos = 1;
+  Histogram h;
+  for (std::size_t off = 0; off < n || (n == 0 && off == 0); off += bs) {
+    const util::ByteSpan in = plane.subspan(off, std::min(bs, n - off));
+    if (out.size() - pos < 4) return std::nullopt;
+    const util::MutableByteSpan room = out.subspan(pos + 4);
+    histogram(in, h);
+    std::optional<std::size_t> size;
+    if (!in.empty()) size = rans::encode(in, h, room.first(std::min(room.size(), in.size() - 1)));
+    std::uint32_t head;
+    if (size) {
+      head = static_cast<std::uint32_t>(*size << 1);
+    } else {
+      if (room.size() < in.size()) return std::nullopt;
+      if (!in.empty()) std::memcpy(room.data(), in.data(), in.size());
+      size = in.size();
+      head = static_cast<std::uint32_t>(in.size() << 1) | 1u;
+    }
+    util::store_le<std::uint32_t>(out.data() + pos, head);
+    pos += 4 + *size;
+    if (n == 0) break;
+  }
+  return pos;
+}
+
+void decode(util::ByteSpan data, util::MutableByteSpan out) {
+  if (data.empty()) corrupt("empty");
+  const unsigned log2_block = static_cast<unsigned>(data[0]);
+  if (log2_block < k_min_log2_block || log2_block > k_max_log2_block)
+    corrupt("bad block size 2^" + std::to_string(log2_block));
+  const std::size_t n = out.size();
+  const std::size_t bs = std::size_t{1} << log2_block;
+  std::size_t pos = 1;
+  for (std::size_t off = 0; off < n || (n == 0 && off == 0); off += bs) {
+    const std::size_t len = std::min(bs, n - off);
+    if (data.size() - pos < 4) corrupt("truncated block head");
+    const auto head = util::load_le<std::uint32_t>(data.data() + pos);
+    pos += 4;
+    const std::size_t size = head >> 1;
+    if (size > data.size() - pos) corrupt("block runs past the plane");
+    const util::ByteSpan in = data.subspan(pos, size);
+    if (head & 1) {
+      if (size != len) corrupt("stored block has the wrong size");
+      if (len) std::memcpy(out.data() + off, in.data(), len);
+    } else {
+      rans::decode(in, out.subspan(off, len));
+    }
+    pos += size;
+    if (n == 0) break;
+  }
+  if (pos != data.size()) corrupt("trailing bytes after the last block");
+}
+
+}  // namespace mithril::codec::rans_blocks

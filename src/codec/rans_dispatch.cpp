@@ -1,0 +1,135 @@
+// codec/rans_dispatch.cpp — which rANS kernel runs on this CPU.
+//
+// Vendor rules age badly (AVX2 gathers are slow on AMD Zen 1-3 and fast on
+// Intel, Zen 4 gathers are in between, AVX-512 may be split into two 256-bit
+// halves), so unless MITHRIL_RANS_KERNEL forces one, the first use times
+// every available kernel on a small synthetic exponent plane and keeps the
+// fastest for each direction (thread CPU time, best of 7): ~15 ms of CPU,
+// once per process. All kernels produce the same bytes, so the choice can
+// never change an output.
+#include <algorithm>
+#include <bit>
+#include <ctime>
+#include <cstdlib>
+#include <string_view>
+#include <vector>
+
+#include "codec/rans_kernels.hpp"
+
+namespace mithril::codec::rans {
+namespace detail {
+namespace {
+
+bool cpu_has(Kernel k) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();  // in case we run before libgcc's constructor
+  switch (k) {
+    case Kernel::scalar: return true;
+    case Kernel::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    case Kernel::avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt");
+  }
+  return false;
+#else
+  return k == Kernel::scalar;
+#endif
+}
+
+// A bf16-like exponent plane: geometric around one exponent (~2 bits/byte).
+std::vector<std::byte> sample_plane(std::size_t n) {
+  std::vector<std::byte> v(n);
+  std::uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (auto& b : v) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    const int run = std::min(std::countl_zero(static_cast<std::uint32_t>(s >> 32) | 1u), 24);
+    b = static_cast<std::byte>(124 - run + static_cast<int>(s & 1));
+  }
+  return v;
+}
+
+// This thread's CPU time: unlike wall time it does not count the time the
+// thread waited for a core, so a busy machine does not skew the choice.
+double thread_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+template <class F>
+double best_seconds(F&& f) {
+  double best = 1e30;
+  for (int rep = 0; rep < 7; ++rep) {
+    const double t0 = thread_seconds();
+    f();
+    best = std::min(best, thread_seconds() - t0);
+  }
+  return best;
+}
+
+ActiveKernels measure() {
+  std::vector<Kernel> avail;
+  for (Kernel k : k_all_kernels)
+    if (cpu_has(k)) avail.push_back(k);
+  if (avail.size() == 1) return {Kernel::scalar, Kernel::scalar};
+  constexpr std::size_t k_n = 128 * 1024;
+  const auto plane = sample_plane(k_n);
+  Histogram h{};
+  for (std::byte b : plane) ++h[static_cast<std::uint8_t>(b)];
+  std::vector<std::byte> block(k_n), out(k_n);
+  const auto size = encode_with(plane, h, block, Kernel::scalar);
+  if (!size) return {avail.back(), avail.back()};
+  block.resize(*size);
+  ActiveKernels pick{avail.back(), avail.back()};
+  double best_enc = 1e30, best_dec = 1e30;
+  for (Kernel k : avail) {
+    const double e = best_seconds([&] { (void)encode_with(plane, h, out, k); });
+    const double d = best_seconds([&] { decode_with(block, out, k); });
+    // Ties go to the later (wider) kernel only when clearly faster: 3%.
+    if (e < best_enc * 0.97) best_enc = e, pick.encode = k;
+    if (d < best_dec * 0.97) best_dec = d, pick.decode = k;
+  }
+  return pick;
+}
+
+ActiveKernels choose() {
+  if (const char* env = std::getenv("MITHRIL_RANS_KERNEL"); env && *env && std::string_view(env) != "auto") {
+    // An unknown or unavailable name gets the best the CPU has; kernel_names()
+    // (mithril --version -v) shows what runs.
+    Kernel forced = Kernel::scalar;
+    bool known = false;
+    for (Kernel k : k_all_kernels)
+      if (kernel_name(k) == env) forced = k, known = true;
+    if (known && cpu_has(forced)) return {forced, forced};
+  }
+  return measure();
+}
+
+}  // namespace
+
+std::string_view kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::scalar: return "scalar";
+    case Kernel::avx2: return "avx2";
+    case Kernel::avx512: return "avx512";
+  }
+  return "?";
+}
+
+bool kernel_available(Kernel k) { return cpu_has(k); }
+
+const ActiveKernels& active_kernels() {
+  static const ActiveKernels k = choose();
+  return k;
+}
+
+}  // namespace detail
+
+KernelNames kernel_names() {
+  const auto& k = detail::active_kernels();
+  return {detail::kernel_name(k.encode), detail::kernel_name(k.decode)};
+}
+
+}  // namespace mithril::codec::rans

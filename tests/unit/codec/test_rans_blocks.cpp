@@ -1,0 +1,119 @@
+#include "codec/rans_blocks.hpp"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "mithril/error.hpp"
+#include "test_helpers.hpp"
+
+using namespace mithril;
+namespace rb = mithril::codec::rans_blocks;
+using util::ByteVector;
+
+namespace {
+
+// Geometric bytes around `center` (an exponent plane) with the given spread.
+ByteVector skewed(std::size_t n, std::uint64_t seed, int center, double p) {
+  std::mt19937_64 rng(seed);
+  std::geometric_distribution<int> g(p);
+  ByteVector v(n);
+  for (auto& b : v) b = static_cast<std::byte>(center - std::min(g(rng), 60));
+  return v;
+}
+
+// Two regimes, as an embedding table with a block of odd rows: the first
+// quarter all near 100, the rest near 200 with another spread.
+ByteVector two_regimes(std::size_t n) {
+  ByteVector v = skewed(n, 1, 200, 0.4);
+  const ByteVector a = skewed(n / 4, 2, 100, 0.7);
+  std::copy(a.begin(), a.end(), v.begin());
+  return v;
+}
+
+ByteVector round_trip(util::ByteSpan plane, unsigned log2_block) {
+  ByteVector enc(plane.size() + 4096);
+  const auto size = rb::encode(plane, log2_block, enc);
+  EXPECT_TRUE(size.has_value());
+  if (!size) return {};
+  enc.resize(*size);
+  ByteVector out(plane.size(), std::byte{0xee});
+  rb::decode(enc, out);
+  EXPECT_TRUE(std::equal(out.begin(), out.end(), plane.begin()));
+  return enc;
+}
+
+}  // namespace
+
+TEST(RansBlocks, ChoosesBlocksOnlyWhenStatisticsChange) {
+  const auto mixed = two_regimes(1 << 20);
+  const rb::Split s = rb::choose(mixed);
+  EXPECT_NE(s.log2_block, 0u);
+  EXPECT_LE(s.log2_block, 18u);  // the regime boundary is at 256 KiB
+  const auto uniform_stats = skewed(1 << 20, 3, 120, 0.5);
+  EXPECT_EQ(rb::choose(uniform_stats).log2_block, 0u);
+  // The whole-plane histogram comes with it.
+  std::uint64_t total = 0;
+  for (auto c : s.whole) total += c;
+  EXPECT_EQ(total, mixed.size());
+}
+
+TEST(RansBlocks, SplitCodesSmallerWhereChosenAndRoundTrips) {
+  const auto mixed = two_regimes(1 << 20);
+  const rb::Split s = rb::choose(mixed);
+  ASSERT_NE(s.log2_block, 0u);
+  const auto blocks = round_trip(mixed, s.log2_block);
+  const auto one = round_trip(mixed, 20);  // one block of 1 MiB
+  EXPECT_LT(blocks.size(), one.size() * 0.97);
+  EXPECT_NEAR(static_cast<double>(blocks.size()), s.estimate_bytes, s.estimate_bytes * 0.01);
+}
+
+TEST(RansBlocks, RoundTripsOddSizesAndStoredBlocks) {
+  for (std::size_t n : {std::size_t{1}, std::size_t{65535}, std::size_t{65536}, std::size_t{65537},
+                        std::size_t{200001}}) {
+    SCOPED_TRACE(n);
+    round_trip(skewed(n, n, 130, 0.3), 16);
+    // Random bytes: every block stored.
+    const auto r = test::random_bytes(n, n + 1);
+    const auto enc = round_trip(r, 16);
+    EXPECT_EQ(enc.size(), 1 + 4 * ((n + 65535) / 65536) + n);
+  }
+}
+
+TEST(RansBlocks, NulloptWhenTooSmallAndNoWritePastEnd) {
+  const auto plane = skewed(300000, 5, 120, 0.5);
+  ByteVector full(plane.size() + 4096);
+  const auto size = rb::encode(plane, 16, full);
+  ASSERT_TRUE(size.has_value());
+  ByteVector small(*size + 16, std::byte{0x5a});
+  EXPECT_FALSE(rb::encode(plane, 16, util::MutableByteSpan(small.data(), *size - 1)).has_value());
+  for (std::size_t i = *size - 1; i < small.size(); ++i) EXPECT_EQ(small[i], std::byte{0x5a});
+}
+
+TEST(RansBlocks, CorruptDataIsCorruptNeverACrash) {
+  const auto plane = two_regimes(300000);
+  ByteVector enc(plane.size() + 4096);
+  enc.resize(*rb::encode(plane, 16, enc));
+  ByteVector out(plane.size());
+  std::mt19937_64 rng(4);
+  int rejected = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    ByteVector bad = enc;
+    if (trial % 4 == 0)
+      bad.resize(rng() % bad.size());
+    else
+      bad[rng() % std::min<std::size_t>(bad.size(), 64)] ^= static_cast<std::byte>(1 + rng() % 255);
+    try {
+      rb::decode(bad, out);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::corrupt);
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 300);
+  ByteVector wrong(plane.size() + 1);
+  EXPECT_THROW(rb::decode(enc, wrong), Error);
+  ByteVector bad_size = enc;
+  bad_size[0] = std::byte{40};
+  EXPECT_THROW(rb::decode(bad_size, out), Error);
+}
