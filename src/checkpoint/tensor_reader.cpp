@@ -88,6 +88,20 @@ void CheckpointReader::Impl::open_mcp(const ReaderOptions& options) {
   metadata = index.metadata;
 
   const auto& head = index.segments[0];
+  // Nothing is sized from the index before its chunks are known to be able
+  // to hold it: the header by the safetensors limit, every chunk of a local
+  // file (a mapped, cheap look at its plane directory) by the format's.
+  if (head.size > formats::k_safetensors_max_header + 8)
+    throw Error(Errc::corrupt, fmt::format("{}: header segment of {} bytes exceeds the safetensors limit", path.string(), head.size));
+  util::ByteVector scratch;
+  const auto check = [&](std::uint32_t c) {
+    codec::ChunkDecoder::check_payload(mcp->payload(c, scratch), index.chunks[c],
+                                       path.string() + ": " + container::describe_chunk(index, c));
+  };
+  if (mcp->source().memory_resident())
+    for (std::uint32_t c = 0; c < index.chunks.size(); ++c) check(c);
+  else
+    for (std::uint32_t c = head.first_chunk; c < head.first_chunk + head.chunk_count; ++c) check(c);
   header_bytes.resize(head.size);
   codec::ChunkDecoder decoder;
   for (std::uint32_t c = head.first_chunk; c < head.first_chunk + head.chunk_count; ++c) {
@@ -164,7 +178,7 @@ std::vector<std::byte> read_tensor(const std::filesystem::path& path_or_url, std
                                    const ReaderOptions& options) {
   const CheckpointReader reader(path_or_url, options);
   const auto i = reader.find(name);
-  if (!i) throw Error(Errc::not_found, fmt::format("{}: no tensor '{}'", path_or_url.string(), name));
+  if (!i) throw Error(Errc::not_found, fmt::format("{}: no tensor '{}'", storage::redact_url(path_or_url.string()), name));
   std::vector<std::byte> out(static_cast<std::size_t>(reader.tensors()[*i].bytes));
   reader.read_tensor(*i, out);
   return out;
