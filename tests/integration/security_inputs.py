@@ -8,7 +8,6 @@ src/cache/content_store.hpp (blob images), docs/format.md (.mcp), RFC 8878
 """
 import json
 import os
-import resource
 import struct
 import subprocess
 import tarfile
@@ -161,17 +160,13 @@ def mcp_index(kind, segments, chunk_count, source_size):
 # ---- running the CLI with its peak memory ---------------------------------
 
 def run_measured(args, env=None, timeout=120, cwd=None):
-    """Runs a command; returns (exit code, stdout, stderr, peak RSS in MiB)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([str(a) for a in args], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=env, cwd=cwd)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            raise
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return (proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                usage.ru_maxrss / 1024.0)
+    """Runs a command under /usr/bin/time (the Debian package `time`), so that
+    the peak RSS is the command's own and not that of the (large) test process
+    it was forked from. Returns (exit code, stdout, stderr, peak RSS in MiB)."""
+    with tempfile.NamedTemporaryFile(mode="r") as rss:
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *[str(a) for a in args]],
+                           capture_output=True, env=env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+        text = rss.read().strip().splitlines()
+    # time writes "Command exited with non-zero status N" before the figure.
+    return (p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"),
+            int(text[-1]) / 1024.0)
