@@ -76,6 +76,16 @@ def test_file_remote_blob_larger_than_its_manifest_says_is_a_miss(tmp_path):
     assert rss < MAX_RSS_MIB, rss
 
 
+def test_redis_value_larger_than_expected_is_never_transferred(tmp_path, redis_server):
+    prefix = "big-" + os.urandom(3).hex()
+    e = entry("triton-kernel", "triton/RBIG", "triton/RBIG", [("k.cubin", b"small", None)])
+    write_redis_remote(redis_server, prefix, [e], {b3(b"small"): blob_image(b"small") + b"\0" * (96 << 20)})
+    code, out, err, rss = cache(tmp_path / "store", "pull", MITHRIL_CACHE_REMOTE=redis_server.url(0, prefix))
+    assert code == 0, err
+    assert "larger than the 21 expected" in err and "treated as a miss" in err, err
+    assert rss < MAX_RSS_MIB, rss
+
+
 def test_s3_body_is_capped_by_the_expected_size(tmp_path, s3_server):
     bucket = s3_server.bucket("capped-" + os.urandom(3).hex())
     e = entry("triton-kernel", "triton/S3BIG", "triton/S3BIG", [("k.cubin", b"small", None)])
