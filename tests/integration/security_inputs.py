@@ -168,5 +168,6 @@ def run_measured(args, env=None, timeout=120, cwd=None):
                            capture_output=True, env=env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
         text = rss.read().strip().splitlines()
     # time writes "Command exited with non-zero status N" before the figure.
+    print(f"peak RSS {int(text[-1]) / 1024.0:.1f} MiB, exit {p.returncode}: {' '.join(str(a) for a in args[:3])}")
     return (p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"),
             int(text[-1]) / 1024.0)
