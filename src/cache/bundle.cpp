@@ -11,9 +11,11 @@
 // Import validates everything before anything lands: member names follow
 // this grammar, only regular files, sizes under the limit and equal to the
 // manifest's, digests match, manifests fit their kind's layout (so entries
-// land only under inductor/, triton/ or in the CAS), Triton groups name only
-// files of their own kernel directory. Each entry is assembled in tmp/ and
-// renamed into place: it appears whole or not at all.
+// land only under inductor/, triton/ or in the CAS, and every file lies under
+// the directory its entry's id names), Triton groups name only files of their
+// own kernel directory. Members are streamed into tmp/ as they are read (never
+// a buffer of a declared size); each entry is assembled there and renamed
+// into place: it appears whole or not at all.
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -29,6 +31,7 @@
 #include "cache/store_impl.hpp"
 #include "cache/tar_stream.hpp"
 #include "cache/triton_group.hpp"
+#include "util/blake3.hpp"
 #include "util/posix.hpp"
 
 namespace mithril::cache {
@@ -50,15 +53,7 @@ util::ByteVector json_bytes(const nlohmann::json& j) {
 BundleReport Store::export_bundle(const std::filesystem::path& bundle) {
   auto& im = *m_impl;
   BundleReport rep;
-  const auto tmp_path = bundle.parent_path() / fmt::format(".{}.{}.tmp", bundle.filename().string(), ::getpid());
-  struct Cleanup {
-    std::filesystem::path p;
-    bool keep = false;
-    ~Cleanup() {
-      if (!keep) ::unlink(p.c_str());
-    }
-  } cleanup{tmp_path};
-  TarWriter tar(tmp_path, im.config.bundle_level);
+  TarWriter tar(bundle, im.config.bundle_level);  // a temporary until finish()
   tar.add_file(k_header_name, json_bytes({{"format", "mithril-cache-bundle"}, {"version", 1}}));
   std::uint64_t n = 0;
   for (const auto& row : im.index.all()) {
@@ -105,8 +100,6 @@ BundleReport Store::export_bundle(const std::filesystem::path& bundle) {
   }
   tar.add_file(k_trailer_name, json_bytes({{"entries", n}}));
   tar.finish();
-  if (::rename(tmp_path.c_str(), bundle.c_str()) != 0) util::throw_errno(bundle, "cannot rename bundle into place");
-  cleanup.keep = true;
   rep.entries = n;
   rep.bundle_bytes = tar.compressed_bytes();
   return rep;
@@ -134,6 +127,7 @@ BundleReport Store::import_bundle(const std::filesystem::path& bundle) {
   }
 
   std::uint64_t n = 0;
+  std::uint64_t total = im.index.totals().bytes;
   bool ended = false;
   while (auto member = tar.next()) {
     if (member->name == k_trailer_name) {
@@ -154,27 +148,55 @@ BundleReport Store::import_bundle(const std::filesystem::path& bundle) {
     if (member->size > k_max_manifest) throw bad("oversized manifest '" + member->name + "'");
     const auto m = Manifest::parse(tar.read_data(), bundle.string() + ": " + member->name);
 
-    // Collect and check the files.
-    std::vector<util::ByteVector> data;
+    // Stream the files into a staging directory, checking as they arrive:
+    // memory stays bounded whatever sizes the bundle declares.
+    const bool fits = m.total_size() <= im.config.max_size;
+    std::optional<StagedEntry> staged;
+    if (fits) staged.emplace(im.tmp);
     for (std::size_t i = 0; i < m.files.size(); ++i) {
       const auto& f = m.files[i];
       auto fm = tar.next();
       if (!fm || fm->name != prefix + std::to_string(i)) throw bad("entry " + m.id + ": missing file member " + prefix + std::to_string(i));
       if (fm->size != f.size) throw bad("entry " + m.id + ": '" + f.path + "' has the wrong size");
-      auto bytes = tar.read_data();
-      if (util::blake3(bytes) != f.digest) throw bad("entry " + m.id + ": '" + f.path + "' does not match its digest");
-      data.push_back(std::move(bytes));
+      if (f.transform == Transform::triton_group) {
+        if (fm->size > k_max_manifest) throw bad("entry " + m.id + ": oversized Triton group file '" + f.path + "'");
+        const auto bytes = tar.read_data();
+        if (util::blake3(bytes) != f.digest) throw bad("entry " + m.id + ": '" + f.path + "' does not match its digest");
+        if (auto problem = im.check_group_file(m, f, bytes)) throw bad(*problem);
+        if (staged) {
+          const auto fd = staged->create(f.path, f.executable);
+          const auto disk = materialize_triton_group(bytes, im.triton);
+          util::write_all(fd.get(), disk.data(), disk.size(), staged->dir / f.path);
+        }
+        continue;
+      }
+      util::UniqueFd fd;
+      if (staged) fd = staged->create(f.path, f.executable);
+      util::Blake3 h;
+      std::vector<std::byte> buf(256 * 1024);
+      while (const auto got = tar.read_some(buf.data(), buf.size())) {
+        h.update({buf.data(), got});
+        if (staged) util::write_all(fd.get(), buf.data(), got, staged->dir / f.path);
+      }
+      if (h.digest() != f.digest) throw bad("entry " + m.id + ": '" + f.path + "' does not match its digest");
     }
-    if (auto problem = im.check_entry_files(m, data)) throw bad(*problem);
     ++n;
 
-    if (!im.place_entry(m, data, "imported")) {
+    if (!staged) {
+      rep.problems.push_back(m.id + ": larger than the store's size limit");
+      ++rep.skipped;
+      continue;
+    }
+    if (!im.place_staged(m, *staged, "imported")) {
       ++rep.skipped;
       continue;
     }
     ++rep.entries;
     rep.files += m.files.size();
     rep.bytes += m.total_size();
+    // Keep the store within its limit as entries land, not after the import.
+    total += m.total_size();
+    if (total > im.config.max_size) total = im.enforce(im.config.max_size, 0).bytes;
   }
   if (!ended) throw bad("truncated bundle (no trailer)");
   struct stat st {};

@@ -2,12 +2,14 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <system_error>
 
 #include <fmt/core.h>
 
 #include "cache/fs_util.hpp"
+#include "codec/zstd_codec.hpp"
 #include "mithril/error.hpp"
 
 namespace mithril::cache {
@@ -44,23 +46,26 @@ util::ByteVector encode_blob(util::ByteSpan raw, Compression compression) {
   return out;
 }
 
-std::optional<util::ByteVector> decode_blob(util::ByteSpan image, const util::Digest& expected) {
+std::optional<util::ByteVector> decode_blob(util::ByteSpan image, const util::Digest& expected, std::uint64_t max_raw_size) {
   if (image.size() < k_header_size || std::memcmp(image.data(), k_magic, 4) != 0) return std::nullopt;
   if (std::to_integer<std::uint8_t>(image[4]) != k_version) return std::nullopt;
-  const auto codec = std::to_integer<std::uint8_t>(image[5]);
+  const auto method = std::to_integer<std::uint8_t>(image[5]);
   const auto raw_size = util::load_le<std::uint64_t>(image.data() + 8);
   const auto payload = image.subspan(k_header_size);
+  if (raw_size > std::min(max_raw_size, k_max_raw_size)) return std::nullopt;
   util::ByteVector raw;
-  if (codec == k_codec_raw) {
+  if (method == k_codec_raw) {
     if (payload.size() != raw_size) return std::nullopt;
     raw.assign(payload.begin(), payload.end());
-  } else if (codec == k_codec_zstd) {
-    if (raw_size > k_max_raw_size) return std::nullopt;
+  } else if (method == k_codec_zstd) {
     const auto frame = ZSTD_getFrameContentSize(payload.data(), payload.size());
     if (frame != raw_size) return std::nullopt;
-    raw.resize(static_cast<std::size_t>(raw_size));
-    const std::size_t n = ZSTD_decompress(raw.data(), raw.size(), payload.data(), payload.size());
-    if (ZSTD_isError(n) || n != raw_size) return std::nullopt;
+    try {
+      raw = codec::zstd_decompress_bounded(payload, static_cast<std::size_t>(raw_size));
+    } catch (const Error&) {
+      return std::nullopt;
+    }
+    if (raw.size() != raw_size) return std::nullopt;
   } else {
     return std::nullopt;
   }

@@ -73,8 +73,11 @@ class ContentStore {
 };
 
 // Decodes one blob file image (header + payload), verifying its digest.
-// nullopt when the image is malformed or does not match `expected`.
-std::optional<util::ByteVector> decode_blob(util::ByteSpan image, const util::Digest& expected);
+// nullopt when the image is malformed, declares more than max_raw_size bytes
+// or does not match `expected`. Memory grows with the bytes the payload
+// really decodes to, never with what the header declares.
+std::optional<util::ByteVector> decode_blob(util::ByteSpan image, const util::Digest& expected,
+                                            std::uint64_t max_raw_size = UINT64_MAX);
 // Encodes raw bytes as a blob file image.
 util::ByteVector encode_blob(util::ByteSpan raw, Compression compression);
 

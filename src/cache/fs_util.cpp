@@ -101,9 +101,7 @@ void write_file_replace(const fs::path& path, util::ByteSpan data) {
   util::UniqueFd guard(fd);
   try {
     util::write_all(fd, data.data(), data.size(), templ);
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    ::fchmod(fd, 0666 & ~mask);
+    ::fchmod(fd, 0666 & ~util::current_umask());
     guard.reset();
     if (::rename(templ.c_str(), path.c_str()) != 0) util::throw_errno(path, "cannot rename into place");
   } catch (...) {

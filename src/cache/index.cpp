@@ -1,8 +1,12 @@
 #include "cache/index.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <string>
 
 #include "mithril/error.hpp"
+#include "util/posix.hpp"
 
 namespace mithril::cache {
 namespace {
@@ -61,8 +65,17 @@ std::string col_text(sqlite3_stmt* s, int i) {
 }  // namespace
 
 Index::Index(const std::filesystem::path& path) : m_path(path) {
+  // SQLite creates databases 0644 whatever the umask, which locks the group
+  // out of a group-shared store (umask 002): create it ourselves, so the
+  // umask decides (its -wal and -shm files then copy its mode). Never through
+  // a symbolic link.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+  if (fd < 0) util::throw_errno(path, "cannot open index");
+  ::close(fd);
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
+                                 nullptr);
   m_db.reset(db);
   if (rc != SQLITE_OK) fail("cannot open index");
   sqlite3_busy_timeout(m_db.get(), 30000);

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/fs_util.hpp"
+#include "cache/scanner.hpp"
+#include "cache/triton_group.hpp"
 #include "mithril/error.hpp"
 
 namespace mithril::cache {
@@ -38,6 +40,38 @@ std::vector<std::string_view> split(std::string_view s) {
 
 bool reserved_inductor_name(std::string_view n) {
   return n == "fxgraph" || n == "aotautograd" || n == "locks" || n.size() == 2;
+}
+
+// Why a file path of a framework entry does not belong to the entry, or
+// nullopt when it does. Paths are already safe relative paths. An entry may
+// only hold files under the directory its id names: a single-file
+// inductor-other entry exactly its own name, a module group only files of its
+// own stem. Hidden names are framework temporaries the scanner never lists.
+std::optional<std::string> foreign_file(const Manifest& m, const ManifestFile& f) {
+  const auto& path = f.path;
+  // Triton reads child paths from every __grp__*.json of a kernel directory:
+  // such a file is always checked as a group (placement.cpp), so it must be
+  // marked as one, and only such files may be.
+  const bool group_name = m.kind == EntryKind::triton_kernel && path.find('/') == std::string::npos &&
+                          is_triton_group_name(path);
+  if (group_name && f.transform != Transform::triton_group) return "Triton group file '" + path + "' is not marked as one";
+  if (!group_name && f.transform == Transform::triton_group) return "'" + path + "' is not a Triton group file";
+  if (is_cas_kind(m.kind)) return std::nullopt;  // names only: the bytes live in the CAS
+  for (auto comp : split(path))
+    if (comp.front() == '.') return "hidden file name '" + path + "'";
+  switch (m.kind) {
+    case EntryKind::inductor_other:
+      if (m.root == m.id) return std::nullopt;  // a directory entry: anything under it
+      if (path != m.id.substr(m.root.size() + 1)) return "file '" + path + "' lies outside entry " + m.id;
+      return std::nullopt;
+    case EntryKind::inductor_module:
+      if (path.find('/') != std::string::npos) return "module file '" + path + "' is not a plain name";
+      if (module_stem(path) != m.id.substr(m.root.size() + 1))
+        return "module file '" + path + "' does not belong to module " + m.id;
+      return std::nullopt;
+    default:
+      return std::nullopt;  // directory entries (root == id): anything under it
+  }
 }
 
 }  // namespace
@@ -155,7 +189,7 @@ Manifest Manifest::parse(util::ByteSpan bytes, std::string_view what) {
       const auto t = jf.value("transform", std::string());
       if (t == "triton-group") f.transform = Transform::triton_group;
       else if (!t.empty()) throw fail("unknown transform '" + t + "'");
-      if (m.kind == EntryKind::inductor_module && f.path.find('/') != std::string::npos) throw fail("module file '" + f.path + "' is not a plain name");
+      if (auto why = foreign_file(m, f)) throw fail(*why);
       m.files.push_back(std::move(f));
     }
     // A file path must not be a directory prefix of another one.

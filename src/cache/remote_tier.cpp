@@ -13,6 +13,8 @@ namespace mithril::cache {
 namespace {
 
 constexpr std::uint64_t k_max_manifest_bytes = 16 << 20;
+constexpr std::uint64_t k_blob_header_bytes = 16;  // content_store.hpp
+struct Corrupt {};  // already reported
 
 std::string entry_key(const std::string& prefix, std::string_view id) { return prefix + "entries/" + std::string(id); }
 std::string blob_key(const std::string& prefix, const util::Digest& d) { return prefix + "blobs/" + util::to_hex(d); }
@@ -73,6 +75,12 @@ std::optional<FetchedEntry> RemoteTier::fetch(const std::string& id) {
       }
     } catch (const Error& e) {
       switch_off(*r, e);
+    } catch (const std::bad_alloc&) {
+      // The promise holds for memory too: a remote fault is a miss, never an exit.
+      ++m_errors;
+      fmt::print(stderr, "mithril: cache: warning: {}: entry {}: out of memory reading it; treated as a miss\n", r->url, id);
+    } catch (const std::exception& e) {
+      switch_off(*r, Error(Errc::internal, e.what()));
     }
   }
   ++m_misses;
@@ -81,15 +89,30 @@ std::optional<FetchedEntry> RemoteTier::fetch(const std::string& id) {
 
 std::optional<FetchedEntry> RemoteTier::fetch_from(Remote& r, const std::string& id) {
   auto& b = *r.reader;
-  const auto mbytes = b.get(entry_key(r.prefix, id));
-  if (!mbytes) return std::nullopt;
-  m_bytes_down += static_cast<std::int64_t>(mbytes->size());
   const auto corrupt = [&](const std::string& what) -> std::optional<FetchedEntry> {
     ++m_errors;
     fmt::print(stderr, "mithril: cache: warning: {}: entry {}: {}; treated as a miss\n", r.url, id, what);
     return std::nullopt;
   };
-  if (mbytes->size() > k_max_manifest_bytes) return corrupt("oversized manifest");
+  // Every object is fetched with the bound its context gives it: a remote
+  // that answers more than that is corrupt (a miss), not a reason to hold it.
+  const auto get = [&](const std::string& key, std::uint64_t max) -> std::optional<util::ByteVector> {
+    try {
+      return b.get_at_most(key, max);
+    } catch (const Error& e) {
+      if (e.code() != Errc::corrupt) throw;
+      corrupt(e.what());
+      throw Corrupt{};
+    }
+  };
+  std::optional<util::ByteVector> mbytes;
+  try {
+    mbytes = get(entry_key(r.prefix, id), k_max_manifest_bytes);
+  } catch (const Corrupt&) {
+    return std::nullopt;
+  }
+  if (!mbytes) return std::nullopt;
+  m_bytes_down += static_cast<std::int64_t>(mbytes->size());
   FetchedEntry out;
   try {
     out.manifest = Manifest::parse(*mbytes, r.url + ": manifest of " + id);
@@ -99,10 +122,16 @@ std::optional<FetchedEntry> RemoteTier::fetch_from(Remote& r, const std::string&
   if (out.manifest.id != id) return corrupt("manifest names another entry (" + out.manifest.id + ")");
   if (out.manifest.total_size() > m_max_entry_bytes) return std::nullopt;  // larger than the whole store
   for (const auto& f : out.manifest.files) {
-    const auto image = b.get(blob_key(r.prefix, f.digest));
+    std::optional<util::ByteVector> image;
+    try {
+      // A blob image is its header and at most the raw bytes (zstd only when it pays).
+      image = get(blob_key(r.prefix, f.digest), f.size + k_blob_header_bytes);
+    } catch (const Corrupt&) {
+      return std::nullopt;
+    }
     if (!image) return std::nullopt;  // not (yet) complete there
     m_bytes_down += static_cast<std::int64_t>(image->size());
-    auto raw = decode_blob(*image, f.digest);
+    auto raw = decode_blob(*image, f.digest, f.size);
     if (!raw) return corrupt("blob of '" + f.path + "' does not match its BLAKE3 digest");
     if (raw->size() != f.size) return corrupt("blob of '" + f.path + "' has the wrong size");
     out.files.push_back(std::move(*raw));
@@ -121,6 +150,8 @@ std::vector<std::string> RemoteTier::list_ids() {
       for (auto& k : r->reader->list(base)) ids.push_back(k.substr(base.size()));
     } catch (const Error& e) {
       switch_off(*r, e);
+    } catch (const std::exception& e) {
+      switch_off(*r, Error(Errc::internal, e.what()));
     }
   }
   std::sort(ids.begin(), ids.end());

@@ -311,7 +311,7 @@ std::optional<NamedFiles> Store::Impl::remote_get(const std::string& id) {
   if (e) {
     try {
       im.place_entry(e->manifest, e->files, "remote_fetched");
-    } catch (const Error& err) {
+    } catch (const std::exception& err) {
       fmt::print(stderr, "mithril: cache: warning: cannot store remote entry {} locally: {}\n", id, err.what());
     }
     out.emplace();
@@ -522,7 +522,7 @@ PullReport Store::pull_remote() {
         total += size;
         continue;
       }
-    } catch (const Error& err) {
+    } catch (const std::exception& err) {
       fmt::print(stderr, "mithril: cache: warning: cannot store remote entry {} locally: {}\n", id, err.what());
     }
     ++rep.skipped;

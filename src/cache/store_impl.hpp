@@ -13,8 +13,24 @@
 #include "cache/remote_tier.hpp"
 #include "cache/scanner.hpp"
 #include "mithril/cache.hpp"
+#include "util/posix.hpp"
 
 namespace mithril::cache {
+
+// A work directory in tmp/ where an entry that came from elsewhere is
+// assembled ("<work>/entry/<file path>") before it is renamed into place;
+// removed with everything left in it on destruction.
+struct StagedEntry {
+  explicit StagedEntry(const std::filesystem::path& tmp);
+  ~StagedEntry();
+  StagedEntry(const StagedEntry&) = delete;
+  StagedEntry& operator=(const StagedEntry&) = delete;
+  // Creates the staged file rel (a safe relative path) and its directories,
+  // never through a symbolic link.
+  util::UniqueFd create(const std::string& rel, bool executable);
+
+  std::filesystem::path work, dir;
+};
 
 struct Store::Impl {
   explicit Impl(CacheConfig c);
@@ -51,11 +67,20 @@ struct Store::Impl {
   // Checks the files of an entry that came from elsewhere (sizes, Triton
   // groups naming only files of their own entry); returns a problem.
   std::optional<std::string> check_entry_files(const Manifest& m, const std::vector<util::ByteVector>& data);
+  // The check of one Triton group file (portable form): valid, normalised,
+  // naming only files of its own entry.
+  std::optional<std::string> check_group_file(const Manifest& m, const ManifestFile& f, util::ByteSpan bytes);
   // Adds a complete, checked entry (files in manifest order, portable form):
   // CAS entries into the CAS, framework entries assembled in tmp/ and
   // renamed into place. Counts `counter` for its kind. False when the entry
   // (or an untracked copy) is already there.
   bool place_entry(const Manifest& m, const std::vector<util::ByteVector>& data, std::string_view counter);
+  // The same for an entry whose files are already staged (on-disk form:
+  // Triton groups materialised; CAS entries: raw bytes). A group of files
+  // (module, single inductor file) lands whole or not at all.
+  bool place_staged(const Manifest& m, StagedEntry& staged, std::string_view counter);
+  // Indexes a CAS entry whose blobs are stored.
+  bool index_cas_entry(const Manifest& m, std::string_view counter);
 
   // A local miss of a CAS entry: read-through to the remotes, backfilling
   // the local store.

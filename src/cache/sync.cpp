@@ -65,8 +65,7 @@ std::optional<Manifest> Store::Impl::build_manifest(const Candidate& c, bool& fo
           m.files.push_back(std::move(f));
           continue;
         }
-        f.size = bytes.size();
-        f.digest = util::blake3(bytes);
+        return std::nullopt;  // not (yet) a valid group: Triton writes it last, whole
       } else {
         const auto h = hash_file(path);
         f.size = h.size;

@@ -87,10 +87,8 @@ std::string field_string(const std::byte* f, std::size_t width) {
 
 // ---------------------------------------------------------------- writer
 
-TarWriter::TarWriter(const std::filesystem::path& path, int zstd_level) : m_path(path) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) util::throw_errno(path, "cannot create bundle");
-  m_fd = util::UniqueFd(fd);
+TarWriter::TarWriter(const std::filesystem::path& path, int zstd_level)
+    : m_file(path, util::Overwrite::allow, util::Durability::sync) {
   m_ctx.reset(ZSTD_createCCtx());
   if (!m_ctx) throw Error(Errc::internal, "zstd: out of memory");
   ZSTD_CCtx_setParameter(m_ctx.get(), ZSTD_c_compressionLevel, zstd_level);
@@ -106,7 +104,7 @@ void TarWriter::write_raw(util::ByteSpan data) {
     ZSTD_outBuffer out{m_out.data(), m_out.size(), 0};
     const std::size_t rc = ZSTD_compressStream2(m_ctx.get(), &out, &in, ZSTD_e_continue);
     if (ZSTD_isError(rc)) throw Error(Errc::internal, std::string("zstd: ") + ZSTD_getErrorName(rc));
-    util::write_all(m_fd.get(), m_out.data(), out.pos, m_path);
+    m_file.write({m_out.data(), out.pos});
     m_out_bytes += out.pos;
   }
 }
@@ -117,7 +115,7 @@ void TarWriter::flush(ZSTD_EndDirective mode) {
     ZSTD_outBuffer out{m_out.data(), m_out.size(), 0};
     const std::size_t rc = ZSTD_compressStream2(m_ctx.get(), &out, &in, mode);
     if (ZSTD_isError(rc)) throw Error(Errc::internal, std::string("zstd: ") + ZSTD_getErrorName(rc));
-    util::write_all(m_fd.get(), m_out.data(), out.pos, m_path);
+    m_file.write({m_out.data(), out.pos});
     m_out_bytes += out.pos;
     if (rc == 0) break;
   }
@@ -149,8 +147,7 @@ void TarWriter::finish() {
   std::byte zeros[2 * k_block] = {};
   write_raw({zeros, sizeof zeros});
   flush(ZSTD_e_end);
-  if (::fsync(m_fd.get()) != 0) util::throw_errno(m_path, "fsync failed");
-  m_fd.reset();
+  m_file.commit();
   m_finished = true;
 }
 
@@ -289,11 +286,24 @@ std::optional<TarMember> TarReader::next() {
   }
 }
 
+std::size_t TarReader::read_some(std::byte* dst, std::size_t max) {
+  const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(max, m_data_left));
+  read_exact(dst, n);
+  m_data_left -= n;
+  m_pending -= n;
+  return n;
+}
+
 util::ByteVector TarReader::read_data() {
-  util::ByteVector out(static_cast<std::size_t>(m_data_left));
-  read_exact(out.data(), out.size());
-  m_pending -= m_data_left;
-  m_data_left = 0;
+  // Grows with the bytes that really arrive: a header that declares a large
+  // size on a truncated stream costs nothing.
+  util::ByteVector out;
+  constexpr std::size_t k_step = 64 * 1024;
+  while (m_data_left > 0) {
+    const auto at = out.size();
+    out.resize(at + static_cast<std::size_t>(std::min<std::uint64_t>(k_step, m_data_left)));
+    read_some(out.data() + at, out.size() - at);
+  }
   return out;
 }
 

@@ -20,20 +20,25 @@
 #include <vector>
 
 #include "util/bytes.hpp"
+#include "util/atomic_file.hpp"
 #include "util/posix.hpp"
 
 namespace mithril::cache {
 
 class TarWriter {
  public:
-  // Creates `path` (truncating). Call finish() to complete the bundle.
+  // Writes to a temporary beside `path` (an unpredictable name, created
+  // exclusively: a planted file or symbolic link is never written through);
+  // finish() renames it into place, replacing `path`. Destroyed unfinished,
+  // it leaves nothing.
   TarWriter(const std::filesystem::path& path, int zstd_level);
   ~TarWriter();
   TarWriter(const TarWriter&) = delete;
   TarWriter& operator=(const TarWriter&) = delete;
 
   void add_file(const std::string& name, util::ByteSpan data, bool executable = false);
-  // Writes the end-of-archive blocks and the zstd epilogue, then fsyncs.
+  // Writes the end-of-archive blocks and the zstd epilogue, fsyncs and
+  // renames the bundle into place.
   void finish();
   std::uint64_t compressed_bytes() const noexcept { return m_out_bytes; }
 
@@ -41,8 +46,7 @@ class TarWriter {
   void write_raw(util::ByteSpan data);
   void flush(ZSTD_EndDirective mode);
 
-  std::filesystem::path m_path;
-  util::UniqueFd m_fd;
+  util::AtomicFile m_file;
   struct CtxDeleter {
     void operator()(ZSTD_CCtx* c) const noexcept { ZSTD_freeCCtx(c); }
   };
@@ -69,8 +73,13 @@ class TarReader {
   // The next member's header; nullopt at the end of the archive. The data
   // of the previous member is skipped if it was not read.
   std::optional<TarMember> next();
-  // Reads the current member's data (at most max_member_size bytes).
+  // Reads the rest of the current member's data (at most max_member_size
+  // bytes); memory grows with the bytes read, not with the declared size.
   util::ByteVector read_data();
+  // Reads up to max bytes of the current member's data into dst; returns
+  // how many (0 at the member's end). Throws Error(corrupt) when the archive
+  // ends early.
+  std::size_t read_some(std::byte* dst, std::size_t max);
 
  private:
   void read_exact(std::byte* dst, std::size_t n);

@@ -175,7 +175,7 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
         const auto& r = index.chunks[i];
         Slot& slot = slots[s];
         slot.problem.clear();
-        slot.raw.resize(r.raw_size);
+        slot.raw.clear();
         const std::string what = reader.name() + ": " + container::describe_chunk(index, i);
         try {
           util::ByteSpan base_bytes;
@@ -185,6 +185,9 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
           }
           const util::ByteSpan payload =
               ahead ? ahead->read(r.file_offset, r.stored_size, slot.stored) : reader.payload(i, slot.stored);
+          // The buffer is sized from the record only once the payload can fill it.
+          codec::ChunkDecoder::check_payload(payload, r, what);
+          slot.raw.resize(r.raw_size);
           decoders.local().decode(payload, r, slot.raw, base_bytes, what);
         } catch (const Error& e) {
           if (!problems || e.code() != Errc::corrupt) throw;

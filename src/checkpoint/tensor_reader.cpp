@@ -7,7 +7,9 @@
 #include <tbb/task_arena.h>
 
 #include <cstring>
+#include <optional>
 #include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -21,6 +23,7 @@
 #include "mithril/tensors.hpp"
 #include "storage/url.hpp"
 #include "util/blake3.hpp"
+#include "util/byte_io.hpp"
 #include "util/mapped_file.hpp"
 
 namespace mithril {
@@ -67,7 +70,9 @@ struct CheckpointReader::Impl {
 
   void open_mcp(const ReaderOptions& options);
   void open_safetensors();
-  void decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out) const;
+  // payload: the chunk's stored bytes when the caller holds them already.
+  void decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out,
+                    std::optional<util::ByteSpan> payload = std::nullopt) const;
 };
 
 void CheckpointReader::Impl::open_mcp(const ReaderOptions& options) {
@@ -88,11 +93,39 @@ void CheckpointReader::Impl::open_mcp(const ReaderOptions& options) {
   metadata = index.metadata;
 
   const auto& head = index.segments[0];
+  // Nothing is sized from the index before its chunks are known to be able
+  // to hold it: the header by the safetensors limit, every chunk of a local
+  // file (a mapped, cheap look at its plane directory) by the format's.
+  if (head.size > formats::k_safetensors_max_header + 8)
+    throw Error(Errc::corrupt, fmt::format("{}: header segment of {} bytes exceeds the safetensors limit", path.string(), head.size));
+  const auto check = [&](std::uint32_t c, util::ByteSpan payload) {
+    codec::ChunkDecoder::check_payload(payload, index.chunks[c], path.string() + ": " + container::describe_chunk(index, c));
+  };
+  // The header's payloads, fetched once (a remote source) or mapped.
+  std::vector<util::ByteVector> fetched(head.chunk_count);
+  std::vector<util::ByteSpan> head_payloads;
+  if (const auto* local = dynamic_cast<const util::MappedSource*>(&mcp->source())) {
+    // Straight from the mapping: only the plane directories are touched (and
+    // nothing counts as read).
+    for (std::uint32_t c = 0; c < index.chunks.size(); ++c)
+      check(c, local->bytes().subspan(index.chunks[c].file_offset, index.chunks[c].stored_size));
+    for (std::uint32_t c = head.first_chunk; c < head.first_chunk + head.chunk_count; ++c)
+      head_payloads.push_back(local->bytes().subspan(index.chunks[c].file_offset, index.chunks[c].stored_size));
+  } else {
+    for (std::uint32_t i = 0; i < head.chunk_count; ++i) {
+      const auto payload = mcp->payload(head.first_chunk + i, fetched[i]);
+      if (payload.data() != fetched[i].data()) fetched[i].assign(payload.begin(), payload.end());
+      check(head.first_chunk + i, fetched[i]);
+      head_payloads.push_back(fetched[i]);
+    }
+  }
   header_bytes.resize(head.size);
   codec::ChunkDecoder decoder;
-  for (std::uint32_t c = head.first_chunk; c < head.first_chunk + head.chunk_count; ++c) {
+  for (std::uint32_t i = 0; i < head.chunk_count; ++i) {
+    const auto c = head.first_chunk + i;
     const auto& r = index.chunks[c];
-    decode_chunk(decoder, c, util::MutableByteSpan(header_bytes).subspan(r.source_offset - head.offset, r.raw_size));
+    decode_chunk(decoder, c, util::MutableByteSpan(header_bytes).subspan(r.source_offset - head.offset, r.raw_size),
+                 head_payloads[i]);
   }
   header_metadata = parse_header_metadata(header_bytes, path.string());
 
@@ -118,8 +151,8 @@ void CheckpointReader::Impl::open_safetensors() {
   }
 }
 
-void CheckpointReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk,
-                                          util::MutableByteSpan out) const {
+void CheckpointReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out,
+                                          std::optional<util::ByteSpan> payload) const {
   const auto& index = mcp->index();
   const auto& r = index.chunks[chunk];
   util::ByteSpan base_bytes;
@@ -129,7 +162,7 @@ void CheckpointReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::siz
     base_bytes = base->chunk_base(index.segments[r.segment], r);
   }
   util::ByteVector scratch;  // a remote chunk's fetched bytes (a local one is mapped)
-  decoder.decode(mcp->payload(chunk, scratch), r, out, base_bytes,
+  decoder.decode(payload ? *payload : mcp->payload(chunk, scratch), r, out, base_bytes,
                  path.string() + ": " + container::describe_chunk(index, chunk));
 }
 
@@ -164,7 +197,7 @@ std::vector<std::byte> read_tensor(const std::filesystem::path& path_or_url, std
                                    const ReaderOptions& options) {
   const CheckpointReader reader(path_or_url, options);
   const auto i = reader.find(name);
-  if (!i) throw Error(Errc::not_found, fmt::format("{}: no tensor '{}'", path_or_url.string(), name));
+  if (!i) throw Error(Errc::not_found, fmt::format("{}: no tensor '{}'", storage::redact_url(path_or_url.string()), name));
   std::vector<std::byte> out(static_cast<std::size_t>(reader.tensors()[*i].bytes));
   reader.read_tensor(*i, out);
   return out;

@@ -1,5 +1,7 @@
 #include "codec/chunk_codec.hpp"
 
+#include <zstd.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -263,6 +265,44 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
     return r;
   }
   return e;
+}
+
+void ChunkDecoder::check_payload(util::ByteSpan payload, const container::ChunkRecord& rec, std::string_view what) {
+  auto fail = [&](const std::string& why) { throw Error(Errc::corrupt, fmt::format("{}: {}", what, why)); };
+  if (rec.raw_size > container::k_max_chunk_size) fail("raw size too large");
+  if (rec.layout == Layout::raw) {
+    if (payload.size() != rec.raw_size) fail("raw chunk has the wrong stored size");
+    return;
+  }
+  const unsigned width = rec.width;
+  const std::size_t dir_size = 1 + 5 * width;
+  if (payload.size() < dir_size || static_cast<unsigned>(payload[0]) != width) fail("bad plane directory");
+  const PlaneGeometry g{rec.raw_size / width, rec.raw_size % width};
+  std::size_t src = dir_size;
+  for (unsigned k = 0; k < width; ++k) {
+    const auto codec = static_cast<PlaneCodec>(payload[1 + 5 * k]);
+    const std::uint64_t size = util::load_le<std::uint32_t>(payload.data() + 2 + 5 * k);
+    const std::uint64_t len = g.plane_size(k, width);
+    if (size > payload.size() - src) fail(fmt::format("plane {} runs past the payload", k));
+    const util::ByteSpan in = payload.subspan(src, static_cast<std::size_t>(size));
+    switch (codec) {
+      case PlaneCodec::stored:
+        if (size != len) fail(fmt::format("stored plane {} has the wrong size", k));
+        break;
+      case PlaneCodec::zstd: {
+        // A zstd block holds at most 128 KiB and costs at least 4 bytes.
+        if (len > (size / 4 + 1) * (std::uint64_t{128} << 10)) fail(fmt::format("zstd plane {} cannot hold {} bytes", k, len));
+        if (ZSTD_getFrameContentSize(in.data(), in.size()) != len) fail(fmt::format("zstd plane {}: wrong content size", k));
+        break;
+      }
+      case PlaneCodec::rans0:
+        if (size == 0) fail(fmt::format("plane {}: empty rANS block", k));
+        break;
+      default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
+    }
+    src += static_cast<std::size_t>(size);
+  }
+  if (src != payload.size()) fail("payload has trailing bytes");
 }
 
 void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& rec, util::MutableByteSpan out,

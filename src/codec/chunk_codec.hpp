@@ -78,6 +78,14 @@ class ChunkDecoder {
   void decode(util::ByteSpan payload, const container::ChunkRecord& record, util::MutableByteSpan out,
               util::ByteSpan base, std::string_view what);
 
+  // Checks, before a buffer of record.raw_size bytes is reserved for it, that
+  // `payload` can decode to that size by the format's own limits: raw and
+  // stored planes hold exactly their bytes, zstd planes declare their plane's
+  // size and can expand at most ~32768:1, the plane directory accounts for
+  // every byte. Throws Error(corrupt) like decode(). (An rANS constant block
+  // is a legitimate 2 bytes for any size: such a chunk is decoded.)
+  static void check_payload(util::ByteSpan payload, const container::ChunkRecord& record, std::string_view what);
+
  private:
   ZstdDecompressor m_zstd;
   util::ByteVector m_grouped;

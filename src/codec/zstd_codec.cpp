@@ -3,6 +3,8 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include <algorithm>
+#include <memory>
 #include <string>
 
 #include "mithril/error.hpp"
@@ -59,9 +61,28 @@ util::ByteVector zstd_decompress_bounded(util::ByteSpan frame, std::size_t max_s
   const unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN || content > max_size)
     throw Error(Errc::corrupt, "zstd frame: missing or implausible content size");
-  util::ByteVector out(static_cast<std::size_t>(content));
-  ZstdDecompressor d;
-  d.decompress(frame, out);
+  // The content size is the frame's word: the buffer grows with the bytes the
+  // frame really decodes to, so a few bytes claiming gigabytes cost nothing.
+  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx(ZSTD_createDCtx(), &ZSTD_freeDCtx);
+  if (!ctx) throw std::bad_alloc();
+  util::ByteVector out;
+  ZSTD_inBuffer in{frame.data(), frame.size(), 0};
+  std::size_t produced = 0;
+  for (;;) {
+    if (produced == out.size() && out.size() < content) {
+      const std::size_t grow = std::max<std::size_t>(out.size(), std::size_t{1} << 17);
+      out.resize(static_cast<std::size_t>(std::min<unsigned long long>(content, out.size() + grow)));
+    }
+    ZSTD_outBuffer o{out.data() + produced, out.size() - produced, 0};
+    const auto in_before = in.pos;
+    const std::size_t rc = ZSTD_decompressStream(ctx.get(), &o, &in);
+    if (ZSTD_isError(rc)) throw Error(Errc::corrupt, std::string("zstd frame: ") + ZSTD_getErrorName(rc));
+    produced += o.pos;
+    if (rc == 0) break;  // frame complete
+    if (o.pos == 0 && in.pos == in_before) throw Error(Errc::corrupt, "zstd frame: truncated or longer than its content size");
+  }
+  if (produced != content) throw Error(Errc::corrupt, "zstd frame: short content");
+  if (in.pos != in.size) throw Error(Errc::corrupt, "zstd frame: trailing bytes");
   return out;
 }
 

@@ -53,7 +53,9 @@ class ZstdDecompressor {
   std::unique_ptr<ZSTD_DCtx_s, Free> m_ctx;
 };
 
-// Decodes a whole frame of unknown (but bounded) content size.
+// Decodes a whole frame whose declared content size is at most max_size.
+// Memory grows with the bytes actually decoded, not with the declared size.
+// Throws Error(corrupt) on a malformed, truncated or oversized frame.
 util::ByteVector zstd_decompress_bounded(util::ByteSpan frame, std::size_t max_size);
 
 }  // namespace mithril::codec

@@ -33,6 +33,9 @@ inline constexpr std::size_t k_header_size = 16;
 inline constexpr std::size_t k_footer_size = 48;
 inline constexpr std::size_t k_chunk_record_size = 48;
 inline constexpr std::uint32_t k_max_chunk_size = 1u << 31;
+// Limits on the decoded index a footer may declare (reader.cpp).
+inline constexpr std::uint64_t k_max_index_raw_size = std::uint64_t{1} << 30;
+inline constexpr std::uint64_t k_max_index_ratio = 1024;
 
 enum class Layout : std::uint8_t { raw = 0, planes = 1 };
 enum class Residual : std::uint8_t { none = 0, xor_ = 1, sub = 2 };

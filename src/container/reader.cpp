@@ -42,6 +42,13 @@ Reader::Reader(std::shared_ptr<const util::ByteSource> source) : m_source(std::m
       m_source->read(m_footer.index_offset, static_cast<std::size_t>(m_footer.index_stored_size), scratch);
   if (util::xxh3_64(stored) != m_footer.index_xxh3)
     throw Error(Errc::corrupt, fmt::format("{}: index checksum mismatch (the index is damaged)", name));
+  // The index is the footer's word too: bounded by what its stored bytes can
+  // hold (chunk records carry random checksums: real indexes compress a few
+  // times, never k_max_index_ratio times) and by an absolute cap.
+  if (m_footer.index_raw_size > k_max_index_raw_size ||
+      m_footer.index_raw_size > m_footer.index_stored_size * k_max_index_ratio + 4096)
+    throw Error(Errc::corrupt, fmt::format("{}: footer declares an index of {} bytes from {} stored bytes (damaged)",
+                                           name, m_footer.index_raw_size, m_footer.index_stored_size));
   if (m_footer.index_codec == IndexCodec::zstd) {
     util::ByteVector raw;
     try {

@@ -13,6 +13,7 @@
 namespace mithril::formats {
 namespace {
 
+constexpr std::uint64_t k_max_deflate_ratio = 1032;
 constexpr std::uint32_t k_sig_local = 0x04034b50;
 constexpr std::uint32_t k_sig_central = 0x02014b50;
 constexpr std::uint32_t k_sig_eocd = 0x06054b50;
@@ -289,7 +290,12 @@ util::ByteVector ZipReader::extract(const ZipEntry& entry, std::uint64_t max_siz
     const auto data = stored_data(entry);
     out.assign(data.begin(), data.end());
   } else if (entry.method == k_zip_deflated) {
-    out.resize(entry.size);
+    // Deflate expands at most 1032:1 (RFC 1951: a 258-byte match costs at
+    // least 2 bits): a record claiming more than that is refused before any
+    // allocation, and the buffer grows with what really inflates.
+    if (entry.size > entry.compressed_size * k_max_deflate_ratio + 1024)
+      throw Error(Errc::corrupt, fmt::format("{}: {}: declares {} bytes from {} compressed bytes (more than deflate "
+                                             "can expand)", m_name, entry.name, entry.size, entry.compressed_size));
     z_stream zs{};
     if (inflateInit2(&zs, -MAX_WBITS) != Z_OK)
       throw Error(Errc::internal, fmt::format("{}: {}: inflateInit2 failed", m_name, entry.name));
@@ -299,6 +305,9 @@ util::ByteVector ZipReader::extract(const ZipEntry& entry, std::uint64_t max_siz
     int rc = Z_OK;
     for (;;) {
       const auto in_n = static_cast<uInt>(std::min<std::size_t>(in.size() - in_pos, 1u << 30));
+      if (out_pos == out.size() && out.size() < entry.size)
+        out.resize(static_cast<std::size_t>(
+            std::min<std::uint64_t>(entry.size, out.size() + std::max<std::uint64_t>(out.size(), 1u << 16))));
       const auto out_n = static_cast<uInt>(std::min<std::size_t>(out.size() - out_pos, 1u << 30));
       zs.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in_n ? in.data() + in_pos : &dummy));
       zs.avail_in = in_n;
@@ -314,7 +323,7 @@ util::ByteVector ZipReader::extract(const ZipEntry& entry, std::uint64_t max_siz
       if (rc != Z_OK || (used == 0 && made == 0)) break;
     }
     inflateEnd(&zs);
-    if (rc != Z_STREAM_END || out_pos != out.size())
+    if (rc != Z_STREAM_END || out_pos != entry.size)
       throw Error(Errc::corrupt, fmt::format("{}: {}: deflate data is corrupt or does not hold {} bytes", m_name,
                                              entry.name, entry.size));
   } else {

@@ -33,6 +33,14 @@ double env_number(const char* name, double fallback) {
 
 }  // namespace
 
+std::optional<util::ByteVector> Backend::get_at_most(std::string_view key, std::uint64_t max_bytes) {
+  auto v = get(key);
+  if (v && v->size() > max_bytes)
+    throw Error(Errc::corrupt, endpoint() + ": " + std::string(key) + ": " + std::to_string(v->size()) +
+                                   " bytes, larger than the " + std::to_string(max_bytes) + " expected");
+  return v;
+}
+
 Options options_from_env(Options o) {
   if (o.endpoint.empty()) o.endpoint = env("AWS_ENDPOINT_URL_S3");
   if (o.endpoint.empty()) o.endpoint = env("AWS_ENDPOINT_URL");

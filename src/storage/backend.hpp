@@ -74,6 +74,11 @@ class Backend {
 
   // The whole object; nullopt when it does not exist.
   virtual std::optional<util::ByteVector> get(std::string_view key) = 0;
+  // The same for an object expected to hold at most max_bytes: throws
+  // Error(corrupt) when it is larger, having held no more than about
+  // max_bytes of it (backends that can bound the transfer do; the default
+  // checks after get()).
+  virtual std::optional<util::ByteVector> get_at_most(std::string_view key, std::uint64_t max_bytes);
   // Bytes [offset, offset + length) of the object, shorter at its end (empty
   // past it); nullopt when the object does not exist.
   virtual std::optional<util::ByteVector> get_range(std::string_view key, std::uint64_t offset,

@@ -32,7 +32,9 @@ class FileBackend final : public Backend {
 
   const std::string& endpoint() const noexcept override { return m_endpoint; }
 
-  std::optional<util::ByteVector> get(std::string_view key) override {
+  std::optional<util::ByteVector> get(std::string_view key) override { return get_at_most(key, UINT64_MAX); }
+
+  std::optional<util::ByteVector> get_at_most(std::string_view key, std::uint64_t max_bytes) override {
     const auto p = path(key);
     util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
@@ -41,6 +43,9 @@ class FileBackend final : public Backend {
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) util::throw_errno(p, "cannot stat");
+    if (static_cast<std::uint64_t>(st.st_size) > max_bytes)
+      throw Error(Errc::corrupt, p.string() + ": " + std::to_string(st.st_size) + " bytes, larger than the " +
+                                     std::to_string(max_bytes) + " expected");
     util::ByteVector out(static_cast<std::size_t>(st.st_size));
     util::pread_exact(fd.get(), out.data(), out.size(), 0, p);
     return out;

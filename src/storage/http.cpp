@@ -33,6 +33,15 @@ struct Transfer {
   std::size_t sent = 0;
   HttpResponse* response = nullptr;
   Interruptible interruptible = Interruptible::yes;
+  std::uint64_t max_body = UINT64_MAX;
+  bool too_large = false;
+  long status = 0;  // of the response being received
+  // The cap applies to the object; an error answer (small XML) only gets a
+  // generous bound of its own.
+  std::uint64_t cap() const noexcept {
+    if (max_body == UINT64_MAX || (status >= 200 && status < 300)) return max_body;
+    return std::max<std::uint64_t>(max_body, 1 << 20);
+  }
 };
 
 extern "C" std::size_t on_read(char* buffer, std::size_t size, std::size_t count, void* user) {
@@ -46,6 +55,10 @@ extern "C" std::size_t on_read(char* buffer, std::size_t size, std::size_t count
 extern "C" std::size_t on_write(char* data, std::size_t size, std::size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const std::size_t n = size * count;
+  if (t->response->body.size() > t->cap() || n > t->cap() - t->response->body.size()) {
+    t->too_large = true;
+    return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
+  }
   const auto* p = reinterpret_cast<const std::byte*>(data);
   t->response->body.insert(t->response->body.end(), p, p + n);
   return n;
@@ -58,6 +71,10 @@ extern "C" std::size_t on_header(char* data, std::size_t size, std::size_t count
   while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.remove_suffix(1);
   if (line.substr(0, 5) == "HTTP/") {
     t->response->headers.clear();  // a new response (after 100 Continue or a redirect)
+    const auto sp = line.find(' ');
+    long code = 0;
+    if (sp != std::string_view::npos) std::from_chars(line.data() + sp + 1, line.data() + line.size(), code);
+    t->status = code;
     return n;
   }
   const auto colon = line.find(':');
@@ -71,8 +88,9 @@ extern "C" std::size_t on_header(char* data, std::size_t size, std::size_t count
     // transient 2x peak) on multi-MiB ranges.
     std::uint64_t length = 0;
     const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+    // Never more than the caller accepts: the server's word is not a bound.
     if (ec == std::errc() && end == value.data() + value.size() && length <= (std::uint64_t{1} << 32))
-      t->response->body.reserve(static_cast<std::size_t>(length));
+      t->response->body.reserve(static_cast<std::size_t>(std::min(length, t->cap())));
   }
   t->response->headers.emplace_back(std::move(name), std::string(value));
   return n;
@@ -106,12 +124,12 @@ HttpClient::HttpClient(std::chrono::milliseconds connect_timeout, std::chrono::m
 HttpClient::~HttpClient() = default;
 
 HttpResponse HttpClient::perform(std::string_view method, const std::string& url, const HeaderList& headers,
-                                 util::ByteSpan body, Interruptible interruptible) {
+                                 util::ByteSpan body, Interruptible interruptible, std::uint64_t max_body) {
   if (interruptible == Interruptible::yes) util::throw_if_interrupted();
   CURL* c = m_handle->easy.get();
   curl_easy_reset(c);  // keeps the connection cache
   HttpResponse response;
-  Transfer t{body, 0, &response, interruptible};
+  Transfer t{body, 0, &response, interruptible, max_body};
 
   std::unique_ptr<curl_slist, SlistDeleter> list;
   auto append = [&](const std::string& line) {
@@ -126,6 +144,8 @@ HttpResponse HttpClient::perform(std::string_view method, const std::string& url
 
   const long timeout_s = std::max<long>(1, static_cast<long>((m_io_timeout.count() + 999) / 1000));
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  // The path is sent exactly as signed: S3 keys may hold "." and ".." segments.
+  curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, list.get());
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, m_handle->error);
@@ -156,6 +176,8 @@ HttpResponse HttpClient::perform(std::string_view method, const std::string& url
   m_handle->error[0] = 0;
   const CURLcode rc = curl_easy_perform(c);
   if (rc == CURLE_ABORTED_BY_CALLBACK) util::throw_if_interrupted();
+  if (t.too_large)
+    throw Error(Errc::corrupt, "response body larger than the " + std::to_string(max_body) + " bytes expected");
   if (rc != CURLE_OK) {
     std::string why = m_handle->error[0] ? m_handle->error : curl_easy_strerror(rc);
     throw TransientError(why);

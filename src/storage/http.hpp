@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,9 +40,13 @@ class HttpClient {
   // Sends one request with exactly these headers (curl adds Content-Length
   // only) and returns the response whatever its status. Throws
   // TransientError when the transfer fails (cannot connect, timeout, reset),
-  // Error(io, "interrupted ...") when a deferred signal cut it short.
+  // Error(io, "interrupted ...") when a deferred signal cut it short,
+  // Error(corrupt) when the response body exceeds max_body bytes (the
+  // transfer stops there; no more is held). The URL's path is sent as is
+  // (no "."/".." folding), since it is what was signed.
   HttpResponse perform(std::string_view method, const std::string& url, const HeaderList& headers,
-                       util::ByteSpan body, Interruptible interruptible = Interruptible::yes);
+                       util::ByteSpan body, Interruptible interruptible = Interruptible::yes,
+                       std::uint64_t max_body = UINT64_MAX);
 
  private:
   struct Handle;

@@ -102,6 +102,23 @@ class RedisBackend final : public Backend {
     });
   }
 
+  std::optional<util::ByteVector> get_at_most(std::string_view key, std::uint64_t max_bytes) override {
+    return retry("GET " + std::string(key), [&]() -> std::optional<util::ByteVector> {
+      // STRLEN first: a value larger than expected is never transferred.
+      auto n = command(Args().add("STRLEN").add(key));
+      if (n->type == REDIS_REPLY_INTEGER && static_cast<std::uint64_t>(n->integer) > max_bytes)
+        throw Error(Errc::corrupt, m_endpoint + ": " + std::string(key) + ": " + std::to_string(n->integer) +
+                                       " bytes, larger than the " + std::to_string(max_bytes) + " expected");
+      auto r = command(Args().add("GET").add(key));
+      if (r->type == REDIS_REPLY_NIL) return std::nullopt;
+      auto out = bytes_of(*r);
+      if (out.size() > max_bytes)  // replaced meanwhile
+        throw Error(Errc::corrupt, m_endpoint + ": " + std::string(key) + ": larger than the " +
+                                       std::to_string(max_bytes) + " bytes expected");
+      return out;
+    });
+  }
+
   std::optional<util::ByteVector> get_range(std::string_view key, std::uint64_t offset, std::uint64_t length) override {
     return retry("GETRANGE " + std::string(key), [&]() -> std::optional<util::ByteVector> {
       if (length == 0) {

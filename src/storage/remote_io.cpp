@@ -106,7 +106,7 @@ std::unique_ptr<util::ByteSink> open_sink(std::string_view path_or_url, util::Ov
     return std::make_unique<util::FileSink>(std::filesystem::path(path_or_url), overwrite, durability);
   auto loc = open(path_or_url, options);
   if (loc.key.empty() || loc.key.back() == '/')
-    throw Error(Errc::invalid_argument, std::string(path_or_url) + ": names no object (expected a key after the bucket)");
+    throw Error(Errc::invalid_argument, loc.url + ": names no object (expected a key after the bucket)");
   if (overwrite == util::Overwrite::refuse && loc.backend->exists(loc.key))
     throw Error(Errc::exists, loc.url + ": already exists (use -f to overwrite)");
   return std::make_unique<UploadSink>(std::move(loc.backend), loc.key, loc.url);

@@ -198,6 +198,15 @@ class S3Backend final : public Backend {
     });
   }
 
+  std::optional<util::ByteVector> get_at_most(std::string_view key, std::uint64_t max_bytes) override {
+    return retry("GET " + std::string(key), [&]() -> std::optional<util::ByteVector> {
+      auto r = request(m_client, "GET", key, {}, {}, {}, {}, Interruptible::yes, max_bytes);
+      if (r.status == 404) return miss_or_fail(r);
+      expect_ok(r, "GET " + std::string(key));
+      return std::move(r.body);
+    });
+  }
+
   std::optional<util::ByteVector> get_range(std::string_view key, std::uint64_t offset, std::uint64_t length) override {
     if (length == 0) {
       if (!stat(key)) return std::nullopt;
@@ -295,7 +304,8 @@ class S3Backend final : public Backend {
   // One signed request. key = nullopt addresses the bucket itself.
   HttpResponse request(HttpClient& client, std::string_view method, std::optional<std::string_view> key,
                        const sigv4::Pairs& query, const HeaderList& extra, util::ByteSpan body,
-                       std::string payload_hash = {}, Interruptible interruptible = Interruptible::yes) const {
+                       std::string payload_hash = {}, Interruptible interruptible = Interruptible::yes,
+                       std::uint64_t max_body = UINT64_MAX) const {
     std::string path = m_endpoint.base_path;
     if (m_path_style) path += "/" + sigv4::uri_encode(m_bucket, false);
     if (key) path += "/" + sigv4::uri_encode(*key, true);
@@ -313,7 +323,7 @@ class S3Backend final : public Backend {
     }
     std::string url = m_endpoint.scheme + "://" + m_endpoint.authority + path;
     if (!query.empty()) url += "?" + sigv4::canonical_query(query);
-    return client.perform(method, url, headers, body, interruptible);
+    return client.perform(method, url, headers, body, interruptible, max_body);
   }
 
   // A 404 on GET: a missing key is a miss, a missing bucket a failure.

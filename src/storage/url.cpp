@@ -1,5 +1,6 @@
 #include "storage/url.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 #include "mithril/error.hpp"
@@ -8,7 +9,7 @@ namespace mithril::storage {
 namespace {
 
 [[noreturn]] void bad(std::string_view url, std::string_view what) {
-  throw Error(Errc::invalid_argument, std::string(url) + ": " + std::string(what));
+  throw Error(Errc::invalid_argument, redact_url(url) + ": " + std::string(what));
 }
 
 int hex_value(char c) noexcept {
@@ -42,6 +43,16 @@ std::string percent_decode(std::string_view text) {
     out += text[i];
   }
   return out;
+}
+
+std::string redact_url(std::string_view text) {
+  const auto sep = text.find("://");
+  if (sep == std::string_view::npos) return std::string(text);
+  const auto start = sep + 3;
+  const auto end = std::min(text.find_first_of("/?", start), text.size());
+  const auto at = text.substr(start, end - start).rfind('@');
+  if (at == std::string_view::npos) return std::string(text);
+  return std::string(text.substr(0, start)) + ":***" + std::string(text.substr(start + at));
 }
 
 bool is_url(std::string_view text) noexcept {

@@ -35,6 +35,10 @@ struct Url {
   std::string redacted() const;
 };
 
+// The text of a URL with any password (user information before '@' in the
+// authority) replaced by ":***"; for messages about URLs that may not parse.
+std::string redact_url(std::string_view text);
+
 // True when text starts with a scheme this library serves ("file://",
 // "redis://", "s3://"); anything else is a local path.
 bool is_url(std::string_view text) noexcept;

@@ -66,9 +66,7 @@ AtomicFile::AtomicFile(std::filesystem::path destination, Overwrite overwrite, D
   m_temporary = templ;
   register_pending(m_temporary.c_str());
   // mkstemp creates 0600; give the final file the usual permissions.
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
-  ::fchmod(fd, 0666 & ~mask);
+  ::fchmod(fd, 0666 & ~current_umask());
 }
 
 AtomicFile::~AtomicFile() {

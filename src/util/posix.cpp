@@ -1,5 +1,8 @@
 #include "util/posix.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -56,6 +59,31 @@ void pread_exact(int fd, void* data, std::size_t size, std::uint64_t offset,
     size -= static_cast<std::size_t>(n);
     offset += static_cast<std::uint64_t>(n);
   }
+}
+
+mode_t current_umask() noexcept {
+  constexpr mode_t k_fallback = 022;
+  const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return k_fallback;
+  char buf[4096];
+  std::size_t n = 0;
+  for (;;) {
+    const ssize_t got = ::read(fd, buf + n, sizeof buf - 1 - n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    n += static_cast<std::size_t>(got);
+    if (n == sizeof buf - 1) break;
+  }
+  ::close(fd);
+  buf[n] = '\0';
+  const char* p = std::strstr(buf, "\nUmask:");
+  if (!p) return k_fallback;
+  p += 7;
+  while (*p == ' ' || *p == '\t') ++p;
+  mode_t m = 0;
+  int digits = 0;
+  for (; *p >= '0' && *p <= '7'; ++p, ++digits) m = static_cast<mode_t>(m * 8 + static_cast<mode_t>(*p - '0'));
+  return digits ? (m & 0777) : k_fallback;
 }
 
 }  // namespace mithril::util

@@ -1,6 +1,8 @@
 // util/posix.hpp — RAII file descriptor and errno-to-Error helpers.
 #pragma once
 
+#include <sys/types.h>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -50,5 +52,10 @@ void pwrite_all(int fd, const void* data, std::size_t size, std::uint64_t offset
 // ("truncated") when the file is shorter.
 void pread_exact(int fd, void* data, std::size_t size, std::uint64_t offset,
                  const std::filesystem::path& path);
+
+// The process's file-mode creation mask, read from /proc/self/status
+// ("Umask:", Linux >= 4.7) without changing it: umask(0) + umask(m) would race
+// with other threads creating files meanwhile. 022 when it cannot be read.
+mode_t current_umask() noexcept;
 
 }  // namespace mithril::util

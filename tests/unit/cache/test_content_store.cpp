@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <thread>
 
 #include "test_helpers.hpp"
@@ -135,4 +136,26 @@ TEST(ContentStore, ConcurrentWritersAndReaders) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
+}
+
+TEST(ContentStore, DecodeNeverAllocatesWhatTheHeaderClaims) {
+  // "MTHB" v1 zstd, raw size 2 GiB; a zstd frame declaring 2 GiB whose one
+  // RLE block (128 KiB, not the last) is all there is (RFC 8878 3.1.1).
+  const std::uint64_t claim = std::uint64_t{2} << 30;
+  util::ByteVector image(16);
+  std::memcpy(image.data(), "MTHB", 4);
+  image[4] = std::byte{1};
+  image[5] = std::byte{1};
+  util::store_le<std::uint64_t>(image.data() + 8, claim);
+  const std::uint8_t frame[] = {0x28, 0xB5, 0x2F, 0xFD, 0xC0, 7 << 3};
+  for (auto b : frame) image.push_back(std::byte{b});
+  for (int i = 0; i < 8; ++i) image.push_back(std::byte{static_cast<std::uint8_t>(claim >> (8 * i))});
+  const std::uint32_t block = 0 | (1u << 1) | ((128u << 10) << 3);
+  for (int i = 0; i < 3; ++i) image.push_back(std::byte{static_cast<std::uint8_t>(block >> (8 * i))});
+  image.push_back(std::byte{0});
+  util::Digest d{};
+  EXPECT_FALSE(decode_blob(image, d));            // truncated: a miss, no 2 GiB buffer
+  EXPECT_FALSE(decode_blob(image, d, claim - 1));  // more than the caller expects
+  util::store_le<std::uint64_t>(image.data() + 8, std::uint64_t{1} << 41);
+  EXPECT_FALSE(decode_blob(image, d));  // over the absolute cap
 }

@@ -91,3 +91,36 @@ TEST(Manifest, RejectsUnsafeOrInconsistentFiles) {
     EXPECT_EQ(e.code(), Errc::unsupported);
   }
 }
+
+TEST(Manifest, FilesStayInsideTheirOwnEntry) {
+  const auto refused = [](const std::string& text, const std::string& why) {
+    try {
+      parse_text(text);
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::corrupt);
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  // A single-file inductor-other entry holds exactly its own name.
+  refused(with("inductor-other", "inductor/evil", "inductor", file("fxgraph/ab/fvictim/zz_planted")), "lies outside entry");
+  refused(with("inductor-other", "inductor/evil", "inductor", file("fxgraph")), "lies outside entry");
+  refused(with("inductor-other", "inductor/evil", "inductor", file("locks")), "lies outside entry");
+  refused(with("inductor-other", "inductor/evil", "inductor", file("evil") + "," + file("other")), "lies outside entry");
+  // A module group holds only files of its own stem.
+  refused(with("inductor-module", "inductor/ab/cabc", "inductor/ab", file("cvictim.py")), "does not belong to module");
+  EXPECT_NO_THROW(parse_text(with("inductor-module", "inductor/ab/cabc", "inductor/ab",
+                                  file("cabc.py") + "," + file("cabc.so") + "," + file("cabc.main.so"))));
+  // Hidden names are framework temporaries, never entry files.
+  refused(with("inductor-fxgraph", "inductor/fxgraph/ab/fabc", "inductor/fxgraph/ab/fabc", file(".tmp")), "hidden file name");
+  refused(with("triton-kernel", "triton/K", "triton/K", file("sub/.x")), "hidden file name");
+  // Triton group files must say what they are (then placement checks their children), and only they may.
+  refused(with("triton-kernel", "triton/K", "triton/K", file("__grp__k.json")), "is not marked as one");
+  const auto marked = [](const std::string& path) {
+    return R"({"path":")" + path + R"(","size":1,"digest":")" + std::string(64, 'a') +
+           R"(","exec":false,"transform":"triton-group"})";
+  };
+  EXPECT_NO_THROW(parse_text(with("triton-kernel", "triton/K", "triton/K", marked("__grp__k.json"))));
+  refused(with("triton-kernel", "triton/K", "triton/K", marked("k.json")), "is not a Triton group file");
+  refused(with("inductor-other", "inductor/d", "inductor/d", marked("__grp__k.json")), "is not a Triton group file");
+}

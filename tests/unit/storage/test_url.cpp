@@ -71,6 +71,22 @@ TEST(Url, RejectsMalformedUrls) {
   }
 }
 
+TEST(Url, ErrorsNeverEchoThePassword) {
+  for (const char* bad : {"redis://:hunter2@h:notaport/0", "redis://user:hunter2@h/x", "redis://:hunter2@[::1/0",
+                          "redis://:hunter2@h/0?endpoint=x"}) {
+    try {
+      parse_url(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()).find("hunter2"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("redis://:***@"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(redact_url("redis://:pw@h:1/0/k"), "redis://:***@h:1/0/k");
+  EXPECT_EQ(redact_url("s3://bucket/a@b"), "s3://bucket/a@b");  // '@' in the key is not user information
+  EXPECT_EQ(redact_url("/local/path"), "/local/path");
+}
+
 TEST(Url, PercentDecodeKeepsMalformedEscapes) {
   EXPECT_EQ(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
   EXPECT_EQ(percent_decode("%41%62"), "Ab");
