@@ -11,7 +11,7 @@
 // expected digest (never a wrong one); a blob image made by encode_blob of
 // the value decodes back to it; Manifest::parse throws Error(corrupt) or
 // succeeds; nothing else escapes.
-#include <hiredis/read.h>
+#include <hiredis/hiredis.h>
 
 #include <cstddef>
 #include <cstdint>

@@ -3,7 +3,7 @@
 // scripts/fuzz; replayed by ctest.
 //
 // Contract checked: series_list either throws Error(corrupt) naming the file
-// or returns members sorted by unique step, each naming a plain file inside
+// or returns members sorted by unique step, each naming its own plain file inside
 // the series directory, each delta naming a keyframe member as its base.
 #include <cstddef>
 #include <cstdint>
@@ -29,10 +29,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   std::set<std::uint64_t> keyframes;
+  std::set<std::string> files;
   for (std::size_t i = 0; i < members.size(); ++i) {
     const auto& m = members[i];
     if (i > 0) check(members[i - 1].step < m.step);
     check(!m.file.empty() && m.file.find('/') == std::string::npos && m.file != "." && m.file != "..");
+    check(files.insert(m.file).second);
     check(m.keyframe != m.base_step.has_value());
     if (m.keyframe) keyframes.insert(m.step);
   }

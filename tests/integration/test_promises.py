@@ -136,3 +136,20 @@ def test_exit_code_6_unsupported(mithril, small_mcp, tmp_path):
     r = mithril("info", future)
     assert r.code == 6, r
     assert "version" in r.err
+
+
+# Found by tests/fuzz/fuzz_series_state: a series.json whose members share a
+# step or a file (prune would delete a file a kept member needs), or whose
+# delta names no keyframe, is refused as corrupt.
+@pytest.mark.parametrize("case", ["duplicate_step", "shared_file", "delta_without_base", "base_not_a_member",
+                                  "empty_file_name"])
+def test_series_manifest_rules(mithril, tmp_path, case):
+    regress = os.path.join(os.path.dirname(__file__), "..", "fuzz", "regressions", "series_state")
+    d = tmp_path / "s"
+    d.mkdir()
+    shutil.copy(os.path.join(regress, case + ".json"), d / "series.json")
+    r = mithril("series", "list", d)
+    assert r.code == 3, r
+    assert "series.json" in r.err
+    r = mithril("series", "prune", d, "--keep", "1")
+    assert r.code == 3, r
