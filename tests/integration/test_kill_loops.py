@@ -88,7 +88,7 @@ def checkpoint(path, seed, mib):
 def test_kill_compress(tmp_path):
     old_src, src = tmp_path / "old.safetensors", tmp_path / "new.safetensors"
     checkpoint(old_src, 1, 8)
-    checkpoint(src, 2, 48)
+    checkpoint(src, 2, 24)
     out = tmp_path / "out" / "model.mcp"
     out.parent.mkdir()
     run("compress", old_src, "-o", out, "-q")
@@ -112,7 +112,7 @@ def test_kill_compress(tmp_path):
 def test_kill_series_add(tmp_path):
     cks = [tmp_path / f"ck{k}.safetensors" for k in range(4)]
     for k, p in enumerate(cks):
-        checkpoint(p, 10 + k, 16)
+        checkpoint(p, 10 + k, 8)
     template = tmp_path / "template"
     run("series", "add", template, cks[0], "--step", "1", "-q", "-T", "1")
     run("series", "add", template, cks[1], "--step", "2", "-q", "-T", "1")
@@ -168,9 +168,9 @@ def intact(store, files, prefix, where):
             out.unlink()
 
 
-def artifacts(tmp_path, n, size):
-    rng = np.random.default_rng(5)
-    d = tmp_path / "art"
+def artifacts(tmp_path, n, size, name="art"):
+    rng = np.random.default_rng(sum(name.encode()))
+    d = tmp_path / name
     d.mkdir(exist_ok=True)
     files = []
     for k in range(n):
@@ -186,8 +186,8 @@ SCRATCH = ("tmp", "trash")
 
 
 def test_kill_cache_import(tmp_path):
-    earlier = artifacts(tmp_path, 3, 50_000)
-    many = artifacts(tmp_path, 60, 400_000)[3:]
+    earlier = artifacts(tmp_path, 3, 50_000, "earlier")
+    many = artifacts(tmp_path, 40, 300_000, "many")
     src = tmp_path / "src-store"
     fill(src, many, "m")
     bundle = tmp_path / "b.tar.zst"
@@ -214,7 +214,7 @@ def test_kill_cache_import(tmp_path):
 
 
 def test_kill_cache_gc(tmp_path):
-    files = artifacts(tmp_path, 60, 300_000)
+    files = artifacts(tmp_path, 40, 200_000)
     template = tmp_path / "template"
     fill(template, files, "m")
     probe = tmp_path / "probe"
@@ -246,15 +246,15 @@ for k in range(int(sys.argv[2])):
 
 
 def test_kill_cache_exec_ingest(tmp_path):
-    earlier = artifacts(tmp_path, 3, 50_000)
-    blob = artifacts(tmp_path, 4, 300_000)[3]
+    earlier = artifacts(tmp_path, 3, 50_000, "earlier")
+    blob = artifacts(tmp_path, 1, 300_000, "blob")[0]
     writer = tmp_path / "writer.py"
     writer.write_text(WRITER)
     template = tmp_path / "template"
     fill(template, earlier, "e")
     probe = tmp_path / "probe"
     shutil.copytree(template, probe)
-    cmd = ["cache", "exec", "--", os.environ.get("MITHRIL_PYTHON", "python3"), writer, blob, "60"]
+    cmd = ["cache", "exec", "--", os.environ.get("MITHRIL_PYTHON", "python3"), writer, blob, "40"]
     duration = timed(*cmd, env=cache_env(probe))
     store = tmp_path / "store"
 
