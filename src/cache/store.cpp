@@ -15,7 +15,7 @@
 #include "cache/fs_util.hpp"
 #include "cache/store_impl.hpp"
 #include "cache/triton_group.hpp"
-#include "util/atomic_file.hpp"
+#include "util/stale_temporaries.hpp"
 
 namespace mithril::cache {
 namespace {

@@ -6,18 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <dirent.h>
-#include <signal.h>
-
 #include <array>
 #include <atomic>
-#include <cctype>
 #include <cerrno>
-#include <algorithm>
 #include <cstring>
 #include <string>
 
 #include "mithril/error.hpp"
+#include "util/stale_temporaries.hpp"
 
 namespace mithril::util {
 namespace {
@@ -131,43 +127,6 @@ void AtomicFile::commit() {
   if (dir.empty()) dir = ".";
   UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd) ::fsync(dfd.get());
-}
-
-std::optional<long> temporary_owner(std::string_view name) noexcept {
-  if (name.size() < 2 || name.front() != '.' || !name.ends_with(".tmp")) return std::nullopt;
-  name.remove_suffix(4);
-  const auto all_digits = [](std::string_view s) {
-    return !s.empty() && s.size() <= 10 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
-  };
-  const auto last = [](std::string_view s) {
-    const auto dot = s.rfind('.');
-    return dot == std::string_view::npos || dot == 0 ? std::string_view{} : s.substr(dot + 1);
-  };
-  std::string_view pid = last(name);
-  // ".NAME.PID.XXXXXX.tmp" (AtomicFile, write_file_replace): skip the random part.
-  if (pid.size() == 6) {
-    const auto rest = name.substr(0, name.size() - 7);
-    if (all_digits(last(rest))) pid = last(rest);
-  }
-  if (!all_digits(pid)) return std::nullopt;  // ".NAME.PID.tmp" (bundle export) or not ours
-  const long v = std::stol(std::string(pid));
-  return v > 0 ? std::optional<long>(v) : std::nullopt;
-}
-
-std::size_t remove_stale_temporaries(const std::filesystem::path& dir) noexcept {
-  std::size_t removed = 0;
-  DIR* d = ::opendir(dir.empty() ? "." : dir.c_str());
-  if (!d) return 0;
-  while (const dirent* e = ::readdir(d)) {
-    const auto pid = temporary_owner(e->d_name);
-    if (!pid || *pid == ::getpid()) continue;
-    if (::kill(static_cast<pid_t>(*pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to ask)
-    struct stat st {};
-    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
-    if (::unlinkat(::dirfd(d), e->d_name, 0) == 0) ++removed;
-  }
-  ::closedir(d);
-  return removed;
 }
 
 void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite) {

@@ -1,12 +1,11 @@
 // util/atomic_file.hpp — an output file that appears only when complete.
 //
-// Data goes to a temporary file beside the destination (".NAME.PID.XXXXXX.tmp");
+// Data goes to a temporary file beside the destination (".NAME.XXXXXX.tmp");
 // commit() flushes it to disk and renames it into place. Until commit() the
 // destination is untouched; if the object is destroyed without commit() (an
 // error, an exception) the temporary is removed. The CLI also removes live
 // temporaries on SIGINT/SIGTERM (remove_all_pending_temporaries), so an
-// interrupted run leaves nothing partial behind; what a SIGKILL leaves is
-// removed by the next AtomicFile in that directory (remove_stale_temporaries).
+// interrupted run leaves nothing partial behind.
 //
 // Thread-safety: write_at() may be called from several threads at once for
 // disjoint ranges; everything else is single-threaded.
@@ -14,8 +13,6 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <optional>
-#include <string_view>
 
 #include "util/bytes.hpp"
 #include "util/posix.hpp"
@@ -63,17 +60,6 @@ class AtomicFile {
 // Unlinks every temporary of a live AtomicFile. Async-signal-safe: meant for a
 // SIGINT/SIGTERM handler right before the process dies.
 void remove_all_pending_temporaries() noexcept;
-
-// The process id in a temporary's name: ".NAME.PID.XXXXXX.tmp" (AtomicFile,
-// the cache's write_file_replace) or ".NAME.PID.tmp" (bundle export);
-// nullopt for any other name.
-std::optional<long> temporary_owner(std::string_view name) noexcept;
-
-// Removes the temporaries in `dir` (not below) whose writer process no longer
-// exists on this machine: what a SIGKILL or a crash left behind. Returns how
-// many were removed. A writer on another machine sharing the directory (NFS)
-// looks dead here: its commit then fails with an error, never a wrong file.
-std::size_t remove_stale_temporaries(const std::filesystem::path& dir) noexcept;
 
 // Writes data to path atomically (temp + fsync + rename).
 void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite);

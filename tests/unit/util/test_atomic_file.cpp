@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "mithril/error.hpp"
+#include "util/stale_temporaries.hpp"
 #include "test_helpers.hpp"
 
 using namespace mithril;
