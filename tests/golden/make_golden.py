@@ -105,6 +105,7 @@ def more_v1(out, run, save_file):
     def save_t(tensors, path):
         if not os.path.exists(path):
             save_torch(tensors, path)
+            os.chmod(path, 0o644)
 
     # BF16 and FP16 tensors, several 64 KiB chunks each.
     save_t({"w": randn(256, 256).to(torch.bfloat16), "b": randn(300).to(torch.bfloat16)},
@@ -114,18 +115,18 @@ def more_v1(out, run, save_file):
            f"{out}/v1_fp16.safetensors")
     run("compress", f"{out}/v1_fp16.safetensors", "-o", f"{out}/v1_fp16.safetensors.mcp", "--chunk-size", "64K")
 
-    # Deltas: float weights after a small update (XOR residuals: the high
-    # bytes agree) and integer counters that grew by small amounts (SUB
-    # residuals: the wrapping difference is small), in one file each and
-    # together in the base.
-    w = randn(256, 256)
-    steps = torch.arange(0, 65536, dtype=torch.int64) * 1000
+    # Deltas: weights whose signs flipped here and there (XOR residuals: one
+    # bit differs, where a difference of sign-magnitude values is large) and
+    # integer counters that grew by small amounts (SUB residuals: the
+    # wrapping difference is small), one file each, against one base.
+    w = randn(128, 256)
+    steps = torch.arange(0, 8192, dtype=torch.int64) * 1000
     save_t({"w": w.to(torch.bfloat16), "steps": steps}, f"{out}/v1_base2.safetensors")
-    save_t({"w": (w + randn(256, 256) * 0.01).to(torch.bfloat16), "steps": steps},
-           f"{out}/v1_delta_xor.safetensors")
+    flip = torch.where(torch.rand(128, 256, generator=g) < 0.1, -1.0, 1.0)
+    save_t({"w": (w * flip).to(torch.bfloat16), "steps": steps}, f"{out}/v1_delta_xor.safetensors")
     run("compress", f"{out}/v1_delta_xor.safetensors", "--base", f"{out}/v1_base2.safetensors",
         "-o", f"{out}/v1_delta_xor.safetensors.mcp.delta")
-    grow = torch.randint(0, 200, (65536,), generator=g, dtype=torch.int64)
+    grow = torch.randint(0, 200, (8192,), generator=g, dtype=torch.int64)
     save_t({"w": w.to(torch.bfloat16), "steps": steps + grow}, f"{out}/v1_delta_sub.safetensors")
     run("compress", f"{out}/v1_delta_sub.safetensors", "--base", f"{out}/v1_base2.safetensors",
         "-o", f"{out}/v1_delta_sub.safetensors.mcp.delta")
