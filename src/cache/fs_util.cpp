@@ -94,9 +94,11 @@ FileHash hash_file(const fs::path& path) {
 void write_file_replace(const fs::path& path, util::ByteSpan data) {
   std::string name = ".";
   name += path.filename().string();
-  name += ".XXXXXX";
+  // The writer's pid lets a later gc tell a killed writer's leftover from
+  // a live one's (util::remove_stale_temporaries).
+  name += "." + std::to_string(::getpid()) + ".XXXXXX.tmp";
   std::string templ = (path.parent_path() / name).string();
-  int fd = ::mkostemp(templ.data(), O_CLOEXEC);
+  int fd = ::mkostemps(templ.data(), 4, O_CLOEXEC);
   if (fd < 0) util::throw_errno(path, "cannot create temporary file");
   util::UniqueFd guard(fd);
   try {

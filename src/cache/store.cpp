@@ -15,6 +15,7 @@
 #include "cache/fs_util.hpp"
 #include "cache/store_impl.hpp"
 #include "cache/triton_group.hpp"
+#include "util/stale_temporaries.hpp"
 
 namespace mithril::cache {
 namespace {
@@ -479,8 +480,21 @@ GcReport Store::gc(const GcOptions& options) {
     if (file_age_ns(im.cas.blob_path(d), now) < hour) continue;
     if (im.cas.remove(d)) ++rep.orphan_blobs;
   }
-  // Leftovers of killed processes.
+  // Leftovers of killed processes: our temporaries (named with their
+  // writer's pid) anywhere in the store whose writer is gone, ...
   std::error_code ec;
+  util::remove_stale_temporaries(im.config.root);
+  for (auto it = std::filesystem::recursive_directory_iterator(im.config.root, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_symlink()) {
+      it.disable_recursion_pending();
+    } else if (it->is_directory()) {
+      if (it->path() == im.tmp || it->path() == im.trash) it.disable_recursion_pending();
+      else util::remove_stale_temporaries(it->path());
+    }
+  }
+  ec.clear();
+  // ... and the scratch directories' contents once an hour old.
   for (const auto* dir : {&im.trash, &im.tmp}) {
     for (const auto& e : std::filesystem::directory_iterator(*dir, ec)) {
       if (file_age_ns(e.path(), now) < hour) continue;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -52,6 +53,27 @@ json to_json(const SeriesMember& m) {
   return j;
 }
 
+// Structural rules a manifest must follow (found by tests/fuzz/fuzz_series_state):
+// two members sharing a step or a file would make `prune` delete a file a
+// kept member still needs; a delta must name a keyframe of the series.
+void check_members(const fs::path& path, const std::vector<SeriesMember>& members) {
+  const auto bad = [&](const std::string& why) { return Error(Errc::corrupt, fmt::format("{}: {}", path.string(), why)); };
+  std::set<std::string> files;
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    const auto& m = members[i];
+    if (i > 0 && members[i - 1].step == m.step) throw bad(fmt::format("step {} appears twice", m.step));
+    if (!files.insert(m.file).second) throw bad(fmt::format("file '{}' belongs to two members", m.file));
+    if (m.keyframe == m.base_step.has_value())
+      throw bad(fmt::format("step {}: {}", m.step, m.keyframe ? "a keyframe with a base step" : "a delta without a base step"));
+  }
+  for (const auto& m : members) {
+    if (!m.base_step) continue;
+    const auto it = std::find_if(members.begin(), members.end(), [&](const auto& k) { return k.step == *m.base_step; });
+    if (it == members.end() || !it->keyframe)
+      throw bad(fmt::format("step {}: base step {} is not a keyframe of the series", m.step, *m.base_step));
+  }
+}
+
 std::vector<SeriesMember> load(const fs::path& dir) {
   const fs::path path = dir / k_manifest;
   std::ifstream f(path);
@@ -72,7 +94,7 @@ std::vector<SeriesMember> load(const fs::path& dir) {
       m.source_name = jm.value("source_name", std::string{});
       m.blake3 = jm.value("blake3", std::string{});
       if (jm.contains("metrics")) m.metrics = jm["metrics"].get<std::map<std::string, double>>();
-      if (m.file.find('/') != std::string::npos || m.file.starts_with("."))
+      if (m.file.empty() || m.file.find('/') != std::string::npos || m.file.starts_with("."))
         throw Error(Errc::corrupt, fmt::format("{}: member file '{}' is not a plain name", path.string(), m.file));
       members.push_back(std::move(m));
     }
@@ -80,6 +102,7 @@ std::vector<SeriesMember> load(const fs::path& dir) {
     throw Error(Errc::corrupt, fmt::format("{}: malformed manifest: {}", path.string(), e.what()));
   }
   std::sort(members.begin(), members.end(), [](auto& a, auto& b) { return a.step < b.step; });
+  check_members(path, members);
   return members;
 }
 

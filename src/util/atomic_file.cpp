@@ -13,6 +13,7 @@
 #include <string>
 
 #include "mithril/error.hpp"
+#include "util/stale_temporaries.hpp"
 
 namespace mithril::util {
 namespace {
@@ -55,10 +56,13 @@ AtomicFile::AtomicFile(std::filesystem::path destination, Overwrite overwrite, D
   }
   auto dir = m_destination.parent_path();
   if (dir.empty()) dir = ".";
+  // Temporaries of writers that were killed (SIGKILL, power loss) are
+  // removed by the next writer into the same directory.
+  remove_stale_temporaries(dir);
   // Built by appending: `"." + std::string&&` trips GCC 12's -Wrestrict false positive.
   std::string name = ".";
   name += m_destination.filename().string();
-  name += ".XXXXXX.tmp";
+  name += "." + std::to_string(::getpid()) + ".XXXXXX.tmp";
   std::string templ = (dir / name).string();
   int fd = ::mkostemps(templ.data(), 4, O_CLOEXEC);
   if (fd < 0) throw_errno(m_destination, "cannot create temporary file");

@@ -1,10 +1,5 @@
-// libFuzzer target for the restricted unpickler (formats/pickle.hpp). Not
-// built by default: it needs clang's -fsanitize=fuzzer, e.g.
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -Iinclude
-//     tests/fuzz/fuzz_pickle.cpp src/formats/{pickle,pickle_repr,pickle_text,torch_dtype,dtype}.cpp
-//     src/util/error.cpp -lfmt -o fuzz_pickle && ./fuzz_pickle tests/golden/torch/evil/
-// (one command line). Built with -DMITHRIL_FUZZ_STANDALONE it is a plain
-// program replaying the files named on its command line (g++ regression runs).
+// libFuzzer target for the restricted unpickler (formats/pickle.hpp). Built and run by scripts/fuzz
+// (CMake option MITHRIL_FUZZ); replayed by ctest (standalone_main.cpp).
 //
 // Contract checked: unpickle either throws mithril::Error (corrupt or
 // unsupported, never anything else) or returns a tree whose every reference
@@ -58,20 +53,3 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
-
-#ifdef MITHRIL_FUZZ_STANDALONE
-#include <fstream>
-#include <iostream>
-#include <iterator>
-#include <vector>
-
-int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    std::ifstream in(argv[i], std::ios::binary);
-    const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-  }
-  std::cout << "replayed " << (argc - 1) << " inputs\n";
-  return 0;
-}
-#endif

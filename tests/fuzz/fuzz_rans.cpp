@@ -1,9 +1,5 @@
 // fuzz_rans — libFuzzer target for the rANS block decoder (and a round trip).
-//
-//   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc
-//           tests/fuzz/fuzz_rans.cpp src/codec/rans.cpp src/codec/rans_table.cpp
-//           src/util/error.cpp -o fuzz_rans
-//   ./fuzz_rans -max_len=4096
+// Built and run by scripts/fuzz (CMake option MITHRIL_FUZZ); replayed by ctest.
 //
 // Input: u16 output size (little-endian), then a block. The block is decoded
 // into a buffer of exactly that size with every kernel this CPU has; each must

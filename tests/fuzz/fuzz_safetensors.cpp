@@ -1,11 +1,6 @@
 // libFuzzer target for the safetensors reader (and, through a round trip, the
-// writer). Not built by default: it needs clang's -fsanitize=fuzzer, e.g.
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -Iinclude
-//     tests/fuzz/fuzz_safetensors.cpp src/formats/{dtype,safetensors}.cpp src/util/*.cpp
-//     -lfmt -lxxhash -o fuzz_safetensors && ./fuzz_safetensors corpus/
-// (one command line).
-// Built with -DMITHRIL_FUZZ_STANDALONE instead, it is a plain program that
-// replays the files named on its command line (regression runs with g++).
+// writer). Built and run by scripts/fuzz
+// (CMake option MITHRIL_FUZZ); replayed by ctest (standalone_main.cpp).
 //
 // Contract checked: parse_safetensors either throws mithril::Error or returns
 // a header whose tensors tile the data region exactly; anything it accepts
@@ -76,20 +71,3 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   round_trip(file, h);
   return 0;
 }
-
-#ifdef MITHRIL_FUZZ_STANDALONE
-#include <fstream>
-#include <iostream>
-#include <iterator>
-#include <vector>
-
-int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    std::ifstream in(argv[i], std::ios::binary);
-    const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-  }
-  std::cout << "replayed " << (argc - 1) << " inputs\n";
-  return 0;
-}
-#endif

@@ -2,8 +2,11 @@
 """Writes the golden .mcp files of tests/golden/ (run once per format version).
 
 Each NAME.mcp sits next to NAME, the exact original bytes it must decode to,
-forever: tests/integration/test_cli_checkpoint.py::test_golden_files_decode.
-Never regenerate existing files; add new ones when the format gains features.
+forever: tests/integration/test_cli_checkpoint.py::test_golden_files_decode
+(deltas: NAME.mcp.delta with NAME's base, tests/integration/test_golden_coding.py,
+which also asserts the coding each file was written to hold).
+Never regenerate existing files: the script writes only the files that are
+missing; add new ones when the format gains features.
 
     python tests/golden/make_golden.py --mithril build/mithril --out tests/golden
 """
@@ -12,7 +15,7 @@ import os
 import subprocess
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save_file as save_new
 
 
 def weights(rng, shape, scale=0.02):
@@ -34,7 +37,15 @@ def main():
     os.makedirs(out, exist_ok=True)
 
     def run(*args):
+        # Existing golden files are never rewritten: compress only into a
+        # missing output (the "-o" argument).
+        if os.path.exists(args[args.index("-o") + 1]):
+            return
         subprocess.run([a.mithril, *map(str, args), "-q"], check=True)
+
+    def save_file(tensors, path, **kw):
+        if not os.path.exists(path):
+            save_new(tensors, path, **kw)
 
     # v1 mixed dtypes: bf16 (stored as uint16 bit patterns via a U16 view, then
     # relabelled), f32, f16, f64, i64, i8, bool, an empty and a rank-0 tensor.
@@ -62,8 +73,9 @@ def main():
 
     # A file that is not safetensors: raw bytes.
     text = ("Mithril golden raw file. " * 400).encode() + bytes(range(256)) * 8
-    with open(f"{out}/v1_raw.bin", "wb") as f:
-        f.write(text)
+    if not os.path.exists(f"{out}/v1_raw.bin"):
+        with open(f"{out}/v1_raw.bin", "wb") as f:
+            f.write(text)
     run("compress", f"{out}/v1_raw.bin", "-o", f"{out}/v1_raw.bin.mcp", "-f")
 
     # A delta against a base (the base is kept as v1_base.safetensors).
@@ -73,6 +85,57 @@ def main():
               f"{out}/v1_delta.safetensors")
     run("compress", f"{out}/v1_delta.safetensors", "--base", f"{out}/v1_base.safetensors",
         "-o", f"{out}/v1_delta.safetensors.mcp.delta", "-f")
+
+    more_v1(out, run, save_file)
+
+
+def more_v1(out, run, save_file):
+    """Format 1.0 files added by issue 15: the codings the encoder is promised
+    to use, each held by a golden file (test_golden_coding.py asserts each
+    file really contains it): BF16 with rotl1 grouping (width-2 chunks, rANS
+    exponent plane), FP16, deltas with XOR and with SUB residuals, and a
+    torch.save (zip) source."""
+    import torch
+    from safetensors.torch import save_file as save_torch
+    g = torch.Generator().manual_seed(1515)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g) * 0.02
+
+    def save_t(tensors, path):
+        if not os.path.exists(path):
+            save_torch(tensors, path)
+            os.chmod(path, 0o644)
+
+    # BF16 and FP16 tensors, several 64 KiB chunks each.
+    save_t({"w": randn(256, 256).to(torch.bfloat16), "b": randn(300).to(torch.bfloat16)},
+           f"{out}/v1_bf16.safetensors")
+    run("compress", f"{out}/v1_bf16.safetensors", "-o", f"{out}/v1_bf16.safetensors.mcp", "--chunk-size", "64K")
+    save_t({"w": randn(256, 256).to(torch.float16), "b": randn(300).to(torch.float16)},
+           f"{out}/v1_fp16.safetensors")
+    run("compress", f"{out}/v1_fp16.safetensors", "-o", f"{out}/v1_fp16.safetensors.mcp", "--chunk-size", "64K")
+
+    # Deltas: weights whose signs flipped here and there (XOR residuals: one
+    # bit differs, where a difference of sign-magnitude values is large) and
+    # integer counters that grew by small amounts (SUB residuals: the
+    # wrapping difference is small), one file each, against one base.
+    w = randn(128, 256)
+    steps = torch.arange(0, 8192, dtype=torch.int64) * 1000
+    save_t({"w": w.to(torch.bfloat16), "steps": steps}, f"{out}/v1_base2.safetensors")
+    flip = torch.where(torch.rand(128, 256, generator=g) < 0.1, -1.0, 1.0)
+    save_t({"w": (w * flip).to(torch.bfloat16), "steps": steps}, f"{out}/v1_delta_xor.safetensors")
+    run("compress", f"{out}/v1_delta_xor.safetensors", "--base", f"{out}/v1_base2.safetensors",
+        "-o", f"{out}/v1_delta_xor.safetensors.mcp.delta")
+    grow = torch.randint(0, 200, (8192,), generator=g, dtype=torch.int64)
+    save_t({"w": w.to(torch.bfloat16), "steps": steps + grow}, f"{out}/v1_delta_sub.safetensors")
+    run("compress", f"{out}/v1_delta_sub.safetensors", "--base", f"{out}/v1_base2.safetensors",
+        "-o", f"{out}/v1_delta_sub.safetensors.mcp.delta")
+
+    # A torch.save checkpoint (zip): the container's source kind is "torch".
+    if not os.path.exists(f"{out}/v1_torch.pt"):
+        torch.save({"model": {"w": randn(128, 128).to(torch.bfloat16), "b": randn(128)},
+                    "step": 7}, f"{out}/v1_torch.pt")
+    run("compress", f"{out}/v1_torch.pt", "-o", f"{out}/v1_torch.pt.mcp", "--chunk-size", "16K")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 #include "util/atomic_file.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mithril/error.hpp"
+#include "util/stale_temporaries.hpp"
 #include "test_helpers.hpp"
 
 using namespace mithril;
@@ -81,4 +85,47 @@ TEST(AtomicFile, PendingTemporariesRemovedOnSignalPath) {
   EXPECT_TRUE(std::filesystem::exists(f.temporary()));
   util::remove_all_pending_temporaries();
   EXPECT_FALSE(std::filesystem::exists(f.temporary()));
+}
+
+TEST(AtomicFile, TemporaryOwnerParsesOurNamesOnly) {
+  EXPECT_EQ(util::temporary_owner(".out.mcp.1234.a1B2c3.tmp"), 1234);
+  EXPECT_EQ(util::temporary_owner(".b.tar.zst.99.tmp"), 99);
+  EXPECT_EQ(util::temporary_owner(".x.123456.tmp"), 123456);         // pid of 6 digits, no random part
+  EXPECT_EQ(util::temporary_owner(".x.77.123456.tmp"), 77);          // random part of 6 digits
+  EXPECT_EQ(util::temporary_owner(".out.mcp.a1B2c3.tmp"), std::nullopt);  // old names: owner unknown
+  EXPECT_EQ(util::temporary_owner("out.1234.a1B2c3.tmp"), std::nullopt);  // not hidden
+  EXPECT_EQ(util::temporary_owner(".out.1234.a1B2c3"), std::nullopt);     // no .tmp
+  EXPECT_EQ(util::temporary_owner(".1234.tmp"), std::nullopt);
+  EXPECT_EQ(util::temporary_owner(".x.0.tmp"), std::nullopt);
+  EXPECT_EQ(util::temporary_owner(".x.99999999999.tmp"), std::nullopt);
+}
+
+// What SIGKILL leaves behind is removed by the next writer in the directory;
+// the temporaries of live writers (this process, a live child) are kept.
+TEST(AtomicFile, NextWriterRemovesTemporariesOfDeadWriters) {
+  TempDir dir;
+  const pid_t dead = ::fork();
+  ASSERT_GE(dead, 0);
+  if (dead == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
+  const pid_t alive = ::fork();
+  ASSERT_GE(alive, 0);
+  if (alive == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  const auto stale = dir / (".a.mcp." + std::to_string(dead) + ".Xy12zW.tmp");
+  const auto live = dir / (".b.mcp." + std::to_string(alive) + ".Xy12zW.tmp");
+  const auto mine = dir / (".c.mcp." + std::to_string(::getpid()) + ".Xy12zW.tmp");
+  const auto other = dir / ".d.mcp.Xy12zW.tmp";
+  for (const auto& p : {stale, live, mine, other}) test::write_file(p, util::as_bytes("partial"));
+  util::write_file_atomic(dir / "e.mcp", util::as_bytes("whole"), util::Overwrite::refuse);
+  ::kill(alive, SIGKILL);
+  ::waitpid(alive, nullptr, 0);
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_TRUE(std::filesystem::exists(live));
+  EXPECT_TRUE(std::filesystem::exists(mine));
+  EXPECT_TRUE(std::filesystem::exists(other));
+  EXPECT_EQ(util::as_chars(test::read_file(dir / "e.mcp")), "whole");
+  EXPECT_EQ(util::remove_stale_temporaries(dir.path()), 1u);  // now `live` is dead too
 }

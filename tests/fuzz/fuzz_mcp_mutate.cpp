@@ -1,0 +1,132 @@
+// libFuzzer target for the .mcp reader and decoder starting from valid
+// containers (the complement of fuzz_mcp, whose random bytes rarely get past
+// the footer): a few small containers (BF16/F32/I8 tensors, levels 3 and 19,
+// and a delta with XOR/SUB residuals against a base) are written once at
+// start-up; each input picks one and overwrites regions of it. Built and run
+// by scripts/fuzz; replayed by ctest.
+//
+// Input: u8 which container, then any number of patches
+//   offset:u32 (little-endian, modulo the file size) length:u8 bytes[length]
+// and, if the input's first byte has bit 7 set, the file is cut at the
+// first patch's offset instead.
+//
+// Contract checked: exercise_container's (fuzz_mcp.cpp), with the delta's
+// real base given, so residual chunks are decoded against it.
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "checkpoint/source.hpp"
+#include "fuzz_mcp.hpp"
+#include "mithril/tensors.hpp"
+#include "util/mapped_file.hpp"
+
+using namespace mithril;
+
+namespace {
+
+struct Corpus {
+  std::vector<util::ByteVector> files;
+  std::unique_ptr<checkpoint::BaseSource> base;  // of the delta (the last file)
+};
+
+util::ByteVector read_all(const std::filesystem::path& p) {
+  const util::MappedFile f(p);
+  return util::ByteVector(f.bytes().begin(), f.bytes().end());
+}
+
+// Deterministic weights: a smooth signal plus small noise, like trained ones.
+std::vector<float> weights(std::size_t n, unsigned seed, float drift) {
+  std::vector<float> w(n);
+  std::uint32_t s = seed * 2654435761u + 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    const float noise = (static_cast<float>(s >> 8) / 16777216.0f - 0.5f) * 0.02f;
+    w[i] = 0.05f * std::sin(static_cast<float>(i) * 0.01f) + noise + drift * static_cast<float>(i % 7);
+  }
+  return w;
+}
+
+std::vector<std::byte> as_bf16(const std::vector<float>& w) {
+  std::vector<std::byte> out(w.size() * 2);
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    std::uint32_t u;
+    std::memcpy(&u, &w[i], 4);
+    const std::uint16_t h = static_cast<std::uint16_t>(u >> 16);
+    std::memcpy(out.data() + 2 * i, &h, 2);
+  }
+  return out;
+}
+
+std::vector<std::byte> as_f32(const std::vector<float>& w) {
+  std::vector<std::byte> out(w.size() * 4);
+  std::memcpy(out.data(), w.data(), out.size());
+  return out;
+}
+
+void write(const std::filesystem::path& out, float drift, int level, const std::optional<std::filesystem::path>& base) {
+  const auto bf = as_bf16(weights(3000, 1, drift));
+  const auto f32 = as_f32(weights(1500, 2, drift));
+  std::vector<std::byte> i8(700);
+  for (std::size_t i = 0; i < i8.size(); ++i) i8[i] = std::byte(static_cast<std::uint8_t>(i * 7 % 13));
+  std::vector<TensorData> t{{"layer.weight", "BF16", {60, 50}, bf},
+                            {"layer.bias", "F32", {1500}, f32},
+                            {"mask", "I8", {700}, i8}};
+  CompressOptions o;
+  o.level = level;
+  o.threads = 1;
+  o.chunk_size = 4096;
+  o.sync = false;
+  o.force = true;
+  o.base = base;
+  (void)compress_tensors(t, {{"note", "fuzz"}}, out, o);
+}
+
+Corpus& corpus() {
+  static Corpus c = [] {
+    Corpus k;
+    const auto dir = fuzz::scratch_dir();
+    write(dir / "l3.mcp", 0, 3, std::nullopt);
+    write(dir / "l19.mcp", 0, 19, std::nullopt);
+    write(dir / "delta.mcp", 1e-4f, 19, dir / "l3.mcp");
+    for (const char* n : {"l3.mcp", "l19.mcp", "delta.mcp"}) k.files.push_back(read_all(dir / n));
+    k.base = std::make_unique<checkpoint::BaseSource>(dir / "l3.mcp", 1);
+    return k;
+  }();
+  return c;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  (void)corpus();
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 1) return 0;
+  auto& c = corpus();
+  const std::size_t which = (data[0] & 0x7f) % c.files.size();
+  util::ByteVector file = c.files[which];
+  bool cut = (data[0] & 0x80) != 0;
+  std::size_t pos = 1;
+  while (pos + 5 <= size) {
+    std::uint32_t off;
+    std::memcpy(&off, data + pos, 4);
+    std::size_t len = data[pos + 4];
+    pos += 5;
+    len = std::min(len, size - pos);
+    if (file.empty()) break;
+    off %= file.size();
+    if (cut) {
+      file.resize(off);
+      cut = false;
+    }
+    for (std::size_t i = 0; i < len && off + i < file.size(); ++i) file[off + i] = std::byte(data[pos + i]);
+    pos += len;
+  }
+  const bool is_delta = which == c.files.size() - 1;
+  fuzz::exercise_container(file, is_delta ? c.base.get() : nullptr);
+  return 0;
+}

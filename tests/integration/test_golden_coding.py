@@ -1,0 +1,56 @@
+"""The golden files of format 1.0 that hold each promised coding
+(tests/golden/make_golden.py, more_v1): each must still decode to its
+original bytes, and each really contains the coding it is there for, read
+from the file itself (mcp_layout.py) — so a golden file can never silently
+stop covering BF16 rotl1, FP16, XOR/SUB residuals or a torch.save source."""
+from pathlib import Path
+
+import pytest
+
+from mcp_layout import read_layout
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def tensor_chunks(layout, name):
+    return layout.tensor_chunks(name)
+
+
+def decodes(mithril, tmp_path, mcp, original, base=None):
+    out = tmp_path / "restored"
+    extra = ["--base", base] if base else []
+    mithril("verify", mcp, *extra, "-q", check=True)
+    mithril("decompress", mcp, *extra, "-o", out, "-q", "-f", check=True)
+    assert out.read_bytes() == Path(original).read_bytes(), mcp
+
+
+@pytest.mark.parametrize("name", ["bf16", "fp16"])
+def test_half_width_floats(mithril, tmp_path, name):
+    mcp = GOLDEN / f"v1_{name}.safetensors.mcp"
+    decodes(mithril, tmp_path, mcp, GOLDEN / f"v1_{name}.safetensors")
+    layout = read_layout(mcp)
+    chunks = tensor_chunks(layout, "w")
+    assert len(chunks) >= 2
+    for c in chunks:
+        assert c.layout == "planes" and c.width == 2, c
+        assert c.planes[-1] == "rans0", c
+        if name == "bf16":
+            assert c.group_mode == "rotl1", c
+
+
+@pytest.mark.parametrize("name,tensor,residual", [("xor", "w", "xor"), ("sub", "steps", "sub")])
+def test_residual_deltas(mithril, tmp_path, name, tensor, residual):
+    mcp = GOLDEN / f"v1_delta_{name}.safetensors.mcp.delta"
+    decodes(mithril, tmp_path, mcp, GOLDEN / f"v1_delta_{name}.safetensors", base=GOLDEN / "v1_base2.safetensors")
+    layout = read_layout(mcp)
+    assert layout.index["base"]["name"] == "v1_base2.safetensors"
+    chunks = tensor_chunks(layout, tensor)
+    assert chunks and all(c.residual == residual for c in chunks), [c.residual for c in chunks]
+
+
+def test_torch_source(mithril, tmp_path):
+    mcp = GOLDEN / "v1_torch.pt.mcp"
+    decodes(mithril, tmp_path, mcp, GOLDEN / "v1_torch.pt")
+    layout = read_layout(mcp)
+    assert layout.index["source"]["kind"] == "torch"
+    assert any(s["kind"] == "tensor" for s in layout.index["segments"])
