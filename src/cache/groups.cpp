@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "cache/fs_util.hpp"
+#include "mithril/error.hpp"
 #include "cache/scanner.hpp"
 #include "util/blake3.hpp"
 

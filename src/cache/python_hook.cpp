@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "cache/fs_util.hpp"
+#include "mithril/error.hpp"
 #include "cache/python_hook.hpp"
 #include "util/bytes.hpp"
 

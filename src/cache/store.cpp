@@ -395,7 +395,8 @@ StoreStats Store::stats() {
   }
   if (auto m = im.index.meta("last_sync")) {
     try {
-      for (const auto& [kind, c] : nlohmann::json::parse(*m).items())
+      const auto j = nlohmann::json::parse(*m);
+      for (const auto& [kind, c] : j.items())
         for (const auto& [state, n] : c.items()) s.last_sync[kind][state] = n.get<std::int64_t>();
     } catch (const std::exception&) {
     }

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "cache/groups.hpp"
 #include "mithril/cache.hpp"
 #include "test_helpers.hpp"
@@ -136,12 +138,20 @@ TEST(Explain, NamesTheDifferingComponents) {
   const auto old_key = fx_key('o'), new_key = fx_key('n');
   graph(root, old_key, {"k"});
   store.sync();
-  write_text(root / "keys" / "fxgraph" / (old_key + ".json"),
-             R"({"kind":"fxgraph","key":")" + old_key + R"(","components":["[h1] gm: graph","[s8] example_inputs[0]: TensorMetadata(dtype=torch.float32, shape=torch.Size([8, 64]))","[c0] inductor_config[max_autotune]: False","[t1] torch_version: 2.13.0"]})");
-  write_text(root / "keys" / "fxgraph" / (new_key + ".json"),
-             R"({"kind":"fxgraph","key":")" + new_key + R"(","components":["[h1] gm: graph","[s9] example_inputs[0]: TensorMetadata(dtype=torch.float32, shape=torch.Size([9, 64]))","[c0] inductor_config[max_autotune]: False","[t1] torch_version: 2.13.0"]})");
-  write_text(root / "runs" / "100-1.json",
-             R"({"format":"mithril-run","version":1,"events":[{"kind":"fxgraph","key":")" + new_key + R"(","state":"miss"}]})");
+  auto record = [&](const std::string& key, const std::string& rows) {
+    nlohmann::json j;
+    j["kind"] = "fxgraph";
+    j["key"] = key;
+    j["components"] = {"[h1] gm: graph", "[s" + rows + "] example_inputs[0]: TensorMetadata(dtype=torch.float32, shape=torch.Size([" + rows + ", 64]))",
+                       "[c0] inductor_config[max_autotune]: False", "[t1] torch_version: 2.13.0"};
+    write_text(root / "keys" / "fxgraph" / (key + ".json"), j.dump());
+  };
+  record(old_key, "8");
+  record(new_key, "9");
+  nlohmann::json run;
+  run["format"] = "mithril-run";
+  run["events"] = {{{"kind", "fxgraph"}, {"key", new_key}, {"state", "miss"}}};
+  write_text(root / "runs" / "100-1.json", run.dump());
   const auto xs = store.explain();
   ASSERT_EQ(xs.size(), 1u);
   EXPECT_EQ(xs[0].nearest, old_key);
