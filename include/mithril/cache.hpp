@@ -88,7 +88,13 @@ struct RemoteStats {
   std::int64_t bytes_down = 0;  // bytes received
 };
 
+// Hits and misses by kind, e.g. {"inductor-fxgraph": {"hits": 1, "misses": 0}}.
+using KindCounts = std::map<std::string, std::map<std::string, std::int64_t>>;
+
 struct StoreStats {
+  KindCounts last_sync;   // what the last sync (e.g. the last `cache exec`) counted, by entry kind
+  KindCounts last_run;    // the lookups torch reported in the last run (fxgraph, aotautograd,
+                          // precompile: hit / miss / bypass), from the run records
   std::string root;
   std::uint64_t entries = 0, bytes = 0, max_size = 0, max_entries = 0;
   bool hit_tracking = false;  // access times work on this file system
@@ -137,6 +143,36 @@ struct PullReport {
 
 using NamedFiles = std::vector<std::pair<std::string, std::vector<std::byte>>>;
 
+// One cache lookup torch reported in a process under the store (written by
+// the Python package, mithril/_runlog.py, to STORE/runs/).
+struct Lookup {
+  std::string kind;   // "fxgraph", "aotautograd", "precompile"
+  std::string key;
+  std::string state;  // "hit", "miss", "bypass"
+  std::string reason; // bypasses: why
+};
+
+struct RunRecord {
+  std::vector<std::string> files;  // STORE/runs/*.json of the run (one per process)
+  std::vector<Lookup> lookups;
+  KindCounts counts() const;       // kind -> state -> n
+};
+
+// A key component that differs from the nearest recorded key of the same kind.
+struct KeyDifference {
+  std::string component;  // e.g. "inductor_config[max_autotune]", "example_inputs[0]"
+  std::string ours, nearest;  // values ("" when absent on that side)
+  std::string category;   // "input shapes/dtypes", "config flag", "torch version", "paths", ...
+};
+
+struct Explanation {
+  Lookup lookup;
+  std::string nearest;  // key of the nearest entry in the store ("" if none recorded)
+  std::size_t same = 0, total = 0;  // components equal / compared
+  std::vector<KeyDifference> differences;
+  std::string note;     // when there is nothing to compare against
+};
+
 class TritonKernelCache;  // triton_cache.hpp
 
 class Store {
@@ -178,6 +214,16 @@ class Store {
   BundleReport import_bundle(const std::filesystem::path& bundle);
 
   StoreStats stats();
+
+  // Run records (`cache explain`). begin_run() marks the start of a run
+  // (`cache exec` calls it): the run records written after it form the last
+  // run; without a mark, the newest record is.
+  void begin_run();
+  RunRecord last_run();
+  // Why the last run's lookups missed (key empty), or why `key` differs from
+  // the nearest other entry: the components PyTorch hashed into each key,
+  // compared with the nearest recorded key of the same kind still in the store.
+  std::vector<Explanation> explain(const std::string& key = {});
 
   // CAS entries, for opaque artifacts: kind is "megacache" or "blob", name a
   // plain file-name-like identifier (e.g. a cache-key hex). put() replaces an

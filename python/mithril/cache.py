@@ -68,6 +68,7 @@ def init(
     *,
     triton_manager: bool = False,
     sync_at_exit: bool = True,
+    precompile: bool = True,
 ) -> Dict[str, str]:
     """Points torch.compile's caches at the Mithril store; returns the
     variables set in ``os.environ`` (inherited by child processes, such as
@@ -79,7 +80,10 @@ def init(
     (MITHRIL_CACHE_MAX_SIZE). ``triton_manager=True`` also sets
     TRITON_CACHE_MANAGER to :class:`mithril.triton.CacheManager`.
     ``sync_at_exit`` ingests the new entries and enforces the limit when the
-    process exits.
+    process exits. ``precompile`` (default on; MITHRIL_CACHE_PRECOMPILE=0
+    turns it off) switches on Dynamo's caching precompile, managed so that a
+    warm process skips Dynamo tracing and AOTAutograd (mithril._precompile);
+    every process records its cache lookups for ``mithril cache explain``.
     """
     root = _root(dir)
     if max_size is not None:
@@ -90,12 +94,17 @@ def init(
         variables["TRITON_CACHE_MANAGER"] = TRITON_MANAGER
     os.environ.update(variables)
     _apply_to_loaded_torch()
+    resolved = os.fspath(store.root)
     if sync_at_exit:
         with _lock:
-            resolved = os.fspath(store.root)
             if resolved not in _exit_roots:
                 _exit_roots.add(resolved)
                 atexit.register(_sync_quietly, resolved)
+    # Registered after the sync, so it runs before it at exit (atexit is
+    # LIFO): the precompile entries it writes are ingested by that sync.
+    from . import _hook
+
+    _hook.activate(resolved, precompile=precompile)
     return variables
 
 

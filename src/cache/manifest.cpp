@@ -25,6 +25,7 @@ constexpr KindName k_kind_names[] = {
     {EntryKind::triton_kernel, "triton-kernel"},
     {EntryKind::megacache, "megacache"},
     {EntryKind::blob, "blob"},
+    {EntryKind::inductor_precompile, "inductor-precompile"},
 };
 
 std::vector<std::string_view> split(std::string_view s) {
@@ -108,6 +109,8 @@ bool layout_matches_kind(EntryKind kind, std::string_view root, std::string_view
       return c.size() == 4 && c[0] == "inductor" && c[1] == "fxgraph" && c[2].size() == 2 && id == root;
     case EntryKind::inductor_aotautograd:
       return c.size() == 3 && c[0] == "inductor" && c[1] == "aotautograd" && id == root;
+    case EntryKind::inductor_precompile:
+      return c.size() == 3 && c[0] == "inductor" && c[1] == "dynamo" && id == root;
     case EntryKind::inductor_other:
       // A directory (root == id) or a single file directly under inductor/.
       if (c.size() == 2) return c[0] == "inductor" && !reserved_inductor_name(c[1]) && id == root;

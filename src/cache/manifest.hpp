@@ -33,6 +33,7 @@ enum class EntryKind {
   inductor_aotautograd, // inductor/aotautograd/<key>/             (directory)
   inductor_module,      // inductor/<xy>/<stem>.{py,cpp,so,...}     (file group)
   inductor_other,       // inductor/<name> not recognised          (file or directory)
+  inductor_precompile,  // inductor/dynamo/<key>/ (Dynamo caching precompile) (directory)
   triton_kernel,        // triton/<key>/ with __grp__*.json         (directory)
   megacache,            // torch.compiler.save_cache_artifacts bytes (CAS)
   blob,                 // generic library entry                    (CAS)
@@ -45,7 +46,7 @@ bool is_cas_kind(EntryKind kind) noexcept;
 inline constexpr EntryKind k_all_kinds[] = {
     EntryKind::inductor_fxgraph, EntryKind::inductor_aotautograd, EntryKind::inductor_module,
     EntryKind::inductor_other,   EntryKind::triton_kernel,        EntryKind::megacache,
-    EntryKind::blob};
+    EntryKind::blob,             EntryKind::inductor_precompile};
 
 enum class Transform { none, triton_group };
 

@@ -184,9 +184,11 @@ ScanResult scan_store(const fs::path& store_root, const std::unordered_map<std::
     if (hidden(top.name)) continue;
     const std::string top_rel = "inductor/" + top.name;
     if (top.name == "locks") continue;
-    if (top.is_dir && (top.name == "fxgraph" || top.name == "aotautograd")) {
+    if (top.is_dir && (top.name == "fxgraph" || top.name == "aotautograd" || top.name == "dynamo")) {
       const bool fx = top.name == "fxgraph";
-      const auto kind = fx ? EntryKind::inductor_fxgraph : EntryKind::inductor_aotautograd;
+      const auto kind = fx                       ? EntryKind::inductor_fxgraph
+                        : top.name == "dynamo" ? EntryKind::inductor_precompile
+                                               : EntryKind::inductor_aotautograd;
       if (fx) {
         for (const auto& xy : list_dir(inductor / top.name)) {
           if (!xy.is_dir || hidden(xy.name)) continue;

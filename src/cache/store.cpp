@@ -9,10 +9,13 @@
 #include <set>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "cache/cache_key.hpp"
 #include "storage/backend.hpp"
 #include "cache/fs_util.hpp"
+#include "cache/groups.hpp"
+#include "cache/python_hook.hpp"
 #include "cache/store_impl.hpp"
 #include "cache/triton_group.hpp"
 #include "util/stale_temporaries.hpp"
@@ -277,7 +280,17 @@ GcReport Store::Impl::enforce(std::uint64_t max_size, std::int64_t older_than_ns
     Index::Transaction t(index);
     const std::int64_t protect_from =
         config.eviction_grace_s > 0 ? now_ns() - config.eviction_grace_s * 1'000'000'000 : INT64_MAX;
-    victims = index.take_victims(max_size, config.max_entries, older_than_ns, protect_from);
+    // Whole units (a graph with the kernels it runs, groups.hpp), LRU first.
+    const auto totals = index.totals();
+    const bool over = totals.bytes > max_size || (config.max_entries > 0 && totals.entries > config.max_entries);
+    if (over || older_than_ns > 0) {
+      auto rows = index.all();
+      const auto units = eviction_units(root, rows);
+      for (auto i : choose_unit_victims(rows, units, max_size, config.max_entries, older_than_ns, protect_from)) {
+        index.erase(rows[i].id);
+        victims.push_back(std::move(rows[i]));
+      }
+    }
     for (const auto& v : victims) {
       if (is_cas_kind(v.kind)) {
         auto o = index.drop_refs(v.id);
@@ -333,13 +346,22 @@ Store& Store::operator=(Store&&) noexcept = default;
 const CacheConfig& Store::config() const noexcept { return m_impl->config; }
 
 std::vector<std::pair<std::string, std::string>> Store::environment() const {
-  return {
+  std::vector<std::pair<std::string, std::string>> env = {
       {"MITHRIL_CACHE_DIR", m_impl->root.string()},
       {"TORCHINDUCTOR_CACHE_DIR", m_impl->inductor.string()},
       {"TRITON_CACHE_DIR", m_impl->triton.string()},
       {"TORCHINDUCTOR_FX_GRAPH_CACHE", "1"},
       {"TORCHINDUCTOR_AUTOGRAD_CACHE", "1"},
   };
+  // Python processes import STORE/python/sitecustomize.py, which lets the
+  // `mithril` package switch on caching precompile and record lookups.
+  try {
+    env.emplace_back("PYTHONPATH", python_path_with(ensure_python_hook(m_impl->root)));
+    env.emplace_back("MITHRIL_CACHE_HOOK", "1");
+  } catch (const Error& e) {
+    fmt::print(stderr, "mithril: cache: warning: no Python hook (today's caches only): {}\n", e.what());
+  }
+  return env;
 }
 
 StoreStats Store::stats() {
@@ -372,6 +394,15 @@ StoreStats Store::stats() {
     s.kinds[key.first].counters[key.second] += value;
     s.totals[key.second] += value;
   }
+  if (auto m = im.index.meta("last_sync")) {
+    try {
+      const auto j = nlohmann::json::parse(*m);
+      for (const auto& [kind, c] : j.items())
+        for (const auto& [state, n] : c.items()) s.last_sync[kind][state] = n.get<std::int64_t>();
+    } catch (const std::exception&) {
+    }
+  }
+  s.last_run = last_run().counts();
   return s;
 }
 

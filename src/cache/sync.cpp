@@ -14,6 +14,8 @@
 #include <set>
 #include <unordered_map>
 
+#include <nlohmann/json.hpp>
+
 #include "cache/fs_util.hpp"
 #include "cache/store_impl.hpp"
 #include "cache/triton_group.hpp"
@@ -188,6 +190,14 @@ SyncReport Store::sync(bool full) {
     if (!now_row || now_row->manifest != hex) dead.push_back(hex);
   }
   im.remove_orphan_blobs(dead);
+  if (!rep.hits.empty() || !rep.misses.empty()) {
+    // The last sync that saw activity (e.g. after `cache exec`): the
+    // per-kind hit rate of the last run in `cache stats`.
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [kind, n] : rep.hits) j[kind]["hits"] = n;
+    for (const auto& [kind, n] : rep.misses) j[kind]["misses"] = n;
+    im.index.set_meta("last_sync", j.dump());
+  }
   return rep;
 }
 

@@ -65,6 +65,10 @@ std::vector<std::byte> read_input(const std::string& path) {
   return out;
 }
 
+std::string rate_text(std::int64_t hits, std::int64_t misses) {
+  return hits + misses ? fmt::format("{:.1f}%", 100.0 * static_cast<double>(hits) / static_cast<double>(hits + misses)) : "-";
+}
+
 void print_stats_text(const cache::StoreStats& s) {
   fmt::print("store:     {}\n", s.root);
   fmt::print("entries:   {}\n", s.entries);
@@ -85,11 +89,23 @@ void print_stats_text(const cache::StoreStats& s) {
     fmt::print("remote:    {} hits, {} misses, {} errors; {} uploads; {} up, {} down\n", r.hits, r.misses, r.errors,
                r.uploads, format_size(static_cast<std::uint64_t>(r.bytes_up)),
                format_size(static_cast<std::uint64_t>(r.bytes_down)));
-  fmt::print("\n{:<22} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9}\n", "kind", "entries", "size", "hits", "misses", "puts", "evictions");
+  fmt::print("\n{:<22} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}\n", "kind", "entries", "size", "hits", "misses",
+             "puts", "evictions", "hit rate", "last run");
   for (const auto& [kind, k] : s.kinds) {
     if (k.entries == 0 && k.counters.empty()) continue;
-    fmt::print("{:<22} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9}\n", kind, k.entries, format_size(k.bytes), get(k.counters, "hits"),
-               get(k.counters, "misses"), get(k.counters, "puts"), get(k.counters, "evictions"));
+    const auto h = get(k.counters, "hits"), m = get(k.counters, "misses");
+    std::string last = "-";
+    if (auto it = s.last_sync.find(kind); it != s.last_sync.end()) last = rate_text(get(it->second, "hits"), get(it->second, "misses"));
+    fmt::print("{:<22} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}\n", kind, k.entries, format_size(k.bytes), h, m,
+               get(k.counters, "puts"), get(k.counters, "evictions"), rate_text(h, m), last);
+  }
+  if (!s.last_run.empty()) {
+    // What torch itself reported for the last run: exact, per lookup.
+    fmt::print("\nlast run, torch's lookups (mithril cache explain: why each missed)\n");
+    fmt::print("{:<22} {:>8} {:>8} {:>8} {:>9}\n", "lookup", "hits", "misses", "bypass", "hit rate");
+    for (const auto& [kind, c] : s.last_run)
+      fmt::print("{:<22} {:>8} {:>8} {:>8} {:>9}\n", kind, get(c, "hit"), get(c, "miss"), get(c, "bypass"),
+                 rate_text(get(c, "hit"), get(c, "miss") + get(c, "bypass")));
   }
 }
 
@@ -107,9 +123,22 @@ nlohmann::json stats_json(const cache::StoreStats& s) {
     nlohmann::json jk = k.counters;
     jk["entries"] = k.entries;
     jk["bytes"] = k.bytes;
+    const auto h = k.counters.count("hits") ? k.counters.at("hits") : 0;
+    const auto m = k.counters.count("misses") ? k.counters.at("misses") : 0;
+    if (h + m) jk["hit_rate"] = static_cast<double>(h) / static_cast<double>(h + m);
     kinds[kind] = std::move(jk);
   }
   j["kinds"] = std::move(kinds);
+  j["last_sync"] = s.last_sync;
+  auto last_run = nlohmann::json::object();
+  for (const auto& [kind, c] : s.last_run) {
+    nlohmann::json jk = c;
+    const auto get = [&](const char* k) { return c.count(k) ? c.at(k) : 0; };
+    const auto n = get("hit") + get("miss") + get("bypass");
+    if (n) jk["hit_rate"] = static_cast<double>(get("hit")) / static_cast<double>(n);
+    last_run[kind] = std::move(jk);
+  }
+  j["last_run"] = std::move(last_run);
   j["remote"] = {{"hits", s.remote.hits},         {"misses", s.remote.misses},     {"errors", s.remote.errors},
                  {"uploads", s.remote.uploads},   {"bytes_up", s.remote.bytes_up}, {"bytes_down", s.remote.bytes_down}};
   return j;
@@ -172,6 +201,7 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
         fmt::print(stderr, "mithril cache: warning: fetching from the remote tiers failed: {}\n", e.what());
       }
     }
+    store.begin_run();
     const int status = cache::run_command(argv, store.environment());
     try {
       auto report = store.sync();
@@ -244,6 +274,52 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
     const auto s = store.stats();
     if (*stats_as_json) fmt::print("{}\n", stats_json(s).dump(2));
     else print_stats_text(s);
+  });
+
+  // explain
+  auto explain_key = std::make_shared<std::string>();
+  auto explain_json = std::make_shared<bool>(false);
+  auto* explain = cache_cmd->add_subcommand("explain", "Why torch.compile's cache lookups missed in the last run (or why KEY differs)");
+  explain->add_option("key", *explain_key, "A recorded FX-graph / AOTAutograd / precompile key (default: the last run's misses)");
+  explain->add_flag("--json", *explain_json, "Machine-readable output");
+  explain->callback([opts, explain_key, explain_json] {
+    auto store = open_store(*opts);
+    const auto run = store.last_run();
+    const auto xs = store.explain(*explain_key);
+    if (*explain_json) {
+      auto arr = nlohmann::json::array();
+      for (const auto& x : xs) {
+        auto diffs = nlohmann::json::array();
+        for (const auto& d : x.differences)
+          diffs.push_back({{"component", d.component}, {"ours", d.ours}, {"nearest", d.nearest}, {"category", d.category}});
+        arr.push_back({{"kind", x.lookup.kind}, {"key", x.lookup.key}, {"state", x.lookup.state}, {"reason", x.lookup.reason},
+                       {"nearest", x.nearest}, {"same", x.same}, {"total", x.total}, {"differences", diffs}, {"note", x.note}});
+      }
+      nlohmann::json j = {{"run_files", run.files}, {"counts", run.counts()}, {"explanations", arr}};
+      fmt::print("{}\n", j.dump(2));
+      return;
+    }
+    if (explain_key->empty()) {
+      if (run.files.empty()) {
+        fmt::print("no run recorded in this store yet (runs are recorded by Python processes under "
+                   "`mithril cache exec` or `mithril.cache.init()`)\n");
+        return;
+      }
+      std::string counts;
+      for (const auto& [kind, c] : run.counts())
+        for (const auto& [state, n] : c) counts += fmt::format("{}{} {} {}", counts.empty() ? "" : ", ", n, kind, state);
+      fmt::print("last run ({} process{}): {}\n", run.files.size(), run.files.size() == 1 ? "" : "es", counts);
+      if (xs.empty()) fmt::print("every lookup hit\n");
+    }
+    for (const auto& x : xs) {
+      fmt::print("\n{} {} {}\n", x.lookup.kind, x.lookup.key, x.lookup.state);
+      if (!x.note.empty()) fmt::print("  {}\n", x.note);
+      if (x.nearest.empty()) continue;
+      fmt::print("  nearest entry in the store: {} ({} of {} key components equal)\n", x.nearest, x.same, x.total);
+      for (const auto& d : x.differences)
+        fmt::print("  differs: {} [{}]\n    this:    {}\n    nearest: {}\n", d.component, d.category,
+                   d.ours.empty() ? "(absent)" : d.ours, d.nearest.empty() ? "(absent)" : d.nearest);
+    }
   });
 
   // gc

@@ -94,6 +94,10 @@ TEST(Store, SyncTracksEachKindAsWholeEntries) {
   fx_entry(dir.path(), "fabcdef");
   module(dir.path(), "cxyz123");
   write_text(dir.path() / "inductor" / "locks" / "cxyz123.lock", "");
+  write_text(dir.path() / "inductor" / "mystery" / "state.bin", "unknown");
+  // Dynamo: a caching-precompile entry (a directory) is tracked; PGO state
+  // files beside it are not.
+  write_text(dir.path() / "inductor" / "dynamo" / std::string(64, 'a') / "entry", "precompiled");
   write_text(dir.path() / "inductor" / "dynamo" / "code_state_x.pkl", "pgo");
   write_text(dir.path() / "triton" / "KA" / "tmp.pid_1_abc" / "partial", "x");  // writer's temporary
 
@@ -102,10 +106,11 @@ TEST(Store, SyncTracksEachKindAsWholeEntries) {
   EXPECT_EQ(r.misses["inductor-fxgraph"], 1);
   EXPECT_EQ(r.misses["inductor-module"], 1);
   EXPECT_EQ(r.misses["inductor-other"], 1);
-  EXPECT_EQ(r.unrecognised, std::vector<std::string>{"inductor/dynamo"});
+  EXPECT_EQ(r.misses["inductor-precompile"], 1);
+  EXPECT_EQ(r.unrecognised, std::vector<std::string>{"inductor/mystery"});
   EXPECT_EQ(r.incomplete, 1);
   const auto s = store.stats();
-  EXPECT_EQ(s.entries, 5u);
+  EXPECT_EQ(s.entries, 6u);
   EXPECT_EQ(s.kinds.at("inductor-module").bytes, 800u + std::string("// cxyz123").size());
 
   // Nothing new: nothing counted.
@@ -124,7 +129,7 @@ TEST(Store, SyncTracksEachKindAsWholeEntries) {
   fs::remove_all(dir.path() / "triton" / "KB");
   r = store.sync(true);
   EXPECT_EQ(r.vanished, 1);
-  EXPECT_EQ(store.stats().entries, 5u);
+  EXPECT_EQ(store.stats().entries, 6u);
 }
 
 TEST(Store, TritonGroupWithMissingChildIsNotTracked) {

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""torch.compile warm starts through the Mithril store (CPU, Inductor's C++
+backend), on three models: the integration tests' model, three transformer
+blocks (d=128) and a small conv net. Every measurement is a fresh process
+(bench/compile_models.py) under `mithril cache exec`:
+
+  eager            no compile
+  cold             empty store (precompile management on)
+  warm today       second run with MITHRIL_CACHE_PRECOMPILE=0 (FX-graph +
+                   AOTAutograd caches: Dynamo and AOTAutograd still run)
+  warm precompile  second run with the store's caching-precompile management
+  imported         `cache export`, then `cache import` into a store at
+                   another path, run under another $HOME
+  redis            a store filled through a shared Redis tier (real
+                   redis-server on loopback): an empty store, same remote
+
+Reports the first compiled call's seconds (compile or cache load + the run;
+`import torch` excluded) and the process's wall time, medians of --repeat
+runs for the warm modes, and each cache's hit rate, as a Markdown table.
+
+  .venv/bin/python bench/bench_compile.py [--models test,transformer,conv] [--repeat 3] [--out bench/out/compile.md]
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+from remote_servers import RedisServer, have_redis  # noqa: E402
+
+MITHRIL = os.environ.get("MITHRIL_BIN", str(REPO / "build" / "mithril"))
+WORKER = str(REPO / "bench" / "compile_models.py")
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def env_for(store, home=None, **extra):
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("TORCHINDUCTOR_", "TRITON_", "TORCH_CACHING", "MITHRIL_CACHE_"))}
+    e["MITHRIL_CACHE_DIR"] = str(store)
+    e["OMP_NUM_THREADS"] = "1"
+    if home:
+        e["HOME"] = str(home)
+    e.update(extra)
+    return e
+
+
+def mithril(store, *args, **kw):
+    p = subprocess.run([MITHRIL, *args], env=env_for(store, **kw), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"mithril {' '.join(args)} failed:\n{p.stderr}")
+    return p
+
+
+def run(store, model, *flags, home=None, **extra):
+    cmd = [MITHRIL, "cache", "exec", "--", sys.executable, WORKER, model, *flags]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env_for(store, home, **extra), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stdout}\n{p.stderr[-4000:]}")
+    r = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
+    r["wall_s"] = wall
+    r["last_run"] = json.loads(mithril(store, "cache", "stats", "--json").stdout).get("last_run", {})
+    return r
+
+
+def hit_rate(last_run):
+    hits = sum(c.get("hit", 0) for c in last_run.values())
+    total = sum(c.get("hit", 0) + c.get("miss", 0) + c.get("bypass", 0) for c in last_run.values())
+    return f"{100.0 * hits / total:.0f}%" if total else "-"
+
+
+def median_run(n, fn):
+    runs = [fn() for _ in range(n)]
+    first = statistics.median(r["first_s"] for r in runs)
+    wall = statistics.median(r["wall_s"] for r in runs)
+    return {"first_s": first, "wall_s": wall, "hit_rate": hit_rate(runs[-1]["last_run"]), "runs": runs}
+
+
+def bench_model(model, work, repeat, redis):
+    res = {}
+    today, pre = work / f"{model}-today", work / f"{model}-pre"
+    res["eager"] = median_run(repeat, lambda: run(work / "eager", model, "--eager", MITHRIL_CACHE_PRECOMPILE="0"))
+    res["cold"] = median_run(1, lambda: run(pre, model))
+    run(today, model, MITHRIL_CACHE_PRECOMPILE="0")  # cold for today's path
+    # Round-robin: the two warm modes alternate, so load changes hit both.
+    warm_today, warm_pre = [], []
+    for _ in range(repeat):
+        warm_today.append(run(today, model, MITHRIL_CACHE_PRECOMPILE="0"))
+        warm_pre.append(run(pre, model))
+    for name, runs in (("warm today", warm_today), ("warm precompile", warm_pre)):
+        res[name] = {"first_s": statistics.median(r["first_s"] for r in runs),
+                     "wall_s": statistics.median(r["wall_s"] for r in runs),
+                     "hit_rate": hit_rate(runs[-1]["last_run"]), "runs": runs}
+    bundle = work / f"{model}.tar.zst"
+    mithril(pre, "cache", "export", str(bundle))
+    other, home = work / "elsewhere" / f"{model}-imported", work / f"home-{model}"
+    home.mkdir(parents=True, exist_ok=True)
+    mithril(other, "cache", "import", str(bundle), home=home)
+    res["imported"] = median_run(repeat, lambda: run(other, model, home=home))
+    if redis is not None:
+        url = redis.url(0, f"bench-{model}")
+        filler, reader = work / f"{model}-redis-a", work / f"{model}-redis-b"
+        run(filler, model, MITHRIL_CACHE_REMOTE=url)  # compiles and uploads
+        res["redis"] = median_run(1, lambda: run(reader, model, MITHRIL_CACHE_REMOTE=url))
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="test,transformer,conv")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=str(REPO / "bench" / "out" / "compile.md"))
+    ap.add_argument("--keep", action="store_true", help="keep the stores (printed)")
+    a = ap.parse_args()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="mithril-bench-compile-"))
+    redis = RedisServer() if have_redis() else None
+    header = (f"CPU: {cpu_model()} ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}); "
+              f"Python {platform.python_version()}; OMP_NUM_THREADS=1")
+    print(header, flush=True)
+    results = {}
+    try:
+        for m in a.models.split(","):
+            results[m] = bench_model(m, work, a.repeat, redis)
+            print(m, {k: (round(v["first_s"], 3), round(v["wall_s"], 2), v["hit_rate"]) for k, v in results[m].items()},
+                  flush=True)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("stores kept in", work)
+    modes = ["eager", "cold", "warm today", "warm precompile", "imported", "redis"]
+    lines = [header, "",
+             "First compiled call, s (process wall, s) [hit rate of torch's lookups in that run]; medians of "
+             f"{a.repeat} runs except cold and redis (1 run).", "",
+             "| model | " + " | ".join(modes) + " | cold / warm precompile |",
+             "|---|" + "---:|" * (len(modes) + 1)]
+    for m, r in results.items():
+        cells = []
+        for mode in modes:
+            v = r.get(mode)
+            cells.append("-" if v is None else f"{v['first_s']:.2f} ({v['wall_s']:.1f}) [{v['hit_rate']}]")
+        ratio = r["cold"]["first_s"] / r["warm precompile"]["first_s"]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio:.0f}x |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = pathlib.Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Tiny models compiled with torch.compile on the CPU (Inductor's C++
+backend) for the precompile / explain / eviction tests. Checks every compiled
+output against eager and prints one JSON line: the first compiled call's
+seconds and torch's own counters.
+
+  --batch N        input rows (a changed shape)
+  --no-epilogue    torch._inductor.config.epilogue_fusion = False (a changed flag)
+  --two            also compile a second, different function (two graphs)
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1 = torch.nn.Linear(32, 64)
+        self.l2 = torch.nn.Linear(64, 32)
+
+    def forward(self, x):
+        return torch.nn.functional.gelu(self.l1(x)).mul(2.0).add(self.l2.bias[0]) @ self.l2.weight.t()
+
+
+def second(x):
+    return (x.sin() * x.cos()).softmax(-1).sum(0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--no-epilogue", action="store_true")
+    ap.add_argument("--two", action="store_true")
+    a = ap.parse_args()
+    if a.no_epilogue:
+        torch._inductor.config.epilogue_fusion = False
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.randn(a.batch, 32)
+    compiled = torch.compile(model, dynamic=False)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        y = compiled(x)
+    first_s = time.perf_counter() - t0
+    with torch.no_grad():
+        torch.testing.assert_close(y, model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(compiled(x + 1), model(x + 1), rtol=1e-4, atol=1e-5)
+    if a.two:
+        c2 = torch.compile(second, dynamic=False)
+        torch.testing.assert_close(c2(x), second(x), rtol=1e-4, atol=1e-5)
+    from torch._dynamo.utils import counters
+    print(json.dumps({
+        "first_s": round(first_s, 3),
+        "fxgraph_hit": counters["inductor"].get("fxgraph_cache_hit", 0),
+        "fxgraph_miss": counters["inductor"].get("fxgraph_cache_miss", 0),
+        "aot_hit": counters["aot_autograd"].get("autograd_cache_hit", 0),
+        "aot_miss": counters["aot_autograd"].get("autograd_cache_miss", 0),
+        "precompile_hit": counters["dynamo_cache"].get("dynamo_cache_hit", 0),
+        "precompile_miss": counters["dynamo_cache"].get("dynamo_cache_miss", 0),
+        "caching_precompile": bool(torch._dynamo.config.caching_precompile),
+        "inductor_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Real torch.compile (CPU, Inductor's C++ backend) under `mithril cache exec`
+with the store's caching-precompile management (mithril/_precompile.py):
+
+* warm start: the second process loads the precompiled function (no Dynamo
+  tracing, no AOTAutograd, no FX-graph lookup), outputs equal to eager, and
+  no AOTAutograd entry is added per run; the same from a bundle imported at
+  another path under another $HOME;
+* `cache explain` names the cause of real misses (a changed input shape, a
+  changed Inductor flag); `cache stats` reports the last run's hit rates;
+* eviction keeps graphs whole: after `gc` to half the size, every graph that
+  still hits has all its kernels (none is recompiled).
+
+Each torch process costs tens of seconds here; the runs are shared.
+"""
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MITHRIL = os.environ.get("MITHRIL_BIN", str(REPO / "build" / "mithril"))
+MODEL = str(pathlib.Path(__file__).with_name("cache_precompile_model.py"))
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("mithril._hook")
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(MITHRIL), reason="mithril binary not built"),
+    pytest.mark.skipif(shutil.which("g++") is None, reason="Inductor's C++ backend needs g++"),
+]
+
+
+def env_for(store, home=None, **extra):
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("TORCHINDUCTOR_", "TRITON_", "TORCH_CACHING", "MITHRIL_CACHE_"))}
+    e["MITHRIL_CACHE_DIR"] = str(store)
+    e["OMP_NUM_THREADS"] = "1"
+    if home:
+        e["HOME"] = str(home)
+    e.update(extra)
+    return e
+
+
+def mithril(store, *args, home=None, **extra):
+    p = subprocess.run([MITHRIL, *args], env=env_for(store, home, **extra), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, f"mithril {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def run(store, *model_args, home=None, **extra):
+    p = mithril(store, "cache", "exec", "--", sys.executable, MODEL, *model_args, home=home, **extra)
+    return json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
+
+
+def stats(store):
+    return json.loads(mithril(store, "cache", "stats", "--json").stdout)
+
+
+def explain(store):
+    return json.loads(mithril(store, "cache", "explain", "--json").stdout)
+
+
+def test_precompile_warm_start_explain_and_relocation(tmp_path):
+    a = tmp_path / "a"
+    cold = run(a)
+    assert cold["caching_precompile"] and cold["precompile_miss"] == 1 and cold["fxgraph_miss"] >= 1
+    s = stats(a)
+    assert s["kinds"]["inductor-precompile"]["entries"] == 1
+    # The AOTAutograd entry keyed by this process's random backend id is gone.
+    assert s["kinds"]["inductor-aotautograd"]["entries"] == 0
+
+    warm = run(a)
+    assert warm["precompile_hit"] == 1 and warm["precompile_miss"] == 0
+    assert warm["fxgraph_hit"] + warm["fxgraph_miss"] == 0  # Inductor not even asked
+    assert warm["aot_hit"] + warm["aot_miss"] == 0          # nor AOTAutograd
+    assert warm["first_s"] * 5 < cold["first_s"], (cold, warm)
+    s = stats(a)
+    assert s["kinds"]["inductor-aotautograd"]["entries"] == 0
+    assert s["last_run"]["precompile"]["hit_rate"] == 1.0
+    assert explain(a)["explanations"] == []
+
+    # A changed input shape: the function is loaded, its guards fail, and the
+    # new graph misses; explain names the input shapes.
+    shape = run(a, "--batch", "9")
+    assert shape["precompile_hit"] == 1 and shape["fxgraph_miss"] >= 1
+    x = explain(a)["explanations"]
+    fx = [e for e in x if e["kind"] == "fxgraph" and e["state"] == "miss"]
+    assert fx and fx[0]["nearest"], x
+    cats = {d["category"] for d in fx[0]["differences"]}
+    assert "input shapes/dtypes" in cats, fx[0]
+    assert any("9" in d["ours"] for d in fx[0]["differences"] if d["category"] == "input shapes/dtypes")
+
+    # A changed Inductor flag: the precompile entry misses, explain says which flag.
+    flag = run(a, "--no-epilogue")
+    assert flag["precompile_miss"] == 1
+    x = explain(a)["explanations"]
+    pre = [e for e in x if e["kind"] == "precompile"]
+    assert pre and pre[0]["nearest"], x
+    assert [d["component"] for d in pre[0]["differences"]] == ["inductor_config[epilogue_fusion]"], pre[0]
+    fx = [e for e in x if e["kind"] == "fxgraph" and e["state"] == "miss"]
+    assert fx and any(d["component"] == "inductor_config[epilogue_fusion]" for d in fx[0]["differences"]), fx
+
+    # Export, then import at another path, under another $HOME: still a
+    # precompile hit, and the outputs still equal eager (the script checks).
+    bundle = tmp_path / "b.tar.zst"
+    mithril(a, "cache", "export", str(bundle))
+    a.rename(tmp_path / "a-gone")
+    b = tmp_path / "elsewhere" / "store"
+    home = tmp_path / "home2"
+    home.mkdir()
+    mithril(b, "cache", "import", str(bundle), home=home)
+    moved = run(b, home=home)
+    assert moved["precompile_hit"] == 1 and moved["fxgraph_miss"] == 0, moved
+    assert moved["first_s"] * 5 < cold["first_s"], (cold, moved)
+
+
+def kernel_digests(inductor):
+    """Kernel source digest -> .main.so path, as groups.cpp links them."""
+    out = {}
+    for cpp in inductor.glob("??/*.main.cpp"):
+        text = cpp.read_bytes()
+        cut = text.rfind(b"\n// Python bindings to call ")
+        so = cpp.with_name(cpp.name[: -len(".cpp")] + ".so")
+        if cut > 0 and so.exists():
+            out[hashlib.sha256(text[:cut]).hexdigest()] = so
+    return out
+
+
+def graph_kernels(entry_dir):
+    blocks = []
+    for f in entry_dir.iterdir():
+        blocks += re.findall(rb"r'''(.*?)'''", f.read_bytes(), re.S)
+    return {hashlib.sha256(b).hexdigest() for b in blocks}
+
+
+def test_gc_to_half_keeps_graphs_whole(tmp_path):
+    # Today's path (no precompile): FX-graph entries and kernel modules, the
+    # case where a graph could outlive its kernels.
+    s = tmp_path / "s"
+    first = run(s, "--two", MITHRIL_CACHE_PRECOMPILE="0")
+    assert first["fxgraph_miss"] >= 2
+    st = stats(s)
+    mithril(s, "cache", "gc", "--max-size", str(st["bytes"] // 2))
+    inductor = s / "inductor"
+    graphs = list((inductor / "fxgraph").glob("*/*"))
+    kernels = kernel_digests(inductor)
+    used = set()
+    for g in graphs:  # no surviving graph lacks a kernel
+        assert graph_kernels(g) <= set(kernels), g
+        used |= graph_kernels(g)
+    assert set(kernels) <= used  # and no kernel outlives its graphs
+    survivors = {g.name for g in graphs}
+    assert 0 < len(survivors) < first["fxgraph_miss"], survivors
+    before = {p: p.stat().st_mtime_ns for p in kernels.values()}
+
+    again = run(s, "--two", MITHRIL_CACHE_PRECOMPILE="0")
+    assert again["fxgraph_hit"] == len(survivors), again
+    assert again["fxgraph_miss"] == first["fxgraph_miss"] - len(survivors), again
+    for p, mtime in before.items():  # the survivors' kernels were loaded, not rebuilt
+        assert p.exists() and p.stat().st_mtime_ns == mtime, p
