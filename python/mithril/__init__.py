@@ -32,6 +32,7 @@ from ._checkpoint import (
     save,
     verify,
 )
+from ._memory import compress, decompress
 from .errors import (
     CorruptError,
     Error,
@@ -55,6 +56,8 @@ __all__ = [
     "open",
     "compress_file",
     "decompress_file",
+    "compress",
+    "decompress",
     "verify",
     "info",
     "CheckpointFile",
