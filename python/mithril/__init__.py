@@ -33,6 +33,7 @@ from ._checkpoint import (
     verify,
 )
 from ._sharded import ShardedCheckpoint
+from ._memory import compress, decompress
 from .errors import (
     CorruptError,
     Error,
@@ -57,6 +58,8 @@ __all__ = [
     "open",
     "compress_file",
     "decompress_file",
+    "compress",
+    "decompress",
     "verify",
     "info",
     "CheckpointFile",

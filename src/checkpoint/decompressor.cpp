@@ -64,12 +64,14 @@ DecompressResult decompress_file(const std::filesystem::path& input, const std::
 
   util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse,
                        options.sync ? util::Durability::sync : util::Durability::none);
-  checkpoint::decode_container(
-      reader, base.get(), options.threads, [&](std::size_t, util::ByteSpan raw) { out.write(raw); }, nullptr,
-      options.progress);
-  if (out.size() != reader.index().source.size)
-    throw Error(Errc::corrupt, fmt::format("{}: restored {} bytes, expected {}", input.string(), out.size(),
-                                           reader.index().source.size));
+  // Workers write each chunk at its source offset (the index's segments
+  // cover the source exactly, checked when it was read).
+  out.truncate(reader.index().source.size);
+  checkpoint::DecodeTarget to_file;
+  to_file.consume = [&](std::size_t c, util::ByteSpan raw) {
+    out.write_at(reader.index().chunks[c].source_offset, raw);
+  };
+  checkpoint::decode_container(reader, base.get(), options.threads, to_file, nullptr, options.progress);
   out.commit();
   DecompressResult r;
   r.input_bytes = reader.file_size();
@@ -95,8 +97,7 @@ VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions
     }
   }
   try {
-    checkpoint::decode_container(reader, base.get(), options.threads, [](std::size_t, util::ByteSpan) {},
-                                 &r.problems, options.progress);
+    checkpoint::decode_container(reader, base.get(), options.threads, {}, &r.problems, options.progress);
   } catch (const Error& e) {
     if (e.code() != Errc::invalid_argument) throw;
     // A delta chunk without its base: report what could not be checked.

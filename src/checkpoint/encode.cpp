@@ -1,7 +1,7 @@
 #include "checkpoint/encode.hpp"
 
-#include <tbb/enumerable_thread_specific.h>
-
+#include <cstring>
+#include <memory>
 #include <optional>
 
 #include <fmt/format.h>
@@ -13,10 +13,92 @@
 #include "mithril/version.hpp"
 #include "storage/remote_io.hpp"
 #include "util/atomic_file.hpp"
-#include "util/blake3.hpp"
+#include "util/blake3_tree.hpp"
 #include "util/xxh3.hpp"
 
 namespace mithril::checkpoint {
+namespace {
+
+// The index as far as planning knows it: everything but the chunk records'
+// results and the digest (whose sizes are fixed, so the index's size is known).
+container::Index make_index(const SourcePlan& plan, const std::string& source_name, std::uint64_t source_size,
+                            const CompressOptions& options, const BaseSource* base) {
+  container::Index index;
+  index.source.name = source_name;
+  index.source.size = source_size;
+  index.source_kind = plan.kind;
+  index.metadata = options.metadata;
+  index.created_by = std::string("mithril ") + version();
+  index.segments = plan.segments;
+  index.chunks.resize(plan.chunks.size());
+  if (base) index.base = base->identity();
+  return index;
+}
+
+// Codes every chunk into `writer` (payloads, then index and footer).
+CompressResult encode_chunks(container::Writer& writer, container::Index& index, const SourcePlan& plan,
+                             const ChunkSource& chunk_bytes, const CompressOptions& options, const BaseSource* base,
+                             std::chrono::steady_clock::time_point started) {
+  const std::uint64_t source_size = index.source.size;
+  const unsigned threads = resolve_threads(options.threads);
+  const std::size_t in_flight = std::max<std::size_t>(2, 2 * static_cast<std::size_t>(threads));
+  // One encoder per slot: a payload stays in its encoder's buffer, untouched,
+  // until the slot's item has written it (no copy).
+  struct Slot {
+    std::unique_ptr<codec::ChunkEncoder> encoder;
+    codec::EncodedChunk encoded;
+    std::uint64_t xxh3 = 0;
+  };
+  std::vector<Slot> slots(std::min<std::size_t>(in_flight, std::max<std::size_t>(1, plan.chunks.size())));
+  for (auto& s : slots) s.encoder = std::make_unique<codec::ChunkEncoder>(options.level);
+  util::Blake3Tree digest(source_size, plan.chunks.size());
+  std::uint64_t done = 0;
+  const bool positional = writer.is_positional();
+
+  run_pipeline(
+      plan.chunks.size(), threads, slots.size(),
+      [&](std::size_t i, std::size_t s) {
+        const auto& c = plan.chunks[i];
+        const util::ByteSpan raw = chunk_bytes(c);
+        const util::ByteSpan base_bytes = base ? base->chunk_base(plan.segments[c.segment], c) : util::ByteSpan{};
+        Slot& slot = slots[s];
+        slot.encoded = slot.encoder->encode(raw, c.kind, base_bytes);
+        slot.xxh3 = util::xxh3_64(raw);
+        digest.add(i, c.source_offset, raw);
+      },
+      [&](std::size_t i, std::size_t s) {
+        const auto& c = plan.chunks[i];
+        const Slot& slot = slots[s];
+        container::ChunkRecord& r = index.chunks[i];
+        r.file_offset = positional ? writer.reserve(slot.encoded.payload.size()) : writer.append(slot.encoded.payload);
+        r.source_offset = c.source_offset;
+        r.raw_size = c.size;
+        r.stored_size = static_cast<std::uint32_t>(slot.encoded.payload.size());
+        r.raw_xxh3 = slot.xxh3;
+        r.segment = c.segment;
+        r.layout = slot.encoded.layout;
+        r.width = slot.encoded.width;
+        r.group_mode = slot.encoded.group_mode;
+        r.residual = slot.encoded.residual;
+        done += c.size;
+        if (options.progress) options.progress(done, source_size);
+      },
+      [&](std::size_t i, std::size_t s) {
+        if (positional) writer.write_at(index.chunks[i].file_offset, slots[s].encoded.payload);
+      });
+
+  index.source.blake3 = digest.digest();
+  CompressResult result;
+  result.source_bytes = source_size;
+  result.output_bytes = writer.finish(index);
+  result.source_kind = plan.kind;
+  result.tensors = plan.tensor_count;
+  result.chunks = plan.chunks.size();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+}  // namespace
 
 void check_level(int level) {
   if (level < k_min_level || level > k_max_level)
@@ -34,78 +116,47 @@ CompressResult write_container(const std::filesystem::path& output, SourcePlan p
     match_base(plan, *base);
   }
 
-  // A local AtomicFile, or a streaming multipart upload when `output` is a
-  // URL; either appears only at commit() and is discarded (the upload
-  // aborted) on any exception.
+  // A local AtomicFile (written at known offsets by the workers), or a
+  // streaming multipart upload when `output` is a URL (written in order);
+  // either appears only at commit() and is discarded (the upload aborted) on
+  // any exception.
   const auto out = storage::open_sink(output.string(), options.force ? util::Overwrite::allow : util::Overwrite::refuse,
                                       storage_options(options.remote),
                                       options.sync ? util::Durability::sync : util::Durability::none);
-  container::Writer writer([&](util::ByteSpan b) { out->write(b); });
-
-  container::Index index;
-  index.source.name = source_name;
-  index.source.size = source_size;
-  index.source_kind = plan.kind;
-  index.metadata = options.metadata;
-  index.created_by = std::string("mithril ") + version();
-  index.segments = plan.segments;
-  index.chunks.resize(plan.chunks.size());
-  if (base) index.base = base->identity();
-
-  const unsigned threads = resolve_threads(options.threads);
-  const std::size_t in_flight = std::max<std::size_t>(2, 2 * static_cast<std::size_t>(threads));
-  struct Slot {
-    codec::EncodedChunk encoded;
-    util::ByteVector payload;  // owned copy: the encoder's buffer is reused
-    std::uint64_t xxh3 = 0;
-  };
-  std::vector<Slot> slots(in_flight);
-  tbb::enumerable_thread_specific<codec::ChunkEncoder> encoders(options.level);
-  util::Blake3 hasher;
-  std::uint64_t done = 0;
-
-  ordered_pipeline(
-      plan.chunks.size(), threads, in_flight,
-      [&](std::size_t i, std::size_t s) {
-        const auto& c = plan.chunks[i];
-        const util::ByteSpan raw = chunk_bytes(c);
-        const util::ByteSpan base_bytes = base ? base->chunk_base(plan.segments[c.segment], c) : util::ByteSpan{};
-        Slot& slot = slots[s];
-        slot.encoded = encoders.local().encode(raw, c.kind, base_bytes);
-        slot.payload.assign(slot.encoded.payload.begin(), slot.encoded.payload.end());
-        slot.xxh3 = util::xxh3_64(raw);
-      },
-      [&](std::size_t i, std::size_t s) {
-        const auto& c = plan.chunks[i];
-        Slot& slot = slots[s];
-        container::ChunkRecord& r = index.chunks[i];
-        r.file_offset = writer.append(slot.payload);
-        r.source_offset = c.source_offset;
-        r.raw_size = c.size;
-        r.stored_size = static_cast<std::uint32_t>(slot.payload.size());
-        r.raw_xxh3 = slot.xxh3;
-        r.segment = c.segment;
-        r.layout = slot.encoded.layout;
-        r.width = slot.encoded.width;
-        r.group_mode = slot.encoded.group_mode;
-        r.residual = slot.encoded.residual;
-        hasher.update(chunk_bytes(c));
-        done += c.size;
-        if (options.progress) options.progress(done, source_size);
-      });
-
-  index.source.blake3 = hasher.digest();
-  const std::uint64_t total = writer.finish(index);
+  util::ByteSink& sink = *out;
+  container::Writer writer =
+      sink.can_write_at()
+          ? container::Writer::positional([&sink](std::uint64_t at, util::ByteSpan b) { sink.write_at(at, b); })
+          : container::Writer([&sink](util::ByteSpan b) { sink.write(b); });
+  container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
+  CompressResult result = encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);
   out->commit();
-
-  CompressResult result;
-  result.source_bytes = source_size;
-  result.output_bytes = total;
-  result.source_kind = plan.kind;
-  result.tensors = plan.tensor_count;
-  result.chunks = plan.chunks.size();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
+}
+
+CompressResult write_container_to_memory(SourcePlan plan, const std::string& source_name, std::uint64_t source_size,
+                                         const ChunkSource& chunk_bytes, const CompressOptions& options,
+                                         std::chrono::steady_clock::time_point started,
+                                         const OutputAllocator& allocate) {
+  std::optional<BaseSource> base;
+  if (options.base) {
+    base.emplace(*options.base, options.threads, options.remote);
+    match_base(plan, *base);
+  }
+  container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
+  // A payload is never larger than its raw bytes (the coder falls back to the
+  // raw layout), and the index's size does not depend on the coding.
+  std::uint64_t bound = container::k_header_size + container::Writer::max_tail_size(index);
+  for (const auto& c : plan.chunks) bound += c.size;
+  const util::MutableByteSpan memory = allocate(bound);
+  if (memory.size() < bound) throw Error(Errc::internal, "in-memory compress: output buffer smaller than its bound");
+  container::Writer writer = container::Writer::positional([memory](std::uint64_t at, util::ByteSpan b) {
+    if (at > memory.size() || b.size() > memory.size() - at)
+      throw Error(Errc::internal, "in-memory compress: container larger than its bound");
+    std::memcpy(memory.data() + at, b.data(), b.size());
+  });
+  return encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);
 }
 
 }  // namespace mithril::checkpoint

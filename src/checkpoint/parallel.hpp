@@ -1,13 +1,17 @@
-// checkpoint/parallel.hpp — the one ordered, bounded pipeline used by
-// compression, decompression and verification.
+// checkpoint/parallel.hpp — the one bounded pipeline used by compression,
+// decompression and verification.
 //
-//   produce(i)  runs in parallel on up to `threads` workers, i = 0..n-1;
-//   consume(i)  runs on one thread at a time, strictly in order of i.
+//   work(i, s)    runs in parallel on up to `threads` workers, i = 0..n-1,
+//                 started in order of i;
+//   order(i, s)   (optional) runs on one thread at a time, strictly in order
+//                 of i — keep it cheap (e.g. assign an output offset): it is
+//                 the only serial stage;
+//   finish(i, s)  (optional) runs in parallel after order(i, s).
 //
-// At most `in_flight` items exist at once (memory bound: in_flight slots of
-// the caller's per-item state). Slot reuse is safe: item i and i + in_flight
-// never coexist because consumption is in order. The first exception thrown
-// by either function cancels the rest and is rethrown.
+// `s` is the item's slot in [0, in_flight): held by item i from work() until
+// finish() returns, so per-item state can live in `in_flight` caller slots.
+// At most `in_flight` items exist at once (memory bound). The first exception
+// thrown by any stage cancels the rest and is rethrown.
 #pragma once
 
 #include <cstddef>
@@ -17,8 +21,9 @@ namespace mithril::checkpoint {
 
 unsigned resolve_threads(unsigned threads);
 
-void ordered_pipeline(std::size_t n, unsigned threads, std::size_t in_flight,
-                      const std::function<void(std::size_t item, std::size_t slot)>& produce,
-                      const std::function<void(std::size_t item, std::size_t slot)>& consume);
+using PipelineStage = std::function<void(std::size_t item, std::size_t slot)>;
+
+void run_pipeline(std::size_t n, unsigned threads, std::size_t in_flight, const PipelineStage& work,
+                  const PipelineStage& order = {}, const PipelineStage& finish = {});
 
 }  // namespace mithril::checkpoint

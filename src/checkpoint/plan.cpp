@@ -156,6 +156,29 @@ SourcePlan plan_safetensors(const formats::SafetensorsHeader& header, std::size_
   return plan;
 }
 
+SourcePlan plan_single_tensor(std::uint64_t size, std::string_view dtype, std::size_t chunk_size) {
+  check_chunk_size(chunk_size);
+  const auto t = formats::parse_dtype(dtype);
+  if (!t)
+    throw Error(Errc::invalid_argument,
+                fmt::format("unknown dtype '{}' (expected a safetensors dtype such as F32, BF16)", dtype));
+  const auto& info = formats::dtype_info(*t);
+  if ((size * 8) % info.bits != 0 || (info.bits >= 8 && size % (info.bits / 8) != 0))
+    throw Error(Errc::invalid_argument,
+                fmt::format("{} bytes are not a whole number of {} elements", size, info.name));
+  SourcePlan plan;
+  plan.kind = "raw";
+  container::Segment seg;
+  seg.kind = container::SegmentKind::tensor;
+  seg.size = size;
+  seg.name = "data";
+  seg.dtype = std::string(info.name);
+  seg.shape = {size * 8 / info.bits};
+  add_segment(plan, std::move(seg), chunk_kind_for_dtype(info.name), chunk_size);
+  plan.tensor_count = 1;
+  return plan;
+}
+
 SourcePlan plan_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size) {
   check_chunk_size(chunk_size);
   SourcePlan plan;

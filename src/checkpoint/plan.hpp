@@ -42,6 +42,12 @@ codec::ChunkKind chunk_kind_for_dtype(std::string_view dtype);
 // without chunks.
 SourcePlan plan_safetensors(const formats::SafetensorsHeader& header, std::size_t chunk_size);
 
+// Plans `size` bytes as one tensor of a safetensors `dtype` (source kind
+// "raw"): the in-memory API's buffers of a known element type. Throws
+// Error(invalid_argument) for an unknown dtype or a size that is not a whole
+// number of elements.
+SourcePlan plan_single_tensor(std::uint64_t size, std::string_view dtype, std::size_t chunk_size);
+
 // Plans a source held in memory. Never throws for content reasons: anything
 // that is not a valid safetensors or torch.save (zip) file is planned as raw
 // bytes, with `note` saying why when the file looked like one of them.

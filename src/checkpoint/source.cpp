@@ -20,9 +20,6 @@
 namespace mithril::checkpoint {
 namespace {
 
-constexpr std::size_t k_read_ahead_window = 32 << 20;
-constexpr std::size_t k_read_ahead_windows = 4;  // memory: 128 MiB of fetched windows at most
-
 bool has_mcp_magic(util::ByteSpan b) {
   return b.size() >= 8 && std::memcmp(b.data(), container::k_magic.data(), 8) == 0;
 }
@@ -71,12 +68,11 @@ BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads, cons
                               path.string()));
     size = reader.index().source.size;
     fd = make_unlinked_temporary(size, dir);
-    decode_container(
-        reader, nullptr, threads,
-        [&](std::size_t c, util::ByteSpan raw) {
-          util::pwrite_all(fd.get(), raw.data(), raw.size(), reader.index().chunks[c].source_offset, dir);
-        },
-        nullptr);
+    DecodeTarget to_file;
+    to_file.consume = [&](std::size_t c, util::ByteSpan raw) {
+      util::pwrite_all(fd.get(), raw.data(), raw.size(), reader.index().chunks[c].source_offset, dir);
+    };
+    decode_container(reader, nullptr, threads, to_file, nullptr);
     m_identity = reader.index().source;
   } else if (remote_base) {
     // A plain checkpoint in an object store: downloaded in pieces.
@@ -144,78 +140,6 @@ std::size_t match_base(SourcePlan& plan, const BaseSource& base) {
     ++matched;
   }
   return matched;
-}
-
-void decode_container(const container::Reader& reader, const BaseSource* base, unsigned threads,
-                      const std::function<void(std::size_t, util::ByteSpan)>& consume,
-                      std::vector<std::string>* problems,
-                      const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
-  const auto& index = reader.index();
-  threads = resolve_threads(threads);
-  const std::size_t in_flight = std::max<std::size_t>(2, 2 * static_cast<std::size_t>(threads));
-  struct Slot {
-    util::ByteVector raw;
-    util::ByteVector stored;  // fetched payload (remote containers)
-    std::string problem;
-  };
-  std::vector<Slot> slots(in_flight);
-  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
-  util::Blake3 hasher;
-  bool digest_valid = true;
-  // Every chunk is read, in order: a remote container is fetched in large
-  // windows (one ranged request each, several in parallel) rather than
-  // chunk by chunk.
-  std::optional<util::ReadAheadSource> ahead;
-  if (!reader.source().memory_resident()) ahead.emplace(reader.source(), k_read_ahead_window, k_read_ahead_windows);
-  std::uint64_t done = 0;
-
-  ordered_pipeline(
-      index.chunks.size(), threads, in_flight,
-      [&](std::size_t i, std::size_t s) {
-        const auto& r = index.chunks[i];
-        Slot& slot = slots[s];
-        slot.problem.clear();
-        slot.raw.clear();
-        const std::string what = reader.name() + ": " + container::describe_chunk(index, i);
-        try {
-          util::ByteSpan base_bytes;
-          if (r.residual != container::Residual::none) {
-            if (!base) throw Error(Errc::invalid_argument, what + ": delta chunk but no base given");
-            base_bytes = base->chunk_base(index.segments[r.segment], r);
-          }
-          const util::ByteSpan payload =
-              ahead ? ahead->read(r.file_offset, r.stored_size, slot.stored) : reader.payload(i, slot.stored);
-          // The buffer is sized from the record only once the payload can fill it.
-          codec::ChunkDecoder::check_payload(payload, r, what);
-          slot.raw.resize(r.raw_size);
-          decoders.local().decode(payload, r, slot.raw, base_bytes, what);
-        } catch (const Error& e) {
-          if (!problems || e.code() != Errc::corrupt) throw;
-          slot.problem = e.what();
-        }
-      },
-      [&](std::size_t i, std::size_t s) {
-        Slot& slot = slots[s];
-        if (!slot.problem.empty()) {
-          problems->push_back(std::move(slot.problem));
-          digest_valid = false;
-        } else {
-          if (digest_valid) hasher.update(slot.raw);
-          consume(i, slot.raw);
-        }
-        done += index.chunks[i].raw_size;
-        if (progress) progress(done, index.source.size);
-      });
-
-  if (!digest_valid) return;
-  const auto digest = hasher.digest();
-  if (digest != index.source.blake3) {
-    const std::string msg = fmt::format(
-        "{}: whole-file BLAKE3 mismatch: restored {} but the original was {}", reader.name(),
-        util::to_hex(digest), util::to_hex(index.source.blake3));
-    if (!problems) throw Error(Errc::corrupt, msg);
-    problems->push_back(msg);
-  }
 }
 
 std::unique_ptr<BaseSource> open_base_for(const container::Reader& reader,

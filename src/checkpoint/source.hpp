@@ -60,14 +60,24 @@ class BaseSource {
 // Returns the number of matched tensors.
 std::size_t match_base(SourcePlan& plan, const BaseSource& base);
 
-// Decodes every chunk of an .mcp in parallel and hands each chunk's bytes to
-// `consume` in source order (one thread at a time), then checks the whole-file
-// BLAKE3. With problems == nullptr the first damage throws Error(corrupt);
-// otherwise damage is appended to *problems and decoding goes on (consume is
-// not called for a damaged chunk).
+// Where decode_container() puts each chunk's restored bytes.
+struct DecodeTarget {
+  // Memory of exactly raw_size bytes to decode chunk `c` straight into
+  // (caller memory, a mapped output); unset: a worker's scratch buffer.
+  std::function<util::MutableByteSpan(std::size_t c)> place;
+  // Called with chunk `c`'s restored bytes once checked, from the worker
+  // threads, several chunks at once and in any order.
+  std::function<void(std::size_t c, util::ByteSpan raw)> consume;
+};
+
+// Decodes every chunk of an .mcp in parallel into `target`, then checks the
+// whole-file BLAKE3 (hashed by the workers, util/blake3_tree.hpp). With
+// problems == nullptr the first damage throws Error(corrupt); otherwise
+// damage is appended to *problems, in chunk order, and decoding goes on
+// (consume is not called for a damaged chunk). `progress` is called from one
+// thread at a time.
 void decode_container(const container::Reader& reader, const BaseSource* base, unsigned threads,
-                      const std::function<void(std::size_t chunk, util::ByteSpan raw)>& consume,
-                      std::vector<std::string>* problems,
+                      const DecodeTarget& target, std::vector<std::string>* problems,
                       const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});
 
 // FileInfo of an opened .mcp (describe_file, CheckpointReader).

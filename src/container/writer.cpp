@@ -1,21 +1,49 @@
 #include "container/writer.hpp"
 
 #include "codec/zstd_codec.hpp"
+#include "mithril/error.hpp"
 #include "util/xxh3.hpp"
 
 namespace mithril::container {
 
-Writer::Writer(Sink sink) : m_sink(std::move(sink)) {
-  const auto header = encode_header();
-  m_sink(header);
-  m_offset = header.size();
+Writer::Writer(Sink sink) : m_sink(std::move(sink)) { emit(encode_header()); }
+
+Writer Writer::positional(PositionalSink sink) {
+  Writer w;
+  w.m_at = std::move(sink);
+  w.emit(encode_header());
+  return w;
+}
+
+void Writer::emit(util::ByteSpan bytes) {
+  if (bytes.empty()) return;
+  if (m_at)
+    m_at(m_offset, bytes);
+  else
+    m_sink(bytes);
+  m_offset += bytes.size();
 }
 
 std::uint64_t Writer::append(util::ByteSpan payload) {
   const std::uint64_t at = m_offset;
-  if (!payload.empty()) m_sink(payload);
-  m_offset += payload.size();
+  emit(payload);
   return at;
+}
+
+std::uint64_t Writer::reserve(std::size_t size) {
+  if (!m_at) throw Error(Errc::internal, "container writer: reserve() needs a positional sink");
+  const std::uint64_t at = m_offset;
+  m_offset += size;
+  return at;
+}
+
+void Writer::write_at(std::uint64_t offset, util::ByteSpan payload) const {
+  if (!m_at) throw Error(Errc::internal, "container writer: write_at() needs a positional sink");
+  if (!payload.empty()) m_at(offset, payload);
+}
+
+std::uint64_t Writer::max_tail_size(const Index& index) {
+  return encode_index(index).size() + k_footer_size;
 }
 
 std::uint64_t Writer::finish(const Index& index) {
@@ -34,11 +62,8 @@ std::uint64_t Writer::finish(const Index& index) {
   }
   f.index_stored_size = stored->size();
   f.index_xxh3 = util::xxh3_64(*stored);
-  m_sink(*stored);
-  m_offset += stored->size();
-  const auto footer = encode_footer(f);
-  m_sink(footer);
-  m_offset += footer.size();
+  emit(*stored);
+  emit(encode_footer(f));
   return m_offset;
 }
 

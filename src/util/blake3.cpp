@@ -632,6 +632,23 @@ bool set_blake3_kernel(std::string_view name) {
   return false;
 }
 
+ChainingValue blake3_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, std::uint64_t counter) {
+  return power_subtree_cv(data, n_chunks, k_iv, counter, 0);
+}
+
+ChainingValue blake3_parent_cv(const ChainingValue& left, const ChainingValue& right) {
+  return parent_cv(left, right, k_iv, 0);
+}
+
+Digest blake3_root(std::span<const ChainingValue> stack, ByteSpan last_chunk, std::uint64_t last_counter) {
+  Output o = chunk_output(reinterpret_cast<const std::uint8_t*>(last_chunk.data()), last_chunk.size(), k_iv,
+                          last_counter, 0);
+  for (std::size_t i = stack.size(); i > 0; --i) o = parent_output(stack[i - 1], o.chaining_value(), k_iv, 0);
+  Digest d;
+  o.root_bytes(d);
+  return d;
+}
+
 }  // namespace detail
 
 std::string to_hex(std::span<const std::uint8_t> bytes) {

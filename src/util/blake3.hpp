@@ -65,6 +65,19 @@ namespace detail {
 // switch for tests and benchmarks; false if the CPU lacks it. Not thread-safe.
 std::string_view blake3_kernel();
 bool set_blake3_kernel(std::string_view name);
+
+// Building blocks of the tree (plain hash mode) for Blake3Tree
+// (util/blake3_tree.hpp), which hashes a file's pieces on several threads.
+using ChainingValue = std::array<std::uint32_t, 8>;
+// Chaining value of the subtree of `n_chunks` whole 1 KiB chunks starting at
+// chunk number `counter`. REQUIRES: n_chunks a power of two, the subtree
+// aligned (counter a multiple of n_chunks) and not the root.
+ChainingValue blake3_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, std::uint64_t counter);
+ChainingValue blake3_parent_cv(const ChainingValue& left, const ChainingValue& right);
+// The digest of an input whose complete left subtrees are `stack` (largest
+// first, as the incremental hasher keeps them) followed by its last chunk
+// (0..1024 bytes, chunk number `last_counter`).
+Digest blake3_root(std::span<const ChainingValue> stack, ByteSpan last_chunk, std::uint64_t last_counter);
 }  // namespace detail
 
 }  // namespace mithril::util

@@ -13,6 +13,10 @@ void ByteSource::throw_truncated(std::uint64_t offset, std::size_t length) const
 
 MappedSource::MappedSource(const std::filesystem::path& path) : m_file(path), m_name(path.string()) {}
 
+void ByteSink::write_at(std::uint64_t, ByteSpan) {
+  throw Error(Errc::internal, name() + ": this output is written in order only");
+}
+
 ByteSpan MappedSource::read(std::uint64_t offset, std::size_t length, ByteVector&) const {
   if (offset > m_file.size() || length > m_file.size() - offset) throw_truncated(offset, length);
   m_bytes_read += length;

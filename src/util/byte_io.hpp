@@ -93,11 +93,16 @@ class ReadAheadSource final : public ByteSource {
 };
 
 // A sequential output that appears whole at commit() or not at all.
-// Thread-safety: one thread at a time.
+// Thread-safety: one thread at a time, except write_at() (below).
 class ByteSink {
  public:
   virtual ~ByteSink() = default;  // discards everything unless committed
   virtual void write(ByteSpan data) = 0;
+  // Sinks that can write at any offset (a local file) say so; write_at() may
+  // then be called from several threads at once for disjoint ranges, in
+  // place of write() (one sink uses one or the other). The default throws.
+  virtual bool can_write_at() const noexcept { return false; }
+  virtual void write_at(std::uint64_t offset, ByteSpan data);
   // Publishes the output. Throws Error(exists) when it appeared meanwhile
   // and overwriting was refused, or when it cannot be stored.
   virtual void commit() = 0;
@@ -111,6 +116,8 @@ class FileSink final : public ByteSink {
   FileSink(const std::filesystem::path& path, Overwrite overwrite, Durability durability = Durability::sync)
       : m_file(path, overwrite, durability), m_name(path.string()) {}
   void write(ByteSpan data) override { m_file.write(data); }
+  bool can_write_at() const noexcept override { return true; }
+  void write_at(std::uint64_t offset, ByteSpan data) override { m_file.write_at(offset, data); }
   void commit() override { m_file.commit(); }
   std::uint64_t size() const noexcept override { return m_file.size(); }
   const std::string& name() const noexcept override { return m_name; }

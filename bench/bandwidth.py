@@ -1,0 +1,91 @@
+"""What the machine itself allows, measured in the same run as the codecs:
+memcpy (numpy copyto, 1 and N threads) and page-cache write / read (pwrite to
+a fresh file without fsync, pread of that cached file), in MiB/s; and the
+kernels mithril reports. A decompress that writes a file cannot beat the
+page-cache write figure on its thread count; the 2.5 GiB/s target is
+discussed against these numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+MIB = float(1 << 20)
+
+
+def _best_of(fn, runs: int = 5) -> float:
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[len(ts) // 2]  # median
+
+
+def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> dict:
+    src = np.random.default_rng(1).integers(0, 255, size, dtype=np.uint8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault the pages in first
+    parts = np.array_split(np.arange(size), threads)
+    bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if len(p)]
+
+    def copy_parallel():
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(lambda b: np.copyto(dst[b[0]:b[1]], src[b[0]:b[1]]), bounds))
+
+    out = {"bytes": size, "threads": threads}
+    out["memcpy_1t_mib_s"] = size / MIB / _best_of(lambda: np.copyto(dst, src))
+    out["memcpy_nt_mib_s"] = size / MIB / _best_of(copy_parallel)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "bandwidth.bin"
+    view = memoryview(src)
+
+    def write_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            pos = 0
+            while pos < size:
+                pos += os.pwrite(fd, view[pos:pos + (64 << 20)], pos)
+        finally:
+            os.close(fd)
+
+    buf = bytearray(size)
+    bview = memoryview(buf)
+
+    def read_file():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            pos = 0
+            while pos < size:
+                pos += os.preadv(fd, [bview[pos:pos + (64 << 20)]], pos)
+        finally:
+            os.close(fd)
+
+    try:
+        out["pagecache_write_mib_s"] = size / MIB / _best_of(write_file)
+        out["pagecache_read_mib_s"] = size / MIB / _best_of(read_file)
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    out["line"] = (f"memcpy {out['memcpy_1t_mib_s']:.0f} MiB/s (1 thread), {out['memcpy_nt_mib_s']:.0f} MiB/s "
+                   f"({threads} threads); page cache write {out['pagecache_write_mib_s']:.0f} MiB/s, "
+                   f"read {out['pagecache_read_mib_s']:.0f} MiB/s (1 thread, {size >> 20} MiB, no fsync)")
+    return out
+
+
+def mithril_kernels(mithril: str) -> str:
+    """What `mithril --version -v` says (kernel names where the CLI reports them)."""
+    try:
+        r = subprocess.run([mithril, "-v", "--version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return "n/a"
+    return " | ".join(line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip()) or "n/a"

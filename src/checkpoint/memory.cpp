@@ -1,0 +1,123 @@
+// checkpoint/memory.cpp — the in-memory API (mithril/memory.hpp): the shared
+// encode and decode pipelines with caller memory as source and target.
+#include "mithril/memory.hpp"
+
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "checkpoint/encode.hpp"
+#include "checkpoint/plan.hpp"
+#include "checkpoint/source.hpp"
+#include "container/reader.hpp"
+#include "mithril/error.hpp"
+
+namespace mithril {
+namespace {
+
+// A container in caller memory, read in place.
+class MemorySource final : public util::ByteSource {
+ public:
+  MemorySource(util::ByteSpan bytes, std::string name) : m_bytes(bytes), m_name(std::move(name)) {}
+  std::uint64_t size() const noexcept override { return m_bytes.size(); }
+  const std::string& name() const noexcept override { return m_name; }
+  util::ByteSpan read(std::uint64_t offset, std::size_t length, util::ByteVector&) const override {
+    if (offset > m_bytes.size() || length > m_bytes.size() - offset) throw_truncated(offset, length);
+    m_bytes_read += length;
+    return m_bytes.subspan(offset, length);
+  }
+  bool memory_resident() const noexcept override { return true; }
+
+ private:
+  util::ByteSpan m_bytes;
+  std::string m_name;
+};
+
+container::Reader open_memory(std::span<const std::byte> mcp, std::string_view name) {
+  return container::Reader(std::make_shared<MemorySource>(mcp, std::string(name)));
+}
+
+std::vector<std::byte> into_vector(const std::function<std::uint64_t(const MemoryAllocator&)>& compress) {
+  std::vector<std::byte> out;
+  const std::uint64_t size = compress([&](std::uint64_t bound) {
+    out.resize(bound);
+    return std::span<std::byte>(out);
+  });
+  out.resize(size);
+  out.shrink_to_fit();
+  return out;
+}
+
+}  // namespace
+
+std::uint64_t compress_to_memory(std::span<const std::byte> data, std::string_view dtype, const CompressOptions& options,
+                                 const MemoryAllocator& allocate, std::string_view name) {
+  const auto t0 = std::chrono::steady_clock::now();
+  checkpoint::check_level(options.level);
+  checkpoint::SourcePlan plan;
+  try {
+    plan = dtype.empty() ? checkpoint::plan_source(data, name, options.chunk_size)
+                         : checkpoint::plan_single_tensor(data.size(), dtype, options.chunk_size);
+  } catch (const Error& e) {
+    if (e.code() != Errc::invalid_argument) throw;
+    throw Error(Errc::invalid_argument, fmt::format("{}: {}", name, e.what()));
+  }
+  if (!plan.note.empty() && options.warn) options.warn(plan.note);
+  return checkpoint::write_container_to_memory(
+             std::move(plan), std::string(name), data.size(),
+             [data](const checkpoint::ChunkPlan& c) { return data.subspan(c.source_offset, c.size); }, options, t0,
+             allocate)
+      .output_bytes;
+}
+
+std::vector<std::byte> compress_buffer(std::span<const std::byte> data, std::string_view dtype,
+                                       const CompressOptions& options) {
+  return into_vector([&](const MemoryAllocator& a) { return compress_to_memory(data, dtype, options, a); });
+}
+
+std::uint64_t decompressed_size(std::span<const std::byte> mcp, std::string_view name) {
+  return open_memory(mcp, name).index().source.size;
+}
+
+namespace {
+
+void decode_into(const container::Reader& reader, std::span<std::byte> out, const DecompressOptions& options,
+                 std::string_view name) {
+  const auto& index = reader.index();
+  if (out.size() != index.source.size)
+    throw Error(Errc::invalid_argument, fmt::format("{}: output buffer holds {} bytes, the original has {}", name,
+                                                    out.size(), index.source.size));
+  auto base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
+  checkpoint::DecodeTarget target;
+  target.place = [&](std::size_t c) { return out.subspan(index.chunks[c].source_offset, index.chunks[c].raw_size); };
+  checkpoint::decode_container(reader, base.get(), options.threads, target, nullptr, options.progress);
+}
+
+}  // namespace
+
+void decompress_into(std::span<const std::byte> mcp, std::span<std::byte> out, const DecompressOptions& options,
+                     std::string_view name) {
+  decode_into(open_memory(mcp, name), out, options, name);
+}
+
+std::uint64_t decompress_to_memory(std::span<const std::byte> mcp, const DecompressOptions& options,
+                                   const MemoryAllocator& allocate, std::string_view name) {
+  const container::Reader reader = open_memory(mcp, name);
+  const std::uint64_t size = reader.index().source.size;
+  const std::span<std::byte> out = allocate(size);
+  if (out.size() < size) throw Error(Errc::internal, "in-memory decompress: output buffer smaller than asked");
+  decode_into(reader, out.first(size), options, name);
+  return size;
+}
+
+std::vector<std::byte> decompress_buffer(std::span<const std::byte> mcp, const DecompressOptions& options,
+                                         std::string_view name) {
+  std::vector<std::byte> out;
+  decompress_to_memory(mcp, options, [&](std::uint64_t size) {
+    out.resize(size);
+    return std::span<std::byte>(out);
+  }, name);
+  return out;
+}
+
+}  // namespace mithril

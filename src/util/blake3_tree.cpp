@@ -1,0 +1,122 @@
+#include "util/blake3_tree.hpp"
+
+#include <algorithm>
+#include <bit>
+
+#include <fmt/format.h>
+
+#include "mithril/error.hpp"
+
+namespace mithril::util {
+namespace {
+
+constexpr std::uint64_t k_chunk = 1024;
+
+// Merges complete subtrees in file order, the way the incremental hasher's
+// stack does (spec §5.1.2): a node of 2^level chunks is pushed only at a
+// position aligned to its size, so the stack top is either larger or exactly
+// its sibling.
+class Merger {
+ public:
+  explicit Merger(std::uint64_t last_chunk) : m_last(last_chunk) {}
+
+  void push(unsigned level, detail::ChainingValue cv, std::uint64_t first_chunk) {
+    flush_full();
+    if (first_chunk != m_chunks || !m_partial.empty() || (first_chunk & ((std::uint64_t{1} << level) - 1)) != 0)
+      throw Error(Errc::internal, "Blake3Tree: pieces do not tile the input");
+    m_chunks += std::uint64_t{1} << level;
+    for (std::uint64_t t = m_chunks >> level; (t & 1) == 0; t >>= 1, ++level) {
+      if (m_stack.empty() || m_levels.back() != level) throw Error(Errc::internal, "Blake3Tree: bad merge");
+      cv = detail::blake3_parent_cv(m_stack.back(), cv);
+      m_stack.pop_back();
+      m_levels.pop_back();
+    }
+    m_stack.push_back(cv);
+    m_levels.push_back(level);
+  }
+
+  // Bytes that belong to chunks no piece hashed whole.
+  void feed(ByteSpan bytes) {
+    while (!bytes.empty()) {
+      flush_full();
+      const std::size_t take = std::min<std::size_t>(k_chunk - m_partial.size(), bytes.size());
+      m_partial.insert(m_partial.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(take));
+      bytes = bytes.subspan(take);
+    }
+  }
+
+  Digest finish(std::uint64_t total) const {
+    if (m_chunks != m_last || m_last * k_chunk + m_partial.size() != total)
+      throw Error(Errc::internal, "Blake3Tree: pieces do not cover the input");
+    return detail::blake3_root(m_stack, m_partial, m_last);
+  }
+
+ private:
+  // A complete chunk followed by more bytes is not the last: hash it.
+  void flush_full() {
+    if (m_partial.size() != k_chunk) return;
+    if (m_chunks >= m_last) throw Error(Errc::internal, "Blake3Tree: more bytes than the input size");
+    const auto cv = detail::blake3_subtree_cv(reinterpret_cast<const std::uint8_t*>(m_partial.data()), 1, m_chunks);
+    m_partial.clear();
+    push(0, cv, m_chunks);
+  }
+
+  std::uint64_t m_last;
+  std::uint64_t m_chunks = 0;  // chunks merged into the stack
+  ByteVector m_partial;        // bytes of chunk number m_chunks
+  std::vector<detail::ChainingValue> m_stack;
+  std::vector<unsigned> m_levels;
+};
+
+}  // namespace
+
+Blake3Tree::Blake3Tree(std::uint64_t total_size, std::size_t pieces)
+    : m_total(total_size),
+      m_last_chunk(total_size == 0 ? 0 : (total_size - 1) / k_chunk),
+      m_pieces(pieces) {}
+
+void Blake3Tree::add(std::size_t index, std::uint64_t offset, ByteSpan data) {
+  if (index >= m_pieces.size()) throw Error(Errc::internal, "Blake3Tree: piece index out of range");
+  Piece& p = m_pieces[index];
+  p.offset = offset;
+  p.size = data.size();
+  p.added = true;
+  p.nodes.clear();
+  const std::uint64_t end = offset + data.size();
+  const std::uint64_t first = (offset + k_chunk - 1) / k_chunk;
+  const std::uint64_t stop = std::min(end / k_chunk, m_last_chunk);  // whole chunks [first, stop)
+  if (first >= stop) {
+    p.head.assign(data.begin(), data.end());
+    p.tail.clear();
+    return;
+  }
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(data.data());
+  const std::size_t head = static_cast<std::size_t>(first * k_chunk - offset);
+  const std::size_t tail_at = static_cast<std::size_t>(stop * k_chunk - offset);
+  p.head.assign(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(head));
+  p.tail.assign(data.begin() + static_cast<std::ptrdiff_t>(tail_at), data.end());
+  // Largest aligned power-of-two subtrees, left to right.
+  for (std::uint64_t c = first; c < stop;) {
+    const unsigned align = c == 0 ? 63u : static_cast<unsigned>(std::countr_zero(c));
+    const unsigned fits = static_cast<unsigned>(std::bit_width(stop - c) - 1);
+    const unsigned level = std::min(align, fits);
+    const std::uint64_t n = std::uint64_t{1} << level;
+    p.nodes.push_back({c, level, detail::blake3_subtree_cv(bytes + (c * k_chunk - offset), n, c)});
+    c += n;
+  }
+}
+
+Digest Blake3Tree::digest() const {
+  Merger m(m_last_chunk);
+  std::uint64_t pos = 0;
+  for (const auto& p : m_pieces) {
+    if (!p.added || p.offset != pos) throw Error(Errc::internal, "Blake3Tree: pieces do not tile the input");
+    m.feed(p.head);
+    for (const auto& n : p.nodes) m.push(n.level, n.cv, n.first_chunk);
+    m.feed(p.tail);
+    pos += p.size;
+  }
+  return m.finish(m_total);
+}
+
+}  // namespace mithril::util

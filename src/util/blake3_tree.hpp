@@ -1,0 +1,57 @@
+// util/blake3_tree.hpp — the BLAKE3 of a whole file whose pieces are hashed
+// on several threads, in any order, then merged: the same digest as blake3()
+// of the file, with no serial pass over its bytes.
+//
+// BLAKE3's tree (spec §2.1, §5.1) is built from 1 KiB chunks; every complete
+// subtree of 2^k chunks aligned to 2^k is independent of the rest. add()
+// hashes each piece's aligned subtrees right away and keeps only the bytes of
+// the (at most two) chunks it shares with its neighbours; digest() merges the
+// subtrees in file order like the incremental hasher's stack. Pieces may
+// start and end anywhere (tensor data starts at arbitrary offsets).
+//
+// Memory: O(log piece size) chaining values + < 3 KiB per piece.
+// Thread-safety: add() may run concurrently for distinct piece indices;
+// digest() runs after every add() returned.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "util/blake3.hpp"
+#include "util/bytes.hpp"
+
+namespace mithril::util {
+
+class Blake3Tree {
+ public:
+  // The input is `total_size` bytes cut into `pieces` consecutive pieces.
+  Blake3Tree(std::uint64_t total_size, std::size_t pieces);
+
+  // Piece `index` is the bytes [offset, offset + data.size()).
+  void add(std::size_t index, std::uint64_t offset, ByteSpan data);
+
+  // Throws Error(internal) if the added pieces do not tile [0, total_size)
+  // in index order (a bug of the caller, never bad input).
+  Digest digest() const;
+
+ private:
+  struct Node {
+    std::uint64_t first_chunk = 0;
+    unsigned level = 0;  // covers 2^level chunks
+    detail::ChainingValue cv{};
+  };
+  struct Piece {
+    std::uint64_t offset = 0;
+    std::uint64_t size = 0;
+    bool added = false;
+    ByteVector head;  // bytes before the first node (all bytes when no node)
+    std::vector<Node> nodes;
+    ByteVector tail;  // bytes after the last node
+  };
+  std::uint64_t m_total;
+  std::uint64_t m_last_chunk;  // never part of a node: it may be the root
+  std::vector<Piece> m_pieces;
+};
+
+}  // namespace mithril::util

@@ -1,0 +1,108 @@
+// Blake3Tree: the digest of pieces hashed out of order on several threads must
+// equal the reference Blake3 of the whole input, whatever the cut points
+// (unaligned, tiny, empty pieces, pieces inside one chunk, the last chunk
+// split) and whatever the order in which pieces are added.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <thread>
+
+#include "mithril/error.hpp"
+#include "util/blake3.hpp"
+#include "util/blake3_tree.hpp"
+
+namespace mithril::util {
+namespace {
+
+ByteVector random_bytes(std::size_t n, std::mt19937_64& rng) {
+  ByteVector v(n);
+  for (auto& b : v) b = std::byte(rng() & 0xff);
+  return v;
+}
+
+// Digest of `data` cut at `cuts` (sorted, inside [0, size]), pieces added in a
+// shuffled order from `threads` threads.
+Digest tree_digest(const ByteVector& data, std::vector<std::uint64_t> cuts, std::mt19937_64& rng,
+                   unsigned threads) {
+  cuts.insert(cuts.begin(), 0);
+  cuts.push_back(data.size());
+  const std::size_t pieces = cuts.size() - 1;
+  Blake3Tree tree(data.size(), pieces);
+  std::vector<std::size_t> order(pieces);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<std::thread> workers;
+  for (unsigned t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      for (std::size_t k = t; k < pieces; k += threads) {
+        const std::size_t i = order[k];
+        tree.add(i, cuts[i], ByteSpan(data).subspan(cuts[i], cuts[i + 1] - cuts[i]));
+      }
+    });
+  for (auto& w : workers) w.join();
+  return tree.digest();
+}
+
+TEST(Blake3Tree, EqualsReferenceOnRandomSizesAndCuts) {
+  std::mt19937_64 rng(20261202);
+  const std::vector<std::size_t> sizes = {0, 1, 1023, 1024, 1025, 2048, 2049, 4095, 65536, 65537, 300000, 1 << 20,
+                                          (1 << 20) + 4097};
+  for (std::size_t size : sizes) {
+    const ByteVector data = random_bytes(size, rng);
+    const Digest want = blake3(data);
+    for (int trial = 0; trial < 12; ++trial) {
+      std::vector<std::uint64_t> cuts;
+      const int n_cuts = size == 0 ? 0 : static_cast<int>(rng() % 20);
+      for (int c = 0; c < n_cuts; ++c) {
+        std::uint64_t at = rng() % (size + 1);
+        if (trial % 3 == 1) at &= ~std::uint64_t{1023};         // chunk-aligned cuts
+        if (trial % 3 == 2 && at + 3 <= size) cuts.push_back(at + 3);  // tiny pieces
+        cuts.push_back(at);
+      }
+      std::sort(cuts.begin(), cuts.end());  // duplicates make empty pieces
+      EXPECT_EQ(to_hex(tree_digest(data, cuts, rng, 1 + trial % 4)), to_hex(want))
+          << "size " << size << " trial " << trial;
+    }
+  }
+}
+
+TEST(Blake3Tree, LargeUnalignedPiecesLikeTensorChunks) {
+  // A header of odd size, then "tensors" cut into 4 MiB chunks from there.
+  std::mt19937_64 rng(7);
+  const ByteVector data = random_bytes((9u << 20) + 12345, rng);
+  std::vector<std::uint64_t> cuts = {8 + 777};
+  for (std::uint64_t at = cuts[0] + (4u << 20); at < data.size(); at += 4u << 20) cuts.push_back(at);
+  EXPECT_EQ(to_hex(tree_digest(data, cuts, rng, 3)), to_hex(blake3(data)));
+}
+
+TEST(Blake3Tree, EveryKernelGivesTheSameDigest) {
+  std::mt19937_64 rng(11);
+  const ByteVector data = random_bytes(700000, rng);
+  const Digest want = blake3(data);
+  const std::string before(detail::blake3_kernel());
+  for (const char* k : {"portable", "avx2", "avx512"}) {
+    if (!detail::set_blake3_kernel(k)) continue;
+    EXPECT_EQ(to_hex(tree_digest(data, {1, 5000, 333333}, rng, 2)), to_hex(want)) << k;
+  }
+  detail::set_blake3_kernel(before);
+}
+
+TEST(Blake3Tree, MissingOrOverlappingPiecesAreAnError) {
+  std::mt19937_64 rng(3);
+  const ByteVector data = random_bytes(5000, rng);
+  Blake3Tree missing(data.size(), 2);
+  missing.add(0, 0, ByteSpan(data).first(2000));
+  EXPECT_THROW(missing.digest(), Error);
+  Blake3Tree gap(data.size(), 2);
+  gap.add(0, 0, ByteSpan(data).first(2000));
+  gap.add(1, 2001, ByteSpan(data).subspan(2001));
+  EXPECT_THROW(gap.digest(), Error);
+  Blake3Tree short_input(data.size() + 1, 1);
+  short_input.add(0, 0, data);
+  EXPECT_THROW(short_input.digest(), Error);
+}
+
+}  // namespace
+}  // namespace mithril::util
