@@ -156,6 +156,13 @@ SourcePlan plan_safetensors(const formats::SafetensorsHeader& header, std::size_
   return plan;
 }
 
+SourcePlan plan_torch_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size) {
+  check_chunk_size(chunk_size);
+  SourcePlan plan;
+  plan_torch(plan, file, file_name, chunk_size);
+  return plan;
+}
+
 SourcePlan plan_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size) {
   check_chunk_size(chunk_size);
   SourcePlan plan;
