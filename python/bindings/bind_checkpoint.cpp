@@ -8,6 +8,7 @@
 #include "buffer.hpp"
 #include "mithril/checkpoint.hpp"
 #include "mithril/tensors.hpp"
+#include "progress.hpp"
 
 namespace mithril::python {
 namespace {
@@ -113,38 +114,38 @@ void bind_checkpoint(py::module_& m) {
   m.def(
       "compress_file",
       [](const Path& input, const Path& output, int level, unsigned threads, std::size_t chunk_size, bool force,
-         bool sync, const OptPath& base, const StrMap& metadata) {
-        const auto o = compress_options(level, threads, chunk_size, force, sync, base, metadata);
+         bool sync, const OptPath& base, const StrMap& metadata, const py::object& progress) {
+        auto o = compress_options(level, threads, chunk_size, force, sync, base, metadata);
+        PyProgress report(progress);
+        o.progress = report.callback();
         CompressResult r;
-        {
-          py::gil_scoped_release nogil;
-          r = compress_file(input, output, o);
-        }
+        report.run([&] { r = compress_file(input, output, o); });
         return compress_result(r);
       },
       py::arg("input"), py::arg("output"), py::arg("level"), py::arg("threads"), py::arg("chunk_size"),
-      py::arg("force"), py::arg("sync"), py::arg("base"), py::arg("metadata"));
+      py::arg("force"), py::arg("sync"), py::arg("base"), py::arg("metadata"), py::arg("progress") = py::none());
 
   m.def(
       "decompress_file",
-      [](const Path& input, const Path& output, unsigned threads, bool force, bool sync, const OptPath& base) {
+      [](const Path& input, const Path& output, unsigned threads, bool force, bool sync, const OptPath& base,
+         const py::object& progress) {
         DecompressOptions o;
         o.threads = threads;
         o.force = force;
         o.sync = sync;
         o.base = base;
+        PyProgress report(progress);
+        o.progress = report.callback();
         DecompressResult r;
-        {
-          py::gil_scoped_release nogil;
-          r = decompress_file(input, output, o);
-        }
+        report.run([&] { r = decompress_file(input, output, o); });
         py::dict d;
         d["input_bytes"] = r.input_bytes;
         d["output_bytes"] = r.output_bytes;
         d["seconds"] = r.seconds;
         return d;
       },
-      py::arg("input"), py::arg("output"), py::arg("threads"), py::arg("force"), py::arg("sync"), py::arg("base"));
+      py::arg("input"), py::arg("output"), py::arg("threads"), py::arg("force"), py::arg("sync"), py::arg("base"),
+      py::arg("progress") = py::none());
 
   m.def(
       "verify_file",
@@ -182,18 +183,19 @@ void bind_checkpoint(py::module_& m) {
   m.def(
       "compress_tensors",
       [](const py::list& tensors, const StrMap& header_metadata, const Path& output, int level, unsigned threads,
-         std::size_t chunk_size, bool force, bool sync, const OptPath& base, const StrMap& metadata) {
-        const auto o = compress_options(level, threads, chunk_size, force, sync, base, metadata);
+         std::size_t chunk_size, bool force, bool sync, const OptPath& base, const StrMap& metadata,
+         const py::object& progress) {
+        auto o = compress_options(level, threads, chunk_size, force, sync, base, metadata);
+        PyProgress report(progress);
+        o.progress = report.callback();
         const HeldTensors held = hold_tensors(tensors);
         CompressResult r;
-        {
-          py::gil_scoped_release nogil;
-          r = compress_tensors(held.tensors, header_metadata, output, o);
-        }
+        report.run([&] { r = compress_tensors(held.tensors, header_metadata, output, o); });
         return compress_result(r);
       },
       py::arg("tensors"), py::arg("header_metadata"), py::arg("output"), py::arg("level"), py::arg("threads"),
-      py::arg("chunk_size"), py::arg("force"), py::arg("sync"), py::arg("base"), py::arg("metadata"));
+      py::arg("chunk_size"), py::arg("force"), py::arg("sync"), py::arg("base"), py::arg("metadata"),
+      py::arg("progress") = py::none());
 
   py::class_<CheckpointReader>(m, "Reader")
       .def(py::init([](const Path& path, const OptPath& base, unsigned threads) {

@@ -42,4 +42,5 @@ PYBIND11_MODULE(_core, m) {
   bind_cache(m);
   bind_series(m);
   bind_memory(m);
+  bind_torch_object(m);
 }

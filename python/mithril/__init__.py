@@ -1,8 +1,10 @@
 """Mithril: lossless compression of training checkpoints, and a managed
 torch.compile cache.
 
-Checkpoints::
+Checkpoints (drop-in for torch.save / torch.load)::
 
+    mithril.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": n}, "ckpt.mcp")
+    ckpt = mithril.load("ckpt.mcp", map_location="cpu")             # also .pt and .safetensors
     mithril.save(model.state_dict(), "step-100.mcp")
     state = mithril.load("step-100.mcp")
     mithril.save(next_state, "step-200.mcp", base="step-100.mcp")   # delta
@@ -27,13 +29,14 @@ from ._checkpoint import (
     compress_file,
     decompress_file,
     info,
-    load,
+    load_state_dict,
     open,
-    save,
+    save_state_dict,
     verify,
 )
 from ._sharded import ShardedCheckpoint
 from ._memory import compress, decompress
+from ._dropin import load, save
 from .errors import (
     CorruptError,
     Error,
@@ -55,6 +58,8 @@ __all__ = [
     "__version__",
     "save",
     "load",
+    "save_state_dict",
+    "load_state_dict",
     "open",
     "compress_file",
     "decompress_file",

@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from . import _core, _sharded
 from ._dtypes import numpy_to_safetensors, safetensors_to_numpy, safetensors_to_torch, torch_to_safetensors
+from ._progress import reporter
 from .errors import InvalidArgumentError, TensorNotFoundError, UnsupportedError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -22,8 +23,8 @@ __all__ = [
     "VerifyResult",
     "TensorInfo",
     "CheckpointFile",
-    "save",
-    "load",
+    "save_state_dict",
+    "load_state_dict",
     "open",
     "compress_file",
     "decompress_file",
@@ -176,7 +177,7 @@ def _allocate(framework: str, name: str, dtype: str, shape: List[int], nbytes: i
 # ---------------------------------------------------------------- save / load
 
 
-def save(
+def save_state_dict(
     state_dict: Mapping[str, Any],
     path: PathLike,
     base: Optional[PathLike] = None,
@@ -187,8 +188,10 @@ def save(
     overwrite: bool = True,
     sync: bool = True,
     chunk_size: Optional[int] = None,
+    progress: Any = None,
 ) -> CompressResult:
-    """Saves a dict of tensors (torch or numpy) as a compressed .mcp file.
+    """Saves a dict of tensors (torch or numpy) as a compressed .mcp file of a
+    safetensors source (what :func:`mithril.save` does for a flat state_dict).
 
     The file's content is the safetensors file these tensors make — laid out
     byte for byte as ``safetensors.torch.save_file`` lays it out —, coded
@@ -215,12 +218,17 @@ def save(
         items.append(_source_view(name, value))
     result = _core.compress_tensors(
         items, _str_map(metadata, "metadata"), os.fspath(path), _level(level), _threads(threads),
-        _chunk_size(chunk_size), bool(overwrite), bool(sync), _opt_path(base), {},
+        _chunk_size(chunk_size), bool(overwrite), bool(sync), _opt_path(base), {}, reporter(progress),
     )
     return CompressResult(**result)
 
 
-def load(
+# Tensors decoded per batch when progress is reported: big enough to keep
+# every worker busy, small enough for a smooth progress line.
+_PROGRESS_BATCH = 64 << 20
+
+
+def load_state_dict(
     path: PathLike,
     base: Optional[PathLike] = None,
     *,
@@ -228,11 +236,13 @@ def load(
     device: Any = "cpu",
     threads: Optional[int] = None,
     verify: bool = False,
+    progress: Any = None,
 ) -> Dict[str, Any]:
-    """Loads every tensor of an .mcp (or safetensors) file into a dict, names
-    sorted as safetensors sorts them. A directory of shards (Hugging Face
-    layout, plain or compressed by ``mithril compress DIR``) or its
-    ``*.index.json`` loads every tensor its index names.
+    """Loads every tensor of an .mcp of a safetensors source (or a
+    safetensors file) into a dict, names sorted as safetensors sorts them.
+    A directory of shards (Hugging Face layout, plain or compressed by
+    ``mithril compress DIR``) or its ``*.index.json`` loads every tensor its
+    index names.
 
     Each tensor is allocated once and decoded straight into its memory, all
     chunks in parallel; every chunk's checksum is checked. ``verify=True``
@@ -251,7 +261,25 @@ def load(
         value, view = _allocate(fw, name, dtype, shape, nbytes)
         out[name] = value
         targets.append((index, view))
-    reader.read_tensors(targets, bool(verify))
+    report = reporter(progress)
+    if report is None or verify:
+        reader.read_tensors(targets, bool(verify))
+    else:
+        sizes = [e[3] for e in reader.tensors]
+        total, done, batch, batch_bytes = sum(sizes), 0, [], 0
+        for target in targets:
+            batch.append(target)
+            batch_bytes += sizes[target[0]]
+            if batch_bytes >= _PROGRESS_BATCH or target is targets[-1]:
+                reader.read_tensors(batch, False)
+                done += batch_bytes
+                report(done, total)
+                batch, batch_bytes = [], 0
+        if not targets:
+            report(0, 0)
+    if report is not None and verify:
+        total = sum(e[3] for e in reader.tensors)
+        report(total, total)
     del targets
     if fw == "torch" and str(device) != "cpu":
         out = {k: v.to(device) for k, v in out.items()}
@@ -386,6 +414,7 @@ def compress_file(
     sync: bool = True,
     chunk_size: Optional[int] = None,
     metadata: Optional[Mapping[str, str]] = None,
+    progress: Any = None,
 ) -> CompressResult:
     """Compresses a file (safetensors: tensor-aware; anything else: as bytes)
     into ``dst`` (default: ``src + ".mcp"``), as ``mithril compress`` does.
@@ -393,7 +422,7 @@ def compress_file(
     out = os.fspath(src) + ".mcp" if dst is None else os.fspath(dst)
     result = _core.compress_file(
         os.fspath(src), out, _level(level), _threads(threads), _chunk_size(chunk_size), bool(force), bool(sync),
-        _opt_path(base), _str_map(metadata, "metadata"),
+        _opt_path(base), _str_map(metadata, "metadata"), reporter(progress),
     )
     return CompressResult(**result)
 
@@ -406,9 +435,11 @@ def decompress_file(
     threads: Optional[int] = None,
     force: bool = False,
     sync: bool = False,
+    progress: Any = None,
 ) -> DecompressResult:
     """Restores the original file of an .mcp, byte for byte, into ``dst``
-    (default: ``src`` without ".mcp"); ``sync`` fsyncs it first."""
+    (default: ``src`` without ".mcp"); ``sync`` fsyncs it first.
+    ``progress``: a callable(done, total) or a tqdm-like object (bytes)."""
     src_s = os.fspath(src)
     if dst is None:
         if not src_s.endswith(".mcp"):
@@ -417,7 +448,9 @@ def decompress_file(
     else:
         dst_s = os.fspath(dst)
     return DecompressResult(
-        **_core.decompress_file(src_s, dst_s, _threads(threads), bool(force), bool(sync), _opt_path(base))
+        **_core.decompress_file(
+            src_s, dst_s, _threads(threads), bool(force), bool(sync), _opt_path(base), reporter(progress)
+        )
     )
 
 

@@ -3,10 +3,11 @@
 # explicitly and return plain dicts/tuples.
 from os import PathLike
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 _Path = Union[str, PathLike[str]]
 _Buffer = Any  # an object with the buffer protocol (C-contiguous bytes)
+_Progress = Optional[Callable[[int, int], None]]  # (bytes done, bytes total); an exception aborts the call
 
 DEFAULT_LEVEL: int
 MIN_LEVEL: int
@@ -17,18 +18,43 @@ def version() -> str: ...
 def is_mcp_file(path: _Path) -> bool: ...
 def compress_file(
     input: _Path, output: _Path, level: int, threads: int, chunk_size: int, force: bool, sync: bool,
-    base: Optional[_Path], metadata: Dict[str, str],
+    base: Optional[_Path], metadata: Dict[str, str], progress: _Progress = None,
 ) -> Dict[str, Any]: ...
 def decompress_file(
-    input: _Path, output: _Path, threads: int, force: bool, sync: bool, base: Optional[_Path]
+    input: _Path, output: _Path, threads: int, force: bool, sync: bool, base: Optional[_Path],
+    progress: _Progress = None,
 ) -> Dict[str, Any]: ...
 def verify_file(input: _Path, threads: int, base: Optional[_Path]) -> Dict[str, Any]: ...
 def describe_file(path: _Path) -> Dict[str, Any]: ...
 def compress_tensors(
     tensors: List[Tuple[str, str, List[int], _Buffer]], header_metadata: Dict[str, str], output: _Path,
     level: int, threads: int, chunk_size: int, force: bool, sync: bool, base: Optional[_Path],
-    metadata: Dict[str, str],
+    metadata: Dict[str, str], progress: _Progress = None,
 ) -> Dict[str, Any]: ...
+def compress_torch_object(
+    pickle: _Buffer, storages: List[Tuple[str, _Buffer]], output: _Path, level: int, threads: int,
+    chunk_size: int, force: bool, sync: bool, base: Optional[_Path], metadata: Dict[str, str],
+    progress: _Progress = None,
+) -> Dict[str, Any]: ...
+
+# (kind, integer, real, imag, text, items, state, index): see mithril/torch_object.hpp ObjectNode
+_Node = Tuple[str, int, float, float, bytes, List[int], int, int]
+
+class TorchObjectReader:
+    def __init__(self, path: _Path, base: Optional[_Path], threads: int) -> None: ...
+    @property
+    def is_mcp(self) -> bool: ...
+    @property
+    def root(self) -> int: ...
+    @property
+    def nodes(self) -> List[_Node]: ...
+    @property
+    def storages(self) -> List[Tuple[str, str, int]]: ...  # (key, location, bytes)
+    @property
+    def tensors(self) -> List[Tuple[int, str, int, List[int], List[int], bool, bool, bool, bool]]: ...
+    @property
+    def file_offsets(self) -> List[int]: ...
+    def read_storages(self, targets: List[Tuple[int, _Buffer]], progress: _Progress = None) -> None: ...
 
 class Reader:
     def __init__(self, path: _Path, base: Optional[_Path], threads: int) -> None: ...

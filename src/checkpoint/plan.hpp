@@ -56,4 +56,8 @@ SourcePlan plan_single_tensor(std::uint64_t size, std::string_view dtype, std::s
 // all other bytes of the archive are raw segments.
 SourcePlan plan_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size);
 
+// Plans a torch.save (zip) archive as plan_source() does, but throws what
+// formats::read_torch_checkpoint() throws instead of falling back to raw.
+SourcePlan plan_torch_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size);
+
 }  // namespace mithril::checkpoint

@@ -252,8 +252,10 @@ def test_errors_are_mithril_errors_with_clear_messages(tmp_path):
     assert isinstance(e.value, FileNotFoundError)
     with pytest.raises(mithril.InvalidArgumentError, match=r"level 42 is out of range \(1\.\.19\)"):
         mithril.save(sd, tmp_path / "x.mcp", level=42)
-    with pytest.raises(mithril.InvalidArgumentError, match="'opt' is a dict"):
-        mithril.save({"w": sd["w"], "opt": {"lr": 1}}, tmp_path / "x.mcp")
+    # Nested state is a torch.save object now (test_dropin.py); what torch.load(weights_only=True)
+    # could not read back is refused at save, naming the culprit.
+    with pytest.raises(mithril.UnsupportedError, match="refused global 'builtins.object'"):
+        mithril.save({"w": sd["w"], "opt": object()}, tmp_path / "x.mcp")
     with pytest.raises(mithril.InvalidArgumentError, match="threads"):
         mithril.load(tmp_path / "m.mcp", threads=0)
     with pytest.raises(mithril.UnsupportedError, match="sparse|coo"):
