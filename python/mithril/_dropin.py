@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from typing import Any, Mapping, Optional
 
-from . import _core, _torch_io
+from . import _core, _sharded, _torch_io
 from ._checkpoint import (
     CompressResult,
     _chunk_size,
@@ -185,6 +185,9 @@ def load(
         finally:
             os.unlink(tmp)  # a mapped file stays valid after unlinking
     path = os.fspath(f)
+    if _sharded.is_sharded(path):  # a Hugging Face sharded directory, or its index
+        return load_state_dict(path, base, framework=framework, device=device or map_location or "cpu",
+                               threads=threads, verify=verify, progress=progress)
     kind = _kind(path)
     if kind in ("mcp:safetensors", "safetensors"):
         if device is None and map_location is not None and not callable(map_location) and not isinstance(map_location, dict):

@@ -171,7 +171,7 @@ class ShardedCheckpoint:
 
 def load(path: Any, base: Any = None, *, framework: str, device: Any, threads: Optional[int], verify: bool) -> Dict[str, Any]:
     """Every tensor of every shard (only those the index names, when there is one)."""
-    from ._checkpoint import load as load_file
+    from ._checkpoint import load_state_dict as load_file
 
     with ShardedCheckpoint(path, base, framework=framework, threads=threads) as ckpt:
         out: Dict[str, Any] = {}
