@@ -1,0 +1,31 @@
+# scripts/lib/build-config.sh — sourced by scripts/setup and scripts/wheel.
+#
+# One build tree, build/, for everything: the CLI, the unit tests, the
+# benchmarks and the Python extension. `pip install .` (setup) and `pip wheel .`
+# (scripts/wheel) are pointed at that same tree with the same options through
+# scikit-build-core, so they only package what setup compiled: CMake's
+# configure sees an unchanged cache and ninja finds nothing to do.
+#
+# In:  $root (repository root), MITHRIL_BUILD_TYPE (default Release)
+# Out: build_type, cmake_args (for `cmake -S . -B build`),
+#      skbuild_args (the same options as -C flags for pip)
+build_type=${MITHRIL_BUILD_TYPE:-Release}
+py=$root/.venv/bin/python
+cmake_defines=(
+  CMAKE_BUILD_TYPE="$build_type"
+  MITHRIL_PYTHON_MODULE=ON
+  MITHRIL_TESTS=ON
+  MITHRIL_BENCH=ON
+  Python_EXECUTABLE="$py"
+)
+cmake_args=()
+for d in "${cmake_defines[@]}"; do cmake_args+=("-D$d"); done
+# Ninja when installed (scikit-build-core uses it too; a tree keeps its generator).
+if command -v ninja >/dev/null && [ ! -f "$root/build/Makefile" ]; then
+  cmake_args+=(-G Ninja)
+fi
+skbuild_args=(-C build-dir=build -C cmake.build-type="$build_type")
+for d in "${cmake_defines[@]}"; do
+  case $d in CMAKE_BUILD_TYPE=*|Python_EXECUTABLE=*) continue ;; esac
+  skbuild_args+=(-C "cmake.define.$d")
+done
