@@ -17,5 +17,6 @@ namespace py = pybind11;
 
 void bind_checkpoint(py::module_& m);
 void bind_cache(py::module_& m);
+void bind_objects(py::module_& m);
 
 }  // namespace mithril::python

@@ -40,4 +40,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("version", [] { return std::string(version()); });
   bind_checkpoint(m);
   bind_cache(m);
+  bind_objects(m);
 }
