@@ -25,11 +25,11 @@ import io
 import os
 import pickle
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
+from torch.futures import Future
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, StorageMeta
 from torch.distributed.checkpoint.planner import (
     LoadItemType,
@@ -78,6 +78,10 @@ def _is_url(loc: str) -> bool:
 
 def _join(loc: str, name: str) -> str:
     return loc.rstrip("/") + "/" + name if _is_url(loc) else os.path.join(loc, name)
+
+
+def _absolute(loc: str) -> str:
+    return loc if _is_url(loc) else os.path.abspath(loc)
 
 
 def _exists(loc: str) -> bool:
@@ -233,7 +237,8 @@ class Writer(StorageWriter, BlockingAsyncStager):
         StorageWriter.__init__(self)
         BlockingAsyncStager.__init__(self, cache_staged_state_dict=cache_staged_state_dict)
         self.path = os.fspath(path_or_url)
-        self.base = None if base is None else os.fspath(base)
+        # recorded in .metadata for loading: absolute, so the cwd does not matter
+        self.base = None if base is None else _absolute(os.fspath(base))
         self.level = _level(level)
         self.threads = _rank_threads(threads)
         self.chunk_size = _chunk_size(chunk_size)
@@ -347,6 +352,36 @@ def _byte_view(t: torch.Tensor) -> Any:
     return t.reshape(-1).view(torch.uint8).numpy() if t.numel() else bytearray()
 
 
+def _span_is_whole(shape: List[int], req: Any) -> bool:
+    return list(req.storage_offsets) == [0] * len(shape) and list(req.lengths) == list(shape)
+
+
+def _byte_range(shape: List[int], offsets: Any, lengths: Any, itemsize: int) -> Optional[Tuple[int, int]]:
+    """[start, end) bytes of the box (offsets, lengths) of a row-major tensor
+    when those bytes are contiguous (leading dims of length 1, then one
+    narrowed dim, then full dims); None otherwise."""
+    dims = len(shape)
+    k = next((d for d in range(dims) if int(offsets[d]) != 0 or int(lengths[d]) != shape[d]), dims)
+    if any(int(lengths[d]) != shape[d] for d in range(k + 1, dims)):
+        return None
+    if any(int(lengths[d]) != 1 for d in range(k)):
+        return None
+    stride, start = itemsize, 0
+    for d in reversed(range(dims)):
+        start += int(offsets[d]) * stride
+        stride *= shape[d]
+    count = itemsize
+    for n in lengths:
+        count *= int(n)
+    return start, start + count
+
+
+def _decodable_into(target: torch.Tensor, dtype: Any, shape: List[int]) -> bool:
+    """True when chunks can be decoded straight into target's memory."""
+    return (target.device.type == "cpu" and target.is_contiguous() and target.dtype == dtype
+            and list(target.shape) == shape)
+
+
 def _narrow(t: torch.Tensor, offsets: Any, lengths: Any) -> torch.Tensor:
     for dim, (start, length) in enumerate(zip(offsets, lengths)):
         if start != 0 or length != t.shape[dim]:
@@ -431,8 +466,8 @@ class Reader(StorageReader):
                 raise CorruptError(f"{where}: has no tensor {name!r}, which {METADATA_NAME} places there")
             users.setdefault(index, []).append(req)
 
-        batch: List[Tuple[int, Any]] = []  # (tensor index, decode target)
-        pending: List[Any] = []  # (callback) run after the batch is decoded
+        batch: List[Tuple[int, Any]] = []  # (tensor index, decode target): whole tensors, decoded together
+        pending: List[Any] = []  # callbacks run once the batch is decoded
         held = 0
 
         def flush() -> None:
@@ -449,29 +484,49 @@ class Reader(StorageReader):
             held = 0
 
         for index, index_reqs in users.items():
-            _name, dtype, shape, nbytes, _stored = entries[index]
-            first = index_reqs[0]
-            if len(index_reqs) == 1 and first.type != LoadItemType.BYTE_IO:
-                target = planner.resolve_tensor(first).detach()
-                whole = list(first.storage_offsets) == [0] * len(shape) and list(first.lengths) == list(shape)
-                if (
-                    whole and target.device.type == "cpu" and target.is_contiguous()
-                    and target.dtype == safetensors_to_torch(dtype, _name) and list(target.shape) == list(shape)
-                ):
-                    batch.append((index, _byte_view(target)))
-                    pending.append(lambda req=first, t=target: planner.commit_tensor(req, t))
-                    continue
-            if dtype == "U8" and first.type == LoadItemType.BYTE_IO:
+            name, dtype, shape, nbytes, _stored = entries[index]
+            torch_dtype = safetensors_to_torch(dtype, name)
+            if dtype == "U8" and index_reqs[0].type == LoadItemType.BYTE_IO:
                 buf = bytearray(nbytes)
                 batch.append((index, buf))
                 for req in index_reqs:
                     pending.append(lambda req=req, b=buf: planner.load_bytes(req, io.BytesIO(bytes(b))))
-            else:
-                temp = torch.empty(shape, dtype=safetensors_to_torch(dtype, _name))
+                continue
+            whole_reqs = []
+            for req in index_reqs:
+                span = _byte_range(shape, req.storage_offsets, req.lengths, torch_dtype.itemsize)
+                if span is None or span == (0, nbytes):
+                    whole_reqs.append(req)
+                    continue
+                # A contiguous part of the stored shard (e.g. some rows): only its chunks.
+                target = planner.resolve_tensor(req).detach()
+                direct = _decodable_into(target, torch_dtype, list(req.lengths))
+                part = target if direct else torch.empty(list(req.lengths), dtype=torch_dtype)
+                try:
+                    reader.read_tensor_range(index, span[0], _byte_view(part))
+                except Error as e:
+                    raise _with_context(e, where) from None
+                if not direct:
+                    target.copy_(part)
+                planner.commit_tensor(req, target)
+            if not whole_reqs:
+                continue
+            first = whole_reqs[0]
+            if len(whole_reqs) == 1 and _span_is_whole(shape, first):
+                target = planner.resolve_tensor(first).detach()
+                if _decodable_into(target, torch_dtype, list(shape)):
+                    batch.append((index, _byte_view(target)))
+                    pending.append(lambda req=first, t=target: planner.commit_tensor(req, t))
+                    continue
+                temp = torch.empty(shape, dtype=torch_dtype)
                 batch.append((index, _byte_view(temp)))
-                for req in index_reqs:
+                pending.append(lambda req=first, t=temp, dst=target: (dst.copy_(t), planner.commit_tensor(req, dst)))
+            else:
+                temp = torch.empty(shape, dtype=torch_dtype)
+                batch.append((index, _byte_view(temp)))
+                for req in whole_reqs:
                     pending.append(lambda req=req, t=temp: self._copy_into(planner, req, t, where))
-                held += nbytes
+            held += nbytes
             if held >= _BATCH_BYTES:
                 flush()
         flush()
