@@ -49,6 +49,7 @@ def worker(spec: dict) -> None:
     from make_checkpoints import GPT, ModelConfig, batch_for_step, find_corpus, make_optimizer
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world))  # ranks share the host's cores
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=1800))
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=spec["d_model"], n_layer=spec["layers"], n_head=spec["d_model"] // 64, seq_len=64)
@@ -158,7 +159,6 @@ def worker(spec: dict) -> None:
 # ---------------------------------------------------------------- driver
 
 def run_world(world: int, spec: dict, timeout: float) -> dict:
-    from bench_common import cpu_count  # noqa: F401  (bench/ on sys.path)
     sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
     from remote_servers import free_port
 

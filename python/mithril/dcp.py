@@ -559,8 +559,19 @@ def to_state_dict(path_or_url: PathLike, base: Optional[PathLike] = None) -> Dic
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    _load_metadata(os.fspath(path_or_url))  # its errors, unwrapped
     state: Dict[str, Any] = {}
-    _load_state_dict(state, storage_reader=Reader(path_or_url, base), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    try:
+        _load_state_dict(state, storage_reader=Reader(path_or_url, base), planner=_EmptyStateDictLoadPlanner(),
+                         no_dist=True)
+    except CheckpointException as e:  # one process: its one failure, as raised
+        for failure in e.failures.values():
+            inner = failure[0] if isinstance(failure, tuple) else failure
+            if isinstance(inner, Exception):
+                raise inner from None
+        raise
     return state
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict
+from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
@@ -87,7 +88,7 @@ def same(a, b):
                 x, y = x.to_local(), y.to_local()
             if x.dtype != y.dtype or x.shape != y.shape:
                 return f"{k}: {x.dtype}{tuple(x.shape)} vs {y.dtype}{tuple(y.shape)}"
-            if x.numel() and not torch.equal(x.contiguous().view(torch.uint8), y.contiguous().view(torch.uint8)):
+            if x.numel() and not torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)):
                 return f"{k}: values differ"
         elif x != y:
             return f"{k}: {x!r} vs {y!r}"
@@ -122,8 +123,7 @@ def run(spec, rank, world, out):
             state = state_of(model, optim, step)
             t0 = time.perf_counter()
             if action.get("async"):
-                ctype = dcp.AsyncCheckpointerType.PROCESS if action["async"] == "process" \
-                    else dcp.AsyncCheckpointerType.THREAD
+                ctype = AsyncCheckpointerType.PROCESS if action["async"] == "process" else AsyncCheckpointerType.THREAD
                 fut = dcp.async_save(state, storage_writer=writer(action), async_checkpointer_type=ctype)
                 out.setdefault("async_blocked_s", []).append(time.perf_counter() - t0)
                 train(model, optim, 0, 0)  # training would resume here
