@@ -108,6 +108,13 @@ class CheckpointReader {
   // against the digest recorded at compression (.mcp files only).
   void read_tensors(std::span<const Target> targets, bool verify_digest = false) const;
 
+  // Decodes bytes [offset, offset + out.size()) of tensor `index` into
+  // `out`, decoding (and checksumming) only the chunks that overlap that
+  // range: e.g. some rows of a row-major tensor. Throws
+  // Error(invalid_argument) for a bad index or a range past the tensor's
+  // end, Error(corrupt) as read_tensor().
+  void read_tensor_range(std::size_t index, std::uint64_t offset, std::span<std::byte> out) const;
+
   // Container bytes read so far (header, footer, index, chunks): what a
   // remote reader fetched. 0 for a plain safetensors file.
   std::uint64_t bytes_read() const noexcept;

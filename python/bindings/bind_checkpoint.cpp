@@ -223,6 +223,14 @@ void bind_checkpoint(py::module_& m) {
           },
           py::arg("index"), py::arg("out"))
       .def(
+          "read_tensor_range",
+          [](const CheckpointReader& r, std::size_t index, std::uint64_t offset, const py::handle& out) {
+            const BufferView view(out, BufferView::Access::write);
+            py::gil_scoped_release nogil;
+            r.read_tensor_range(index, offset, view.mutable_bytes());
+          },
+          py::arg("index"), py::arg("offset"), py::arg("out"))
+      .def(
           "read_tensors",
           [](const CheckpointReader& r, const py::list& items, bool verify_digest) {
             std::vector<BufferView> views;

@@ -20,5 +20,6 @@ void bind_cache(py::module_& m);
 void bind_series(py::module_& m);
 void bind_memory(py::module_& m);
 void bind_torch_object(py::module_& m);
+void bind_objects(py::module_& m);
 
 }  // namespace mithril::python

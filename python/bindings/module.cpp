@@ -43,4 +43,5 @@ PYBIND11_MODULE(_core, m) {
   bind_series(m);
   bind_memory(m);
   bind_torch_object(m);
+  bind_objects(m);
 }

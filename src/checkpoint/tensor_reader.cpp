@@ -6,6 +6,7 @@
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <unordered_map>
@@ -212,6 +213,56 @@ std::optional<std::size_t> CheckpointReader::find(std::string_view name) const n
 void CheckpointReader::read_tensor(std::size_t index, std::span<std::byte> out) const {
   const Target t{index, out};
   read_tensors(std::span<const Target>(&t, 1));
+}
+
+void CheckpointReader::read_tensor_range(std::size_t index, std::uint64_t offset, std::span<std::byte> out) const {
+  const auto& im = *m_impl;
+  if (index >= im.tensors.size())
+    throw Error(Errc::invalid_argument,
+                fmt::format("{}: tensor index {} out of range ({} tensors)", im.path.string(), index, im.tensors.size()));
+  const auto& e = im.tensors[index];
+  if (offset > e.bytes || out.size() > e.bytes - offset)
+    throw Error(Errc::invalid_argument, fmt::format("{}: tensor '{}' is {} bytes; cannot read {} bytes at offset {}",
+                                                    im.path.string(), e.name, e.bytes, out.size(), offset));
+  if (out.empty()) return;
+  if (!im.mcp) {
+    std::memcpy(out.data(), im.plain->bytes().data() + im.where[index] + offset, out.size());
+    return;
+  }
+  const auto& index_ = im.mcp->index();
+  const auto& seg = index_.segments[im.where[index]];
+  const std::uint64_t end = offset + out.size();
+  std::vector<std::uint32_t> chunks;  // those overlapping [offset, end)
+  for (std::uint32_t c = seg.first_chunk; c < seg.first_chunk + seg.chunk_count; ++c) {
+    const auto& r = index_.chunks[c];
+    const std::uint64_t lo = r.source_offset - seg.offset;
+    if (lo < end && lo + r.raw_size > offset) chunks.push_back(c);
+  }
+  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
+  const auto run = [&](std::size_t j) {
+    const auto c = chunks[j];
+    const auto& r = index_.chunks[c];
+    const std::uint64_t lo = r.source_offset - seg.offset;
+    if (lo >= offset && lo + r.raw_size <= end) {
+      im.decode_chunk(decoders.local(), c, out.subspan(lo - offset, r.raw_size));
+      return;
+    }
+    util::ByteVector whole(r.raw_size);  // a chunk cut by the range: decoded whole, its checksum checked
+    im.decode_chunk(decoders.local(), c, whole);
+    const std::uint64_t from = std::max(lo, offset), to = std::min(lo + r.raw_size, end);
+    std::memcpy(out.data() + (from - offset), whole.data() + (from - lo), to - from);
+  };
+  if (im.threads <= 1 || chunks.size() <= 1) {
+    for (std::size_t j = 0; j < chunks.size(); ++j) run(j);
+  } else {
+    tbb::task_arena arena(static_cast<int>(im.threads));
+    arena.execute([&] {
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, chunks.size(), 1),
+                        [&](const tbb::blocked_range<std::size_t>& r) {
+                          for (std::size_t j = r.begin(); j != r.end(); ++j) run(j);
+                        });
+    });
+  }
 }
 
 void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify_digest) const {

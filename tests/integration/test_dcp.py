@@ -1,0 +1,315 @@
+"""mithril.dcp with real processes: torch.distributed.checkpoint on the CPU
+with gloo, 2 and 4 ranks, an FSDP2-sharded bf16 model with real AdamW state
+(dcp_worker.py). Every load is compared bit for bit with what the same load
+gives from FileSystemWriter's checkpoint of the same state.
+
+The rank groups run once per module (they are the slow part); the tests then
+check what each group recorded. Every group has a deadline, so a dead rank
+cannot hang the run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import mithril  # noqa: E402
+import mithril.dcp  # noqa: E402
+
+from remote_servers import free_port  # noqa: E402
+
+WORKER = Path(__file__).resolve().parent / "dcp_worker.py"
+GROUP_TIMEOUT = 240
+
+
+def run_group(tmp, name, world, actions, env=None, pg_timeout=60):
+    """Runs dcp_worker.py on `world` ranks; returns each rank's record."""
+    out = tmp / f"out-{name}"
+    out.mkdir()
+    spec = tmp / f"spec-{name}.json"
+    spec.write_text(json.dumps({"out": str(out), "actions": actions, "pg_timeout": pg_timeout}))
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        e = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                 MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", **(env or {}))
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(spec)], env=e, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=GROUP_TIMEOUT)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    records = []
+    for rank, p in enumerate(procs):
+        f = out / f"rank{rank}.json"
+        records.append(json.loads(f.read_text()) if f.exists() else {"rank": rank, "ok": False, "exit": p.returncode,
+                                                                       "log": logs[rank][-3000:] if rank < len(logs) else ""})
+    return records
+
+
+def all_ok(records):
+    for r in records:
+        assert r.get("ok"), r
+
+
+def mcp(path, **kw):
+    return {"kind": "mithril", "path": str(path), **kw}
+
+
+def fs(path):
+    return {"kind": "fs", "path": str(path)}
+
+
+@pytest.fixture(scope="module")
+def s3(request):
+    from remote_servers import MotoS3Server, have_moto
+    if not have_moto():
+        pytest.skip("moto[server] not installed")
+    server = MotoS3Server()
+    request.addfinalizer(server.stop)
+    server.bucket("dcp")
+    return server
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, s3):
+    """Two ranks train 3 steps and save (plain, Mithril, async thread and
+    process, S3), train one more and save a delta; then load them back."""
+    tmp = tmp_path_factory.mktemp("dcp")
+    d = {k: tmp / k for k in ("fs3", "m3", "m3_thread", "m3_process", "fs4", "m4_delta", "fs4x4", "m4x4")}
+    s3_url = "s3://dcp/run/step3"
+    group2 = run_group(tmp, "save2", 2, [
+        {"do": "train", "steps": 3},
+        {"do": "save", **fs(d["fs3"])},
+        {"do": "save", **mcp(d["m3"])},
+        {"do": "save", **mcp(d["m3_thread"]), "async": "thread"},
+        {"do": "save", **mcp(d["m3_process"]), "async": "process"},
+        {"do": "save", **mcp(s3_url)},
+        {"do": "compare", "a": mcp(d["m3"]), "b": fs(d["fs3"]), "step": 3},
+        {"do": "compare", "a": mcp(d["m3_thread"]), "b": fs(d["fs3"]), "step": 3},
+        {"do": "compare", "a": mcp(d["m3_process"]), "b": fs(d["fs3"]), "step": 3},
+        {"do": "compare", "a": mcp(s3_url), "b": fs(d["fs3"]), "step": 3},
+        {"do": "train", "steps": 1},
+        {"do": "save", **fs(d["fs4"])},
+        {"do": "save", **mcp(d["m4_delta"], base=str(d["m3"]))},
+        {"do": "compare", "a": mcp(d["m4_delta"]), "b": fs(d["fs4"]), "step": 4},
+    ], env=s3.env())
+    group4 = run_group(tmp, "world4", 4, [
+        {"do": "train", "steps": 1, "seed": 7},
+        {"do": "compare", "a": mcp(d["m3"]), "b": fs(d["fs3"]), "step": 3},  # 2 -> 4
+        {"do": "train", "steps": 3},
+        {"do": "save", **fs(d["fs4x4"])},
+        {"do": "save", **mcp(d["m4x4"])},
+        {"do": "save_expect_error", **mcp(tmp / "refused", base=str(d["m3"]))},  # base of 2 ranks
+    ])
+    group2b = run_group(tmp, "load2", 2, [
+        {"do": "train", "steps": 1, "seed": 9},
+        {"do": "compare", "a": mcp(d["m4x4"]), "b": fs(d["fs4x4"]), "step": 4},  # 4 -> 2
+    ])
+    return {"dirs": d, "s3_url": s3_url, "tmp": tmp, "save2": group2, "world4": group4, "load2": group2b}
+
+
+def test_save_load_bit_exact_2_ranks(ckpt):
+    all_ok(ckpt["save2"])
+    for r in ckpt["save2"]:
+        assert r["compare"][0] is None, r["compare"]
+    files = sorted(p.name for p in ckpt["dirs"]["m3"].iterdir())
+    assert files == [".metadata", "__0_0.mcp", "__1_0.mcp"]
+    for f in ("__0_0.mcp", "__1_0.mcp"):
+        assert mithril.info(ckpt["dirs"]["m3"] / f)["kind"] == "mcp"
+
+
+def test_compresses_below_plain(ckpt):
+    size = lambda d: sum(p.stat().st_size for p in d.iterdir())  # noqa: E731
+    assert size(ckpt["dirs"]["m3"]) < size(ckpt["dirs"]["fs3"])
+
+
+def test_async_save_thread_and_process(ckpt):
+    for r in ckpt["save2"]:
+        assert r["compare"][1] is None and r["compare"][2] is None, r["compare"]
+        assert len(r["async_blocked_s"]) == 2
+
+
+def test_s3_save_and_load(ckpt, s3):
+    for r in ckpt["save2"]:
+        assert r["compare"][3] is None, r["compare"]
+    assert s3.keys("dcp", "run/step3/") == ["run/step3/.metadata", "run/step3/__0_0.mcp", "run/step3/__1_0.mcp"]
+    assert s3.multipart_uploads("dcp") == []
+
+
+def test_delta_per_rank(ckpt):
+    for r in ckpt["save2"]:
+        assert r["compare"][4] is None, r["compare"]
+    d = ckpt["dirs"]
+    for f in ("__0_0.mcp", "__1_0.mcp"):
+        info = mithril.info(d["m4_delta"] / f)
+        assert info["base"] is not None
+        assert info["base"]["blake3"] == mithril.info(d["m3"] / f)["source_blake3"]
+
+
+def test_resharding_2_to_4_and_4_to_2(ckpt):
+    all_ok(ckpt["world4"])
+    all_ok(ckpt["load2"])
+    for r in ckpt["world4"]:
+        assert r["compare"] == [None], r
+    for r in ckpt["load2"]:
+        assert r["compare"] == [None], r
+
+
+def test_delta_with_other_world_size_is_refused(ckpt):
+    for r in ckpt["world4"]:
+        err = r["errors"][0]
+        assert err is not None and "saved by 2 rank(s)" in err and str(ckpt["dirs"]["m3"]) in err, err
+    assert not (ckpt["tmp"] / "refused" / ".metadata").exists()
+
+
+def _fs_full(path):
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+    state = {}
+    _load_state_dict(state, storage_reader=torch.distributed.checkpoint.FileSystemReader(str(path)),
+                     planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    return state
+
+
+def _flat(state, prefix=""):
+    if isinstance(state, dict):
+        for k, v in state.items():
+            yield from _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(state, list):
+        for i, v in enumerate(state):
+            yield from _flat(v, f"{prefix}.{i}")
+    else:
+        yield prefix, state
+
+
+def _assert_same(a, b):
+    fa, fb = dict(_flat(a)), dict(_flat(b))
+    assert fa.keys() == fb.keys()
+    for k, x in fa.items():
+        y = fb[k]
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and x.shape == y.shape, k
+            assert torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)), k
+        else:
+            assert x == y, k
+
+
+def test_single_process_full_state_dict_2_to_1(ckpt):
+    d = ckpt["dirs"]
+    full = mithril.dcp.to_state_dict(d["m3"])
+    _assert_same(full, _fs_full(d["fs3"]))
+    assert full["extra"]["step"] == 3 and full["extra"]["note"] == "step 3"
+    # a delta: the base recorded at save time is found by itself
+    _assert_same(mithril.dcp.to_state_dict(d["m4_delta"]), _fs_full(d["fs4"]))
+
+
+def test_s3_single_process(ckpt, s3, monkeypatch):
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    _assert_same(mithril.dcp.to_state_dict(ckpt["s3_url"]), _fs_full(ckpt["dirs"]["fs3"]))
+    assert mithril.dcp.is_checkpoint(ckpt["s3_url"])
+    assert not mithril.dcp.is_checkpoint("s3://dcp/run/nothing")
+
+
+def test_to_safetensors(ckpt, tmp_path):
+    from safetensors.torch import load_file
+    out = tmp_path / "full.safetensors"
+    header = mithril.dcp.to_safetensors(ckpt["dirs"]["m3"], out)
+    tensors = load_file(str(out))
+    full = _fs_full(ckpt["dirs"]["fs3"])
+    w = full["model"]["1.weight"]
+    assert torch.equal(tensors["model.1.weight"].reshape(-1).view(torch.uint8), w.reshape(-1).view(torch.uint8))
+    assert json.loads(header["extra.step"]) == 3
+    with pytest.raises(mithril.ExistsError):
+        mithril.dcp.to_safetensors(ckpt["dirs"]["m3"], out)
+
+
+def test_validate_checkpoint_id(ckpt):
+    d = ckpt["dirs"]
+    assert mithril.dcp.Reader.validate_checkpoint_id(d["m3"])
+    assert not mithril.dcp.Reader.validate_checkpoint_id(d["fs3"])
+    assert not mithril.dcp.Writer.validate_checkpoint_id(d["fs3"])
+    assert mithril.dcp.Writer.validate_checkpoint_id(ckpt["tmp"] / "new")
+    assert mithril.dcp.Writer.validate_checkpoint_id("s3://b/x")
+
+
+def test_foreign_and_incomplete_checkpoints_are_refused(ckpt, tmp_path):
+    with pytest.raises(mithril.InvalidArgumentError, match="not a Mithril checkpoint"):
+        mithril.dcp.to_state_dict(ckpt["dirs"]["fs3"])
+    with pytest.raises(mithril.NotFoundError, match="no .metadata"):
+        mithril.dcp.to_state_dict(tmp_path)
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_corrupted_rank_file_names_it(ckpt, tmp_path):
+    bad = _copy(ckpt["dirs"]["m3"], tmp_path / "bad")
+    f = bad / "__1_0.mcp"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 3] ^= 0x20  # inside the chunk payloads
+    f.write_bytes(bytes(data))
+    with pytest.raises(mithril.CorruptError, match="__1_0.mcp"):
+        mithril.dcp.to_state_dict(bad)
+
+
+def test_corrupted_rank_file_fails_every_rank_clearly(ckpt, tmp_path):
+    bad = _copy(ckpt["dirs"]["m3"], tmp_path / "bad")
+    f = bad / "__0_0.mcp"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 3] ^= 0x20
+    f.write_bytes(bytes(data))
+    records = run_group(tmp_path, "corrupt", 2, [
+        {"do": "train", "steps": 1},
+        {"do": "load_expect_error", **mcp(bad)},
+    ])
+    all_ok(records)
+    for r in records:
+        assert r["errors"][0] is not None and "__0_0.mcp" in r["errors"][0], r
+
+
+def test_delta_base_missing_or_wrong(ckpt, tmp_path):
+    d = ckpt["dirs"]
+    delta = _copy(d["m4_delta"], tmp_path / "delta")
+    with pytest.raises(mithril.NotFoundError, match="nowhere"):
+        mithril.dcp.to_state_dict(delta, base=tmp_path / "nowhere")
+    with pytest.raises(mithril.InvalidArgumentError, match="__0_0.mcp|__1_0.mcp"):
+        mithril.dcp.to_state_dict(delta, base=d["m3_thread"].parent / "m4x4")
+    _assert_same(mithril.dcp.to_state_dict(delta, base=d["m3_thread"]), _fs_full(d["fs4"]))  # same content
+
+
+def test_rank_killed_mid_save_leaves_nothing_loadable(tmp_path, s3, monkeypatch):
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    local = tmp_path / "killed"
+    url = "s3://dcp/killed/step1"
+    records = run_group(tmp_path, "kill", 2, [
+        {"do": "train", "steps": 1},
+        {"do": "save", **mcp(local), "kill_rank": 1},
+    ], pg_timeout=20)
+    assert records[1].get("ok") is False  # SIGKILLed: no record
+    assert not (local / ".metadata").exists()
+    with pytest.raises(mithril.NotFoundError, match="no .metadata"):
+        mithril.dcp.to_state_dict(local)
+    records = run_group(tmp_path, "kill-s3", 2, [
+        {"do": "train", "steps": 1},
+        {"do": "save", **mcp(url), "kill_rank": 1},
+    ], env=s3.env(), pg_timeout=20)
+    assert records[0].get("ok") is False
+    keys = s3.keys("dcp", "killed/")
+    assert "killed/step1/.metadata" not in keys and "killed/step1/__1_0.mcp" not in keys, keys
+    assert s3.multipart_uploads("dcp") == []
+    assert not mithril.dcp.is_checkpoint(url)
+    with pytest.raises(mithril.NotFoundError, match="no .metadata"):
+        mithril.dcp.to_state_dict(url)
