@@ -176,6 +176,9 @@ SourcePlan plan_single_tensor(std::uint64_t size, std::string_view dtype, std::s
   seg.shape = {size * 8 / info.bits};
   add_segment(plan, std::move(seg), chunk_kind_for_dtype(info.name), chunk_size);
   plan.tensor_count = 1;
+  return plan;
+}
+
 SourcePlan plan_torch_source(util::ByteSpan file, std::string_view file_name, std::size_t chunk_size) {
   check_chunk_size(chunk_size);
   SourcePlan plan;
