@@ -110,15 +110,11 @@ void CheckpointReader::Impl::open_mcp(const ReaderOptions& options) {
     // nothing counts as read).
     for (std::uint32_t c = 0; c < index.chunks.size(); ++c)
       check(c, local->bytes().subspan(index.chunks[c].file_offset, index.chunks[c].stored_size));
-    for (std::uint32_t c = head.first_chunk; c < head.first_chunk + head.chunk_count; ++c)
-      head_payloads.push_back(local->bytes().subspan(index.chunks[c].file_offset, index.chunks[c].stored_size));
-  } else {
-    for (std::uint32_t i = 0; i < head.chunk_count; ++i) {
-      const auto payload = mcp->payload(head.first_chunk + i, fetched[i]);
-      if (payload.data() != fetched[i].data()) fetched[i].assign(payload.begin(), payload.end());
-      check(head.first_chunk + i, fetched[i]);
-      head_payloads.push_back(fetched[i]);
-    }
+  }
+  for (std::uint32_t i = 0; i < head.chunk_count; ++i) {
+    const auto payload = mcp->payload(head.first_chunk + i, fetched[i]);  // mapped: no copy
+    check(head.first_chunk + i, payload);
+    head_payloads.push_back(payload);
   }
   header_bytes.resize(head.size);
   codec::ChunkDecoder decoder;

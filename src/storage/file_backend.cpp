@@ -105,11 +105,10 @@ class FileBackend final : public Backend {
     fs::recursive_directory_iterator it(dir, ec), end;
     for (; !ec && it != end; it.increment(ec)) {
       const auto name = it->path().filename().string();
-      if (!name.empty() && name.front() == '.') {  // temporaries of in-flight writes
-        if (it->is_directory(ec)) it.disable_recursion_pending();
-        continue;
-      }
       if (!it->is_regular_file(ec)) continue;
+      // The temporaries of in-flight writes (AtomicFile: ".NAME.XXXXXX.tmp") are
+      // not objects yet; other names, dot-names included, list as S3 lists them.
+      if (name.size() > 5 && name.front() == '.' && name.ends_with(".tmp")) continue;
       auto rel = fs::relative(it->path(), m_root, ec).generic_string();
       if (ec) continue;
       if (rel.compare(0, prefix.size(), prefix) == 0) keys.push_back(std::move(rel));
