@@ -83,9 +83,13 @@ def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> di
 
 
 def mithril_kernels(mithril: str) -> str:
-    """What `mithril --version -v` says (kernel names where the CLI reports them)."""
-    try:
-        r = subprocess.run([mithril, "-v", "--version"], capture_output=True, text=True, timeout=30)
-    except OSError:
-        return "n/a"
-    return " | ".join(line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip()) or "n/a"
+    """The kernels in use: `bench_pipeline --kernels` (built beside the CLI) and
+    whatever `mithril -v --version` reports."""
+    parts = []
+    for cmd in ([str(Path(mithril).parent / "bench_pipeline"), "--kernels"], [mithril, "-v", "--version"]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except OSError:
+            continue
+        parts += [line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip() and r.returncode == 0]
+    return " | ".join(parts) or "n/a"

@@ -81,7 +81,7 @@ def test_a_safetensors_image_is_planned_per_tensor(tmp_path, cli):
     # An ordinary .mcp: the CLI lists its tensors and restores the same bytes.
     (tmp_path / "m.mcp").write_bytes(blob)
     assert '"w"' in cli("info", "--json", tmp_path / "m.mcp").stdout
-    cli("decompress", tmp_path / "m.mcp", tmp_path / "m.safetensors")
+    cli("decompress", tmp_path / "m.mcp", "-o", tmp_path / "m.safetensors")
     assert (tmp_path / "m.safetensors").read_bytes() == image
 
 

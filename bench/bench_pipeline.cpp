@@ -1,0 +1,113 @@
+// bench/bench_pipeline.cpp — the whole pipeline in memory (mithril/memory.hpp),
+// 1 and 2+ threads, on bf16-like data or a file given in MITHRIL_BENCH_FILE:
+// compress and decompress MiB/s of original bytes, no file system involved.
+// Prints the kernels in use (BLAKE3, byte grouping, rANS decode) in the
+// benchmark context; `bench_pipeline --kernels` prints only those.
+//
+//   build/bench_pipeline --benchmark_min_time=1s
+//   MITHRIL_BENCH_FILE=bench/data/step_000030/model_bf16.safetensors build/bench_pipeline
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codec/byte_group.hpp"
+#include "codec/rans.hpp"
+#include "mithril/memory.hpp"
+#include "util/blake3.hpp"
+
+namespace {
+
+// A file's bytes (planned like a file), or 64 MiB of bf16 from a normal
+// distribution (what trained weights look like to the coder).
+const std::vector<std::byte>& input(std::string& dtype) {
+  static std::vector<std::byte> data;
+  static std::string kind;
+  if (data.empty()) {
+    if (const char* path = std::getenv("MITHRIL_BENCH_FILE")) {
+      std::ifstream f(path, std::ios::binary);
+      std::vector<char> v((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      data.resize(v.size());
+      std::memcpy(data.data(), v.data(), v.size());
+    } else {
+      std::mt19937 rng(1);
+      std::normal_distribution<float> dist(0.0f, 0.02f);
+      data.resize(64u << 20);
+      for (std::size_t i = 0; i < data.size(); i += 2) {
+        const float x = dist(rng);
+        std::uint32_t u;
+        std::memcpy(&u, &x, 4);
+        const auto b = static_cast<std::uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+        std::memcpy(data.data() + i, &b, 2);
+      }
+      kind = "BF16";
+    }
+  }
+  dtype = kind;
+  return data;
+}
+
+mithril::CompressOptions options(benchmark::State& st) {
+  mithril::CompressOptions o;
+  o.threads = static_cast<unsigned>(st.range(0));
+  o.sync = false;
+  return o;
+}
+
+void BM_CompressMemory(benchmark::State& st) {
+  std::string dtype;
+  const auto& data = input(dtype);
+  std::vector<std::byte> out;
+  for (auto _ : st) {
+    out = mithril::compress_buffer(data, dtype, options(st));
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * data.size()));
+  st.counters["ratio"] = static_cast<double>(data.size()) / static_cast<double>(out.size());
+}
+
+void BM_DecompressMemory(benchmark::State& st) {
+  std::string dtype;
+  const auto& data = input(dtype);
+  const auto mcp = mithril::compress_buffer(data, dtype, options(st));
+  std::vector<std::byte> out(data.size());
+  mithril::DecompressOptions d;
+  d.threads = static_cast<unsigned>(st.range(0));
+  for (auto _ : st) {
+    mithril::decompress_into(mcp, out, d);
+    benchmark::DoNotOptimize(out.data());
+  }
+  if (out != data) st.SkipWithError("round trip is not exact");
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * data.size()));
+}
+
+BENCHMARK(BM_CompressMemory)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DecompressMemory)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+std::string kernels() {
+  return "blake3=" + std::string(mithril::util::detail::blake3_kernel()) +
+         " byte_group=" + std::string(mithril::codec::byte_group_isa()) +
+         " rans_decode=" + std::string(mithril::codec::rans::decode_isa());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--kernels") {
+      std::cout << kernels() << "\n";
+      return 0;
+    }
+  benchmark::AddCustomContext("kernels", kernels());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
