@@ -6,6 +6,7 @@ import collections
 import io
 import os
 import pickle
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -120,7 +121,15 @@ def structures():
 @pytest.mark.parametrize("name", list(structures()))
 def test_each_structure_round_trips_like_torch(tmp_path, name):
     obj = structures()[name]
-    check_like_torch(obj, tmp_path / f"{name}.mcp")
+    if name == "ordered":
+        # A flat {name: tensor} mapping is a safetensors source by default (sorted plain dict
+        # back, equal values); format="torch" keeps the exact OrderedDict.
+        mithril.save(obj, tmp_path / "flat.mcp")
+        back = mithril.load(tmp_path / "flat.mcp")
+        assert type(back) is dict and back.keys() == obj.keys() and all(torch.equal(back[k], obj[k]) for k in obj)
+        check_like_torch(obj, tmp_path / f"{name}.mcp", format="torch")
+    else:
+        check_like_torch(obj, tmp_path / f"{name}.mcp")
 
 
 def test_whole_structure_with_shared_storages(tmp_path):
@@ -183,7 +192,10 @@ def test_delta_against_a_base(tmp_path):
 # ---------------------------------------------------------------- mmap, map_location, files
 
 
-def test_mmap_maps_plain_files_and_decodes_mcp_to_a_mapped_temporary(tmp_path):
+def test_mmap_maps_plain_files_and_decodes_mcp_to_a_mapped_temporary(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the .mcp is decoded to
     obj = structures()
     torch.save(obj, tmp_path / "x.pt")
     want = torch.load(tmp_path / "x.pt", weights_only=True)
@@ -194,7 +206,7 @@ def test_mmap_maps_plain_files_and_decodes_mcp_to_a_mapped_temporary(tmp_path):
     assert_same(torch.load(tmp_path / "x.pt", weights_only=True), want)
     mithril.save(obj, tmp_path / "x.mcp")
     assert_same(mithril.load(tmp_path / "x.mcp", mmap=True), want)
-    assert not [p for p in os.listdir(tmp_path) if p not in ("x.pt", "x.mcp")]
+    assert os.listdir(scratch) == []  # the temporary is unlinked once mapped
 
 
 def _with_location(pt_bytes, location):
@@ -222,11 +234,13 @@ def test_map_location_like_torch(tmp_path):
         for loc in ("cpu", torch.device("cpu"), {"cuda:0": "cpu"}, lambda storage, location: storage):
             assert_same(mithril.load(path, map_location=loc), want)
         seen = []
-        mithril.load(path, map_location=lambda s, location: seen.append(location))
+        assert_same(mithril.load(path, map_location=lambda s, location: (seen.append(location), s)[1]), want)
+        assert seen == ["cuda:0", "cuda:0"]
         if not torch.cuda.is_available():
-            assert seen == ["cuda:0", "cuda:0"]
             with pytest.raises(mithril.InvalidArgumentError, match="map_location='cpu'"):
                 mithril.load(path)
+            with pytest.raises(mithril.InvalidArgumentError, match="cuda"):
+                mithril.load(path, map_location=lambda s, location: None)  # None: the saved location
     # safetensors sources take map_location too
     mithril.save(obj, tmp_path / "st.mcp")
     assert mithril.load(tmp_path / "st.mcp", map_location="cpu")["w"].device.type == "cpu"
