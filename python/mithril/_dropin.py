@@ -3,10 +3,10 @@
 
 What is written depends on the object:
 
-- a flat dict of tensors (or numpy arrays) that safetensors can hold — every
-  tensor owning its whole storage, contiguous, no two sharing memory — is an
-  .mcp of a safetensors source, as before (``mithril decompress`` gives the
-  .safetensors file back);
+- a flat dict of tensors (or numpy arrays) — a state_dict — is an .mcp of a
+  safetensors source, as before (``mithril decompress`` gives the
+  .safetensors file back; views are made contiguous, tied weights each
+  stored, the dict comes back sorted by name);
 - anything else ``torch.load(weights_only=True)`` reads (nested dicts and
   OrderedDicts, lists, tuples, optimizer and scheduler state, numbers,
   strings, None, torch.Size, dtypes, devices, shared storages, views,
@@ -44,31 +44,23 @@ def _is_path(f: Any) -> bool:
     return isinstance(f, (str, os.PathLike))
 
 
-def _safetensors_representable(obj: Any) -> bool:
-    """A flat {str: tensor} that the safetensors path stores without losing
-    anything torch.load would return (sharing, views, Parameters)."""
+def _flat_tensor_mapping(obj: Any) -> bool:
+    """{str: tensor or numpy array}: what save() has always written as a
+    safetensors source (views made contiguous, shared storages each stored)."""
     import sys
 
-    if not isinstance(obj, Mapping) or not obj:
+    if not isinstance(obj, Mapping):
         return False
     torch = sys.modules.get("torch")
     np = sys.modules.get("numpy")
-    seen = set()
     for k, v in obj.items():
         if not isinstance(k, str):
             return False
-        if np is not None and isinstance(v, np.ndarray):
+        if torch is not None and isinstance(v, torch.Tensor):
             continue
-        if torch is None or type(v) is not torch.Tensor or v.layout != torch.strided:
-            return False
-        if v.requires_grad or v.is_conj() or v.is_neg() or not v.is_contiguous() or v.storage_offset() != 0:
-            return False
-        st = v.untyped_storage()
-        if st.nbytes() != v.numel() * v.element_size() or v.numel() == 0:
-            return False
-        if st.data_ptr() in seen:
-            return False
-        seen.add(st.data_ptr())
+        if np is not None and isinstance(v, (np.ndarray, np.generic)):
+            continue
+        return False
     return True
 
 
@@ -92,7 +84,9 @@ def save(
 
     ``base``: an earlier checkpoint to code a delta against (loading needs it
     again). ``level`` 1..19 (default 3), ``threads`` (default all cores).
-    ``format``: None (choose, see the module doc), "torch" or "safetensors".
+    ``format``: None (a flat {str: tensor} mapping is a safetensors source,
+    anything else a torch.save source), "torch" (exactly what torch.load
+    would return: order, OrderedDict, sharing, views) or "safetensors".
     ``metadata``: str -> str, into the safetensors header (safetensors
     format) or the .mcp index (torch format). Paths are written atomically,
     replaced whole (``overwrite=False``: :class:`ExistsError`), fsynced
@@ -114,7 +108,7 @@ def save(
             return result
         finally:
             os.unlink(tmp)
-    if format == "safetensors" or (format is None and _safetensors_representable(obj)):
+    if format == "safetensors" or (format is None and _flat_tensor_mapping(obj)):
         return save_state_dict(obj, f, base, level, threads, metadata=metadata, overwrite=overwrite, sync=sync,
                                chunk_size=chunk_size, progress=progress)
     result = _torch_io.save_object(

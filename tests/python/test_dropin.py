@@ -121,15 +121,9 @@ def structures():
 @pytest.mark.parametrize("name", list(structures()))
 def test_each_structure_round_trips_like_torch(tmp_path, name):
     obj = structures()[name]
-    if name == "ordered":
-        # A flat {name: tensor} mapping is a safetensors source by default (sorted plain dict
-        # back, equal values); format="torch" keeps the exact OrderedDict.
-        mithril.save(obj, tmp_path / "flat.mcp")
-        back = mithril.load(tmp_path / "flat.mcp")
-        assert type(back) is dict and back.keys() == obj.keys() and all(torch.equal(back[k], obj[k]) for k in obj)
-        check_like_torch(obj, tmp_path / f"{name}.mcp", format="torch")
-    else:
-        check_like_torch(obj, tmp_path / f"{name}.mcp")
+    # (format="torch" matters only for the flat {name: tensor} mappings, which are
+    # safetensors sources by default: test_flat_state_dict_stays_safetensors...)
+    check_like_torch(obj, tmp_path / f"{name}.mcp", format="torch")
 
 
 def test_whole_structure_with_shared_storages(tmp_path):
@@ -144,18 +138,22 @@ def test_whole_structure_with_shared_storages(tmp_path):
 def test_model_state_dict_with_tied_weights_keeps_metadata_and_sharing(tmp_path):
     net = Net()
     sd = net.state_dict()
-    got = check_like_torch(sd, tmp_path / "sd.mcp")
+    got = check_like_torch(sd, tmp_path / "sd.mcp", format="torch")
     assert isinstance(got, collections.OrderedDict) and got._metadata == sd._metadata
     assert got["emb.weight"].untyped_storage().data_ptr() == got["head.weight"].untyped_storage().data_ptr()
     Net().load_state_dict(got)
 
 
 def test_flat_state_dict_stays_safetensors_and_decompresses_to_a_pt_for_torch_objects(tmp_path):
-    flat = {"a": torch.randn(10), "b": torch.randn(3, 3)}
+    base = torch.randn(4, 4)
+    flat = collections.OrderedDict([("z", torch.randn(10)), ("b", torch.randn(3, 3)), ("t", base.t()), ("base", base)])
     mithril.save(flat, tmp_path / "flat.mcp")
     assert mithril.info(tmp_path / "flat.mcp")["source_kind"] == "safetensors"
-    back = mithril.load(tmp_path / "flat.mcp")
-    assert back.keys() == flat.keys() and all(torch.equal(back[k], flat[k]) for k in flat)
+    back = mithril.load(tmp_path / "flat.mcp")  # a plain dict sorted by name, views made contiguous
+    assert type(back) is dict and list(back) == sorted(flat) and all(torch.equal(back[k], flat[k]) for k in flat)
+    sd = Net().state_dict()
+    mithril.save(sd, tmp_path / "net.mcp")  # tied weights each stored, as safetensors sources always did
+    Net().load_state_dict(mithril.load(tmp_path / "net.mcp"))
 
     obj = {"model": flat, "step": 3}
     mithril.save(obj, tmp_path / "ckpt.mcp")
