@@ -185,11 +185,8 @@ def load(
             device = map_location
         out = load_state_dict(path, base, framework=framework, device=device or "cpu", threads=threads,
                               verify=verify, progress=progress)
-        if isinstance(map_location, dict) or callable(map_location):
-            import torch  # storages are on the CPU: map them as torch.load would
-
-            out = {k: torch.empty(0, dtype=v.dtype).set_(_torch_io._place(path, v.untyped_storage(), "cpu", map_location),
-                                                         0, v.shape, v.stride()) for k, v in out.items()}
+        if framework == "torch" and (isinstance(map_location, dict) or callable(map_location)):
+            out = {k: _mapped(path, v, map_location) for k, v in out.items()}
         return out
     if kind == "mcp:torch" and mmap:
         return _load_mcp_mapped(path, map_location, base, threads, progress)
@@ -199,6 +196,14 @@ def load(
     if kind.startswith("mcp:"):
         raise UnsupportedError(f"{path}: holds a {kind[4:]} file, not a checkpoint; restore it with decompress_file()")
     raise UnsupportedError(f"{path}: not an .mcp, torch.save (zip) or safetensors file")
+
+
+def _mapped(path: str, t: Any, map_location: Any) -> Any:
+    """A tensor decoded on the CPU, placed as torch.load places a storage saved on "cpu"."""
+    import torch
+
+    st = _torch_io._place(path, t.untyped_storage(), "cpu", map_location)
+    return torch.empty(0, dtype=t.dtype, device=st.device).set_(st, 0, t.shape, t.stride())
 
 
 def _load_mcp_mapped(path: str, map_location: Any, base: Any, threads: Optional[int], progress: Any) -> Any:
