@@ -331,7 +331,7 @@ def _train(model, opt, sched, steps, seed):
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         x = torch.randint(0, 50, (32,), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(x), x)
+        loss = torch.nn.functional.cross_entropy(model(x), (x * 7 + 3) % 50)  # not the identity: real gradients
         opt.zero_grad()
         loss.backward()
         opt.step()
