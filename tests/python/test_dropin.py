@@ -426,3 +426,14 @@ def test_progress_errors_propagate(tmp_path):
             mithril.save(obj, tmp_path / "b.mcp", progress=boom)
         assert not (tmp_path / "b.mcp").exists()  # the save was abandoned, nothing left behind
     assert os.listdir(tmp_path) == []
+
+
+def test_real_tqdm_bar(tmp_path):
+    tqdm = pytest.importorskip("tqdm")  # installed with lightning (requirements-dev.txt)
+    obj = {"m": {"w": torch.randn(200_000)}, "step": 1}
+    with tqdm.tqdm(unit="B", unit_scale=True, disable=False, file=io.StringIO()) as bar:
+        r = mithril.save(obj, tmp_path / "t.mcp", progress=bar)
+    assert bar.n == bar.total == r.source_bytes
+    with tqdm.tqdm(unit="B", file=io.StringIO()) as bar:
+        mithril.load(tmp_path / "t.mcp", progress=bar)
+    assert bar.n == bar.total == 800_000
