@@ -8,7 +8,6 @@ import os
 import pickle
 import tempfile
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
