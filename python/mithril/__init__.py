@@ -35,6 +35,7 @@ from ._checkpoint import (
     verify,
 )
 from ._dropin import load, save
+from ._sharded import ShardedCheckpoint
 from .errors import (
     CorruptError,
     Error,
@@ -63,6 +64,7 @@ __all__ = [
     "verify",
     "info",
     "CheckpointFile",
+    "ShardedCheckpoint",
     "CompressResult",
     "DecompressResult",
     "VerifyResult",

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
-from . import _core
+from . import _core, _sharded
 from ._dtypes import numpy_to_safetensors, safetensors_to_numpy, safetensors_to_torch, torch_to_safetensors
 from ._progress import reporter
 from .errors import InvalidArgumentError, TensorNotFoundError, UnsupportedError
@@ -240,6 +240,9 @@ def load_state_dict(
 ) -> Dict[str, Any]:
     """Loads every tensor of an .mcp of a safetensors source (or a
     safetensors file) into a dict, names sorted as safetensors sorts them.
+    A directory of shards (Hugging Face layout, plain or compressed by
+    ``mithril compress DIR``) or its ``*.index.json`` loads every tensor its
+    index names.
 
     Each tensor is allocated once and decoded straight into its memory, all
     chunks in parallel; every chunk's checksum is checked. ``verify=True``
@@ -249,6 +252,8 @@ def load_state_dict(
     moves torch tensors after decoding (e.g. "cuda").
     """
     fw = _framework(framework)
+    if _sharded.is_sharded(path):
+        return _sharded.load(path, base, framework=fw, device=device, threads=threads, verify=verify)
     reader = _core.Reader(os.fspath(path), _opt_path(base), _threads(threads))
     out: Dict[str, Any] = {}
     targets = []
@@ -383,8 +388,15 @@ def open(
     *,
     framework: str = "torch",
     threads: Optional[int] = None,
-) -> CheckpointFile:
-    """Opens an .mcp (or safetensors) file for lazy access: ``f[name]``."""
+) -> "CheckpointFile | _sharded.ShardedCheckpoint":
+    """Opens an .mcp (or safetensors) file for lazy access: ``f[name]``.
+
+    A directory (a Hugging Face sharded checkpoint, plain or compressed by
+    ``mithril compress DIR``) or its ``*.index.json`` opens as a
+    :class:`ShardedCheckpoint`: the index says which shard holds a tensor,
+    and only that shard's chunks are read."""
+    if _sharded.is_sharded(path):
+        return _sharded.ShardedCheckpoint(path, base, framework=_framework(framework), threads=threads)
     return CheckpointFile(path, base, framework=framework, threads=threads)
 
 

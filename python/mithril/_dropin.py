@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from typing import Any, Mapping, Optional
 
-from . import _core, _torch_io
+from . import _core, _sharded, _torch_io
 from ._checkpoint import (
     CompressResult,
     _chunk_size,
@@ -179,7 +179,7 @@ def load(
         finally:
             os.unlink(tmp)  # a mapped file stays valid after unlinking
     path = os.fspath(f)
-    kind = _kind(path)
+    kind = "safetensors" if _sharded.is_sharded(path) else _kind(path)  # a directory of shards: its index
     if kind in ("mcp:safetensors", "safetensors"):
         if device is None and map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             device = map_location

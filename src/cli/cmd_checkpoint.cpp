@@ -11,6 +11,7 @@
 #include "cli/commands.hpp"
 #include "cli/progress.hpp"
 #include "mithril/checkpoint.hpp"
+#include "mithril/directory.hpp"
 #include "mithril/error.hpp"
 #include "mithril/tensors.hpp"
 
@@ -59,6 +60,24 @@ bool is_url(const std::string& s) {
   return false;
 }
 
+// One line per file of a directory checkpoint, then the totals.
+void print_directory(const DirectoryResult& r, const std::string& verb, const fs::path& out, bool restored) {
+  for (const auto& f : r.files) {
+    if (restored)
+      fmt::print(stderr, "  {}: {}\n", f.name, format_bytes(f.bytes));
+    else if (f.compressed)
+      fmt::print(stderr, "  {}: {} -> {} ({}, ratio {:.3f})\n", f.name, format_bytes(f.bytes), format_bytes(f.stored_bytes),
+                 f.source_kind == "raw" ? "raw bytes" : fmt::format("{}, {} tensors", f.source_kind, f.tensors),
+                 ratio(f.bytes, f.stored_bytes));
+    else
+      fmt::print(stderr, "  {}: {} (copied)\n", f.name, format_bytes(f.bytes));
+  }
+  const std::uint64_t from = restored ? r.output_bytes : r.source_bytes, to = restored ? r.source_bytes : r.output_bytes;
+  fmt::print(stderr, "{} {} files: {} -> {} (ratio {:.3f}) in {:.2f} s, {:.0f} MiB/s -> {}\n", verb, r.files.size(),
+             format_bytes(from), format_bytes(to), ratio(r.source_bytes, r.output_bytes), r.seconds,
+             mib_per_s(r.source_bytes, r.seconds), out.string());
+}
+
 struct CompressArgs {
   std::string input, output, base, chunk_size, endpoint;
   int level = k_default_level;
@@ -95,6 +114,14 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   ProgressBar bar("compress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
   o.warn = [&](const std::string& w) { fmt::print(stderr, "mithril: warning: {}\n", w); };
+  if (!is_url(a.input) && fs::is_directory(in)) {
+    const fs::path dir_out = a.output.empty() ? fs::path(in.lexically_normal().string() + ".mcp")
+                                              : fs::path(a.output);
+    const auto r = compress_directory(in.lexically_normal(), dir_out, o);
+    bar.finish();
+    if (!g.quiet) print_directory(r, "compressed", dir_out, false);
+    return;
+  }
   const auto r = compress_file(in, out, o);
   bar.finish();
   if (!g.quiet)
@@ -109,11 +136,20 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
 void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
   const fs::path in = a.input;
   fs::path out = a.output;
-  if (out.empty()) {
+  if (out.empty() && !(!is_url(a.input) && fs::is_directory(in))) {
     if (in.extension() != ".mcp")
       throw Error(Errc::invalid_argument,
                   fmt::format("{}: does not end in .mcp; say where to write with -o OUT", in.string()));
     out = is_url(a.input) ? in.filename() : in;  // a remote input restores into the working directory
+    out.replace_extension();
+  }
+  const bool directory = !is_url(a.input) && fs::is_directory(in);
+  if (directory && a.output.empty()) {
+    const fs::path name = in.lexically_normal().filename();
+    if (name.extension() != ".mcp")
+      throw Error(Errc::invalid_argument,
+                  fmt::format("{}: does not end in .mcp; say where to write with -o OUT", in.string()));
+    out = in.lexically_normal();
     out.replace_extension();
   }
   DecompressOptions o;
@@ -124,6 +160,12 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
   if (!a.base.empty()) o.base = a.base;
   ProgressBar bar("decompress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
+  if (directory) {
+    const auto r = decompress_directory(in, out, o);
+    bar.finish();
+    if (!g.quiet) print_directory(r, "restored", out, true);
+    return;
+  }
   const auto r = decompress_file(in, out, o);
   bar.finish();
   if (!g.quiet)
@@ -139,7 +181,8 @@ int run_verify(const std::string& input, const std::string& base, unsigned threa
   if (!base.empty()) o.base = base;
   ProgressBar bar("verify", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
-  const auto r = verify_file(input, o);
+  const bool directory = !is_url(input) && fs::is_directory(input);
+  const auto r = directory ? verify_directory(input, o) : verify_file(input, o);
   bar.finish();
   for (const auto& p : r.problems) fmt::print(stderr, "mithril: error: {}\n", p);
   if (!r.ok) {
@@ -152,7 +195,61 @@ int run_verify(const std::string& input, const std::string& base, unsigned threa
   return 0;
 }
 
+void run_directory_info(const std::string& input, bool as_json) {
+  const DirectoryResult r = describe_directory(input);
+  const bool compressed = is_compressed_directory(input);
+  std::size_t tensors = 0;
+  for (const auto& f : r.files) tensors += f.tensors;
+  if (as_json) {
+    nlohmann::ordered_json j;
+    j["path"] = input;
+    j["kind"] = compressed ? "mcp-directory" : "directory";
+    auto files = nlohmann::ordered_json::array();
+    for (const auto& f : r.files) {
+      nlohmann::ordered_json jf{{"name", f.name}, {"bytes", f.bytes}};
+      if (compressed) {
+        jf["stored"] = f.stored;
+        jf["stored_bytes"] = f.stored_bytes;
+        jf["ratio"] = ratio(f.bytes, f.stored_bytes);
+        jf["blake3"] = f.blake3;
+      }
+      jf["kind"] = f.source_kind.empty() ? "copy" : f.source_kind;
+      jf["tensors"] = f.tensors;
+      files.push_back(std::move(jf));
+    }
+    j["files"] = std::move(files);
+    j["totals"] = {{"files", r.files.size()}, {"tensors", tensors}, {"bytes", r.source_bytes}};
+    if (compressed) {
+      j["totals"]["stored_bytes"] = r.output_bytes;
+      j["totals"]["ratio"] = ratio(r.source_bytes, r.output_bytes);
+    }
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  fmt::print("{}: {}, {} files, {} tensors\n", input,
+             compressed ? "Mithril compressed directory" : "directory", r.files.size(), tensors);
+  std::size_t wname = 4;
+  for (const auto& f : r.files) wname = std::max(wname, f.name.size());
+  wname = std::min<std::size_t>(wname, 60);
+  fmt::print("  {:<{}}  {:<12} {:>8} {:>14} {:>14} {:>7}\n", "file", wname, "kind", "tensors", "bytes",
+             compressed ? "stored" : "", compressed ? "ratio" : "");
+  for (const auto& f : r.files) {
+    if (compressed)
+      fmt::print("  {:<{}}  {:<12} {:>8} {:>14} {:>14} {:>7.3f}\n", f.name, wname,
+                 f.source_kind.empty() ? "copy" : f.source_kind, f.tensors, f.bytes, f.stored_bytes,
+                 ratio(f.bytes, f.stored_bytes));
+    else
+      fmt::print("  {:<{}}  {:<12} {:>8} {:>14}\n", f.name, wname, f.source_kind.empty() ? "other" : f.source_kind,
+                 f.tensors, f.bytes);
+  }
+  if (compressed)
+    fmt::print("  total: {} -> {} (ratio {:.3f})\n", r.source_bytes, r.output_bytes, ratio(r.source_bytes, r.output_bytes));
+  else
+    fmt::print("  total: {} bytes\n", r.source_bytes);
+}
+
 void run_info(const std::string& input, bool as_json, const std::string& endpoint) {
+  if (!is_url(input) && fs::is_directory(input)) return run_directory_info(input, as_json);
   const FileInfo info = describe_file(input, RemoteOptions{endpoint});
   std::uint64_t tensor_bytes = 0, tensor_stored = 0;
   for (const auto& t : info.tensors) {
@@ -291,7 +388,7 @@ void run_tensor(const TensorArgs& a, const GlobalOptions& g) {
 
 void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   auto c = std::make_shared<CompressArgs>();
-  auto* compress = app.add_subcommand("compress", "Compress a checkpoint (safetensors, torch.save, or any file) into .mcp");
+  auto* compress = app.add_subcommand("compress", "Compress a checkpoint (safetensors, torch.save, any file, or a directory of them such as a Hugging Face sharded checkpoint) into .mcp");
   compress->add_option("input", c->input, "Checkpoint to compress")->required();
   compress->add_option("-o,--output", c->output, "Output file (default: INPUT.mcp)");
   compress->add_option("-l,--level", c->level, "Level 1..19 (default 3); higher tries zstd on more planes")
