@@ -5,7 +5,7 @@ training checkpoint — the dict a training loop saves:
     {"model": model.state_dict(), "optimizer": opt.state_dict(),
      "scheduler": sched.state_dict(), "step": n, "rng": torch.get_rng_state()}
 
-after a few AdamW steps of a small GPT-like model on the CPU (tied embedding
+after --steps AdamW steps (default 50) of a small GPT-like model on the CPU (tied embedding
 and output weights, as most language models have). Both writers run in one
 process, alternating (round-robin), --repeat times; the table gives medians.
 Every load is checked: the same structure, bit-exact tensors, sharing kept.
@@ -73,7 +73,8 @@ def training_checkpoint(params_m: float, dtype: torch.dtype, steps: int = 3) -> 
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
         x = torch.randint(0, vocab, (4, 64), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(x).float().reshape(-1, vocab), x.reshape(-1))
+        logits = model(x[:, :-1]).float()  # next-token prediction on random tokens: real gradients
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), x[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -118,6 +119,7 @@ def main() -> int:
     ap.add_argument("--dtype", default="bf16,fp32")
     ap.add_argument("--params-m", type=float, default=25.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=50, help="AdamW steps before the checkpoint (default 50)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--level", type=int, default=None)
     ap.add_argument("--sync", action="store_true")
@@ -132,7 +134,7 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for d in a.dtype.split(","):
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[d.strip()]
-        ckpt = training_checkpoint(a.params_m, dtype)
+        ckpt = training_checkpoint(a.params_m, dtype, a.steps)
         nbytes = storage_bytes(ckpt)
         with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
             paths = {"mithril": Path(tmp) / "ckpt.mcp", "torch": Path(tmp) / "ckpt.pt"}
@@ -156,7 +158,7 @@ def main() -> int:
             for m in saves:
                 size = paths[m].stat().st_size
                 s, l = statistics.median(times[m][0]), statistics.median(times[m][1])
-                print(f"| {d.strip()} {a.params_m:g}M model+AdamW | {m} | {nbytes / MIB:.1f} | {size / MIB:.1f} | "
+                print(f"| {d.strip()} {a.params_m:g}M model+AdamW, {a.steps} steps | {m} | {nbytes / MIB:.1f} | {size / MIB:.1f} | "
                       f"{nbytes / size:.3f} | {s:.3f} | {l:.3f} | {nbytes / MIB / s:.0f} | {nbytes / MIB / l:.0f} |")
     return 0
 

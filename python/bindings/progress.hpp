@@ -16,7 +16,7 @@
 
 namespace mithril::python {
 
-class PyProgress {
+class __attribute__((visibility("hidden"))) PyProgress {  // holds py::objects (hidden, as pybind11 is)
  public:
   // `fn`: None, or a callable(done: int, total: int).
   explicit PyProgress(py::object fn) : m_fn(std::move(fn)) {}

@@ -418,7 +418,8 @@ def compress_file(
 ) -> CompressResult:
     """Compresses a file (safetensors: tensor-aware; anything else: as bytes)
     into ``dst`` (default: ``src + ".mcp"``), as ``mithril compress`` does.
-    ``metadata`` is stored in the .mcp index."""
+    ``metadata`` is stored in the .mcp index. ``progress``: a callable(done,
+    total) or a tqdm-like object, in bytes of ``src``."""
     out = os.fspath(src) + ".mcp" if dst is None else os.fspath(dst)
     result = _core.compress_file(
         os.fspath(src), out, _level(level), _threads(threads), _chunk_size(chunk_size), bool(force), bool(sync),

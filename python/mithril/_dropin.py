@@ -3,10 +3,10 @@
 
 What is written depends on the object:
 
-- a flat dict of tensors (or numpy arrays) that safetensors can hold — every
-  tensor owning its whole storage, contiguous, no two sharing memory — is an
-  .mcp of a safetensors source, as before (``mithril decompress`` gives the
-  .safetensors file back);
+- a flat dict of tensors (or numpy arrays) — a state_dict — is an .mcp of a
+  safetensors source, as before (``mithril decompress`` gives the
+  .safetensors file back; views are made contiguous, tied weights each
+  stored, the dict comes back sorted by name);
 - anything else ``torch.load(weights_only=True)`` reads (nested dicts and
   OrderedDicts, lists, tuples, optimizer and scheduler state, numbers,
   strings, None, torch.Size, dtypes, devices, shared storages, views,
@@ -44,31 +44,23 @@ def _is_path(f: Any) -> bool:
     return isinstance(f, (str, os.PathLike))
 
 
-def _safetensors_representable(obj: Any) -> bool:
-    """A flat {str: tensor} that the safetensors path stores without losing
-    anything torch.load would return (sharing, views, Parameters)."""
+def _flat_tensor_mapping(obj: Any) -> bool:
+    """{str: tensor or numpy array}: what save() has always written as a
+    safetensors source (views made contiguous, shared storages each stored)."""
     import sys
 
-    if not isinstance(obj, Mapping) or not obj:
+    if not isinstance(obj, Mapping):
         return False
     torch = sys.modules.get("torch")
     np = sys.modules.get("numpy")
-    seen = set()
     for k, v in obj.items():
         if not isinstance(k, str):
             return False
-        if np is not None and isinstance(v, np.ndarray):
+        if torch is not None and isinstance(v, torch.Tensor):
             continue
-        if torch is None or type(v) is not torch.Tensor or v.layout != torch.strided:
-            return False
-        if v.requires_grad or v.is_conj() or v.is_neg() or not v.is_contiguous() or v.storage_offset() != 0:
-            return False
-        st = v.untyped_storage()
-        if st.nbytes() != v.numel() * v.element_size() or v.numel() == 0:
-            return False
-        if st.data_ptr() in seen:
-            return False
-        seen.add(st.data_ptr())
+        if np is not None and isinstance(v, (np.ndarray, np.generic)):
+            continue
+        return False
     return True
 
 
@@ -92,7 +84,9 @@ def save(
 
     ``base``: an earlier checkpoint to code a delta against (loading needs it
     again). ``level`` 1..19 (default 3), ``threads`` (default all cores).
-    ``format``: None (choose, see the module doc), "torch" or "safetensors".
+    ``format``: None (a flat {str: tensor} mapping is a safetensors source,
+    anything else a torch.save source), "torch" (exactly what torch.load
+    would return: order, OrderedDict, sharing, views) or "safetensors".
     ``metadata``: str -> str, into the safetensors header (safetensors
     format) or the .mcp index (torch format). Paths are written atomically,
     replaced whole (``overwrite=False``: :class:`ExistsError`), fsynced
@@ -114,7 +108,7 @@ def save(
             return result
         finally:
             os.unlink(tmp)
-    if format == "safetensors" or (format is None and _safetensors_representable(obj)):
+    if format == "safetensors" or (format is None and _flat_tensor_mapping(obj)):
         return save_state_dict(obj, f, base, level, threads, metadata=metadata, overwrite=overwrite, sync=sync,
                                chunk_size=chunk_size, progress=progress)
     result = _torch_io.save_object(
@@ -185,20 +179,14 @@ def load(
         finally:
             os.unlink(tmp)  # a mapped file stays valid after unlinking
     path = os.fspath(f)
-    if _sharded.is_sharded(path):  # a Hugging Face sharded directory, or its index
-        return load_state_dict(path, base, framework=framework, device=device or map_location or "cpu",
-                               threads=threads, verify=verify, progress=progress)
-    kind = _kind(path)
+    kind = "safetensors" if _sharded.is_sharded(path) else _kind(path)  # a directory of shards: its index
     if kind in ("mcp:safetensors", "safetensors"):
         if device is None and map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             device = map_location
         out = load_state_dict(path, base, framework=framework, device=device or "cpu", threads=threads,
                               verify=verify, progress=progress)
-        if isinstance(map_location, dict) or callable(map_location):
-            import torch  # storages are on the CPU: map them as torch.load would
-
-            out = {k: torch.empty(0, dtype=v.dtype).set_(_torch_io._place(path, v.untyped_storage(), "cpu", map_location),
-                                                         0, v.shape, v.stride()) for k, v in out.items()}
+        if framework == "torch" and (isinstance(map_location, dict) or callable(map_location)):
+            out = {k: _mapped(path, v, map_location) for k, v in out.items()}
         return out
     if kind == "mcp:torch" and mmap:
         return _load_mcp_mapped(path, map_location, base, threads, progress)
@@ -208,6 +196,14 @@ def load(
     if kind.startswith("mcp:"):
         raise UnsupportedError(f"{path}: holds a {kind[4:]} file, not a checkpoint; restore it with decompress_file()")
     raise UnsupportedError(f"{path}: not an .mcp, torch.save (zip) or safetensors file")
+
+
+def _mapped(path: str, t: Any, map_location: Any) -> Any:
+    """A tensor decoded on the CPU, placed as torch.load places a storage saved on "cpu"."""
+    import torch
+
+    st = _torch_io._place(path, t.untyped_storage(), "cpu", map_location)
+    return torch.empty(0, dtype=t.dtype, device=st.device).set_(st, 0, t.shape, t.stride())
 
 
 def _load_mcp_mapped(path: str, map_location: Any, base: Any, threads: Optional[int], progress: Any) -> Any:

@@ -183,8 +183,8 @@ class _Builder:
         dt = getattr(torch, dtype)
         st = self._storages[storage]
         t = torch.empty((0,), dtype=dt, device=st.device).set_(st, offset, tuple(shape), tuple(stride))
-        if conj or neg:
-            torch._C._set_tensor_metadata(t, {"conj": bool(conj), "neg": bool(neg)})
+        if conj or neg:  # lazy bits, as torch._utils.set_tensor_metadata restores them
+            torch._C._set_tensor_metadata(t, {k: True for k, on in (("conj", conj), ("neg", neg)) if on})
         if is_parameter:
             return torch.nn.Parameter(t, requires_grad=bool(requires_grad))
         if requires_grad:

@@ -35,6 +35,33 @@ namespace {
 constexpr std::size_t k_copy_piece = std::size_t{16} << 20;
 constexpr std::int64_t k_no_segment = -1;
 
+// The names ObjectNode::kind documents (PickleKind's own, unlike pickle_kind_name's Python spellings).
+std::string node_kind(formats::PickleKind kind) {
+  using K = formats::PickleKind;
+  switch (kind) {
+    case K::none: return "none";
+    case K::boolean: return "boolean";
+    case K::integer: return "integer";
+    case K::big_integer: return "big_integer";
+    case K::floating: return "floating";
+    case K::complex: return "complex";
+    case K::string: return "string";
+    case K::bytes: return "bytes";
+    case K::list: return "list";
+    case K::tuple: return "tuple";
+    case K::set: return "set";
+    case K::dict: return "dict";
+    case K::ordered_dict: return "ordered_dict";
+    case K::global: return "global";
+    case K::dtype: return "dtype";
+    case K::size: return "size";
+    case K::device: return "device";
+    case K::storage: return "storage";
+    case K::tensor: return "tensor";
+  }
+  return "unknown";
+}
+
 }  // namespace
 
 struct TorchObjectReader::Impl {
@@ -104,7 +131,7 @@ void TorchObjectReader::Impl::read_object() {
   nodes.reserve(tree.node_count());
   for (std::size_t i = 0; i < tree.node_count(); ++i) {
     const auto& n = tree.node(static_cast<formats::PickleId>(i));
-    nodes.push_back({std::string(formats::pickle_kind_name(n.kind)), n.integer, n.real, n.imag, n.text, n.items,
+    nodes.push_back({node_kind(n.kind), n.integer, n.real, n.imag, n.text, n.items,
                      n.state, n.index});
   }
   std::unordered_map<std::string_view, const formats::TorchStorage*> by_key;

@@ -6,8 +6,8 @@ import collections
 import io
 import os
 import pickle
+import tempfile
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -120,7 +120,9 @@ def structures():
 @pytest.mark.parametrize("name", list(structures()))
 def test_each_structure_round_trips_like_torch(tmp_path, name):
     obj = structures()[name]
-    check_like_torch(obj, tmp_path / f"{name}.mcp")
+    # (format="torch" matters only for the flat {name: tensor} mappings, which are
+    # safetensors sources by default: test_flat_state_dict_stays_safetensors...)
+    check_like_torch(obj, tmp_path / f"{name}.mcp", format="torch")
 
 
 def test_whole_structure_with_shared_storages(tmp_path):
@@ -135,18 +137,22 @@ def test_whole_structure_with_shared_storages(tmp_path):
 def test_model_state_dict_with_tied_weights_keeps_metadata_and_sharing(tmp_path):
     net = Net()
     sd = net.state_dict()
-    got = check_like_torch(sd, tmp_path / "sd.mcp")
+    got = check_like_torch(sd, tmp_path / "sd.mcp", format="torch")
     assert isinstance(got, collections.OrderedDict) and got._metadata == sd._metadata
     assert got["emb.weight"].untyped_storage().data_ptr() == got["head.weight"].untyped_storage().data_ptr()
     Net().load_state_dict(got)
 
 
 def test_flat_state_dict_stays_safetensors_and_decompresses_to_a_pt_for_torch_objects(tmp_path):
-    flat = {"a": torch.randn(10), "b": torch.randn(3, 3)}
+    base = torch.randn(4, 4)
+    flat = collections.OrderedDict([("z", torch.randn(10)), ("b", torch.randn(3, 3)), ("t", base.t()), ("base", base)])
     mithril.save(flat, tmp_path / "flat.mcp")
     assert mithril.info(tmp_path / "flat.mcp")["source_kind"] == "safetensors"
-    back = mithril.load(tmp_path / "flat.mcp")
-    assert back.keys() == flat.keys() and all(torch.equal(back[k], flat[k]) for k in flat)
+    back = mithril.load(tmp_path / "flat.mcp")  # a plain dict sorted by name, views made contiguous
+    assert type(back) is dict and list(back) == sorted(flat) and all(torch.equal(back[k], flat[k]) for k in flat)
+    sd = Net().state_dict()
+    mithril.save(sd, tmp_path / "net.mcp")  # tied weights each stored, as safetensors sources always did
+    Net().load_state_dict(mithril.load(tmp_path / "net.mcp"))
 
     obj = {"model": flat, "step": 3}
     mithril.save(obj, tmp_path / "ckpt.mcp")
@@ -183,7 +189,10 @@ def test_delta_against_a_base(tmp_path):
 # ---------------------------------------------------------------- mmap, map_location, files
 
 
-def test_mmap_maps_plain_files_and_decodes_mcp_to_a_mapped_temporary(tmp_path):
+def test_mmap_maps_plain_files_and_decodes_mcp_to_a_mapped_temporary(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the .mcp is decoded to
     obj = structures()
     torch.save(obj, tmp_path / "x.pt")
     want = torch.load(tmp_path / "x.pt", weights_only=True)
@@ -194,7 +203,7 @@ def test_mmap_maps_plain_files_and_decodes_mcp_to_a_mapped_temporary(tmp_path):
     assert_same(torch.load(tmp_path / "x.pt", weights_only=True), want)
     mithril.save(obj, tmp_path / "x.mcp")
     assert_same(mithril.load(tmp_path / "x.mcp", mmap=True), want)
-    assert not [p for p in os.listdir(tmp_path) if p not in ("x.pt", "x.mcp")]
+    assert os.listdir(scratch) == []  # the temporary is unlinked once mapped
 
 
 def _with_location(pt_bytes, location):
@@ -222,11 +231,13 @@ def test_map_location_like_torch(tmp_path):
         for loc in ("cpu", torch.device("cpu"), {"cuda:0": "cpu"}, lambda storage, location: storage):
             assert_same(mithril.load(path, map_location=loc), want)
         seen = []
-        mithril.load(path, map_location=lambda s, location: seen.append(location))
+        assert_same(mithril.load(path, map_location=lambda s, location: (seen.append(location), s)[1]), want)
+        assert seen == ["cuda:0", "cuda:0"]
         if not torch.cuda.is_available():
-            assert seen == ["cuda:0", "cuda:0"]
             with pytest.raises(mithril.InvalidArgumentError, match="map_location='cpu'"):
                 mithril.load(path)
+            with pytest.raises(mithril.InvalidArgumentError, match="cuda"):
+                mithril.load(path, map_location=lambda s, location: None)  # None: the saved location
     # safetensors sources take map_location too
     mithril.save(obj, tmp_path / "st.mcp")
     assert mithril.load(tmp_path / "st.mcp", map_location="cpu")["w"].device.type == "cpu"
@@ -319,7 +330,7 @@ def _train(model, opt, sched, steps, seed):
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         x = torch.randint(0, 50, (32,), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(x), x)
+        loss = torch.nn.functional.cross_entropy(model(x), (x * 7 + 3) % 50)  # not the identity: real gradients
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -414,3 +425,14 @@ def test_progress_errors_propagate(tmp_path):
             mithril.save(obj, tmp_path / "b.mcp", progress=boom)
         assert not (tmp_path / "b.mcp").exists()  # the save was abandoned, nothing left behind
     assert os.listdir(tmp_path) == []
+
+
+def test_real_tqdm_bar(tmp_path):
+    tqdm = pytest.importorskip("tqdm")  # installed with lightning (requirements-dev.txt)
+    obj = {"m": {"w": torch.randn(200_000)}, "step": 1}
+    with tqdm.tqdm(unit="B", unit_scale=True, disable=False, file=io.StringIO()) as bar:
+        r = mithril.save(obj, tmp_path / "t.mcp", progress=bar)
+    assert bar.n == bar.total == r.source_bytes
+    with tqdm.tqdm(unit="B", file=io.StringIO()) as bar:
+        mithril.load(tmp_path / "t.mcp", progress=bar)
+    assert bar.n == bar.total == 800_000
