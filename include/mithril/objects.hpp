@@ -42,7 +42,7 @@ void remove_object(const std::string& url, const RemoteOptions& remote = {});
 
 // The keys of the objects whose URL starts with `url_prefix`, relative to
 // that prefix (for "s3://b/run/" and the object "s3://b/run/x/y": "x/y"),
-// sorted.
+// sorted. (file:// lists skip names starting with '.': in-flight temporaries.)
 std::vector<std::string> list_objects(const std::string& url_prefix, const RemoteOptions& remote = {});
 
 }  // namespace mithril

@@ -18,17 +18,17 @@ std::vector<std::byte> bytes_of(std::string_view s) {
 TEST(Objects, PutGetStatListRemove) {
   test::TempDir dir;
   const std::string root = "file://" + dir.path().string() + "/ckpt/";
-  EXPECT_FALSE(get_object(root + ".metadata").has_value());
-  EXPECT_FALSE(stat_object(root + ".metadata").has_value());
-  put_object(root + ".metadata", bytes_of("first"));
-  put_object(root + ".metadata", bytes_of("second"));  // replaced whole
+  EXPECT_FALSE(get_object(root + "manifest").has_value());
+  EXPECT_FALSE(stat_object(root + "manifest").has_value());
+  put_object(root + "manifest", bytes_of("first"));
+  put_object(root + "manifest", bytes_of("second"));  // replaced whole
   put_object(root + "__0_0.mcp", bytes_of("x"));
-  EXPECT_EQ(get_object(root + ".metadata"), bytes_of("second"));
-  EXPECT_EQ(stat_object(root + ".metadata"), std::optional<std::uint64_t>(6));
-  EXPECT_EQ(list_objects(root), (std::vector<std::string>{".metadata", "__0_0.mcp"}));
-  remove_object(root + ".metadata");
-  remove_object(root + ".metadata");  // a missing object is not an error
-  EXPECT_FALSE(get_object(root + ".metadata").has_value());
+  EXPECT_EQ(get_object(root + "manifest"), bytes_of("second"));
+  EXPECT_EQ(stat_object(root + "manifest"), std::optional<std::uint64_t>(6));
+  EXPECT_EQ(list_objects(root), (std::vector<std::string>{"__0_0.mcp", "manifest"}));
+  remove_object(root + "manifest");
+  remove_object(root + "manifest");  // a missing object is not an error
+  EXPECT_FALSE(get_object(root + "manifest").has_value());
   EXPECT_EQ(list_objects(root), (std::vector<std::string>{"__0_0.mcp"}));
 }
 
