@@ -263,3 +263,5 @@ SeriesMember series_register(const fs::path& dir, std::uint64_t step, const std:
   save(dir, members);  // the commit point
   return member;
 }
+
+}  // namespace mithril
