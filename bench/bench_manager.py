@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""The training loop's view of checkpointing, side by side in one run:
+torch.save every N steps, DCP's async_save (FileSystemWriter), and
+mithril.CheckpointManager (async, deltas against keyframes).
+
+For each: the time one save blocks the loop (median), the bytes on disk after
+the saves, and the time to restore the latest. Also: the snapshot copy alone
+(the floor for an async save's blocking time), and `mithril compress --base`
+applied file by file to torch.save files of the same states (the manager
+should add nothing to it).
+
+    .venv/bin/python bench/bench_manager.py [--params-m 16] [--saves 10] [--every 10] [--dtype bf16|fp32]
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import mithril
+from mithril.manager import _snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+MITHRIL_BIN = os.environ.get("MITHRIL_BIN", str(ROOT / "build" / "mithril"))
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def make(params_m, dtype):
+    torch.manual_seed(0)
+    width = int((params_m * 1e6 / 4) ** 0.5)
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(4)])
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    return model, opt, width
+
+
+def train(model, opt, width, step, dtype):
+    g = torch.Generator().manual_seed(step)
+    x = torch.randn(16, width, generator=g)
+    if dtype == "bf16":
+        x = x.to(torch.bfloat16)
+    loss = model(x).float().pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def state_of(model, opt, step):
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}
+
+
+def dir_bytes(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def run(method, args, work):
+    model, opt, width = make(args.params_m, args.dtype)
+    blocked, snap = [], []
+    target = work / method
+    target.mkdir()
+    mgr = None
+    if method == "manager":
+        mgr = mithril.CheckpointManager(target, max_deltas=args.saves, async_save=True)
+    pending = None
+    total_steps = args.saves * args.every
+    t_loop = time.perf_counter()
+    for step in range(1, total_steps + 1):
+        train(model, opt, width, step, args.dtype)
+        if step % args.every:
+            continue
+        state = state_of(model, opt, step)
+        t0 = time.perf_counter()
+        if method == "torch.save":
+            torch.save(state, target / f"step-{step}.pt")
+        elif method == "dcp.async_save":
+            import torch.distributed.checkpoint as dcp
+
+            if pending is not None:
+                pending.result()
+            pending = dcp.async_save(state, checkpoint_id=str(target / f"step-{step}"))
+        elif method == "manager":
+            mgr.save(step, state)
+        elif method == "snapshot":
+            _snapshot(state)
+        blocked.append(time.perf_counter() - t0)
+    if pending is not None:
+        pending.result()
+    if mgr is not None:
+        mgr.wait()
+    loop_s = time.perf_counter() - t_loop
+    size = dir_bytes(target)
+    # restore the latest
+    t0 = time.perf_counter()
+    if method == "torch.save":
+        torch.load(target / f"step-{total_steps}.pt", weights_only=True)
+    elif method == "dcp.async_save":
+        import torch.distributed.checkpoint as dcp
+
+        sd = state_of(*make(args.params_m, args.dtype)[:2], 0)
+        dcp.load(sd, checkpoint_id=str(target / f"step-{total_steps}"))
+    elif method == "manager":
+        mgr.restore()
+        mgr.close()
+    restore_s = time.perf_counter() - t0 if method != "snapshot" else 0.0
+    return {"method": method, "blocked_s": statistics.median(blocked), "bytes": size, "restore_s": restore_s,
+            "loop_s": loop_s}
+
+
+def compress_base_file_by_file(args, work):
+    """torch.save files of the same states, then `mithril compress` (first
+    standalone, the rest --base the first), summed."""
+    model, opt, width = make(args.params_m, args.dtype)
+    d = work / "per-file"
+    d.mkdir()
+    files = []
+    for step in range(1, args.saves * args.every + 1):
+        train(model, opt, width, step, args.dtype)
+        if step % args.every == 0:
+            p = d / f"step-{step}.pt"
+            torch.save(state_of(model, opt, step), p)
+            files.append(p)
+    total = 0
+    for i, p in enumerate(files):
+        out = p.with_suffix(".mcp")
+        cmd = [MITHRIL_BIN, "compress", "-q", str(p), "-o", str(out)]
+        if i:
+            cmd += ["--base", str(files[0])]
+        subprocess.run(cmd, check=True)
+        total += out.stat().st_size
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params-m", type=float, default=16)
+    ap.add_argument("--saves", type=int, default=10)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "manager.json"))
+    args = ap.parse_args()
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; mithril {mithril.__version__}")
+    results = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+        work = Path(tmp)
+        for method in ("snapshot", "torch.save", "dcp.async_save", "manager"):
+            r = run(method, args, work)
+            results.append(r)
+            print(f"{method:16s} blocks {r['blocked_s'] * 1e3:8.1f} ms/save  bytes {r['bytes'] / 2**20:9.1f} MiB  "
+                  f"restore {r['restore_s']:6.2f} s  loop {r['loop_s']:6.1f} s", flush=True)
+            shutil.rmtree(work / method)
+        per_file = compress_base_file_by_file(args, work)
+    by = {r["method"]: r for r in results}
+    plain = by["torch.save"]["bytes"]
+    print(f"\nmithril compress --base, file by file: {per_file / 2**20:.1f} MiB")
+    print("\n| method | blocks per save | vs snapshot copy | bytes after {} saves | vs torch.save | restore latest | vs torch.load |".format(args.saves))
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results[1:]:
+        print(f"| {r['method']} | {r['blocked_s'] * 1e3:.1f} ms | {r['blocked_s'] / by['snapshot']['blocked_s']:.2f}x | "
+              f"{r['bytes'] / 2**20:.1f} MiB | {r['bytes'] / plain:.3f} | {r['restore_s']:.2f} s | "
+              f"{r['restore_s'] / by['torch.save']['restore_s']:.2f}x |")
+    print(f"| snapshot copy alone | {by['snapshot']['blocked_s'] * 1e3:.1f} ms | 1.00x | | | | |")
+    print(f"\nmanager bytes / compress --base file by file: {by['manager']['bytes'] / per_file:.3f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"cpu": cpu_model(), "args": vars(args), "results": results,
+                                          "compress_base_bytes": per_file}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
