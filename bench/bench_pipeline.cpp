@@ -93,7 +93,8 @@ BENCHMARK(BM_DecompressMemory)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::k
 std::string kernels() {
   return "blake3=" + std::string(mithril::util::detail::blake3_kernel()) +
          " byte_group=" + std::string(mithril::codec::byte_group_isa()) +
-         " rans_decode=" + std::string(mithril::codec::rans::decode_isa());
+         " rans_encode=" + std::string(mithril::codec::rans::kernel_names().encode) +
+         " rans_decode=" + std::string(mithril::codec::rans::kernel_names().decode);
 }
 
 }  // namespace
