@@ -216,6 +216,10 @@ def artifacts(tmp_path, n, size, name="art"):
     return files
 
 
+def blobs(root):
+    return sum(1 for p in (Path(root) / "cas").rglob("*") if p.is_file())
+
+
 # The store's own scratch directories: a killed process's leftovers there are
 # removed by `cache gc` (after an hour, so that a live writer is never hit).
 SCRATCH = ("tmp", "trash")
@@ -232,8 +236,13 @@ def test_kill_cache_import(tmp_path):
     fill(template, earlier, "e")
     probe = tmp_path / "probe"
     shutil.copytree(template, probe)
-    duration = timed("cache", "import", bundle, env=cache_env(probe))
     store = tmp_path / "store"
+    before = blobs(template)
+
+    def importing(root):  # the first entry is being placed or is in
+        return blobs(root) > before or bool(in_progress(root))
+
+    duration = phase_duration(["cache", "import", bundle], cache_env(probe), lambda: importing(probe))
 
     def after_kill(i, killed):
         intact(store, earlier, "e", f"point {i}")
@@ -246,7 +255,8 @@ def test_kill_cache_import(tmp_path):
         shutil.copytree(template, store)
 
     shutil.copytree(template, store)
-    kill_loop(["cache", "import", bundle], duration, store, after_kill, env=cache_env(store))
+    kill_loop(["cache", "import", bundle], duration, store, after_kill, env=cache_env(store),
+              busy=lambda: importing(store), started=lambda: importing(store))
 
 
 def test_kill_cache_gc(tmp_path):
@@ -263,9 +273,6 @@ def test_kill_cache_gc(tmp_path):
         assert temporaries(store, SCRATCH) == [], f"point {i}"
         shutil.rmtree(store)
         shutil.copytree(template, store)
-
-    def blobs(root):
-        return sum(1 for p in (Path(root) / "cas").rglob("*") if p.is_file())
 
     before = blobs(template)
     duration = phase_duration(["cache", "gc", "--max-size", "1M"], cache_env(probe), lambda: blobs(probe) < before)
