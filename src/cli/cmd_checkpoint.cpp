@@ -187,7 +187,7 @@ int run_verify(const std::string& input, const std::string& base, unsigned threa
   for (const auto& p : r.problems) fmt::print(stderr, "mithril: error: {}\n", p);
   if (!r.ok) {
     fmt::print(stderr, "{}: DAMAGED ({} problem{})\n", input, r.problems.size(), r.problems.size() == 1 ? "" : "s");
-    return 1;
+    return 3;  // corrupt input, as for every other command (README)
   }
   if (!g.quiet)
     fmt::print("{}: OK ({} chunks, {} restored bytes, BLAKE3 verified) in {:.2f} s\n", input, r.chunks,
