@@ -133,6 +133,9 @@ def _reserve_unique_ids(dynamo: Any) -> None:
         found = list(getattr(code, "function_names", ()))
         for g in getattr(code, "guarded_codes", ()):
             found += list(names(g.dynamo_code))
+            state = getattr(g, "guards_state", b"")
+            if isinstance(state, (bytes, bytearray)):  # the builtins dict's name is in the guards
+                found += [m.decode() for m in re.findall(rb"__builtins_dict___\d+", state)]
         for n in found:
             m = re.match(r"^__\w*?_(\d+)$", str(n))
             if m and len(m.group(1)) < 12:
