@@ -87,11 +87,15 @@ def hit_rate(last_run):
     return f"{100.0 * hits / total:.0f}%" if total else "-"
 
 
+def summary(runs):
+    return {"first_s": statistics.median(r["first_s"] for r in runs),
+            "first_cpu_s": statistics.median(r.get("first_cpu_s", float("nan")) for r in runs),
+            "wall_s": statistics.median(r["wall_s"] for r in runs),
+            "hit_rate": hit_rate(runs[-1]["last_run"]), "runs": runs}
+
+
 def median_run(n, fn):
-    runs = [fn() for _ in range(n)]
-    first = statistics.median(r["first_s"] for r in runs)
-    wall = statistics.median(r["wall_s"] for r in runs)
-    return {"first_s": first, "wall_s": wall, "hit_rate": hit_rate(runs[-1]["last_run"]), "runs": runs}
+    return summary([fn() for _ in range(n)])
 
 
 def bench_model(model, work, repeat, redis):
@@ -106,9 +110,7 @@ def bench_model(model, work, repeat, redis):
         warm_today.append(run(today, model, MITHRIL_CACHE_PRECOMPILE="0"))
         warm_pre.append(run(pre, model))
     for name, runs in (("warm today", warm_today), ("warm precompile", warm_pre)):
-        res[name] = {"first_s": statistics.median(r["first_s"] for r in runs),
-                     "wall_s": statistics.median(r["wall_s"] for r in runs),
-                     "hit_rate": hit_rate(runs[-1]["last_run"]), "runs": runs}
+        res[name] = summary(runs)
     bundle = work / f"{model}.tar.zst"
     mithril(pre, "cache", "export", str(bundle))
     other, home = work / "elsewhere" / f"{model}-imported", work / f"home-{model}"
@@ -150,7 +152,8 @@ def main():
             print("stores kept in", work)
     modes = ["eager", "cold", "warm today", "warm precompile", "imported", "redis"]
     lines = [header, "",
-             "First compiled call, s (process wall, s) [hit rate of torch's lookups in that run]; medians of "
+             "First compiled call from torch.compile(), wall s / CPU s of the process (process wall, s) "
+             "[hit rate of torch's lookups in that run]; medians of "
              f"{a.repeat} runs except cold and redis (1 run).", "",
              "| model | " + " | ".join(modes) + " | cold / warm precompile |",
              "|---|" + "---:|" * (len(modes) + 1)]
@@ -158,7 +161,8 @@ def main():
         cells = []
         for mode in modes:
             v = r.get(mode)
-            cells.append("-" if v is None else f"{v['first_s']:.2f} ({v['wall_s']:.1f}) [{v['hit_rate']}]")
+            cells.append("-" if v is None else
+                         f"{v['first_s']:.2f} / {v['first_cpu_s']:.2f} cpu ({v['wall_s']:.1f}) [{v['hit_rate']}]")
         ratio = r["cold"]["first_s"] / r["warm precompile"]["first_s"]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio:.0f}x |")
     text = "\n".join(lines) + "\n"

@@ -33,6 +33,8 @@ py::dict stats_dict(const cache::StoreStats& s) {
     kinds[py::str(kind)] = e;
   }
   d["kinds"] = kinds;
+  d["last_sync"] = s.last_sync;  // by entry kind: hits / misses of the last sync
+  d["last_run"] = s.last_run;    // torch's lookups of the last run: hit / miss / bypass
   return d;
 }
 

@@ -110,6 +110,41 @@ def _components(code: Any) -> List[str]:
     return lines
 
 
+def _reserve_unique_ids(dynamo: Any) -> None:
+    """Installing a package puts globals named by the compiling process's
+    unique_id counter (e.g. ``__builtins_dict___0``) into the module; a
+    recompile in this process (a new shape) would draw the same names from a
+    fresh counter and fail ("Name '__builtins_dict___0' already exists in
+    scope", torch 2.13). Advance the counter past every number they use."""
+    import itertools
+    import re
+
+    import torch._dynamo.bytecode_transformation as bt
+
+    top = -1
+
+    def names(sc: Any) -> Any:
+        yield from getattr(sc, "co_names", ())
+        for c in getattr(sc, "co_consts", ()):
+            if hasattr(c, "co_names"):
+                yield from names(c)
+
+    for code in dynamo.codes:
+        found = list(getattr(code, "function_names", ()))
+        for g in getattr(code, "guarded_codes", ()):
+            found += list(names(g.dynamo_code))
+            state = getattr(g, "guards_state", b"")
+            if isinstance(state, (bytes, bytearray)):  # the builtins dict's name is in the guards
+                found += [m.decode() for m in re.findall(rb"__builtins_dict___\d+", state)]
+        for n in found:
+            m = re.match(r"^__\w*?_(\d+)$", str(n))
+            if m and len(m.group(1)) < 12:
+                top = max(top, int(m.group(1)))
+    counter = getattr(bt, "_unique_id_counter", None)
+    if top >= 0 and counter is not None:
+        bt._unique_id_counter = itertools.count(max(next(counter), top + 1))
+
+
 def _fall_back() -> None:
     cfg = sys.modules.get("torch._dynamo.config")
     if cfg is not None:
@@ -160,6 +195,7 @@ def _install_store() -> None:
                 counters["dynamo_cache"]["dynamo_cache_error"] += 1
                 _record_event("precompile", key, "bypass", comps, reason=str(e))
                 return None
+            _reserve_unique_ids(result.dynamo)
             counters["dynamo_cache"]["dynamo_cache_hit"] += 1
             _record_event("precompile", key, "hit", comps)
             return result

@@ -160,7 +160,7 @@ def main() -> int:
     for i in range(a.modules):
         module(ind, f"{a.tag}{i}", a.size, st)
     if a.extra_kind:
-        write_atomic(os.path.join(ind, "dynamo", "code_state_" + a.tag + ".pkl"), payload("pgo" + a.tag, 100))
+        write_atomic(os.path.join(ind, "mystery", "state_" + a.tag + ".bin"), payload("other" + a.tag, 100))
     print(json.dumps({"hits": st.hits, "misses": st.misses, "outside_reads": st.outside, "bad_reads": st.bad}))
     return 0 if st.bad == 0 else 3
 

@@ -34,6 +34,9 @@ def env_for(store):
         if k.startswith("TORCHINDUCTOR_") or k.startswith("TRITON_"):
             del e[k]
     e["OMP_NUM_THREADS"] = "1"
+    # This file measures the FX-graph path (and Mega-Cache); the precompile
+    # path is test_cache_precompile.py's.
+    e["MITHRIL_CACHE_PRECOMPILE"] = "0"
     return e
 
 

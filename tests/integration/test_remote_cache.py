@@ -196,7 +196,8 @@ def test_real_torch_compile_second_machine_hits_through_redis(tmp_path, redis_se
     if shutil.which("g++") is None:
         pytest.skip("Inductor's C++ backend needs g++")
     model = str(os.path.join(os.path.dirname(__file__), "cache_torch_model.py"))
-    env = {"MITHRIL_CACHE_REMOTE": redis_server.url(0, "torch-" + os.urandom(3).hex()), "OMP_NUM_THREADS": "1"}
+    env = {"MITHRIL_CACHE_REMOTE": redis_server.url(0, "torch-" + os.urandom(3).hex()), "OMP_NUM_THREADS": "1",
+           "MITHRIL_CACHE_PRECOMPILE": "0"}  # the FX-graph path; precompile through Redis: bench_compile.py
 
     def compile_run(store):
         e = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR_", "TRITON_"))}

@@ -88,7 +88,7 @@ print(json.dumps({"compile_s": round(compile_s, 3), "hit": ind.get("fxgraph_cach
 def test_torch_compile_in_two_fresh_processes_hits_the_second_time(tmp_path):
     pytest.importorskip("torch")
     store = tmp_path / "store"
-    env = clean_env(OMP_NUM_THREADS="1")
+    env = clean_env(OMP_NUM_THREADS="1", MITHRIL_CACHE_PRECOMPILE="0")  # the FX-graph path
     runs = []
     for _ in range(2):
         p = subprocess.run([sys.executable, "-c", MODEL, str(store)], capture_output=True, text=True, env=env,
