@@ -296,6 +296,7 @@ void ChunkDecoder::check_payload(util::ByteSpan payload, const container::ChunkR
         break;
       }
       case PlaneCodec::rans0:
+      case PlaneCodec::rans0_blocks:  // rANS codes any size from a few bytes: only emptiness is impossible
         if (size == 0) fail(fmt::format("plane {}: empty rANS block", k));
         break;
       default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));

@@ -82,8 +82,9 @@ def kill_loop(argv, duration, watch, after_kill, env=None, busy=None, started=No
     (default: a temporary or scratch file exists under watch)."""
     busy = busy or (lambda: bool(in_progress(watch)))
     stats = {"points": POINTS, "kills": 0, "with_temp": 0, "finished": 0}
+    span = duration * 1.1
     for i in range(POINTS):
-        delay = duration * 1.1 * (i + 0.5) / POINTS
+        delay = span * (i + 0.5) / POINTS
         p = subprocess.Popen([str(MITHRIL), *map(str, argv)], env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if started:  # the phase under test begins only once started() holds
@@ -101,6 +102,7 @@ def kill_loop(argv, duration, watch, after_kill, env=None, busy=None, started=No
         else:
             assert p.wait() == 0
             stats["finished"] += 1
+            span *= 0.8  # the probe ran slower than the work runs now (a loaded moment): aim earlier
             after_kill(i, False)
     print(f"\nkill loop {argv[0]} {argv[1] if len(argv) > 1 else ''}: {stats}")
     # Dozens of real kill points (timing on a loaded machine varies: at least
