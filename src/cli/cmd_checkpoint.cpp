@@ -1,5 +1,7 @@
 // cli/cmd_checkpoint.cpp — compress, decompress, info, verify.
 #include <algorithm>
+#include <chrono>
+#include <functional>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -9,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/directory.hpp"
 #include "cli/progress.hpp"
 #include "mithril/checkpoint.hpp"
 #include "mithril/error.hpp"
@@ -75,9 +78,52 @@ struct DecompressArgs {
   bool sync = false;
 };
 
+// One progress line and one summary for every file under a directory;
+// `one` runs a job with the progress callback it is given and returns the
+// bytes it wrote.
+void run_directory(const fs::path& in, const fs::path& out, DirectoryDirection direction, bool force,
+                   const GlobalOptions& g,
+                   const std::function<std::uint64_t(const DirectoryJob&, const ProgressCallback&)>& one) {
+  const auto jobs = plan_directory(in, out, direction, force);
+  std::uint64_t total = 0, done = 0, written = 0;
+  for (const auto& j : jobs) total += j.bytes;
+  const bool compress = direction == DirectoryDirection::compress;
+  ProgressBar bar(compress ? "compress" : "decompress", !g.quiet);
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& j : jobs) {
+    std::error_code ec;
+    fs::create_directories(j.output.parent_path(), ec);
+    if (ec) throw Error(Errc::io, fmt::format("{}: cannot create: {}", j.output.parent_path().string(), ec.message()));
+    // The library reports its own file's progress (of the source bytes); the
+    // line shows the directory's: the input bytes of the files before, plus
+    // this file's share.
+    written += one(j, [&](std::uint64_t d, std::uint64_t t) {
+      bar.update(done + (t ? static_cast<std::uint64_t>(static_cast<double>(j.bytes) * static_cast<double>(d) /
+                                                        static_cast<double>(t))
+                           : 0),
+                 total);
+    });
+    done += j.bytes;
+    bar.update(done, total);
+  }
+  bar.finish();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!g.quiet)
+    fmt::print(stderr, "{}: {} files, {} -> {}{} in {:.2f} s, {:.0f} MiB/s -> {}\n", in.string(), jobs.size(),
+               format_bytes(total), format_bytes(written),
+               compress ? fmt::format(" (ratio {:.3f})", ratio(total, written)) : "", secs,
+               mib_per_s(compress ? total : written, secs), out.string());
+}
+
+// "dir/" -> "dir", so that "dir/" + ".mcp" names a sibling, not a file inside.
+std::string without_trailing_slash(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
 void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   const fs::path in = a.input;
-  const fs::path out = a.output.empty() ? fs::path(a.input + ".mcp") : fs::path(a.output);
+  const fs::path out = a.output.empty() ? fs::path(without_trailing_slash(a.input) + ".mcp") : fs::path(a.output);
   CompressOptions o;
   o.level = a.level;
   o.threads = a.threads;
@@ -92,9 +138,18 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
       throw Error(Errc::invalid_argument, fmt::format("--meta expects KEY=VALUE, got '{}'", kv));
     o.metadata[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
+  o.warn = [&](const std::string& w) { fmt::print(stderr, "mithril: warning: {}\n", w); };
+  if (fs::is_directory(in)) {
+    if (o.base) throw Error(Errc::invalid_argument, fmt::format("{}: --base takes a file, not a directory", a.base));
+    run_directory(in, out, DirectoryDirection::compress, a.force, g,
+                  [&](const DirectoryJob& j, const ProgressCallback& p) {
+                    o.progress = p;
+                    return compress_file(j.input, j.output, o).output_bytes;
+                  });
+    return;
+  }
   ProgressBar bar("compress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
-  o.warn = [&](const std::string& w) { fmt::print(stderr, "mithril: warning: {}\n", w); };
   const auto r = compress_file(in, out, o);
   bar.finish();
   if (!g.quiet)
@@ -107,7 +162,7 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
 }
 
 void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
-  const fs::path in = a.input;
+  const fs::path in = is_url(a.input) ? a.input : without_trailing_slash(a.input);
   fs::path out = a.output;
   if (out.empty()) {
     if (in.extension() != ".mcp")
@@ -122,6 +177,15 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
   o.remote.endpoint = a.endpoint;
   o.sync = a.sync;
   if (!a.base.empty()) o.base = a.base;
+  if (!is_url(a.input) && fs::is_directory(in)) {
+    if (o.base) throw Error(Errc::invalid_argument, fmt::format("{}: --base takes a file, not a directory", a.base));
+    run_directory(in, out, DirectoryDirection::decompress, a.force, g,
+                  [&](const DirectoryJob& j, const ProgressCallback& p) {
+                    o.progress = p;
+                    return decompress_file(j.input, j.output, o).output_bytes;
+                  });
+    return;
+  }
   ProgressBar bar("decompress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
   const auto r = decompress_file(in, out, o);
@@ -292,8 +356,8 @@ void run_tensor(const TensorArgs& a, const GlobalOptions& g) {
 void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   auto c = std::make_shared<CompressArgs>();
   auto* compress = app.add_subcommand("compress", "Compress a checkpoint (safetensors, torch.save, or any file) into .mcp");
-  compress->add_option("input", c->input, "Checkpoint to compress")->required();
-  compress->add_option("-o,--output", c->output, "Output file (default: INPUT.mcp)");
+  compress->add_option("input", c->input, "Checkpoint to compress, or a directory (every file in it)")->required();
+  compress->add_option("-o,--output", c->output, "Output file or, for a directory, directory (default: INPUT.mcp)");
   compress->add_option("-l,--level", c->level, "Level 1..19 (default 3); higher tries zstd on more planes")
       ->check(CLI::Range(k_min_level, k_max_level));
   compress->add_option("-T,--threads", c->threads, "Worker threads (default: all cores)");
@@ -307,7 +371,7 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
 
   auto d = std::make_shared<DecompressArgs>();
   auto* decompress = app.add_subcommand("decompress", "Restore the original file from an .mcp");
-  decompress->add_option("input", d->input, "The .mcp file")->required();
+  decompress->add_option("input", d->input, "The .mcp file, or a directory made by `compress DIR`")->required();
   decompress->add_option("-o,--output", d->output, "Output file (default: INPUT without .mcp)");
   decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
   decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");
