@@ -202,8 +202,9 @@ DirectoryResult read_manifest(const fs::path& dir) {
   const fs::path path = dir / k_directory_manifest;
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
-  if (ec) throw Error(Errc::not_found, fmt::format("{}: not a compressed directory ({} is missing)", dir.string(),
-                                                   k_directory_manifest));
+  if (ec)
+    throw Error(Errc::invalid_argument, fmt::format("{}: not a compressed directory (no {}; `mithril compress` it first)",
+                                                    dir.string(), k_directory_manifest));
   if (size > k_max_manifest_bytes)
     throw Error(Errc::corrupt, fmt::format("{}: {} bytes, larger than a manifest can be", path.string(), size));
   Json j;

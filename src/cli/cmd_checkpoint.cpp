@@ -1,5 +1,7 @@
 // cli/cmd_checkpoint.cpp — compress, decompress, info, verify.
 #include <algorithm>
+#include <chrono>
+#include <functional>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -60,8 +62,9 @@ bool is_url(const std::string& s) {
   return false;
 }
 
-// One line per file of a directory checkpoint, then the totals.
-void print_directory(const DirectoryResult& r, const std::string& verb, const fs::path& out, bool restored) {
+// One line per file of a directory checkpoint, then the totals (as the
+// single-file summary: input, sizes, ratio, time, speed, output).
+void print_directory(const DirectoryResult& r, const fs::path& in, const fs::path& out, bool restored) {
   for (const auto& f : r.files) {
     if (restored)
       fmt::print(stderr, "  {}: {}\n", f.name, format_bytes(f.bytes));
@@ -73,8 +76,8 @@ void print_directory(const DirectoryResult& r, const std::string& verb, const fs
       fmt::print(stderr, "  {}: {} (copied)\n", f.name, format_bytes(f.bytes));
   }
   const std::uint64_t from = restored ? r.output_bytes : r.source_bytes, to = restored ? r.source_bytes : r.output_bytes;
-  fmt::print(stderr, "{} {} files: {} -> {} (ratio {:.3f}) in {:.2f} s, {:.0f} MiB/s -> {}\n", verb, r.files.size(),
-             format_bytes(from), format_bytes(to), ratio(r.source_bytes, r.output_bytes), r.seconds,
+  fmt::print(stderr, "{}: {} files, {} -> {} (ratio {:.3f}) in {:.2f} s, {:.0f} MiB/s -> {}\n", in.string(),
+             r.files.size(), format_bytes(from), format_bytes(to), ratio(r.source_bytes, r.output_bytes), r.seconds,
              mib_per_s(r.source_bytes, r.seconds), out.string());
 }
 
@@ -94,9 +97,15 @@ struct DecompressArgs {
   bool sync = false;
 };
 
+// "dir/" -> "dir", so that "dir/" + ".mcp" names a sibling, not a file inside.
+std::string without_trailing_slash(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
 void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   const fs::path in = a.input;
-  const fs::path out = a.output.empty() ? fs::path(a.input + ".mcp") : fs::path(a.output);
+  const fs::path out = a.output.empty() ? fs::path(without_trailing_slash(a.input) + ".mcp") : fs::path(a.output);
   CompressOptions o;
   o.level = a.level;
   o.threads = a.threads;
@@ -115,11 +124,9 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
   o.warn = [&](const std::string& w) { fmt::print(stderr, "mithril: warning: {}\n", w); };
   if (!is_url(a.input) && fs::is_directory(in)) {
-    const fs::path dir_out = a.output.empty() ? fs::path(in.lexically_normal().string() + ".mcp")
-                                              : fs::path(a.output);
-    const auto r = compress_directory(in.lexically_normal(), dir_out, o);
+    const auto r = compress_directory(in, out, o);
     bar.finish();
-    if (!g.quiet) print_directory(r, "compressed", dir_out, false);
+    if (!g.quiet) print_directory(r, in, out, false);
     return;
   }
   const auto r = compress_file(in, out, o);
@@ -134,22 +141,14 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
 }
 
 void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
-  const fs::path in = a.input;
+  const fs::path in = is_url(a.input) ? a.input : without_trailing_slash(a.input);
+  const bool directory = !is_url(a.input) && fs::is_directory(in);
   fs::path out = a.output;
-  if (out.empty() && !(!is_url(a.input) && fs::is_directory(in))) {
+  if (out.empty()) {
     if (in.extension() != ".mcp")
       throw Error(Errc::invalid_argument,
                   fmt::format("{}: does not end in .mcp; say where to write with -o OUT", in.string()));
     out = is_url(a.input) ? in.filename() : in;  // a remote input restores into the working directory
-    out.replace_extension();
-  }
-  const bool directory = !is_url(a.input) && fs::is_directory(in);
-  if (directory && a.output.empty()) {
-    const fs::path name = in.lexically_normal().filename();
-    if (name.extension() != ".mcp")
-      throw Error(Errc::invalid_argument,
-                  fmt::format("{}: does not end in .mcp; say where to write with -o OUT", in.string()));
-    out = in.lexically_normal();
     out.replace_extension();
   }
   DecompressOptions o;
@@ -163,7 +162,7 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
   if (directory) {
     const auto r = decompress_directory(in, out, o);
     bar.finish();
-    if (!g.quiet) print_directory(r, "restored", out, true);
+    if (!g.quiet) print_directory(r, in, out, true);
     return;
   }
   const auto r = decompress_file(in, out, o);
@@ -404,7 +403,7 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
 
   auto d = std::make_shared<DecompressArgs>();
   auto* decompress = app.add_subcommand("decompress", "Restore the original file from an .mcp");
-  decompress->add_option("input", d->input, "The .mcp file")->required();
+  decompress->add_option("input", d->input, "The .mcp file, or a directory made by `compress DIR`")->required();
   decompress->add_option("-o,--output", d->output, "Output file (default: INPUT without .mcp)");
   decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
   decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");

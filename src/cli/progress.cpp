@@ -1,8 +1,11 @@
+// cli/progress.cpp — the progress line (see progress.hpp).
 #include "cli/progress.hpp"
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -19,26 +22,55 @@ std::string format_bytes(std::uint64_t bytes) {
   return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
+std::string format_eta(double seconds) {
+  const auto s = static_cast<std::uint64_t>(seconds + 0.5);
+  if (s < 60) return fmt::format("{} s", s);
+  if (s < 3600) return fmt::format("{}:{:02}", s / 60, s % 60);
+  return fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+}
+
+namespace {
+// MITHRIL_PROGRESS_DELAY: seconds of work before the line appears (default
+// 0.3: quick commands print nothing but their summary).
+std::chrono::milliseconds progress_delay() {
+  const char* v = std::getenv("MITHRIL_PROGRESS_DELAY");
+  if (v == nullptr || *v == '\0') return std::chrono::milliseconds(300);
+  char* end = nullptr;
+  const double s = std::strtod(v, &end);
+  if (end == v || *end != '\0' || !(s >= 0) || s > 3600) return std::chrono::milliseconds(300);
+  return std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000));
+}
+}  // namespace
+
 ProgressBar::ProgressBar(std::string label, bool enabled)
     : m_label(std::move(label)), m_enabled(enabled && ::isatty(STDERR_FILENO)),
-      m_start(std::chrono::steady_clock::now()), m_last(m_start) {}
+      m_delay(progress_delay()), m_start(std::chrono::steady_clock::now()), m_last(m_start) {}
 
 ProgressBar::~ProgressBar() { finish(); }
 
 void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
   if (!m_enabled) return;
   const auto now = std::chrono::steady_clock::now();
-  // Only long runs get a bar, redrawn at most 10 times a second.
-  if (now - m_start < std::chrono::milliseconds(300) || (now - m_last < std::chrono::milliseconds(100) && done < total))
+  // Only long runs get a line, redrawn at most 10 times a second.
+  if (now - m_start < m_delay || (now - m_last < std::chrono::milliseconds(100) && done < total))
     return;
   m_last = now;
-  const double frac = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
-  const int width = 30;
-  const int filled = static_cast<int>(frac * width);
   const double secs = std::chrono::duration<double>(now - m_start).count();
-  const double rate = secs > 0 ? static_cast<double>(done) / secs / (1 << 20) : 0;
-  fmt::print(stderr, "\r{} [{}{}] {:3.0f}% {} / {}  {:.0f} MiB/s \033[K", m_label, std::string(filled, '#'),
-             std::string(width - filled, '.'), frac * 100, format_bytes(done), format_bytes(total), rate);
+  const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;  // bytes/s
+  std::string line;
+  if (total > 0) {
+    const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
+    const int width = 24;
+    const int filled = static_cast<int>(frac * width);
+    const std::string eta = rate > 0 && done < total ? format_eta(static_cast<double>(total - done) / rate) : "-";
+    line = fmt::format("{} [{}{}] {:3.0f}% {} / {}  {:.0f} MiB/s  ETA {}", m_label, std::string(filled, '#'),
+                       std::string(width - filled, '.'), frac * 100, format_bytes(done), format_bytes(total),
+                       rate / (1 << 20), eta);
+  } else {
+    line = fmt::format("{} {}  {:.0f} MiB/s", m_label, format_bytes(done), rate / (1 << 20));
+  }
+  fmt::print(stderr, "\r{}\033[K", line);
+  std::fflush(stderr);
   m_drawn = true;
 }
 
