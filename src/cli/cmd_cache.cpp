@@ -131,7 +131,9 @@ nlohmann::json stats_json(const cache::StoreStats& s) {
   j["kinds"] = std::move(kinds);
   j["last_sync"] = s.last_sync;
   auto last_run = nlohmann::json::object();
-  for (const auto& [kind, c] : s.last_run) {
+  for (const auto& entry : s.last_run) {  // (clang 14 cannot capture structured bindings)
+    const auto& kind = entry.first;
+    const auto& c = entry.second;
     nlohmann::json jk = c;
     const auto get = [&](const char* k) { return c.count(k) ? c.at(k) : 0; };
     const auto n = get("hit") + get("miss") + get("bypass");
