@@ -28,18 +28,6 @@ py::dict compress_result(const CompressResult& r) {
   return d;
 }
 
-CompressOptions compress_options(int level, unsigned threads, std::size_t chunk_size, bool force, bool sync,
-                                 const OptPath& base, const StrMap& metadata) {
-  CompressOptions o;
-  o.level = level;
-  o.threads = threads;
-  o.chunk_size = chunk_size;
-  o.force = force;
-  o.sync = sync;
-  o.base = base;
-  o.metadata = metadata;
-  return o;
-}
 
 py::dict file_info(const FileInfo& info) {
   py::dict d;

@@ -29,14 +29,7 @@ void bind_torch_object(py::module_& m) {
       [](const py::handle& pickle, const py::list& storages, const Path& output, int level, unsigned threads,
          std::size_t chunk_size, bool force, bool sync, const OptPath& base, const StrMap& metadata,
          const py::object& progress) {
-        CompressOptions o;
-        o.level = level;
-        o.threads = threads;
-        o.chunk_size = chunk_size;
-        o.force = force;
-        o.sync = sync;
-        o.base = base;
-        o.metadata = metadata;
+        auto o = compress_options(level, threads, chunk_size, force, sync, base, metadata);
         PyProgress report(progress);
         o.progress = report.callback();
         const BufferView pkl(pickle, BufferView::Access::read);

@@ -11,9 +11,30 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <map>
+#include <optional>
+#include <string>
+
+#include "mithril/checkpoint.hpp"
+
 namespace mithril::python {
 
 namespace py = pybind11;
+
+// The options every compressing binding takes, in one place.
+inline CompressOptions compress_options(int level, unsigned threads, std::size_t chunk_size, bool force, bool sync,
+                                        const std::optional<std::filesystem::path>& base,
+                                        const std::map<std::string, std::string>& metadata) {
+  CompressOptions o;
+  o.level = level;
+  o.threads = threads;
+  o.chunk_size = chunk_size;
+  o.force = force;
+  o.sync = sync;
+  o.base = base;
+  o.metadata = metadata;
+  return o;
+}
 
 void bind_checkpoint(py::module_& m);
 void bind_cache(py::module_& m);
