@@ -6,7 +6,6 @@
 #include <optional>
 
 #include <fmt/format.h>
-#include <tbb/enumerable_thread_specific.h>
 
 #include "checkpoint/parallel.hpp"
 #include "checkpoint/source.hpp"
@@ -31,9 +30,9 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
   struct Slot {
     util::ByteVector raw;     // decoded bytes, unless the target places them
     util::ByteVector stored;  // fetched payload (remote containers)
+    codec::ChunkDecoder decoder;
   };
   std::vector<Slot> slots(in_flight);
-  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
   util::Blake3Tree digest(index.source.size, index.chunks.size());
   // Damage per chunk, reported in chunk order afterwards.
   std::vector<std::string> damage(problems ? index.chunks.size() : 0);
@@ -67,7 +66,7 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
         if (slot.raw.size() < r.raw_size) slot.raw.resize(r.raw_size);
         out = util::MutableByteSpan(slot.raw.data(), r.raw_size);
       }
-      decoders.local().decode(payload, r, out, base_bytes, what);
+      slot.decoder.decode(payload, r, out, base_bytes, what);
     } catch (const Error& e) {
       if (!problems || e.code() != Errc::corrupt) throw;
       damage[i] = e.what();

@@ -1,5 +1,5 @@
 // checkpoint/parallel.hpp — the one bounded pipeline used by compression,
-// decompression and verification.
+// decompression and verification, and a parallel loop for the readers.
 //
 //   work(i, s)    runs in parallel on up to `threads` workers, i = 0..n-1,
 //                 started in order of i;
@@ -23,7 +23,15 @@ unsigned resolve_threads(unsigned threads);
 
 using PipelineStage = std::function<void(std::size_t item, std::size_t slot)>;
 
+
 void run_pipeline(std::size_t n, unsigned threads, std::size_t in_flight, const PipelineStage& work,
                   const PipelineStage& order = {}, const PipelineStage& finish = {});
+
+// fn(i, s) for i = 0..n-1 in any order on up to `threads` workers (0: all
+// cores); serially when threads is 1. s < loop_slots(threads) is held by one
+// call at a time, so per-worker state (a decoder) can live in a vector of
+// loop_slots(threads). The first exception is rethrown.
+std::size_t loop_slots(unsigned threads);
+void parallel_for_index(std::size_t n, unsigned threads, const PipelineStage& fn);
 
 }  // namespace mithril::checkpoint

@@ -1,10 +1,6 @@
 // checkpoint/tensor_reader.cpp — CheckpointReader: random access to the
 // tensors of an .mcp (safetensors source) or of a safetensors file, decoded
 // straight into caller memory.
-#include <tbb/blocked_range.h>
-#include <tbb/enumerable_thread_specific.h>
-#include <tbb/parallel_for.h>
-#include <tbb/task_arena.h>
 
 #include <algorithm>
 #include <cstring>
@@ -234,31 +230,21 @@ void CheckpointReader::read_tensor_range(std::size_t index, std::uint64_t offset
     const std::uint64_t lo = r.source_offset - seg.offset;
     if (lo < end && lo + r.raw_size > offset) chunks.push_back(c);
   }
-  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
-  const auto run = [&](std::size_t j) {
+  std::vector<codec::ChunkDecoder> decoders(checkpoint::loop_slots(im.threads));
+  const auto run = [&](std::size_t j, std::size_t s) {
     const auto c = chunks[j];
     const auto& r = index_.chunks[c];
     const std::uint64_t lo = r.source_offset - seg.offset;
     if (lo >= offset && lo + r.raw_size <= end) {
-      im.decode_chunk(decoders.local(), c, out.subspan(lo - offset, r.raw_size));
+      im.decode_chunk(decoders[s], c, out.subspan(lo - offset, r.raw_size));
       return;
     }
     util::ByteVector whole(r.raw_size);  // a chunk cut by the range: decoded whole, its checksum checked
-    im.decode_chunk(decoders.local(), c, whole);
+    im.decode_chunk(decoders[s], c, whole);
     const std::uint64_t from = std::max(lo, offset), to = std::min(lo + r.raw_size, end);
     std::memcpy(out.data() + (from - offset), whole.data() + (from - lo), to - from);
   };
-  if (im.threads <= 1 || chunks.size() <= 1) {
-    for (std::size_t j = 0; j < chunks.size(); ++j) run(j);
-  } else {
-    tbb::task_arena arena(static_cast<int>(im.threads));
-    arena.execute([&] {
-      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, chunks.size(), 1),
-                        [&](const tbb::blocked_range<std::size_t>& r) {
-                          for (std::size_t j = r.begin(); j != r.end(); ++j) run(j);
-                        });
-    });
-  }
+  checkpoint::parallel_for_index(chunks.size(), im.threads, run);
 }
 
 void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify_digest) const {
@@ -298,22 +284,13 @@ void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify
     }
   }
 
-  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
-  const auto run = [&](std::size_t j) {
+  std::vector<codec::ChunkDecoder> decoders(checkpoint::loop_slots(im.threads));
+  const auto run = [&](std::size_t j, std::size_t s) {
     const Job& job = jobs[j];
-    if (im.mcp) im.decode_chunk(decoders.local(), job.source, job.out);
+    if (im.mcp) im.decode_chunk(decoders[s], job.source, job.out);
     else std::memcpy(job.out.data(), im.plain->bytes().data() + job.source, job.out.size());
   };
-  if (im.threads <= 1 || jobs.size() <= 1) {
-    for (std::size_t j = 0; j < jobs.size(); ++j) run(j);
-  } else {
-    tbb::task_arena arena(static_cast<int>(im.threads));
-    arena.execute([&] {
-      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, jobs.size(), 1), [&](const tbb::blocked_range<std::size_t>& r) {
-        for (std::size_t j = r.begin(); j != r.end(); ++j) run(j);
-      });
-    });
-  }
+  checkpoint::parallel_for_index(jobs.size(), im.threads, run);
 
   if (!verify_digest || !im.mcp) return;
   std::vector<const Target*> by_tensor(im.tensors.size(), nullptr);

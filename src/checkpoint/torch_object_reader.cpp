@@ -6,15 +6,12 @@
 // are decoded at open, into a sparse buffer of the source's size, which the
 // same reader that reads plain files then parses; storage bytes are decoded
 // only by read_storages().
-#include <tbb/blocked_range.h>
-#include <tbb/enumerable_thread_specific.h>
-#include <tbb/parallel_for.h>
-#include <tbb/task_arena.h>
 
 #include <atomic>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -228,10 +225,10 @@ void TorchObjectReader::read_storages(std::span<const Target> targets, const Pro
 
   std::mutex progress_mutex;
   std::uint64_t done = 0;
-  tbb::enumerable_thread_specific<codec::ChunkDecoder> decoders;
-  const auto run = [&](std::size_t j) {
+  std::vector<codec::ChunkDecoder> decoders(checkpoint::loop_slots(im.threads));
+  const auto run = [&](std::size_t j, std::size_t s) {
     const Job& job = jobs[j];
-    if (job.chunk) im.decode_chunk(decoders.local(), job.source, job.out);
+    if (job.chunk) im.decode_chunk(decoders[s], job.source, job.out);
     else std::memcpy(job.out.data(), im.file.data() + job.source, job.out.size());
     if (progress) {
       const std::lock_guard lock(progress_mutex);
@@ -239,16 +236,7 @@ void TorchObjectReader::read_storages(std::span<const Target> targets, const Pro
       progress(done, total);
     }
   };
-  if (im.threads <= 1 || jobs.size() <= 1) {
-    for (std::size_t j = 0; j < jobs.size(); ++j) run(j);
-  } else {
-    tbb::task_arena arena(static_cast<int>(im.threads));
-    arena.execute([&] {
-      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, jobs.size(), 1), [&](const tbb::blocked_range<std::size_t>& r) {
-        for (std::size_t j = r.begin(); j != r.end(); ++j) run(j);
-      });
-    });
-  }
+  checkpoint::parallel_for_index(jobs.size(), im.threads, run);
   if (progress && jobs.empty()) progress(total, total);
 }
 

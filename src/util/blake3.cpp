@@ -15,6 +15,8 @@
 #include <tbb/parallel_invoke.h>
 #include <tbb/task_arena.h>
 
+#include "util/tsan.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -452,6 +454,15 @@ Words8 power_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, const Wo
 }
 
 // Output node of the subtree over data[0, len), chunk counters from `counter`,
+// tbb::parallel_invoke with its fork and join declared to TSan (util/tsan.hpp).
+template <class... F>
+void invoke_parallel(F&&... f) {
+  const char fork = 0, join = 0;
+  tsan::release(&fork);
+  tbb::parallel_invoke([&] { tsan::task(&fork, &join, f); }...);
+  tsan::acquire(&join);
+}
+
 // following the spec's left-heavy tree. Splits above `grain` bytes run in parallel.
 Output subtree_output(const std::uint8_t* data, std::size_t len, const Words8& key, std::uint64_t counter,
                       std::uint32_t flags, std::size_t grain) {
@@ -469,12 +480,12 @@ Output subtree_output(const std::uint8_t* data, std::size_t len, const Words8& k
     if (left_len > grain && left_chunks >= 2) {
       Words8 ll, lr;
       std::size_t half = left_chunks / 2;
-      tbb::parallel_invoke([&] { ll = power_subtree_cv(data, half, key, counter, flags); },
+      invoke_parallel([&] { ll = power_subtree_cv(data, half, key, counter, flags); },
                            [&] { lr = power_subtree_cv(data + half * k_chunk_len, half, key, counter + half, flags); },
                            right);
       l = parent_cv(ll, lr, key, flags);
     } else {
-      tbb::parallel_invoke(left, right);
+      invoke_parallel(left, right);
     }
   } else {
     left();
@@ -608,10 +619,15 @@ Digest blake3_parallel(ByteSpan data, unsigned threads) {
   std::size_t grain = std::max<std::size_t>(k_min_parallel, data.size() / (4 * threads));
   Digest d;
   tbb::task_arena arena(static_cast<int>(threads));
+  const char start = 0, joined = 0;  // execute() may run the call on a worker
+  tsan::release(&start);
   arena.execute([&] {
-    Output o = subtree_output(reinterpret_cast<const std::uint8_t*>(data.data()), data.size(), k_iv, 0, 0, grain);
-    o.root_bytes(d);
+    tsan::task(&start, &joined, [&] {
+      Output o = subtree_output(reinterpret_cast<const std::uint8_t*>(data.data()), data.size(), k_iv, 0, 0, grain);
+      o.root_bytes(d);
+    });
   });
+  tsan::acquire(&joined);
   return d;
 }
 
