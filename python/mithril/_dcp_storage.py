@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
@@ -153,10 +154,13 @@ _RANK_FILE = re.compile(r"__\d+_\d+\.mcp")
 _RANK_TEMPORARY = re.compile(r"\.(__\d+_\d+\.mcp|\.metadata)\..+\.tmp")
 
 
-def _discard_unreferenced(loc: str, keep: Optional[Metadata]) -> List[str]:
+def _discard_unreferenced(loc: str, keep: Optional[Metadata], strict: bool = True) -> List[str]:
     """Removes the rank files ``keep`` does not reference (all of them when
     None), their temporaries, and unfinished uploads under ``loc``; returns
-    the names removed (an aborted upload as "NAME (unfinished upload)")."""
+    the names removed ("(unfinished uploads)" when uploads were aborted).
+    With strict=False a store that refuses to list or abort multipart uploads
+    (a policy without s3:ListBucketMultipartUploads) is a warning, not an
+    error: a save must not fail over leftovers of another."""
     referenced = set() if keep is None else set(_rank_files(keep))
     removed: List[str] = []
     if _is_url(loc):
@@ -165,8 +169,14 @@ def _discard_unreferenced(loc: str, keep: Optional[Metadata]) -> List[str]:
             if _RANK_FILE.fullmatch(name) and name not in referenced:
                 _core.remove_object(prefix + name)
                 removed.append(name)
-        if _core.abort_uploads(prefix):
-            removed.append("(unfinished uploads)")
+        try:
+            if _core.abort_uploads(prefix):
+                removed.append("(unfinished uploads)")
+        except Error as e:
+            if strict:
+                raise
+            warnings.warn(f"{prefix}: unfinished uploads of an earlier save not aborted: {e}", RuntimeWarning,
+                          stacklevel=3)
         return removed
     try:
         names = sorted(os.listdir(loc))

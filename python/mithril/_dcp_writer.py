@@ -123,7 +123,7 @@ class Writer(StorageWriter, BlockingAsyncStager):
         # What an earlier save of this id left unfinished (rank files, their
         # temporaries, S3 multipart uploads of killed ranks) and old rank
         # files this save will not rewrite: nothing stray stays.
-        _discard_unreferenced(self.path, None)
+        _discard_unreferenced(self.path, None, strict=False)
         return [replace(plan, storage_data=_Prefix(f"__{i}_")) for i, plan in enumerate(plans)]
 
     def _base_metadata(self) -> Metadata:
