@@ -45,4 +45,10 @@ void remove_object(const std::string& url, const RemoteOptions& remote = {});
 // sorted. (file:// lists skip names starting with '.': in-flight temporaries.)
 std::vector<std::string> list_objects(const std::string& url_prefix, const RemoteOptions& remote = {});
 
+// Discards the unfinished streaming writes under `url_prefix` (those of a
+// process killed mid-upload): S3's open multipart uploads whose key starts
+// with the prefix are aborted. Returns how many. Redis and file:// have none
+// to discard (their temporaries expire or are removed by their writer): 0.
+std::size_t abort_uploads(const std::string& url_prefix, const RemoteOptions& remote = {});
+
 }  // namespace mithril

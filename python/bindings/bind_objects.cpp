@@ -52,6 +52,13 @@ void bind_objects(py::module_& m) {
         return list_objects(url_prefix);
       },
       py::arg("url_prefix"));
+  m.def(
+      "abort_uploads",
+      [](const std::string& url_prefix) {
+        py::gil_scoped_release nogil;
+        return abort_uploads(url_prefix);
+      },
+      py::arg("url_prefix"));
 }
 
 }  // namespace mithril::python

@@ -4,6 +4,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 
 #include <fmt/format.h>
@@ -59,21 +61,21 @@ BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads, cons
   util::UniqueFd fd;
   std::uint64_t size = 0;
   if (has_mcp_magic(magic)) {
-    // Decode the .mcp into an unlinked temporary file beside nothing: it lives
-    // only as long as this object, and checkpoints larger than RAM still work.
-    container::Reader reader(source);
-    if (reader.index().base)
+    // Nothing decoded now: chunk_base() decodes the chunks it needs.
+    m_container.emplace(source);
+    const auto& index = m_container->index();
+    if (index.base)
       throw Error(Errc::unsupported,
                   fmt::format("{}: is itself a delta; use its restored checkpoint or a keyframe as the base",
                               path.string()));
-    size = reader.index().source.size;
-    fd = make_unlinked_temporary(size, dir);
-    DecodeTarget to_file;
-    to_file.consume = [&](std::size_t c, util::ByteSpan raw) {
-      util::pwrite_all(fd.get(), raw.data(), raw.size(), reader.index().chunks[c].source_offset, dir);
-    };
-    decode_container(reader, nullptr, threads, to_file, nullptr);
-    m_identity = reader.index().source;
+    m_identity = index.source;
+    m_size = index.source.size;
+    m_plan.kind = index.source_kind;
+    m_plan.segments = index.segments;
+    m_chunk_starts.reserve(index.chunks.size());
+    for (std::size_t c = 0; c < index.chunks.size(); ++c) m_chunk_starts.emplace_back(index.chunks[c].source_offset, c);
+    std::sort(m_chunk_starts.begin(), m_chunk_starts.end());
+    return;
   } else if (remote_base) {
     // A plain checkpoint in an object store: downloaded in pieces.
     size = source->size();
@@ -99,12 +101,11 @@ BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads, cons
       m_decoded_size = size;
       m_bytes = util::ByteSpan(static_cast<const std::byte*>(p), size);
     }
-    if (!has_mcp_magic(magic)) {
-      m_identity.name = path.filename().string();
-      m_identity.size = size;
-      m_identity.blake3 = util::blake3_parallel(m_bytes, threads);
-    }
+    m_identity.name = path.filename().string();
+    m_identity.size = size;
+    m_identity.blake3 = util::blake3_parallel(m_bytes, threads);
   }
+  m_size = m_bytes.size();
   m_plan = plan_source(m_bytes, path.string(), k_max_plan_chunk);
 }
 
@@ -112,17 +113,53 @@ BaseSource::~BaseSource() {
   if (m_decoded) ::munmap(m_decoded, m_decoded_size);
 }
 
+util::ByteSpan BaseSource::range(std::uint64_t offset, std::uint64_t size) const {
+  if (!m_container) return m_bytes.subspan(offset, size);
+  // This thread's buffers: the range, and a whole chunk when the range is
+  // part of one (chunks of a delta and of its base line up when both were
+  // saved with the same chunk size: then the range is one whole chunk).
+  thread_local util::ByteVector out, raw, stored;
+  thread_local codec::ChunkDecoder decoder;
+  out.resize(size);
+  const auto& index = m_container->index();
+  auto it = std::upper_bound(m_chunk_starts.begin(), m_chunk_starts.end(),
+                             std::pair<std::uint64_t, std::size_t>{offset, SIZE_MAX});
+  if (it != m_chunk_starts.begin()) --it;
+  std::uint64_t filled = 0;
+  for (; filled < size && it != m_chunk_starts.end(); ++it) {
+    const auto& r = index.chunks[it->second];
+    const std::uint64_t at = offset + filled;
+    if (r.source_offset > at || r.source_offset + r.raw_size <= at) continue;
+    const std::string what = m_container->name() + ": " + container::describe_chunk(index, it->second);
+    const bool whole = r.source_offset == at && r.raw_size <= size - filled;
+    if (!whole) raw.resize(r.raw_size);
+    const util::MutableByteSpan into = whole ? util::MutableByteSpan(out.data() + filled, r.raw_size)
+                                             : util::MutableByteSpan(raw.data(), r.raw_size);
+    const util::ByteSpan payload = m_container->payload(it->second, stored);
+    codec::ChunkDecoder::check_payload(payload, r, what);
+    decoder.decode(payload, r, into, {}, what);
+    const std::uint64_t skip = at - r.source_offset;
+    const std::uint64_t n = std::min<std::uint64_t>(r.raw_size - skip, size - filled);
+    if (!whole) std::memcpy(out.data() + filled, raw.data() + skip, n);
+    filled += n;
+  }
+  if (filled != size)
+    throw Error(Errc::corrupt, fmt::format("{}: its chunks do not cover bytes [{}, {}) of the original",
+                                           m_path.string(), offset, offset + size));
+  return util::ByteSpan(out.data(), size);
+}
+
 util::ByteSpan BaseSource::chunk_base(const container::Segment& seg, const ChunkPlan& chunk) const {
   if (!seg.base_offset) return {};
-  return m_bytes.subspan(*seg.base_offset + (chunk.source_offset - seg.offset), chunk.size);
+  return range(*seg.base_offset + (chunk.source_offset - seg.offset), chunk.size);
 }
 
 util::ByteSpan BaseSource::chunk_base(const container::Segment& seg, const container::ChunkRecord& chunk) const {
   if (!seg.base_offset) return {};
   const std::uint64_t off = *seg.base_offset + (chunk.source_offset - seg.offset);
-  if (off > m_bytes.size() || chunk.raw_size > m_bytes.size() - off)
+  if (off > m_size || chunk.raw_size > m_size - off)
     throw Error(Errc::corrupt, fmt::format("delta chunk refers to bytes past the end of the base ({})", m_path.string()));
-  return m_bytes.subspan(off, chunk.raw_size);
+  return range(off, chunk.raw_size);
 }
 
 std::size_t match_base(SourcePlan& plan, const BaseSource& base) {

@@ -25,9 +25,11 @@ std::shared_ptr<const util::ByteSource> open_container_source(const std::filesys
                                                               const RemoteOptions& remote);
 
 // The original bytes of a base checkpoint: a safetensors (or any) file mapped
-// as is, or an .mcp decoded into an unlinked temporary file and mapped. A
-// base given by URL is read from the object store (an .mcp by ranged reads,
-// anything else downloaded into the unlinked temporary).
+// as is, or an .mcp read chunk by chunk on demand: chunk_base() decodes (and
+// checks) only the base chunks under the requested range, so a delta or a
+// delta's reader that needs part of the base never decodes the rest. A base
+// given by URL is read from the object store (an .mcp by ranged reads of the
+// chunks needed, anything else downloaded into an unlinked temporary).
 class BaseSource {
  public:
   BaseSource(const std::filesystem::path& path_or_url, unsigned threads, const RemoteOptions& remote = {});
@@ -37,16 +39,25 @@ class BaseSource {
 
   // Identity of the base's original file (name, size, BLAKE3).
   const container::SourceIdentity& identity() const noexcept { return m_identity; }
-  util::ByteSpan bytes() const noexcept { return m_bytes; }
+  // The segments of the base (tensors by name, dtype, shape and offset).
   const SourcePlan& plan() const noexcept { return m_plan; }
   const std::filesystem::path& path() const noexcept { return m_path; }
 
-  // The base bytes under a chunk of a segment matched by match_base().
+  // The base bytes under a chunk of a segment matched by match_base(). For
+  // an .mcp base the span is this thread's buffer, valid until the thread's
+  // next chunk_base() call; thread-safe otherwise. A damaged base chunk
+  // throws Error(corrupt) naming the base.
   util::ByteSpan chunk_base(const container::Segment& seg, const ChunkPlan& chunk) const;
   util::ByteSpan chunk_base(const container::Segment& seg, const container::ChunkRecord& chunk) const;
 
  private:
+  // Base bytes [offset, offset + size): mapped, or decoded from the .mcp.
+  util::ByteSpan range(std::uint64_t offset, std::uint64_t size) const;
+
   std::filesystem::path m_path;
+  std::optional<container::Reader> m_container;  // an .mcp base, decoded on demand
+  std::vector<std::pair<std::uint64_t, std::size_t>> m_chunk_starts;  // (source offset, chunk), sorted
+  std::uint64_t m_size = 0;                                          // of the original bytes
   std::optional<util::MappedFile> m_file;
   void* m_decoded = nullptr;  // mmap of the decoded or downloaded temporary
   std::size_t m_decoded_size = 0;

@@ -95,6 +95,15 @@ class Backend {
   virtual void remove(std::string_view key) = 0;
   // Every key that starts with prefix, sorted.
   virtual std::vector<std::string> list(std::string_view prefix) = 0;
+  // Discards the unfinished streaming writes (begin_upload() never completed
+  // nor aborted, e.g. by a killed process) of keys that start with prefix;
+  // returns how many. S3 aborts its open multipart uploads; stores whose
+  // unfinished writes vanish by themselves (Redis temporaries expire, local
+  // temporaries are removed by their writer) have none to discard.
+  virtual std::size_t abort_uploads(std::string_view prefix) {
+    (void)prefix;
+    return 0;
+  }
 
   // Another connection to the same store with the same settings.
   virtual std::unique_ptr<Backend> clone() const = 0;

@@ -53,4 +53,9 @@ std::vector<std::string> list_objects(const std::string& url_prefix, const Remot
   return out;
 }
 
+std::size_t abort_uploads(const std::string& url_prefix, const RemoteOptions& remote) {
+  auto loc = locate(url_prefix, remote);
+  return loc.backend->abort_uploads(loc.key);
+}
+
 }  // namespace mithril

@@ -282,6 +282,37 @@ class S3Backend final : public Backend {
     return keys;
   }
 
+  // ListMultipartUploads (paged by key and upload-id markers), then
+  // AbortMultipartUpload of each.
+  std::size_t abort_uploads(std::string_view prefix) override {
+    std::vector<std::pair<std::string, std::string>> uploads;  // key, upload id
+    std::string key_marker, id_marker;
+    for (;;) {
+      sigv4::Pairs q{{"prefix", std::string(prefix)}, {"uploads", ""}};
+      if (!key_marker.empty()) q.emplace_back("key-marker", key_marker);
+      if (!id_marker.empty()) q.emplace_back("upload-id-marker", id_marker);
+      auto body = retry("ListMultipartUploads " + std::string(prefix), [&] {
+        auto r = request(m_client, "GET", std::nullopt, q, {}, {});
+        expect_ok(r, "ListMultipartUploads " + std::string(prefix));
+        return std::string(util::as_chars(r.body));
+      });
+      for (const auto& upload : xml_values(body, "Upload"))
+        uploads.emplace_back(xml_value(upload, "Key"), xml_value(upload, "UploadId"));
+      if (xml_value(body, "IsTruncated") != "true") break;
+      key_marker = xml_value(body, "NextKeyMarker");
+      id_marker = xml_value(body, "NextUploadIdMarker");
+      if (key_marker.empty()) break;
+    }
+    for (const auto& [key, id] : uploads) {
+      const sigv4::Pairs q{{"uploadId", id}};
+      retry("AbortMultipartUpload " + key, [&] {
+        auto r = request(m_client, "DELETE", key, q, {}, {});
+        if (r.status != 404) expect_ok(r, "AbortMultipartUpload " + key);  // 404: gone meanwhile
+      });
+    }
+    return uploads.size();
+  }
+
   std::unique_ptr<Backend> clone() const override {
     Url u;
     u.scheme = "s3";

@@ -11,6 +11,7 @@
 // disjoint ranges; everything else is single-threaded.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 
@@ -20,7 +21,9 @@
 namespace mithril::util {
 
 enum class Overwrite { refuse, allow };
-// Durability::sync fsyncs the data (and the directory) at commit.
+// Durability::sync fsyncs the data (and the directory) at commit; writeback
+// of what is written starts every few MiB meanwhile (sync_file_range), so
+// the disk works while the writer computes and the final fsync is short.
 enum class Durability { sync, none };
 
 class AtomicFile {
@@ -55,6 +58,9 @@ class AtomicFile {
   UniqueFd m_fd;
   std::uint64_t m_size = 0;
   bool m_committed = false;
+  std::atomic<std::uint64_t> m_unflushed{0};  // bytes written since writeback last started
+
+  void written(std::size_t bytes) noexcept;
 };
 
 // Unlinks every temporary of a live AtomicFile. Async-signal-safe: meant for a

@@ -10,7 +10,6 @@ SPEC["out"]/rank{r}.json; a failure is recorded there too, with its message.
 """
 import json
 import os
-import signal
 import sys
 import time
 import traceback
@@ -23,7 +22,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict
 from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Shard
 from torch.utils._pytree import tree_map
 
 import mithril.dcp
@@ -59,6 +58,12 @@ def state_of(model, optim, step):
     msd, osd = get_state_dict(model, optim)
     return {"model": msd, "optim": osd,
             "extra": {"step": step, "rng": torch.get_rng_state(), "note": f"step {step}"}}
+
+
+def blob_shard(model, mb, rank):
+    """This rank's shard (mb MiB of random bytes) of a DTensor sharded on dim 0."""
+    local = torch.randint(0, 256, (mb << 20,), dtype=torch.uint8, generator=torch.Generator().manual_seed(rank))
+    return DTensor.from_local(local, model[1].weight.device_mesh, [Shard(0)], run_check=False)
 
 
 def fresh_copy(state):
@@ -118,9 +123,9 @@ def run(spec, rank, world, out):
             train(model, optim, action["steps"], action.get("seed", 1))
             step += action["steps"]
         elif kind == "save":
-            if action.get("kill_rank") == rank:
-                os.kill(os.getpid(), signal.SIGKILL)  # dies in the middle of everyone's save
             state = state_of(model, optim, step)
+            if action.get("blob_mb"):  # a large incompressible shard per rank (long uploads to kill)
+                state["blob"] = blob_shard(model, action["blob_mb"], rank)
             t0 = time.perf_counter()
             if action.get("async"):
                 ctype = AsyncCheckpointerType.PROCESS if action["async"] == "process" else AsyncCheckpointerType.THREAD

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,8 @@ WORKER = Path(__file__).resolve().parent / "dcp_worker.py"
 GROUP_TIMEOUT = 240
 
 
-def run_group(tmp, name, world, actions, env=None, pg_timeout=60):
-    """Runs dcp_worker.py on `world` ranks; returns each rank's record."""
+def start_group(tmp, name, world, actions, env=None, pg_timeout=60):
+    """Starts dcp_worker.py on `world` ranks; returns (processes, out dir)."""
     out = tmp / f"out-{name}"
     out.mkdir()
     spec = tmp / f"spec-{name}.json"
@@ -37,6 +38,11 @@ def run_group(tmp, name, world, actions, env=None, pg_timeout=60):
                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", **(env or {}))
         procs.append(subprocess.Popen([sys.executable, str(WORKER), str(spec)], env=e, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs, out
+
+
+def wait_group(procs, out):
+    """Waits for the ranks (each within the deadline); returns each rank's record."""
     logs = []
     try:
         for p in procs:
@@ -52,6 +58,11 @@ def run_group(tmp, name, world, actions, env=None, pg_timeout=60):
         records.append(json.loads(f.read_text()) if f.exists() else {"rank": rank, "ok": False, "exit": p.returncode,
                                                                        "log": logs[rank][-3000:] if rank < len(logs) else ""})
     return records
+
+
+def run_group(tmp, name, world, actions, env=None, pg_timeout=60):
+    """Runs dcp_worker.py on `world` ranks; returns each rank's record."""
+    return wait_group(*start_group(tmp, name, world, actions, env, pg_timeout))
 
 
 def all_ok(records):
@@ -289,27 +300,76 @@ def test_delta_base_missing_or_wrong(ckpt, tmp_path):
     _assert_same(mithril.dcp.to_state_dict(delta, base=d["m3_thread"]), _fs_full(d["fs4"]))  # same content
 
 
-def test_rank_killed_mid_save_leaves_nothing_loadable(tmp_path, s3, monkeypatch):
-    for k, v in s3.env().items():
-        monkeypatch.setenv(k, v)
+def kill_when(proc, predicate, what, timeout=GROUP_TIMEOUT):
+    """SIGKILLs proc as soon as predicate() holds (polled); fails if proc
+    ends first, so the kill is known to land in the middle of the write."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the rank ended before {what}: cannot kill it mid-save")
+        if predicate():
+            proc.kill()
+            return
+        time.sleep(0.002)
+    pytest.fail(f"no {what} within {timeout} s")
+
+
+KILL_SAVE = [{"do": "train", "steps": 1}]
+BLOB_MB = 96  # per rank, incompressible: the rank file takes a while to write
+
+
+def test_rank_killed_mid_write_leaves_nothing_loadable(tmp_path):
     local = tmp_path / "killed"
-    url = "s3://dcp/killed/step1"
-    records = run_group(tmp_path, "kill", 2, [
-        {"do": "train", "steps": 1},
-        {"do": "save", **mcp(local), "kill_rank": 1},
-    ], pg_timeout=20)
+
+    def rank1_writing():
+        return local.is_dir() and any(p.name.startswith(".__1_0.mcp.") and p.name.endswith(".tmp")
+                                      and p.stat().st_size > 0 for p in local.iterdir())
+
+    procs, out = start_group(tmp_path, "kill", 2, KILL_SAVE + [{"do": "save", **mcp(local), "blob_mb": BLOB_MB}],
+                             pg_timeout=20)
+    kill_when(procs[1], rank1_writing, "rank 1's temporary rank file")
+    records = wait_group(procs, out)
     assert records[1].get("ok") is False  # SIGKILLed: no record
     assert not (local / ".metadata").exists()
     with pytest.raises(mithril.NotFoundError, match="no .metadata"):
         mithril.dcp.to_state_dict(local)
-    records = run_group(tmp_path, "kill-s3", 2, [
-        {"do": "train", "steps": 1},
-        {"do": "save", **mcp(url), "kill_rank": 1},
-    ], env=s3.env(), pg_timeout=20)
-    assert records[0].get("ok") is False
-    keys = s3.keys("dcp", "killed/")
-    assert "killed/step1/.metadata" not in keys and "killed/step1/__1_0.mcp" not in keys, keys
-    assert s3.multipart_uploads("dcp") == []
+    assert not mithril.dcp.is_checkpoint(local)
+    left = sorted(p.name for p in local.iterdir())
+    assert any(n.startswith(".__1_0.mcp.") for n in left), left  # the killed rank's temporary
+    assert all(n in ("__0_0.mcp",) or n.startswith(".__") for n in left), left
+    # mithril.dcp.clean removes what the unfinished save left, and only that
+    (local / "notes.txt").write_text("mine")
+    removed = mithril.dcp.clean(local)
+    assert sorted(removed) == left
+    assert sorted(p.name for p in local.iterdir()) == ["notes.txt"]
+
+
+def test_rank_killed_mid_upload_leaves_nothing_on_s3(tmp_path, s3, monkeypatch):
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    url, prefix = "s3://dcp/killed/step1", "killed/step1/"
+
+    def rank1_uploading():  # its multipart upload has parts stored
+        for u in s3.multipart_uploads("dcp"):
+            if u["Key"] == prefix + "__1_0.mcp":
+                return bool(s3.s3.list_parts(Bucket="dcp", Key=u["Key"], UploadId=u["UploadId"]).get("Parts"))
+        return False
+
+    env = dict(s3.env(), MITHRIL_REMOTE_PART_SIZE=str(5 << 20))
+    procs, out = start_group(tmp_path, "kill-s3", 2, KILL_SAVE + [{"do": "save", **mcp(url), "blob_mb": BLOB_MB}],
+                             env=env, pg_timeout=20)
+    kill_when(procs[1], rank1_uploading, "a part of rank 1's multipart upload")
+    records = wait_group(procs, out)
+    assert records[1].get("ok") is False
+    keys = s3.keys("dcp", prefix)
+    assert prefix + ".metadata" not in keys and prefix + "__1_0.mcp" not in keys, keys
+    assert [u["Key"] for u in s3.multipart_uploads("dcp")] == [prefix + "__1_0.mcp"]  # killed mid-upload
     assert not mithril.dcp.is_checkpoint(url)
     with pytest.raises(mithril.NotFoundError, match="no .metadata"):
         mithril.dcp.to_state_dict(url)
+    # The next save of this id (here one process) first discards what is left:
+    # rank 0's finished object and rank 1's open upload.
+    torch.distributed.checkpoint.save({"x": torch.arange(10)}, storage_writer=mithril.dcp.Writer(url))
+    assert s3.keys("dcp", prefix) == [prefix + ".metadata", prefix + "__0_0.mcp"]
+    assert s3.multipart_uploads("dcp") == []
+    assert torch.equal(mithril.dcp.to_state_dict(url)["x"], torch.arange(10))

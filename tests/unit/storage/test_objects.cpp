@@ -1,5 +1,5 @@
-// mithril/objects.hpp on file:// URLs (the S3 path runs in
-// tests/integration/test_dcp.py against moto).
+// mithril/objects.hpp on file:// URLs (the S3 path, abort_uploads included,
+// runs in tests/integration/test_dcp.py against moto).
 #include <gtest/gtest.h>
 
 #include "mithril/error.hpp"
@@ -30,6 +30,15 @@ TEST(Objects, PutGetStatListRemove) {
   remove_object(root + "manifest");  // a missing object is not an error
   EXPECT_FALSE(get_object(root + "manifest").has_value());
   EXPECT_EQ(list_objects(root), (std::vector<std::string>{"__0_0.mcp"}));
+}
+
+TEST(Objects, AbortUploadsHasNothingToDoOnFileUrls) {
+  test::TempDir dir;
+  const std::string root = "file://" + dir.path().string() + "/ckpt/";
+  put_object(root + "__0_0.mcp", bytes_of("x"));
+  EXPECT_EQ(abort_uploads(root), 0u);  // local temporaries are their writer's
+  EXPECT_EQ(list_objects(root), (std::vector<std::string>{"__0_0.mcp"}));
+  EXPECT_THROW(abort_uploads("/tmp/not-a-url/"), Error);
 }
 
 TEST(Objects, LocalPathIsRefused) {
