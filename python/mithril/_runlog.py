@@ -76,9 +76,19 @@ class _TraceHandler(logging.Handler):
             pass  # observing must never break compilation
 
 
-class _DropDebug(logging.Filter):
+class _DropBelowParent(logging.Filter):
+    """Lets through only the records the logger would have emitted had its
+    level not been lowered to DEBUG here: those at or above its parent's
+    effective level (torch's default WARNING, or what TORCH_LOGS set)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
     def filter(self, rec: logging.LogRecord) -> bool:
-        return rec.levelno > logging.DEBUG
+        parent = self._logger.parent
+        floor = parent.getEffectiveLevel() if parent is not None else logging.WARNING
+        return rec.levelno >= max(floor, logging.INFO)
 
 
 def start(root: str) -> None:
@@ -95,7 +105,7 @@ def start(root: str) -> None:
     if trace_log.level == logging.NOTSET or trace_log.level > logging.DEBUG:
         trace_log.setLevel(logging.DEBUG)
     aot = logging.getLogger("torch._functorch._aot_autograd.autograd_cache")
-    aot.addFilter(_DropDebug())
+    aot.addFilter(_DropBelowParent(aot))
     aot.setLevel(logging.DEBUG)
 
 
