@@ -10,6 +10,7 @@ never use torch pay nothing.
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib.abc
 import importlib.machinery
 import os
@@ -17,7 +18,7 @@ import sys
 import threading
 from typing import Any, Callable, Dict
 
-from . import _precompile, _probes, _runlog
+from . import _pch, _precompile, _probes, _runlog
 
 _lock = threading.Lock()
 _active = {"root": None}
@@ -26,7 +27,8 @@ _active = {"root": None}
 class _TorchPackageFinder(importlib.abc.MetaPathFinder):
     """Runs a callback right after a torch module is executed (and before
     anything imports names from it): _precompile.on_torch_loaded() after
-    torch._dynamo.package, the probe memo after torch._inductor.cpu_vec_isa."""
+    torch._dynamo.package, the memos of _probes and _pch after
+    torch._inductor.cpu_vec_isa and torch._inductor.codecache."""
 
     def __init__(self, callbacks: Dict[str, Callable[[], None]]) -> None:
         self._callbacks = callbacks
@@ -85,11 +87,14 @@ def activate(root: str, *, precompile: bool = True) -> None:
         _precompile.enable()
         if "torch._dynamo.package" not in sys.modules:
             callbacks["torch._dynamo.package"] = _precompile.on_torch_loaded
-    if os.environ.get("MITHRIL_CACHE_PROBES", "1") != "0":
-        if "torch._inductor.cpu_vec_isa" in sys.modules:
-            _probes.install(root)
-        else:
-            callbacks["torch._inductor.cpu_vec_isa"] = lambda: _probes.install(root)
+    if os.environ.get("MITHRIL_CACHE_MEMO", "1") != "0":
+        # Inductor's per-process checks of the machine, remembered in the store.
+        for name, install in (("torch._inductor.cpu_vec_isa", _probes.install),
+                              ("torch._inductor.codecache", _pch.install)):
+            if name in sys.modules:
+                install(root)
+            else:
+                callbacks[name] = functools.partial(install, root)
     if callbacks:
         sys.meta_path.insert(0, _TorchPackageFinder(callbacks))
     atexit.register(_finish)
