@@ -27,7 +27,8 @@ _active = {"root": None}
 class _TorchPackageFinder(importlib.abc.MetaPathFinder):
     """Runs a callback right after a torch module is executed (and before
     anything imports names from it): _precompile.on_torch_loaded() after
-    torch._dynamo.package, the memos of _probes and _pch after
+    torch._dynamo.package, on_guards_loaded() after torch._dynamo.guards,
+    the memos of _probes and _pch after
     torch._inductor.cpu_vec_isa and torch._inductor.codecache."""
 
     def __init__(self, callbacks: Dict[str, Callable[[], None]]) -> None:
@@ -87,6 +88,10 @@ def activate(root: str, *, precompile: bool = True) -> None:
         _precompile.enable()
         if "torch._dynamo.package" not in sys.modules:
             callbacks["torch._dynamo.package"] = _precompile.on_torch_loaded
+        if "torch._dynamo.guards" in sys.modules:
+            _precompile.on_guards_loaded()
+        else:
+            callbacks["torch._dynamo.guards"] = _precompile.on_guards_loaded
     if os.environ.get("MITHRIL_CACHE_MEMO", "1") != "0":
         # Inductor's per-process checks of the machine, remembered in the store.
         for name, install in (("torch._inductor.cpu_vec_isa", _probes.install),

@@ -319,6 +319,49 @@ def enable() -> None:
         _install_store()
 
 
+def on_guards_loaded() -> None:
+    """Called once torch._dynamo.guards is imported (see _hook). With caching
+    precompile torch pickles every compiled frame's guards; it turns an
+    AttributeError into a PackageError (the package is bypassed, the compile
+    goes on) but lets any other pickling failure fail the user's
+    torch.compile, e.g. "Can't pickle <class 'm.Net'>: import of module 'm'
+    failed" for a model class whose module is not importable under its name
+    (runpy, exec), or "cannot be saved into torch.compile() package since
+    it's defined in local scope" for a model class defined in a function.
+    And its own bypass of a PackageError then fails the compile too ("guards_state
+    must not be None", convert_frame.py). CheckFunctionManager.serialize_guards
+    is wrapped: on any failure the package is bypassed (torch's
+    OutputGraph.bypass_package) and the compile goes on; the function gets an
+    `unsafe` marker, so later processes take today's path for it."""
+    if not _state["enabled"]:
+        return
+    import torch._dynamo.guards as guards
+
+    cls = getattr(guards, "CheckFunctionManager", None)
+    orig = getattr(cls, "serialize_guards", None)
+    if orig is None or getattr(orig, "_mithril", False):
+        return
+
+    def serialize_guards(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return orig(self, *args, **kwargs)
+        except Exception as e:  # PicklingError, TypeError (local classes), PackageError
+            cfg = sys.modules.get("torch._dynamo.config")
+            graph = getattr(self, "output_graph", None)
+            if getattr(cfg, "strict_precompile", False) or graph is None:
+                raise
+            try:
+                graph.bypass_package(f"guards cannot be saved: {type(e).__name__}: {e}")
+            except Exception:
+                raise e from None
+            # The entry is bypassed (never saved), so torch ignores these
+            # bytes; None would fail its "guards_state must not be None".
+            return b""
+
+    serialize_guards._mithril = True  # type: ignore[attr-defined]
+    cls.serialize_guards = serialize_guards
+
+
 def on_torch_loaded() -> None:
     """Called once torch._dynamo.package is imported (see _hook)."""
     if _state["enabled"]:
