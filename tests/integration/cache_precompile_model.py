@@ -7,6 +7,8 @@ seconds and torch's own counters.
   --batch N        input rows (a changed shape)
   --no-epilogue    torch._inductor.config.epilogue_fusion = False (a changed flag)
   --two            also compile a second, different function (two graphs)
+  --local          the model's class is defined inside a function (its
+                   guards cannot be saved into a precompile package)
 
 Also reports the child processes torch started (ISA probe interpreters,
 g++ preprocessing and builds).
@@ -61,11 +63,19 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--no-epilogue", action="store_true")
     ap.add_argument("--two", action="store_true")
+    ap.add_argument("--local", action="store_true")
     a = ap.parse_args()
     if a.no_epilogue:
         torch._inductor.config.epilogue_fusion = False
     torch.manual_seed(0)
-    model = Net().eval()
+    if a.local:
+        class LocalNet(Net):  # its own forward: its own precompile key
+            def forward(self, x):
+                return torch.nn.functional.gelu(self.l1(x)).mul(2.0).add(self.l2.bias[0]) @ self.l2.weight.t()
+
+        model = LocalNet().eval()
+    else:
+        model = Net().eval()
     x = torch.randn(a.batch, 32)
     # A precompiled function is loaded by torch.compile() itself. CPU time of
     # this process too: on a loaded machine wall time mostly measures waiting.
