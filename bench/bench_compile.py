@@ -161,7 +161,7 @@ def write_table(header, results, repeat, out):
              "First compiled call from torch.compile(), wall s / CPU s of the process and its children "
              "(process wall, s) [hit rate of torch's lookups in that run]; medians of "
              f"{repeat} runs.", "",
-             "| model | " + " | ".join(modes) + " | cold / warm precompile |",
+             "| model | " + " | ".join(modes) + " | cold / warm precompile, wall / CPU |",
              "|---|" + "---:|" * (len(modes) + 1)]
     for m, r in results.items():
         cells = []
@@ -170,7 +170,8 @@ def write_table(header, results, repeat, out):
             cells.append("-" if v is None else
                          f"{v['first_s']:.2f} / {v['first_cpu_s']:.2f} cpu ({v['wall_s']:.1f}) [{v['hit_rate']}]")
         ratio = r["cold"]["first_s"] / r["warm precompile"]["first_s"]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio:.0f}x |")
+        ratio_cpu = r["cold"]["first_cpu_s"] / r["warm precompile"]["first_cpu_s"]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio:.1f}x / {ratio_cpu:.1f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
     out = pathlib.Path(out)
