@@ -109,6 +109,8 @@ def test_precompile_warm_start_explain_and_relocation(tmp_path):
     assert local["precompile_hit"] == 0 and local["fxgraph_miss"] == 0, local
     local = run(a, "--local")
     assert local["precompile_hit"] == 0 and not local["caching_precompile"], local
+    # Neither run left an AOTAutograd entry keyed by its random backend id.
+    assert stats(a)["kinds"]["inductor-aotautograd"]["entries"] == 0
 
     # A changed input shape: the function is loaded, its guards fail, and the
     # new graph misses; explain names the input shapes.
