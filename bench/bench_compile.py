@@ -13,6 +13,13 @@ blocks (d=128) and a small conv net. Every measurement is a fresh process
                    another path, run under another $HOME
   redis            a store filled through a shared Redis tier (real
                    redis-server on loopback): an empty store, same remote
+  compile() alone  torch.compile() without a call (precompile off): the
+                   imports torch itself performs before any compiled call,
+                   the floor of every warm start through torch.compile
+  AOTI load        torch's own loading of an already compiled model, no
+                   torch.compile and no cache logic: aoti_load_package() of
+                   an AOTInductor package of the same model, plus the call
+                   (plain process, not under the store)
 
 Reports the first compiled call's seconds (compile or cache load + the run;
 `import torch` excluded) and the process's wall time, medians of --repeat
@@ -81,6 +88,21 @@ def run(store, model, *flags, home=None, **extra):
     return r
 
 
+def run_plain(model, *flags):
+    cmd = [sys.executable, WORKER, model, *flags]
+    t0 = time.perf_counter()
+    env = env_for("unused")
+    del env["MITHRIL_CACHE_DIR"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stdout}\n{p.stderr[-4000:]}")
+    r = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
+    r["wall_s"] = wall
+    r["last_run"] = {}
+    return r
+
+
 def hit_rate(last_run):
     hits = sum(c.get("hit", 0) for c in last_run.values())
     total = sum(c.get("hit", 0) + c.get("miss", 0) + c.get("bypass", 0) for c in last_run.values())
@@ -102,7 +124,9 @@ def bench_model(model, work, repeat, redis):
     res = {}
     today, pre = work / f"{model}-today", work / f"{model}-pre"
     res["eager"] = median_run(repeat, lambda: run(work / "eager", model, "--eager", MITHRIL_CACHE_PRECOMPILE="0"))
-    res["cold"] = median_run(1, lambda: run(pre, model))
+    # Cold: a fresh store each time (the first one is kept as the warm store).
+    colds = [pre] + [work / f"{model}-cold{i}" for i in range(1, repeat)]
+    res["cold"] = summary([run(store, model) for store in colds])
     run(today, model, MITHRIL_CACHE_PRECOMPILE="0")  # cold for today's path
     # Round-robin: the two warm modes alternate, so load changes hit both.
     warm_today, warm_pre = [], []
@@ -121,8 +145,39 @@ def bench_model(model, work, repeat, redis):
         url = redis.url(0, f"bench-{model}")
         filler, reader = work / f"{model}-redis-a", work / f"{model}-redis-b"
         run(filler, model, MITHRIL_CACHE_REMOTE=url)  # compiles and uploads
-        res["redis"] = median_run(1, lambda: run(reader, model, MITHRIL_CACHE_REMOTE=url))
+        readers = [work / f"{model}-redis-b{i}" for i in range(repeat)]  # each empty
+        res["redis"] = summary([run(reader, model, MITHRIL_CACHE_REMOTE=url) for reader in readers])
+    res["compile() alone"] = median_run(repeat, lambda: run(today, model, "--compile-only",
+                                                            MITHRIL_CACHE_PRECOMPILE="0"))
+    package = str(work / f"{model}.pt2")
+    run_plain(model, "--aoti", package)  # builds the package
+    res["AOTI load"] = median_run(repeat, lambda: run_plain(model, "--aoti", package))
     return res
+
+
+def write_table(header, results, repeat, out):
+    modes = ["eager", "cold", "warm today", "warm precompile", "imported", "redis", "compile() alone", "AOTI load"]
+    lines = [header, "",
+             "First compiled call from torch.compile(), wall s / CPU s of the process and its children "
+             "(process wall, s) [hit rate of torch's lookups in that run]; medians of "
+             f"{repeat} runs.", "",
+             "| model | " + " | ".join(modes) + " | cold / warm precompile, wall / CPU |",
+             "|---|" + "---:|" * (len(modes) + 1)]
+    for m, r in results.items():
+        cells = []
+        for mode in modes:
+            v = r.get(mode)
+            cells.append("-" if v is None else
+                         f"{v['first_s']:.2f} / {v['first_cpu_s']:.2f} cpu ({v['wall_s']:.1f}) [{v['hit_rate']}]")
+        ratio = r["cold"]["first_s"] / r["warm precompile"]["first_s"]
+        ratio_cpu = r["cold"]["first_cpu_s"] / r["warm precompile"]["first_cpu_s"]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio:.1f}x / {ratio_cpu:.1f}x |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
 
 
 def main():
@@ -143,6 +198,7 @@ def main():
             results[m] = bench_model(m, work, a.repeat, redis)
             print(m, {k: (round(v["first_s"], 3), round(v["wall_s"], 2), v["hit_rate"]) for k, v in results[m].items()},
                   flush=True)
+            write_table(header, results, a.repeat, a.out)  # after each model: partial results survive
     finally:
         if redis is not None:
             redis.stop()
@@ -150,27 +206,6 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
         else:
             print("stores kept in", work)
-    modes = ["eager", "cold", "warm today", "warm precompile", "imported", "redis"]
-    lines = [header, "",
-             "First compiled call from torch.compile(), wall s / CPU s of the process (process wall, s) "
-             "[hit rate of torch's lookups in that run]; medians of "
-             f"{a.repeat} runs except cold and redis (1 run).", "",
-             "| model | " + " | ".join(modes) + " | cold / warm precompile |",
-             "|---|" + "---:|" * (len(modes) + 1)]
-    for m, r in results.items():
-        cells = []
-        for mode in modes:
-            v = r.get(mode)
-            cells.append("-" if v is None else
-                         f"{v['first_s']:.2f} / {v['first_cpu_s']:.2f} cpu ({v['wall_s']:.1f}) [{v['hit_rate']}]")
-        ratio = r["cold"]["first_s"] / r["warm precompile"]["first_s"]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio:.0f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = pathlib.Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

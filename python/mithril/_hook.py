@@ -10,25 +10,33 @@ never use torch pay nothing.
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib.abc
 import importlib.machinery
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable, Dict
 
-from . import _precompile, _runlog
+from . import _pch, _precompile, _probes, _runlog
 
 _lock = threading.Lock()
 _active = {"root": None}
 
 
 class _TorchPackageFinder(importlib.abc.MetaPathFinder):
-    """Runs _precompile.on_torch_loaded() right after torch._dynamo.package
-    (and before anything that imports DynamoCache from it) is executed."""
+    """Runs a callback right after a torch module is executed (and before
+    anything imports names from it): _precompile.on_torch_loaded() after
+    torch._dynamo.package, on_guards_loaded() after torch._dynamo.guards,
+    the memos of _probes and _pch after
+    torch._inductor.cpu_vec_isa and torch._inductor.codecache."""
+
+    def __init__(self, callbacks: Dict[str, Callable[[], None]]) -> None:
+        self._callbacks = callbacks
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "torch._dynamo.package":
+        callback = self._callbacks.get(name)
+        if callback is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
@@ -42,10 +50,10 @@ class _TorchPackageFinder(importlib.abc.MetaPathFinder):
             def exec_module(self, module: Any) -> None:
                 inner.exec_module(module)
                 try:
-                    _precompile.on_torch_loaded()
+                    callback()
                 except Exception as e:  # never break torch's import
                     if os.environ.get("MITHRIL_CACHE_VERBOSE"):
-                        print(f"mithril cache: warning: precompile not enabled: {e}", file=sys.stderr)
+                        print(f"mithril cache: warning: {name}: hook not installed: {e}", file=sys.stderr)
 
         spec.loader = _Loader()
         return spec
@@ -75,8 +83,23 @@ def activate(root: str, *, precompile: bool = True) -> None:
             return
         _active["root"] = root
     _runlog.start(root)
+    callbacks: Dict[str, Callable[[], None]] = {}
     if precompile:
         _precompile.enable()
         if "torch._dynamo.package" not in sys.modules:
-            sys.meta_path.insert(0, _TorchPackageFinder())
+            callbacks["torch._dynamo.package"] = _precompile.on_torch_loaded
+        if "torch._dynamo.guards" in sys.modules:
+            _precompile.on_guards_loaded()
+        else:
+            callbacks["torch._dynamo.guards"] = _precompile.on_guards_loaded
+    if os.environ.get("MITHRIL_CACHE_MEMO", "1") != "0":
+        # Inductor's per-process checks of the machine, remembered in the store.
+        for name, install in (("torch._inductor.cpu_vec_isa", _probes.install),
+                              ("torch._inductor.codecache", _pch.install)):
+            if name in sys.modules:
+                install(root)
+            else:
+                callbacks[name] = functools.partial(install, root)
+    if callbacks:
+        sys.meta_path.insert(0, _TorchPackageFinder(callbacks))
     atexit.register(_finish)

@@ -77,14 +77,17 @@ def _code_fingerprint(code: Any) -> str:
     return h.hexdigest()
 
 
-def _components(code: Any) -> List[str]:
+def _components(code: Any, module: str) -> List[str]:
     """The parts of a precompile key, as "name: value" lines (explain
-    compares them)."""
+    compares them). `module` is the function's module name (its globals'
+    ``__name__``): an entry is replayed into that module's namespace, so the
+    same code in another module is another entry."""
     import platform
 
     import torch
 
     lines = [
+        f"module: {module}",
         f"function: {getattr(code, 'co_qualname', None) or code.co_name}",
         f"first_line: {code.co_firstlineno}",
         f"code: {_code_fingerprint(code)}",
@@ -108,6 +111,10 @@ def _components(code: Any) -> List[str]:
                 value = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
             lines.append(f"{prefix}[{name}]: {value}")
     return lines
+
+
+def _key_of(components: List[str]) -> str:
+    return hashlib.sha256("".join(l + "\n" for l in components).encode()).hexdigest()
 
 
 def _reserve_unique_ids(dynamo: Any) -> None:
@@ -161,8 +168,8 @@ def _install_store() -> None:
     class MithrilDynamoCache(package.DiskDynamoCache):
         """DiskDynamoCache whose key is source id + code fingerprint."""
 
-        def _key(self, serialized_code: Any) -> str:
-            return hashlib.sha256("".join(l + "\n" for l in _components(serialized_code)).encode()).hexdigest()
+        def _key(self, serialized_code: Any, module: str) -> str:
+            return _key_of(_components(serialized_code, module))
 
         def load(self, fn: Any) -> Any:
             from torch._dynamo.eval_frame import innermost_fn
@@ -170,8 +177,9 @@ def _install_store() -> None:
 
             inner = innermost_fn(fn)
             code = package.SerializedCode.from_code_object(inner.__code__)
-            comps = _components(code)
-            key = self._key(code)
+            module = str(getattr(inner, "__module__", None) or "")
+            comps = _components(code, module)
+            key = _key_of(comps)
             path = os.path.join(self.path_prefix(), key)
             unsafe = os.path.join(path, "unsafe")
             if os.path.exists(unsafe):
@@ -191,6 +199,7 @@ def _install_store() -> None:
                 return None
             try:
                 result = self.load_cache_entry(key)
+                _check_loadable(result.dynamo, module)
             except Exception as e:  # a stale or foreign entry: today's path
                 counters["dynamo_cache"]["dynamo_cache_error"] += 1
                 _record_event("precompile", key, "bypass", comps, reason=str(e))
@@ -203,12 +212,13 @@ def _install_store() -> None:
         def write(self, cache_entry: Any, path: str) -> None:
             dynamo = cache_entry.dynamo
             code = dynamo.codes[0].python_code
-            key = self._key(code)
+            module = str(dynamo.codes[0].python_module or "")
+            key = self._key(code, module)
             why = _unsafe_reason(dynamo, path)
             if why:
                 # Remembered (as an entry like the others), so that the next
                 # run of this function takes today's path from the start.
-                _record_event("precompile", key, "bypass", _components(code), reason=why)
+                _record_event("precompile", key, "bypass", _components(code, module), reason=why)
                 target = os.path.join(self.path_prefix(), key)
                 try:
                     os.makedirs(target, exist_ok=True)
@@ -231,6 +241,26 @@ def _install_store() -> None:
         pc.DynamoCache = store
     _watch_dropped_guards()
     _state["installed"] = True
+
+
+def _check_loadable(dynamo: Any, module: str) -> None:
+    """Raises unless torch's CompilePackage.initialize() will accept the
+    entry: torch catches only RuntimeError there, so a module of an inlined
+    function that is not loaded (ImportError) would fail the user's
+    torch.compile() instead of falling back. Checks the versions and that
+    every inlined function's module is already imported, here under the same
+    name, with the same source lines (torch's own checksum)."""
+    from torch._dynamo.package import _hash_sourcelines
+
+    dynamo.check_versions()
+    if str(dynamo.codes[0].python_module or "") != module:
+        raise RuntimeError(f"entry compiled in module {dynamo.codes[0].python_module!r}, not {module!r}")
+    for src in dynamo.source_info.inlined_sources:
+        m = sys.modules.get(src.module)
+        if m is None:
+            raise RuntimeError(f"module {src.module!r} of an inlined function is not imported")
+        if _hash_sourcelines(m, src.firstlineno, src.lastlineno) != src.checksum:
+            raise RuntimeError(f"source of {src.module} (lines {src.firstlineno}-{src.lastlineno}) changed")
 
 
 def _unsafe_reason(dynamo: Any, source_id: str) -> Optional[str]:
@@ -287,6 +317,49 @@ def enable() -> None:
         cfg.caching_precompile = True
     if "torch._dynamo.package" in sys.modules:
         _install_store()
+
+
+def on_guards_loaded() -> None:
+    """Called once torch._dynamo.guards is imported (see _hook). With caching
+    precompile torch pickles every compiled frame's guards; it turns an
+    AttributeError into a PackageError (the package is bypassed, the compile
+    goes on) but lets any other pickling failure fail the user's
+    torch.compile, e.g. "Can't pickle <class 'm.Net'>: import of module 'm'
+    failed" for a model class whose module is not importable under its name
+    (runpy, exec), or "cannot be saved into torch.compile() package since
+    it's defined in local scope" for a model class defined in a function.
+    And its own bypass of a PackageError then fails the compile too ("guards_state
+    must not be None", convert_frame.py). CheckFunctionManager.serialize_guards
+    is wrapped: on any failure the package is bypassed (torch's
+    OutputGraph.bypass_package) and the compile goes on; the function gets an
+    `unsafe` marker, so later processes take today's path for it."""
+    if not _state["enabled"]:
+        return
+    import torch._dynamo.guards as guards
+
+    cls = getattr(guards, "CheckFunctionManager", None)
+    orig = getattr(cls, "serialize_guards", None)
+    if orig is None or getattr(orig, "_mithril", False):
+        return
+
+    def serialize_guards(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return orig(self, *args, **kwargs)
+        except Exception as e:  # PicklingError, TypeError (local classes), PackageError
+            cfg = sys.modules.get("torch._dynamo.config")
+            graph = getattr(self, "output_graph", None)
+            if getattr(cfg, "strict_precompile", False) or graph is None:
+                raise
+            try:
+                graph.bypass_package(f"guards cannot be saved: {type(e).__name__}: {e}")
+            except Exception:
+                raise e from None
+            # The entry is bypassed (never saved), so torch ignores these
+            # bytes; None would fail its "guards_state must not be None".
+            return b""
+
+    serialize_guards._mithril = True  # type: ignore[attr-defined]
+    cls.serialize_guards = serialize_guards
 
 
 def on_torch_loaded() -> None:

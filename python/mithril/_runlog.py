@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -44,11 +45,21 @@ def record(kind: str, key: str, state: str, components: Any, reason: Optional[st
     if reason:
         ev["reason"] = reason
     if kind == "aotautograd" and state == "miss":
-        ev["precompile"] = _caching_precompile_on()
+        ev["precompile"] = _caching_precompile_on() or _random_backend_id(components)
     with _lock:
         _events.append(ev)
         if components:
             _components[(kind, key)] = components
+
+
+_RANDOM_BACKEND_ID = re.compile(r"__compiled_fn_\d+_[0-9a-f]{8}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{12}")
+
+
+def _random_backend_id(components: Any) -> bool:
+    """True when the key holds a per-process backend id (a uuid4: the graph
+    was compiled with a precompile package, e.g. in a process that fell back
+    after loading an `unsafe` marker): the entry can never hit again."""
+    return any(isinstance(c, str) and _RANDOM_BACKEND_ID.search(c) for c in components or ())
 
 
 def _caching_precompile_on() -> bool:
@@ -76,9 +87,19 @@ class _TraceHandler(logging.Handler):
             pass  # observing must never break compilation
 
 
-class _DropDebug(logging.Filter):
+class _DropBelowParent(logging.Filter):
+    """Lets through only the records the logger would have emitted had its
+    level not been lowered to DEBUG here: those at or above its parent's
+    effective level (torch's default WARNING, or what TORCH_LOGS set)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
     def filter(self, rec: logging.LogRecord) -> bool:
-        return rec.levelno > logging.DEBUG
+        parent = self._logger.parent
+        floor = parent.getEffectiveLevel() if parent is not None else logging.WARNING
+        return rec.levelno >= max(floor, logging.INFO)
 
 
 def start(root: str) -> None:
@@ -95,7 +116,7 @@ def start(root: str) -> None:
     if trace_log.level == logging.NOTSET or trace_log.level > logging.DEBUG:
         trace_log.setLevel(logging.DEBUG)
     aot = logging.getLogger("torch._functorch._aot_autograd.autograd_cache")
-    aot.addFilter(_DropDebug())
+    aot.addFilter(_DropBelowParent(aot))
     aot.setLevel(logging.DEBUG)
 
 

@@ -4,6 +4,9 @@
 // (Dynamo's caching precompile, managed by the `mithril` Python package:
 // mithril/_hook.py) and report their cache lookups (`cache explain`).
 //
+// It imports nothing until the process imports torch (a meta-path finder that
+// removes itself), so Python processes that never use torch, such as the
+// probes and workers torch.compile starts, pay only for reading it.
 // The file does nothing when the interpreter cannot import `mithril` (then
 // the process runs on today's path: FX-graph and AOTAutograd caches), when
 // MITHRIL_CACHE_HOOK is not 1, and it chains to the sitecustomize it shadows.
@@ -38,14 +41,33 @@ def _mithril_cache_hook():
     root = os.environ.get("MITHRIL_CACHE_DIR")
     if not root or os.environ.get("MITHRIL_CACHE_HOOK") != "1":
         return
-    try:
-        from mithril import _hook
-    except Exception:
-        return
-    try:
-        _hook.activate(root)
-    except Exception as e:
-        print(f"mithril cache: warning: torch.compile hooks not enabled: {e}", file=sys.stderr)
+
+    # Nothing is imported until the process imports torch: the many Python
+    # children torch.compile starts (Inductor's ISA probes, compile workers)
+    # and every process that never uses torch pay nothing.
+    class _MithrilTorchFinder:
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            if name != "torch":
+                return None
+            try:
+                sys.meta_path.remove(cls)
+            except ValueError:
+                pass
+            try:
+                from mithril import _hook
+            except Exception:
+                return None
+            try:
+                _hook.activate(root)
+            except Exception as e:
+                print(f"mithril cache: warning: torch.compile hooks not enabled: {e}", file=sys.stderr)
+            return None
+
+    if "torch" in sys.modules:
+        _MithrilTorchFinder.find_spec("torch")
+    else:
+        sys.meta_path.insert(0, _MithrilTorchFinder)
 
 
 _mithril_cache_hook()

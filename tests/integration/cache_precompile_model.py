@@ -7,13 +7,41 @@ seconds and torch's own counters.
   --batch N        input rows (a changed shape)
   --no-epilogue    torch._inductor.config.epilogue_fusion = False (a changed flag)
   --two            also compile a second, different function (two graphs)
+  --local          the model's class is defined inside a function (its
+                   guards cannot be saved into a precompile package)
+
+Also reports the child processes torch started (ISA probe interpreters,
+g++ preprocessing and builds).
 """
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
-import torch
+# The processes torch starts (observed, not replaced): Inductor's ISA probes
+# are child interpreters, its compiler runs are g++ (-E: the precompiled
+# header's check; -c / -o *.so: a kernel build).
+children = {"python": 0, "cxx_preprocess": 0, "cxx_build": 0}
+_popen_init = subprocess.Popen.__init__
+
+
+def _observe(self, args, *a, **k):
+    argv = [str(x) for x in (args if isinstance(args, (list, tuple)) else str(args).split())]
+    if argv and os.path.realpath(argv[0]) == os.path.realpath(sys.executable):
+        children["python"] += 1
+    elif argv and os.path.basename(argv[0]) in ("g++", "c++", "gcc", "clang++"):
+        if "-E" in argv:
+            children["cxx_preprocess"] += 1
+        elif not ({"--version", "-v", "-dumpversion"} & set(argv)):
+            children["cxx_build"] += 1
+    return _popen_init(self, args, *a, **k)
+
+
+subprocess.Popen.__init__ = _observe
+
+import torch  # noqa: E402
 
 
 class Net(torch.nn.Module):
@@ -35,11 +63,19 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--no-epilogue", action="store_true")
     ap.add_argument("--two", action="store_true")
+    ap.add_argument("--local", action="store_true")
     a = ap.parse_args()
     if a.no_epilogue:
         torch._inductor.config.epilogue_fusion = False
     torch.manual_seed(0)
-    model = Net().eval()
+    if a.local:
+        class LocalNet(Net):  # its own forward: its own precompile key
+            def forward(self, x):
+                return torch.nn.functional.gelu(self.l1(x)).mul(2.0).add(self.l2.bias[0]) @ self.l2.weight.t()
+
+        model = LocalNet().eval()
+    else:
+        model = Net().eval()
     x = torch.randn(a.batch, 32)
     # A precompiled function is loaded by torch.compile() itself. CPU time of
     # this process too: on a loaded machine wall time mostly measures waiting.
@@ -66,6 +102,7 @@ def main():
         "precompile_miss": counters["dynamo_cache"].get("dynamo_cache_miss", 0),
         "caching_precompile": bool(torch._dynamo.config.caching_precompile),
         "inductor_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        "children": children,
     }))
 
 

@@ -74,10 +74,17 @@ def test_precompile_warm_start_explain_and_relocation(tmp_path):
     # The AOTAutograd entry keyed by this process's random backend id is gone.
     assert s["kinds"]["inductor-aotautograd"]["entries"] == 0
 
+    # The cold process ran Inductor's ISA probes (child interpreters) and its
+    # precompiled-header check (g++ -E); the store remembers both.
+    assert cold["children"]["python"] > 0 and cold["children"]["cxx_preprocess"] > 0, cold
+    assert list((a / "probes").iterdir()) and list((a / "pch").glob("*.json"))
+
     warm = run(a)
     assert warm["precompile_hit"] == 1 and warm["precompile_miss"] == 0
     assert warm["fxgraph_hit"] + warm["fxgraph_miss"] == 0  # Inductor not even asked
     assert warm["aot_hit"] + warm["aot_miss"] == 0          # nor AOTAutograd
+    # No C++ is compiled or preprocessed and no probe interpreter started.
+    assert warm["children"] == {"python": 0, "cxx_preprocess": 0, "cxx_build": 0}, warm
     # Speed targets live in bench/bench_compile.py; here only that the warm
     # process did less work (CPU seconds of the first call, compile() included:
     # on a loaded machine wall time mostly measures the wait).
@@ -86,6 +93,24 @@ def test_precompile_warm_start_explain_and_relocation(tmp_path):
     assert s["kinds"]["inductor-aotautograd"]["entries"] == 0
     assert s["last_run"]["precompile"]["hit_rate"] == 1.0
     assert explain(a)["explanations"] == []
+
+    # The same code in a module of another name is another entry (torch
+    # replays an entry into its module's namespace): a miss, not a failure.
+    other = mithril(a, "cache", "exec", "--", sys.executable, "-c",
+                    "import runpy, sys; sys.argv = [sys.argv[0]]; "
+                    f"runpy.run_path({MODEL!r}, run_name='other_name')['main']()")
+    other = json.loads([l for l in other.stdout.splitlines() if l.startswith("{")][-1])
+    assert other["precompile_hit"] == 0 and other["precompile_miss"] == 1, other
+    assert other["fxgraph_hit"] >= 1 and other["fxgraph_miss"] == 0, other  # the same graph
+    # A model class defined in a function: torch cannot save its guards; the
+    # package is bypassed (not a failed compile), and the next process takes
+    # today's path for it. The script checks every output against eager.
+    local = run(a, "--local")
+    assert local["precompile_hit"] == 0 and local["fxgraph_miss"] == 0, local
+    local = run(a, "--local")
+    assert local["precompile_hit"] == 0 and not local["caching_precompile"], local
+    # Neither run left an AOTAutograd entry keyed by its random backend id.
+    assert stats(a)["kinds"]["inductor-aotautograd"]["entries"] == 0
 
     # A changed input shape: the function is loaded, its guards fail, and the
     # new graph misses; explain names the input shapes.
@@ -120,6 +145,16 @@ def test_precompile_warm_start_explain_and_relocation(tmp_path):
     moved = run(b, home=home)
     assert moved["precompile_hit"] == 1 and moved["fxgraph_miss"] == 0, moved
     assert moved["first_cpu_s"] < cold["first_cpu_s"], (cold, moved)
+
+
+def test_hook_waits_for_torch(tmp_path):
+    """The sitecustomize `cache exec` installs imports nothing until the
+    process imports torch (torch.compile starts many Python children)."""
+    code = "import sys; {} print(sorted(m for m in ('mithril', 'mithril._hook') if m in sys.modules))"
+    plain = mithril(tmp_path / "s", "cache", "exec", "--", sys.executable, "-c", code.format(""))
+    assert plain.stdout.strip() == "[]", plain.stdout
+    with_torch = mithril(tmp_path / "s", "cache", "exec", "--", sys.executable, "-c", code.format("import torch;"))
+    assert with_torch.stdout.strip() == "['mithril', 'mithril._hook']", with_torch.stdout
 
 
 def kernel_digests(inductor):
