@@ -74,6 +74,9 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
       damaged = true;
       ok = false;
     }
+    // Each payload is read once: a mapped container's pages need not stay in
+    // this process (peak RSS is the chunks in flight, not the whole input).
+    if (!ahead) reader.source().release(r.file_offset, r.stored_size);
     if (ok) {
       digest.add(i, r.source_offset, out);
       if (target.consume) target.consume(i, out);
