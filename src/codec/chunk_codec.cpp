@@ -327,6 +327,9 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       if (m_grouped.size() < out.size()) m_grouped.resize(out.size());
       grouped = util::MutableByteSpan(m_grouped.data(), out.size());
     }
+    // Where each plane lies for ungrouping: coded planes are decoded into
+    // `grouped`, stored ones are read in place from the payload (no copy).
+    std::array<util::ByteSpan, 8> planes{};
     std::size_t src = dir_size;
     std::size_t dst = 0;
     for (unsigned k = 0; k < width; ++k) {
@@ -336,11 +339,16 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       if (size > payload.size() - src) fail(fmt::format("plane {} runs past the payload", k));
       const util::ByteSpan in = payload.subspan(src, size);
       const util::MutableByteSpan plane = grouped.subspan(dst, len);
+      planes[k] = plane;
       try {
         switch (codec) {
           case PlaneCodec::stored:
             if (size != len) fail(fmt::format("stored plane {} has the wrong size", k));
-            if (len) std::memcpy(plane.data(), in.data(), len);
+            if (direct) {
+              if (len) std::memcpy(plane.data(), in.data(), len);
+            } else {
+              planes[k] = in;
+            }
             break;
           case PlaneCodec::zstd: m_zstd.decompress(in, plane); break;
           case PlaneCodec::rans0: rans::decode(in, plane); break;
@@ -357,12 +365,13 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     if (src != payload.size()) fail("payload has trailing bytes");
     if (!direct) {
       const auto mode = static_cast<GroupMode>(rec.group_mode);
+      const std::span<const util::ByteSpan> ps(planes.data(), width);
       if (rec.residual == Residual::none) {
-        ungroup_bytes(grouped, out, width, mode);
+        ungroup_planes(ps, out, width, mode);
       } else {
         // Ungroup in place is not possible: use out as the ungrouped residual,
         // then fold the base into it.
-        ungroup_bytes(grouped, out, width, mode);
+        ungroup_planes(ps, out, width, mode);
         std::memcpy(grouped.data(), out.data(), out.size());
         if (rec.residual == Residual::xor_) xor_residual(grouped, base, out);
         else add_residual(grouped, base, out, width);
