@@ -90,7 +90,9 @@ void decode_into(const container::Reader& reader, std::span<std::byte> out, cons
   auto base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
   checkpoint::DecodeTarget target;
   target.place = [&](std::size_t c) { return out.subspan(index.chunks[c].source_offset, index.chunks[c].raw_size); };
-  checkpoint::decode_container(reader, base.get(), options.threads, target, nullptr, options.progress);
+  checkpoint::decode_container(
+      reader, base.get(), options.threads, target, nullptr, options.progress,
+      options.check_digest ? checkpoint::DigestCheck::whole_file : checkpoint::DigestCheck::chunks_only);
 }
 
 }  // namespace
