@@ -31,6 +31,10 @@ namespace mithril {
 
 // Output memory of at least `bound` bytes for an in-memory container (the
 // caller's own buffer, e.g. a Python bytes object); called once per call.
+// It must be memory the call may treat as its own: decompress_to_memory()
+// asks the kernel to back a large output with transparent huge pages
+// (madvise), since first-touch page faults of a fresh buffer otherwise cost
+// about as much as decoding into it.
 using MemoryAllocator = std::function<std::span<std::byte>(std::uint64_t bound)>;
 
 // Compresses `data` into an .mcp in the memory `allocate` returns and

@@ -11,6 +11,7 @@
 #include "checkpoint/source.hpp"
 #include "container/reader.hpp"
 #include "mithril/error.hpp"
+#include "util/posix.hpp"
 
 namespace mithril {
 namespace {
@@ -108,6 +109,7 @@ std::uint64_t decompress_to_memory(std::span<const std::byte> mcp, const Decompr
   const std::uint64_t size = reader.index().source.size;
   const std::span<std::byte> out = allocate(size);
   if (out.size() < size) throw Error(Errc::internal, "in-memory decompress: output buffer smaller than asked");
+  util::advise_huge_pages(out.data(), size);
   decode_into(reader, out.first(size), options, name);
   return size;
 }
