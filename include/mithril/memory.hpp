@@ -31,7 +31,7 @@ namespace mithril {
 
 // Output memory of at least `bound` bytes for an in-memory container (the
 // caller's own buffer, e.g. a Python bytes object); called once per call.
-// It must be memory the call may treat as its own: decompress_to_memory()
+// It must be memory the call may treat as its own: the call
 // asks the kernel to back a large output with transparent huge pages
 // (madvise), since first-touch page faults of a fresh buffer otherwise cost
 // about as much as decoding into it.
