@@ -31,10 +31,10 @@ namespace mithril {
 
 // Output memory of at least `bound` bytes for an in-memory container (the
 // caller's own buffer, e.g. a Python bytes object); called once per call.
-// It must be memory the call may treat as its own: the call
-// asks the kernel to back a large output with transparent huge pages
-// (madvise), since first-touch page faults of a fresh buffer otherwise cost
-// about as much as decoding into it.
+// decompress_to_memory() treats it as fresh memory of its own: each worker
+// maps its chunk's pages in one madvise(MADV_POPULATE_WRITE) call, since
+// one first-touch page fault per 4 KiB otherwise costs about as much as
+// decoding into it.
 using MemoryAllocator = std::function<std::span<std::byte>(std::uint64_t bound)>;
 
 // Compresses `data` into an .mcp in the memory `allocate` returns and

@@ -14,7 +14,6 @@
 #include "storage/remote_io.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3_tree.hpp"
-#include "util/posix.hpp"
 #include "util/xxh3.hpp"
 
 namespace mithril::checkpoint {
@@ -152,7 +151,6 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
   for (const auto& c : plan.chunks) bound += c.size;
   const util::MutableByteSpan memory = allocate(bound);
   if (memory.size() < bound) throw Error(Errc::internal, "in-memory compress: output buffer smaller than its bound");
-  util::advise_huge_pages(memory.data(), memory.size());  // fresh, mostly written (memory.hpp)
   container::Writer writer = container::Writer::positional([memory](std::uint64_t at, util::ByteSpan b) {
     if (at > memory.size() || b.size() > memory.size() - at)
       throw Error(Errc::internal, "in-memory compress: container larger than its bound");
