@@ -8,8 +8,12 @@ ZipNN: ZipNN(bytearray_dtype=<the file's dominant float dtype>, threads=N)
 (its compress rewrites its input, so it gets a fresh copy each run, made
 outside the timing). Mithril: mithril.compress(bytes, threads=N) (the image is
 planned tensor by tensor, as a file would be) and mithril.decompress(blob,
-threads=N). Every round trip is checked byte for byte. Methods run
-round-robin, medians of --repeat; MiB/s of original bytes. The memcpy and
+threads=N), which checks every chunk's XXH3 (ZipNN checks nothing);
+--check-digest adds a "mithril+blake3" row that also recomputes the
+whole-file BLAKE3. Every round trip is checked byte for byte. Methods run
+round-robin, medians of --repeat; MiB/s of original bytes, by wall time
+and by the process's CPU time (user + sys, all threads: on a shared machine
+wall time also counts waiting for a core). The memcpy and
 page-cache bandwidth of the machine are measured in the same run
 (bench/bandwidth.py), and the CPU model printed.
 
@@ -43,25 +47,29 @@ def run_zipnn(data: bytes, dtype: str, threads: int) -> dict:
 
     z = ZipNN(bytearray_dtype=dtype, threads=threads)
     src = bytearray(data)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     blob = z.compress(src)
-    t1 = time.perf_counter()
+    c1, t1 = time.process_time(), time.perf_counter()
     del src
-    back = ZipNN(threads=threads).decompress(bytes(blob) if not isinstance(blob, bytes) else blob)
-    t2 = time.perf_counter()
-    return {"compressed_bytes": len(blob), "compress_s": t1 - t0, "decompress_s": t2 - t1,
-            "exact": bytes(back) == data}
+    blob = bytes(blob) if not isinstance(blob, bytes) else blob
+    z2 = ZipNN(threads=threads)
+    c2, t2 = time.process_time(), time.perf_counter()
+    back = z2.decompress(blob)
+    c3, t3 = time.process_time(), time.perf_counter()
+    return {"compressed_bytes": len(blob), "compress_s": t1 - t0, "decompress_s": t3 - t2,
+            "compress_cpu_s": c1 - c0, "decompress_cpu_s": c3 - c2, "exact": bytes(back) == data}
 
 
-def run_mithril(data: bytes, threads: int) -> dict:
+def run_mithril(data: bytes, threads: int, check_digest: bool = False) -> dict:
     import mithril
 
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     blob = mithril.compress(data, threads=threads)
-    t1 = time.perf_counter()
-    back = mithril.decompress(blob, threads=threads)
-    t2 = time.perf_counter()
-    return {"compressed_bytes": len(blob), "compress_s": t1 - t0, "decompress_s": t2 - t1, "exact": back == data}
+    c1, t1 = time.process_time(), time.perf_counter()
+    back = mithril.decompress(blob, threads=threads, check_digest=check_digest)
+    c2, t2 = time.process_time(), time.perf_counter()
+    return {"compressed_bytes": len(blob), "compress_s": t1 - t0, "decompress_s": t2 - t1,
+            "compress_cpu_s": c1 - c0, "decompress_cpu_s": c2 - c1, "exact": back == data}
 
 
 def summarize(name: str, threads: int, size: int, runs: list[dict]) -> dict:
@@ -70,9 +78,12 @@ def summarize(name: str, threads: int, size: int, runs: list[dict]) -> dict:
         return {"method": name, "threads": threads, "error": errors[0]}
     cs = median([r["compress_s"] for r in runs])
     ds = median([r["decompress_s"] for r in runs])
+    ccs = median([r["compress_cpu_s"] for r in runs])
+    dcs = median([r["decompress_cpu_s"] for r in runs])
     return {"method": name, "threads": threads, "ratio": size / runs[-1]["compressed_bytes"],
             "compressed_bytes": runs[-1]["compressed_bytes"], "compress_s": cs, "decompress_s": ds,
             "compress_mib_s": size / MIB / cs, "decompress_mib_s": size / MIB / ds,
+            "compress_cpu_mib_s": size / MIB / max(ccs, 1e-9), "decompress_cpu_mib_s": size / MIB / max(dcs, 1e-9),
             "exact": all(r["exact"] for r in runs), "runs": runs}
 
 
@@ -86,6 +97,8 @@ def main() -> int:
     ap.add_argument("--step", type=int)
     ap.add_argument("--threads", default="1,all", help='thread counts, "all" = all cores')
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--check-digest", action="store_true",
+                    help="also time mithril.decompress(check_digest=True) (whole-file BLAKE3)")
     ap.add_argument("--mithril", default=str(DEFAULT_MITHRIL), help="CLI, for the kernel line only")
     ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "tmp")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "compare_memory.json")
@@ -118,6 +131,8 @@ def main() -> int:
         print(f"== {kind}: {path} ({size / MIB:.1f} MiB), ZipNN bytearray_dtype={zdtype}", file=sys.stderr, flush=True)
         methods = [(f"zipnn ({zdtype})", n, lambda n=n: run_zipnn(data, zdtype, n)) for n in threads]
         methods += [("mithril", n, lambda n=n: run_mithril(data, n)) for n in threads]
+        if args.check_digest:
+            methods += [("mithril+blake3", n, lambda n=n: run_mithril(data, n, True)) for n in threads]
         runs: list[list[dict]] = [[] for _ in methods]
         for _ in range(args.repeat):
             for i, (_, _, fn) in enumerate(methods):
@@ -130,26 +145,33 @@ def main() -> int:
         rows = []
         for r in results:
             if "error" in r:
-                rows.append([r["method"], str(r["threads"]), "error", "", "", r["error"][:60]])
+                rows.append([r["method"], str(r["threads"]), "error", "", "", "", "", r["error"][:60]])
                 print(f"   {r['method']:18s} T{r['threads']} ERROR {r['error']}", file=sys.stderr)
                 continue
             rows.append([r["method"], str(r["threads"]), f"{r['ratio']:.4f}", f"{r['compress_mib_s']:.0f}",
-                         f"{r['decompress_mib_s']:.0f}", "yes" if r["exact"] else "**NO**"])
+                         f"{r['decompress_mib_s']:.0f}", f"{r['compress_cpu_mib_s']:.0f}",
+                         f"{r['decompress_cpu_mib_s']:.0f}", "yes" if r["exact"] else "**NO**"])
             print(f"   {r['method']:18s} T{r['threads']} ratio {r['ratio']:.4f}  c {r['compress_mib_s']:8.1f} MiB/s"
-                  f"  d {r['decompress_mib_s']:8.1f} MiB/s  exact={r['exact']}", file=sys.stderr, flush=True)
+                  f"  d {r['decompress_mib_s']:8.1f} MiB/s  (CPU: c {r['compress_cpu_mib_s']:.0f} d "
+                  f"{r['decompress_cpu_mib_s']:.0f})  exact={r['exact']}", file=sys.stderr, flush=True)
         for n in threads:
             z = next((r for r in results if r["method"].startswith("zipnn") and r["threads"] == n), None)
-            m = next((r for r in results if r["method"] == "mithril" and r["threads"] == n), None)
-            if z and m and "error" not in z and "error" not in m:
-                speedups.append([kind, str(n), f"{m['ratio'] / z['ratio']:.4f}",
-                                 f"{m['compress_mib_s'] / z['compress_mib_s']:.2f}x",
-                                 f"{m['decompress_mib_s'] / z['decompress_mib_s']:.2f}x"])
+            for m in (r for r in results if r["method"].startswith("mithril") and r["threads"] == n):
+                if z and "error" not in z and "error" not in m:
+                    speedups.append([kind, m["method"], str(n), f"{m['ratio'] / z['ratio']:.4f}",
+                                     f"{m['compress_mib_s'] / z['compress_mib_s']:.2f}x",
+                                     f"{m['decompress_mib_s'] / z['decompress_mib_s']:.2f}x",
+                                     f"{m['compress_cpu_mib_s'] / z['compress_cpu_mib_s']:.2f}x",
+                                     f"{m['decompress_cpu_mib_s'] / z['decompress_cpu_mib_s']:.2f}x"])
         report["files"].append({"kind": kind, "path": str(path), "bytes": size, "zipnn_dtype": zdtype,
                                 "results": results})
         md += [f"**{kind}** — `{path.name}`, {size / MIB:.1f} MiB.", "",
-               md_table(["method", "threads", "ratio", "compress MiB/s", "decompress MiB/s", "exact"], rows), ""]
-    md[6:6] = ["Mithril vs ZipNN (same bytes, same threads; target >= 2x both directions):", "",
-               md_table(["input", "threads", "ratio / ZipNN's", "compress speed", "decompress speed"], speedups), ""]
+               md_table(["method", "threads", "ratio", "compress MiB/s", "decompress MiB/s", "c MiB/CPU-s",
+                         "d MiB/CPU-s", "exact"], rows), ""]
+    md[6:6] = ["Mithril vs ZipNN (same bytes, same threads; target >= 2x both directions), by wall time and by "
+               "CPU time:", "",
+               md_table(["input", "method", "threads", "ratio / ZipNN's", "compress (wall)", "decompress (wall)",
+                         "compress (CPU)", "decompress (CPU)"], speedups), ""]
     write_report("compare_memory", md, [], report, args.md, args.json)
     bad = [r for f in report["files"] for r in f["results"] if "error" in r or not r.get("exact")]
     return 1 if bad else 0

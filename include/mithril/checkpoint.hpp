@@ -82,6 +82,13 @@ struct DecompressOptions {
   std::optional<std::filesystem::path> base;  // required for delta files
   ProgressCallback progress;
   RemoteOptions remote;
+  // Recompute the whole-file BLAKE3 and compare it with the index's. Every
+  // chunk is checked against its XXH3-64 either way, which catches any
+  // damage short of a deliberate collision; the BLAKE3 pass (~20-25% of
+  // decompression CPU) adds a cryptographic check of the whole output.
+  // Only the in-memory API (memory.hpp) honours `false`: files are always
+  // fully checked (docs/format.md, Integrity).
+  bool check_digest = true;
 };
 
 struct DecompressResult {

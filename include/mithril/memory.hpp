@@ -31,6 +31,10 @@ namespace mithril {
 
 // Output memory of at least `bound` bytes for an in-memory container (the
 // caller's own buffer, e.g. a Python bytes object); called once per call.
+// decompress_to_memory() treats it as fresh memory of its own: each worker
+// maps its chunk's pages in one madvise(MADV_POPULATE_WRITE) call, since
+// one first-touch page fault per 4 KiB otherwise costs about as much as
+// decoding into it.
 using MemoryAllocator = std::function<std::span<std::byte>(std::uint64_t bound)>;
 
 // Compresses `data` into an .mcp in the memory `allocate` returns and
@@ -55,8 +59,9 @@ std::uint64_t compress_tensors_to_memory(const std::vector<TensorData>& tensors,
 // The size of the original bytes of an in-memory .mcp (reads its index).
 std::uint64_t decompressed_size(std::span<const std::byte> mcp, std::string_view name = "<memory>");
 // Restores the original bytes into `out`, which must be exactly
-// decompressed_size() bytes; every chunk checksum and the whole-file BLAKE3
-// are checked (Error(corrupt) on any mismatch; `out` then holds garbage).
+// decompressed_size() bytes; every chunk checksum and (unless
+// options.check_digest is false) the whole-file BLAKE3 are checked
+// (Error(corrupt) on any mismatch; `out` then holds garbage).
 void decompress_into(std::span<const std::byte> mcp, std::span<std::byte> out, const DecompressOptions& options = {},
                      std::string_view name = "<memory>");
 // As decompress_into(), into memory `allocate` returns for the exact size

@@ -44,10 +44,11 @@ py::bytes compress_memory(const py::handle& data, const std::string& dtype, int 
   return py::reinterpret_steal<py::bytes>(raw);
 }
 
-py::bytes decompress_memory(const py::handle& data, unsigned threads) {
+py::bytes decompress_memory(const py::handle& data, unsigned threads, bool check_digest) {
   BufferView view(data, BufferView::Access::read);
   DecompressOptions o;
   o.threads = threads;
+  o.check_digest = check_digest;
   py::object out;
   {
     py::gil_scoped_release release;
@@ -62,8 +63,8 @@ void bind_memory(py::module_& m) {
   m.def("compress_memory", &compress_memory, py::arg("data"), py::arg("dtype"), py::arg("level"),
         py::arg("threads"), py::arg("chunk_size"),
         "An in-memory .mcp of a buffer (dtype: safetensors name, or '' to plan it like a file).");
-  m.def("decompress_memory", &decompress_memory, py::arg("data"), py::arg("threads"),
-        "The original bytes of an in-memory .mcp.");
+  m.def("decompress_memory", &decompress_memory, py::arg("data"), py::arg("threads"), py::arg("check_digest"),
+        "The original bytes of an in-memory .mcp (every chunk's XXH3 checked; check_digest: the whole-file BLAKE3 too).");
 }
 
 }  // namespace mithril::python

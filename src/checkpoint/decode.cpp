@@ -23,7 +23,7 @@ constexpr std::size_t k_read_ahead_windows = 4;  // memory: 128 MiB of fetched w
 
 void decode_container(const container::Reader& reader, const BaseSource* base, unsigned threads,
                       const DecodeTarget& target, std::vector<std::string>* problems,
-                      const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+                      const std::function<void(std::uint64_t, std::uint64_t)>& progress, DigestCheck digest) {
   const auto& index = reader.index();
   threads = resolve_threads(threads);
   const std::size_t in_flight = std::max<std::size_t>(2, 2 * static_cast<std::size_t>(threads));
@@ -33,7 +33,8 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
     codec::ChunkDecoder decoder;
   };
   std::vector<Slot> slots(in_flight);
-  util::Blake3Tree digest(index.source.size, index.chunks.size());
+  const bool whole = digest == DigestCheck::whole_file;
+  util::Blake3Tree tree(whole ? index.source.size : 0, whole ? index.chunks.size() : 0);
   // Damage per chunk, reported in chunk order afterwards.
   std::vector<std::string> damage(problems ? index.chunks.size() : 0);
   std::atomic<bool> damaged{false};
@@ -73,8 +74,11 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
       damaged = true;
       ok = false;
     }
+    // Each payload is read once: a mapped container's pages need not stay in
+    // this process (peak RSS is the chunks in flight, not the whole input).
+    if (!ahead) reader.source().release(r.file_offset, r.stored_size);
     if (ok) {
-      digest.add(i, r.source_offset, out);
+      if (whole) tree.add(i, r.source_offset, out);
       if (target.consume) target.consume(i, out);
     }
     if (progress) {
@@ -89,7 +93,8 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
       if (!d.empty()) problems->push_back(std::move(d));
     return;
   }
-  const auto restored = digest.digest();
+  if (!whole) return;
+  const auto restored = tree.digest();
   if (restored != index.source.blake3) {
     const std::string msg = fmt::format("{}: whole-file BLAKE3 mismatch: restored {} but the original was {}",
                                         reader.name(), util::to_hex(restored), util::to_hex(index.source.blake3));

@@ -11,6 +11,7 @@
 #include "checkpoint/source.hpp"
 #include "container/reader.hpp"
 #include "mithril/error.hpp"
+#include "util/posix.hpp"
 
 namespace mithril {
 namespace {
@@ -81,16 +82,24 @@ std::uint64_t decompressed_size(std::span<const std::byte> mcp, std::string_view
 
 namespace {
 
+// fresh: `out` was just allocated for this call, its pages not yet touched.
 void decode_into(const container::Reader& reader, std::span<std::byte> out, const DecompressOptions& options,
-                 std::string_view name) {
+                 std::string_view name, bool fresh = false) {
   const auto& index = reader.index();
   if (out.size() != index.source.size)
     throw Error(Errc::invalid_argument, fmt::format("{}: output buffer holds {} bytes, the original has {}", name,
                                                     out.size(), index.source.size));
   auto base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
   checkpoint::DecodeTarget target;
-  target.place = [&](std::size_t c) { return out.subspan(index.chunks[c].source_offset, index.chunks[c].raw_size); };
-  checkpoint::decode_container(reader, base.get(), options.threads, target, nullptr, options.progress);
+  target.place = [&](std::size_t c) {
+    const auto span = out.subspan(index.chunks[c].source_offset, index.chunks[c].raw_size);
+    // Each worker maps its chunk's pages in one call (util/posix.hpp).
+    if (fresh) util::prefault_for_write(span.data(), span.size());
+    return span;
+  };
+  checkpoint::decode_container(
+      reader, base.get(), options.threads, target, nullptr, options.progress,
+      options.check_digest ? checkpoint::DigestCheck::whole_file : checkpoint::DigestCheck::chunks_only);
 }
 
 }  // namespace
@@ -106,7 +115,7 @@ std::uint64_t decompress_to_memory(std::span<const std::byte> mcp, const Decompr
   const std::uint64_t size = reader.index().source.size;
   const std::span<std::byte> out = allocate(size);
   if (out.size() < size) throw Error(Errc::internal, "in-memory decompress: output buffer smaller than asked");
-  decode_into(reader, out.first(size), options, name);
+  decode_into(reader, out.first(size), options, name, true);
   return size;
 }
 

@@ -3,6 +3,7 @@
 #include <tbb/parallel_pipeline.h>
 #include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -37,7 +38,9 @@ unsigned resolve_threads(unsigned threads) {
 void run_pipeline(std::size_t n, unsigned threads, std::size_t in_flight, const PipelineStage& work,
                   const PipelineStage& order, const PipelineStage& finish) {
   if (n == 0) return;
-  threads = resolve_threads(threads);
+  // More workers than items would only spin (TBB's idle workers yield in a
+  // loop before they sleep): a one-chunk file runs on the calling thread.
+  threads = static_cast<unsigned>(std::min<std::size_t>(resolve_threads(threads), n));
   if (threads == 1) {
     for (std::size_t i = 0; i < n; ++i) {
       work(i, 0);

@@ -9,7 +9,6 @@
 #include <map>
 
 #include <fmt/format.h>
-#include <tbb/enumerable_thread_specific.h>
 
 #include "checkpoint/parallel.hpp"
 #include "codec/chunk_codec.hpp"

@@ -81,15 +81,20 @@ struct DecodeTarget {
   std::function<void(std::size_t c, util::ByteSpan raw)> consume;
 };
 
+// What decode_container() checks besides every chunk's XXH3-64.
+enum class DigestCheck { whole_file, chunks_only };
+
 // Decodes every chunk of an .mcp in parallel into `target`, then checks the
-// whole-file BLAKE3 (hashed by the workers, util/blake3_tree.hpp). With
+// whole-file BLAKE3 (hashed by the workers, util/blake3_tree.hpp) unless
+// `digest` is chunks_only. With
 // problems == nullptr the first damage throws Error(corrupt); otherwise
 // damage is appended to *problems, in chunk order, and decoding goes on
 // (consume is not called for a damaged chunk). `progress` is called from one
 // thread at a time.
 void decode_container(const container::Reader& reader, const BaseSource* base, unsigned threads,
                       const DecodeTarget& target, std::vector<std::string>* problems,
-                      const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});
+                      const std::function<void(std::uint64_t, std::uint64_t)>& progress = {},
+                      DigestCheck digest = DigestCheck::whole_file);
 
 // FileInfo of an opened .mcp (describe_file, CheckpointReader).
 FileInfo describe_container(const container::Reader& reader, const std::string& path);

@@ -122,8 +122,33 @@ void ungroup_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableBy
     return;
   }
   const std::size_t m = in.size() / width;
-  if (m > 0) k.ungroup[wi - 1][mi](in.data(), out.data(), m);
+  std::array<const std::byte*, 8> planes{};
+  for (unsigned p = 0; p < width; ++p) planes[p] = in.data() + p * m;
+  if (m > 0) k.ungroup[wi - 1][mi](planes.data(), out.data(), m);
   std::memcpy(out.data() + m * width, in.data() + m * width, in.size() - m * width);
+}
+
+void ungroup_planes(const ByteGroupKernels& k, std::span<const util::ByteSpan> planes, util::MutableByteSpan out,
+                    unsigned width, GroupMode mode) {
+  const unsigned wi = width_index(width, "ungroup_planes");
+  const unsigned mi = mode_index(mode, "ungroup_planes");
+  if (planes.size() != width) invalid("ungroup_planes: one plane per byte of the element");
+  const std::size_t m = out.size() / width;
+  const std::size_t tail = out.size() % width;
+  std::array<const std::byte*, 8> ptr{};
+  for (unsigned p = 0; p < width; ++p) {
+    if (planes[p].size() != (p + 1 == width ? m + tail : m)) invalid("ungroup_planes: plane of the wrong size");
+    if (overlaps(planes[p].data(), planes[p].size(), out.data(), out.size()))
+      invalid("ungroup_planes: input and output overlap");
+    ptr[p] = planes[p].data();
+  }
+  if (out.empty()) return;
+  if (wi == 0) {
+    std::memcpy(out.data(), ptr[0], out.size());
+    return;
+  }
+  if (m > 0) k.ungroup[wi - 1][mi](ptr.data(), out.data(), m);
+  if (tail) std::memcpy(out.data() + m * width, ptr[width - 1] + m, tail);
 }
 
 void xor_residual(const ByteGroupKernels& k, util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out) {
@@ -282,6 +307,11 @@ void group_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, G
 }
 void ungroup_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode) {
   detail::ungroup_bytes(detail::active_kernels(), in, out, width, mode);
+}
+
+void ungroup_planes(std::span<const util::ByteSpan> planes, util::MutableByteSpan out, unsigned width,
+                    GroupMode mode) {
+  detail::ungroup_planes(detail::active_kernels(), planes, out, width, mode);
 }
 void xor_residual(util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out) {
   detail::xor_residual(detail::active_kernels(), target, base, out);

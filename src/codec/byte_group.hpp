@@ -39,6 +39,13 @@ using Histogram = std::array<std::uint32_t, 256>;
 void group_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode);
 // Exact inverse of group_bytes. Same requirements.
 void ungroup_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode);
+// ungroup_bytes of the concatenation of `planes` without making it: planes[k]
+// is plane k wherever it lies (decoded planes in a scratch buffer, stored
+// ones in the payload), m = out.size() / width bytes each, the last one
+// followed by the out.size() % width tail bytes. REQUIRES: planes.size() ==
+// width, those sizes, no plane overlapping out (else Error(invalid_argument)).
+void ungroup_planes(std::span<const util::ByteSpan> planes, util::MutableByteSpan out, unsigned width,
+                    GroupMode mode);
 
 // Byte histograms of each plane of group_bytes(in, width, mode) without
 // materializing it: hists[k] counts plane k (k < width). The tail is not

@@ -120,12 +120,16 @@ void group(const std::byte* in, std::byte* out, std::size_t m) {
 }
 
 template <typename T, bool Rot>
-void ungroup(const std::byte* in, std::byte* out, std::size_t m) {
+void ungroup(const std::byte* const* planes, std::byte* out, std::size_t m) {
   constexpr unsigned W = sizeof(T);
+  // A local copy: stores through std::byte* may alias anything, and would
+  // make the compiler reload the plane pointers after every store.
+  const std::byte* in[W];
+  for (unsigned k = 0; k < W; ++k) in[k] = planes[k];
   std::size_t i = 0;
   for (; i + 32 <= m; i += 32) {
     V p[W], r[W];
-    for (unsigned k = 0; k < W; ++k) p[k] = load(in + k * m + i);
+    for (unsigned k = 0; k < W; ++k) p[k] = load(in[k] + i);
     ungroup_lanes<W>(p, r);
     // r[j] lane h holds output chunk W*h + j (16-byte chunks of the block).
     std::byte* blk = out + W * i;
@@ -140,7 +144,7 @@ void ungroup(const std::byte* in, std::byte* out, std::size_t m) {
       store(blk + 16 * (W + j), hi);
     }
   }
-  ungroup_range<T, Rot>(in, out, m, i, m);
+  ungroup_range<T, Rot>(in, out, i, m);
 }
 
 // ---- residuals ----------------------------------------------------------------

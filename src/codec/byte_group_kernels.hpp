@@ -9,7 +9,8 @@
 //
 // Kernel contract: pointers are to whole elements only (the public functions
 // deal with tails and validation). Group/ungroup kernels take m elements and
-// lay plane k at offset k*m. Residual kernels take m elements of their width.
+// lay plane k at offset k*m; ungroup kernels read plane k from planes[k]
+// (m bytes each, anywhere). Residual kernels take m elements of their width.
 #pragma once
 
 #include <cstddef>
@@ -25,13 +26,14 @@ enum class Isa : std::uint8_t { scalar = 0, sse2 = 1, avx2 = 2, avx512 = 3 };
 inline constexpr Isa k_all_isas[] = {Isa::scalar, Isa::sse2, Isa::avx2, Isa::avx512};
 
 using PlaneFn = void (*)(const std::byte* in, std::byte* out, std::size_t m);
+using UngroupFn = void (*)(const std::byte* const* planes, std::byte* out, std::size_t m);
 using ResidualFn = void (*)(const std::byte* a, const std::byte* b, std::byte* out, std::size_t m);
 
 struct ByteGroupKernels {
   Isa isa;
   // Index [log2(width) - 1][mode]: widths 2, 4, 8 (width 1 is a copy).
   PlaneFn group[3][2];
-  PlaneFn ungroup[3][2];
+  UngroupFn ungroup[3][2];
   ResidualFn xor_bytes;  // m = bytes
   // Index [log2(width)]: widths 1, 2, 4, 8.
   ResidualFn sub[4];
@@ -51,6 +53,8 @@ void group_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByte
                  GroupMode mode);
 void ungroup_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan out, unsigned width,
                    GroupMode mode);
+void ungroup_planes(const ByteGroupKernels& k, std::span<const util::ByteSpan> planes, util::MutableByteSpan out,
+                    unsigned width, GroupMode mode);
 void xor_residual(const ByteGroupKernels& k, util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out);
 void sub_residual(const ByteGroupKernels& k, util::ByteSpan target, util::ByteSpan base, util::MutableByteSpan out,
                   unsigned width);
@@ -94,12 +98,12 @@ MITHRIL_KERNEL_INLINE void group_range(const std::byte* in, std::byte* out, std:
 }
 
 template <typename T, bool Rot>
-MITHRIL_KERNEL_INLINE void ungroup_range(const std::byte* in, std::byte* out, std::size_t m, std::size_t begin,
+MITHRIL_KERNEL_INLINE void ungroup_range(const std::byte* const* planes, std::byte* out, std::size_t begin,
                           std::size_t end) noexcept {
   constexpr unsigned w = sizeof(T);
   for (std::size_t i = begin; i < end; ++i) {
     T v = 0;
-    for (unsigned k = 0; k < w; ++k) v = static_cast<T>(v | static_cast<T>(static_cast<T>(in[k * m + i]) << (8 * k)));
+    for (unsigned k = 0; k < w; ++k) v = static_cast<T>(v | static_cast<T>(static_cast<T>(planes[k][i]) << (8 * k)));
     if constexpr (Rot) v = rotr1(v);
     util::store_le<T>(out + i * w, v);
   }

@@ -9,8 +9,8 @@ void group(const std::byte* in, std::byte* out, std::size_t m) {
   group_range<T, Rot>(in, out, m, 0, m);
 }
 template <typename T, bool Rot>
-void ungroup(const std::byte* in, std::byte* out, std::size_t m) {
-  ungroup_range<T, Rot>(in, out, m, 0, m);
+void ungroup(const std::byte* const* planes, std::byte* out, std::size_t m) {
+  ungroup_range<T, Rot>(planes, out, 0, m);
 }
 template <typename T>
 void sub(const std::byte* a, const std::byte* b, std::byte* out, std::size_t m) {

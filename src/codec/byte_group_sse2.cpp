@@ -121,19 +121,23 @@ void group(const std::byte* in, std::byte* out, std::size_t m) {
 }
 
 template <typename T, bool Rot>
-void ungroup(const std::byte* in, std::byte* out, std::size_t m) {
+void ungroup(const std::byte* const* planes, std::byte* out, std::size_t m) {
   constexpr unsigned W = sizeof(T);
+  // A local copy: stores through std::byte* may alias anything, and would
+  // make the compiler reload the plane pointers after every store.
+  const std::byte* in[W];
+  for (unsigned k = 0; k < W; ++k) in[k] = planes[k];
   std::size_t i = 0;
   for (; i + 16 <= m; i += 16) {
     V p[W], r[W];
-    for (unsigned k = 0; k < W; ++k) p[k] = load(in + k * m + i);
+    for (unsigned k = 0; k < W; ++k) p[k] = load(in[k] + i);
     ungroup_lanes<W>(p, r);
     for (unsigned j = 0; j < W; ++j) {
       if constexpr (Rot) r[j] = rotr<W>(r[j]);
       store(out + W * i + 16 * j, r[j]);
     }
   }
-  ungroup_range<T, Rot>(in, out, m, i, m);
+  ungroup_range<T, Rot>(in, out, i, m);
 }
 
 // ---- residuals ----------------------------------------------------------------

@@ -94,6 +94,31 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
          (static_cast<double>(in.size()) / static_cast<double>(sampled));
 }
 
+// Output bytes ungrouped per step before they are checksummed: small enough
+// to still be in L1/L2 when XXH3 reads them (a 4 MiB chunk is not).
+constexpr std::size_t k_hash_piece = 32 * 1024;
+
+// ungroup_planes() in pieces, each hashed into `sum` right after it is
+// written. Same bytes and digest as ungrouping whole, then hashing.
+void ungroup_and_hash(std::span<const util::ByteSpan> planes, util::MutableByteSpan out, unsigned width,
+                      GroupMode mode, util::Xxh3Stream& sum) {
+  const std::size_t m = out.size() / width;
+  const std::size_t step = k_hash_piece / width;  // elements per piece
+  std::array<util::ByteSpan, 8> part{};
+  for (std::size_t e = 0; e < m; e += step) {
+    const std::size_t n = std::min(step, m - e);
+    for (unsigned k = 0; k < width; ++k) part[k] = planes[k].subspan(e, n);
+    const util::MutableByteSpan piece = out.subspan(e * width, n * width);
+    ungroup_planes(std::span<const util::ByteSpan>(part.data(), width), piece, width, mode);
+    sum.update(piece);
+  }
+  const util::MutableByteSpan tail = out.subspan(m * width);
+  if (!tail.empty()) {
+    std::memcpy(tail.data(), planes[width - 1].data() + m, tail.size());
+    sum.update(tail);
+  }
+}
+
 }  // namespace
 
 ChunkEncoder::ChunkEncoder(int level) : m_level(level), m_zstd(level) {}
@@ -327,6 +352,9 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       if (m_grouped.size() < out.size()) m_grouped.resize(out.size());
       grouped = util::MutableByteSpan(m_grouped.data(), out.size());
     }
+    // Where each plane lies for ungrouping: coded planes are decoded into
+    // `grouped`, stored ones are read in place from the payload (no copy).
+    std::array<util::ByteSpan, 8> planes{};
     std::size_t src = dir_size;
     std::size_t dst = 0;
     for (unsigned k = 0; k < width; ++k) {
@@ -336,11 +364,16 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       if (size > payload.size() - src) fail(fmt::format("plane {} runs past the payload", k));
       const util::ByteSpan in = payload.subspan(src, size);
       const util::MutableByteSpan plane = grouped.subspan(dst, len);
+      planes[k] = plane;
       try {
         switch (codec) {
           case PlaneCodec::stored:
             if (size != len) fail(fmt::format("stored plane {} has the wrong size", k));
-            if (len) std::memcpy(plane.data(), in.data(), len);
+            if (direct) {
+              if (len) std::memcpy(plane.data(), in.data(), len);
+            } else {
+              planes[k] = in;
+            }
             break;
           case PlaneCodec::zstd: m_zstd.decompress(in, plane); break;
           case PlaneCodec::rans0: rans::decode(in, plane); break;
@@ -357,12 +390,16 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     if (src != payload.size()) fail("payload has trailing bytes");
     if (!direct) {
       const auto mode = static_cast<GroupMode>(rec.group_mode);
+      const std::span<const util::ByteSpan> ps(planes.data(), width);
       if (rec.residual == Residual::none) {
-        ungroup_bytes(grouped, out, width, mode);
+        m_checksum.reset();
+        ungroup_and_hash(ps, out, width, mode, m_checksum);
+        if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
+        return;
       } else {
         // Ungroup in place is not possible: use out as the ungrouped residual,
         // then fold the base into it.
-        ungroup_bytes(grouped, out, width, mode);
+        ungroup_planes(ps, out, width, mode);
         std::memcpy(grouped.data(), out.data(), out.size());
         if (rec.residual == Residual::xor_) xor_residual(grouped, base, out);
         else add_residual(grouped, base, out, width);

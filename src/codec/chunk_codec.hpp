@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 
+#include "util/xxh3.hpp"
 #include "codec/byte_group.hpp"
 #include "codec/zstd_codec.hpp"
 #include "container/format.hpp"
@@ -89,6 +90,7 @@ class ChunkDecoder {
  private:
   ZstdDecompressor m_zstd;
   util::ByteVector m_grouped;
+  util::Xxh3Stream m_checksum;
 };
 
 }  // namespace mithril::codec

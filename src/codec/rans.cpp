@@ -302,10 +302,10 @@ Kernel usable(Kernel k) { return kernel_available(k) ? k : Kernel::scalar; }
 }  // namespace
 
 std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
-  return encode_impl(in, hist, out, active_kernels().encode);
+  return encode_impl(in, hist, out, active_encode_kernel());
 }
 
-void decode(util::ByteSpan block, util::MutableByteSpan out) { decode_impl(block, out, active_kernels().decode); }
+void decode(util::ByteSpan block, util::MutableByteSpan out) { decode_impl(block, out, active_decode_kernel()); }
 
 namespace detail {
 std::optional<std::size_t> encode_with(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out, Kernel k) {

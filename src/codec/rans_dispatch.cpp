@@ -2,11 +2,12 @@
 //
 // Vendor rules age badly (AVX2 gathers are slow on AMD Zen 1-3 and fast on
 // Intel, Zen 4 gathers are in between, AVX-512 may be split into two 256-bit
-// halves), so unless MITHRIL_RANS_KERNEL forces one, the first use times
-// every available kernel on a small synthetic exponent plane and keeps the
-// fastest for each direction (thread CPU time, best of 7): ~15 ms of CPU,
-// once per process. All kernels produce the same bytes, so the choice can
-// never change an output.
+// halves), so unless MITHRIL_RANS_KERNEL forces one, the first encode (or
+// decode) times every available encoder (or decoder) on a small synthetic
+// exponent plane and keeps the fastest (thread CPU time, best of 7): a few ms
+// of CPU per direction, once per process, and a process that only decodes
+// never times the encoders. All kernels produce the same bytes, so the
+// choice can never change an output.
 #include <algorithm>
 #include <bit>
 #include <ctime>
@@ -69,32 +70,39 @@ double best_seconds(F&& f) {
   return best;
 }
 
-ActiveKernels measure() {
+enum class Direction { encode, decode };
+
+// The fastest available kernel for one direction: only that direction is
+// timed, so decompression pays for decoder timings alone.
+Kernel measure(Direction dir) {
   std::vector<Kernel> avail;
   for (Kernel k : k_all_kernels)
     if (cpu_has(k)) avail.push_back(k);
-  if (avail.size() == 1) return {Kernel::scalar, Kernel::scalar};
+  if (avail.size() == 1) return Kernel::scalar;
   constexpr std::size_t k_n = 128 * 1024;
   const auto plane = sample_plane(k_n);
   Histogram h{};
   for (std::byte b : plane) ++h[static_cast<std::uint8_t>(b)];
   std::vector<std::byte> block(k_n), out(k_n);
-  const auto size = encode_with(plane, h, block, Kernel::scalar);
-  if (!size) return {avail.back(), avail.back()};
-  block.resize(*size);
-  ActiveKernels pick{avail.back(), avail.back()};
-  double best_enc = 1e30, best_dec = 1e30;
+  std::size_t coded = 0;
+  if (dir == Direction::decode) {
+    const auto size = encode_with(plane, h, block, Kernel::scalar);
+    if (!size) return avail.back();
+    coded = *size;
+  }
+  const std::span<const std::byte> in(block.data(), coded);
+  Kernel pick = avail.back();
+  double best = 1e30;
   for (Kernel k : avail) {
-    const double e = best_seconds([&] { (void)encode_with(plane, h, out, k); });
-    const double d = best_seconds([&] { decode_with(block, out, k); });
+    const double t = dir == Direction::encode ? best_seconds([&] { (void)encode_with(plane, h, out, k); })
+                                              : best_seconds([&] { decode_with(in, out, k); });
     // Ties go to the later (wider) kernel only when clearly faster: 3%.
-    if (e < best_enc * 0.97) best_enc = e, pick.encode = k;
-    if (d < best_dec * 0.97) best_dec = d, pick.decode = k;
+    if (t < best * 0.97) best = t, pick = k;
   }
   return pick;
 }
 
-ActiveKernels choose() {
+Kernel choose(Direction dir) {
   if (const char* env = std::getenv("MITHRIL_RANS_KERNEL"); env && *env && std::string_view(env) != "auto") {
     // An unknown or unavailable name gets the best the CPU has; kernel_names()
     // (mithril --version -v) shows what runs.
@@ -102,9 +110,9 @@ ActiveKernels choose() {
     bool known = false;
     for (Kernel k : k_all_kernels)
       if (kernel_name(k) == env) forced = k, known = true;
-    if (known && cpu_has(forced)) return {forced, forced};
+    if (known && cpu_has(forced)) return forced;
   }
-  return measure();
+  return measure(dir);
 }
 
 }  // namespace
@@ -120,16 +128,20 @@ std::string_view kernel_name(Kernel k) {
 
 bool kernel_available(Kernel k) { return cpu_has(k); }
 
-const ActiveKernels& active_kernels() {
-  static const ActiveKernels k = choose();
+Kernel active_encode_kernel() {
+  static const Kernel k = choose(Direction::encode);
+  return k;
+}
+
+Kernel active_decode_kernel() {
+  static const Kernel k = choose(Direction::decode);
   return k;
 }
 
 }  // namespace detail
 
 KernelNames kernel_names() {
-  const auto& k = detail::active_kernels();
-  return {detail::kernel_name(k.encode), detail::kernel_name(k.decode)};
+  return {detail::kernel_name(detail::active_encode_kernel()), detail::kernel_name(detail::active_decode_kernel())};
 }
 
 }  // namespace mithril::codec::rans

@@ -98,12 +98,10 @@ inline std::uint32_t dec_step(const DecTables& t, std::uint32_t x, std::uint8_t&
 
 using DecodeRoundsFn = void (*)(const DecTables& t, DecodeCursor& c);
 
-// The kernels encode() and decode() use, chosen once (rans_dispatch.cpp).
-struct ActiveKernels {
-  Kernel encode;
-  Kernel decode;
-};
-const ActiveKernels& active_kernels();
+// The kernels encode() and decode() use, each chosen once, at its first use
+// (rans_dispatch.cpp): a process that only decodes never times an encoder.
+Kernel active_encode_kernel();
+Kernel active_decode_kernel();
 
 // The kernels of one ISA for a lane count and table layout, or nullptr when
 // the ISA has none for it (too few lanes for its registers).

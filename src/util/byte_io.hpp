@@ -41,6 +41,10 @@ class ByteSource {
   std::uint64_t bytes_read() const noexcept { return m_bytes_read.load(); }
   // True when read() costs no I/O call (a memory map): callers skip read-ahead.
   virtual bool memory_resident() const noexcept { return false; }
+  // The caller is done with bytes [offset, offset + length) (spans read()
+  // returned for them must not be used any more): a memory map drops their
+  // pages from the process (RSS); other sources ignore it.
+  virtual void release(std::uint64_t /*offset*/, std::uint64_t /*length*/) const noexcept {}
 
  protected:
   [[noreturn]] void throw_truncated(std::uint64_t offset, std::size_t length) const;
@@ -56,6 +60,7 @@ class MappedSource final : public ByteSource {
   const std::string& name() const noexcept override { return m_name; }
   ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const override;
   bool memory_resident() const noexcept override { return true; }
+  void release(std::uint64_t offset, std::uint64_t length) const noexcept override { m_file.release(offset, length); }
   // The whole mapping (local-only fast paths).
   ByteSpan bytes() const noexcept { return m_file.bytes(); }
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -48,6 +49,17 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
 
 void MappedFile::advise_sequential() const noexcept {
   if (m_data) ::madvise(m_data, m_size, MADV_SEQUENTIAL | MADV_WILLNEED);
+}
+
+void MappedFile::release(std::uint64_t offset, std::uint64_t length) const noexcept {
+  if (!m_data || offset >= m_size) return;
+  const std::uint64_t end = std::min<std::uint64_t>(m_size, offset + std::min<std::uint64_t>(length, m_size - offset));
+  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  // Only pages wholly inside the range: a neighbour may still be reading the
+  // partial pages at its ends.
+  const std::uint64_t first = (offset + page - 1) / page * page;
+  const std::uint64_t last = end / page * page;
+  if (last > first) ::madvise(static_cast<std::byte*>(m_data) + first, last - first, MADV_DONTNEED);
 }
 
 }  // namespace mithril::util

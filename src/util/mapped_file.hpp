@@ -27,6 +27,10 @@ class MappedFile {
 
   // Hint the kernel that the mapping will be read sequentially (readahead).
   void advise_sequential() const noexcept;
+  // Bytes [offset, offset + length) will not be read again soon: their whole
+  // pages leave this process's memory (RSS); the page cache keeps them, so a
+  // later read just maps them again. Out-of-range parts are ignored.
+  void release(std::uint64_t offset, std::uint64_t length) const noexcept;
 
  private:
   std::filesystem::path m_path;

@@ -102,6 +102,23 @@ def test_damage_is_a_mithril_error_never_wrong_bytes():
         mithril.decompress(b"not an mcp at all, not an mcp at all, not an mcp at all")
 
 
+def test_check_digest_is_optional_and_damage_is_caught_either_way():
+    raw = torch.randn(300000).numpy().tobytes()
+    blob = mithril.compress(raw, dtype="F32", threads=2, chunk_size=256 << 10)
+    assert mithril.decompress(blob, check_digest=True) == raw
+    assert mithril.decompress(blob, check_digest=False) == raw
+    # Damage inside the payloads (every 997th byte of the first 90%): the
+    # per-chunk XXH3 catches it with or without the whole-file BLAKE3.
+    for at in range(16, len(blob) * 9 // 10, 997):
+        bad = bytearray(blob)
+        bad[at] ^= 0x10
+        for check in (False, True):
+            try:
+                assert mithril.decompress(bytes(bad), check_digest=check) == raw, at
+            except mithril.CorruptError:
+                pass
+
+
 def test_bad_arguments():
     with pytest.raises(mithril.InvalidArgumentError):
         mithril.compress(b"123", dtype="F32")  # not whole elements

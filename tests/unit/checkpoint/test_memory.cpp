@@ -5,11 +5,14 @@
 
 #include <cstring>
 
+#include "container/format.hpp"
+#include "container/reader.hpp"
 #include "formats/dtype.hpp"
 #include "mithril/checkpoint.hpp"
 #include "mithril/error.hpp"
 #include "mithril/memory.hpp"
 #include "test_helpers.hpp"
+#include "util/xxh3.hpp"
 
 namespace mithril {
 namespace {
@@ -126,6 +129,49 @@ TEST(Memory, DamageIsAnErrorNeverWrongBytes) {
   EXPECT_EQ(code_of([&] { decompress_buffer(std::span(mcp).first(10)); }), Errc::corrupt);
   std::vector<std::byte> out(data.size() + 1);
   EXPECT_EQ(code_of([&] { decompress_into(mcp, out); }), Errc::invalid_argument);
+}
+
+// A container whose chunks are intact but whose index records another
+// whole-file BLAKE3 (index checksum recomputed, as a forger would): only
+// the whole-file check notices, so check_digest decides the outcome.
+TEST(Memory, CheckDigestRecomputesTheWholeFileBlake3) {
+  const auto data = smooth_f32(40000);
+  const auto mcp = compress_buffer(data, "F32", opts(2));
+  const TempDir dir;
+  test::write_file(dir / "t.mcp", mcp);
+  const container::Reader reader(dir / "t.mcp");
+  container::Index index = reader.index();
+  index.source.blake3[0] ^= 1;
+  const auto raw_index = container::encode_index(index);
+  container::Footer f = reader.footer();
+  f.index_codec = container::IndexCodec::stored;
+  f.index_stored_size = f.index_raw_size = raw_index.size();
+  f.index_xxh3 = util::xxh3_64(raw_index);
+  std::vector<std::byte> forged(mcp.begin(), mcp.begin() + static_cast<std::ptrdiff_t>(f.index_offset));
+  forged.insert(forged.end(), raw_index.begin(), raw_index.end());
+  const auto footer = container::encode_footer(f);
+  forged.insert(forged.end(), footer.begin(), footer.end());
+
+  DecompressOptions full;
+  EXPECT_EQ(decompress_buffer(mcp, full), data);
+  try {
+    decompress_buffer(forged, full);
+    ADD_FAILURE() << "a wrong whole-file BLAKE3 passed check_digest";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::corrupt);
+    EXPECT_NE(std::string(e.what()).find("BLAKE3"), std::string::npos) << e.what();
+  }
+  DecompressOptions chunks;
+  chunks.check_digest = false;
+  for (unsigned threads : {1u, 2u}) {
+    chunks.threads = threads;
+    EXPECT_EQ(decompress_buffer(forged, chunks), data);
+    EXPECT_EQ(decompress_buffer(mcp, chunks), data);
+  }
+  // Chunk damage is caught without the digest too.
+  auto bad = mcp;
+  bad[container::k_header_size + 40] ^= std::byte{0x41};
+  EXPECT_EQ(code_of([&] { decompress_buffer(bad, chunks); }), Errc::corrupt);
 }
 
 TEST(Memory, BadArgumentsAreClearErrors) {

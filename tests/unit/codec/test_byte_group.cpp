@@ -157,6 +157,36 @@ TEST_P(ByteGroupKernel, GroupMatchesReferenceAndRoundTrips) {
   RecordProperty("cases", static_cast<int>(cases));
 }
 
+// Planes scattered over separate buffers (as the decoder has them: coded
+// planes in scratch, stored ones in the payload) ungroup exactly like their
+// concatenation, tail bytes included.
+TEST_P(ByteGroupKernel, UngroupPlanesMatchesUngroupOfTheConcatenation) {
+  std::size_t seed = 100;
+  for (const std::size_t n : test_lengths()) {
+    const ByteVector grouped = test::random_bytes(n, ++seed);
+    for (const unsigned w : {1u, 2u, 4u, 8u}) {
+      for (const GroupMode mode : k_modes) {
+        SCOPED_TRACE("n=" + std::to_string(n) + " w=" + std::to_string(w) + " " + mode_name(mode));
+        const std::size_t m = n / w;
+        std::vector<Unaligned> bufs;
+        std::vector<util::ByteSpan> planes;
+        bufs.reserve(w);
+        for (unsigned p = 0; p < w; ++p) {
+          const std::size_t len = p + 1 == w ? n - p * m : m;
+          bufs.emplace_back(len, 1 + ((seed + 7 * p) % 63));
+          std::copy_n(grouped.begin() + static_cast<std::ptrdiff_t>(p * m), len, bufs.back().span(len).begin());
+          planes.push_back(bufs.back().span(len));
+        }
+        ByteVector expect(n);
+        codec::detail::ungroup_bytes(*k, grouped, expect, w, mode);
+        Unaligned out(n, 5 + (seed % 59));
+        codec::detail::ungroup_planes(*k, planes, out.span(n), w, mode);
+        ASSERT_TRUE(std::equal(expect.begin(), expect.end(), out.span(n).begin()));
+      }
+    }
+  }
+}
+
 // Hand-computed IEEE encodings: after rotl1 the top plane is the exponent.
 TEST_P(ByteGroupKernel, Rotl1PutsExponentInTopPlane) {
   // bf16 1.0 = 0x3F80 -> rotl1 0x7F00: top 0x7F (exponent 127), low 0x00.
@@ -324,6 +354,13 @@ TEST(ByteGroup, BadArgumentsThrow) {
   };
   expect_invalid([&] { codec::group_bytes(a, b, 3, GroupMode::plain); });
   expect_invalid([&] { codec::ungroup_bytes(a, b, 16, GroupMode::plain); });
+  {
+    const std::vector<util::ByteSpan> two = {util::ByteSpan(a).first(32), util::ByteSpan(c).first(31)};
+    expect_invalid([&] { codec::ungroup_planes(two, b, 2, GroupMode::plain); });  // a plane too short
+    expect_invalid([&] { codec::ungroup_planes(two, b, 4, GroupMode::plain); });  // plane count != width
+    const std::vector<util::ByteSpan> self = {util::ByteSpan(b).first(32), util::ByteSpan(a).first(32)};
+    expect_invalid([&] { codec::ungroup_planes(self, b, 2, GroupMode::plain); });  // overlaps the output
+  }
   expect_invalid([&] { codec::group_bytes(a, c, 2, GroupMode::plain); });
   expect_invalid([&] { codec::group_bytes(a, b, 2, static_cast<GroupMode>(7)); });
   expect_invalid([&] { codec::group_bytes(util::ByteSpan(a).first(32), util::MutableByteSpan(a).subspan(16, 32), 2, GroupMode::plain); });
