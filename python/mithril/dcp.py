@@ -136,13 +136,13 @@ def _remove(loc: str) -> None:
             pass
 
 
-def _load_metadata(loc: str) -> Metadata:
+def _load_metadata(loc: str, name: str = METADATA_NAME) -> Metadata:
     """The ``.metadata`` of a Mithril DCP checkpoint; clear errors otherwise."""
-    path = _join(loc, METADATA_NAME)
+    path = _join(loc, name)
     data = _read_whole(path)
     if data is None:
         raise NotFoundError(
-            f"{loc}: no {METADATA_NAME}: not a complete checkpoint (a save that did not finish leaves none)"
+            f"{loc}: no {name}: not a complete checkpoint (a save that did not finish leaves none)"
         )
     try:
         metadata = pickle.loads(data)
@@ -285,11 +285,14 @@ class Writer(StorageWriter, BlockingAsyncStager):
         except Error as e:
             raise type(e)(f"delta base: {e}") from None
 
-    def write_data(self, plan: SavePlan, planner: SavePlanner) -> "Future[List[WriteResult]]":
-        prefix: _Prefix = plan.storage_data
+    def _rank_file(self, prefix: _Prefix) -> Tuple[str, str, Optional[str]]:
+        """This rank's file: (its name in .metadata, where it is written, the
+        base's same file or None). A hook for CheckpointManager's layout."""
         file_name = f"{prefix.prefix}0.mcp"
-        out = _join(self.path, file_name)
-        base_file = None if self.base is None else _join(self.base, file_name)
+        return file_name, _join(self.path, file_name), None if self.base is None else _join(self.base, file_name)
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> "Future[List[WriteResult]]":
+        file_name, out, base_file = self._rank_file(plan.storage_data)
         if base_file is not None and not _exists(base_file):
             raise NotFoundError(f"delta base {self.base}: its rank file {base_file} does not exist")
 
@@ -430,10 +433,15 @@ class Reader(StorageReader):
     def prepare_global_plan(self, plans: List[LoadPlan]) -> List[LoadPlan]:
         return plans
 
+    def _base_file(self, relative_path: str, recorded_base: Optional[str]) -> Optional[str]:
+        """The base file of a delta rank file, or None. A hook for
+        CheckpointManager's layout."""
+        base_loc = self.base if self.base is not None else recorded_base
+        return None if base_loc is None else _join(base_loc, relative_path)
+
     def _open(self, relative_path: str, recorded_base: Optional[str]) -> Any:
         where = _join(self.path, relative_path)
-        base_loc = self.base if self.base is not None else recorded_base
-        base_file = None if base_loc is None else _join(base_loc, relative_path)
+        base_file = self._base_file(relative_path, recorded_base)
         if base_file is not None and not _exists(base_file):
             raise NotFoundError(
                 f"{where} is a delta against {base_file}, which does not exist; "

@@ -50,46 +50,64 @@ __all__ = ["CheckpointManager"]
 _ORPHAN = re.compile(r"^(step-\d{10}\.mcp|\.step-\d{10}\.mcp\..*\.tmp)$")
 
 
-def _snapshot(obj: Any) -> Any:
-    """A copy of ``obj`` whose tensors live in fresh host storages: each
-    storage copied once (tensors sharing it share the copy), views rebuilt
-    with their offset, size and stride."""
-    import torch
+class _Snapshotter:
+    """Copies a state out of the training tensors into host buffers that are
+    kept and reused by the next snapshot of the same storages (no fresh
+    allocation, no page faults on the save path: the copy alone). Each
+    storage is copied once (tensors sharing it share the copy) and views are
+    rebuilt with their offset, size and stride. Buffers of storages that are
+    gone are dropped, so the memory held is one state. Only called when no
+    save is in flight (the buffers of the previous one are free again)."""
 
-    storages: Dict[Any, Any] = {}
+    def __init__(self) -> None:
+        self._buffers: Dict[Any, Any] = {}
 
-    def tensor(t: Any) -> Any:
-        st = t.untyped_storage()
-        key = (str(st.device), st.data_ptr(), st.nbytes())
-        new = storages.get(key)
-        if new is None:
-            new = torch.UntypedStorage(st.nbytes(), device="cpu")
-            new.copy_(st)
-            storages[key] = new
-        out = torch.empty(0, dtype=t.dtype).set_(new, t.storage_offset(), t.size(), t.stride())
-        if isinstance(t, torch.nn.Parameter):
-            return torch.nn.Parameter(out, requires_grad=t.requires_grad)
-        if t.requires_grad:
-            out.requires_grad_(True)
-        return out
+    def __call__(self, obj: Any) -> Any:
+        import torch
 
-    def walk(v: Any) -> Any:
-        if isinstance(v, torch.Tensor):
-            return tensor(v)
-        if isinstance(v, OrderedDict):
-            out = OrderedDict((k, walk(x)) for k, x in v.items())
-            if hasattr(v, "_metadata"):
-                out._metadata = copy.deepcopy(v._metadata)  # type: ignore[attr-defined]
+        old, used = self._buffers, {}
+
+        def tensor(t: Any) -> Any:
+            st = t.untyped_storage()
+            key = (str(st.device), st.data_ptr(), st.nbytes())
+            new = used.get(key)
+            if new is None:
+                new = old.pop(key, None)
+                if new is None:
+                    new = torch.UntypedStorage(st.nbytes(), device="cpu")
+                new.copy_(st)
+                used[key] = new
+            out = torch.empty(0, dtype=t.dtype).set_(new, t.storage_offset(), t.size(), t.stride())
+            if isinstance(t, torch.nn.Parameter):
+                return torch.nn.Parameter(out, requires_grad=t.requires_grad)
+            if t.requires_grad:
+                out.requires_grad_(True)
             return out
-        if type(v) is dict:
-            return {k: walk(x) for k, x in v.items()}
-        if type(v) is list:
-            return [walk(x) for x in v]
-        if type(v) is tuple:
-            return tuple(walk(x) for x in v)
-        return copy.deepcopy(v)
 
-    return walk(obj)
+        def walk(v: Any) -> Any:
+            if isinstance(v, torch.Tensor):
+                return tensor(v)
+            if isinstance(v, OrderedDict):
+                out = OrderedDict((k, walk(x)) for k, x in v.items())
+                if hasattr(v, "_metadata"):
+                    out._metadata = copy.deepcopy(v._metadata)  # type: ignore[attr-defined]
+                return out
+            if type(v) is dict:
+                return {k: walk(x) for k, x in v.items()}
+            if type(v) is list:
+                return [walk(x) for x in v]
+            if type(v) is tuple:
+                return tuple(walk(x) for x in v)
+            return copy.deepcopy(v)
+
+        result = walk(obj)
+        self._buffers = used
+        return result
+
+
+def _snapshot(obj: Any) -> Any:
+    """A one-off snapshot (fresh buffers)."""
+    return _Snapshotter()(obj)
 
 
 def _restore_into(target: Any, state: Any, where: str) -> None:
@@ -144,6 +162,13 @@ class CheckpointManager:
     deltas at most after a keyframe (0: every save a keyframe),
     ``keyframe_threshold``; ``async_save``; ``if_busy`` "wait" or "skip";
     ``level``, ``threads``, ``sync`` (fsync each member, default on).
+
+    ``sharded=True``: a multi-rank job (``torch.distributed`` initialized)
+    creates the manager on every rank and saves a DCP state dict (DTensor /
+    FSDP2 shards) on every rank; each rank writes its shards into its own
+    series ``DIR/rank-RRRR`` through :class:`mithril.dcp.Writer`, the
+    coordinator the step's metadata last (see :mod:`mithril._manager_dcp`).
+    ``restore(into=state_dict)`` loads in place through DCP.
     """
 
     def __init__(
@@ -163,6 +188,7 @@ class CheckpointManager:
         level: Optional[int] = None,
         threads: Optional[int] = None,
         sync: bool = True,
+        sharded: bool = False,
     ) -> None:
         path = os.fspath(directory)
         if "://" in path:
@@ -198,20 +224,33 @@ class CheckpointManager:
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
         self._closed = False
+        self._snapshot = _Snapshotter()
         os.makedirs(path, exist_ok=True)
+        self._sharded = None
+        self._series_dir = path
+        if sharded:
+            from ._manager_dcp import Sharded
+
+            self._sharded = Sharded(path, threads)
+            self._series_dir = self._sharded.series_dir
+            self._snapshot = self._sharded.stage
         self._remove_leftovers()
+        if self._sharded is not None:
+            self._sharded.open(self._members)
 
     # ------------------------------------------------------------ queries
 
     def _members(self) -> List[Dict[str, Any]]:
         try:
-            return list(_core.series_list(self.directory))
+            return list(_core.series_list(self._series_dir))
         except NotFoundError:
             return []
 
     def all_steps(self) -> List[int]:
         """Steps of every complete checkpoint, ascending."""
         self._raise_pending()
+        if self._sharded is not None:
+            return self._sharded.complete_steps()
         return [m["step"] for m in self._members()]
 
     def latest_step(self) -> Optional[int]:
@@ -254,7 +293,7 @@ class CheckpointManager:
             self.wait()
         if step in self.all_steps():
             raise ExistsError(f"{self.directory}: step {step} is already saved")
-        snapshot = _snapshot(state) if self.async_save else state
+        snapshot = self._snapshot(state) if self.async_save else state
         if not self.async_save:
             self._write(step, snapshot, clean)
             return True
@@ -269,20 +308,29 @@ class CheckpointManager:
         except BaseException as e:  # surfaced by the next call
             self._error = e
 
-    def _write(self, step: int, state: Any, metrics: Dict[str, float]) -> None:
-        from . import save as save_object
-
-        file = _core.series_member_file(step)
-        path = os.path.join(self.directory, file)
-        members = self._members()
+    def _keyframe(self) -> Optional[Dict[str, Any]]:
+        """The keyframe the next save is a delta against (None: a keyframe)."""
         keyframe, deltas = None, 0
-        for m in members:
+        for m in self._members():
             if m["keyframe"]:
                 keyframe, deltas = m, 0
             elif keyframe is not None and m["base_step"] == keyframe["step"]:
                 deltas += 1
+        return keyframe if keyframe is not None and deltas < self.max_deltas else None
+
+    def _write(self, step: int, state: Any, metrics: Dict[str, float]) -> None:
+        from . import save as save_object
+
+        keyframe = self._keyframe()
+        if self._sharded is not None:
+            self._sharded.write(step, state, metrics, keyframe, self.keyframe_threshold,
+                                dict(level=self._level, sync_files=self._sync))
+            self._retain()
+            return
+        file = _core.series_member_file(step)
+        path = os.path.join(self.directory, file)
         options = dict(level=self._level, threads=self._threads, sync=self._sync)
-        if keyframe is not None and deltas < self.max_deltas:
+        if keyframe is not None:
             base = os.path.join(self.directory, keyframe["file"])
             r = save_object(state, path, base, **options)
             keyframe_ratio = keyframe["source_bytes"] / keyframe["stored_bytes"] if keyframe["stored_bytes"] else 1.0
@@ -298,6 +346,16 @@ class CheckpointManager:
         members = self._members()
         if not members:
             return
+        keep = self._promised(members)
+        if self._sharded is not None:
+            self._sharded.drop_metadata(keep)
+        keep.update(m["base_step"] for m in members if m["step"] in keep and not m["keyframe"])
+        doomed = [m["step"] for m in members if m["step"] not in keep]
+        if doomed:
+            _core.series_remove(self._series_dir, doomed)
+
+    def _promised(self, members: List[Dict[str, Any]]) -> Set[int]:
+        """The steps retention promises to keep (keyframes they need aside)."""
         keep: Set[int] = set()
         if self.max_to_keep is None:
             keep.update(m["step"] for m in members)
@@ -309,19 +367,16 @@ class CheckpointManager:
             ranked = [m for m in members if self.best_metric in m["metrics"]]
             ranked.sort(key=lambda m: (m["metrics"][self.best_metric] * (1 if self.best_mode == "min" else -1), -m["step"]))
             keep.update(m["step"] for m in ranked[: self.best_n])
-        keep.update(m["base_step"] for m in members if m["step"] in keep and not m["keyframe"])
-        doomed = [m["step"] for m in members if m["step"] not in keep]
-        if doomed:
-            _core.series_remove(self.directory, doomed)
+        return keep
 
     def _remove_leftovers(self) -> None:
         """Member files a killed save wrote but never listed, and temporaries."""
-        with _DirLock(self.directory):
+        with _DirLock(self._series_dir):
             listed = {m["file"] for m in self._members()}
-            for name in os.listdir(self.directory):
+            for name in os.listdir(self._series_dir):
                 if _ORPHAN.match(name) and name not in listed:
                     try:
-                        os.unlink(os.path.join(self.directory, name))
+                        os.unlink(os.path.join(self._series_dir, name))
                     except FileNotFoundError:
                         pass
 
@@ -334,6 +389,13 @@ class CheckpointManager:
         from . import load as load_object
 
         self.wait()
+        if self._sharded is not None:
+            steps = self.all_steps()
+            if not steps:
+                raise NotFoundError(f"{self.directory}: no checkpoint saved yet")
+            if step is not None and step not in steps:
+                raise NotFoundError(f"{self.directory}: no step {step} (have {steps})")
+            return self._sharded.restore(steps[-1] if step is None else step, into)
         members = self._members()
         if not members:
             raise NotFoundError(f"{self.directory}: no checkpoint saved yet")
