@@ -191,8 +191,8 @@ class CheckpointManager:
         sharded: bool = False,
     ) -> None:
         path = os.fspath(directory)
-        if "://" in path:
-            raise UnsupportedError(f"{path}: CheckpointManager keeps a local directory (object storage: not yet)")
+        if "://" in path and sharded:
+            raise UnsupportedError(f"{path}: a sharded CheckpointManager keeps a shared directory (object storage: not yet)")
         for name, value in (("save_interval_steps", save_interval_steps), ("max_to_keep", max_to_keep),
                             ("keep_every_n_steps", keep_every_n_steps), ("best_n", best_n)):
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -225,9 +225,15 @@ class CheckpointManager:
         self._error: Optional[BaseException] = None
         self._closed = False
         self._snapshot = _Snapshotter()
-        os.makedirs(path, exist_ok=True)
         self._sharded = None
+        self._remote = None
         self._series_dir = path
+        if "://" in path:
+            from ._manager_remote import RemoteSeries
+
+            self._remote = RemoteSeries(path)
+        else:
+            os.makedirs(path, exist_ok=True)
         if sharded:
             from ._manager_dcp import Sharded
 
@@ -240,7 +246,18 @@ class CheckpointManager:
 
     # ------------------------------------------------------------ queries
 
+    def _location(self, file: str) -> str:
+        return self._remote.location(file) if self._remote is not None else os.path.join(self.directory, file)
+
+    def _register(self, step: int, file: str, base_step: Optional[int], metrics: Dict[str, float], r: Any) -> None:
+        if self._remote is not None:
+            self._remote.register(step, file, base_step, metrics, r.source_bytes)
+        else:
+            _core.series_register(self.directory, step, file, base_step, metrics)
+
     def _members(self) -> List[Dict[str, Any]]:
+        if self._remote is not None:
+            return self._remote.members()
         try:
             return list(_core.series_list(self._series_dir))
         except NotFoundError:
@@ -328,18 +345,18 @@ class CheckpointManager:
             self._retain()
             return
         file = _core.series_member_file(step)
-        path = os.path.join(self.directory, file)
+        path = self._location(file)
         options = dict(level=self._level, threads=self._threads, sync=self._sync)
         if keyframe is not None:
-            base = os.path.join(self.directory, keyframe["file"])
+            base = self._location(keyframe["file"])
             r = save_object(state, path, base, **options)
             keyframe_ratio = keyframe["source_bytes"] / keyframe["stored_bytes"] if keyframe["stored_bytes"] else 1.0
             if r.output_bytes <= self.keyframe_threshold * (r.source_bytes / keyframe_ratio):
-                _core.series_register(self.directory, step, file, keyframe["step"], metrics)
+                self._register(step, file, keyframe["step"], metrics, r)
                 self._retain()
                 return
-        save_object(state, path, None, **options)
-        _core.series_register(self.directory, step, file, None, metrics)
+        r = save_object(state, path, None, **options)
+        self._register(step, file, None, metrics, r)
         self._retain()
 
     def _retain(self) -> None:
@@ -351,7 +368,9 @@ class CheckpointManager:
             self._sharded.drop_metadata(keep)
         keep.update(m["base_step"] for m in members if m["step"] in keep and not m["keyframe"])
         doomed = [m["step"] for m in members if m["step"] not in keep]
-        if doomed:
+        if doomed and self._remote is not None:
+            self._remote.remove(doomed)
+        elif doomed:
             _core.series_remove(self._series_dir, doomed)
 
     def _promised(self, members: List[Dict[str, Any]]) -> Set[int]:
@@ -371,6 +390,9 @@ class CheckpointManager:
 
     def _remove_leftovers(self) -> None:
         """Member files a killed save wrote but never listed, and temporaries."""
+        if self._remote is not None:
+            self._remote.remove_leftovers()
+            return
         with _DirLock(self._series_dir):
             listed = {m["file"] for m in self._members()}
             for name in os.listdir(self._series_dir):
@@ -408,8 +430,8 @@ class CheckpointManager:
             k = by_step.get(m["base_step"])
             if k is None:
                 raise NotFoundError(f"{self.directory}: step {m['step']} needs keyframe {m['base_step']}, which is gone")
-            base = os.path.join(self.directory, k["file"])
-        state = load_object(os.path.join(self.directory, m["file"]), map_location, base=base)
+            base = self._location(k["file"])
+        state = load_object(self._location(m["file"]), map_location, base=base)
         if into is not None:
             _restore_into(into, state, "")
         return state
