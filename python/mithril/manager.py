@@ -38,7 +38,7 @@ import fcntl
 import math
 import os
 import re
-import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
@@ -221,7 +221,10 @@ class CheckpointManager:
         self._level = level
         self._threads = threads
         self._sync = bool(sync)
-        self._thread: Optional[threading.Thread] = None
+        # One worker thread, kept: a save hands it the snapshot without
+        # waiting for a new thread to start.
+        self._worker: Optional[ThreadPoolExecutor] = None
+        self._inflight: Optional[Future] = None
         self._error: Optional[BaseException] = None
         self._closed = False
         self._snapshot = _Snapshotter()
@@ -304,7 +307,7 @@ class CheckpointManager:
             if not isinstance(k, str) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
                 raise InvalidArgumentError(f"metrics must map str to finite numbers ({k!r}: {v!r})")
             clean[k] = float(v)
-        if self._thread is not None and self._thread.is_alive():
+        if self._inflight is not None and not self._inflight.done():
             if self.if_busy == "skip":
                 return False
             self.wait()
@@ -314,9 +317,9 @@ class CheckpointManager:
         if not self.async_save:
             self._write(step, snapshot, clean)
             return True
-        self._thread = threading.Thread(target=self._background, args=(step, snapshot, clean),
-                                        name=f"mithril-save-{step}", daemon=True)
-        self._thread.start()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mithril-save")
+        self._inflight = self._worker.submit(self._background, step, snapshot, clean)
         return True
 
     def _background(self, step: int, snapshot: Any, metrics: Dict[str, float]) -> None:
@@ -440,10 +443,10 @@ class CheckpointManager:
 
     def wait(self) -> None:
         """Blocks until the save in flight is written; raises its error."""
-        t = self._thread
-        if t is not None:
-            t.join()
-            self._thread = None
+        f = self._inflight
+        if f is not None:
+            f.result()  # _background keeps its error for _raise_pending
+            self._inflight = None
         self._raise_pending()
 
     def _raise_pending(self) -> None:
@@ -463,6 +466,9 @@ class CheckpointManager:
             self.wait()
         finally:
             self._closed = True
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
 
     def __enter__(self) -> "CheckpointManager":
         return self
