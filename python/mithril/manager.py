@@ -191,6 +191,8 @@ class CheckpointManager:
         sharded: bool = False,
     ) -> None:
         path = os.fspath(directory)
+        if sharded and if_busy == "skip":
+            raise InvalidArgumentError("sharded=True needs if_busy='wait': every rank must take part in every save")
         if "://" in path and sharded:
             raise UnsupportedError(f"{path}: a sharded CheckpointManager keeps a shared directory (object storage: not yet)")
         for name, value in (("save_interval_steps", save_interval_steps), ("max_to_keep", max_to_keep),

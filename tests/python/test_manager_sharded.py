@@ -130,6 +130,8 @@ def test_sharded_retention_same_on_every_rank(tmp_path):
     assert all("RESUMED 60 step 60" in o for o in outs)
 
 
-def test_sharded_needs_torch_distributed(tmp_path):
+def test_sharded_needs_torch_distributed_and_every_rank(tmp_path):
     with pytest.raises(mithril.InvalidArgumentError, match="init_process_group"):
         mithril.CheckpointManager(tmp_path / "c", sharded=True)
+    with pytest.raises(mithril.InvalidArgumentError, match="every rank"):
+        mithril.CheckpointManager(tmp_path / "c", sharded=True, if_busy="skip")
