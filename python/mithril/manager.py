@@ -17,9 +17,15 @@ a delta against the latest keyframe (at most two files to restore any step); a
 new keyframe starts after ``max_deltas`` deltas or when a delta stops paying
 (bigger than ``keyframe_threshold`` times the standalone estimate).
 
+**Where.** A local directory; an ``s3://``, ``redis://`` or ``file://`` URL
+(:mod:`mithril._manager_remote`: the same layout as objects, ``series.json``
+written last); or, with ``sharded=True``, a directory shared by the ranks of
+a ``torch.distributed`` job, each rank its own series
+(:mod:`mithril._manager_dcp`).
+
 **Async.** ``save`` copies the state out of the training tensors (one host
-copy of every storage, sharing and views kept: the extra memory is one
-state) and returns; compression, delta coding and the write run on a
+copy of every storage, sharing and views kept, into buffers reused by the
+next save: the extra memory is one state) and returns; compression, delta coding and the write run on a
 background thread while the native core holds no GIL. At most one save is in
 flight: a second ``save`` waits for it (``if_busy="wait"``) or is skipped
 (``"skip"``). A failure of a background save is raised by the next call
