@@ -124,8 +124,10 @@ def run(method, args, work):
         blocked.append(time.perf_counter() - t0)
     if pending is not None:
         pending.result()
+    plan = None
     if mgr is not None:
         mgr.wait()
+        plan = {m["step"]: m["base_step"] for m in mithril._core.series_list(str(target))}
     loop_s = time.perf_counter() - t_loop
     size = dir_bytes(target)
     # restore the latest into a fresh model and optimizer (as a resumed job does)
@@ -145,32 +147,33 @@ def run(method, args, work):
         mgr.restore(into={"model": fresh_model, "optimizer": fresh_opt})
         mgr.close()
     restore_s = time.perf_counter() - t0
-    return {"method": method, "blocked_s": statistics.median(blocked), "waited_s": statistics.median(waited),
+    return {"method": method, "plan": plan, "blocked_s": statistics.median(blocked), "waited_s": statistics.median(waited),
             "snapshot_s": statistics.median(snaps),
             "blocked_vs_snapshot": statistics.median(b / s for b, s in zip(blocked, snaps)),
             "bytes": size, "restore_s": restore_s,
             "loop_s": loop_s}
 
 
-def compress_base_file_by_file(args, work):
-    """torch.save files of the same states, then `mithril compress` (first
-    standalone, the rest --base the first), summed."""
+def compress_base_file_by_file(args, work, plan):
+    """torch.save files of the same states, then `mithril compress` of each,
+    standalone or `--base` the same keyframe the manager chose (plan: step ->
+    keyframe step or None), summed."""
     model, opt, width = make(args.params_m, args.dtype)
     d = work / "per-file"
     d.mkdir()
-    files = []
+    files = {}
     for step in range(1, args.saves * args.every + 1):
         train(model, opt, width, step, args.dtype, args.batch)
         if step % args.every == 0:
             p = d / f"step-{step}.pt"
             torch.save(state_of(model, opt, step), p)
-            files.append(p)
+            files[step] = p
     total = 0
-    for i, p in enumerate(files):
+    for step, p in files.items():
         out = p.with_suffix(".mcp")
         cmd = [MITHRIL_BIN, "compress", "-q", str(p), "-o", str(out)]
-        if i:
-            cmd += ["--base", str(files[0])]
+        if plan[step] is not None:
+            cmd += ["--base", str(files[plan[step]])]
         subprocess.run(cmd, check=True)
         total += out.stat().st_size
     return total
@@ -184,12 +187,13 @@ def main():
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--batch", type=int, default=64, help="rows per training step")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bytes-only", action="store_true", help="only the manager and compress --base (bytes)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "manager.json"))
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; mithril {mithril.__version__}")
     print(f"model {args.params_m}M params, {args.dtype}, batch {args.batch}, a save every {args.every} steps, "
           f"{args.saves} saves, {args.repeats} repeats round-robin")
-    methods = ("torch.save", "dcp.async_save", "manager")
+    methods = ("manager",) if args.bytes_only else ("torch.save", "dcp.async_save", "manager")
     runs = {m: [] for m in methods}
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
@@ -201,12 +205,18 @@ def main():
                       f"snapshot copy {r['snapshot_s'] * 1e3:.1f} ms)  bytes {r['bytes'] / 2**20:9.1f} MiB  "
                       f"restore {r['restore_s']:6.3f} s  loop {r['loop_s']:6.1f} s", flush=True)
                 shutil.rmtree(work / method)
-        per_file = compress_base_file_by_file(args, work)
-    results = [{k: (statistics.median(r[k] for r in runs[m]) if k != "method" else m) for k in runs[m][0]}
-               for m in methods]
+        plan = runs["manager"][0]["plan"]
+        per_file = compress_base_file_by_file(args, work, plan)
+    results = [{k: (statistics.median(r[k] for r in runs[m]) if k not in ("method", "plan") else runs[m][0][k])
+                for k in runs[m][0]} for m in methods]
     by = {r["method"]: r for r in results}
-    plain = by["torch.save"]["bytes"]
-    print(f"\nmithril compress --base, file by file: {per_file / 2**20:.1f} MiB")
+    plain = by["torch.save"]["bytes"] if "torch.save" in by else None
+    kinds = " ".join(f"{s}:{'K' if b is None else b}" for s, b in sorted(plan.items()))
+    print(f"\nmanager's members (step:K keyframe, or step:its keyframe): {kinds}")
+    print(f"mithril compress [--base the same keyframe], file by file: {per_file / 2**20:.1f} MiB")
+    print(f"manager bytes / compress --base file by file: {by['manager']['bytes'] / per_file:.3f}")
+    if args.bytes_only:
+        return
     print("\n| method | blocks per save | vs snapshot copy | waits for the previous save | bytes after {} saves | vs torch.save | restore latest | vs torch.load |".format(args.saves))
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
@@ -215,7 +225,6 @@ def main():
               f"{r['bytes'] / 2**20:.1f} MiB | {r['bytes'] / plain:.3f} | {r['restore_s']:.2f} s | "
               f"{r['restore_s'] / by['torch.save']['restore_s']:.2f}x |")
     print(f"| snapshot copy alone | {statistics.median(r['snapshot_s'] for r in results) * 1e3:.1f} ms | 1.00x | | | | | |")
-    print(f"\nmanager bytes / compress --base file by file: {by['manager']['bytes'] / per_file:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"cpu": cpu_model(), "args": vars(args), "results": results, "runs": runs,
                                           "compress_base_bytes": per_file}, indent=2))
