@@ -105,10 +105,15 @@ class Reader(StorageReader):
     def prepare_global_plan(self, plans: List[LoadPlan]) -> List[LoadPlan]:
         return plans
 
+    def _base_file(self, relative_path: str, recorded_base: Optional[str]) -> Optional[str]:
+        """The base file of a delta rank file, or None. A hook for
+        CheckpointManager's layout."""
+        base_loc = self.base if self.base is not None else recorded_base
+        return None if base_loc is None else _join(base_loc, relative_path)
+
     def _open(self, relative_path: str, recorded_base: Optional[str]) -> Any:
         where = _join(self.path, relative_path)
-        base_loc = self.base if self.base is not None else recorded_base
-        base_file = None if base_loc is None else _join(base_loc, relative_path)
+        base_file = self._base_file(relative_path, recorded_base)
         if base_file is not None and not _exists(base_file):
             raise NotFoundError(
                 f"{where} is a delta against {base_file}, which does not exist; "

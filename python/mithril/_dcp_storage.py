@@ -101,13 +101,13 @@ def _remove(loc: str) -> None:
             pass
 
 
-def _load_metadata(loc: str) -> Metadata:
-    """The ``.metadata`` of a Mithril DCP checkpoint; clear errors otherwise."""
-    path = _join(loc, METADATA_NAME)
+def _load_metadata(loc: str, name: str = METADATA_NAME) -> Metadata:
+    """The ``.metadata`` (or ``name``) of a Mithril DCP checkpoint; clear errors otherwise."""
+    path = _join(loc, name)
     data = _read_whole(path)
     if data is None:
         raise NotFoundError(
-            f"{loc}: no {METADATA_NAME}: not a complete checkpoint (a save that did not finish leaves none)"
+            f"{loc}: no {name}: not a complete checkpoint (a save that did not finish leaves none)"
         )
     try:
         metadata = pickle.loads(data)

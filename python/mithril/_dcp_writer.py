@@ -133,11 +133,14 @@ class Writer(StorageWriter, BlockingAsyncStager):
         except Error as e:
             raise type(e)(f"delta base: {e}") from None
 
-    def write_data(self, plan: SavePlan, planner: SavePlanner) -> "Future[List[WriteResult]]":
-        prefix: _Prefix = plan.storage_data
+    def _rank_file(self, prefix: _Prefix) -> Tuple[str, str, Optional[str]]:
+        """This rank's file: (its name in .metadata, where it is written, the
+        base's same file or None). A hook for CheckpointManager's layout."""
         file_name = f"{prefix.prefix}0.mcp"
-        out = _join(self.path, file_name)
-        base_file = None if self.base is None else _join(self.base, file_name)
+        return file_name, _join(self.path, file_name), None if self.base is None else _join(self.base, file_name)
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> "Future[List[WriteResult]]":
+        file_name, out, base_file = self._rank_file(plan.storage_data)
         if base_file is not None and not _exists(base_file):
             raise NotFoundError(f"delta base {self.base}: its rank file {base_file} does not exist")
 

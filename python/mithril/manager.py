@@ -17,9 +17,15 @@ a delta against the latest keyframe (at most two files to restore any step); a
 new keyframe starts after ``max_deltas`` deltas or when a delta stops paying
 (bigger than ``keyframe_threshold`` times the standalone estimate).
 
+**Where.** A local directory; an ``s3://``, ``redis://`` or ``file://`` URL
+(:mod:`mithril._manager_remote`: the same layout as objects, ``series.json``
+written last); or, with ``sharded=True``, a directory shared by the ranks of
+a ``torch.distributed`` job, each rank its own series
+(:mod:`mithril._manager_dcp`).
+
 **Async.** ``save`` copies the state out of the training tensors (one host
-copy of every storage, sharing and views kept: the extra memory is one
-state) and returns; compression, delta coding and the write run on a
+copy of every storage, sharing and views kept, into buffers reused by the
+next save: the extra memory is one state) and returns; compression, delta coding and the write run on a
 background thread while the native core holds no GIL. At most one save is in
 flight: a second ``save`` waits for it (``if_busy="wait"``) or is skipped
 (``"skip"``). A failure of a background save is raised by the next call
@@ -38,7 +44,7 @@ import fcntl
 import math
 import os
 import re
-import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
@@ -50,46 +56,64 @@ __all__ = ["CheckpointManager"]
 _ORPHAN = re.compile(r"^(step-\d{10}\.mcp|\.step-\d{10}\.mcp\..*\.tmp)$")
 
 
-def _snapshot(obj: Any) -> Any:
-    """A copy of ``obj`` whose tensors live in fresh host storages: each
-    storage copied once (tensors sharing it share the copy), views rebuilt
-    with their offset, size and stride."""
-    import torch
+class _Snapshotter:
+    """Copies a state out of the training tensors into host buffers that are
+    kept and reused by the next snapshot of the same storages (no fresh
+    allocation, no page faults on the save path: the copy alone). Each
+    storage is copied once (tensors sharing it share the copy) and views are
+    rebuilt with their offset, size and stride. Buffers of storages that are
+    gone are dropped, so the memory held is one state. Only called when no
+    save is in flight (the buffers of the previous one are free again)."""
 
-    storages: Dict[Any, Any] = {}
+    def __init__(self) -> None:
+        self._buffers: Dict[Any, Any] = {}
 
-    def tensor(t: Any) -> Any:
-        st = t.untyped_storage()
-        key = (str(st.device), st.data_ptr(), st.nbytes())
-        new = storages.get(key)
-        if new is None:
-            new = torch.UntypedStorage(st.nbytes(), device="cpu")
-            new.copy_(st)
-            storages[key] = new
-        out = torch.empty(0, dtype=t.dtype).set_(new, t.storage_offset(), t.size(), t.stride())
-        if isinstance(t, torch.nn.Parameter):
-            return torch.nn.Parameter(out, requires_grad=t.requires_grad)
-        if t.requires_grad:
-            out.requires_grad_(True)
-        return out
+    def __call__(self, obj: Any) -> Any:
+        import torch
 
-    def walk(v: Any) -> Any:
-        if isinstance(v, torch.Tensor):
-            return tensor(v)
-        if isinstance(v, OrderedDict):
-            out = OrderedDict((k, walk(x)) for k, x in v.items())
-            if hasattr(v, "_metadata"):
-                out._metadata = copy.deepcopy(v._metadata)  # type: ignore[attr-defined]
+        old, used = self._buffers, {}
+
+        def tensor(t: Any) -> Any:
+            st = t.untyped_storage()
+            key = (str(st.device), st.data_ptr(), st.nbytes())
+            new = used.get(key)
+            if new is None:
+                new = old.pop(key, None)
+                if new is None:
+                    new = torch.UntypedStorage(st.nbytes(), device="cpu")
+                new.copy_(st)
+                used[key] = new
+            out = torch.empty(0, dtype=t.dtype).set_(new, t.storage_offset(), t.size(), t.stride())
+            if isinstance(t, torch.nn.Parameter):
+                return torch.nn.Parameter(out, requires_grad=t.requires_grad)
+            if t.requires_grad:
+                out.requires_grad_(True)
             return out
-        if type(v) is dict:
-            return {k: walk(x) for k, x in v.items()}
-        if type(v) is list:
-            return [walk(x) for x in v]
-        if type(v) is tuple:
-            return tuple(walk(x) for x in v)
-        return copy.deepcopy(v)
 
-    return walk(obj)
+        def walk(v: Any) -> Any:
+            if isinstance(v, torch.Tensor):
+                return tensor(v)
+            if isinstance(v, OrderedDict):
+                out = OrderedDict((k, walk(x)) for k, x in v.items())
+                if hasattr(v, "_metadata"):
+                    out._metadata = copy.deepcopy(v._metadata)  # type: ignore[attr-defined]
+                return out
+            if type(v) is dict:
+                return {k: walk(x) for k, x in v.items()}
+            if type(v) is list:
+                return [walk(x) for x in v]
+            if type(v) is tuple:
+                return tuple(walk(x) for x in v)
+            return copy.deepcopy(v)
+
+        result = walk(obj)
+        self._buffers = used
+        return result
+
+
+def _snapshot(obj: Any) -> Any:
+    """A one-off snapshot (fresh buffers)."""
+    return _Snapshotter()(obj)
 
 
 def _restore_into(target: Any, state: Any, where: str) -> None:
@@ -144,6 +168,13 @@ class CheckpointManager:
     deltas at most after a keyframe (0: every save a keyframe),
     ``keyframe_threshold``; ``async_save``; ``if_busy`` "wait" or "skip";
     ``level``, ``threads``, ``sync`` (fsync each member, default on).
+
+    ``sharded=True``: a multi-rank job (``torch.distributed`` initialized)
+    creates the manager on every rank and saves a DCP state dict (DTensor /
+    FSDP2 shards) on every rank; each rank writes its shards into its own
+    series ``DIR/rank-RRRR`` through :class:`mithril.dcp.Writer`, the
+    coordinator the step's metadata last (see :mod:`mithril._manager_dcp`).
+    ``restore(into=state_dict)`` loads in place through DCP.
     """
 
     def __init__(
@@ -163,10 +194,13 @@ class CheckpointManager:
         level: Optional[int] = None,
         threads: Optional[int] = None,
         sync: bool = True,
+        sharded: bool = False,
     ) -> None:
         path = os.fspath(directory)
-        if "://" in path:
-            raise UnsupportedError(f"{path}: CheckpointManager keeps a local directory (object storage: not yet)")
+        if sharded and if_busy == "skip":
+            raise InvalidArgumentError("sharded=True needs if_busy='wait': every rank must take part in every save")
+        if "://" in path and sharded:
+            raise UnsupportedError(f"{path}: a sharded CheckpointManager keeps a shared directory (object storage: not yet)")
         for name, value in (("save_interval_steps", save_interval_steps), ("max_to_keep", max_to_keep),
                             ("keep_every_n_steps", keep_every_n_steps), ("best_n", best_n)):
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -195,23 +229,56 @@ class CheckpointManager:
         self._level = level
         self._threads = threads
         self._sync = bool(sync)
-        self._thread: Optional[threading.Thread] = None
+        # One worker thread, kept: a save hands it the snapshot without
+        # waiting for a new thread to start.
+        self._worker: Optional[ThreadPoolExecutor] = None
+        self._inflight: Optional[Future] = None
         self._error: Optional[BaseException] = None
         self._closed = False
-        os.makedirs(path, exist_ok=True)
+        self._snapshot = _Snapshotter()
+        self._sharded = None
+        self._remote = None
+        self._series_dir = path
+        if "://" in path:
+            from ._manager_remote import RemoteSeries
+
+            self._remote = RemoteSeries(path)
+        else:
+            os.makedirs(path, exist_ok=True)
+        if sharded:
+            from ._manager_dcp import Sharded
+
+            self._sharded = Sharded(path, threads)
+            self._series_dir = self._sharded.series_dir
+            self._snapshot = self._sharded.stage
         self._remove_leftovers()
+        if self._sharded is not None:
+            self._sharded.open(self._members)
 
     # ------------------------------------------------------------ queries
 
+    def _location(self, file: str) -> str:
+        return self._remote.location(file) if self._remote is not None else os.path.join(self.directory, file)
+
+    def _register(self, step: int, file: str, base_step: Optional[int], metrics: Dict[str, float], r: Any) -> None:
+        if self._remote is not None:
+            self._remote.register(step, file, base_step, metrics, r.source_bytes)
+        else:
+            _core.series_register(self.directory, step, file, base_step, metrics)
+
     def _members(self) -> List[Dict[str, Any]]:
+        if self._remote is not None:
+            return self._remote.members()
         try:
-            return list(_core.series_list(self.directory))
+            return list(_core.series_list(self._series_dir))
         except NotFoundError:
             return []
 
     def all_steps(self) -> List[int]:
         """Steps of every complete checkpoint, ascending."""
         self._raise_pending()
+        if self._sharded is not None:
+            return self._sharded.complete_steps()
         return [m["step"] for m in self._members()]
 
     def latest_step(self) -> Optional[int]:
@@ -248,19 +315,19 @@ class CheckpointManager:
             if not isinstance(k, str) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
                 raise InvalidArgumentError(f"metrics must map str to finite numbers ({k!r}: {v!r})")
             clean[k] = float(v)
-        if self._thread is not None and self._thread.is_alive():
+        if self._inflight is not None and not self._inflight.done():
             if self.if_busy == "skip":
                 return False
             self.wait()
         if step in self.all_steps():
             raise ExistsError(f"{self.directory}: step {step} is already saved")
-        snapshot = _snapshot(state) if self.async_save else state
+        snapshot = self._snapshot(state) if self.async_save else state
         if not self.async_save:
             self._write(step, snapshot, clean)
             return True
-        self._thread = threading.Thread(target=self._background, args=(step, snapshot, clean),
-                                        name=f"mithril-save-{step}", daemon=True)
-        self._thread.start()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mithril-save")
+        self._inflight = self._worker.submit(self._background, step, snapshot, clean)
         return True
 
     def _background(self, step: int, snapshot: Any, metrics: Dict[str, float]) -> None:
@@ -269,35 +336,56 @@ class CheckpointManager:
         except BaseException as e:  # surfaced by the next call
             self._error = e
 
-    def _write(self, step: int, state: Any, metrics: Dict[str, float]) -> None:
-        from . import save as save_object
-
-        file = _core.series_member_file(step)
-        path = os.path.join(self.directory, file)
-        members = self._members()
+    def _keyframe(self) -> Optional[Dict[str, Any]]:
+        """The keyframe the next save is a delta against (None: a keyframe)."""
         keyframe, deltas = None, 0
-        for m in members:
+        for m in self._members():
             if m["keyframe"]:
                 keyframe, deltas = m, 0
             elif keyframe is not None and m["base_step"] == keyframe["step"]:
                 deltas += 1
+        return keyframe if keyframe is not None and deltas < self.max_deltas else None
+
+    def _write(self, step: int, state: Any, metrics: Dict[str, float]) -> None:
+        from . import save as save_object
+
+        keyframe = self._keyframe()
+        if self._sharded is not None:
+            self._sharded.write(step, state, metrics, keyframe, self.keyframe_threshold,
+                                dict(level=self._level, sync_files=self._sync))
+            self._retain()
+            return
+        file = _core.series_member_file(step)
+        path = self._location(file)
         options = dict(level=self._level, threads=self._threads, sync=self._sync)
-        if keyframe is not None and deltas < self.max_deltas:
-            base = os.path.join(self.directory, keyframe["file"])
+        if keyframe is not None:
+            base = self._location(keyframe["file"])
             r = save_object(state, path, base, **options)
             keyframe_ratio = keyframe["source_bytes"] / keyframe["stored_bytes"] if keyframe["stored_bytes"] else 1.0
             if r.output_bytes <= self.keyframe_threshold * (r.source_bytes / keyframe_ratio):
-                _core.series_register(self.directory, step, file, keyframe["step"], metrics)
+                self._register(step, file, keyframe["step"], metrics, r)
                 self._retain()
                 return
-        save_object(state, path, None, **options)
-        _core.series_register(self.directory, step, file, None, metrics)
+        r = save_object(state, path, None, **options)
+        self._register(step, file, None, metrics, r)
         self._retain()
 
     def _retain(self) -> None:
         members = self._members()
         if not members:
             return
+        keep = self._promised(members)
+        if self._sharded is not None:
+            self._sharded.drop_metadata(keep)
+        keep.update(m["base_step"] for m in members if m["step"] in keep and not m["keyframe"])
+        doomed = [m["step"] for m in members if m["step"] not in keep]
+        if doomed and self._remote is not None:
+            self._remote.remove(doomed)
+        elif doomed:
+            _core.series_remove(self._series_dir, doomed)
+
+    def _promised(self, members: List[Dict[str, Any]]) -> Set[int]:
+        """The steps retention promises to keep (keyframes they need aside)."""
         keep: Set[int] = set()
         if self.max_to_keep is None:
             keep.update(m["step"] for m in members)
@@ -309,19 +397,19 @@ class CheckpointManager:
             ranked = [m for m in members if self.best_metric in m["metrics"]]
             ranked.sort(key=lambda m: (m["metrics"][self.best_metric] * (1 if self.best_mode == "min" else -1), -m["step"]))
             keep.update(m["step"] for m in ranked[: self.best_n])
-        keep.update(m["base_step"] for m in members if m["step"] in keep and not m["keyframe"])
-        doomed = [m["step"] for m in members if m["step"] not in keep]
-        if doomed:
-            _core.series_remove(self.directory, doomed)
+        return keep
 
     def _remove_leftovers(self) -> None:
         """Member files a killed save wrote but never listed, and temporaries."""
-        with _DirLock(self.directory):
+        if self._remote is not None:
+            self._remote.remove_leftovers()
+            return
+        with _DirLock(self._series_dir):
             listed = {m["file"] for m in self._members()}
-            for name in os.listdir(self.directory):
+            for name in os.listdir(self._series_dir):
                 if _ORPHAN.match(name) and name not in listed:
                     try:
-                        os.unlink(os.path.join(self.directory, name))
+                        os.unlink(os.path.join(self._series_dir, name))
                     except FileNotFoundError:
                         pass
 
@@ -334,6 +422,13 @@ class CheckpointManager:
         from . import load as load_object
 
         self.wait()
+        if self._sharded is not None:
+            steps = self.all_steps()
+            if not steps:
+                raise NotFoundError(f"{self.directory}: no checkpoint saved yet")
+            if step is not None and step not in steps:
+                raise NotFoundError(f"{self.directory}: no step {step} (have {steps})")
+            return self._sharded.restore(steps[-1] if step is None else step, into)
         members = self._members()
         if not members:
             raise NotFoundError(f"{self.directory}: no checkpoint saved yet")
@@ -346,8 +441,8 @@ class CheckpointManager:
             k = by_step.get(m["base_step"])
             if k is None:
                 raise NotFoundError(f"{self.directory}: step {m['step']} needs keyframe {m['base_step']}, which is gone")
-            base = os.path.join(self.directory, k["file"])
-        state = load_object(os.path.join(self.directory, m["file"]), map_location, base=base)
+            base = self._location(k["file"])
+        state = load_object(self._location(m["file"]), map_location, base=base)
         if into is not None:
             _restore_into(into, state, "")
         return state
@@ -356,10 +451,10 @@ class CheckpointManager:
 
     def wait(self) -> None:
         """Blocks until the save in flight is written; raises its error."""
-        t = self._thread
-        if t is not None:
-            t.join()
-            self._thread = None
+        f = self._inflight
+        if f is not None:
+            f.result()  # _background keeps its error for _raise_pending
+            self._inflight = None
         self._raise_pending()
 
     def _raise_pending(self) -> None:
@@ -379,6 +474,9 @@ class CheckpointManager:
             self.wait()
         finally:
             self._closed = True
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
 
     def __enter__(self) -> "CheckpointManager":
         return self

@@ -156,7 +156,7 @@ assert mgr.all_steps() == [0, 2], mgr.all_steps()
 # an error is raised by the next call when nobody waited
 assert mgr.save(3, {"w": torch.randn(4 << 20, generator=g)})
 try:
-    mgr._thread.join(); mgr.save(4, {"w": torch.zeros(16)})
+    mgr._inflight.result(); mgr.save(4, {"w": torch.zeros(16)})  # the save is over; nobody waited
 except mithril.Error as e:
     print("NEXT-CALL-RAISED", type(e).__name__)
 mgr.close()
