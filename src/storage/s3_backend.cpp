@@ -303,8 +303,9 @@ class S3Backend final : public Backend {
       id_marker = xml_value(body, "NextUploadIdMarker");
       if (key_marker.empty()) break;
     }
-    for (const auto& [key, id] : uploads) {
-      const sigv4::Pairs q{{"uploadId", id}};
+    for (const auto& upload : uploads) {
+      const std::string& key = upload.first;  // (a structured binding cannot be captured: clang 14)
+      const sigv4::Pairs q{{"uploadId", upload.second}};
       retry("AbortMultipartUpload " + key, [&] {
         auto r = request(m_client, "DELETE", key, q, {}, {});
         if (r.status != 404) expect_ok(r, "AbortMultipartUpload " + key);  // 404: gone meanwhile
