@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -19,10 +20,22 @@ void throw_errno(const std::filesystem::path& path, std::string_view what) {
   throw Error(code, path.string() + ": " + std::string(what) + ": " + std::strerror(e));
 }
 
+namespace {
+
+// Each write() / pwrite() copies at most this much into the page cache. One
+// call of a whole 4 MiB chunk measured 30-50x slower than the same bytes in
+// 256 KiB calls on a Linux 6.18 guest with ext4 (sys time in
+// copy_folio_from_iter_atomic: 87 MiB written in 1.1-1.5 s against 0.02-0.03 s;
+// 512 KiB calls already slow, 64-256 KiB fast; README, "Writes in 256 KiB
+// pieces"). A piece this size costs one syscall per 256 KiB elsewhere.
+constexpr std::size_t k_write_piece = std::size_t{256} << 10;
+
+}  // namespace
+
 void write_all(int fd, const void* data, std::size_t size, const std::filesystem::path& path) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {
-    const ssize_t n = ::write(fd, p, size);
+    const ssize_t n = ::write(fd, p, std::min(size, k_write_piece));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno(path, "write failed");
@@ -36,7 +49,7 @@ void pwrite_all(int fd, const void* data, std::size_t size, std::uint64_t offset
                 const std::filesystem::path& path) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {
-    const ssize_t n = ::pwrite(fd, p, size, static_cast<off_t>(offset));
+    const ssize_t n = ::pwrite(fd, p, std::min(size, k_write_piece), static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno(path, "write failed");
