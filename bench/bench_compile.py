@@ -41,6 +41,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+from compile_env import compile_env as env_for  # noqa: E402
 from remote_servers import RedisServer, have_redis  # noqa: E402
 
 MITHRIL = os.environ.get("MITHRIL_BIN", str(REPO / "build" / "mithril"))
@@ -55,17 +56,6 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def env_for(store, home=None, **extra):
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith(("TORCHINDUCTOR_", "TRITON_", "TORCH_CACHING", "MITHRIL_CACHE_"))}
-    e["MITHRIL_CACHE_DIR"] = str(store)
-    e["OMP_NUM_THREADS"] = "1"
-    if home:
-        e["HOME"] = str(home)
-    e.update(extra)
-    return e
 
 
 def mithril(store, *args, **kw):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 import pytest
+from compile_env import compile_env as env_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MITHRIL = os.environ.get("MITHRIL_BIN", str(REPO / "build" / "mithril"))
@@ -33,17 +34,6 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(MITHRIL), reason="mithril binary not built"),
     pytest.mark.skipif(shutil.which("g++") is None, reason="Inductor's C++ backend needs g++"),
 ]
-
-
-def env_for(store, home=None, **extra):
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith(("TORCHINDUCTOR_", "TRITON_", "TORCH_CACHING", "MITHRIL_CACHE_"))}
-    e["MITHRIL_CACHE_DIR"] = str(store)
-    e["OMP_NUM_THREADS"] = "1"
-    if home:
-        e["HOME"] = str(home)
-    e.update(extra)
-    return e
 
 
 def mithril(store, *args, home=None, **extra):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+from compile_env import compile_env
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MITHRIL = os.environ.get("MITHRIL_BIN", str(REPO / "build" / "mithril"))
@@ -28,16 +29,9 @@ pytestmark = [
 
 
 def env_for(store):
-    e = dict(os.environ)
-    e["MITHRIL_CACHE_DIR"] = str(store)
-    for k in list(e):
-        if k.startswith("TORCHINDUCTOR_") or k.startswith("TRITON_"):
-            del e[k]
-    e["OMP_NUM_THREADS"] = "1"
     # This file measures the FX-graph path (and Mega-Cache); the precompile
     # path is test_cache_precompile.py's.
-    e["MITHRIL_CACHE_PRECOMPILE"] = "0"
-    return e
+    return compile_env(store, MITHRIL_CACHE_PRECOMPILE="0")
 
 
 def mithril(store, *args):
