@@ -11,7 +11,6 @@
 namespace mithril::python {
 namespace {
 
-using Path = std::filesystem::path;
 using cache::Store;
 using cache::TritonKernelCache;
 

@@ -13,10 +13,6 @@
 namespace mithril::python {
 namespace {
 
-using Path = std::filesystem::path;
-using OptPath = std::optional<Path>;
-using StrMap = std::map<std::string, std::string>;
-
 py::dict compress_result(const CompressResult& r) {
   py::dict d;
   d["source_bytes"] = r.source_bytes;

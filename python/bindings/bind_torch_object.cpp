@@ -13,10 +13,6 @@
 namespace mithril::python {
 namespace {
 
-using Path = std::filesystem::path;
-using OptPath = std::optional<Path>;
-using StrMap = std::map<std::string, std::string>;
-
 py::tuple node_tuple(const ObjectNode& n) {
   return py::make_tuple(n.kind, n.integer, n.real, n.imag, py::bytes(n.text), n.items, n.state, n.index);
 }

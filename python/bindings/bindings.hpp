@@ -21,10 +21,14 @@ namespace mithril::python {
 
 namespace py = pybind11;
 
+// The argument types the bindings share.
+using Path = std::filesystem::path;
+using OptPath = std::optional<Path>;
+using StrMap = std::map<std::string, std::string>;
+
 // The options every compressing binding takes, in one place.
 inline CompressOptions compress_options(int level, unsigned threads, std::size_t chunk_size, bool force, bool sync,
-                                        const std::optional<std::filesystem::path>& base,
-                                        const std::map<std::string, std::string>& metadata) {
+                                        const OptPath& base, const StrMap& metadata) {
   CompressOptions o;
   o.level = level;
   o.threads = threads;
