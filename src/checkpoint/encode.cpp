@@ -14,6 +14,7 @@
 #include "storage/remote_io.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3_tree.hpp"
+#include "util/fresh_memory.hpp"
 #include "util/xxh3.hpp"
 
 namespace mithril::checkpoint {
@@ -151,9 +152,14 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
   for (const auto& c : plan.chunks) bound += c.size;
   const util::MutableByteSpan memory = allocate(bound);
   if (memory.size() < bound) throw Error(Errc::internal, "in-memory compress: output buffer smaller than its bound");
-  container::Writer writer = container::Writer::positional([memory](std::uint64_t at, util::ByteSpan b) {
+  // Each payload's pages are mapped in one call, as huge pages where that
+  // pays (util/fresh_memory.hpp); a buffer already touched (a zero-filled
+  // vector) loses nothing: the calls then only walk its page tables.
+  util::FreshMemory fresh(memory.data(), memory.size());
+  container::Writer writer = container::Writer::positional([memory, &fresh](std::uint64_t at, util::ByteSpan b) {
     if (at > memory.size() || b.size() > memory.size() - at)
       throw Error(Errc::internal, "in-memory compress: container larger than its bound");
+    fresh.prefault(memory.data() + at, b.size());
     std::memcpy(memory.data() + at, b.data(), b.size());
   });
   return encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);

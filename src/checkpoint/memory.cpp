@@ -3,6 +3,7 @@
 #include "mithril/memory.hpp"
 
 #include <chrono>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,7 @@
 #include "checkpoint/source.hpp"
 #include "container/reader.hpp"
 #include "mithril/error.hpp"
+#include "util/fresh_memory.hpp"
 #include "util/posix.hpp"
 
 namespace mithril {
@@ -90,11 +92,14 @@ void decode_into(const container::Reader& reader, std::span<std::byte> out, cons
     throw Error(Errc::invalid_argument, fmt::format("{}: output buffer holds {} bytes, the original has {}", name,
                                                     out.size(), index.source.size));
   auto base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
+  // A fresh buffer's pages are mapped by each worker for its chunk, in one
+  // call and as huge pages where that pays (util/fresh_memory.hpp).
+  std::optional<util::FreshMemory> fresh_memory;
+  if (fresh) fresh_memory.emplace(out.data(), out.size());
   checkpoint::DecodeTarget target;
   target.place = [&](std::size_t c) {
     const auto span = out.subspan(index.chunks[c].source_offset, index.chunks[c].raw_size);
-    // Each worker maps its chunk's pages in one call (util/posix.hpp).
-    if (fresh) util::prefault_for_write(span.data(), span.size());
+    if (fresh_memory) fresh_memory->prefault(span.data(), span.size());
     return span;
   };
   checkpoint::decode_container(

@@ -76,21 +76,6 @@ void pread_exact(int fd, void* data, std::size_t size, std::uint64_t offset,
   }
 }
 
-void prefault_for_write(void* data, std::size_t size) noexcept {
-#if defined(__linux__)
-  constexpr int k_populate_write = 23;  // MADV_POPULATE_WRITE (Linux 5.14), older headers lack it
-  constexpr std::size_t k_min = std::size_t{256} << 10;
-  if (!data || size < k_min) return;
-  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = (reinterpret_cast<std::uintptr_t>(data) + page - 1) / page * page;
-  const auto end = (reinterpret_cast<std::uintptr_t>(data) + size) / page * page;
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, k_populate_write);
-#else
-  (void)data;
-  (void)size;
-#endif
-}
-
 mode_t current_umask() noexcept {
   constexpr mode_t k_fallback = 022;
   const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);

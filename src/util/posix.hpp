@@ -58,14 +58,4 @@ void pread_exact(int fd, void* data, std::size_t size, std::uint64_t offset,
 // with other threads creating files meanwhile. 022 when it cannot be read.
 mode_t current_umask() noexcept;
 
-// Fresh memory about to be written whole (a new output buffer): map all its
-// pages writable in one call (MADV_POPULATE_WRITE, Linux >= 5.14) instead of
-// one page fault per 4 KiB page as the writer first touches them — those
-// faults were about half the CPU of an in-memory decompress. Only the pages
-// wholly inside the range; a no-op off Linux, for small ranges, or when the
-// kernel lacks it. (Transparent huge pages were tried instead: far fewer
-// faults, but on a machine with fragmented memory each 2 MiB fault ran
-// direct compaction and decompression got 10x slower.)
-void prefault_for_write(void* data, std::size_t size) noexcept;
-
 }  // namespace mithril::util

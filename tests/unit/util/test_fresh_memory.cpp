@@ -1,0 +1,120 @@
+#include "util/fresh_memory.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using mithril::util::FreshMemory;
+using mithril::util::HugePagePolicy;
+
+constexpr std::uint64_t k_mib = 1 << 20;
+constexpr std::uint64_t k_window = HugePagePolicy::k_window_bytes;
+
+// ns that populating `bytes` takes at `gib_per_s`.
+std::uint64_t ns_at(std::uint64_t bytes, double gib_per_s) {
+  return static_cast<std::uint64_t>(static_cast<double>(bytes) / (gib_per_s * 1024 * 1024 * 1024) * 1e9);
+}
+
+TEST(HugePagePolicy, FastPopulatesKeepHugePagesOn) {
+  HugePagePolicy p(true, true);
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(p.record(4 * k_mib, ns_at(4 * k_mib, 20.0)));
+  EXPECT_TRUE(p.on());
+}
+
+TEST(HugePagePolicy, FourSlowWindowsInARowTurnThemOff) {
+  HugePagePolicy p(true, true);
+  int calls = 0;
+  bool still_on = true;
+  while (still_on && calls < 1000) {
+    still_on = p.record(4 * k_mib, ns_at(4 * k_mib, 0.5));
+    ++calls;
+  }
+  EXPECT_FALSE(p.on());
+  // Exactly when the fourth 32 MiB window closed.
+  EXPECT_EQ(static_cast<std::uint64_t>(calls) * 4 * k_mib, HugePagePolicy::k_slow_windows_to_stop * k_window);
+}
+
+TEST(HugePagePolicy, AFastWindowBetweenSlowOnesStartsTheCountAgain) {
+  // A loop of calls: the first is slow (fresh huge pages from the host), the
+  // next reuses the pages it freed and is fast; that pattern never turns off.
+  HugePagePolicy p(true, true);
+  for (int round = 0; round < 20; ++round) {
+    for (std::uint64_t b = 0; b < 3 * k_window; b += 4 * k_mib) p.record(4 * k_mib, ns_at(4 * k_mib, 0.5));
+    for (std::uint64_t b = 0; b < k_window; b += 4 * k_mib) p.record(4 * k_mib, ns_at(4 * k_mib, 20.0));
+  }
+  EXPECT_TRUE(p.on());
+}
+
+TEST(HugePagePolicy, NotAdaptiveKeepsItsSetting) {
+  HugePagePolicy on(true, false);
+  HugePagePolicy off(false, false);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_TRUE(on.record(4 * k_mib, ns_at(4 * k_mib, 0.1)));
+    off.record(4 * k_mib, ns_at(4 * k_mib, 20.0));
+  }
+  EXPECT_TRUE(on.on());
+  EXPECT_FALSE(off.on());
+}
+
+TEST(HugePagePolicy, ConcurrentRecordsCloseEveryWindow) {
+  HugePagePolicy p(true, true);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&p] {
+      for (int i = 0; i < 128; ++i) p.record(k_mib, ns_at(k_mib, 0.5));
+    });
+  for (auto& t : threads) t.join();
+  // 512 MiB at 0.5 GiB/s: sixteen slow windows' worth, whoever closed them.
+  EXPECT_FALSE(p.on());
+}
+
+// The buffer's contents are whatever the writers put there, pieces mapped
+// from several threads at once, with huge pages or without.
+TEST(FreshMemory, PiecesPrefaultedFromManyThreadsHoldWhatWasWritten) {
+  const std::size_t size = 24 * k_mib + 12345;
+  void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  auto* bytes = static_cast<unsigned char*>(map) + 7;  // not page aligned, like a bytes object's data
+  const std::size_t n = size - 7;
+  FreshMemory fresh(bytes, n);
+  // Advised wherever the kernel has transparent huge pages and the process
+  // has not turned them off.
+  if (FreshMemory::huge_pages_on() && ::access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0) {
+    EXPECT_TRUE(fresh.huge());
+  }
+  const std::size_t piece = 3 * k_mib + 999;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t)
+    threads.emplace_back([&, t] {
+      for (std::size_t at = t * piece; at < n; at += 3 * piece) {
+        const std::size_t len = std::min(piece, n - at);
+        fresh.prefault(bytes + at, len);
+        for (std::size_t i = 0; i < len; ++i) bytes[at + i] = static_cast<unsigned char>((at + i) * 131 >> 3);
+      }
+    });
+  for (auto& t : threads) t.join();
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < n; ++i) wrong += bytes[i] != static_cast<unsigned char>(i * 131 >> 3);
+  EXPECT_EQ(wrong, 0u);
+  ::munmap(map, size);
+}
+
+TEST(FreshMemory, SmallAndEmptyBuffersAreLeftAlone) {
+  FreshMemory none(nullptr, 0);
+  EXPECT_FALSE(none.huge());
+  none.prefault(nullptr, 0);
+  std::vector<unsigned char> small(1 << 20, 1);
+  FreshMemory s(small.data(), small.size());
+  EXPECT_FALSE(s.huge());  // under 4 MiB: never advised
+  s.prefault(small.data(), small.size());
+  EXPECT_EQ(small[12345], 1);
+}
+
+}  // namespace
