@@ -18,6 +18,7 @@
 
 #include "mithril/error.hpp"
 #include "util/posix.hpp"
+#include "util/stale_temporaries.hpp"
 
 namespace mithril::cache {
 
@@ -96,7 +97,7 @@ void write_file_replace(const fs::path& path, util::ByteSpan data) {
   name += path.filename().string();
   // The writer's pid lets a later gc tell a killed writer's leftover from
   // a live one's (util::remove_stale_temporaries).
-  name += "." + std::to_string(::getpid()) + ".XXXXXX.tmp";
+  name += "." + util::temporary_tag() + ".XXXXXX.tmp";
   std::string templ = (path.parent_path() / name).string();
   int fd = ::mkostemps(templ.data(), 4, O_CLOEXEC);
   if (fd < 0) util::throw_errno(path, "cannot create temporary file");

@@ -62,7 +62,7 @@ AtomicFile::AtomicFile(std::filesystem::path destination, Overwrite overwrite, D
   // Built by appending: `"." + std::string&&` trips GCC 12's -Wrestrict false positive.
   std::string name = ".";
   name += m_destination.filename().string();
-  name += "." + std::to_string(::getpid()) + ".XXXXXX.tmp";
+  name += "." + temporary_tag() + ".XXXXXX.tmp";
   std::string templ = (dir / name).string();
   int fd = ::mkostemps(templ.data(), 4, O_CLOEXEC);
   if (fd < 0) throw_errno(m_destination, "cannot create temporary file");

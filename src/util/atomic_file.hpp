@@ -1,6 +1,6 @@
 // util/atomic_file.hpp — an output file that appears only when complete.
 //
-// Data goes to a temporary file beside the destination (".NAME.XXXXXX.tmp");
+// Data goes to a temporary file beside the destination (".NAME.PID@HOST.XXXXXX.tmp");
 // commit() flushes it to disk and renames it into place. Until commit() the
 // destination is untouched; if the object is destroyed without commit() (an
 // error, an exception) the temporary is removed. The CLI also removes live

@@ -88,16 +88,34 @@ TEST(AtomicFile, PendingTemporariesRemovedOnSignalPath) {
 }
 
 TEST(AtomicFile, TemporaryOwnerParsesOurNamesOnly) {
-  EXPECT_EQ(util::temporary_owner(".out.mcp.1234.a1B2c3.tmp"), 1234);
-  EXPECT_EQ(util::temporary_owner(".b.tar.zst.99.tmp"), 99);
-  EXPECT_EQ(util::temporary_owner(".x.123456.tmp"), 123456);         // pid of 6 digits, no random part
-  EXPECT_EQ(util::temporary_owner(".x.77.123456.tmp"), 77);          // random part of 6 digits
+  using Owner = util::TemporaryOwner;
+  EXPECT_EQ(util::temporary_owner(".out.mcp.1234@0a1b2c3d.a1B2c3.tmp"), (Owner{1234, 0x0a1b2c3du}));
+  EXPECT_EQ(util::temporary_owner(".out.mcp.1234.a1B2c3.tmp"), (Owner{1234, std::nullopt}));  // older versions
+  EXPECT_EQ(util::temporary_owner(".b.tar.zst.99.tmp"), (Owner{99, std::nullopt}));
+  EXPECT_EQ(util::temporary_owner(".x.123456.tmp"), (Owner{123456, std::nullopt}));  // pid of 6 digits, no random part
+  EXPECT_EQ(util::temporary_owner(".x.77.123456.tmp"), (Owner{77, std::nullopt}));   // random part of 6 digits
+  EXPECT_EQ(util::temporary_owner(".x.77@ffffffff.123456.tmp"), (Owner{77, 0xffffffffu}));
   EXPECT_EQ(util::temporary_owner(".out.mcp.a1B2c3.tmp"), std::nullopt);  // old names: owner unknown
   EXPECT_EQ(util::temporary_owner("out.1234.a1B2c3.tmp"), std::nullopt);  // not hidden
   EXPECT_EQ(util::temporary_owner(".out.1234.a1B2c3"), std::nullopt);     // no .tmp
   EXPECT_EQ(util::temporary_owner(".1234.tmp"), std::nullopt);
   EXPECT_EQ(util::temporary_owner(".x.0.tmp"), std::nullopt);
   EXPECT_EQ(util::temporary_owner(".x.99999999999.tmp"), std::nullopt);
+  EXPECT_EQ(util::temporary_owner(".x.12@0a1b2c.a1B2c3.tmp"), std::nullopt);    // host of 6 digits
+  EXPECT_EQ(util::temporary_owner(".x.12@0a1b2c3z.a1B2c3.tmp"), std::nullopt);  // not hex
+  EXPECT_EQ(util::temporary_owner(".x.@0a1b2c3d.a1B2c3.tmp"), std::nullopt);    // no pid
+}
+
+TEST(AtomicFile, TemporariesAreNamedWithThisProcessAndHost) {
+  TempDir dir;
+  util::AtomicFile f(dir / "out.bin", util::Overwrite::refuse);
+  const auto owner = util::temporary_owner(f.temporary().filename().string());
+  ASSERT_TRUE(owner.has_value());
+  EXPECT_EQ(owner->pid, ::getpid());
+  ASSERT_TRUE(owner->host.has_value());
+  const std::string tag = util::temporary_tag();
+  EXPECT_EQ(tag.substr(tag.find('@') + 1).size(), 8u);
+  EXPECT_NE(f.temporary().filename().string().find("." + tag + "."), std::string::npos);
 }
 
 // What SIGKILL leaves behind is removed by the next writer in the directory;
@@ -118,11 +136,19 @@ TEST(AtomicFile, NextWriterRemovesTemporariesOfDeadWriters) {
   const auto live = dir / (".b.mcp." + std::to_string(alive) + ".Xy12zW.tmp");
   const auto mine = dir / (".c.mcp." + std::to_string(::getpid()) + ".Xy12zW.tmp");
   const auto other = dir / ".d.mcp.Xy12zW.tmp";
-  for (const auto& p : {stale, live, mine, other}) test::write_file(p, util::as_bytes("partial"));
+  // The same dead pid, written by this host (removed) and by another host
+  // sharing the directory, where the pid means nothing here (kept).
+  const std::string here = util::temporary_tag().substr(util::temporary_tag().find('@'));
+  const std::string elsewhere = here == "@00000000" ? "@00000001" : "@00000000";
+  const auto stale_here = dir / (".f.mcp." + std::to_string(dead) + here + ".Xy12zW.tmp");
+  const auto remote = dir / (".g.mcp." + std::to_string(dead) + elsewhere + ".Xy12zW.tmp");
+  for (const auto& p : {stale, live, mine, other, stale_here, remote}) test::write_file(p, util::as_bytes("partial"));
   util::write_file_atomic(dir / "e.mcp", util::as_bytes("whole"), util::Overwrite::refuse);
   ::kill(alive, SIGKILL);
   ::waitpid(alive, nullptr, 0);
   EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_FALSE(std::filesystem::exists(stale_here));
+  EXPECT_TRUE(std::filesystem::exists(remote));
   EXPECT_TRUE(std::filesystem::exists(live));
   EXPECT_TRUE(std::filesystem::exists(mine));
   EXPECT_TRUE(std::filesystem::exists(other));
