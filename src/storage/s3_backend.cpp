@@ -348,7 +348,16 @@ class S3Backend final : public Backend {
       if (!e.is_string() || e.get<std::string>().empty()) throw Error(Errc::invalid_argument, where + ": the upload token has a part without an ETag");
       etags.push_back(e.get<std::string>());
     }
-    if (complete_multipart(key, upload_id, etags) || completed_before(key, etags)) return;
+    // ListParts first: an upload that is gone is then a clear answer (some
+    // servers, moto among them, answer a CompleteMultipartUpload of an
+    // aborted upload with HTTP 500 instead of NoSuchUpload).
+    const bool open = retry("ListParts " + key, [&] {
+      auto r = request(m_client, "GET", key, {{"max-parts", "1"}, {"uploadId", upload_id}}, {}, {});
+      if (r.status == 404) return false;
+      expect_ok(r, "ListParts " + key);
+      return true;
+    });
+    if ((open && complete_multipart(key, upload_id, etags)) || completed_before(key, etags)) return;
     throw Error(Errc::not_found, where + ": the detached multipart upload " + upload_id +
                                      " no longer exists (aborted, e.g. by mithril.dcp.clean or the next save, or "
                                      "expired); nothing was published");
