@@ -58,6 +58,12 @@ struct CompressOptions {
   // as raw bytes"). Optional.
   std::function<void(const std::string&)> warn;
   RemoteOptions remote;
+  // Store every byte but do not make the output visible (no S3
+  // CompleteMultipartUpload, no rename of the Redis or local temporary);
+  // CompressResult::upload_token then says how complete_upload()
+  // (mithril/objects.hpp) publishes it, from any process of the host (a
+  // local temporary: of any host sharing the file system).
+  bool detach = false;
 };
 
 struct CompressResult {
@@ -67,6 +73,7 @@ struct CompressResult {
   std::size_t tensors = 0;
   std::size_t chunks = 0;
   double seconds = 0;
+  std::string upload_token;  // CompressOptions::detach: the detached upload (JSON)
 };
 
 // `input` is a local file; `output` a local path or a URL.

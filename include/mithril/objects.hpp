@@ -51,4 +51,13 @@ std::vector<std::string> list_objects(const std::string& url_prefix, const Remot
 // to discard (their temporaries expire or are removed by their writer): 0.
 std::size_t abort_uploads(const std::string& url_prefix, const RemoteOptions& remote = {});
 
+// Makes the object at `url` (or a local path) visible from the token of its
+// detached upload (CompressOptions::detach: S3's CompleteMultipartUpload,
+// the rename of a Redis or local temporary); any process may. Completing a token twice
+// succeeds and changes nothing while the object is recognisably that
+// upload's result; a token whose upload was aborted or expired is
+// Error(not_found) naming the URL, a token of another object
+// Error(invalid_argument).
+void complete_upload(const std::string& url, const std::string& token, const RemoteOptions& remote = {});
+
 }  // namespace mithril

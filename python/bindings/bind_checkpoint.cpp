@@ -21,6 +21,7 @@ py::dict compress_result(const CompressResult& r) {
   d["tensors"] = r.tensors;
   d["chunks"] = r.chunks;
   d["seconds"] = r.seconds;
+  if (!r.upload_token.empty()) d["upload_token"] = r.upload_token;
   return d;
 }
 
@@ -168,8 +169,9 @@ void bind_checkpoint(py::module_& m) {
       "compress_tensors",
       [](const py::list& tensors, const StrMap& header_metadata, const Path& output, int level, unsigned threads,
          std::size_t chunk_size, bool force, bool sync, const OptPath& base, const StrMap& metadata,
-         const py::object& progress) {
+         const py::object& progress, bool detach) {
         auto o = compress_options(level, threads, chunk_size, force, sync, base, metadata);
+        o.detach = detach;
         PyProgress report(progress);
         o.progress = report.callback();
         const HeldTensors held = hold_tensors(tensors);
@@ -179,7 +181,7 @@ void bind_checkpoint(py::module_& m) {
       },
       py::arg("tensors"), py::arg("header_metadata"), py::arg("output"), py::arg("level"), py::arg("threads"),
       py::arg("chunk_size"), py::arg("force"), py::arg("sync"), py::arg("base"), py::arg("metadata"),
-      py::arg("progress") = py::none());
+      py::arg("progress") = py::none(), py::arg("detach") = false);
 
   py::class_<CheckpointReader>(m, "Reader")
       .def(py::init([](const Path& path, const OptPath& base, unsigned threads) {

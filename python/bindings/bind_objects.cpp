@@ -59,6 +59,13 @@ void bind_objects(py::module_& m) {
         return abort_uploads(url_prefix);
       },
       py::arg("url_prefix"));
+  m.def(
+      "complete_upload",
+      [](const std::string& url, const std::string& token) {
+        py::gil_scoped_release nogil;
+        complete_upload(url, token);
+      },
+      py::arg("url"), py::arg("token"));
 }
 
 }  // namespace mithril::python

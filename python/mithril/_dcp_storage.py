@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import urllib.parse
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ class _Item:
     relative_path: str  #: "__0_0.mcp"
     tensor: str  #: its name in that file
     base: Optional[str] = None  #: the base checkpoint (directory or URL) of a delta
+    #: Between a rank's write_data and the coordinator's finish only: the
+    #: token of the rank file's detached upload (on one item per rank file),
+    #: from which finish() publishes the file. Always None in a .metadata.
+    upload: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,8 @@ def _discard_unreferenced(loc: str, keep: Optional[Metadata], strict: bool = Tru
     error: a save must not fail over leftovers of another."""
     referenced = set() if keep is None else set(_rank_files(keep))
     removed: List[str] = []
+    if loc.startswith("file://"):  # a directory: its rank files and their temporaries as below
+        loc = urllib.parse.unquote(loc[len("file://"):]) or "."
     if _is_url(loc):
         prefix = loc.rstrip("/") + "/"
         for name in _core.list_objects(prefix):

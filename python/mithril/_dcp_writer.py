@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -49,7 +50,12 @@ class Writer(StorageWriter, BlockingAsyncStager):
 
     ``path_or_url``: a directory, or an ``s3://``/``redis://``/``file://``
     URL (each rank then streams its own multipart upload; see
-    docs/storage.md for credentials and endpoints). ``base``: an earlier
+    docs/storage.md for credentials and endpoints). A rank stores its file
+    without publishing it (S3: every part uploaded, no
+    CompleteMultipartUpload; Redis, file:// and directories: a temporary
+    left unrenamed); the coordinator publishes every rank's file in
+    ``finish()``, then writes ``.metadata``: a save that fails before
+    leaves no rank file visible (docs/dcp.md, "Interrupted saves"). ``base``: an earlier
     checkpoint saved with the same sharding (same world size); each rank's
     shards are coded as deltas against the same shards of the base, which
     loading then needs. A base saved by another number of ranks is refused;
@@ -146,6 +152,10 @@ class Writer(StorageWriter, BlockingAsyncStager):
 
         items: List[Tuple[str, str, List[int], Any]] = []
         results: List[WriteResult] = []
+        if self._detach and not plan.items:  # nothing would reference (nor publish) the file
+            future0: Future = Future()
+            future0.set_result(results)
+            return future0
         for item in plan.items:
             name = _tensor_name(item.index)
             data = planner.resolve_data(item)
@@ -159,21 +169,54 @@ class Writer(StorageWriter, BlockingAsyncStager):
                 size = len(entry[3]) if entry[3] is not None else 0
             results.append(WriteResult(index=item.index, size_in_bytes=size, storage_data=_Item(file_name, name, self.base)))
         try:
-            _core.compress_tensors(
+            written = _core.compress_tensors(
                 items, {}, out, self.level, self.threads, self.chunk_size, self.overwrite, self.sync_files,
-                base_file, {"dcp.file": file_name},
+                base_file, {"dcp.file": file_name}, detach=self._detach,
             )
         except Error as e:
             raise _with_context(e, out) from None
+        if self._detach:  # finish() publishes the file from this token
+            first = results[0]
+            results[0] = replace(first, storage_data=replace(first.storage_data, upload=written["upload_token"]))
         future: Future = Future()
         future.set_result(results)
         return future
 
-    def finish(self, metadata: Metadata, results: List[List[WriteResult]]) -> None:
+    #: write_data leaves each rank file unpublished and finish() publishes
+    #: it; False (CheckpointManager's StepWriter): each rank publishes its own.
+    _detach = True
+
+    def _publish(self, results: List[List[WriteResult]]) -> Dict[MetadataIndex, _Item]:
+        """Publishes every rank's file from the tokens its write_data left
+        (in parallel), and returns .metadata's storage_data without them."""
         storage_data: Dict[MetadataIndex, _Item] = {}
+        tokens: Dict[str, str] = {}
         for rank_results in results:
-            storage_data.update({r.index: r.storage_data for r in rank_results})
-        metadata.storage_data = storage_data
+            for r in rank_results:
+                item = r.storage_data
+                if item.upload is not None:
+                    tokens[item.relative_path] = item.upload
+                    item = replace(item, upload=None)
+                storage_data[r.index] = item
+        jobs = [(_join(self.path, name), token) for name, token in sorted(tokens.items())]
+
+        def complete(loc: str, token: str) -> None:
+            try:
+                _core.complete_upload(loc, token)
+            except Error as e:
+                raise _with_context(e, loc) from None
+
+        if len(jobs) == 1:
+            complete(*jobs[0])
+        elif jobs:
+            with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
+                for f in [pool.submit(complete, *job) for job in jobs]:
+                    f.result()
+        return storage_data
+
+    def finish(self, metadata: Metadata, results: List[List[WriteResult]]) -> None:
+        # Every rank file is published before .metadata (the commit point) is written.
+        metadata.storage_data = self._publish(results)
         metadata.storage_meta = self.storage_meta()
         _write_atomic(_join(self.path, METADATA_NAME), pickle.dumps(metadata), self.sync_files)
 

@@ -70,7 +70,10 @@ class StepWriter(_dcp.Writer):
     """Writes one step: this rank's shards to ``rank-RRRR/step-N.mcp`` (a
     delta against ``base`` = (keyframe step, its file) when given and when it
     pays, else a keyframe), registers it in the rank's series, and (the
-    coordinator) writes ``step-N.metadata`` last."""
+    coordinator) writes ``step-N.metadata`` last. Each rank publishes its
+    own file (the series registers it right away)."""
+
+    _detach = False
 
     def __init__(self, root: str, step: int, rank: int, base: Optional[Tuple[int, str, float]],
                  keyframe_threshold: float, metrics: Dict[str, float], **options: Any) -> None:
@@ -105,7 +108,7 @@ class StepWriter(_dcp.Writer):
         return future
 
     def finish(self, metadata: Metadata, results: List[List[WriteResult]]) -> None:
-        metadata.storage_data = {r.index: r.storage_data for rank_results in results for r in rank_results}
+        metadata.storage_data = self._publish(results)  # nothing to publish: _detach is False
         metadata.storage_meta = self.storage_meta()
         _write_atomic(os.path.join(self.path, metadata_file(self.step)), pickle.dumps(metadata), self.sync_files)
 

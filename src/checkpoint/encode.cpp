@@ -131,7 +131,10 @@ CompressResult write_container(const std::filesystem::path& output, SourcePlan p
           : container::Writer([&sink](util::ByteSpan b) { sink.write(b); });
   container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
   CompressResult result = encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);
-  out->commit();
+  if (options.detach)
+    result.upload_token = out->detach();
+  else
+    out->commit();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
 }

@@ -60,6 +60,14 @@ class Upload {
   virtual void write(util::ByteSpan data) = 0;
   // Makes the object visible with every byte written. Throws as write().
   virtual void complete() = 0;
+  // Stores every byte written without making the object visible and returns
+  // a token (a small JSON text: S3's upload id and part ETags, the name of a
+  // Redis or local temporary) from which Backend::complete_detached() makes
+  // it visible, in this process or another. The upload then ends: it is
+  // neither completed nor aborted here. What is never completed vanishes as
+  // an unfinished write does (abort_uploads(), Redis expiry, the removal of
+  // stale local temporaries). Throws as write().
+  virtual std::string detach() = 0;
   // Discards what was sent; the object does not appear. Never throws.
   virtual void abort() noexcept = 0;
   virtual std::uint64_t size() const noexcept = 0;
@@ -91,6 +99,12 @@ class Backend {
   virtual void put(std::string_view key, util::ByteSpan data) = 0;
   // Starts a streaming write; nothing is visible until complete().
   virtual std::unique_ptr<Upload> begin_upload(std::string_view key) = 0;
+  // Makes the object of a detached upload of `key` visible (Upload::detach()).
+  // Completing the same token again succeeds while the object is recognisably
+  // that upload's result and changes nothing. A token whose upload was
+  // aborted or expired throws Error(not_found) and changes nothing; a token
+  // of another store or key throws Error(invalid_argument).
+  virtual void complete_detached(std::string_view key, std::string_view token) = 0;
   // Deletes the object; deleting a missing object is not an error.
   virtual void remove(std::string_view key) = 0;
   // Every key that starts with prefix, sorted.

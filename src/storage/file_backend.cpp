@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "mithril/error.hpp"
+#include "storage/upload_token.hpp"
 #include "util/atomic_file.hpp"
 #include "util/posix.hpp"
 
@@ -16,14 +17,30 @@ namespace fs = std::filesystem;
 
 class FileUpload final : public Upload {
  public:
-  explicit FileUpload(const fs::path& path) : m_file(path, util::Overwrite::allow) {}
+  FileUpload(const fs::path& path, std::string key) : m_file(path, util::Overwrite::allow), m_key(std::move(key)) {}
   void write(util::ByteSpan data) override { m_file.write(data); }
   void complete() override { m_file.commit(); }
+  // The temporary (".NAME.PID.XXXXXX.tmp", beside the destination) stays; the
+  // token names it and its inode, so that completing twice is recognised.
+  // Never completed, it is removed as a stale temporary once this process
+  // has exited (util/stale_temporaries.hpp).
+  std::string detach() override {
+    const auto size = m_file.size();
+    const auto temp = m_file.release();
+    struct stat st {};
+    if (::stat(temp.c_str(), &st) != 0) util::throw_errno(temp, "cannot stat");
+    auto token = new_upload_token("file", m_key, size);
+    token["temp"] = temp.filename().string();
+    token["dev"] = static_cast<std::uint64_t>(st.st_dev);
+    token["ino"] = static_cast<std::uint64_t>(st.st_ino);
+    return token.dump();
+  }
   void abort() noexcept override {}  // the AtomicFile removes its temporary unless committed
   std::uint64_t size() const noexcept override { return m_file.size(); }
 
  private:
   util::AtomicFile m_file;
+  std::string m_key;
 };
 
 class FileBackend final : public Backend {
@@ -87,7 +104,31 @@ class FileBackend final : public Backend {
   std::unique_ptr<Upload> begin_upload(std::string_view key) override {
     const auto p = path(key);
     make_parent(p);
-    return std::make_unique<FileUpload>(p);
+    return std::make_unique<FileUpload>(p, std::string(key));
+  }
+
+  void complete_detached(std::string_view key, std::string_view token) override {
+    const auto p = path(key);
+    const auto where = m_endpoint + ": " + std::string(key);
+    const auto j = parse_upload_token(token, "file", key, m_endpoint);
+    const auto temp_name = token_string(j, "temp", where);
+    if (temp_name.empty() || temp_name.front() != '.' || temp_name.find('/') != std::string::npos ||
+        !temp_name.ends_with(".tmp"))
+      throw Error(Errc::invalid_argument, where + ": the upload token names no temporary file");
+    const auto temp = p.parent_path() / temp_name;
+    if (::rename(temp.c_str(), p.c_str()) != 0) {
+      if (errno != ENOENT) util::throw_errno(p, "cannot rename into place");
+      // Renamed already (this token completed before: the file is that
+      // temporary, same inode), or removed as stale.
+      struct stat st {};
+      if (::stat(p.c_str(), &st) == 0 && j.value("dev", std::uint64_t{0}) == static_cast<std::uint64_t>(st.st_dev) &&
+          j.value("ino", std::uint64_t{0}) == static_cast<std::uint64_t>(st.st_ino))
+        return;
+      throw Error(Errc::not_found, where + ": the detached upload's temporary " + temp_name +
+                                       " no longer exists (removed as stale?); nothing was published");
+    }
+    util::UniqueFd dfd(::open(p.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dfd) ::fsync(dfd.get());  // the new directory entry
   }
 
   void remove(std::string_view key) override {

@@ -3,6 +3,7 @@
 
 #include "mithril/error.hpp"
 #include "storage/backend.hpp"
+#include "storage/remote_io.hpp"
 #include "storage/url.hpp"
 
 namespace mithril {
@@ -56,6 +57,12 @@ std::vector<std::string> list_objects(const std::string& url_prefix, const Remot
 std::size_t abort_uploads(const std::string& url_prefix, const RemoteOptions& remote) {
   auto loc = locate(url_prefix, remote);
   return loc.backend->abort_uploads(loc.key);
+}
+
+void complete_upload(const std::string& path_or_url, const std::string& token, const RemoteOptions& remote) {
+  storage::Options o;
+  o.endpoint = remote.endpoint;
+  storage::complete_detached(path_or_url, token, storage::options_from_env(o));
 }
 
 }  // namespace mithril

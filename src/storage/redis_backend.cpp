@@ -10,13 +10,18 @@
 #include <fmt/format.h>
 
 #include "mithril/error.hpp"
+#include "storage/upload_token.hpp"
 #include "util/interrupt.hpp"
 
 namespace mithril::storage {
 namespace {
 
 constexpr std::string_view k_upload_marker = ".mithril-upload-";
+// Temporaries (and the marks of completed detached uploads) expire after a
+// day: time enough for a coordinator to complete a detached upload, and what
+// a killed or failed writer left goes by itself.
 constexpr int k_upload_ttl_s = 86400;
+constexpr std::string_view k_completed_suffix = ".completed";
 
 // Cleanup calls (aborting an upload) must run even after an interrupt.
 enum class Cleanup { no, yes };
@@ -71,6 +76,7 @@ class RedisUpload final : public Upload {
   ~RedisUpload() override { abort(); }
   void write(util::ByteSpan data) override;
   void complete() override;
+  std::string detach() override;
   void abort() noexcept override;
   std::uint64_t size() const noexcept override { return m_size; }
 
@@ -147,6 +153,37 @@ class RedisBackend final : public Backend {
 
   std::unique_ptr<Upload> begin_upload(std::string_view key) override {
     return std::make_unique<RedisUpload>(*this, std::string(key));
+  }
+
+  // MULTI RENAME temp key, PERSIST key, SET temp.completed EX ttl, EXEC: the
+  // mark tells a second completion of the same token that it is done.
+  void complete_detached(std::string_view key, std::string_view token) override {
+    const auto where = m_endpoint + ": " + std::string(key);
+    const auto j = parse_upload_token(token, "redis", key, m_endpoint);
+    const auto temp = token_string(j, "temp", where);
+    if (!starts_with(temp, std::string(key) + std::string(k_upload_marker)))
+      throw Error(Errc::invalid_argument, where + ": the upload token names no temporary of this key");
+    const std::string mark = temp + std::string(k_completed_suffix);
+    retry("RENAME " + temp, [&] {
+      if (!exists_now(temp)) {
+        if (exists_now(mark) && exists_now(key)) return;  // completed before
+        throw Error(Errc::not_found, where + ": the detached upload's temporary " + temp +
+                                         " no longer exists (expired or aborted); nothing was published");
+      }
+      Args rename, persist, marked;
+      rename.add("RENAME").add(temp).add(key);
+      persist.add("PERSIST").add(key);
+      marked.add("SET").add(mark).add("1").add("EX").add(std::uint64_t{k_upload_ttl_s});
+      auto r = transaction({rename, persist, marked});
+      // EXEC answers each command: a RENAME of a temporary that expired
+      // since EXISTS fails there, not as EXEC.
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) throw protocol_error("EXEC");
+      if (r->element[0]->type == REDIS_REPLY_ERROR) {
+        if (exists_now(mark) && exists_now(key)) return;  // a retry after a lost reply
+        throw Error(Errc::not_found, where + ": the detached upload's temporary " + temp +
+                                         " no longer exists (expired or aborted); nothing was published");
+      }
+    });
   }
 
   void remove(std::string_view key) override {
@@ -344,6 +381,30 @@ void RedisUpload::complete() {
     throw;
   }
   m_done = true;
+}
+
+std::string RedisUpload::detach() {
+  if (m_done || m_failed) throw Error(Errc::internal, m_backend.endpoint() + ": detach after the upload ended");
+  const bool empty = !m_started && m_buffer.empty();  // SETRANGE of nothing creates no key
+  flush();
+  try {
+    // A full day from now for the coordinator to complete it.
+    m_backend.retry("EXPIRE " + m_temp, [&] {
+      if (empty)
+        m_backend.command(Args().add("SET").add(m_temp).add("").add("EX").add(std::uint64_t{k_upload_ttl_s}));
+      else
+        m_backend.command(Args().add("EXPIRE").add(m_temp).add(std::uint64_t{k_upload_ttl_s}));
+    });
+  } catch (...) {
+    m_started = true;
+    m_failed = true;
+    abort();
+    throw;
+  }
+  m_done = true;  // left for complete_detached(), or to expire
+  auto token = new_upload_token("redis", m_key, m_size);
+  token["temp"] = m_temp;
+  return token.dump();
 }
 
 void RedisUpload::abort() noexcept {

@@ -1,11 +1,17 @@
 #include "storage/remote_io.hpp"
 
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <mutex>
 #include <vector>
 
 #include "mithril/error.hpp"
+#include "storage/file_backend.hpp"
+#include "storage/upload_token.hpp"
 #include "storage/url.hpp"
 #include "util/interrupt.hpp"
+#include "util/posix.hpp"
 
 namespace mithril::storage {
 namespace {
@@ -68,6 +74,36 @@ class RemoteSource final : public util::ByteSource {
   mutable std::vector<std::unique_ptr<Backend>> m_idle;
 };
 
+// A local file (util::FileSink) that can also be detached: its temporary is
+// kept, and the token is the one a file:// upload of the absolute path makes
+// (complete_detached() renames it through the file backend).
+class LocalSink final : public util::ByteSink {
+ public:
+  LocalSink(const std::filesystem::path& path, util::Overwrite overwrite, util::Durability durability)
+      : m_sink(path, overwrite, durability), m_path(path) {}
+  void write(util::ByteSpan data) override { m_sink.write(data); }
+  bool can_write_at() const noexcept override { return true; }
+  void write_at(std::uint64_t offset, util::ByteSpan data) override { m_sink.write_at(offset, data); }
+  void commit() override { m_sink.commit(); }
+  std::string detach() override {
+    const auto size = m_sink.size();
+    const auto temp = m_sink.release();
+    struct stat st {};
+    if (::stat(temp.c_str(), &st) != 0) util::throw_errno(temp, "cannot stat");
+    auto token = new_upload_token("file", local_key(m_path), size);
+    token["temp"] = temp.filename().string();
+    token["dev"] = static_cast<std::uint64_t>(st.st_dev);
+    token["ino"] = static_cast<std::uint64_t>(st.st_ino);
+    return token.dump();
+  }
+  std::uint64_t size() const noexcept override { return m_sink.size(); }
+  const std::string& name() const noexcept override { return m_sink.name(); }
+
+ private:
+  util::FileSink m_sink;
+  std::filesystem::path m_path;
+};
+
 class UploadSink final : public util::ByteSink {
  public:
   UploadSink(std::unique_ptr<Backend> backend, std::string key, std::string name)
@@ -82,6 +118,11 @@ class UploadSink final : public util::ByteSink {
     m_upload->complete();
     m_committed = true;
   }
+  std::string detach() override {
+    auto token = m_upload->detach();
+    m_committed = true;
+    return token;
+  }
   std::uint64_t size() const noexcept override { return m_upload->size(); }
   const std::string& name() const noexcept override { return m_name; }
 
@@ -95,6 +136,28 @@ class UploadSink final : public util::ByteSink {
 
 }  // namespace
 
+std::string local_key(const std::filesystem::path& path) {
+  auto key = std::filesystem::absolute(path).lexically_normal().generic_string();
+  while (!key.empty() && key.front() == '/') key.erase(key.begin());
+  return key;
+}
+
+void complete_detached(std::string_view path_or_url, std::string_view token, const Options& options) {
+  if (!is_url(path_or_url)) {
+    const auto key = local_key(std::filesystem::path(path_or_url));
+    make_file_backend("/")->complete_detached(key, token);
+    return;
+  }
+  auto loc = open(path_or_url, options);
+  try {
+    loc.backend->complete_detached(loc.key, token);
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (what.find(loc.url) != std::string::npos) throw;
+    throw Error(e.code(), loc.url + ": " + what);
+  }
+}
+
 std::unique_ptr<util::ByteSource> open_source(std::string_view path_or_url, const Options& options) {
   if (!is_url(path_or_url)) return std::make_unique<util::MappedSource>(std::filesystem::path(path_or_url));
   return std::make_unique<RemoteSource>(open(path_or_url, options));
@@ -103,7 +166,7 @@ std::unique_ptr<util::ByteSource> open_source(std::string_view path_or_url, cons
 std::unique_ptr<util::ByteSink> open_sink(std::string_view path_or_url, util::Overwrite overwrite,
                                           const Options& options, util::Durability durability) {
   if (!is_url(path_or_url))
-    return std::make_unique<util::FileSink>(std::filesystem::path(path_or_url), overwrite, durability);
+    return std::make_unique<LocalSink>(std::filesystem::path(path_or_url), overwrite, durability);
   auto loc = open(path_or_url, options);
   if (loc.key.empty() || loc.key.back() == '/')
     throw Error(Errc::invalid_argument, loc.url + ": names no object (expected a key after the bucket)");

@@ -10,7 +10,9 @@
 //                                    sent while the writer goes on; an upload
 //                                    that is not committed (an error, an
 //                                    exception, SIGINT/SIGTERM) is aborted
-//                                    and leaves no object.
+//                                    and leaves no object; detach() instead
+//                                    of commit() stores it unpublished
+//                                    (Backend::complete_detached).
 #pragma once
 
 #include <memory>
@@ -29,6 +31,15 @@ std::unique_ptr<util::ByteSource> open_source(std::string_view path_or_url, cons
 // exists. `durability` applies to local files (an object store's upload is
 // durable once complete). While a remote sink lives, SIGINT/SIGTERM are
 // deferred (util/interrupt.hpp) so that the upload can be aborted cleanly.
+// Publishes what a detached sink (ByteSink::detach()) of the same local path
+// or URL stored, from its token (Backend::complete_detached): the rename of
+// a local temporary, S3's CompleteMultipartUpload, the rename of a Redis
+// temporary. Errors name the URL.
+void complete_detached(std::string_view path_or_url, std::string_view token, const Options& options);
+
+// The file backend's key ("/" as root) of a local path: absolute, normal.
+std::string local_key(const std::filesystem::path& path);
+
 std::unique_ptr<util::ByteSink> open_sink(std::string_view path_or_url, util::Overwrite overwrite,
                                           const Options& options,
                                           util::Durability durability = util::Durability::sync);

@@ -12,7 +12,10 @@
 #include "mithril/error.hpp"
 #include "storage/http.hpp"
 #include "storage/sigv4.hpp"
+#include "storage/upload_token.hpp"
 #include "util/interrupt.hpp"
+
+#include <openssl/evp.h>
 
 namespace mithril::storage {
 namespace {
@@ -88,6 +91,46 @@ std::string xml_escape(std::string_view s) {
   return out;
 }
 
+std::string complete_xml(const std::vector<std::string>& etags) {
+  std::string xml = "<CompleteMultipartUpload>";
+  for (std::size_t i = 0; i < etags.size(); ++i)
+    xml += fmt::format("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>", i + 1, xml_escape(etags[i]));
+  xml += "</CompleteMultipartUpload>";
+  return xml;
+}
+
+std::string unquoted(std::string s) {
+  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
+  return s;
+}
+
+// The ETag S3 gives the object a multipart upload makes: the MD5 of the
+// parts' MD5s, "-" their count; empty when a part's ETag is not an MD5
+// (some encryption modes).
+std::string multipart_etag(const std::vector<std::string>& etags) {
+  std::string digests;
+  for (const auto& quoted : etags) {
+    const auto e = unquoted(quoted);
+    if (e.size() != 32) return {};
+    for (std::size_t i = 0; i < 32; i += 2) {
+      unsigned v = 0;
+      for (std::size_t k = i; k < i + 2; ++k) {
+        const char c = e[k];
+        const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return {};
+        v = v * 16 + static_cast<unsigned>(d);
+      }
+      digests += static_cast<char>(v);
+    }
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(digests.data(), digests.size(), md, &len, EVP_md5(), nullptr) != 1) return {};
+  std::string hex;
+  for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
+  return hex + "-" + std::to_string(etags.size());
+}
+
 constexpr const char* k_empty_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 struct Endpoint {
@@ -129,10 +172,12 @@ class S3Upload final : public Upload {
   ~S3Upload() override { abort(); }
   void write(util::ByteSpan data) override;
   void complete() override;
+  std::string detach() override;
   void abort() noexcept override;
   std::uint64_t size() const noexcept override { return m_size; }
 
  private:
+  void send_everything();
   struct Part {
     int number = 0;
     util::ByteVector data;
@@ -252,6 +297,70 @@ class S3Backend final : public Backend {
 
   std::unique_ptr<Upload> begin_upload(std::string_view key) override {
     return std::make_unique<S3Upload>(*this, std::string(key));
+  }
+
+  // CompleteMultipartUpload; false when the upload does not exist
+  // (NoSuchUpload: aborted, expired, or completed by an earlier call).
+  bool complete_multipart(const std::string& key, const std::string& upload_id, const std::vector<std::string>& etags) {
+    const std::string xml = complete_xml(etags);
+    const sigv4::Pairs q{{"uploadId", upload_id}};
+    return retry("CompleteMultipartUpload " + key, [&] {
+      auto r = request(m_client, "POST", key, q, {{"content-type", "application/xml"}}, util::as_bytes(xml));
+      if (r.status == 404 && parse_error(r).code == "NoSuchUpload") return false;
+      expect_ok(r, "CompleteMultipartUpload " + key);
+      // S3 may answer 200 and still report an error in the body.
+      const auto body = util::as_chars(r.body);
+      if (body.find("<Error>") != std::string_view::npos) {
+        const auto code = xml_value(body, "Code");
+        const std::string msg = "CompleteMultipartUpload " + key + ": " + code + ": " + xml_value(body, "Message");
+        if (code == "InternalError" || code == "SlowDown") throw TransientError(msg);
+        if (code == "NoSuchUpload") return false;
+        throw Error(Errc::remote_unavailable, m_name + ": " + msg);
+      }
+      return true;
+    });
+  }
+
+  // After NoSuchUpload: true when the object is what these parts make (its
+  // ETag is theirs), i.e. the upload was completed already (an earlier call,
+  // a retry whose first reply was lost).
+  bool completed_before(const std::string& key, const std::vector<std::string>& etags) {
+    const auto expected = multipart_etag(etags);
+    if (expected.empty()) return false;
+    const auto current = retry("HEAD " + key, [&]() -> std::string {
+      auto r = request(m_client, "HEAD", key, {}, {}, {});
+      if (r.status == 404) return {};
+      expect_ok(r, "HEAD " + key);
+      return unquoted(r.header("etag"));
+    });
+    return current == expected;
+  }
+
+  void complete_detached(std::string_view key_view, std::string_view token) override {
+    const std::string key(key_view);
+    const auto where = m_name + ": " + key;
+    const auto j = parse_upload_token(token, "s3", key, m_name);
+    const auto upload_id = token_string(j, "upload_id", where);
+    if (!j.contains("etags") || !j["etags"].is_array() || j["etags"].empty())
+      throw Error(Errc::invalid_argument, where + ": the upload token has no parts");
+    std::vector<std::string> etags;
+    for (const auto& e : j["etags"]) {
+      if (!e.is_string() || e.get<std::string>().empty()) throw Error(Errc::invalid_argument, where + ": the upload token has a part without an ETag");
+      etags.push_back(e.get<std::string>());
+    }
+    // ListParts first: an upload that is gone is then a clear answer (some
+    // servers, moto among them, answer a CompleteMultipartUpload of an
+    // aborted upload with HTTP 500 instead of NoSuchUpload).
+    const bool open = retry("ListParts " + key, [&] {
+      auto r = request(m_client, "GET", key, {{"max-parts", "1"}, {"uploadId", upload_id}}, {}, {});
+      if (r.status == 404) return false;
+      expect_ok(r, "ListParts " + key);
+      return true;
+    });
+    if ((open && complete_multipart(key, upload_id, etags)) || completed_before(key, etags)) return;
+    throw Error(Errc::not_found, where + ": the detached multipart upload " + upload_id +
+                                     " no longer exists (aborted, e.g. by mithril.dcp.clean or the next save, or "
+                                     "expired); nothing was published");
   }
 
   void remove(std::string_view key) override {
@@ -530,37 +639,51 @@ void S3Upload::complete() {
       m_done = true;
       return;
     }
-    if (!m_buffer.empty()) enqueue(std::move(m_buffer));
-    m_buffer = {};
-    {
-      std::unique_lock lock(m_mutex);
-      m_space_cv.wait(lock, [&] { return m_busy == 0 || m_failure; });
-    }
-    stop_workers();
-    rethrow_failure();
-    std::string xml = "<CompleteMultipartUpload>";
-    for (std::size_t i = 0; i < m_etags.size(); ++i)
-      xml += fmt::format("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>", i + 1, xml_escape(m_etags[i]));
-    xml += "</CompleteMultipartUpload>";
-    const sigv4::Pairs q{{"uploadId", m_upload_id}};
-    m_backend.retry("CompleteMultipartUpload " + m_key, [&] {
-      auto r = m_backend.request(m_backend.client(), "POST", m_key, q, {{"content-type", "application/xml"}},
-                                 util::as_bytes(xml));
-      m_backend.expect_ok(r, "CompleteMultipartUpload " + m_key);
-      // S3 may answer 200 and still report an error in the body.
-      const auto body = util::as_chars(r.body);
-      if (body.find("<Error>") != std::string_view::npos) {
-        const auto code = xml_value(body, "Code");
-        const std::string msg = "CompleteMultipartUpload " + m_key + ": " + code + ": " + xml_value(body, "Message");
-        if (code == "InternalError" || code == "SlowDown") throw TransientError(msg);
-        throw Error(Errc::remote_unavailable, m_backend.endpoint() + ": " + msg);
-      }
-    });
+    send_everything();
+    if (!m_backend.complete_multipart(m_key, m_upload_id, m_etags) && !m_backend.completed_before(m_key, m_etags))
+      throw Error(Errc::remote_unavailable, m_backend.endpoint() + ": CompleteMultipartUpload " + m_key +
+                                                ": the upload vanished (aborted by another process?)");
     m_done = true;
   } catch (...) {
     abort();
     throw;
   }
+}
+
+// Every part stored (the buffer's rest as the last part); throws what a part failed with.
+void S3Upload::send_everything() {
+  if (!m_buffer.empty()) enqueue(std::move(m_buffer));
+  m_buffer = {};
+  {
+    std::unique_lock lock(m_mutex);
+    m_space_cv.wait(lock, [&] { return m_busy == 0 || m_failure; });
+  }
+  stop_workers();
+  rethrow_failure();
+}
+
+// A multipart upload even when everything fits in one part (a plain PUT
+// would publish it); no CompleteMultipartUpload: the token carries what it
+// needs (the upload id and the parts' ETags), which any process may send.
+std::string S3Upload::detach() {
+  if (m_done) throw Error(Errc::internal, m_backend.endpoint() + ": detach after the upload ended");
+  try {
+    util::throw_if_interrupted();
+    if (m_upload_id.empty()) {
+      start();
+      enqueue(std::move(m_buffer));  // the one part, possibly short
+      m_buffer = {};
+    }
+    send_everything();
+  } catch (...) {
+    abort();
+    throw;
+  }
+  m_done = true;  // left for complete_detached(), or for abort_uploads()
+  auto token = new_upload_token("s3", m_key, m_size);
+  token["upload_id"] = m_upload_id;
+  token["etags"] = m_etags;
+  return token.dump();
 }
 
 void S3Upload::abort() noexcept {

@@ -143,6 +143,15 @@ void AtomicFile::commit() {
   if (dfd) ::fsync(dfd.get());
 }
 
+std::filesystem::path AtomicFile::release() {
+  if (m_committed) throw Error(Errc::internal, m_destination.string() + ": released after commit");
+  if (m_durability == Durability::sync && ::fsync(m_fd.get()) != 0) throw_errno(m_temporary, "fsync failed");
+  unregister_pending(m_temporary.c_str());
+  m_committed = true;  // the destructor leaves the temporary alone
+  m_fd.reset();
+  return m_temporary;
+}
+
 void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite) {
   AtomicFile f(path, overwrite);
   f.write(data);

@@ -46,6 +46,10 @@ class AtomicFile {
   // fsync (Durability::sync) + rename into place. Throws Error(exists) if, with
   // Overwrite::refuse, the destination appeared meanwhile.
   void commit();
+  // fsync (Durability::sync) and keep the temporary as it is, unrenamed: the
+  // caller renames it into place later (or leaves it to the removal of stale
+  // temporaries). Returns its path; the object then owns nothing.
+  std::filesystem::path release();
 
   const std::filesystem::path& destination() const noexcept { return m_destination; }
   const std::filesystem::path& temporary() const noexcept { return m_temporary; }

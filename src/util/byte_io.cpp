@@ -17,6 +17,10 @@ void ByteSink::write_at(std::uint64_t, ByteSpan) {
   throw Error(Errc::internal, name() + ": this output is written in order only");
 }
 
+std::string ByteSink::detach() {
+  throw Error(Errc::invalid_argument, name() + ": this output cannot be detached");
+}
+
 ByteSpan MappedSource::read(std::uint64_t offset, std::size_t length, ByteVector&) const {
   if (offset > m_file.size() || length > m_file.size() - offset) throw_truncated(offset, length);
   m_bytes_read += length;

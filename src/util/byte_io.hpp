@@ -111,6 +111,10 @@ class ByteSink {
   // Publishes the output. Throws Error(exists) when it appeared meanwhile
   // and overwriting was refused, or when it cannot be stored.
   virtual void commit() = 0;
+  // Stores everything written without publishing it; returns the token that
+  // publishes it later (storage::Backend::complete_detached). Only uploads to
+  // an object store can; the default throws Error(invalid_argument).
+  virtual std::string detach();
   virtual std::uint64_t size() const noexcept = 0;
   virtual const std::string& name() const noexcept = 0;
 };
@@ -124,6 +128,8 @@ class FileSink final : public ByteSink {
   bool can_write_at() const noexcept override { return true; }
   void write_at(std::uint64_t offset, ByteSpan data) override { m_file.write_at(offset, data); }
   void commit() override { m_file.commit(); }
+  // The temporary, kept unrenamed (AtomicFile::release()).
+  std::filesystem::path release() { return m_file.release(); }
   std::uint64_t size() const noexcept override { return m_file.size(); }
   const std::string& name() const noexcept override { return m_name; }
 

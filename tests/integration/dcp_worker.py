@@ -100,7 +100,16 @@ def same(a, b):
     return None
 
 
+class FailingWriter(mithril.dcp.Writer):
+    """A rank that fails in write_data (after the other ranks wrote theirs)."""
+
+    def write_data(self, plan, planner):
+        raise RuntimeError(f"rank {dist.get_rank()} fails on purpose")
+
+
 def writer(spec):
+    if spec.get("fail_rank") == dist.get_rank():
+        return FailingWriter(spec["path"])
     if spec["kind"] == "fs":
         ext = [__import__("torch.distributed.checkpoint._extension", fromlist=["ZStandard"]).ZStandard()] \
             if spec.get("zstd") else None
@@ -153,6 +162,14 @@ def run(spec, rank, world, out):
             if diff is None and same(a, template) is None:
                 diff = "nothing was loaded"
             out.setdefault("compare", []).append(diff)
+        elif kind == "list":  # what a listing shows (rank 0 records it)
+            if rank == 0:
+                path = action["path"]
+                if path.startswith(("s3://", "redis://", "file://")):
+                    names = mithril._core.list_objects(path.rstrip("/") + "/")
+                else:
+                    names = sorted(os.listdir(path)) if os.path.isdir(path) else []
+                out.setdefault("listed", []).append(names)
         elif kind == "load_expect_error":
             try:
                 dcp.load(fresh_copy(state_of(model, optim, -1)), storage_reader=reader(action))

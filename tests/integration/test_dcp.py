@@ -361,15 +361,123 @@ def test_rank_killed_mid_upload_leaves_nothing_on_s3(tmp_path, s3, monkeypatch):
     kill_when(procs[1], rank1_uploading, "a part of rank 1's multipart upload")
     records = wait_group(procs, out)
     assert records[1].get("ok") is False
-    keys = s3.keys("dcp", prefix)
-    assert prefix + ".metadata" not in keys and prefix + "__1_0.mcp" not in keys, keys
-    assert [u["Key"] for u in s3.multipart_uploads("dcp")] == [prefix + "__1_0.mcp"]  # killed mid-upload
+    # Nothing visible: rank 1 was killed mid-upload, rank 0 stored its file
+    # unpublished (only the coordinator's finish() would have published it).
+    assert s3.keys("dcp", prefix) == []
+    uploads = {u["Key"] for u in s3.multipart_uploads("dcp")}
+    assert prefix + "__1_0.mcp" in uploads and uploads <= {prefix + "__0_0.mcp", prefix + "__1_0.mcp"}, uploads
     assert not mithril.dcp.is_checkpoint(url)
     with pytest.raises(mithril.NotFoundError, match="no .metadata"):
         mithril.dcp.to_state_dict(url)
     # The next save of this id (here one process) first discards what is left:
-    # rank 0's finished object and rank 1's open upload.
+    # the ranks' incomplete multipart uploads.
     torch.distributed.checkpoint.save({"x": torch.arange(10)}, storage_writer=mithril.dcp.Writer(url))
     assert s3.keys("dcp", prefix) == [prefix + ".metadata", prefix + "__0_0.mcp"]
     assert s3.multipart_uploads("dcp") == []
     assert torch.equal(mithril.dcp.to_state_dict(url)["x"], torch.arange(10))
+
+
+@pytest.fixture(scope="module")
+def redis_server(request):
+    from remote_servers import RedisServer, have_redis
+    if not have_redis():
+        pytest.skip("redis-server not installed")
+    server = RedisServer()
+    request.addfinalizer(server.stop)
+    return server
+
+
+def test_failed_rank_leaves_no_rank_file_visible(tmp_path, s3, redis_server):
+    """Rank 1 fails in write_data while rank 0 writes its file: the ranks
+    store their files unpublished and only the coordinator's finish()
+    publishes them, so rank 0's finished file is not visible anywhere (S3: an
+    incomplete multipart upload; Redis, file://, a directory: a temporary).
+    The next save of the id then loads bit-exact."""
+    plain = tmp_path / "fs"
+    file_dir = tmp_path / "via-file-url"
+    local = tmp_path / "local"
+    urls = {
+        "s3": ("s3://dcp/failed/step1", "failed/step1/"),
+        "redis": (redis_server.url(0, "failed/step1"), "failed/step1/"),
+        "file": (f"file://{file_dir}", None),
+        "local": (str(local), None),
+    }
+    actions = [{"do": "train", "steps": 1}, {"do": "save", **fs(plain)}]
+    for url, _ in urls.values():
+        actions += [
+            {"do": "save_expect_error", **mcp(url), "fail_rank": 1},
+            {"do": "list", "path": url},
+            {"do": "save", **mcp(url)},
+            {"do": "list", "path": url},
+            {"do": "compare", "a": mcp(url), "b": fs(plain), "step": 1},
+        ]
+    records = run_group(tmp_path, "fail-rank", 2, actions, env=s3.env())
+    all_ok(records)
+    for r in records:
+        assert len(r["errors"]) == len(urls) and all("fails on purpose" in e for e in r["errors"]), r["errors"]
+        assert r["compare"] == [None] * len(urls), r["compare"]
+    listed = records[0]["listed"]
+    for i, kind in enumerate(urls):
+        after_failure, after_save = listed[2 * i], listed[2 * i + 1]
+        if kind == "local":  # rank 0's temporary, never renamed (and removed by the next save)
+            assert len(after_failure) == 1 and after_failure[0].startswith(".__0_0.mcp."), after_failure
+        else:
+            assert after_failure == [], (kind, after_failure)
+        assert after_save == [".metadata", "__0_0.mcp", "__1_0.mcp"], (kind, after_save)
+    # S3: the failed save left an incomplete multipart upload, which the next
+    # save aborted.
+    assert [u for u in s3.multipart_uploads("dcp") if u["Key"].startswith("failed/")] == []
+    # Redis: the failed save's temporary of rank 0 remains, hidden, until it expires.
+    # (The next save's completions left marks, "....completed", that expire too.)
+    temps = [k for k in redis_server.keys("failed/step1/*") if ".mithril-upload-" in k and not k.endswith(".completed")]
+    assert len(temps) == 1 and temps[0].startswith("failed/step1/__0_0.mcp.mithril-upload-"), temps
+    ttl = int(redis_server.command("TTL", temps[0]).strip(b":\r\n"))
+    assert 0 < ttl <= 86400, ttl
+    # file:// and a directory: the next save removed rank 0's temporary.
+    assert sorted(p.name for p in file_dir.iterdir()) == [".metadata", "__0_0.mcp", "__1_0.mcp"]
+    assert sorted(p.name for p in local.iterdir()) == [".metadata", "__0_0.mcp", "__1_0.mcp"]
+
+
+def test_complete_upload_twice_and_after_abort(tmp_path, s3, redis_server, monkeypatch):
+    """A detached upload's token publishes its object from another call; a
+    second completion changes nothing; a token whose upload is gone is a
+    clear error naming the URL and publishes nothing."""
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    data = [("t", "U8", [300], bytes(range(256)) + bytes(44))]
+    targets = {
+        "s3": "s3://dcp/tokens/a.mcp",
+        "redis": redis_server.url(0, "tokens/a.mcp"),
+        "file": f"file://{tmp_path}/f/a.mcp",
+        "local": str(tmp_path / "l" / "a.mcp"),
+    }
+    (tmp_path / "l").mkdir()
+    for kind, url in targets.items():
+        token = mithril._core.compress_tensors(data, {}, url, 3, 1, 1 << 20, True, True, None, {},
+                                               detach=True)["upload_token"]
+        stat = (lambda: os.path.exists(url)) if kind == "local" else (lambda: mithril._core.stat_object(url) is not None)
+        assert not stat(), kind
+        mithril._core.complete_upload(url, token)
+        assert stat(), kind
+        mithril._core.complete_upload(url, token)  # again: nothing changes
+        r = mithril._core.Reader(url, None, 1)
+        out = bytearray(300)
+        r.read_tensor(r.find("t"), out)
+        assert bytes(out) == data[0][3], kind
+        # a token whose upload was discarded (other bytes: S3 recognises an
+        # object with the same parts as that upload's result)
+        other = [("t", "U8", [300], bytes(300))]
+        token2 = mithril._core.compress_tensors(other, {}, url, 3, 1, 1 << 20, True, True, None, {},
+                                                detach=True)["upload_token"]
+        if kind == "s3":
+            mithril._core.abort_uploads("s3://dcp/tokens/")
+        elif kind == "redis":
+            redis_server.command("DEL", __import__("json").loads(token2)["temp"])
+        else:
+            d = os.path.dirname(url.removeprefix("file://"))
+            os.unlink(os.path.join(d, __import__("json").loads(token2)["temp"]))
+        with pytest.raises(mithril.NotFoundError, match="no longer exists") as e:
+            mithril._core.complete_upload(url, token2)
+        assert url.split("//")[-1].split("/")[-1] in str(e.value) and ("a.mcp" in str(e.value))
+        with pytest.raises(mithril.InvalidArgumentError, match="another object|not an upload token"):
+            mithril._core.complete_upload(url.replace("a.mcp", "b.mcp"), token)
