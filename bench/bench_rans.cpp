@@ -1,5 +1,5 @@
 // bench_rans — single-thread rANS encode/decode throughput and ratio, for
-// every kernel this CPU has (scalar, avx2, avx512; the others are skipped).
+// every kernel this CPU has (scalar, avx2, avx512, avx2x; the others are skipped).
 //
 //   ./build/bench_rans --benchmark_min_time=0.5
 //   MITHRIL_BENCH_WEIGHTS=model.safetensors ./build/bench_rans --benchmark_filter=plane:3
@@ -188,12 +188,12 @@ void BM_decode(benchmark::State& st) {
   set_counters(st, src, e);
 }
 
-// kernel: 0 = scalar, 1 = avx2, 2 = avx512
+// kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x
 void kernel_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"plane", "block", "kernel"});
   for (int kind : {0, 1, 2, 3})
     for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}})
-      for (int kernel : {0, 1, 2}) b->Args({kind, block, kernel});
+      for (int kernel : {0, 1, 2, 3}) b->Args({kind, block, kernel});
   b->Unit(benchmark::kMillisecond);
 }
 
@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
   const auto names = codec::rans::kernel_names();
   benchmark::AddCustomContext("cpu_model", cpu_model());
   benchmark::AddCustomContext("rans_kernels", "encode " + std::string(names.encode) + ", decode " +
-                                                  std::string(names.decode) + " (0 = scalar, 1 = avx2, 2 = avx512)");
+                                                  std::string(names.decode) + " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x)");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -31,9 +31,9 @@ std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util
 // reads or writes out of bounds, whatever the input.
 void decode(util::ByteSpan block, util::MutableByteSpan out);
 
-// The kernels in use, e.g. {"avx512", "avx512"}: "scalar", "avx2" or
-// "avx512". Every kernel reads and writes exactly the same bytes; they differ
-// only in speed. Chosen once per process: MITHRIL_RANS_KERNEL=scalar|avx2|avx512
+// The kernels in use, e.g. {"avx512", "avx512"}: "scalar", "avx2", "avx2x"
+// or "avx512". Every kernel reads and writes exactly the same bytes; they differ
+// only in speed. Chosen once per process: MITHRIL_RANS_KERNEL=scalar|avx2|avx2x|avx512
 // forces one (falling back to the best available one when this CPU lacks it),
 // otherwise a short measurement at first use picks the fastest available one
 // for each direction (AVX2 gathers are slow on AMD cores, fast on Intel).
@@ -44,8 +44,10 @@ struct KernelNames {
 KernelNames kernel_names();
 
 namespace detail {
-enum class Kernel : std::uint8_t { scalar, avx2, avx512 };
-inline constexpr Kernel k_all_kernels[] = {Kernel::scalar, Kernel::avx2, Kernel::avx512};
+// avx2x is avx2 with the decoder's table gathers replaced by scalar loads
+// (AVX2 gathers are slow on AMD Zen); its encoder is avx2's.
+enum class Kernel : std::uint8_t { scalar, avx2, avx512, avx2x };
+inline constexpr Kernel k_all_kernels[] = {Kernel::scalar, Kernel::avx2, Kernel::avx2x, Kernel::avx512};
 std::string_view kernel_name(Kernel k);
 // For tests and benchmarks: whether `k` can run here, and encode()/decode()
 // forced to use it (they fall back to scalar when it cannot).

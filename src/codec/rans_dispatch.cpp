@@ -2,7 +2,8 @@
 //
 // Vendor rules age badly (AVX2 gathers are slow on AMD Zen 1-3 and fast on
 // Intel, Zen 4 gathers are in between, AVX-512 may be split into two 256-bit
-// halves), so unless MITHRIL_RANS_KERNEL forces one, the first encode (or
+// halves; hence two AVX2 decoders, avx2 with gathers and avx2x with scalar
+// loads), so unless MITHRIL_RANS_KERNEL forces one, the first encode (or
 // decode) times every available encoder (or decoder) on a small synthetic
 // exponent plane and keeps the fastest (thread CPU time, best of 7): a few ms
 // of CPU per direction, once per process, and a process that only decodes
@@ -26,7 +27,8 @@ bool cpu_has(Kernel k) {
   __builtin_cpu_init();  // in case we run before libgcc's constructor
   switch (k) {
     case Kernel::scalar: return true;
-    case Kernel::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    case Kernel::avx2:
+    case Kernel::avx2x: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     case Kernel::avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt");
@@ -76,8 +78,9 @@ enum class Direction { encode, decode };
 // timed, so decompression pays for decoder timings alone.
 Kernel measure(Direction dir) {
   std::vector<Kernel> avail;
+  // avx2x differs from avx2 only in its decoder: its encoder is not timed.
   for (Kernel k : k_all_kernels)
-    if (cpu_has(k)) avail.push_back(k);
+    if (cpu_has(k) && !(dir == Direction::encode && k == Kernel::avx2x)) avail.push_back(k);
   if (avail.size() == 1) return Kernel::scalar;
   constexpr std::size_t k_n = 128 * 1024;
   const auto plane = sample_plane(k_n);
@@ -121,6 +124,7 @@ std::string_view kernel_name(Kernel k) {
   switch (k) {
     case Kernel::scalar: return "scalar";
     case Kernel::avx2: return "avx2";
+    case Kernel::avx2x: return "avx2x";
     case Kernel::avx512: return "avx512";
   }
   return "?";

@@ -119,7 +119,7 @@ EncodeRoundsFn encode_rounds(Kernel k, unsigned lanes_log2) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (k == Kernel::avx512)
     if (auto fn = encode_rounds_avx512(lanes_log2)) return fn;
-  if (k == Kernel::avx512 || k == Kernel::avx2)
+  if (k == Kernel::avx512 || k == Kernel::avx2 || k == Kernel::avx2x)
     if (auto fn = encode_rounds_avx2(lanes_log2)) return fn;
 #else
   (void)k;
@@ -134,6 +134,8 @@ DecodeRoundsFn decode_rounds(Kernel k, unsigned lanes_log2, bool packed) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (k == Kernel::avx512)
     if (auto fn = decode_rounds_avx512(lanes_log2, packed)) return fn;
+  if (k == Kernel::avx2x)
+    if (auto fn = decode_rounds_avx2x(lanes_log2, packed)) return fn;
   if (k == Kernel::avx512 || k == Kernel::avx2)
     if (auto fn = decode_rounds_avx2(lanes_log2, packed)) return fn;
 #else
