@@ -36,20 +36,13 @@ std::uintptr_t page_size() {
 
 }  // namespace
 
-bool HugePagePolicy::record(std::uint64_t bytes, std::uint64_t ns) noexcept {
-  if (!m_adaptive) return true;
-  const std::uint64_t b = m_window_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-  const std::uint64_t t = m_window_ns.fetch_add(ns, std::memory_order_relaxed) + ns;
-  if (b < k_window_bytes) return true;
-  // One thread closes the window: the one whose sum is still the total.
-  std::uint64_t expected = b;
-  if (!m_window_bytes.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return true;
-  m_window_ns.fetch_sub(t, std::memory_order_relaxed);
-  if (static_cast<double>(b) >= k_slow_bytes_per_second * 1e-9 * static_cast<double>(t)) {
-    m_slow_windows.store(0, std::memory_order_relaxed);
+bool HugePagePolicy::record_buffer(std::uint64_t bytes, std::uint64_t ns) noexcept {
+  if (!m_adaptive || bytes < k_min_timed_bytes) return true;
+  if (static_cast<double>(bytes) >= k_slow_bytes_per_second * 1e-9 * static_cast<double>(ns)) {
+    m_slow_buffers.store(0, std::memory_order_relaxed);
     return true;
   }
-  if (m_slow_windows.fetch_add(1, std::memory_order_relaxed) + 1 < k_slow_windows_to_stop) return true;
+  if (m_slow_buffers.fetch_add(1, std::memory_order_relaxed) + 1 < k_slow_buffers_to_stop) return true;
   m_on.store(false, std::memory_order_relaxed);
   return false;
 }
@@ -65,18 +58,21 @@ bool FreshMemory::huge_pages_on() noexcept {
 FreshMemory::FreshMemory(void* data, std::size_t size) noexcept {
 #if defined(__linux__)
   const auto begin = reinterpret_cast<std::uintptr_t>(data);
-  m_begin = begin;
-  m_end = begin + size;
   if (!data || size < k_min_huge_buffer || !huge_pages_on()) return;
   // The 2 MiB pages wholly inside the buffer: a huge page reaching outside it
   // would map (and zero) memory that belongs to someone else's allocation.
   const std::uintptr_t hb = (begin + k_huge_page - 1) & ~(k_huge_page - 1);
   const std::uintptr_t he = (begin + size) & ~(k_huge_page - 1);
-  if (he > hb && ::madvise(reinterpret_cast<void*>(hb), he - hb, MADV_HUGEPAGE) == 0)
-    m_huge.store(true, std::memory_order_relaxed);
+  m_huge = he > hb && ::madvise(reinterpret_cast<void*>(hb), he - hb, MADV_HUGEPAGE) == 0;
 #else
   (void)data;
   (void)size;
+#endif
+}
+
+FreshMemory::~FreshMemory() {
+#if defined(__linux__)
+  if (m_huge) policy().record_buffer(m_huge_bytes.load(), m_huge_ns.load());
 #endif
 }
 
@@ -87,20 +83,15 @@ void FreshMemory::prefault(void* data, std::size_t size) noexcept {
   const auto begin = (reinterpret_cast<std::uintptr_t>(data) + page - 1) / page * page;
   const auto end = (reinterpret_cast<std::uintptr_t>(data) + size) / page * page;
   if (end <= begin) return;
-  if (!m_huge.load(std::memory_order_relaxed)) {
+  if (!m_huge) {
     ::madvise(reinterpret_cast<void*>(begin), end - begin, k_populate_write);
     return;
   }
   const auto t0 = std::chrono::steady_clock::now();
   if (::madvise(reinterpret_cast<void*>(begin), end - begin, k_populate_write) != 0) return;
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
-  if (policy().record(end - begin, static_cast<std::uint64_t>(ns))) return;
-  // Too slow here: the rest of this buffer gets 4 KiB pages.
-  if (m_huge.exchange(false, std::memory_order_relaxed)) {
-    const std::uintptr_t hb = (m_begin + k_huge_page - 1) & ~(k_huge_page - 1);
-    const std::uintptr_t he = m_end & ~(k_huge_page - 1);
-    if (he > hb) ::madvise(reinterpret_cast<void*>(hb), he - hb, MADV_NOHUGEPAGE);
-  }
+  m_huge_bytes.fetch_add(end - begin, std::memory_order_relaxed);
+  m_huge_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
 #else
   (void)data;
   (void)size;

@@ -19,14 +19,17 @@
 // Where the kernel compacts memory for advised regions
 // (/sys/kernel/mm/transparent_hugepage/defrag = madvise, Debian's default)
 // and memory is fragmented, each 2 MiB fault can also run direct compaction.
-// So the advice is adaptive: every huge-page populate is timed, and after four
-// consecutive 32 MiB windows below 1 GiB/s (4 KiB pages populate at ~2 GiB/s,
-// huge pages at ~20 GiB/s) huge pages are off for the rest of the process and
-// the buffer being written goes back to 4 KiB pages at once — a one-time cost
-// of at most ~0.25 s. Four windows, not one: a loop of calls reuses the huge
-// pages the previous call freed before they are reported, and runs at the
-// fast rate after a slow first call (MiniLM decompressed in memory, one
-// thread: 30 ms a call against 53-65 ms with 4 KiB pages).
+// So the advice is adaptive: each buffer's huge-page populates are timed,
+// and after two buffers in a row (of at least 8 MiB populated) below 1 GiB/s
+// (4 KiB pages populate at ~2 GiB/s, huge pages at ~20 GiB/s) huge pages are
+// off for the rest of the process: a one-time cost of two slow buffers.
+// Whole buffers, not windows of bytes, and no switch half-way through one: a
+// loop of calls reuses the huge pages the previous call freed before they
+// are reported, so after one slow call it runs at the fast rate, as long as
+// the previous call used huge pages throughout (MiniLM decompressed in
+// memory in a loop, one thread: 30 ms a call against 53-65 ms with 4 KiB
+// pages); a program that decompresses now and then on such a VM gets slow
+// buffers every time and turns them off after two.
 // MITHRIL_THP=0 turns huge pages off from the start,
 // MITHRIL_THP=1 keeps them on whatever the timings say. Contents and results
 // never depend on any of this.
@@ -45,24 +48,22 @@ namespace mithril::util {
 // its own so that tests can drive it with made-up timings.
 class HugePagePolicy {
  public:
-  static constexpr std::uint64_t k_window_bytes = std::uint64_t{32} << 20;
+  static constexpr std::uint64_t k_min_timed_bytes = std::uint64_t{8} << 20;
   static constexpr double k_slow_bytes_per_second = 1024.0 * 1024 * 1024;
-  static constexpr int k_slow_windows_to_stop = 4;
+  static constexpr int k_slow_buffers_to_stop = 2;
 
   // on: huge pages to begin with; adaptive: false keeps them as they are.
   HugePagePolicy(bool on, bool adaptive) noexcept : m_on(on), m_adaptive(adaptive) {}
 
   bool on() const noexcept { return m_on.load(std::memory_order_relaxed); }
-  // Adds one timed huge-page populate (bytes in ns); false when this turned
-  // huge pages off.
-  bool record(std::uint64_t bytes, std::uint64_t ns) noexcept;
+  // One finished buffer: `bytes` populated as huge pages in `ns` (summed over
+  // its threads). False when this turned huge pages off.
+  bool record_buffer(std::uint64_t bytes, std::uint64_t ns) noexcept;
 
  private:
   std::atomic<bool> m_on;
   bool m_adaptive;
-  std::atomic<std::uint64_t> m_window_bytes{0};
-  std::atomic<std::uint64_t> m_window_ns{0};
-  std::atomic<int> m_slow_windows{0};
+  std::atomic<int> m_slow_buffers{0};
 };
 
 class FreshMemory {
@@ -70,6 +71,8 @@ class FreshMemory {
   // Advises [data, data + size) as huge pages when they are on. No-op for
   // small buffers (< 4 MiB) and off Linux.
   FreshMemory(void* data, std::size_t size) noexcept;
+  // Reports the buffer's populate timings to the process's policy.
+  ~FreshMemory();
   FreshMemory(const FreshMemory&) = delete;
   FreshMemory& operator=(const FreshMemory&) = delete;
 
@@ -77,16 +80,16 @@ class FreshMemory {
   // writable (no-op under 256 KiB or when the kernel lacks it).
   void prefault(void* data, std::size_t size) noexcept;
 
-  // Whether this buffer was advised as huge pages and still is.
-  bool huge() const noexcept { return m_huge.load(std::memory_order_relaxed); }
+  // Whether this buffer was advised as huge pages.
+  bool huge() const noexcept { return m_huge; }
 
   // Whether fresh buffers get huge pages in this process now.
   static bool huge_pages_on() noexcept;
 
  private:
-  std::uintptr_t m_begin = 0;
-  std::uintptr_t m_end = 0;
-  std::atomic<bool> m_huge{false};
+  bool m_huge = false;
+  std::atomic<std::uint64_t> m_huge_bytes{0};
+  std::atomic<std::uint64_t> m_huge_ns{0};
 };
 
 }  // namespace mithril::util
