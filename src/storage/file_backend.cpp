@@ -26,14 +26,7 @@ class FileUpload final : public Upload {
   // has exited (util/stale_temporaries.hpp).
   std::string detach() override {
     const auto size = m_file.size();
-    const auto temp = m_file.release();
-    struct stat st {};
-    if (::stat(temp.c_str(), &st) != 0) util::throw_errno(temp, "cannot stat");
-    auto token = new_upload_token("file", m_key, size);
-    token["temp"] = temp.filename().string();
-    token["dev"] = static_cast<std::uint64_t>(st.st_dev);
-    token["ino"] = static_cast<std::uint64_t>(st.st_ino);
-    return token.dump();
+    return detached_file_token(m_file.release(), m_key, size);
   }
   void abort() noexcept override {}  // the AtomicFile removes its temporary unless committed
   std::uint64_t size() const noexcept override { return m_file.size(); }
@@ -186,6 +179,16 @@ class FileBackend final : public Backend {
 };
 
 }  // namespace
+
+std::string detached_file_token(const fs::path& temporary, std::string_view key, std::uint64_t size) {
+  struct stat st {};
+  if (::stat(temporary.c_str(), &st) != 0) util::throw_errno(temporary, "cannot stat");
+  auto token = new_upload_token("file", key, size);
+  token["temp"] = temporary.filename().string();
+  token["dev"] = static_cast<std::uint64_t>(st.st_dev);
+  token["ino"] = static_cast<std::uint64_t>(st.st_ino);
+  return token.dump();
+}
 
 std::unique_ptr<Backend> make_file_backend(std::filesystem::path root) {
   return std::make_unique<FileBackend>(std::move(root));

@@ -1,17 +1,13 @@
 #include "storage/remote_io.hpp"
 
-#include <sys/stat.h>
-
 #include <filesystem>
 #include <mutex>
 #include <vector>
 
 #include "mithril/error.hpp"
 #include "storage/file_backend.hpp"
-#include "storage/upload_token.hpp"
 #include "storage/url.hpp"
 #include "util/interrupt.hpp"
-#include "util/posix.hpp"
 
 namespace mithril::storage {
 namespace {
@@ -87,14 +83,7 @@ class LocalSink final : public util::ByteSink {
   void commit() override { m_sink.commit(); }
   std::string detach() override {
     const auto size = m_sink.size();
-    const auto temp = m_sink.release();
-    struct stat st {};
-    if (::stat(temp.c_str(), &st) != 0) util::throw_errno(temp, "cannot stat");
-    auto token = new_upload_token("file", local_key(m_path), size);
-    token["temp"] = temp.filename().string();
-    token["dev"] = static_cast<std::uint64_t>(st.st_dev);
-    token["ino"] = static_cast<std::uint64_t>(st.st_ino);
-    return token.dump();
+    return detached_file_token(m_sink.release(), local_key(m_path), size);
   }
   std::uint64_t size() const noexcept override { return m_sink.size(); }
   const std::string& name() const noexcept override { return m_sink.name(); }
