@@ -78,13 +78,19 @@ def fs(path):
     return {"kind": "fs", "path": str(path)}
 
 
+def _server(request, available, make, missing):
+    """A real server on loopback for this module's tests (stopped after them)."""
+    if not available():
+        pytest.skip(f"{missing} not installed")
+    server = make()
+    request.addfinalizer(server.stop)
+    return server
+
+
 @pytest.fixture(scope="module")
 def s3(request):
     from remote_servers import MotoS3Server, have_moto
-    if not have_moto():
-        pytest.skip("moto[server] not installed")
-    server = MotoS3Server()
-    request.addfinalizer(server.stop)
+    server = _server(request, have_moto, MotoS3Server, "moto[server]")
     server.bucket("dcp")
     return server
 
@@ -380,11 +386,7 @@ def test_rank_killed_mid_upload_leaves_nothing_on_s3(tmp_path, s3, monkeypatch):
 @pytest.fixture(scope="module")
 def redis_server(request):
     from remote_servers import RedisServer, have_redis
-    if not have_redis():
-        pytest.skip("redis-server not installed")
-    server = RedisServer()
-    request.addfinalizer(server.stop)
-    return server
+    return _server(request, have_redis, RedisServer, "redis-server")
 
 
 def test_failed_rank_leaves_no_rank_file_visible(tmp_path, s3, redis_server):
