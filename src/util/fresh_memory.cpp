@@ -36,10 +36,17 @@ std::uintptr_t page_size() {
 
 }  // namespace
 
+bool HugePagePolicy::advise_next() noexcept {
+  if (on()) return true;
+  if (!m_adaptive) return false;
+  return m_buffers_while_off.fetch_add(1, std::memory_order_relaxed) % k_probe_every == k_probe_every - 1;
+}
+
 bool HugePagePolicy::record_buffer(std::uint64_t bytes, std::uint64_t ns) noexcept {
   if (!m_adaptive || bytes < k_min_timed_bytes) return true;
   if (static_cast<double>(bytes) >= k_slow_bytes_per_second * 1e-9 * static_cast<double>(ns)) {
     m_slow_buffers.store(0, std::memory_order_relaxed);
+    m_on.store(true, std::memory_order_relaxed);
     return true;
   }
   if (m_slow_buffers.fetch_add(1, std::memory_order_relaxed) + 1 < k_slow_buffers_to_stop) return true;
@@ -58,12 +65,14 @@ bool FreshMemory::huge_pages_on() noexcept {
 FreshMemory::FreshMemory(void* data, std::size_t size) noexcept {
 #if defined(__linux__)
   const auto begin = reinterpret_cast<std::uintptr_t>(data);
-  if (!data || size < k_min_huge_buffer || !huge_pages_on()) return;
+  if (!data || size < k_min_huge_buffer || !policy().advise_next()) return;
   // The 2 MiB pages wholly inside the buffer: a huge page reaching outside it
   // would map (and zero) memory that belongs to someone else's allocation.
   const std::uintptr_t hb = (begin + k_huge_page - 1) & ~(k_huge_page - 1);
   const std::uintptr_t he = (begin + size) & ~(k_huge_page - 1);
   m_huge = he > hb && ::madvise(reinterpret_cast<void*>(hb), he - hb, MADV_HUGEPAGE) == 0;
+  m_huge_begin = hb;
+  m_huge_end = he;
 #else
   (void)data;
   (void)size;
@@ -83,15 +92,22 @@ void FreshMemory::prefault(void* data, std::size_t size) noexcept {
   const auto begin = (reinterpret_cast<std::uintptr_t>(data) + page - 1) / page * page;
   const auto end = (reinterpret_cast<std::uintptr_t>(data) + size) / page * page;
   if (end <= begin) return;
-  if (!m_huge) {
+  if (!m_huge || m_switched.load(std::memory_order_relaxed)) {
     ::madvise(reinterpret_cast<void*>(begin), end - begin, k_populate_write);
     return;
   }
   const auto t0 = std::chrono::steady_clock::now();
   if (::madvise(reinterpret_cast<void*>(begin), end - begin, k_populate_write) != 0) return;
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
-  m_huge_bytes.fetch_add(end - begin, std::memory_order_relaxed);
-  m_huge_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
+  const std::uint64_t bytes = m_huge_bytes.fetch_add(end - begin, std::memory_order_relaxed) + (end - begin);
+  const std::uint64_t total_ns =
+      m_huge_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed) + static_cast<std::uint64_t>(ns);
+  // Judged once, on its first k_judge_bytes: slow, and the rest of the buffer
+  // gets 4 KiB pages (its later pieces are populated without huge pages).
+  if (bytes < k_judge_bytes || m_judged.exchange(true, std::memory_order_relaxed)) return;
+  if (static_cast<double>(bytes) >= HugePagePolicy::k_slow_bytes_per_second * 1e-9 * static_cast<double>(total_ns)) return;
+  m_switched.store(true, std::memory_order_relaxed);
+  ::madvise(reinterpret_cast<void*>(m_huge_begin), m_huge_end - m_huge_begin, MADV_NOHUGEPAGE);
 #else
   (void)data;
   (void)size;

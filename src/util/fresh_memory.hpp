@@ -29,7 +29,12 @@
 // the previous call used huge pages throughout (MiniLM decompressed in
 // memory in a loop, one thread: 30 ms a call against 53-65 ms with 4 KiB
 // pages); a program that decompresses now and then on such a VM gets slow
-// buffers every time and turns them off after two.
+// buffers every time and turns them off after two. A buffer whose first
+// 8 MiB populate slowly goes back to 4 KiB pages for the rest of it, so a
+// slow buffer costs at most ~16 ms more than one of small pages. While off, every eighth
+// large buffer tries huge pages again, and a fast one turns them back on: a
+// loop that started in a slow phase finds the fast rate again, and a slow
+// VM pays for one slow buffer in eight.
 // MITHRIL_THP=0 turns huge pages off from the start,
 // MITHRIL_THP=1 keeps them on whatever the timings say. Contents and results
 // never depend on any of this.
@@ -51,19 +56,25 @@ class HugePagePolicy {
   static constexpr std::uint64_t k_min_timed_bytes = std::uint64_t{8} << 20;
   static constexpr double k_slow_bytes_per_second = 1024.0 * 1024 * 1024;
   static constexpr int k_slow_buffers_to_stop = 2;
+  static constexpr unsigned k_probe_every = 8;
 
   // on: huge pages to begin with; adaptive: false keeps them as they are.
   HugePagePolicy(bool on, bool adaptive) noexcept : m_on(on), m_adaptive(adaptive) {}
 
   bool on() const noexcept { return m_on.load(std::memory_order_relaxed); }
+  // Whether the next buffer gets huge pages: while on, yes; while turned off
+  // by timings, every k_probe_every-th buffer (a probe); if set off, never.
+  bool advise_next() noexcept;
   // One finished buffer: `bytes` populated as huge pages in `ns` (summed over
-  // its threads). False when this turned huge pages off.
+  // its threads). False when this turned huge pages off; a fast buffer turns
+  // them (back) on.
   bool record_buffer(std::uint64_t bytes, std::uint64_t ns) noexcept;
 
  private:
   std::atomic<bool> m_on;
   bool m_adaptive;
   std::atomic<int> m_slow_buffers{0};
+  std::atomic<unsigned> m_buffers_while_off{0};
 };
 
 class FreshMemory {
@@ -82,12 +93,22 @@ class FreshMemory {
 
   // Whether this buffer was advised as huge pages.
   bool huge() const noexcept { return m_huge; }
+  // Whether its first k_judge_bytes populated slowly and the rest of it was
+  // advised back to 4 KiB pages.
+  bool switched() const noexcept { return m_switched.load(std::memory_order_relaxed); }
+
+  // How much of a huge-page buffer is populated before it is judged.
+  static constexpr std::uint64_t k_judge_bytes = std::uint64_t{8} << 20;
 
   // Whether fresh buffers get huge pages in this process now.
   static bool huge_pages_on() noexcept;
 
  private:
   bool m_huge = false;
+  std::uintptr_t m_huge_begin = 0;  // the advised range
+  std::uintptr_t m_huge_end = 0;
+  std::atomic<bool> m_judged{false};
+  std::atomic<bool> m_switched{false};
   std::atomic<std::uint64_t> m_huge_bytes{0};
   std::atomic<std::uint64_t> m_huge_ns{0};
 };

@@ -47,6 +47,40 @@ TEST(HugePagePolicy, AFastBufferBetweenSlowOnesStartsTheCountAgain) {
   EXPECT_TRUE(p.on());
 }
 
+TEST(HugePagePolicy, WhileOffEveryEighthBufferIsAProbe) {
+  HugePagePolicy p(true, true);
+  EXPECT_TRUE(p.advise_next());
+  p.record_buffer(k_buffer, ns_at(k_buffer, 0.5));
+  p.record_buffer(k_buffer, ns_at(k_buffer, 0.5));
+  ASSERT_FALSE(p.on());
+  int advised = 0;
+  for (unsigned i = 0; i < 8 * HugePagePolicy::k_probe_every; ++i) {
+    if (!p.advise_next()) continue;
+    ++advised;
+    EXPECT_EQ(i % HugePagePolicy::k_probe_every, HugePagePolicy::k_probe_every - 1);
+    EXPECT_FALSE(p.record_buffer(k_buffer, ns_at(k_buffer, 0.5)));  // a slow probe: still off
+  }
+  EXPECT_EQ(advised, 8);
+  EXPECT_FALSE(p.on());
+}
+
+TEST(HugePagePolicy, AFastProbeTurnsThemBackOn) {
+  HugePagePolicy p(true, true);
+  p.record_buffer(k_buffer, ns_at(k_buffer, 0.5));
+  p.record_buffer(k_buffer, ns_at(k_buffer, 0.5));
+  ASSERT_FALSE(p.on());
+  while (!p.advise_next()) {
+  }
+  EXPECT_TRUE(p.record_buffer(k_buffer, ns_at(k_buffer, 20.0)));
+  EXPECT_TRUE(p.on());
+  EXPECT_TRUE(p.advise_next());
+}
+
+TEST(HugePagePolicy, SetOffMeansNeverAdvised) {
+  HugePagePolicy p(false, false);
+  for (int i = 0; i < 100; ++i) EXPECT_FALSE(p.advise_next());
+}
+
 TEST(HugePagePolicy, SmallBuffersAreNotJudged) {
   HugePagePolicy p(true, true);
   const std::uint64_t small = HugePagePolicy::k_min_timed_bytes - 1;
