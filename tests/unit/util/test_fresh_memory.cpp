@@ -101,7 +101,7 @@ TEST(HugePagePolicy, NotAdaptiveKeepsItsSetting) {
 
 // The buffer's contents are whatever the writers put there, pieces mapped
 // from several threads at once, with huge pages or without.
-TEST(FreshMemory, PiecesPrefaultedFromManyThreadsHoldWhatWasWritten) {
+TEST(FreshMemory, ConcurrentPiecesHoldWhatWasWritten) {
   const std::size_t size = 24 * k_mib + 12345;
   void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(map, MAP_FAILED);
