@@ -13,6 +13,7 @@
 #include "storage/http.hpp"
 #include "storage/sigv4.hpp"
 #include "storage/upload_token.hpp"
+#include "util/blake3.hpp"
 #include "util/interrupt.hpp"
 
 #include <openssl/evp.h>
@@ -108,27 +109,13 @@ std::string unquoted(std::string s) {
 // parts' MD5s, "-" their count; empty when a part's ETag is not an MD5
 // (some encryption modes).
 std::string multipart_etag(const std::vector<std::string>& etags) {
-  std::string digests;
-  for (const auto& quoted : etags) {
-    const auto e = unquoted(quoted);
-    if (e.size() != 32) return {};
-    for (std::size_t i = 0; i < 32; i += 2) {
-      unsigned v = 0;
-      for (std::size_t k = i; k < i + 2; ++k) {
-        const char c = e[k];
-        const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0) return {};
-        v = v * 16 + static_cast<unsigned>(d);
-      }
-      digests += static_cast<char>(v);
-    }
-  }
+  std::vector<std::uint8_t> digests(16 * etags.size());
+  for (std::size_t i = 0; i < etags.size(); ++i)
+    if (!util::parse_hex(unquoted(etags[i]), std::span(digests).subspan(16 * i, 16))) return {};
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (EVP_Digest(digests.data(), digests.size(), md, &len, EVP_md5(), nullptr) != 1) return {};
-  std::string hex;
-  for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
-  return hex + "-" + std::to_string(etags.size());
+  return util::to_hex(std::span<const std::uint8_t>(md, len)) + "-" + std::to_string(etags.size());
 }
 
 constexpr const char* k_empty_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";

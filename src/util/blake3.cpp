@@ -678,20 +678,22 @@ std::string to_hex(std::span<const std::uint8_t> bytes) {
   return s;
 }
 
-bool parse_hex_digest(std::string_view hex, Digest& out) {
-  if (hex.size() != 64) return false;
+bool parse_hex(std::string_view hex, std::span<std::uint8_t> out) {
+  if (hex.size() != 2 * out.size()) return false;
   auto nibble = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
   };
-  for (std::size_t i = 0; i < 32; ++i) {
+  for (std::size_t i = 0; i < out.size(); ++i) {
     int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) return false;
     out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
   }
   return true;
 }
+
+bool parse_hex_digest(std::string_view hex, Digest& out) { return parse_hex(hex, out); }
 
 }  // namespace mithril::util

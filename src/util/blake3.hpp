@@ -57,6 +57,9 @@ Digest blake3(ByteSpan data);
 Digest blake3_parallel(ByteSpan data, unsigned threads = 0);
 
 std::string to_hex(std::span<const std::uint8_t> bytes);
+// Parses lowercase/uppercase hex of exactly 2 * out.size() digits into out;
+// false on anything else.
+bool parse_hex(std::string_view hex, std::span<std::uint8_t> out);
 // Parses lowercase/uppercase hex of exactly 64 digits; false on anything else.
 bool parse_hex_digest(std::string_view hex, Digest& out);
 
