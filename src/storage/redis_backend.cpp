@@ -164,11 +164,14 @@ class RedisBackend final : public Backend {
     if (!starts_with(temp, std::string(key) + std::string(k_upload_marker)))
       throw Error(Errc::invalid_argument, where + ": the upload token names no temporary of this key");
     const std::string mark = temp + std::string(k_completed_suffix);
+    const auto gone = [&] {
+      return Error(Errc::not_found,
+                   where + ": the detached upload's temporary " + temp + " no longer exists (expired or aborted); nothing was published");
+    };
     retry("RENAME " + temp, [&] {
       if (!exists_now(temp)) {
         if (exists_now(mark) && exists_now(key)) return;  // completed before
-        throw Error(Errc::not_found, where + ": the detached upload's temporary " + temp +
-                                         " no longer exists (expired or aborted); nothing was published");
+        throw gone();
       }
       Args rename, persist, marked;
       rename.add("RENAME").add(temp).add(key);
@@ -180,8 +183,7 @@ class RedisBackend final : public Backend {
       if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) throw protocol_error("EXEC");
       if (r->element[0]->type == REDIS_REPLY_ERROR) {
         if (exists_now(mark) && exists_now(key)) return;  // a retry after a lost reply
-        throw Error(Errc::not_found, where + ": the detached upload's temporary " + temp +
-                                         " no longer exists (expired or aborted); nothing was published");
+        throw gone();
       }
     });
   }
