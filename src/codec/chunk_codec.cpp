@@ -125,7 +125,8 @@ ChunkEncoder::ChunkEncoder(int level) : m_level(level), m_zstd(level) {}
 
 std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan plane, const Histogram& hist,
                                                                 const ChunkKind& kind, unsigned log2_block,
-                                                                double split_bytes) {
+                                                                double split_bytes,
+                                                                std::span<const Histogram> block_hists) {
   const std::size_t n = plane.size();
   std::size_t best = n;
   PlaneCodec codec = PlaneCodec::stored;
@@ -140,7 +141,7 @@ std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan p
   // rANS: worth a pass (here and at every decode) only when the order-0
   // bound promises at least 1% (near-uniform mantissa planes do not).
   if (log2_block != 0 && split_bytes + 64.0 < 0.99 * static_cast<double>(n)) {
-    if (auto size = rans_blocks::encode(plane, log2_block, scratch.first(best - 1))) {
+    if (auto size = rans_blocks::encode(plane, log2_block, scratch.first(best - 1), block_hists)) {
       best = *size;
       codec = PlaneCodec::rans0_blocks;
       have_scratch = true;
@@ -212,7 +213,7 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
       // Same one pass over the plane, in 64 KiB pieces: also says whether
       // tables per block would pay.
       const rans_blocks::Split split = rans_blocks::choose(plane);
-      coded = encode_plane(plane, split.whole, kind, split.log2_block, split.estimate_bytes);
+      coded = encode_plane(plane, split.whole, kind, split.log2_block, split.estimate_bytes, split.blocks);
     } else {
       histogram(plane, m_hist);
       coded = encode_plane(plane, m_hist, kind);

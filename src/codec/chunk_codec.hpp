@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 
 #include "util/xxh3.hpp"
 #include "codec/byte_group.hpp"
@@ -50,10 +51,12 @@ class ChunkEncoder {
  private:
   // Appends the best coding of one plane to m_payload; returns its codec and size.
   // log2_block != 0: code it as rANS blocks of that size (rans_blocks::choose),
-  // whose estimated size is split_bytes.
+  // whose estimated size is split_bytes and whose blocks' histograms, when
+  // given, are block_hists (Split::blocks: the plane is not counted again).
   std::pair<PlaneCodec, std::uint32_t> encode_plane(util::ByteSpan plane, const Histogram& hist,
                                                     const ChunkKind& kind, unsigned log2_block = 0,
-                                                    double split_bytes = 0);
+                                                    double split_bytes = 0,
+                                                    std::span<const Histogram> block_hists = {});
   EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode);
 
   int m_level;

@@ -53,6 +53,7 @@ Split choose(util::ByteSpan plane) {
       best = cost;
       s.log2_block = log2b;
       s.estimate_bytes = cost;
+      s.blocks = level;  // encode() codes with these: no second counting pass
     }
     std::vector<Histogram> next((level.size() + 1) / 2);
     for (std::size_t i = 0; i < level.size(); ++i)
@@ -62,20 +63,29 @@ Split choose(util::ByteSpan plane) {
   return s;
 }
 
-std::optional<std::size_t> encode(util::ByteSpan plane, unsigned log2_block, util::MutableByteSpan out) {
+std::optional<std::size_t> encode(util::ByteSpan plane, unsigned log2_block, util::MutableByteSpan out,
+                                  std::span<const Histogram> hists) {
   if (log2_block < k_min_log2_block || log2_block > k_max_log2_block)
     throw Error(Errc::invalid_argument, "rans_blocks::encode: bad block size");
   const std::size_t n = plane.size();
   const std::size_t bs = std::size_t{1} << log2_block;
+  if (!hists.empty() && hists.size() != std::max<std::size_t>(1, (n + bs - 1) / bs))
+    throw Error(Errc::internal, "rans_blocks::encode: " + std::to_string(hists.size()) + " histograms for " +
+                                    std::to_string((n + bs - 1) / bs) + " blocks");
   if (out.empty()) return std::nullopt;
   out[0] = static_cast<std::byte>(log2_block);
   std::size_t pos = 1;
-  Histogram h;
+  Histogram counted;
   for (std::size_t off = 0; off < n || (n == 0 && off == 0); off += bs) {
     const util::ByteSpan in = plane.subspan(off, std::min(bs, n - off));
     if (out.size() - pos < 4) return std::nullopt;
     const util::MutableByteSpan room = out.subspan(pos + 4);
-    histogram(in, h);
+    const Histogram* hp = &counted;
+    if (hists.empty())
+      histogram(in, counted);
+    else
+      hp = &hists[off / bs];
+    const Histogram& h = *hp;
     std::optional<std::size_t> size;
     if (!in.empty()) size = rans::encode(in, h, room.first(std::min(room.size(), in.size() - 1)));
     std::uint32_t head;

@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "codec/byte_group.hpp"
@@ -35,6 +36,7 @@ struct Split {
   Histogram whole{};           // histogram of the whole plane
   unsigned log2_block = 0;     // 0: one block is best (code the plane with rans::encode)
   double estimate_bytes = 0;   // estimated coded size with the chosen split (or whole)
+  std::vector<Histogram> blocks;  // with log2_block != 0: each block's histogram
 };
 
 // Histograms `plane` (one pass) and picks the block size whose estimated size
@@ -44,7 +46,11 @@ Split choose(util::ByteSpan plane);
 
 // Codes `plane` as blocks of 2^log2_block bytes into out. Returns the bytes
 // written, or nullopt when they would not fit in out.size(). Never writes past out.
-std::optional<std::size_t> encode(util::ByteSpan plane, unsigned log2_block, util::MutableByteSpan out);
+// `hists`, when given, holds each block's histogram (Split::blocks of the same
+// plane and block size), so the plane is not counted a second time; it must
+// have one entry per block (Error(internal) otherwise).
+std::optional<std::size_t> encode(util::ByteSpan plane, unsigned log2_block, util::MutableByteSpan out,
+                                  std::span<const Histogram> hists = {});
 
 // Decodes plane data written by encode() into out (out.size() = the plane's
 // size). Throws Error(corrupt) on malformed data; never reads or writes out of bounds.

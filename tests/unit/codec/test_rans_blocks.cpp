@@ -68,6 +68,23 @@ TEST(RansBlocks, SplitCodesSmallerWhereChosenAndRoundTrips) {
   EXPECT_NEAR(static_cast<double>(blocks.size()), s.estimate_bytes, s.estimate_bytes * 0.01);
 }
 
+TEST(RansBlocks, ChoosesBlockHistogramsCodeTheSameBytes) {
+  // A plane whose length is not a multiple of the block: the last block is short.
+  const auto mixed = two_regimes((1 << 20) + 12345);
+  const rb::Split s = rb::choose(mixed);
+  ASSERT_NE(s.log2_block, 0u);
+  const std::size_t bs = std::size_t{1} << s.log2_block;
+  ASSERT_EQ(s.blocks.size(), (mixed.size() + bs - 1) / bs);
+  ByteVector counted(mixed.size() + 4096), given(mixed.size() + 4096);
+  const auto a = rb::encode(mixed, s.log2_block, counted);
+  const auto b = rb::encode(mixed, s.log2_block, given, s.blocks);
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(*a, *b);
+  EXPECT_TRUE(std::equal(counted.begin(), counted.begin() + *a, given.begin()));
+  // Histograms for another block count are refused, not misused.
+  EXPECT_THROW(rb::encode(mixed, s.log2_block + 1, given, s.blocks), Error);
+}
+
 TEST(RansBlocks, RoundTripsOddSizesAndStoredBlocks) {
   for (std::size_t n : {std::size_t{1}, std::size_t{65535}, std::size_t{65536}, std::size_t{65537},
                         std::size_t{200001}}) {
