@@ -3,8 +3,11 @@
 //
 // Layout of the work:
 //  * compress(): the portable compression function (7 rounds of G).
-//  * hash8_avx2(): eight whole 1 KiB chunks at once, one chunk per 32-bit lane;
-//    the hot path for large inputs. Chosen at run time, same output as portable.
+//  * hash8_avx2() / hash16_avx512(): eight / sixteen whole 1 KiB chunks at
+//    once, one chunk per 32-bit lane; the hot path for large inputs. The same
+//    kernels hash eight / sixteen parent nodes at once (a subtree's levels of
+//    parents, about one compression per chunk, would otherwise be scalar).
+//    Chosen at run time, same output as portable.
 //  * Blake3 (incremental): chunk state + stack of subtree chaining values with
 //    the spec's lazy merging, so the last chunk can still become the root.
 //  * blake3_parallel(): the spec's tree rule (the left subtree holds the largest
@@ -193,6 +196,17 @@ void hash_many_portable(const std::uint8_t* data, std::size_t n_chunks, const Wo
     out[i] = chunk_output(data + i * k_chunk_len, k_chunk_len, key, counter + i, flags).chaining_value();
 }
 
+// Parents of many pairs of chaining values: parent i of children[2i] and
+// children[2i + 1]. out may be children itself (parent i is written after
+// children 2i and 2i + 1 are read, and never over a later pair).
+using ParentsFn = void (*)(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
+                           Words8* out);
+
+void parents_portable(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
+                      Words8* out) {
+  for (std::size_t i = 0; i < n_parents; ++i) out[i] = parent_cv(children[2 * i], children[2 * i + 1], key, flags);
+}
+
 #ifdef MITHRIL_BLAKE3_X86
 #define MITHRIL_AVX2 __attribute__((target("avx2")))
 
@@ -240,12 +254,17 @@ MITHRIL_AVX2 inline void transpose8(__m256i* r) {
   r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
 }
 
-// Eight consecutive whole chunks, one per lane.
+// Eight consecutive whole chunks, one per lane; with Parent, eight parent
+// nodes instead: lane j's one block is the 64 bytes at data + 64 j (a pair
+// of chaining values), counter 0, flags | PARENT.
+template <bool Parent>
 MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::uint64_t counter,
                              std::uint32_t flags, Words8* out) {
+  constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
+  constexpr std::size_t blocks = Parent ? 1 : k_chunk_len / k_block_len;
   __m256i h[8];
   for (int i = 0; i < 8; ++i) h[i] = _mm256_set1_epi32(static_cast<int>(key[i]));
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i lane = Parent ? _mm256_setzero_si256() : _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i ctr_lo_base = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)));
   const __m256i ctr_lo = _mm256_add_epi32(ctr_lo_base, lane);
   // Carry into the high word where the low word wrapped (unsigned compare via sign flip).
@@ -255,15 +274,16 @@ MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::u
       _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter >> 32))), carry);
   const __m256i blen = _mm256_set1_epi32(static_cast<int>(k_block_len));
 
-  for (std::size_t b = 0; b < k_chunk_len / k_block_len; ++b) {
+  for (std::size_t b = 0; b < blocks; ++b) {
     __m256i m[16];
     for (int j = 0; j < 8; ++j)
-      m[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + j * k_chunk_len + b * k_block_len));
+      m[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + j * stride + b * k_block_len));
     for (int j = 0; j < 8; ++j)
-      m[8 + j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + j * k_chunk_len + b * k_block_len + 32));
+      m[8 + j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + j * stride + b * k_block_len + 32));
     transpose8(m);
     transpose8(m + 8);
-    std::uint32_t f = flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == k_chunk_len / k_block_len ? k_chunk_end : 0u);
+    const std::uint32_t f = Parent ? flags | k_parent
+                                   : flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == blocks ? k_chunk_end : 0u);
     __m256i v[16] = {h[0],
                      h[1],
                      h[2],
@@ -347,12 +367,17 @@ MITHRIL_AVX512 inline void transpose16(__m512i* r) {
   }
 }
 
-// Sixteen consecutive whole chunks, one per lane.
+// Sixteen consecutive whole chunks, one per lane; with Parent, sixteen
+// parent nodes (as hash8_avx2).
+template <bool Parent>
 MITHRIL_AVX512 void hash16_avx512(const std::uint8_t* data, const Words8& key, std::uint64_t counter,
                                   std::uint32_t flags, Words8* out) {
+  constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
+  constexpr std::size_t blocks = Parent ? 1 : k_chunk_len / k_block_len;
   __m512i h[8];
   for (int i = 0; i < 8; ++i) h[i] = _mm512_set1_epi32(static_cast<int>(key[i]));
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i lane =
+      Parent ? _mm512_setzero_si512() : _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i lo_base = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)));
   const __m512i ctr_lo = _mm512_add_epi32(lo_base, lane);
   const __mmask16 wrapped = _mm512_cmplt_epu32_mask(ctr_lo, lo_base);
@@ -360,11 +385,12 @@ MITHRIL_AVX512 void hash16_avx512(const std::uint8_t* data, const Words8& key, s
   const __m512i ctr_hi = _mm512_mask_add_epi32(hi_base, wrapped, hi_base, _mm512_set1_epi32(1));
   const __m512i blen = _mm512_set1_epi32(static_cast<int>(k_block_len));
 
-  for (std::size_t b = 0; b < k_chunk_len / k_block_len; ++b) {
+  for (std::size_t b = 0; b < blocks; ++b) {
     __m512i m[16];
-    for (int j = 0; j < 16; ++j) m[j] = _mm512_loadu_si512(data + j * k_chunk_len + b * k_block_len);
+    for (int j = 0; j < 16; ++j) m[j] = _mm512_loadu_si512(data + j * stride + b * k_block_len);
     transpose16(m);
-    std::uint32_t f = flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == k_chunk_len / k_block_len ? k_chunk_end : 0u);
+    const std::uint32_t f = Parent ? flags | k_parent
+                                   : flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == blocks ? k_chunk_end : 0u);
     __m512i v[16] = {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7],
                      _mm512_set1_epi32(static_cast<int>(k_iv[0])), _mm512_set1_epi32(static_cast<int>(k_iv[1])),
                      _mm512_set1_epi32(static_cast<int>(k_iv[2])), _mm512_set1_epi32(static_cast<int>(k_iv[3])),
@@ -390,9 +416,22 @@ MITHRIL_AVX512 void hash16_avx512(const std::uint8_t* data, const Words8& key, s
 void hash_many_avx512(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
                       std::uint32_t flags, Words8* out) {
   std::size_t i = 0;
-  for (; i + 16 <= n_chunks; i += 16) hash16_avx512(data + i * k_chunk_len, key, counter + i, flags, out + i);
-  for (; i + 8 <= n_chunks; i += 8) hash8_avx2(data + i * k_chunk_len, key, counter + i, flags, out + i);
+  for (; i + 16 <= n_chunks; i += 16) hash16_avx512<false>(data + i * k_chunk_len, key, counter + i, flags, out + i);
+  for (; i + 8 <= n_chunks; i += 8) hash8_avx2<false>(data + i * k_chunk_len, key, counter + i, flags, out + i);
   hash_many_portable(data + i * k_chunk_len, n_chunks - i, key, counter + i, flags, out + i);
+}
+
+// Words8 is eight little-endian-stored words with no padding, so a pair of
+// chaining values in memory is exactly a parent node's 64-byte block (x86).
+static_assert(sizeof(Words8) == 32);
+
+void parents_avx512(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
+                    Words8* out) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(children);
+  std::size_t i = 0;
+  for (; i + 16 <= n_parents; i += 16) hash16_avx512<true>(bytes + i * k_block_len, key, 0, flags, out + i);
+  for (; i + 8 <= n_parents; i += 8) hash8_avx2<true>(bytes + i * k_block_len, key, 0, flags, out + i);
+  parents_portable(children + 2 * i, n_parents - i, key, flags, out + i);
 }
 
 #pragma GCC diagnostic pop
@@ -400,14 +439,23 @@ void hash_many_avx512(const std::uint8_t* data, std::size_t n_chunks, const Word
 void hash_many_avx2(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
                     std::uint32_t flags, Words8* out) {
   std::size_t i = 0;
-  for (; i + 8 <= n_chunks; i += 8) hash8_avx2(data + i * k_chunk_len, key, counter + i, flags, out + i);
+  for (; i + 8 <= n_chunks; i += 8) hash8_avx2<false>(data + i * k_chunk_len, key, counter + i, flags, out + i);
   hash_many_portable(data + i * k_chunk_len, n_chunks - i, key, counter + i, flags, out + i);
+}
+
+void parents_avx2(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
+                  Words8* out) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(children);
+  std::size_t i = 0;
+  for (; i + 8 <= n_parents; i += 8) hash8_avx2<true>(bytes + i * k_block_len, key, 0, flags, out + i);
+  parents_portable(children + 2 * i, n_parents - i, key, flags, out + i);
 }
 #endif
 
 struct Kernel {
   const char* name;
   HashManyFn fn;
+  ParentsFn parents;
   bool available;
 };
 
@@ -416,20 +464,21 @@ std::vector<Kernel> kernels() {
 #ifdef MITHRIL_BLAKE3_X86
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2");
-  k.push_back({"avx512", hash_many_avx512, avx2 && __builtin_cpu_supports("avx512f")});
-  k.push_back({"avx2", hash_many_avx2, avx2});
+  k.push_back({"avx512", hash_many_avx512, parents_avx512, avx2 && __builtin_cpu_supports("avx512f")});
+  k.push_back({"avx2", hash_many_avx2, parents_avx2, avx2});
 #endif
-  k.push_back({"portable", hash_many_portable, true});
+  k.push_back({"portable", hash_many_portable, parents_portable, true});
   return k;
 }
 
-HashManyFn pick_hash_many() {
+Kernel pick_kernel() {
   for (const auto& k : kernels())
-    if (k.available) return k.fn;
-  return hash_many_portable;
+    if (k.available) return k;
+  return {"portable", hash_many_portable, parents_portable, true};
 }
 
-HashManyFn g_hash_many = pick_hash_many();
+HashManyFn g_hash_many = pick_kernel().fn;
+ParentsFn g_parents = pick_kernel().parents;
 
 Words8 key_words(std::span<const std::uint8_t, 32> key) {
   Words8 k;
@@ -444,8 +493,8 @@ Words8 power_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, const Wo
   if (n_chunks <= k_batch) {
     Words8 cvs[k_batch];
     g_hash_many(data, n_chunks, key, counter, flags, cvs);
-    for (std::size_t n = n_chunks; n > 1; n /= 2)
-      for (std::size_t i = 0; i < n / 2; ++i) cvs[i] = parent_cv(cvs[2 * i], cvs[2 * i + 1], key, flags);
+    // Each level's parents in one SIMD pass (in place), not one by one.
+    for (std::size_t n = n_chunks; n > 1; n /= 2) g_parents(cvs, n / 2, key, flags, cvs);
     return cvs[0];
   }
   Words8 l = power_subtree_cv(data, n_chunks / 2, key, counter, flags);
@@ -643,6 +692,7 @@ bool set_blake3_kernel(std::string_view name) {
   for (const auto& k : kernels())
     if (k.name == name && k.available) {
       g_hash_many = k.fn;
+      g_parents = k.parents;
       return true;
     }
   return false;

@@ -187,7 +187,12 @@ def test_gc_to_half_keeps_graphs_whole(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in kernels.values()}
 
     again = run(s, "--two", MITHRIL_CACHE_PRECOMPILE="0")
-    assert again["fxgraph_hit"] == len(survivors), again
-    assert again["fxgraph_miss"] == first["fxgraph_miss"] - len(survivors), again
+    # Seen once under load (not reproduced): one more FX-graph miss than the
+    # graphs gc removed. Should it recur, the message carries why each compile
+    # missed (`cache explain`: the nearest entry and the components that differ).
+    expected = (len(survivors), first["fxgraph_miss"] - len(survivors))
+    why = [] if (again["fxgraph_hit"], again["fxgraph_miss"]) == expected else explain(s)["explanations"]
+    assert again["fxgraph_hit"] == expected[0], (first, sorted(survivors), again, why)
+    assert again["fxgraph_miss"] == expected[1], (first, sorted(survivors), again, why)
     for p, mtime in before.items():  # the survivors' kernels were loaded, not rebuilt
         assert p.exists() and p.stat().st_mtime_ns == mtime, p
