@@ -618,8 +618,15 @@ void Blake3::update(ByteSpan data) {
       Words8 cvs[64];
       while (whole > 0) {
         std::size_t batch = std::min<std::size_t>(whole, 64);
-        g_hash_many(p, batch, m_key, m_chunk_counter, m_flags, cvs);
-        for (std::size_t i = 0; i < batch; ++i) State::push_chunk_cv(*this, cvs[i], m_chunk_counter + i + 1);
+        if (batch == 64 && m_chunk_counter % 64 == 0) {
+          // An aligned subtree of 64 chunks: its parents hashed many at a
+          // time, then pushed as one entry (the merge rule in units of 64 chunks).
+          const Words8 cv = power_subtree_cv(p, 64, m_key, m_chunk_counter, m_flags);
+          State::push_chunk_cv(*this, cv, (m_chunk_counter + 64) / 64);
+        } else {
+          g_hash_many(p, batch, m_key, m_chunk_counter, m_flags, cvs);
+          for (std::size_t i = 0; i < batch; ++i) State::push_chunk_cv(*this, cvs[i], m_chunk_counter + i + 1);
+        }
         State::reset_chunk(*this, m_chunk_counter + batch);
         p += batch * k_chunk_len;
         n -= batch * k_chunk_len;
