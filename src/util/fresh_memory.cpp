@@ -54,6 +54,16 @@ bool HugePagePolicy::record_buffer(std::uint64_t bytes, std::uint64_t ns) noexce
   return false;
 }
 
+bool FreshMemory::too_slow(std::uint64_t piece_bytes, std::uint64_t piece_ns, std::uint64_t total_bytes,
+                           std::uint64_t total_ns, bool first_judgement) noexcept {
+  auto slow = [](std::uint64_t bytes, std::uint64_t ns) {
+    return static_cast<double>(bytes) < HugePagePolicy::k_slow_bytes_per_second * 1e-9 * static_cast<double>(ns);
+  };
+  if (total_bytes < k_judge_bytes) return false;
+  if (first_judgement) return slow(total_bytes, total_ns);
+  return piece_bytes >= k_judge_piece_bytes && slow(piece_bytes, piece_ns);
+}
+
 bool FreshMemory::huge_pages_on() noexcept {
 #if defined(__linux__)
   return policy().on();
@@ -102,11 +112,12 @@ void FreshMemory::prefault(void* data, std::size_t size) noexcept {
   const std::uint64_t bytes = m_huge_bytes.fetch_add(end - begin, std::memory_order_relaxed) + (end - begin);
   const std::uint64_t total_ns =
       m_huge_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed) + static_cast<std::uint64_t>(ns);
-  // Judged once, on its first k_judge_bytes: slow, and the rest of the buffer
-  // gets 4 KiB pages (its later pieces are populated without huge pages).
-  if (bytes < k_judge_bytes || m_judged.exchange(true, std::memory_order_relaxed)) return;
-  if (static_cast<double>(bytes) >= HugePagePolicy::k_slow_bytes_per_second * 1e-9 * static_cast<double>(total_ns)) return;
-  m_switched.store(true, std::memory_order_relaxed);
+  // Slow on its first k_judge_bytes, or in a later piece: the rest of the
+  // buffer gets 4 KiB pages (its later pieces are populated without huge pages).
+  if (bytes < k_judge_bytes) return;
+  const bool first = !m_judged.exchange(true, std::memory_order_relaxed);
+  if (!too_slow(end - begin, static_cast<std::uint64_t>(ns), bytes, total_ns, first)) return;
+  if (m_switched.exchange(true, std::memory_order_relaxed)) return;
   ::madvise(reinterpret_cast<void*>(m_huge_begin), m_huge_end - m_huge_begin, MADV_NOHUGEPAGE);
 #else
   (void)data;

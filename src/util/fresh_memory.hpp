@@ -31,7 +31,11 @@
 // pages); a program that decompresses now and then on such a VM gets slow
 // buffers every time and turns them off after two. A buffer whose first
 // 8 MiB populate slowly goes back to 4 KiB pages for the rest of it, so a
-// slow buffer costs at most ~16 ms more than one of small pages. While off, every eighth
+// slow buffer costs at most ~16 ms more than one of small pages; so does one
+// whose first 8 MiB were fast but a later piece of at least one huge page
+// populates below the same rate (seen on an Intel VM: a 195 MiB buffer whose
+// first pieces came from just-freed memory and the rest from the host, 423 ms
+// of system time against ~50 ms with small pages). While off, every eighth
 // large buffer tries huge pages again, and a fast one turns them back on: a
 // loop that started in a slow phase finds the fast rate again, and a slow
 // VM pays for one slow buffer in eight.
@@ -97,8 +101,18 @@ class FreshMemory {
   // advised back to 4 KiB pages.
   bool switched() const noexcept { return m_switched.load(std::memory_order_relaxed); }
 
-  // How much of a huge-page buffer is populated before it is judged.
+  // How much of a huge-page buffer is populated before it is judged as a
+  // whole; after that each piece of at least k_judge_piece_bytes is judged
+  // on its own.
   static constexpr std::uint64_t k_judge_bytes = std::uint64_t{8} << 20;
+  static constexpr std::uint64_t k_judge_piece_bytes = std::uint64_t{2} << 20;
+
+  // Whether, after a piece of `piece_bytes` populated in `piece_ns`, making
+  // `total_bytes` in `total_ns` of the buffer so far, the rest of the buffer
+  // goes back to 4 KiB pages. `first_judgement`: the buffer has not been
+  // judged as a whole yet (it is, once total_bytes >= k_judge_bytes).
+  static bool too_slow(std::uint64_t piece_bytes, std::uint64_t piece_ns, std::uint64_t total_bytes,
+                       std::uint64_t total_ns, bool first_judgement) noexcept;
 
   // Whether fresh buffers get huge pages in this process now.
   static bool huge_pages_on() noexcept;

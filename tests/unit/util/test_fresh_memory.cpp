@@ -99,6 +99,25 @@ TEST(HugePagePolicy, NotAdaptiveKeepsItsSetting) {
   EXPECT_FALSE(off.on());
 }
 
+// A buffer is judged on its first 8 MiB as a whole, then piece by piece: a
+// slow piece after a fast start (the rest of the buffer's huge pages coming
+// from the host) sends the rest back to 4 KiB pages.
+TEST(FreshMemory, JudgedOnItsFirst8MiBThenEachPiece) {
+  const std::uint64_t judge = FreshMemory::k_judge_bytes, piece = 4 * k_mib;
+  // Not judged before 8 MiB, however slow.
+  EXPECT_FALSE(FreshMemory::too_slow(piece, ns_at(piece, 0.1), piece, ns_at(piece, 0.1), true));
+  // The first judgement is of the whole 8 MiB: one slow piece among fast ones passes.
+  EXPECT_FALSE(FreshMemory::too_slow(piece, ns_at(piece, 0.8), judge, ns_at(piece, 0.8) + ns_at(piece, 20), true));
+  EXPECT_TRUE(FreshMemory::too_slow(piece, ns_at(piece, 0.5), judge, ns_at(judge, 0.5), true));
+  // Later: each piece on its own, whatever the buffer's average.
+  const std::uint64_t total = 100 * k_mib;
+  EXPECT_TRUE(FreshMemory::too_slow(piece, ns_at(piece, 0.5), total, ns_at(total, 15), false));
+  EXPECT_FALSE(FreshMemory::too_slow(piece, ns_at(piece, 5), total, ns_at(total, 0.5), false));
+  // A piece smaller than a huge page is too short to judge.
+  const std::uint64_t small = FreshMemory::k_judge_piece_bytes - 1;
+  EXPECT_FALSE(FreshMemory::too_slow(small, ns_at(small, 0.1), total, ns_at(total, 15), false));
+}
+
 // The buffer's contents are whatever the writers put there, pieces mapped
 // from several threads at once, with huge pages or without.
 TEST(FreshMemory, ConcurrentPiecesHoldWhatWasWritten) {
