@@ -12,6 +12,7 @@
 #include "mithril/error.hpp"
 #include "mithril/memory.hpp"
 #include "test_helpers.hpp"
+#include "util/blake3.hpp"
 #include "util/xxh3.hpp"
 
 namespace mithril {
@@ -129,6 +130,36 @@ TEST(Memory, DamageIsAnErrorNeverWrongBytes) {
   EXPECT_EQ(code_of([&] { decompress_buffer(std::span(mcp).first(10)); }), Errc::corrupt);
   std::vector<std::byte> out(data.size() + 1);
   EXPECT_EQ(code_of([&] { decompress_into(mcp, out); }), Errc::invalid_argument);
+}
+
+// The whole-file BLAKE3 is hashed in pieces cut at 512 KiB file offsets
+// inside each chunk, with its XXH3 (encode.cpp): chunks that start and end
+// anywhere, smaller and larger than a piece, give the digest of the whole
+// input and the XXH3 of each chunk.
+TEST(Memory, ChecksumsOfChunksCutAnywhere) {
+  util::ByteVector data = smooth_f32(900001);  // 3.6 MB
+  const auto noise = random_bytes(777, 9);
+  data.insert(data.end(), noise.begin(), noise.end());
+  const auto whole = util::blake3(data);
+  const TempDir dir;
+  for (std::size_t chunk : {std::size_t{300007}, std::size_t{1} << 20, (std::size_t{1} << 20) + 4,
+                            std::size_t{4} << 20}) {
+    for (unsigned threads : {1u, 2u}) {
+      SCOPED_TRACE(testing::Message() << "chunk " << chunk << " threads " << threads);
+      test::write_file(dir / "t.mcp", compress_buffer(data, {}, opts(threads, chunk)));
+      const container::Reader reader(dir / "t.mcp");
+      EXPECT_EQ(reader.index().source.blake3, whole);
+      std::size_t unaligned = 0;
+      for (const auto& c : reader.index().chunks) {
+        EXPECT_EQ(c.raw_xxh3, util::xxh3_64(util::ByteSpan(data).subspan(c.source_offset, c.raw_size)));
+        unaligned += c.source_offset % 1024 != 0;
+      }
+      if (chunk % 1024 != 0) EXPECT_GT(unaligned, 0u);  // the case the pieces must handle
+      DecompressOptions full;
+      full.check_digest = true;
+      EXPECT_EQ(decompress_buffer(read_file(dir / "t.mcp"), full), data);
+    }
+  }
 }
 
 // A container whose chunks are intact but whose index records another
