@@ -24,6 +24,8 @@
 #include <bit>
 #include <cstring>
 #include <thread>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -502,16 +504,41 @@ Words8 power_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, const Wo
   return parent_cv(l, r, key, flags);
 }
 
-// Output node of the subtree over data[0, len), chunk counters from `counter`,
+// One task of invoke_parallel. Its fork is declared on the task object
+// itself: the worker acquires `this` before it reads any member, so even the
+// task's own bytes on the caller's stack are ordered after the caller built
+// them (with a token captured in a closure, the worker had to read the
+// closure first, and TSan reported that read against whatever the caller had
+// written to the same stack bytes earlier — libtbb's hand-off is invisible to it).
+template <class G>
+struct ParallelTask {
+  G* body;
+  const char* join;
+  void operator()() const {
+    tsan::acquire(this);
+    struct Done {
+      const void* token;
+      ~Done() { tsan::release(token); }
+    } on_exit{join};
+    (*body)();
+  }
+};
+
 // tbb::parallel_invoke with its fork and join declared to TSan (util/tsan.hpp).
 template <class... F>
 void invoke_parallel(F&&... f) {
-  const char fork = 0, join = 0;
-  tsan::release(&fork);
-  tbb::parallel_invoke([&] { tsan::task(&fork, &join, f); }...);
+  const char join = 0;
+  std::tuple<ParallelTask<std::remove_reference_t<F>>...> tasks{ParallelTask<std::remove_reference_t<F>>{&f, &join}...};
+  std::apply(
+      [](const auto&... t) {
+        (tsan::release(&t), ...);
+        tbb::parallel_invoke(t...);
+      },
+      tasks);
   tsan::acquire(&join);
 }
 
+// Output node of the subtree over data[0, len), chunk counters from `counter`,
 // following the spec's left-heavy tree. Splits above `grain` bytes run in parallel.
 Output subtree_output(const std::uint8_t* data, std::size_t len, const Words8& key, std::uint64_t counter,
                       std::uint32_t flags, std::size_t grain) {
