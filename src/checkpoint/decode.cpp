@@ -34,7 +34,13 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
   };
   std::vector<Slot> slots(in_flight);
   const bool whole = digest == DigestCheck::whole_file;
-  util::Blake3Tree tree(whole ? index.source.size : 0, whole ? index.chunks.size() : 0);
+  // The whole-file BLAKE3 is fed each chunk's pieces as the decoder writes
+  // them (still in cache), Blake3Tree::Feeder's 512 KiB pieces.
+  std::vector<std::size_t> first_piece(whole ? index.chunks.size() + 1 : 0, 0);
+  for (std::size_t i = 0; whole && i < index.chunks.size(); ++i)
+    first_piece[i + 1] =
+        first_piece[i] + util::Blake3Tree::pieces_in(index.chunks[i].source_offset, index.chunks[i].raw_size);
+  util::Blake3Tree tree(whole ? index.source.size : 0, whole ? first_piece.back() : 0);
   // Damage per chunk, reported in chunk order afterwards.
   std::vector<std::string> damage(problems ? index.chunks.size() : 0);
   std::atomic<bool> damaged{false};
@@ -67,7 +73,14 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
         if (slot.raw.size() < r.raw_size) slot.raw.resize(r.raw_size);
         out = util::MutableByteSpan(slot.raw.data(), r.raw_size);
       }
-      slot.decoder.decode(payload, r, out, base_bytes, what);
+      if (whole) {
+        util::Blake3Tree::Feeder feed(tree, first_piece[i], r.source_offset, out);
+        const codec::ChunkDecoder::Written written = [&feed](std::size_t n) { feed.advance(n); };
+        slot.decoder.decode(payload, r, out, base_bytes, what, &written);
+        feed.finish();
+      } else {
+        slot.decoder.decode(payload, r, out, base_bytes, what);
+      }
     } catch (const Error& e) {
       if (!problems || e.code() != Errc::corrupt) throw;
       damage[i] = e.what();
@@ -77,10 +90,7 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
     // Each payload is read once: a mapped container's pages need not stay in
     // this process (peak RSS is the chunks in flight, not the whole input).
     if (!ahead) reader.source().release(r.file_offset, r.stored_size);
-    if (ok) {
-      if (whole) tree.add(i, r.source_offset, out);
-      if (target.consume) target.consume(i, out);
-    }
+    if (ok && target.consume) target.consume(i, out);
     if (progress) {
       std::lock_guard lock(progress_mutex);
       done += r.raw_size;

@@ -36,38 +36,22 @@ container::Index make_index(const SourcePlan& plan, const std::string& source_na
   return index;
 }
 
-// A chunk's two checksums (its XXH3 for the index, its part of the file's
-// BLAKE3) are computed together, in pieces cut at multiples of k_hash_piece
-// of the file: each piece is read from memory once and hashed twice while
-// in cache, instead of two passes over the whole chunk (two workers share
-// the memory bandwidth; cache-resident work scales with them).
-constexpr std::uint64_t k_hash_piece = std::uint64_t{512} << 10;
-
-// How many Blake3Tree pieces a chunk of the file is cut into (one if empty).
-std::size_t hash_pieces(std::uint64_t offset, std::uint64_t size) {
-  if (size == 0) return 1;
-  return static_cast<std::size_t>((offset + size + k_hash_piece - 1) / k_hash_piece - offset / k_hash_piece);
-}
-
-// XXH3 of `raw` (the file's bytes at `offset`); its pieces added to `digest`
-// as pieces first, first + 1, ...
+// A chunk's two checksums, its XXH3 for the index and its part of the
+// whole-file BLAKE3, computed together piece by piece (Blake3Tree::Feeder's
+// pieces, 512 KiB of the file): each piece is read from memory once and
+// hashed twice while in cache, instead of two passes over the whole chunk
+// (two workers share the memory bandwidth; cache-resident work scales).
 std::uint64_t hash_chunk(util::ByteSpan raw, std::uint64_t offset, util::Blake3Tree& digest, std::size_t first,
                          util::Xxh3Stream& xxh3) {
-  if (raw.empty()) {
-    digest.add(first, offset, raw);
-    return util::xxh3_64(raw);
-  }
+  util::Blake3Tree::Feeder feed(digest, first, offset, raw);
   xxh3.reset();
-  std::size_t at = 0;
-  for (std::size_t index = first; at < raw.size(); ++index) {
-    const std::uint64_t pos = offset + at;
-    const std::size_t len =
-        static_cast<std::size_t>(std::min<std::uint64_t>((pos / k_hash_piece + 1) * k_hash_piece - pos, raw.size() - at));
-    const util::ByteSpan piece = raw.subspan(at, len);
-    xxh3.update(piece);
-    digest.add(index, pos, piece);
-    at += len;
+  for (std::size_t at = 0; at < raw.size();) {
+    const std::size_t end = feed.piece_end(at);
+    xxh3.update(raw.subspan(at, end - at));
+    feed.advance(end);
+    at = end;
   }
+  feed.finish();
   return xxh3.digest();
 }
 
@@ -90,7 +74,7 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
   for (auto& s : slots) s.encoder = std::make_unique<codec::ChunkEncoder>(options.level);
   std::vector<std::size_t> first_piece(plan.chunks.size() + 1, 0);
   for (std::size_t i = 0; i < plan.chunks.size(); ++i)
-    first_piece[i + 1] = first_piece[i] + hash_pieces(plan.chunks[i].source_offset, plan.chunks[i].size);
+    first_piece[i + 1] = first_piece[i] + util::Blake3Tree::pieces_in(plan.chunks[i].source_offset, plan.chunks[i].size);
   util::Blake3Tree digest(source_size, first_piece.back());
   std::uint64_t done = 0;
   const bool positional = writer.is_positional();

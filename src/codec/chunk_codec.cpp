@@ -101,7 +101,7 @@ constexpr std::size_t k_hash_piece = 32 * 1024;
 // ungroup_planes() in pieces, each hashed into `sum` right after it is
 // written. Same bytes and digest as ungrouping whole, then hashing.
 void ungroup_and_hash(std::span<const util::ByteSpan> planes, util::MutableByteSpan out, unsigned width,
-                      GroupMode mode, util::Xxh3Stream& sum) {
+                      GroupMode mode, util::Xxh3Stream& sum, const ChunkDecoder::Written* written) {
   const std::size_t m = out.size() / width;
   const std::size_t step = k_hash_piece / width;  // elements per piece
   std::array<util::ByteSpan, 8> part{};
@@ -111,12 +111,14 @@ void ungroup_and_hash(std::span<const util::ByteSpan> planes, util::MutableByteS
     const util::MutableByteSpan piece = out.subspan(e * width, n * width);
     ungroup_planes(std::span<const util::ByteSpan>(part.data(), width), piece, width, mode);
     sum.update(piece);
+    if (written) (*written)((e + n) * width);
   }
   const util::MutableByteSpan tail = out.subspan(m * width);
   if (!tail.empty()) {
     std::memcpy(tail.data(), planes[width - 1].data() + m, tail.size());
     sum.update(tail);
   }
+  if (written) (*written)(out.size());
 }
 
 }  // namespace
@@ -333,7 +335,7 @@ void ChunkDecoder::check_payload(util::ByteSpan payload, const container::ChunkR
 }
 
 void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& rec, util::MutableByteSpan out,
-                          util::ByteSpan base, std::string_view what) {
+                          util::ByteSpan base, std::string_view what, const Written* written) {
   auto fail = [&](const std::string& why) { throw Error(Errc::corrupt, fmt::format("{}: {}", what, why)); };
   if (out.size() != rec.raw_size) throw Error(Errc::internal, "decode: output size mismatch");
   if (rec.residual != Residual::none && base.size() != out.size()) fail("residual chunk without its base bytes");
@@ -394,7 +396,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       const std::span<const util::ByteSpan> ps(planes.data(), width);
       if (rec.residual == Residual::none) {
         m_checksum.reset();
-        ungroup_and_hash(ps, out, width, mode, m_checksum);
+        ungroup_and_hash(ps, out, width, mode, m_checksum, written);
         if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
         return;
       } else {
@@ -407,6 +409,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       }
     }
   }
+  if (written) (*written)(out.size());
   if (util::xxh3_64(out) != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
 }
 

@@ -75,6 +75,36 @@ Blake3Tree::Blake3Tree(std::uint64_t total_size, std::size_t pieces)
       m_last_chunk(total_size == 0 ? 0 : (total_size - 1) / k_chunk),
       m_pieces(pieces) {}
 
+std::size_t Blake3Tree::pieces_in(std::uint64_t offset, std::uint64_t size) noexcept {
+  if (size == 0) return 1;
+  return static_cast<std::size_t>((offset + size + k_range_piece - 1) / k_range_piece - offset / k_range_piece);
+}
+
+std::size_t Blake3Tree::Feeder::piece_end(std::size_t at) const noexcept {
+  const std::uint64_t pos = m_offset + at;
+  const std::uint64_t room = (pos / k_range_piece + 1) * k_range_piece - pos;
+  return at + static_cast<std::size_t>(std::min<std::uint64_t>(room, m_range.size() - at));
+}
+
+void Blake3Tree::Feeder::advance(std::size_t final_bytes) {
+  final_bytes = std::min(final_bytes, m_range.size());
+  while (m_done < m_range.size()) {
+    const std::size_t end = piece_end(m_done);
+    if (end > final_bytes) return;
+    m_tree.add(m_index++, m_offset + m_done, m_range.subspan(m_done, end - m_done));
+    m_done = end;
+  }
+}
+
+void Blake3Tree::Feeder::finish() {
+  if (m_range.empty()) {
+    if (m_done == 0) m_tree.add(m_index++, m_offset, m_range);
+    m_done = 1;  // added once
+    return;
+  }
+  advance(m_range.size());
+}
+
 void Blake3Tree::add(std::size_t index, std::uint64_t offset, ByteSpan data) {
   if (index >= m_pieces.size()) throw Error(Errc::internal, "Blake3Tree: piece index out of range");
   Piece& p = m_pieces[index];

@@ -31,6 +31,35 @@ class Blake3Tree {
   // Piece `index` is the bytes [offset, offset + data.size()).
   void add(std::size_t index, std::uint64_t offset, ByteSpan data);
 
+  // Ranges (a container's chunks) cut into pieces at multiples of
+  // k_range_piece of the input: a piece is hashed while its bytes are still
+  // in cache after whoever produced or checked them. pieces_in() of each
+  // range, summed in order, gives the piece indices (an empty range is one
+  // empty piece).
+  static constexpr std::uint64_t k_range_piece = std::uint64_t{512} << 10;
+  static std::size_t pieces_in(std::uint64_t offset, std::uint64_t size) noexcept;
+
+  // Adds one range [offset, offset + range.size()) as pieces first, first + 1,
+  // ... while it is being written front to back: advance(n) says its first n
+  // bytes are final (each whole piece among them is hashed now), finish()
+  // that all are. Not thread-safe; one Feeder per range.
+  class Feeder {
+   public:
+    Feeder(Blake3Tree& tree, std::size_t first, std::uint64_t offset, ByteSpan range) noexcept
+        : m_tree(tree), m_index(first), m_offset(offset), m_range(range) {}
+    void advance(std::size_t final_bytes);
+    void finish();
+    // Where the piece that starts at byte `at` of the range ends.
+    std::size_t piece_end(std::size_t at) const noexcept;
+
+   private:
+    Blake3Tree& m_tree;
+    std::size_t m_index;
+    std::uint64_t m_offset;
+    ByteSpan m_range;
+    std::size_t m_done = 0;
+  };
+
   // Throws Error(internal) if the added pieces do not tile [0, total_size)
   // in index order (a bug of the caller, never bad input).
   Digest digest() const;
