@@ -70,6 +70,12 @@ SeriesMember series_register(const std::filesystem::path& dir, std::uint64_t ste
 // The file name series_add() and series_register() use for a step.
 std::string series_member_file(std::uint64_t step);
 
+// Removes the temporaries in `dir` that killed writers on this machine left
+// (a member or series.json being written when the process died); live
+// writers' and other hosts' temporaries stay (util/stale_temporaries.hpp).
+// Returns how many were removed.
+std::size_t series_remove_stale_temporaries(const std::filesystem::path& dir);
+
 // Removes these steps (manifest first, then files). Throws
 // Error(invalid_argument), removing nothing, if a keyframe that a remaining
 // delta needs is among them, Error(not_found) for a step not in the series.

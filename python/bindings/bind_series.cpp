@@ -58,6 +58,13 @@ void bind_series(py::module_& m) {
       },
       py::arg("dir"), py::arg("step"), py::arg("file"), py::arg("base_step"), py::arg("metrics"));
   m.def(
+      "series_remove_stale_temporaries",
+      [](const std::filesystem::path& dir) {
+        py::gil_scoped_release release;
+        return series_remove_stale_temporaries(dir);
+      },
+      py::arg("dir"));
+  m.def(
       "series_remove",
       [](const std::filesystem::path& dir, const std::vector<std::uint64_t>& steps) {
         std::vector<SeriesMember> removed;

@@ -412,6 +412,9 @@ class CheckpointManager:
                         os.unlink(os.path.join(self._series_dir, name))
                     except FileNotFoundError:
                         pass
+            # A series.json being replaced when its writer was killed: its
+            # temporary, if that process is gone (not another live writer's).
+            _core.series_remove_stale_temporaries(self._series_dir)
 
     # ------------------------------------------------------------ restoring
 

@@ -17,6 +17,7 @@
 #include "mithril/error.hpp"
 #include "util/atomic_file.hpp"
 #include "util/posix.hpp"
+#include "util/stale_temporaries.hpp"
 
 namespace mithril {
 namespace {
@@ -235,6 +236,8 @@ std::vector<SeriesMember> series_prune(const fs::path& dir, std::size_t keep) {
     if (std::find(needed.begin(), needed.end(), members[i].step) == needed.end()) doomed.push_back(members[i].step);
   return remove_locked(dir, std::move(members), doomed);
 }
+
+std::size_t series_remove_stale_temporaries(const fs::path& dir) { return util::remove_stale_temporaries(dir); }
 
 std::vector<SeriesMember> series_remove(const fs::path& dir, const std::vector<std::uint64_t>& steps) {
   DirLock lock(dir);

@@ -78,6 +78,31 @@ def test_resume_after_sigkill_mid_save_is_bit_identical(tmp_path):
     assert kills == 3
 
 
+def test_killed_writers_series_json_temporary_is_removed(tmp_path):
+    # A process killed while replacing series.json leaves its temporary
+    # (".series.json.PID@HOST.XXXXXX.tmp"); the next manager removes it if that
+    # process is gone, and leaves a live writer's alone.
+    import socket
+
+    d = tmp_path / "c"
+    mgr = mithril.CheckpointManager(d)
+    mgr.save(0, small_state(0))
+    mgr.close()
+    host = 2166136261
+    for c in socket.gethostname().encode():
+        host = ((host ^ c) * 16777619) & 0xFFFFFFFF
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = d / f".series.json.{gone}@{host:08x}.aB3dE9.tmp"
+    live = d / f".series.json.{os.getpid()}@{host:08x}.zz9Yx1.tmp"
+    for f in (stale, live):
+        f.write_text("{")
+    mithril.CheckpointManager(d).close()
+    assert not stale.exists()
+    assert live.exists()
+    assert mithril.CheckpointManager(d).latest_step() == 0
+
+
 def test_restore_round_trip_and_into(tmp_path):
     mgr = mithril.CheckpointManager(tmp_path / "c", async_save=True)
     state = small_state(0)
