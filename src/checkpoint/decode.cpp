@@ -36,11 +36,10 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
   const bool whole = digest == DigestCheck::whole_file;
   // The whole-file BLAKE3 is fed each chunk's pieces as the decoder writes
   // them (still in cache), Blake3Tree::Feeder's 512 KiB pieces.
-  std::vector<std::size_t> first_piece(whole ? index.chunks.size() + 1 : 0, 0);
-  for (std::size_t i = 0; whole && i < index.chunks.size(); ++i)
-    first_piece[i + 1] =
-        first_piece[i] + util::Blake3Tree::pieces_in(index.chunks[i].source_offset, index.chunks[i].raw_size);
-  util::Blake3Tree tree(whole ? index.source.size : 0, whole ? first_piece.back() : 0);
+  const auto first_piece = util::Blake3Tree::first_pieces(whole ? index.chunks.size() : 0, [&](std::size_t i) {
+    return std::pair<std::uint64_t, std::uint64_t>{index.chunks[i].source_offset, index.chunks[i].raw_size};
+  });
+  util::Blake3Tree tree(whole ? index.source.size : 0, first_piece.back());
   // Damage per chunk, reported in chunk order afterwards.
   std::vector<std::string> damage(problems ? index.chunks.size() : 0);
   std::atomic<bool> damaged{false};

@@ -72,9 +72,9 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
   };
   std::vector<Slot> slots(std::min<std::size_t>(in_flight, std::max<std::size_t>(1, plan.chunks.size())));
   for (auto& s : slots) s.encoder = std::make_unique<codec::ChunkEncoder>(options.level);
-  std::vector<std::size_t> first_piece(plan.chunks.size() + 1, 0);
-  for (std::size_t i = 0; i < plan.chunks.size(); ++i)
-    first_piece[i + 1] = first_piece[i] + util::Blake3Tree::pieces_in(plan.chunks[i].source_offset, plan.chunks[i].size);
+  const auto first_piece = util::Blake3Tree::first_pieces(plan.chunks.size(), [&](std::size_t i) {
+    return std::pair<std::uint64_t, std::uint64_t>{plan.chunks[i].source_offset, plan.chunks[i].size};
+  });
   util::Blake3Tree digest(source_size, first_piece.back());
   std::uint64_t done = 0;
   const bool positional = writer.is_positional();

@@ -80,6 +80,16 @@ std::size_t Blake3Tree::pieces_in(std::uint64_t offset, std::uint64_t size) noex
   return static_cast<std::size_t>((offset + size + k_range_piece - 1) / k_range_piece - offset / k_range_piece);
 }
 
+std::vector<std::size_t> Blake3Tree::first_pieces(
+    std::size_t n, const std::function<std::pair<std::uint64_t, std::uint64_t>(std::size_t)>& range) {
+  std::vector<std::size_t> first(n + 1, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto [offset, size] = range(i);
+    first[i + 1] = first[i] + pieces_in(offset, size);
+  }
+  return first;
+}
+
 std::size_t Blake3Tree::Feeder::piece_end(std::size_t at) const noexcept {
   const std::uint64_t pos = m_offset + at;
   const std::uint64_t room = (pos / k_range_piece + 1) * k_range_piece - pos;
@@ -97,12 +107,12 @@ void Blake3Tree::Feeder::advance(std::size_t final_bytes) {
 }
 
 void Blake3Tree::Feeder::finish() {
-  if (m_range.empty()) {
-    if (m_done == 0) m_tree.add(m_index++, m_offset, m_range);
-    m_done = 1;  // added once
-    return;
+  if (!m_range.empty()) {
+    advance(m_range.size());
+  } else if (!m_empty_added) {
+    m_tree.add(m_index++, m_offset, m_range);
+    m_empty_added = true;
   }
-  advance(m_range.size());
 }
 
 void Blake3Tree::add(std::size_t index, std::uint64_t offset, ByteSpan data) {

@@ -16,6 +16,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "util/blake3.hpp"
@@ -38,6 +40,10 @@ class Blake3Tree {
   // empty piece).
   static constexpr std::uint64_t k_range_piece = std::uint64_t{512} << 10;
   static std::size_t pieces_in(std::uint64_t offset, std::uint64_t size) noexcept;
+  // For n consecutive ranges, range(i) = {offset, size}: each range's first
+  // piece index, then the total number of pieces (n + 1 entries).
+  static std::vector<std::size_t> first_pieces(
+      std::size_t n, const std::function<std::pair<std::uint64_t, std::uint64_t>(std::size_t)>& range);
 
   // Adds one range [offset, offset + range.size()) as pieces first, first + 1,
   // ... while it is being written front to back: advance(n) says its first n
@@ -58,6 +64,7 @@ class Blake3Tree {
     std::uint64_t m_offset;
     ByteSpan m_range;
     std::size_t m_done = 0;
+    bool m_empty_added = false;
   };
 
   // Throws Error(internal) if the added pieces do not tile [0, total_size)
