@@ -479,8 +479,9 @@ Kernel pick_kernel() {
   return {"portable", hash_many_portable, parents_portable, true};
 }
 
-HashManyFn g_hash_many = pick_kernel().fn;
-ParentsFn g_parents = pick_kernel().parents;
+const Kernel g_initial = pick_kernel();
+HashManyFn g_hash_many = g_initial.fn;
+ParentsFn g_parents = g_initial.parents;
 
 Words8 key_words(std::span<const std::uint8_t, 32> key) {
   Words8 k;
