@@ -44,7 +44,7 @@ bool HugePagePolicy::advise_next() noexcept {
 
 bool HugePagePolicy::record_buffer(std::uint64_t bytes, std::uint64_t ns) noexcept {
   if (!m_adaptive || bytes < k_min_timed_bytes) return true;
-  if (static_cast<double>(bytes) >= k_slow_bytes_per_second * 1e-9 * static_cast<double>(ns)) {
+  if (!slow(bytes, ns)) {
     m_slow_buffers.store(0, std::memory_order_relaxed);
     m_on.store(true, std::memory_order_relaxed);
     return true;
@@ -56,12 +56,9 @@ bool HugePagePolicy::record_buffer(std::uint64_t bytes, std::uint64_t ns) noexce
 
 bool FreshMemory::too_slow(std::uint64_t piece_bytes, std::uint64_t piece_ns, std::uint64_t total_bytes,
                            std::uint64_t total_ns, bool first_judgement) noexcept {
-  auto slow = [](std::uint64_t bytes, std::uint64_t ns) {
-    return static_cast<double>(bytes) < HugePagePolicy::k_slow_bytes_per_second * 1e-9 * static_cast<double>(ns);
-  };
   if (total_bytes < k_judge_bytes) return false;
-  if (first_judgement) return slow(total_bytes, total_ns);
-  return piece_bytes >= k_judge_piece_bytes && slow(piece_bytes, piece_ns);
+  if (first_judgement) return HugePagePolicy::slow(total_bytes, total_ns);
+  return piece_bytes >= k_judge_piece_bytes && HugePagePolicy::slow(piece_bytes, piece_ns);
 }
 
 bool FreshMemory::huge_pages_on() noexcept {

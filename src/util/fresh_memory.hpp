@@ -59,6 +59,10 @@ class HugePagePolicy {
  public:
   static constexpr std::uint64_t k_min_timed_bytes = std::uint64_t{8} << 20;
   static constexpr double k_slow_bytes_per_second = 1024.0 * 1024 * 1024;
+  // Whether `bytes` populated in `ns` is below k_slow_bytes_per_second.
+  static bool slow(std::uint64_t bytes, std::uint64_t ns) noexcept {
+    return static_cast<double>(bytes) < k_slow_bytes_per_second * 1e-9 * static_cast<double>(ns);
+  }
   static constexpr int k_slow_buffers_to_stop = 2;
   static constexpr unsigned k_probe_every = 8;
 
