@@ -72,14 +72,15 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
         if (slot.raw.size() < r.raw_size) slot.raw.resize(r.raw_size);
         out = util::MutableByteSpan(slot.raw.data(), r.raw_size);
       }
+      codec::ChunkDecoder::Hooks hooks;
+      if (target.place) hooks.prepare = target.prepare;
+      std::optional<util::Blake3Tree::Feeder> feed;
       if (whole) {
-        util::Blake3Tree::Feeder feed(tree, first_piece[i], r.source_offset, out);
-        const codec::ChunkDecoder::Written written = [&feed](std::size_t n) { feed.advance(n); };
-        slot.decoder.decode(payload, r, out, base_bytes, what, &written);
-        feed.finish();
-      } else {
-        slot.decoder.decode(payload, r, out, base_bytes, what);
+        feed.emplace(tree, first_piece[i], r.source_offset, out);
+        hooks.written = [&feed](std::size_t n) { feed->advance(n); };
       }
+      slot.decoder.decode(payload, r, out, base_bytes, what, &hooks);
+      if (feed) feed->finish();
     } catch (const Error& e) {
       if (!problems || e.code() != Errc::corrupt) throw;
       damage[i] = e.what();

@@ -1,5 +1,6 @@
 #include "checkpoint/encode.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -177,15 +178,20 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
   for (const auto& c : plan.chunks) bound += c.size;
   const util::MutableByteSpan memory = allocate(bound);
   if (memory.size() < bound) throw Error(Errc::internal, "in-memory compress: output buffer smaller than its bound");
-  // Each payload's pages are mapped in one call, as huge pages where that
-  // pays (util/fresh_memory.hpp); a buffer already touched (a zero-filled
-  // vector) loses nothing: the calls then only walk its page tables.
+  // A payload's pages are mapped a piece at a time just before it is copied
+  // there (the zeroed lines still in cache), as huge pages where that pays
+  // (util/fresh_memory.hpp); a buffer already touched (a zero-filled vector)
+  // loses nothing: the calls then only walk its page tables.
   util::FreshMemory fresh(memory.data(), memory.size());
   container::Writer writer = container::Writer::positional([memory, &fresh](std::uint64_t at, util::ByteSpan b) {
     if (at > memory.size() || b.size() > memory.size() - at)
       throw Error(Errc::internal, "in-memory compress: container larger than its bound");
-    fresh.prefault(memory.data() + at, b.size());
-    std::memcpy(memory.data() + at, b.data(), b.size());
+    constexpr std::size_t k_piece = 256 * 1024;
+    for (std::size_t done = 0; done < b.size(); done += k_piece) {
+      const std::size_t n = std::min(k_piece, b.size() - done);
+      fresh.prefault(memory.data() + at + done, n);
+      std::memcpy(memory.data() + at + done, b.data() + done, n);
+    }
   });
   return encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);
 }

@@ -92,16 +92,15 @@ void decode_into(const container::Reader& reader, std::span<std::byte> out, cons
     throw Error(Errc::invalid_argument, fmt::format("{}: output buffer holds {} bytes, the original has {}", name,
                                                     out.size(), index.source.size));
   auto base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
-  // A fresh buffer's pages are mapped by each worker for its chunk, in one
-  // call and as huge pages where that pays (util/fresh_memory.hpp).
+  // A fresh buffer's pages are mapped by the workers a piece at a time just
+  // before they write it (the zeroed lines are then still in cache), as huge
+  // pages where that pays (util/fresh_memory.hpp).
   std::optional<util::FreshMemory> fresh_memory;
   if (fresh) fresh_memory.emplace(out.data(), out.size());
   checkpoint::DecodeTarget target;
-  target.place = [&](std::size_t c) {
-    const auto span = out.subspan(index.chunks[c].source_offset, index.chunks[c].raw_size);
-    if (fresh_memory) fresh_memory->prefault(span.data(), span.size());
-    return span;
-  };
+  target.place = [&](std::size_t c) { return out.subspan(index.chunks[c].source_offset, index.chunks[c].raw_size); };
+  if (fresh_memory)
+    target.prepare = [&fm = *fresh_memory](util::MutableByteSpan piece) { fm.prefault(piece.data(), piece.size()); };
   checkpoint::decode_container(
       reader, base.get(), options.threads, target, nullptr, options.progress,
       options.check_digest ? checkpoint::DigestCheck::whole_file : checkpoint::DigestCheck::chunks_only);

@@ -76,6 +76,10 @@ struct DecodeTarget {
   // Memory of exactly raw_size bytes to decode chunk `c` straight into
   // (caller memory, a mapped output); unset: a worker's scratch buffer.
   std::function<util::MutableByteSpan(std::size_t c)> place;
+  // With place: called from the worker with each piece of a placed chunk
+  // (~256 KiB) just before it is first written (fresh output memory maps
+  // its pages there, util::FreshMemory::prefault). Optional.
+  std::function<void(util::MutableByteSpan piece)> prepare;
   // Called with chunk `c`'s restored bytes once checked, from the worker
   // threads, several chunks at once and in any order.
   std::function<void(std::size_t c, util::ByteSpan raw)> consume;

@@ -99,26 +99,36 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
 constexpr std::size_t k_hash_piece = 32 * 1024;
 
 // ungroup_planes() in pieces, each hashed into `sum` right after it is
-// written. Same bytes and digest as ungrouping whole, then hashing.
+// written. Same bytes and digest as ungrouping whole, then hashing. Each
+// k_prepare_piece of out is handed to hooks->prepare just before it is
+// written (the last one reaching to the end of out).
 void ungroup_and_hash(std::span<const util::ByteSpan> planes, util::MutableByteSpan out, unsigned width,
-                      GroupMode mode, util::Xxh3Stream& sum, const ChunkDecoder::Written* written) {
+                      GroupMode mode, util::Xxh3Stream& sum, const ChunkDecoder::Hooks* hooks) {
+  constexpr std::size_t prepare_piece = ChunkDecoder::k_prepare_piece;
+  static_assert(prepare_piece % k_hash_piece == 0);
+  const bool prepare = hooks && hooks->prepare;
+  const bool written = hooks && hooks->written;
   const std::size_t m = out.size() / width;
   const std::size_t step = k_hash_piece / width;  // elements per piece
   std::array<util::ByteSpan, 8> part{};
+  if (prepare && m == 0) hooks->prepare(out);
   for (std::size_t e = 0; e < m; e += step) {
     const std::size_t n = std::min(step, m - e);
+    const std::size_t at = e * width;
+    if (prepare && at % prepare_piece == 0)
+      hooks->prepare(out.subspan(at, at + prepare_piece < m * width ? prepare_piece : out.size() - at));
     for (unsigned k = 0; k < width; ++k) part[k] = planes[k].subspan(e, n);
-    const util::MutableByteSpan piece = out.subspan(e * width, n * width);
+    const util::MutableByteSpan piece = out.subspan(at, n * width);
     ungroup_planes(std::span<const util::ByteSpan>(part.data(), width), piece, width, mode);
     sum.update(piece);
-    if (written) (*written)((e + n) * width);
+    if (written) hooks->written(at + n * width);
   }
   const util::MutableByteSpan tail = out.subspan(m * width);
   if (!tail.empty()) {
     std::memcpy(tail.data(), planes[width - 1].data() + m, tail.size());
     sum.update(tail);
   }
-  if (written) (*written)(out.size());
+  if (written) hooks->written(out.size());
 }
 
 }  // namespace
@@ -335,7 +345,7 @@ void ChunkDecoder::check_payload(util::ByteSpan payload, const container::ChunkR
 }
 
 void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& rec, util::MutableByteSpan out,
-                          util::ByteSpan base, std::string_view what, const Written* written) {
+                          util::ByteSpan base, std::string_view what, const Hooks* hooks) {
   auto fail = [&](const std::string& why) { throw Error(Errc::corrupt, fmt::format("{}: {}", what, why)); };
   if (out.size() != rec.raw_size) throw Error(Errc::internal, "decode: output size mismatch");
   if (rec.residual != Residual::none && base.size() != out.size()) fail("residual chunk without its base bytes");
@@ -343,6 +353,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
   if (rec.layout == Layout::raw) {
     if (payload.size() != rec.raw_size) fail("raw chunk has the wrong stored size");
     if (rec.residual != Residual::none) fail("raw chunk with a residual");
+    if (hooks && hooks->prepare) hooks->prepare(out);
     if (!out.empty()) std::memcpy(out.data(), payload.data(), out.size());
   } else {
     const unsigned width = rec.width;
@@ -351,6 +362,8 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     const PlaneGeometry g{rec.raw_size / width, rec.raw_size % width};
     const bool direct = width == 1 && rec.residual == Residual::none;
     util::MutableByteSpan grouped = out;
+    // Written as planes (width 1) or whole (residual chunks): prepared at once.
+    if (hooks && hooks->prepare && (direct || rec.residual != Residual::none)) hooks->prepare(out);
     if (!direct) {
       if (m_grouped.size() < out.size()) m_grouped.resize(out.size());
       grouped = util::MutableByteSpan(m_grouped.data(), out.size());
@@ -396,7 +409,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       const std::span<const util::ByteSpan> ps(planes.data(), width);
       if (rec.residual == Residual::none) {
         m_checksum.reset();
-        ungroup_and_hash(ps, out, width, mode, m_checksum, written);
+        ungroup_and_hash(ps, out, width, mode, m_checksum, hooks);
         if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
         return;
       } else {
@@ -409,7 +422,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       }
     }
   }
-  if (written) (*written)(out.size());
+  if (hooks && hooks->written) hooks->written(out.size());
   if (util::xxh3_64(out) != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
 }
 

@@ -76,19 +76,27 @@ class ChunkDecoder {
  public:
   ChunkDecoder() = default;
 
-  // Says, while decode() writes out front to back, that out[0, n) is written
-  // (a piece at a time where the chunk is ungrouped in pieces, else once at
-  // the end), so a caller can hash each piece while it is in cache. The
-  // chunk's XXH3 is checked only after the last call: a later throw means
-  // the bytes reported were wrong.
-  using Written = std::function<void(std::size_t n)>;
+  // Optional hooks around decode()'s writes into out, which go front to back.
+  struct Hooks {
+    // Called with each piece of out (k_prepare_piece bytes where the chunk
+    // is ungrouped in pieces, else all of out at once) just before it is
+    // first written, so that a caller can map fresh pages while they will
+    // still be in cache when written (util::FreshMemory::prefault).
+    std::function<void(util::MutableByteSpan piece)> prepare;
+    // Says that out[0, n) is written (a piece at a time where the chunk is
+    // ungrouped in pieces, else once at the end), so a caller can hash each
+    // piece while it is in cache. The chunk's XXH3 is checked only after the
+    // last call: a later throw means the bytes reported were wrong.
+    std::function<void(std::size_t n)> written;
+  };
+  static constexpr std::size_t k_prepare_piece = 256 * 1024;
 
   // Decodes `payload` described by `record` into out (out.size() ==
   // record.raw_size) and checks the chunk's XXH3. `base` holds the base bytes
   // for residual chunks. Throws Error(corrupt) with `what` (e.g. "chunk 3
   // (tensor 'w', ...)") in the message.
   void decode(util::ByteSpan payload, const container::ChunkRecord& record, util::MutableByteSpan out,
-              util::ByteSpan base, std::string_view what, const Written* written = nullptr);
+              util::ByteSpan base, std::string_view what, const Hooks* hooks = nullptr);
 
   // Checks, before a buffer of record.raw_size bytes is reserved for it, that
   // `payload` can decode to that size by the format's own limits: raw and

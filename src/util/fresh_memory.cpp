@@ -1,5 +1,6 @@
 #include "util/fresh_memory.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -15,7 +16,6 @@ namespace {
 
 #if defined(__linux__)
 constexpr int k_populate_write = 23;  // MADV_POPULATE_WRITE (Linux 5.14); older headers lack it
-constexpr std::size_t k_min_piece = std::size_t{256} << 10;
 constexpr std::size_t k_min_huge_buffer = std::size_t{4} << 20;
 constexpr std::uintptr_t k_huge_page = std::uintptr_t{2} << 20;
 
@@ -23,7 +23,7 @@ HugePagePolicy& policy() {
   static HugePagePolicy p = [] {
     const char* env = std::getenv("MITHRIL_THP");
     const std::string_view v = env ? env : "";
-    return HugePagePolicy(v != "0", v != "1");
+    return HugePagePolicy(v != "0", v != "0" && v != "1");
   }();
   return p;
 }
@@ -94,26 +94,39 @@ FreshMemory::~FreshMemory() {
 
 void FreshMemory::prefault(void* data, std::size_t size) noexcept {
 #if defined(__linux__)
-  if (!data || size < k_min_piece) return;
+  if (!data || size == 0) return;
+  const auto up = [](std::uintptr_t x, std::uintptr_t a) { return (x + a - 1) / a * a; };
+  const auto p = reinterpret_cast<std::uintptr_t>(data);
+  const std::uintptr_t q = p + size;
   const std::uintptr_t page = page_size();
-  const auto begin = (reinterpret_cast<std::uintptr_t>(data) + page - 1) / page * page;
-  const auto end = (reinterpret_cast<std::uintptr_t>(data) + size) / page * page;
-  if (end <= begin) return;
+  // The pages whose first byte lies in [p, q): pieces that tile the buffer
+  // map every page once (the one holding the buffer's first byte, if it
+  // starts mid-page, is mapped by its first write).
+  const std::uintptr_t b = up(p, page);
+  const std::uintptr_t e = up(q, page);
   if (!m_huge || m_switched.load(std::memory_order_relaxed)) {
-    ::madvise(reinterpret_cast<void*>(begin), end - begin, k_populate_write);
+    if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, k_populate_write);
     return;
   }
+  // Small pages outside the advised range, whole huge pages inside it.
+  if (b < m_huge_begin && std::min(e, m_huge_begin) > b)
+    ::madvise(reinterpret_cast<void*>(b), std::min(e, m_huge_begin) - b, k_populate_write);
+  if (e > m_huge_end && e > std::max(b, m_huge_end))
+    ::madvise(reinterpret_cast<void*>(std::max(b, m_huge_end)), e - std::max(b, m_huge_end), k_populate_write);
+  const std::uintptr_t hb = std::clamp(up(p, k_huge_page), m_huge_begin, m_huge_end);
+  const std::uintptr_t he = std::clamp(up(q, k_huge_page), m_huge_begin, m_huge_end);
+  if (he <= hb) return;
   const auto t0 = std::chrono::steady_clock::now();
-  if (::madvise(reinterpret_cast<void*>(begin), end - begin, k_populate_write) != 0) return;
+  if (::madvise(reinterpret_cast<void*>(hb), he - hb, k_populate_write) != 0) return;
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
-  const std::uint64_t bytes = m_huge_bytes.fetch_add(end - begin, std::memory_order_relaxed) + (end - begin);
+  const std::uint64_t bytes = m_huge_bytes.fetch_add(he - hb, std::memory_order_relaxed) + (he - hb);
   const std::uint64_t total_ns =
       m_huge_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed) + static_cast<std::uint64_t>(ns);
   // Slow on its first k_judge_bytes, or in a later piece: the rest of the
   // buffer gets 4 KiB pages (its later pieces are populated without huge pages).
   if (bytes < k_judge_bytes) return;
   const bool first = !m_judged.exchange(true, std::memory_order_relaxed);
-  if (!too_slow(end - begin, static_cast<std::uint64_t>(ns), bytes, total_ns, first)) return;
+  if (!too_slow(he - hb, static_cast<std::uint64_t>(ns), bytes, total_ns, first)) return;
   if (m_switched.exchange(true, std::memory_order_relaxed)) return;
   ::madvise(reinterpret_cast<void*>(m_huge_begin), m_huge_end - m_huge_begin, MADV_NOHUGEPAGE);
 #else

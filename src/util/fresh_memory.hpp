@@ -39,7 +39,7 @@
 // large buffer tries huge pages again, and a fast one turns them back on: a
 // loop that started in a slow phase finds the fast rate again, and a slow
 // VM pays for one slow buffer in eight.
-// MITHRIL_THP=0 turns huge pages off from the start,
+// MITHRIL_THP=0 never advises huge pages (no probes either),
 // MITHRIL_THP=1 keeps them on whatever the timings say. Contents and results
 // never depend on any of this.
 //
@@ -95,8 +95,12 @@ class FreshMemory {
   FreshMemory(const FreshMemory&) = delete;
   FreshMemory& operator=(const FreshMemory&) = delete;
 
-  // Maps the whole pages of [data, data + size), a piece of the buffer,
-  // writable (no-op under 256 KiB or when the kernel lacks it).
+  // Maps writable the pages whose first byte lies in [data, data + size), a
+  // piece of the buffer: those of its huge pages, where it has them. Pieces
+  // that tile the buffer map each page once, so a writer can map each small
+  // piece (~256 KiB) just before writing it, while the zeroed lines are still
+  // in cache, rather than a whole chunk up front. No-op where the kernel
+  // lacks MADV_POPULATE_WRITE.
   void prefault(void* data, std::size_t size) noexcept;
 
   // Whether this buffer was advised as huge pages.

@@ -139,3 +139,76 @@ TEST(ChunkCodec, PlaneWithChangingStatisticsUsesRansBlocks) {
   EXPECT_TRUE(blocks);
   EXPECT_EQ(roundtrip(enc, raw, ChunkKind{4, true, true}), raw);
 }
+
+// Hooks::prepare sees out in pieces that tile it front to back, each before
+// any of its bytes is written (fresh pages are mapped there); written(n)
+// never reports bytes beyond what was prepared. Every layout: grouped planes
+// ungrouped in pieces (with a tail), one plane decoded in place, raw, and a
+// residual against a base.
+TEST(ChunkCodec, HooksPrepareEachPieceBeforeItIsWritten) {
+  ChunkEncoder enc(3);
+  const auto bf16 = bf16_weights((3 << 19) + 5, 11);
+  auto fp32ish = bf16_weights(1 << 19, 12);  // 1 MiB of 4-byte elements
+  fp32ish.push_back(std::byte{7});           // and a 1-byte tail
+  const auto base = bf16_weights(300001, 13);
+  auto target = base;
+  for (std::size_t i = 0; i < target.size(); i += 7) target[i] ^= std::byte{1};
+  struct Case {
+    const char* name;
+    util::ByteVector raw;
+    ChunkKind kind;
+    util::ByteVector base;
+  };
+  const std::vector<Case> cases = {{"bf16 grouped", bf16, ChunkKind{2, true, true}, {}},
+                                   {"4-byte grouped with a tail", fp32ish, ChunkKind{4, true, true}, {}},
+                                   {"one plane", bf16, ChunkKind{1, false, true}, {}},
+                                   {"raw", test::random_bytes(700001, 5), ChunkKind{4, true, true}, {}},
+                                   {"residual", target, ChunkKind{2, true, true}, base},
+                                   {"empty", {}, ChunkKind{2, true, true}, {}}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const EncodedChunk e = enc.encode(c.raw, c.kind, c.base);
+    const util::ByteVector payload(e.payload.begin(), e.payload.end());
+    const auto rec = record_for(e, c.raw);
+    const std::string name = c.name;
+    if (name == "raw") {
+      EXPECT_EQ(e.layout, container::Layout::raw);
+    } else if (name == "residual") {
+      EXPECT_NE(e.residual, container::Residual::none);
+    } else if (name == "one plane") {
+      EXPECT_EQ(e.width, 1u);
+    }
+    util::ByteVector out(c.raw.size(), std::byte{0xEE});
+    std::size_t prepared = 0, calls = 0, reported = 0;
+    bool ok = true;
+    ChunkDecoder::Hooks hooks;
+    hooks.prepare = [&](util::MutableByteSpan piece) {
+      ++calls;
+      ok = ok && piece.data() == out.data() + prepared && piece.size() <= out.size() - prepared;
+      for (const std::byte b : piece) ok = ok && b == std::byte{0xEE};
+      prepared += piece.size();
+    };
+    hooks.written = [&](std::size_t n) {
+      ok = ok && n <= prepared && n >= reported;
+      reported = n;
+    };
+    ChunkDecoder dec;
+    dec.decode(payload, rec, out, c.base, "test chunk", &hooks);
+    EXPECT_TRUE(ok);
+    EXPECT_EQ(prepared, out.size());
+    EXPECT_GE(calls, 1u);
+    EXPECT_EQ(reported, out.size());
+    EXPECT_EQ(out, c.raw);
+  }
+  // The grouped layouts are prepared a piece at a time, not all at once.
+  const EncodedChunk e = enc.encode(bf16, ChunkKind{2, true, true});
+  ASSERT_EQ(e.layout, container::Layout::planes);
+  const util::ByteVector payload(e.payload.begin(), e.payload.end());
+  util::ByteVector out(bf16.size());
+  std::vector<std::size_t> sizes;
+  ChunkDecoder::Hooks hooks;
+  hooks.prepare = [&](util::MutableByteSpan piece) { sizes.push_back(piece.size()); };
+  ChunkDecoder().decode(payload, record_for(e, bf16), out, {}, "test chunk", &hooks);
+  ASSERT_EQ(sizes.size(), (bf16.size() + ChunkDecoder::k_prepare_piece - 1) / ChunkDecoder::k_prepare_piece);
+  for (std::size_t i = 0; i + 1 < sizes.size(); ++i) EXPECT_EQ(sizes[i], ChunkDecoder::k_prepare_piece);
+}

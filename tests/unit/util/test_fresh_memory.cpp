@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -147,6 +149,43 @@ TEST(FreshMemory, ConcurrentPiecesHoldWhatWasWritten) {
   for (std::size_t i = 0; i < n; ++i) wrong += bytes[i] != static_cast<unsigned char>(i * 131 >> 3);
   EXPECT_EQ(wrong, 0u);
   ::munmap(map, size);
+}
+
+long minor_faults() {
+  rusage u{};
+  ::getrusage(RUSAGE_THREAD, &u);
+  return u.ru_minflt;
+}
+
+// Pieces that tile the buffer, cut anywhere, map every page once between
+// them (each maps the pages whose first byte lies in it): writing the whole
+// buffer afterwards takes no page fault but the one for the page holding
+// its first byte, which starts mid-page. Mapping whole pages inside each
+// piece instead would leave the pages across piece edges to fault.
+TEST(FreshMemory, PiecesCutAnywhereMapEveryPage) {
+  constexpr int k_populate_write = 23;  // MADV_POPULATE_WRITE, Linux >= 5.14
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  void* probe = ::mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(probe, MAP_FAILED);
+  const bool kernel_has_it = ::madvise(probe, page, k_populate_write) == 0;
+  ::munmap(probe, page);
+  if (!kernel_has_it) GTEST_SKIP() << "kernel without MADV_POPULATE_WRITE: prefault() does nothing here";
+  for (const std::size_t piece : {std::size_t{256} << 10, std::size_t{300007}, std::size_t{3} << 20}) {
+    const std::size_t size = 24 * k_mib + 12345;
+    void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(map, MAP_FAILED);
+    auto* bytes = static_cast<unsigned char*>(map) + 7;
+    const std::size_t n = size - 7;
+    {
+      FreshMemory fresh(bytes, n);
+      for (std::size_t at = 0; at < n; at += piece) fresh.prefault(bytes + at, std::min(piece, n - at));
+      const long before = minor_faults();
+      std::memset(bytes, 0x5a, n);
+      EXPECT_LE(minor_faults() - before, 1) << "pieces of " << piece << " bytes, huge pages " << fresh.huge();
+    }
+    EXPECT_EQ(bytes[n - 1], 0x5a);
+    ::munmap(map, size);
+  }
 }
 
 TEST(FreshMemory, SmallAndEmptyBuffersAreLeftAlone) {
