@@ -15,7 +15,8 @@
 //            repeated if the file is smaller (skipped when unset)
 // The context lines name the CPU and the kernels encode()/decode() chose.
 // Each is coded as 1 MiB blocks (the container's chunk scale) and as one
-// 16 MiB block.
+// 16 MiB block. BM_histogram counts each plane's bytes as the encoder's
+// block split does (64 KiB pieces), by each byte-grouping ISA.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -26,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "codec/byte_group_kernels.hpp"
 #include "codec/rans.hpp"
 
 namespace {
@@ -197,8 +199,40 @@ void kernel_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond);
 }
 
+// The histogram every coded plane needs first, counted as rans_blocks does
+// (64 KiB pieces, each judged on the previous one): isa 0 = scalar (plain
+// count), 2 = avx2, 3 = avx512 (vector compares where a few bytes dominate).
+void BM_histogram(benchmark::State& st) {
+  const ByteVector& src = plane(static_cast<int>(st.range(0)));
+  const auto isa = static_cast<codec::detail::Isa>(st.range(1));
+  const auto* k = codec::detail::kernels_for(isa);
+  if (plane_missing(st, src)) return;
+  if (!k) {
+    st.SkipWithError("kernel not available on this CPU");
+    return;
+  }
+  constexpr std::size_t piece = std::size_t{64} << 10;
+  std::vector<Histogram> h((src.size() + piece - 1) / piece);
+  for (auto _ : st) {
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      const util::ByteSpan in(src.data() + i * piece, std::min(piece, src.size() - i * piece));
+      codec::detail::histogram(*k, in, h[i], i ? &h[i - 1] : nullptr);
+    }
+    benchmark::DoNotOptimize(h.data());
+  }
+  Histogram total{};
+  for (const auto& x : h)
+    for (unsigned b = 0; b < 256; ++b) total[b] += x[b];
+  if (total != hist_of(src)) st.SkipWithError("histogram mismatch");
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * src.size()));
+}
+
 BENCHMARK(BM_encode)->Apply(kernel_args);
 BENCHMARK(BM_decode)->Apply(kernel_args);
+BENCHMARK(BM_histogram)
+    ->ArgNames({"plane", "isa"})
+    ->ArgsProduct({{0, 1, 2, 3}, {0, 2, 3}})
+    ->Unit(benchmark::kMillisecond);
 
 std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");

@@ -3,6 +3,7 @@
 // in byte_group_{scalar,sse2,avx2,avx512}.cpp.
 #include "codec/byte_group.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -285,8 +286,98 @@ void plane_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::sp
   }
 }
 
+namespace detail {
+
+void histogram(const ByteGroupKernels& k, util::ByteSpan in, Histogram& hist, const Histogram* like) {
+  // Counting with vector compares pays when a few symbols cover nearly all
+  // bytes. Which, and how many, is judged from `like` or from the first
+  // k_sample bytes counted one by one, by a cost per 64 bytes fitted to
+  // bench_rans's BM_histogram and exponent planes of bench/data (AVX-512,
+  // relative units): 0.8 per symbol + 3, plus k_cost_other per byte no
+  // symbol covers, against k_cost_plain for the plain count.
+  constexpr double k_cost_plain = 42.0;
+  constexpr double k_cost_other = 7.0;
+  constexpr std::size_t k_min_vector = std::size_t{32} << 10;
+  constexpr std::size_t k_sample = std::size_t{4} << 10;
+  const bool any = std::any_of(std::begin(k.count), std::end(k.count), [](CountFn f) { return f != nullptr; });
+  if (in.size() < k_min_vector || !any) {
+    plane_histograms(in, 1, GroupMode::plain, std::span<Histogram>(&hist, 1));
+    return;
+  }
+  std::size_t done = 0;
+  Histogram sample{};
+  if (!like) {
+    plane_histograms(in.first(k_sample), 1, GroupMode::plain, std::span<Histogram>(&sample, 1));
+    like = &sample;
+    done = k_sample;
+  }
+  std::array<std::uint8_t, 256> order;
+  unsigned distinct = 0;
+  std::uint64_t total = 0;
+  for (unsigned b = 0; b < 256; ++b)
+    if ((*like)[b] != 0) {
+      order[distinct++] = static_cast<std::uint8_t>(b);
+      total += (*like)[b];
+    }
+  // Near-uniform bytes: even k_most symbols of the largest count could not
+  // cover enough of them to beat the plain count.
+  constexpr unsigned k_most = k_count_symbols[std::size(k_count_symbols) - 1];
+  const std::uint64_t largest = *std::max_element(like->begin(), like->end());
+  if (total == 0 || k_cost_other * 64.0 * (1.0 - std::min(1.0, static_cast<double>(k_most * largest) /
+                                                                    static_cast<double>(total))) >= k_cost_plain) {
+    plane_histograms(in, 1, GroupMode::plain, std::span<Histogram>(&hist, 1));
+    return;
+  }
+  // The most common k_most first (a full sort of up to 256 symbols would
+  // cost a third of counting a 64 KiB piece of near-uniform bytes).
+  const auto more = [&](std::uint8_t a, std::uint8_t b) {
+    return (*like)[a] != (*like)[b] ? (*like)[a] > (*like)[b] : a < b;
+  };
+  const unsigned top = std::min(distinct, k_most);
+  if (distinct > top) std::nth_element(order.begin(), order.begin() + top, order.begin() + distinct, more);
+  std::sort(order.begin(), order.begin() + top, more);
+  double best = k_cost_plain;
+  CountFn fn = nullptr;
+  unsigned symbols = 0;
+  std::uint64_t covered = 0;
+  unsigned taken = 0;
+  for (unsigned i = 0; i < std::size(k_count_symbols); ++i) {
+    const unsigned want = k_count_symbols[i];
+    for (; taken < want && taken < distinct; ++taken) covered += (*like)[order[taken]];
+    if (!k.count[i] || want > distinct + 8) continue;  // (a few unused symbols cost little)
+    const double uncovered = total ? 64.0 * static_cast<double>(total - covered) / static_cast<double>(total) : 0.0;
+    const double cost = 0.8 * want + 3.0 + k_cost_other * uncovered;
+    if (cost < best) {
+      best = cost;
+      fn = k.count[i];
+      symbols = want;
+    }
+  }
+  if (!fn) {
+    plane_histograms(in, 1, GroupMode::plain, std::span<Histogram>(&hist, 1));
+    return;
+  }
+  // Symbols beyond the distinct ones seen: any other bytes, still distinct.
+  std::array<std::uint8_t, 256> syms = order;
+  std::array<bool, 256> used{};
+  for (unsigned i = 0; i < std::min(distinct, symbols); ++i) used[syms[i]] = true;
+  for (unsigned i = distinct, b = 0; i < symbols; ++i) {
+    while (used[b]) ++b;
+    syms[i] = static_cast<std::uint8_t>(b);
+    used[b] = true;
+  }
+  hist = sample;  // the counted prefix, or zeros
+  fn(in.data() + done, in.size() - done, syms.data(), hist.data());
+}
+
+}  // namespace detail
+
 void histogram(util::ByteSpan in, Histogram& hist) {
-  plane_histograms(in, 1, GroupMode::plain, std::span<Histogram>(&hist, 1));
+  detail::histogram(detail::active_kernels(), in, hist, nullptr);
+}
+
+void histogram_like(util::ByteSpan in, const Histogram& like, Histogram& hist) {
+  detail::histogram(detail::active_kernels(), in, hist, &like);
 }
 
 double order0_bits(const Histogram& hist) {

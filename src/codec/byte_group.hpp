@@ -53,7 +53,13 @@ void ungroup_planes(std::span<const util::ByteSpan> planes, util::MutableByteSpa
 void plane_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::span<Histogram> hists);
 
 // Histogram of a byte buffer (overwrites hist). REQUIRES: in.size() < 2^32.
+// Large buffers whose few most common bytes cover nearly all of it (a float
+// plane's exponents) are counted with vector compares, judged on a prefix.
 void histogram(util::ByteSpan in, Histogram& hist);
+// The same, judged on `like`, the histogram of similar bytes (the previous
+// block of the same plane) instead of a prefix. The result does not depend
+// on `like`: it is always the exact histogram of `in`.
+void histogram_like(util::ByteSpan in, const Histogram& like, Histogram& hist);
 
 // Shannon order-0 entropy of a histogram, in bits for the whole buffer.
 double order0_bits(const Histogram& hist);

@@ -10,6 +10,8 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw")
 // GCC 12's avx512fintrin.h builds "undefined" pass-through operands as
@@ -262,6 +264,37 @@ void xor_bytes(const std::byte* a, const std::byte* b, std::byte* out, std::size
 }
 
 }  // namespace
+// ---- symbol counting (CountFn) -----------------------------------------------
+// Per 64 bytes, K compares into masks; each symbol's byte counters take +1
+// where it matched, the bytes no symbol matched are counted one by one.
+// Counters are bytes: summed out (vpsadbw) every 255 vectors.
+template <unsigned K>
+void count_symbols(const std::byte* p, std::size_t n, const std::uint8_t* syms, std::uint32_t* hist) {
+  V sym[K];
+  for (unsigned k = 0; k < K; ++k) sym[k] = _mm512_set1_epi8(static_cast<char>(syms[k]));
+  const V zero = _mm512_setzero_si512();
+  const V one = _mm512_set1_epi8(1);
+  std::size_t i = 0;
+  while (n - i >= 64) {
+    const std::size_t vecs = std::min<std::size_t>((n - i) / 64, 255);
+    V acc[K];
+    for (unsigned k = 0; k < K; ++k) acc[k] = zero;
+    for (std::size_t v = 0; v < vecs; ++v, i += 64) {
+      const V x = load(p + i);
+      __mmask64 known = 0;
+      for (unsigned k = 0; k < K; ++k) {
+        const __mmask64 m = _mm512_cmpeq_epi8_mask(x, sym[k]);
+        acc[k] = _mm512_mask_add_epi8(acc[k], m, acc[k], one);
+        known = _kor_mask64(known, m);
+      }
+      count_others(p + i, ~static_cast<std::uint64_t>(known), hist);
+    }
+    for (unsigned k = 0; k < K; ++k)
+      hist[syms[k]] += static_cast<std::uint32_t>(_mm512_reduce_add_epi64(_mm512_sad_epu8(acc[k], zero)));
+  }
+  for (; i < n; ++i) ++hist[static_cast<std::uint8_t>(p[i])];
+}
+
 }  // namespace mithril::codec::detail
 
 #pragma GCC diagnostic pop
@@ -281,6 +314,7 @@ const ByteGroupKernels k_avx512_kernels = {
     xor_bytes,
     {sub<std::uint8_t>, sub<std::uint16_t>, sub<std::uint32_t>, sub<std::uint64_t>},
     {add<std::uint8_t>, add<std::uint16_t>, add<std::uint32_t>, add<std::uint64_t>},
+    {count_symbols<8>, count_symbols<12>, count_symbols<16>, count_symbols<24>},
 };
 
 }  // namespace mithril::codec::detail

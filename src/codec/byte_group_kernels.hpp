@@ -29,6 +29,14 @@ using PlaneFn = void (*)(const std::byte* in, std::byte* out, std::size_t m);
 using UngroupFn = void (*)(const std::byte* const* planes, std::byte* out, std::size_t m);
 using ResidualFn = void (*)(const std::byte* a, const std::byte* b, std::byte* out, std::size_t m);
 
+// Adds to hist[b] the number of bytes b in p[0, n): bytes equal to one of
+// the K distinct `syms` are counted with vector compares into byte-wide
+// counters, any other byte one at a time (so it pays when the symbols cover
+// nearly all bytes, as the few exponents of a float plane do).
+using CountFn = void (*)(const std::byte* p, std::size_t n, const std::uint8_t* syms, std::uint32_t* hist);
+// K of each count[] entry.
+inline constexpr unsigned k_count_symbols[] = {8, 12, 16, 24};
+
 struct ByteGroupKernels {
   Isa isa;
   // Index [log2(width) - 1][mode]: widths 2, 4, 8 (width 1 is a copy).
@@ -38,6 +46,9 @@ struct ByteGroupKernels {
   // Index [log2(width)]: widths 1, 2, 4, 8.
   ResidualFn sub[4];
   ResidualFn add[4];
+  // Index i: k_count_symbols[i] symbols; nullptr where this ISA has none
+  // (scalar, SSE2; AVX2 for K > 12: more counters than registers).
+  CountFn count[4];
 };
 
 std::string_view isa_name(Isa isa) noexcept;
@@ -60,6 +71,8 @@ void sub_residual(const ByteGroupKernels& k, util::ByteSpan target, util::ByteSp
                   unsigned width);
 void add_residual(const ByteGroupKernels& k, util::ByteSpan residual, util::ByteSpan base, util::MutableByteSpan out,
                   unsigned width);
+// histogram() with an explicit kernel table; `like` as in histogram_like().
+void histogram(const ByteGroupKernels& k, util::ByteSpan in, Histogram& hist, const Histogram* like);
 
 // Per-ISA tables; each defined in its own file. The SIMD ones exist only on
 // x86-64 and must not be used before checking kernels_for().
@@ -75,6 +88,11 @@ extern const ByteGroupKernels k_avx512_kernels;
 // (COMDAT) copy is ever compiled under an AVX target and then picked by the
 // linker for baseline code.
 #define MITHRIL_KERNEL_INLINE [[gnu::always_inline]] inline
+
+// Counts the bytes of a vector whose bit is set in `others` (bit j: p[j]).
+MITHRIL_KERNEL_INLINE void count_others(const std::byte* p, std::uint64_t others, std::uint32_t* hist) noexcept {
+  for (; others != 0; others &= others - 1) ++hist[static_cast<std::uint8_t>(p[__builtin_ctzll(others)])];
+}
 
 template <typename T>
 MITHRIL_KERNEL_INLINE T rotl1(T v) noexcept {

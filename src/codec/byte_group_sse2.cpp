@@ -238,6 +238,7 @@ const ByteGroupKernels k_sse2_kernels = {
     xor_bytes,
     {sub<std::uint8_t>, sub<std::uint16_t>, sub<std::uint32_t>, sub<std::uint64_t>},
     {add<std::uint8_t>, add<std::uint16_t>, add<std::uint32_t>, add<std::uint64_t>},
+    {nullptr, nullptr, nullptr, nullptr},
 };
 
 }  // namespace mithril::codec::detail

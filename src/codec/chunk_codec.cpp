@@ -67,7 +67,7 @@ double estimate_grouped(std::span<const Histogram> hists, std::size_t n, unsigne
 
 double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb) {
   constexpr std::size_t k_slices = 8;
-  constexpr std::size_t k_slice = 32 * 1024;  // a multiple of every width
+  constexpr std::size_t k_slice = 16 * 1024;  // a multiple of every width
   std::array<Histogram, 8> hists{};
   auto fill_bpb = [&](std::size_t n) {
     const PlaneGeometry g{n / width, n % width};

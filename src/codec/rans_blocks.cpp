@@ -36,7 +36,13 @@ Split choose(util::ByteSpan plane) {
   const std::size_t n = plane.size();
   const std::size_t pieces = (n + k_piece - 1) / k_piece;
   std::vector<Histogram> level(pieces);
-  for (std::size_t i = 0; i < pieces; ++i) histogram(plane.subspan(i * k_piece, std::min(k_piece, n - i * k_piece)), level[i]);
+  for (std::size_t i = 0; i < pieces; ++i) {
+    const util::ByteSpan piece = plane.subspan(i * k_piece, std::min(k_piece, n - i * k_piece));
+    if (i == 0)
+      histogram(piece, level[i]);
+    else
+      histogram_like(piece, level[i - 1], level[i]);  // the previous piece picks the symbols to count
+  }
   s.whole.fill(0);
   for (const auto& h : level)
     for (unsigned b = 0; b < 256; ++b) s.whole[b] += h[b];

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>
@@ -308,6 +309,91 @@ TEST_P(ByteGroupKernel, SubResidualKnownValues) {
   ByteVector r(t.size());
   codec::detail::sub_residual(*k, t, b, r, 2);
   EXPECT_EQ(r, expect);
+}
+
+// ---- histograms ------------------------------------------------------------------
+
+namespace {
+
+// Bytes drawn from `n_symbols` values (weights falling off like a float
+// plane's exponents), with a fraction `rare` of uniformly random bytes.
+ByteVector skewed_bytes(std::size_t n, unsigned n_symbols, double rare, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::geometric_distribution<unsigned> pick(0.35);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  const unsigned base = static_cast<unsigned>(rng() % 200);
+  ByteVector out(n);
+  for (auto& b : out)
+    b = u(rng) < rare ? static_cast<std::byte>(rng()) : static_cast<std::byte>(base + pick(rng) % n_symbols);
+  return out;
+}
+
+}  // namespace
+
+// Every counting kernel against a plain count: any symbol set (most common
+// bytes first, or bytes that never occur), sizes around the vector widths
+// and the 255-vector flush of the byte counters, unaligned input, and bytes
+// no symbol covers.
+TEST_P(ByteGroupKernel, CountSymbolsMatchesAPlainCount) {
+  std::mt19937_64 rng(5);
+  int kernels = 0;
+  for (unsigned i = 0; i < std::size(codec::detail::k_count_symbols); ++i) {
+    const auto fn = k->count[i];
+    if (!fn) continue;
+    ++kernels;
+    const unsigned K = codec::detail::k_count_symbols[i];
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{31}, std::size_t{32}, std::size_t{63},
+                          std::size_t{64}, std::size_t{65}, std::size_t{255 * 64}, std::size_t{255 * 64 + 1},
+                          std::size_t{256 * 64 + 17}, std::size_t{1} << 20}) {
+      for (unsigned n_symbols : {1u, 7u, 40u}) {
+        const ByteVector data = skewed_bytes(n + 3, n_symbols, 0.01, n * 7 + n_symbols);
+        const std::span<const std::byte> in(data.data() + 3, n);
+        const Histogram ref = ref_histogram(in.data(), n);
+        // The K most common bytes, then K distinct random ones.
+        std::array<std::uint8_t, 256> order;
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](std::uint8_t a, std::uint8_t b) { return ref[a] > ref[b]; });
+        std::array<std::uint8_t, 256> shuffled = order;
+        std::shuffle(shuffled.begin(), shuffled.end(), rng);
+        for (const auto* syms : {order.data(), shuffled.data()}) {
+          Histogram h{};
+          h[0] = 5;  // counts are added
+          fn(in.data(), n, syms, h.data());
+          h[0] -= 5;
+          ASSERT_EQ(h, ref) << "K " << K << ", n " << n << ", " << n_symbols << " symbols";
+        }
+      }
+    }
+  }
+  if (k->isa == Isa::avx512) EXPECT_EQ(kernels, 4);
+  if (k->isa == Isa::avx2) EXPECT_EQ(kernels, 2);
+}
+
+// histogram() is exact whatever it judges from: narrow planes (vector
+// counts), near-uniform ones (plain count), and a `like` that describes other
+// bytes entirely.
+TEST_P(ByteGroupKernel, HistogramIsExactWhateverItJudgesFrom) {
+  Histogram uniform_like{};
+  uniform_like.fill(100);
+  Histogram narrow_like{};
+  narrow_like[3] = 1000;
+  for (std::size_t n : {std::size_t{1000}, std::size_t{32} << 10, (std::size_t{64} << 10) + 5, std::size_t{1} << 20}) {
+    for (unsigned n_symbols : {1u, 5u, 12u, 30u, 256u}) {
+      for (double rare : {0.0, 0.001, 0.2}) {
+        const ByteVector in = skewed_bytes(n, n_symbols, rare, n + n_symbols);
+        const Histogram ref = ref_histogram(in.data(), n);
+        Histogram h;
+        h.fill(77);
+        codec::detail::histogram(*k, in, h, nullptr);
+        ASSERT_EQ(h, ref) << n << " " << n_symbols << " " << rare;
+        for (const Histogram* like : std::array<const Histogram*, 3>{&ref, &uniform_like, &narrow_like}) {
+          h.fill(77);
+          codec::detail::histogram(*k, in, h, like);
+          ASSERT_EQ(h, ref) << n << " " << n_symbols << " " << rare;
+        }
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKernels, ByteGroupKernel, ::testing::ValuesIn(codec::detail::k_all_isas), isa_param_name);
