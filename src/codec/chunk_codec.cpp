@@ -135,34 +135,30 @@ void ungroup_and_hash(std::span<const util::ByteSpan> planes, util::MutableByteS
 
 ChunkEncoder::ChunkEncoder(int level) : m_level(level), m_zstd(level) {}
 
-std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan plane, const Histogram& hist,
-                                                                const ChunkKind& kind, unsigned log2_block,
-                                                                double split_bytes,
-                                                                std::span<const Histogram> block_hists) {
+ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const Histogram& hist,
+                                                   const ChunkKind& kind, unsigned log2_block, double split_bytes,
+                                                   std::span<const Histogram> block_hists) {
   const std::size_t n = plane.size();
   std::size_t best = n;
-  PlaneCodec codec = PlaneCodec::stored;
-  if (n == 0) return {codec, 0};
+  CodedPlane coded{PlaneCodec::stored, plane};
+  if (n == 0) return coded;
   if (m_scratch.size() < n) m_scratch.resize(n);
   util::MutableByteSpan scratch(m_scratch.data(), n);
 
   const double bits = order0_bits(hist);
   const double bits_per_byte = bits / static_cast<double>(n);
-  bool have_scratch = false;
 
   // rANS: worth a pass (here and at every decode) only when the order-0
   // bound promises at least 1% (near-uniform mantissa planes do not).
   if (log2_block != 0 && split_bytes + 64.0 < 0.99 * static_cast<double>(n)) {
     if (auto size = rans_blocks::encode(plane, log2_block, scratch.first(best - 1), block_hists)) {
       best = *size;
-      codec = PlaneCodec::rans0_blocks;
-      have_scratch = true;
+      coded = {PlaneCodec::rans0_blocks, scratch.first(best)};
     }
   } else if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
     if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
       best = *size;
-      codec = PlaneCodec::rans0;
-      have_scratch = true;
+      coded = {PlaneCodec::rans0, scratch.first(best)};
     }
   }
   // zstd: for bytes that are not tensors, for integer tensors (runs, repeated
@@ -170,21 +166,11 @@ std::pair<PlaneCodec, std::uint32_t> ChunkEncoder::encode_plane(util::ByteSpan p
   // everywhere at high levels.
   const bool try_zstd = !kind.is_tensor || !kind.is_float || m_level >= 10 || bits_per_byte < 1.0;
   if (try_zstd && best > 1) {
-    const std::size_t old = m_payload.size();
-    m_payload.resize(old + best - 1);
-    auto size = m_zstd.compress(plane, util::MutableByteSpan(m_payload).subspan(old, best - 1));
-    if (size) {
-      m_payload.resize(old + *size);
-      return {PlaneCodec::zstd, static_cast<std::uint32_t>(*size)};
-    }
-    m_payload.resize(old);
+    if (m_coded.size() < best - 1) m_coded.resize(best - 1);
+    if (auto size = m_zstd.compress(plane, util::MutableByteSpan(m_coded.data(), best - 1)))
+      coded = {PlaneCodec::zstd, util::ByteSpan(m_coded.data(), *size)};
   }
-  if (have_scratch) {
-    util::append_bytes(m_payload, util::ByteSpan(m_scratch.data(), best));
-  } else {
-    util::append_bytes(m_payload, plane);
-  }
-  return {codec, static_cast<std::uint32_t>(best)};
+  return coded;
 }
 
 EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind& kind, unsigned width,
@@ -194,48 +180,50 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
   out.width = static_cast<std::uint8_t>(width);
   out.group_mode = static_cast<std::uint8_t>(mode);
 
-  util::ByteSpan grouped = input;
-  if (width > 1) {
-    if (m_grouped.size() < input.size()) m_grouped.resize(input.size());
-    group_bytes(input, util::MutableByteSpan(m_grouped.data(), input.size()), width, mode);
-    grouped = util::ByteSpan(m_grouped.data(), input.size());
-  }
-  const PlaneGeometry g{input.size() / width, input.size() % width};
+  // The planes are grouped straight into the payload after the directory,
+  // where a stored plane stays (no copy) as long as every plane before it
+  // is stored too: the coded planes of floats are their last ones (the
+  // exponent's byte), so the mantissa planes are written once.
   const std::size_t dir_size = 1 + 5 * width;
-  m_payload.assign(dir_size, std::byte{0});
-  m_payload[0] = static_cast<std::byte>(width);
-  std::size_t pos = 0;
+  if (m_payload.size() < dir_size + input.size()) m_payload.resize(dir_size + input.size());
+  std::byte* const payload = m_payload.data();
+  const util::MutableByteSpan grouped(payload + dir_size, input.size());
+  if (width > 1)
+    group_bytes(input, grouped, width, mode);
+  else if (!input.empty())
+    std::memcpy(grouped.data(), input.data(), input.size());
+  std::memset(payload, 0, dir_size);
+  payload[0] = static_cast<std::byte>(width);
+  const PlaneGeometry g{input.size() / width, input.size() % width};
+  std::size_t src = dir_size;  // where plane k was grouped
+  std::size_t dst = dir_size;  // where its coding goes (dst <= src)
   for (unsigned k = 0; k < width; ++k) {
     const std::size_t len = g.plane_size(k, width);
-    // Histogram of the contiguous plane: faster than a strided pass over
-    // the input, and exactly what the entropy coder sees.
-    const util::ByteSpan plane = grouped.subspan(pos, len);
+    const util::ByteSpan plane(payload + src, len);
+    CodedPlane coded{PlaneCodec::stored, plane};
     if (kind.is_tensor && kind.is_float && m_level < 10 && m_sample_bpb[k] >= 8.0 * (1.0 - k_min_saving)) {
       // The sample (estimate_sampled) says near-uniform, a low mantissa
       // plane: coding would save less than 1% and cost a pass here and at
       // every decode, so store it without even a histogram (memcpy speed).
-      util::append_bytes(m_payload, plane);
-      m_payload[1 + 5 * k] = static_cast<std::byte>(PlaneCodec::stored);
-      util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, static_cast<std::uint32_t>(len));
-      pos += len;
-      continue;
-    }
-    std::pair<PlaneCodec, std::uint32_t> coded;
-    if (len >= 2 * (std::size_t{1} << rans_blocks::k_min_log2_block)) {
-      // Same one pass over the plane, in 64 KiB pieces: also says whether
-      // tables per block would pay.
+    } else if (len >= 2 * (std::size_t{1} << rans_blocks::k_min_log2_block)) {
+      // One pass over the plane, in 64 KiB pieces: also says whether tables
+      // per block would pay.
       const rans_blocks::Split split = rans_blocks::choose(plane);
       coded = encode_plane(plane, split.whole, kind, split.log2_block, split.estimate_bytes, split.blocks);
     } else {
       histogram(plane, m_hist);
       coded = encode_plane(plane, m_hist, kind);
     }
-    const auto [codec, size] = coded;
-    m_payload[1 + 5 * k] = static_cast<std::byte>(codec);
-    util::store_le<std::uint32_t>(m_payload.data() + 2 + 5 * k, size);
-    pos += len;
+    // A coding never overlaps the planes after this one: dst <= src and it
+    // is no longer than the plane (memmove: a stored plane may move down).
+    if (!coded.bytes.empty() && coded.bytes.data() != payload + dst)
+      std::memmove(payload + dst, coded.bytes.data(), coded.bytes.size());
+    payload[1 + 5 * k] = static_cast<std::byte>(coded.codec);
+    util::store_le<std::uint32_t>(payload + 2 + 5 * k, static_cast<std::uint32_t>(coded.bytes.size()));
+    src += len;
+    dst += coded.bytes.size();
   }
-  out.payload = m_payload;
+  out.payload = util::ByteSpan(payload, dst);
   return out;
 }
 
@@ -287,12 +275,7 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
     }
   }
 
-  if (raw.empty()) {
-    EncodedChunk e;
-    m_payload.clear();
-    e.payload = m_payload;
-    return e;
-  }
+  if (raw.empty()) return EncodedChunk{};
   EncodedChunk e = encode_grouped(best_input, kind, width, best.mode);
   e.residual = best.residual;
   if (e.payload.size() >= raw.size() && best.residual == Residual::none) {

@@ -50,26 +50,33 @@ class ChunkEncoder {
   EncodedChunk encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base = {});
 
  private:
-  // Appends the best coding of one plane to m_payload; returns its codec and size.
+  // The best coding of one plane: its codec, size and bytes (in m_scratch or
+  // m_coded, or the plane itself when stored), valid until the next call.
   // log2_block != 0: code it as rANS blocks of that size (rans_blocks::choose),
   // whose estimated size is split_bytes and whose blocks' histograms, when
   // given, are block_hists (Split::blocks: the plane is not counted again).
-  std::pair<PlaneCodec, std::uint32_t> encode_plane(util::ByteSpan plane, const Histogram& hist,
-                                                    const ChunkKind& kind, unsigned log2_block = 0,
-                                                    double split_bytes = 0,
-                                                    std::span<const Histogram> block_hists = {});
+  struct CodedPlane {
+    PlaneCodec codec;
+    util::ByteSpan bytes;
+  };
+  CodedPlane encode_plane(util::ByteSpan plane, const Histogram& hist, const ChunkKind& kind,
+                          unsigned log2_block = 0, double split_bytes = 0,
+                          std::span<const Histogram> block_hists = {});
   EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode);
 
   int m_level;
   ZstdCompressor m_zstd;
-  util::ByteVector m_grouped;
   Histogram m_hist{};
   // Order-0 bits per byte of each plane of the chosen candidate, measured on
   // a sample by encode() (0 = unknown).
   std::array<double, 8> m_sample_bpb{};
   util::ByteVector m_residual;
+  // The payload being built: the chunk is grouped straight into it, after
+  // the plane directory, so that stored planes are already in place; it only
+  // grows (its size is a capacity, the payload's length is kept apart).
   util::ByteVector m_payload;
-  util::ByteVector m_scratch;
+  util::ByteVector m_scratch;  // a plane's rANS coding
+  util::ByteVector m_coded;    // a plane's zstd coding
 };
 
 class ChunkDecoder {
