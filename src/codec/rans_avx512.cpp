@@ -5,6 +5,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "codec/rans_kernels.hpp"
 
 // GCC 12's AVX-512 headers build their set1/cvt results from an undefined
@@ -22,8 +24,33 @@ using u32 = std::uint32_t;
 
 #define MITHRIL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,popcnt")))
 
-template <unsigned V>
-MITHRIL_AVX512 void encode_rounds_v(const u8* in, const EncTables& t, EncodeCursor& c) {
+// The two per-symbol tables, looked up for sixteen symbols (s: their bytes
+// widened to 32 bits): by two gathers, or — where every symbol the block
+// codes lies in a window of 64 consecutive byte values, as a float plane's
+// exponents do — in registers, two vpermi2d per table and a blend, which
+// runs at a fraction of the gathers' cost.
+struct GatherLookup {
+  const EncTables& t;
+  MITHRIL_AVX512 void operator()(__m512i s, __m512i& cf, __m512i& rc) const {
+    cf = _mm512_i32gather_epi32(s, t.cum_f, 4);
+    rc = _mm512_i32gather_epi32(s, t.rcp32, 4);
+  }
+};
+
+struct WindowLookup {
+  __m512i lo, upper, cf_t[4], rc_t[4];
+  MITHRIL_AVX512 void operator()(__m512i s, __m512i& cf, __m512i& rc) const {
+    const __m512i i = _mm512_sub_epi32(s, lo);
+    const __mmask16 high = _mm512_test_epi32_mask(i, upper);
+    cf = _mm512_mask_blend_epi32(high, _mm512_permutex2var_epi32(cf_t[0], i, cf_t[1]),
+                                 _mm512_permutex2var_epi32(cf_t[2], i, cf_t[3]));
+    rc = _mm512_mask_blend_epi32(high, _mm512_permutex2var_epi32(rc_t[0], i, rc_t[1]),
+                                 _mm512_permutex2var_epi32(rc_t[2], i, rc_t[3]));
+  }
+};
+
+template <unsigned V, class Lookup>
+MITHRIL_AVX512 void encode_rounds_with(const u8* in, const EncTables& t, EncodeCursor& c, const Lookup& lookup) {
   constexpr unsigned Lanes = 16 * V;
   __m512i x[V];
   for (unsigned v = 0; v < V; ++v) x[v] = _mm512_loadu_si512(c.x + 16 * v);
@@ -37,8 +64,8 @@ MITHRIL_AVX512 void encode_rounds_v(const u8* in, const EncTables& t, EncodeCurs
     const u8* src = in + (r - 1) * Lanes;
     for (unsigned v = V; v-- > 0;) {
       const __m512i s = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16 * v)));
-      const __m512i cf = _mm512_i32gather_epi32(s, t.cum_f, 4);
-      const __m512i rc = _mm512_i32gather_epi32(s, t.rcp32, 4);
+      __m512i cf, rc;
+      lookup(s, cf, rc);
       const __m512i f = _mm512_srli_epi32(cf, 16);
       __m512i xv = x[v];
       const __mmask16 emit = _mm512_cmpge_epu32_mask(xv, _mm512_sll_epi32(f, sh_xmax));
@@ -60,6 +87,32 @@ MITHRIL_AVX512 void encode_rounds_v(const u8* in, const EncTables& t, EncodeCurs
   for (unsigned v = 0; v < V; ++v) _mm512_storeu_si512(c.x + 16 * v, x[v]);
   c.p = p;
   c.round = r;
+}
+
+template <unsigned V>
+MITHRIL_AVX512 void encode_rounds_v(const u8* in, const EncTables& t, EncodeCursor& c) {
+  // The symbols the block codes: those with a frequency (the histogram is
+  // the block's own, so no other byte occurs in it).
+  unsigned first = 256, last = 0;
+  for (unsigned s = 0; s < 256; ++s)
+    if (t.cum_f[s] >> 16) {
+      first = std::min(first, s);
+      last = s;
+    }
+  if (first > last || last - first >= 64) return encode_rounds_with<V>(in, t, c, GatherLookup{t});
+  alignas(64) std::uint32_t cf[64], rc[64];
+  for (unsigned i = 0; i < 64; ++i) {
+    cf[i] = first + i < 256 ? t.cum_f[first + i] : 0;
+    rc[i] = first + i < 256 ? t.rcp32[first + i] : 0;
+  }
+  WindowLookup w;
+  w.lo = _mm512_set1_epi32(static_cast<int>(first));
+  w.upper = _mm512_set1_epi32(32);
+  for (unsigned j = 0; j < 4; ++j) {
+    w.cf_t[j] = _mm512_load_si512(cf + 16 * j);
+    w.rc_t[j] = _mm512_load_si512(rc + 16 * j);
+  }
+  encode_rounds_with<V>(in, t, c, w);
 }
 
 // Each group reads its words with one 32-bit load and spreads them over the
