@@ -37,25 +37,6 @@ container::Index make_index(const SourcePlan& plan, const std::string& source_na
   return index;
 }
 
-// A chunk's two checksums, its XXH3 for the index and its part of the
-// whole-file BLAKE3, computed together piece by piece (Blake3Tree::Feeder's
-// pieces, 512 KiB of the file): each piece is read from memory once and
-// hashed twice while in cache, instead of two passes over the whole chunk
-// (two workers share the memory bandwidth; cache-resident work scales).
-std::uint64_t hash_chunk(util::ByteSpan raw, std::uint64_t offset, util::Blake3Tree& digest, std::size_t first,
-                         util::Xxh3Stream& xxh3) {
-  util::Blake3Tree::Feeder feed(digest, first, offset, raw);
-  xxh3.reset();
-  for (std::size_t at = 0; at < raw.size();) {
-    const std::size_t end = feed.piece_end(at);
-    xxh3.update(raw.subspan(at, end - at));
-    feed.advance(end);
-    at = end;
-  }
-  feed.finish();
-  return xxh3.digest();
-}
-
 // Codes every chunk into `writer` (payloads, then index and footer).
 CompressResult encode_chunks(container::Writer& writer, container::Index& index, const SourcePlan& plan,
                              const ChunkSource& chunk_bytes, const CompressOptions& options, const BaseSource* base,
@@ -87,8 +68,24 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
         const util::ByteSpan raw = chunk_bytes(c);
         const util::ByteSpan base_bytes = base ? base->chunk_base(plan.segments[c.segment], c) : util::ByteSpan{};
         Slot& slot = slots[s];
-        slot.xxh3 = hash_chunk(raw, c.source_offset, digest, first_piece[i], slot.xxh3_stream);
-        slot.encoded = slot.encoder->encode(raw, c.kind, base_bytes);
+        // The chunk's two checksums, its XXH3 for the index and its part of
+        // the whole-file BLAKE3, computed together piece by piece
+        // (Blake3Tree::Feeder's pieces, 512 KiB of the file) just before the
+        // encoder groups each piece: a piece is read from memory once for the
+        // two checksums and the grouping, instead of three passes over a
+        // 4 MiB chunk (two workers share the memory bandwidth; cache-resident
+        // work scales).
+        util::Blake3Tree::Feeder feed(digest, first_piece[i], c.source_offset, raw);
+        slot.xxh3_stream.reset();
+        const codec::ChunkEncoder::Reader read = [&](std::size_t at) {
+          const std::size_t end = feed.piece_end(at);
+          slot.xxh3_stream.update(raw.subspan(at, end - at));
+          feed.advance(end);
+          return end;
+        };
+        slot.encoded = slot.encoder->encode(raw, c.kind, base_bytes, &read);
+        feed.finish();
+        slot.xxh3 = slot.xxh3_stream.digest();
       },
       [&](std::size_t i, std::size_t s) {
         const auto& c = plan.chunks[i];

@@ -107,8 +107,24 @@ void group_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByte
     return;
   }
   const std::size_t m = in.size() / width;
-  if (m > 0) k.group[wi - 1][mi](in.data(), out.data(), m);
+  if (m > 0) k.group[wi - 1][mi](in.data(), out.data(), m, m);
   std::memcpy(out.data() + m * width, in.data() + m * width, in.size() - m * width);
+}
+
+void group_elements(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan grouped, std::size_t first,
+                    std::size_t m, unsigned width, GroupMode mode) {
+  const unsigned wi = width_index(width, "group_elements");
+  const unsigned mi = mode_index(mode, "group_elements");
+  const std::size_t n = in.size() / width;
+  if (in.size() % width != 0 || first > m || n > m - first || grouped.size() / width < m)
+    invalid("group_elements: sizes do not fit");
+  if (overlaps(in.data(), in.size(), grouped.data(), grouped.size())) invalid("group_elements: input and output overlap");
+  if (n == 0) return;
+  if (wi == 0) {
+    std::memcpy(grouped.data() + first, in.data(), n);
+    return;
+  }
+  k.group[wi - 1][mi](in.data(), grouped.data() + first, n, m);
 }
 
 void ungroup_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan out, unsigned width,
@@ -395,6 +411,10 @@ std::string_view byte_group_isa() { return detail::isa_name(detail::active_kerne
 
 void group_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode) {
   detail::group_bytes(detail::active_kernels(), in, out, width, mode);
+}
+void group_elements(util::ByteSpan in, util::MutableByteSpan grouped, std::size_t first, std::size_t m,
+                    unsigned width, GroupMode mode) {
+  detail::group_elements(detail::active_kernels(), in, grouped, first, m, width, mode);
 }
 void ungroup_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode) {
   detail::ungroup_bytes(detail::active_kernels(), in, out, width, mode);

@@ -37,6 +37,14 @@ using Histogram = std::array<std::uint32_t, 256>;
 
 // REQUIRES: out.size() == in.size(); width in {1, 2, 4, 8}; no overlap.
 void group_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode);
+// Elements [first, first + n) of a buffer of m whole elements into the
+// planes of `grouped` (plane k at grouped + k * m, as group_bytes lays them
+// out): `in` holds those n elements. Calls whose pieces tile [0, m) write
+// what group_bytes() writes, tail bytes aside. REQUIRES: width in {1, 2, 4,
+// 8}; in.size() == n * width; first + n <= m; grouped.size() >= m * width;
+// no overlap (else Error(invalid_argument)).
+void group_elements(util::ByteSpan in, util::MutableByteSpan grouped, std::size_t first, std::size_t m,
+                    unsigned width, GroupMode mode);
 // Exact inverse of group_bytes. Same requirements.
 void ungroup_bytes(util::ByteSpan in, util::MutableByteSpan out, unsigned width, GroupMode mode);
 // ungroup_bytes of the concatenation of `planes` without making it: planes[k]

@@ -105,10 +105,10 @@ inline void ungroup_lanes(const V* p, V* r) {
 }
 
 template <typename T, bool Rot>
-void group(const std::byte* in, std::byte* out, std::size_t m) {
+void group(const std::byte* in, std::byte* out, std::size_t n, std::size_t stride) {
   constexpr unsigned W = sizeof(T);
   std::size_t i = 0;
-  for (; i + 32 <= m; i += 32) {
+  for (; i + 32 <= n; i += 32) {
     const std::byte* blk = in + W * i;
     V v[W], p[W];
     for (unsigned j = 0; j < W; ++j) {
@@ -116,9 +116,9 @@ void group(const std::byte* in, std::byte* out, std::size_t m) {
       if constexpr (Rot) v[j] = rotl<W>(v[j]);
     }
     group_lanes<W>(v, p);
-    for (unsigned k = 0; k < W; ++k) store(out + k * m + i, p[k]);
+    for (unsigned k = 0; k < W; ++k) store(out + k * stride + i, p[k]);
   }
-  group_range<T, Rot>(in, out, m, i, m);
+  group_range<T, Rot>(in, out, stride, i, n);
 }
 
 template <typename T, bool Rot>

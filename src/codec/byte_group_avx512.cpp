@@ -148,10 +148,10 @@ inline void chunk_order(const V* r, V* x) {
 }
 
 template <typename T, bool Rot>
-void group(const std::byte* in, std::byte* out, std::size_t m) {
+void group(const std::byte* in, std::byte* out, std::size_t n, std::size_t stride) {
   constexpr unsigned W = sizeof(T);
   std::size_t i = 0;
-  for (; i + 64 <= m; i += 64) {
+  for (; i + 64 <= n; i += 64) {
     V x[W], v[W], p[W];
     for (unsigned j = 0; j < W; ++j) {
       x[j] = load(in + W * i + 64 * j);
@@ -159,9 +159,9 @@ void group(const std::byte* in, std::byte* out, std::size_t m) {
     }
     lane_order<W>(x, v);
     group_lanes<W>(v, p);
-    for (unsigned k = 0; k < W; ++k) store(out + k * m + i, p[k]);
+    for (unsigned k = 0; k < W; ++k) store(out + k * stride + i, p[k]);
   }
-  group_range<T, Rot>(in, out, m, i, m);
+  group_range<T, Rot>(in, out, stride, i, n);
 }
 
 template <typename T, bool Rot>

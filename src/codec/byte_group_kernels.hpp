@@ -8,8 +8,8 @@
 // for the wider register state) supports it.
 //
 // Kernel contract: pointers are to whole elements only (the public functions
-// deal with tails and validation). Group/ungroup kernels take m elements and
-// lay plane k at offset k*m; ungroup kernels read plane k from planes[k]
+// deal with tails and validation). Group kernels take n elements and lay
+// plane k at offset k*stride; ungroup kernels take m elements and read plane k from planes[k]
 // (m bytes each, anywhere). Residual kernels take m elements of their width.
 #pragma once
 
@@ -25,7 +25,9 @@ namespace mithril::codec::detail {
 enum class Isa : std::uint8_t { scalar = 0, sse2 = 1, avx2 = 2, avx512 = 3 };
 inline constexpr Isa k_all_isas[] = {Isa::scalar, Isa::sse2, Isa::avx2, Isa::avx512};
 
-using PlaneFn = void (*)(const std::byte* in, std::byte* out, std::size_t m);
+// Groups n elements, plane k at out + k * stride (stride >= n: n elements
+// of a longer buffer, grouped a piece at a time).
+using PlaneFn = void (*)(const std::byte* in, std::byte* out, std::size_t n, std::size_t stride);
 using UngroupFn = void (*)(const std::byte* const* planes, std::byte* out, std::size_t m);
 using ResidualFn = void (*)(const std::byte* a, const std::byte* b, std::byte* out, std::size_t m);
 
@@ -62,6 +64,8 @@ const ByteGroupKernels& active_kernels() noexcept;
 // The public functions, with an explicit kernel table.
 void group_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan out, unsigned width,
                  GroupMode mode);
+void group_elements(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan grouped, std::size_t first,
+                    std::size_t m, unsigned width, GroupMode mode);
 void ungroup_bytes(const ByteGroupKernels& k, util::ByteSpan in, util::MutableByteSpan out, unsigned width,
                    GroupMode mode);
 void ungroup_planes(const ByteGroupKernels& k, std::span<const util::ByteSpan> planes, util::MutableByteSpan out,
@@ -103,15 +107,15 @@ MITHRIL_KERNEL_INLINE T rotr1(T v) noexcept {
   return static_cast<T>(static_cast<T>(v >> 1) | static_cast<T>(v << (8 * sizeof(T) - 1)));
 }
 
-// Elements [begin, end) of an m-element buffer into their planes.
+// Elements [begin, end) into their planes, plane k at out + k * stride.
 template <typename T, bool Rot>
-MITHRIL_KERNEL_INLINE void group_range(const std::byte* in, std::byte* out, std::size_t m, std::size_t begin,
+MITHRIL_KERNEL_INLINE void group_range(const std::byte* in, std::byte* out, std::size_t stride, std::size_t begin,
                         std::size_t end) noexcept {
   constexpr unsigned w = sizeof(T);
   for (std::size_t i = begin; i < end; ++i) {
     T v = util::load_le<T>(in + i * w);
     if constexpr (Rot) v = rotl1(v);
-    for (unsigned k = 0; k < w; ++k) out[k * m + i] = static_cast<std::byte>(v >> (8 * k));
+    for (unsigned k = 0; k < w; ++k) out[k * stride + i] = static_cast<std::byte>(v >> (8 * k));
   }
 }
 

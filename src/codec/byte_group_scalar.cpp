@@ -5,8 +5,8 @@ namespace mithril::codec::detail {
 namespace {
 
 template <typename T, bool Rot>
-void group(const std::byte* in, std::byte* out, std::size_t m) {
-  group_range<T, Rot>(in, out, m, 0, m);
+void group(const std::byte* in, std::byte* out, std::size_t n, std::size_t stride) {
+  group_range<T, Rot>(in, out, stride, 0, n);
 }
 template <typename T, bool Rot>
 void ungroup(const std::byte* const* planes, std::byte* out, std::size_t m) {

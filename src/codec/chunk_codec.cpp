@@ -173,8 +173,22 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
   return coded;
 }
 
+namespace {
+
+// Calls `read` from `at` until it has read `to` bytes or more; returns where it got.
+std::size_t read_until(const ChunkEncoder::Reader& read, std::size_t at, std::size_t to) {
+  while (at < to) {
+    const std::size_t next = read(at);
+    if (next <= at) throw Error(Errc::internal, "chunk encoder: reader did not advance");
+    at = next;
+  }
+  return at;
+}
+
+}  // namespace
+
 EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind& kind, unsigned width,
-                                          GroupMode mode) {
+                                          GroupMode mode, const Reader* read) {
   EncodedChunk out;
   out.layout = Layout::planes;
   out.width = static_cast<std::uint8_t>(width);
@@ -188,10 +202,24 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
   if (m_payload.size() < dir_size + input.size()) m_payload.resize(dir_size + input.size());
   std::byte* const payload = m_payload.data();
   const util::MutableByteSpan grouped(payload + dir_size, input.size());
-  if (width > 1)
+  if (read) {
+    // A piece at a time, each right after `read` took it (still in cache).
+    const std::size_t m = input.size() / width;
+    std::size_t at = 0;
+    std::size_t done = 0;  // elements grouped
+    while (at < input.size()) {
+      at = read_until(*read, at, at + 1);
+      const std::size_t upto = std::min(at / width, m);
+      group_elements(input.subspan(done * width, (upto - done) * width), grouped, done, m, width, mode);
+      done = upto;
+    }
+    if (input.size() > m * width)
+      std::memcpy(grouped.data() + m * width, input.data() + m * width, input.size() - m * width);
+  } else if (width > 1) {
     group_bytes(input, grouped, width, mode);
-  else if (!input.empty())
+  } else if (!input.empty()) {
     std::memcpy(grouped.data(), input.data(), input.size());
+  }
   std::memset(payload, 0, dir_size);
   payload[0] = static_cast<std::byte>(width);
   const PlaneGeometry g{input.size() / width, input.size() % width};
@@ -227,7 +255,8 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
   return out;
 }
 
-EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base) {
+EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base,
+                                  const Reader* read) {
   if (raw.size() > container::k_max_chunk_size) throw Error(Errc::internal, "chunk larger than 2 GiB");
   const unsigned width = kind.width;
 
@@ -276,7 +305,11 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
   }
 
   if (raw.empty()) return EncodedChunk{};
-  EncodedChunk e = encode_grouped(best_input, kind, width, best.mode);
+  // The reader takes each piece as it is grouped when the chunk itself is
+  // (not a residual, which was read whole already), else all of it first.
+  const bool read_while_grouping = read && best.residual == Residual::none;
+  if (read && !read_while_grouping) read_until(*read, 0, raw.size());
+  EncodedChunk e = encode_grouped(best_input, kind, width, best.mode, read_while_grouping ? read : nullptr);
   e.residual = best.residual;
   if (e.payload.size() >= raw.size() && best.residual == Residual::none) {
     // Nothing pays: store the chunk raw.

@@ -45,9 +45,16 @@ class ChunkEncoder {
   // level: 1..19 (zstd-like). Higher levels try zstd on more planes.
   explicit ChunkEncoder(int level);
 
+  // Reads raw's bytes from `at` on (a caller checksums them) and returns how
+  // far it read, > at; called in order until it returns raw.size().
+  using Reader = std::function<std::size_t(std::size_t at)>;
+
   // REQUIRES: raw.size() <= container::k_max_chunk_size. If `base` is not
   // empty (same size as raw) the encoder may code a residual against it.
-  EncodedChunk encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base = {});
+  // `read`, if given, is called over all of raw: each piece just before the
+  // encoder groups it, so that the piece comes from memory once for both.
+  EncodedChunk encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base = {},
+                      const Reader* read = nullptr);
 
  private:
   // The best coding of one plane: its codec, size and bytes (in m_scratch or
@@ -62,7 +69,8 @@ class ChunkEncoder {
   CodedPlane encode_plane(util::ByteSpan plane, const Histogram& hist, const ChunkKind& kind,
                           unsigned log2_block = 0, double split_bytes = 0,
                           std::span<const Histogram> block_hists = {});
-  EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode);
+  EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode,
+                              const Reader* read);
 
   int m_level;
   ZstdCompressor m_zstd;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -211,4 +212,49 @@ TEST(ChunkCodec, HooksPrepareEachPieceBeforeItIsWritten) {
   ChunkDecoder().decode(payload, record_for(e, bf16), out, {}, "test chunk", &hooks);
   ASSERT_EQ(sizes.size(), (bf16.size() + ChunkDecoder::k_prepare_piece - 1) / ChunkDecoder::k_prepare_piece);
   for (std::size_t i = 0; i + 1 < sizes.size(); ++i) EXPECT_EQ(sizes[i], ChunkDecoder::k_prepare_piece);
+}
+
+// A reader given to encode() is called over the whole chunk, in order, in
+// pieces that tile it, and the payload is the one encode() makes without it:
+// grouped chunks read a piece at a time as they are grouped, residual
+// chunks (read whole first) too.
+TEST(ChunkCodec, ReaderTilesTheChunkAndChangesNothing) {
+  const auto bf16 = bf16_weights((1 << 20) + 3, 21);
+  auto next = bf16;
+  for (std::size_t i = 0; i < next.size(); i += 5) next[i] ^= std::byte{1};
+  struct Case {
+    const char* name;
+    util::ByteVector raw;
+    ChunkKind kind;
+    util::ByteVector base;
+  };
+  const std::vector<Case> cases = {{"bf16 with a tail byte", bf16, ChunkKind{2, true, true}, {}},
+                                   {"bytes", bf16, ChunkKind{1, false, false}, {}},
+                                   {"random", test::random_bytes(300001, 4), ChunkKind{4, true, true}, {}},
+                                   {"residual", next, ChunkKind{2, true, true}, bf16},
+                                   {"empty", {}, ChunkKind{4, true, true}, {}}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    ChunkEncoder plain(3), reading(3);
+    const EncodedChunk a = plain.encode(c.raw, c.kind, c.base);
+    std::size_t covered = 0;
+    bool in_order = true;
+    std::mt19937 rng(3);
+    const ChunkEncoder::Reader read = [&](std::size_t at) {
+      in_order = in_order && at == covered;
+      covered = std::min(c.raw.size(), at + 1 + rng() % 200000);
+      return covered;
+    };
+    const EncodedChunk b = reading.encode(c.raw, c.kind, c.base, &read);
+    EXPECT_TRUE(in_order);
+    EXPECT_EQ(covered, c.raw.size());
+    EXPECT_EQ(a.layout, b.layout);
+    EXPECT_EQ(a.group_mode, b.group_mode);
+    EXPECT_EQ(a.residual, b.residual);
+    EXPECT_TRUE(std::equal(a.payload.begin(), a.payload.end(), b.payload.begin(), b.payload.end()));
+  }
+  // A reader that stops advancing is a bug, reported, not a hang.
+  ChunkEncoder enc(3);
+  const ChunkEncoder::Reader stuck = [](std::size_t at) { return at; };
+  EXPECT_THROW(enc.encode(bf16, ChunkKind{2, true, true}, {}, &stuck), Error);
 }
