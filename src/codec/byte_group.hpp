@@ -59,6 +59,10 @@ void ungroup_planes(std::span<const util::ByteSpan> planes, util::MutableByteSpa
 // materializing it: hists[k] counts plane k (k < width). The tail is not
 // counted. REQUIRES: hists.size() >= width; in.size() < 2^32 per plane.
 void plane_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::span<Histogram> hists);
+// The same over several pieces (each counted as if grouped on its own: its
+// whole elements), summed.
+void plane_histograms(std::span<const util::ByteSpan> pieces, unsigned width, GroupMode mode,
+                      std::span<Histogram> hists);
 
 // Histogram of a byte buffer (overwrites hist). REQUIRES: in.size() < 2^32.
 // Large buffers whose few most common bytes cover nearly all of it (a float

@@ -67,7 +67,7 @@ double estimate_grouped(std::span<const Histogram> hists, std::size_t n, unsigne
 
 double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb) {
   constexpr std::size_t k_slices = 8;
-  constexpr std::size_t k_slice = 16 * 1024;  // a multiple of every width
+  constexpr std::size_t k_slice = 8 * 1024;  // a multiple of every width
   std::array<Histogram, 8> hists{};
   auto fill_bpb = [&](std::size_t n) {
     const PlaneGeometry g{n / width, n % width};
@@ -81,13 +81,11 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
     fill_bpb(in.size());
     return estimate_grouped(std::span<const Histogram>(hists.data(), width), in.size(), width);
   }
-  std::array<Histogram, 8> part{};
+  // The slices are whole elements of every width: no tails, counted at once.
   const std::size_t stride = (in.size() / k_slices) / k_slice * k_slice;
-  for (std::size_t s = 0; s < k_slices; ++s) {
-    grouped_histograms(in.subspan(s * stride, k_slice), width, mode, part);
-    for (unsigned k = 0; k < width; ++k)
-      for (std::size_t b = 0; b < 256; ++b) hists[k][b] += part[k][b];
-  }
+  std::array<util::ByteSpan, k_slices> slices;
+  for (std::size_t s = 0; s < k_slices; ++s) slices[s] = in.subspan(s * stride, k_slice);
+  plane_histograms(slices, width, mode, std::span<Histogram>(hists.data(), width));
   const std::size_t sampled = k_slices * k_slice;
   fill_bpb(sampled);
   return estimate_grouped(std::span<const Histogram>(hists.data(), width), sampled, width) *
