@@ -213,10 +213,8 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
     }
     if (input.size() > m * width)
       std::memcpy(grouped.data() + m * width, input.data() + m * width, input.size() - m * width);
-  } else if (width > 1) {
+  } else {
     group_bytes(input, grouped, width, mode);
-  } else if (!input.empty()) {
-    std::memcpy(grouped.data(), input.data(), input.size());
   }
   std::memset(payload, 0, dir_size);
   payload[0] = static_cast<std::byte>(width);
