@@ -393,10 +393,14 @@ TEST_P(ByteGroupKernel, CountSymbolsMatchesAPlainCount) {
       }
     }
   }
+  // AVX-512 has all four symbol counts, AVX2 the two that fit its sixteen
+  // registers, the scalar and SSE2 tables none (histogram() counts plainly).
   if (k->isa == Isa::avx512) {
     EXPECT_EQ(kernels, 4);
   } else if (k->isa == Isa::avx2) {
     EXPECT_EQ(kernels, 2);
+  } else {
+    EXPECT_EQ(kernels, 0);
   }
 }
 
