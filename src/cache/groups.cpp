@@ -123,7 +123,11 @@ std::vector<std::vector<std::size_t>> eviction_units(const std::filesystem::path
       if (rows[i].kind != EntryKind::inductor_fxgraph && !fx_of.empty()) {
         for (std::size_t at = text.find('f'); at != std::string_view::npos; at = text.find('f', at + 1)) {
           if (at + k_fx_key_len > text.size()) break;
-          if (at > 0 && key_char(text[at - 1])) continue;
+          // Not inside a longer word — but torch's pickles store the key as
+          // SHORT_BINUNICODE, opcode 0x8c and a length byte of 52, which is
+          // the character '4' (grouping missed every AOTAutograd entry).
+          const bool pickled = at >= 2 && text[at - 2] == '\x8c' && text[at - 1] == '4';
+          if (at > 0 && key_char(text[at - 1]) && !pickled) continue;
           const auto cand = text.substr(at, k_fx_key_len);
           if (!std::all_of(cand.begin() + 1, cand.end(), key_char)) continue;
           if (auto f = fx_of.find(std::string(cand)); f != fx_of.end()) uf.unite(i, f->second);

@@ -173,7 +173,9 @@ def test_gc_to_half_keeps_graphs_whole(tmp_path):
     first = run(s, "--two", MITHRIL_CACHE_PRECOMPILE="0")
     assert first["fxgraph_miss"] >= 2
     st = stats(s)
-    mithril(s, "cache", "gc", "--max-size", str(st["bytes"] // 2))
+    # Two units of about half the store each (AOTAutograd entry + FX graph +
+    # kernels): three quarters of it keeps exactly one.
+    mithril(s, "cache", "gc", "--max-size", str(st["bytes"] * 3 // 4))
     inductor = s / "inductor"
     graphs = list((inductor / "fxgraph").glob("*/*"))
     kernels = kernel_digests(inductor)

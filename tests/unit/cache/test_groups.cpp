@@ -69,8 +69,10 @@ TEST(Groups, GraphAndItsKernelsFormOneUnit) {
   kernel(root, "czzz9", "isa-probe");  // used by no graph
   graph(root, fx_key('a'), {"a1", "a2"});
   graph(root, fx_key('b'), {"b1"});
-  // An AOTAutograd entry naming graph a's key joins its unit.
-  write_text(root / "inductor" / "aotautograd" / "aqqq" / "entry", pad("fw key " + fx_key('a') + " end", 500));
+  // An AOTAutograd entry naming graph a's key joins its unit, as torch's
+  // pickle names it: SHORT_BINUNICODE (0x8c), length 52 (the byte '4').
+  write_text(root / "inductor" / "aotautograd" / "aqqq" / "entry",
+             pad(std::string("\x80\x04\x95\x8c") + "4" + fx_key('a') + "\x94.", 500));
 
   CacheConfig c;
   c.root = root;
