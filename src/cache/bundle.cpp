@@ -32,6 +32,7 @@
 #include "cache/tar_stream.hpp"
 #include "cache/triton_group.hpp"
 #include "util/blake3.hpp"
+#include "util/json_number.hpp"
 #include "util/posix.hpp"
 
 namespace mithril::cache {
@@ -123,7 +124,7 @@ BundleReport Store::import_bundle(const std::filesystem::path& bundle) {
       throw bad("bundle header is not JSON");
     }
     if (!j.is_object() || j.value("format", "") != "mithril-cache-bundle") throw bad("not a mithril cache bundle");
-    if (j.value("version", 0) != 1) throw Error(Errc::unsupported, bundle.string() + ": bundle version " + j["version"].dump() + " is not supported");
+    if (!util::json_has_u64(j, "version", 1)) throw Error(Errc::unsupported, bundle.string() + ": bundle version " + j["version"].dump() + " is not supported");
   }
 
   std::uint64_t n = 0;
@@ -138,7 +139,7 @@ BundleReport Store::import_bundle(const std::filesystem::path& bundle) {
       } catch (const std::exception&) {
         throw bad("bundle trailer is not JSON");
       }
-      if (j.value("entries", std::uint64_t{0}) != n) throw bad("bundle trailer does not match its entries");
+      if (!util::json_has_u64(j, "entries", n)) throw bad("bundle trailer does not match its entries");
       ended = true;
       if (tar.next()) throw bad("members after the trailer");
       break;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mithril/error.hpp"
+#include "util/json_number.hpp"
 
 namespace mithril::cache {
 namespace {
@@ -85,7 +86,13 @@ CacheKey CacheKey::from_json(std::string_view text) {
     k.graph_hash = j.at("graph").get<std::string>();
     for (const auto& ji : j.value("inputs", nlohmann::json::array())) {
       InputSpec in;
-      in.shape = ji.at("shape").get<std::vector<std::int64_t>>();
+      const auto& shape = ji.at("shape");
+      if (!shape.is_array()) throw bad("input shape " + shape.dump() + " is not a list");
+      for (const auto& d : shape) {
+        const auto v = util::json_i64(d);
+        if (!v) throw bad("input shape " + shape.dump() + ": " + d.dump() + " is not an integer");
+        in.shape.push_back(*v);
+      }
       in.dtype = ji.at("dtype").get<std::string>();
       in.layout = ji.value("layout", std::string("strided"));
       k.inputs.push_back(std::move(in));

@@ -9,6 +9,7 @@
 #include "cache/scanner.hpp"
 #include "cache/triton_group.hpp"
 #include "mithril/error.hpp"
+#include "util/json_number.hpp"
 
 namespace mithril::cache {
 namespace {
@@ -171,7 +172,7 @@ Manifest Manifest::parse(util::ByteSpan bytes, std::string_view what) {
   }
   try {
     if (!j.is_object() || j.value("format", "") != "mithril-manifest") throw fail("not a mithril manifest");
-    if (j.value("version", 0) != 1) throw Error(Errc::unsupported, std::string(what) + ": manifest version " + j["version"].dump() + " is not supported");
+    if (!util::json_has_u64(j, "version", 1)) throw Error(Errc::unsupported, std::string(what) + ": manifest version " + j["version"].dump() + " is not supported");
     Manifest m;
     const auto kind = parse_kind(j.at("kind").get<std::string>());
     if (!kind) throw fail("unknown kind " + j.at("kind").dump());
@@ -186,7 +187,9 @@ Manifest Manifest::parse(util::ByteSpan bytes, std::string_view what) {
       f.path = jf.at("path").get<std::string>();
       if (!is_safe_relative_path(f.path)) throw fail("unsafe file path '" + f.path + "'");
       if (!seen.insert(f.path).second) throw fail("duplicate file path '" + f.path + "'");
-      f.size = jf.at("size").get<std::uint64_t>();
+      const auto size = util::json_u64(jf, "size");
+      if (!size) throw fail("file '" + f.path + "': size missing or not a non-negative integer");
+      f.size = *size;
       if (!util::parse_hex_digest(jf.at("digest").get<std::string>(), f.digest)) throw fail("bad digest for '" + f.path + "'");
       f.executable = jf.value("exec", false);
       const auto t = jf.value("transform", std::string());

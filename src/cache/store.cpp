@@ -18,6 +18,7 @@
 #include "cache/python_hook.hpp"
 #include "cache/store_impl.hpp"
 #include "cache/triton_group.hpp"
+#include "util/json_number.hpp"
 #include "util/stale_temporaries.hpp"
 
 namespace mithril::cache {
@@ -398,7 +399,8 @@ StoreStats Store::stats() {
     try {
       const auto j = nlohmann::json::parse(*m);
       for (const auto& [kind, c] : j.items())
-        for (const auto& [state, n] : c.items()) s.last_sync[kind][state] = n.get<std::int64_t>();
+        for (const auto& [state, n] : c.items())
+          if (const auto v = util::json_i64(n)) s.last_sync[kind][state] = *v;
     } catch (const std::exception&) {
     }
   }

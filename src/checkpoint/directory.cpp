@@ -23,6 +23,7 @@
 #include "mithril/error.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
+#include "util/json_number.hpp"
 #include "util/mapped_file.hpp"
 #include "util/posix.hpp"
 
@@ -233,7 +234,11 @@ DirectoryResult read_manifest(const fs::path& dir) {
     f.name = e["name"].get<std::string>();
     f.stored = e["stored"].get<std::string>();
     f.bytes = e["bytes"].get<std::uint64_t>();
-    f.stored_bytes = e.value("stored_bytes", std::uint64_t{0});
+    if (e.contains("stored_bytes")) {
+      const auto sb = util::json_u64(e["stored_bytes"]);
+      if (!sb) throw bad("malformed file entry " + e.dump());
+      f.stored_bytes = *sb;
+    }
     f.blake3 = e["blake3"].get<std::string>();
     util::Digest d{};
     if (!safe_relative(f.name) || f.name == k_directory_manifest)

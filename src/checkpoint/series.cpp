@@ -16,6 +16,7 @@
 
 #include "mithril/error.hpp"
 #include "util/atomic_file.hpp"
+#include "util/json_number.hpp"
 #include "util/posix.hpp"
 #include "util/stale_temporaries.hpp"
 
@@ -82,16 +83,22 @@ std::vector<SeriesMember> load(const fs::path& dir) {
   std::vector<SeriesMember> members;
   try {
     const json j = json::parse(f);
-    if (j.value("format", std::string{}) != "mithril-series" || j.value("version", 0) != 1)
+    if (j.value("format", std::string{}) != "mithril-series" || !util::json_has_u64(j, "version", 1))
       throw Error(Errc::corrupt, fmt::format("{}: not a version 1 series manifest", path.string()));
+    const auto u64 = [&](const json& jm, const char* key) {
+      const auto v = util::json_u64(jm, key);
+      if (!v)
+        throw Error(Errc::corrupt, fmt::format("{}: member '{}' missing or not a non-negative integer", path.string(), key));
+      return *v;
+    };
     for (const auto& jm : j.at("members")) {
       SeriesMember m;
-      m.step = jm.at("step").get<std::uint64_t>();
+      m.step = u64(jm, "step");
       m.keyframe = jm.at("kind").get<std::string>() == "keyframe";
-      if (jm.contains("base_step")) m.base_step = jm["base_step"].get<std::uint64_t>();
+      if (jm.contains("base_step")) m.base_step = u64(jm, "base_step");
       m.file = jm.at("file").get<std::string>();
-      m.source_bytes = jm.at("source_bytes").get<std::uint64_t>();
-      m.stored_bytes = jm.at("stored_bytes").get<std::uint64_t>();
+      m.source_bytes = u64(jm, "source_bytes");
+      m.stored_bytes = u64(jm, "stored_bytes");
       m.source_name = jm.value("source_name", std::string{});
       m.blake3 = jm.value("blake3", std::string{});
       if (jm.contains("metrics")) m.metrics = jm["metrics"].get<std::map<std::string, double>>();

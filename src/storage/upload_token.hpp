@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mithril/error.hpp"
+#include "util/json_number.hpp"
 
 namespace mithril::storage {
 
@@ -31,7 +32,7 @@ inline nlohmann::json parse_upload_token(std::string_view token, std::string_vie
   } catch (const nlohmann::json::exception&) {
     throw Error(Errc::invalid_argument, where + ": not an upload token");
   }
-  if (!j.is_object() || j.value("mithril_upload", 0) != 1 || !j.contains("key") || !j["key"].is_string() ||
+  if (!j.is_object() || !util::json_has_u64(j, "mithril_upload", 1) || !j.contains("key") || !j["key"].is_string() ||
       !j.contains("store") || !j["store"].is_string() || !j.contains("size") || !j["size"].is_number_unsigned())
     throw Error(Errc::invalid_argument, where + ": not an upload token");
   if (j["store"].get<std::string>() != store)

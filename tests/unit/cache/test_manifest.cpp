@@ -124,3 +124,34 @@ TEST(Manifest, FilesStayInsideTheirOwnEntry) {
   refused(with("triton-kernel", "triton/K", "triton/K", marked("k.json")), "is not a Triton group file");
   refused(with("inductor-other", "inductor/d", "inductor/d", marked("__grp__k.json")), "is not a Triton group file");
 }
+
+// Numbers are JSON integers in range, or the manifest is refused: a float like
+// 1e300 used to reach nlohmann's static_cast (undefined behaviour, found by the
+// manifest fuzz target) and a negative size wrapped to 2^64 - 5.
+TEST(Manifest, NumbersMustBeIntegersInRange) {
+  const std::string id = "triton/K";
+  const auto sized = [&](const std::string& size) {
+    return with("triton-kernel", id, id,
+                R"({"path":"a","size":)" + size + R"(,"digest":")" + std::string(64, 'a') + R"(","exec":false})");
+  };
+  EXPECT_EQ(parse_text(sized("18446744073709551615")).files.at(0).size, 18446744073709551615ull);
+  for (const char* bad : {"1e300", "-5", "1.5", "10.0", "\"10\"", "null"}) {
+    try {
+      parse_text(sized(bad));
+      ADD_FAILURE() << "accepted size " << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::corrupt) << bad;
+      EXPECT_NE(std::string(e.what()).find("size"), std::string::npos) << e.what();
+    }
+  }
+  for (const char* version : {"1.88889e44", "1.0", "-1", "\"1\""}) {
+    std::string text = with("triton-kernel", id, id, file("a"));
+    text.replace(text.find("\"version\":1"), 11, std::string("\"version\":") + version);
+    try {
+      parse_text(text);
+      ADD_FAILURE() << "accepted version " << version;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::unsupported) << version;
+    }
+  }
+}
