@@ -10,6 +10,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "cache/fs_util.hpp"
 #include "cli/commands.hpp"
 #include "cli/progress.hpp"
 #include "mithril/checkpoint.hpp"
@@ -21,26 +22,6 @@ namespace mithril::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::size_t parse_size(const std::string& text) {
-  std::size_t pos = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &pos);
-  } catch (const std::exception&) {
-    throw Error(Errc::invalid_argument, fmt::format("invalid size '{}'", text));
-  }
-  std::string unit = text.substr(pos);
-  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
-  double mult = 1;
-  if (unit.empty() || unit == "b") mult = 1;
-  else if (unit == "k" || unit == "kib" || unit == "kb") mult = 1024.0;
-  else if (unit == "m" || unit == "mib" || unit == "mb") mult = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gib" || unit == "gb") mult = 1024.0 * 1024 * 1024;
-  else throw Error(Errc::invalid_argument, fmt::format("invalid size unit in '{}'", text));
-  if (v < 0) throw Error(Errc::invalid_argument, fmt::format("invalid size '{}'", text));
-  return static_cast<std::size_t>(v * mult);
-}
 
 std::string shape_string(const std::vector<std::uint64_t>& shape) {
   std::string s = "[";
@@ -112,7 +93,7 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   o.force = a.force;
   o.remote.endpoint = a.endpoint;
   o.sync = !a.no_sync;
-  if (!a.chunk_size.empty()) o.chunk_size = parse_size(a.chunk_size);
+  if (!a.chunk_size.empty()) o.chunk_size = cache::parse_size(a.chunk_size);
   if (!a.base.empty()) o.base = a.base;
   for (const auto& kv : a.meta) {
     const auto eq = kv.find('=');

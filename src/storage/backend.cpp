@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 
+#include <fmt/core.h>
+
 #include "mithril/error.hpp"
 #include "storage/file_backend.hpp"
 #include "storage/redis_backend.hpp"
@@ -18,16 +20,19 @@ std::string env(const char* name) {
   return v ? std::string(v) : std::string();
 }
 
-double env_number(const char* name, double fallback) {
+// A non-negative number no larger than `max` (so the integer casts below stay
+// defined: "inf", "nan" and 1e30 are refused, not cast).
+double env_number(const char* name, double fallback, double max) {
   const auto v = env(name);
   if (v.empty()) return fallback;
   try {
     std::size_t pos = 0;
     const double d = std::stod(v, &pos);
-    if (pos != v.size() || d < 0) throw std::invalid_argument(v);
+    if (pos != v.size() || !(d >= 0 && d <= max)) throw std::invalid_argument(v);
     return d;
   } catch (const std::exception&) {
-    throw Error(Errc::invalid_argument, std::string(name) + "='" + v + "' is not a non-negative number");
+    throw Error(Errc::invalid_argument,
+                std::string(name) + "='" + v + "' is not a number from 0 to " + fmt::format("{:g}", max));
   }
 }
 
@@ -46,14 +51,14 @@ Options options_from_env(Options o) {
   if (o.endpoint.empty()) o.endpoint = env("AWS_ENDPOINT_URL");
   if (o.region.empty()) o.region = env("AWS_REGION");
   if (o.region.empty()) o.region = env("AWS_DEFAULT_REGION");
-  const double timeout = env_number("MITHRIL_REMOTE_TIMEOUT", -1);
+  const double timeout = env_number("MITHRIL_REMOTE_TIMEOUT", -1, 1e9);
   if (timeout > 0) {
     o.io_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout * 1000));
     o.connect_timeout = std::min(o.connect_timeout, o.io_timeout);
   }
-  const double retries = env_number("MITHRIL_REMOTE_RETRIES", -1);
+  const double retries = env_number("MITHRIL_REMOTE_RETRIES", -1, 1000);
   if (retries >= 1) o.retry.attempts = static_cast<int>(retries);
-  const double part = env_number("MITHRIL_REMOTE_PART_SIZE", -1);
+  const double part = env_number("MITHRIL_REMOTE_PART_SIZE", -1, 5.0 * 1024 * 1024 * 1024);
   if (part > 0) o.part_size = static_cast<std::size_t>(part);
   return o;
 }

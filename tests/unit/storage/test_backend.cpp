@@ -203,6 +203,37 @@ INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, ::testing::ValuesIn(urls_under_t
                            return p.param.substr(0, p.param.find(':')) + std::to_string(p.index);
                          });
 
+// Numbers from the environment end up in integer casts: out-of-range, infinite
+// or NaN values are refused with the variable's name, not cast (UB).
+TEST(BackendOptions, EnvironmentNumbersMustBeInRange) {
+  struct Var {
+    const char* name;
+    std::vector<const char*> bad;
+  };
+  for (const Var& v : {Var{"MITHRIL_REMOTE_TIMEOUT", {"inf", "nan", "1e30", "-1", "3s"}},
+                       Var{"MITHRIL_REMOTE_RETRIES", {"1e30", "inf", "nan"}},
+                       Var{"MITHRIL_REMOTE_PART_SIZE", {"1e300", "inf"}}}) {
+    for (const char* value : v.bad) {
+      ::setenv(v.name, value, 1);
+      try {
+        options_from_env(Options{});
+        ADD_FAILURE() << v.name << "=" << value << " accepted";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), Errc::invalid_argument);
+        EXPECT_NE(std::string(e.what()).find(v.name), std::string::npos) << e.what();
+      }
+    }
+    ::unsetenv(v.name);
+  }
+  ::setenv("MITHRIL_REMOTE_TIMEOUT", "2.5", 1);
+  ::setenv("MITHRIL_REMOTE_RETRIES", "7", 1);
+  const Options o = options_from_env(Options{});
+  ::unsetenv("MITHRIL_REMOTE_TIMEOUT");
+  ::unsetenv("MITHRIL_REMOTE_RETRIES");
+  EXPECT_EQ(o.io_timeout, std::chrono::milliseconds(2500));
+  EXPECT_EQ(o.retry.attempts, 7);
+}
+
 TEST(FileBackend, RefusesKeysThatLeaveTheRoot) {
   test::TempDir dir;
   auto loc = open("file://" + dir.path().string(), Options{});
