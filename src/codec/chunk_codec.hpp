@@ -56,6 +56,13 @@ class ChunkEncoder {
   EncodedChunk encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base = {},
                       const Reader* read = nullptr);
 
+  int level() const noexcept { return m_level; }
+  // Bytes held in the encoder's buffers (they only grow), not counting zstd's
+  // context.
+  std::size_t buffer_bytes() const noexcept {
+    return m_residual.capacity() + m_payload.capacity() + m_scratch.capacity() + m_coded.capacity();
+  }
+
  private:
   // The best coding of one plane: its codec, size and bytes (in m_scratch or
   // m_coded, or the plane itself when stored), valid until the next call.

@@ -76,6 +76,36 @@ TEST(Memory, SameContainerAsTheFilePathForAnyThreadCount) {
   }
 }
 
+// Compression keeps its encoders (and their grown buffers) between calls:
+// nothing of an earlier call, however large its chunks or whatever its level
+// and data, may show in a later call's bytes.
+TEST(Memory, EncodersKeptBetweenCallsLeaveNoTrace) {
+  const util::ByteVector small = smooth_f32(20000);
+  const auto compress = [](const util::ByteVector& data, std::string_view dtype, CompressOptions o) {
+    std::vector<std::byte> got;
+    got.resize(compress_to_memory(data, dtype, o, [&](std::uint64_t bound) {
+      got.resize(bound);
+      return std::span<std::byte>(got);
+    }));
+    return got;
+  };
+  const auto want = compress(small, "F32", opts(1));
+  const auto want16 = compress(small, "BF16", opts(1));
+  // Other data in large chunks at two levels, on several threads.
+  util::ByteVector big = smooth_f32(1 << 20);
+  const auto noise = random_bytes(1 << 20, 9);
+  big.insert(big.end(), noise.begin(), noise.end());
+  for (int level : {3, 19}) {
+    auto o = opts(3, std::size_t{1} << 20);
+    o.level = level;
+    EXPECT_EQ(decompress_buffer(compress(big, "F32", o), {}), big);
+  }
+  for (unsigned threads : {1u, 2u, 3u}) {
+    EXPECT_EQ(compress(small, "F32", opts(threads)), want) << threads;
+    EXPECT_EQ(compress(small, "BF16", opts(threads)), want16) << threads;
+  }
+}
+
 TEST(Memory, RoundTripEveryDtype) {
   for (const char* dtype : {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL",
                             "F8_E4M3", "F8_E5M2", "C64"}) {
@@ -154,7 +184,9 @@ TEST(Memory, ChecksumsOfChunksCutAnywhere) {
         EXPECT_EQ(c.raw_xxh3, util::xxh3_64(util::ByteSpan(data).subspan(c.source_offset, c.raw_size)));
         unaligned += c.source_offset % 1024 != 0;
       }
-      if (chunk % 1024 != 0) EXPECT_GT(unaligned, 0u);  // the case the pieces must handle
+      if (chunk % 1024 != 0) {
+        EXPECT_GT(unaligned, 0u);  // the case the pieces must handle
+      }
       DecompressOptions full;
       full.check_digest = true;
       EXPECT_EQ(decompress_buffer(read_file(dir / "t.mcp"), full), data);
