@@ -79,7 +79,7 @@ TEST(Memory, SameContainerAsTheFilePathForAnyThreadCount) {
 // Compression keeps its encoders (and their grown buffers) between calls:
 // nothing of an earlier call, however large its chunks or whatever its level
 // and data, may show in a later call's bytes.
-TEST(Memory, EncodersKeptBetweenCallsLeaveNoTrace) {
+TEST(Memory, EncodersKeptBetweenCallsLeaveNoTraceForAnyThreadCount) {
   const util::ByteVector small = smooth_f32(20000);
   const auto compress = [](const util::ByteVector& data, std::string_view dtype, CompressOptions o) {
     std::vector<std::byte> got;
