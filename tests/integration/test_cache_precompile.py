@@ -166,7 +166,7 @@ def graph_kernels(entry_dir):
     return {hashlib.sha256(b).hexdigest() for b in blocks}
 
 
-def test_gc_to_half_keeps_graphs_whole(tmp_path):
+def test_gc_keeps_graphs_whole(tmp_path):
     # Today's path (no precompile): FX-graph entries and kernel modules, the
     # case where a graph could outlive its kernels.
     s = tmp_path / "s"
