@@ -6,6 +6,8 @@
 #include <mutex>
 #include <optional>
 
+#include <pthread.h>
+
 #include <fmt/format.h>
 
 #include "checkpoint/parallel.hpp"
@@ -45,7 +47,7 @@ container::Index make_index(const SourcePlan& plan, const std::string& source_na
 // encoders' pages in again: 7,500 page faults (30 MiB) per compression of a
 // 97 MiB fp32 file from Python on 2 threads, a quarter of its time in the
 // kernel. Up to k_kept_bytes of encoder buffers wait here for the next call
-// (freed at exit); an encoder beyond that is freed as before.
+// (kept until exit); an encoder beyond that is freed as before.
 class EncoderPool {
  public:
   static constexpr std::size_t k_kept_bytes = std::size_t{64} << 20;
@@ -79,9 +81,20 @@ class EncoderPool {
   std::size_t m_bytes = 0;
 };
 
+// A forked child (a DataLoader worker forked while an async save compresses
+// on another thread) may inherit the pool's mutex locked: it starts with an
+// empty pool of its own (the parent's encoders stay the parent's; the
+// child's copy is left alone, its pages shared copy-on-write).
+EncoderPool* g_encoder_pool = nullptr;
+
 EncoderPool& encoder_pool() {
-  static EncoderPool pool;
-  return pool;
+  static const bool registered = [] {
+    g_encoder_pool = new EncoderPool;  // lives until exit, as a function-local static would
+    ::pthread_atfork(nullptr, nullptr, [] { g_encoder_pool = new EncoderPool; });
+    return true;
+  }();
+  (void)registered;
+  return *g_encoder_pool;
 }
 
 // Codes every chunk into `writer` (payloads, then index and footer).

@@ -159,3 +159,43 @@ def test_gil_is_released():
     finally:
         stop.set()
         th.join()
+
+
+def test_a_forked_child_compresses_while_the_parent_compresses_on_a_thread():
+    # Compression keeps its encoders in a process-wide pool under a mutex; a
+    # child forked while another thread holds it (a DataLoader worker forked
+    # during an async save) must start with a pool of its own, not hang.
+    import os
+    import time
+
+    small = torch.randn(50000).bfloat16()
+    want = mithril.compress(small, threads=1, chunk_size=16 << 10)
+    tiny = torch.randn(4096).bfloat16()
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            mithril.compress(tiny, threads=2, chunk_size=1 << 10)  # takes and returns encoders all the time
+
+    th = threading.Thread(target=busy)
+    th.start()
+    try:
+        for _ in range(200):
+            pid = os.fork()
+            if pid == 0:
+                ok = mithril.compress(small, threads=1, chunk_size=16 << 10) == want
+                os._exit(0 if ok else 1)
+            deadline = time.monotonic() + 30
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    pytest.fail("the forked child hung in mithril.compress")
+                time.sleep(0.01)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    finally:
+        stop.set()
+        th.join()
