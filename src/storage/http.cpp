@@ -1,8 +1,6 @@
 #include "storage/http.hpp"
 
-#define CURL_DISABLE_TYPECHECK  // calls go through the pointers below
 #include <curl/curl.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <charconv>
@@ -16,71 +14,19 @@
 namespace mithril::storage {
 namespace {
 
-// libcurl is loaded on first use, not at start-up: with its dependencies
-// (TLS, Kerberos, LDAP, SSH, ... 27 shared objects on Debian 12) it was most
-// of the `mithril` command's start-up, 5.5 of its 5.6 ms against zstd's 1.1,
-// paid by every local compress and decompress (and every `import mithril`).
-// The functions used, from libcurl.so.4 (the ABI curl has kept since 7.16).
-struct CurlLib {
-  decltype(&::curl_global_init) global_init = nullptr;
-  decltype(&::curl_easy_init) easy_init = nullptr;
-  decltype(&::curl_easy_cleanup) easy_cleanup = nullptr;
-  decltype(&::curl_easy_reset) easy_reset = nullptr;
-  decltype(&::curl_easy_setopt) easy_setopt = nullptr;
-  decltype(&::curl_easy_perform) easy_perform = nullptr;
-  decltype(&::curl_easy_getinfo) easy_getinfo = nullptr;
-  decltype(&::curl_easy_strerror) easy_strerror = nullptr;
-  decltype(&::curl_slist_append) slist_append = nullptr;
-  decltype(&::curl_slist_free_all) slist_free_all = nullptr;
-};
-
-template <class Fn>
-void resolve(void* lib, const char* name, Fn& fn) {
-  fn = reinterpret_cast<Fn>(::dlsym(lib, name));
-  if (!fn) throw Error(Errc::unsupported, std::string("remote storage: libcurl.so.4 has no ") + name);
-}
-
-// Loads libcurl and runs curl_global_init once; throws Error(unsupported)
-// naming what is missing (the same error on every later call).
-const CurlLib& curl() {
-  static CurlLib lib;
-  static std::string failure;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    try {
-      void* h = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-      if (!h) {
-        const char* why = ::dlerror();
-        throw Error(Errc::unsupported, std::string("remote storage needs libcurl (Debian: apt-get install libcurl4): ") +
-                                           (why ? why : "libcurl.so.4 not found"));
-      }
-      CurlLib l;
-      resolve(h, "curl_global_init", l.global_init);
-      resolve(h, "curl_easy_init", l.easy_init);
-      resolve(h, "curl_easy_cleanup", l.easy_cleanup);
-      resolve(h, "curl_easy_reset", l.easy_reset);
-      resolve(h, "curl_easy_setopt", l.easy_setopt);
-      resolve(h, "curl_easy_perform", l.easy_perform);
-      resolve(h, "curl_easy_getinfo", l.easy_getinfo);
-      resolve(h, "curl_easy_strerror", l.easy_strerror);
-      resolve(h, "curl_slist_append", l.slist_append);
-      resolve(h, "curl_slist_free_all", l.slist_free_all);
-      if (l.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) throw Error(Errc::internal, "libcurl initialisation failed");
-      lib = l;  // never unloaded
-    } catch (const Error& e) {
-      failure = e.what();
-    }
-  });
-  if (!failure.empty()) throw Error(Errc::unsupported, failure);
-  return lib;
-}
-
 struct EasyDeleter {
-  void operator()(CURL* c) const noexcept { curl().easy_cleanup(c); }
+  void operator()(CURL* c) const noexcept { curl_easy_cleanup(c); }
 };
 struct SlistDeleter {
-  void operator()(curl_slist* l) const noexcept { curl().slist_free_all(l); }
+  void operator()(curl_slist* l) const noexcept { curl_slist_free_all(l); }
 };
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) throw Error(Errc::internal, "libcurl initialisation failed");
+  });
+}
 
 struct Transfer {
   util::ByteSpan body;
@@ -170,7 +116,8 @@ struct HttpClient::Handle {
 
 HttpClient::HttpClient(std::chrono::milliseconds connect_timeout, std::chrono::milliseconds io_timeout)
     : m_handle(std::make_unique<Handle>()), m_connect_timeout(connect_timeout), m_io_timeout(io_timeout) {
-  m_handle->easy.reset(curl().easy_init());
+  global_init();
+  m_handle->easy.reset(curl_easy_init());
   if (!m_handle->easy) throw Error(Errc::internal, "libcurl: cannot create a handle");
 }
 
@@ -180,13 +127,13 @@ HttpResponse HttpClient::perform(std::string_view method, const std::string& url
                                  util::ByteSpan body, Interruptible interruptible, std::uint64_t max_body) {
   if (interruptible == Interruptible::yes) util::throw_if_interrupted();
   CURL* c = m_handle->easy.get();
-  curl().easy_reset(c);  // keeps the connection cache
+  curl_easy_reset(c);  // keeps the connection cache
   HttpResponse response;
   Transfer t{body, 0, &response, interruptible, max_body};
 
   std::unique_ptr<curl_slist, SlistDeleter> list;
   auto append = [&](const std::string& line) {
-    curl_slist* l = curl().slist_append(list.get(), line.c_str());
+    curl_slist* l = curl_slist_append(list.get(), line.c_str());
     if (!l) throw Error(Errc::internal, "libcurl: out of memory");
     (void)list.release();
     list.reset(l);
@@ -196,46 +143,46 @@ HttpResponse HttpClient::perform(std::string_view method, const std::string& url
   append("Accept:");
 
   const long timeout_s = std::max<long>(1, static_cast<long>((m_io_timeout.count() + 999) / 1000));
-  curl().easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   // The path is sent exactly as signed: S3 keys may hold "." and ".." segments.
-  curl().easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
-  curl().easy_setopt(c, CURLOPT_HTTPHEADER, list.get());
-  curl().easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl().easy_setopt(c, CURLOPT_ERRORBUFFER, m_handle->error);
-  curl().easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(m_connect_timeout.count()));
-  curl().easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);  // less than 1 byte/s for timeout_s = stalled
-  curl().easy_setopt(c, CURLOPT_LOW_SPEED_TIME, timeout_s);
-  curl().easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl().easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
-  curl().easy_setopt(c, CURLOPT_WRITEDATA, &t);
-  curl().easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl().easy_setopt(c, CURLOPT_HEADERDATA, &t);
-  curl().easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl().easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-  curl().easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+  curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, list.get());
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, m_handle->error);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(m_connect_timeout.count()));
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);  // less than 1 byte/s for timeout_s = stalled
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, timeout_s);
+  curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
   if (method == "GET") {
-    curl().easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
   } else if (method == "HEAD") {
-    curl().easy_setopt(c, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
   } else if (method == "PUT" || method == "POST") {
-    curl().easy_setopt(c, CURLOPT_UPLOAD, 1L);
-    curl().easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-    curl().easy_setopt(c, CURLOPT_READDATA, &t);
-    curl().easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    if (method == "POST") curl().easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, &t);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    if (method == "POST") curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
   } else {
-    curl().easy_setopt(c, CURLOPT_CUSTOMREQUEST, std::string(method).c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, std::string(method).c_str());
   }
   m_handle->error[0] = 0;
-  const CURLcode rc = curl().easy_perform(c);
+  const CURLcode rc = curl_easy_perform(c);
   if (rc == CURLE_ABORTED_BY_CALLBACK) util::throw_if_interrupted();
   if (t.too_large)
     throw Error(Errc::corrupt, "response body larger than the " + std::to_string(max_body) + " bytes expected");
   if (rc != CURLE_OK) {
-    std::string why = m_handle->error[0] ? m_handle->error : curl().easy_strerror(rc);
+    std::string why = m_handle->error[0] ? m_handle->error : curl_easy_strerror(rc);
     throw TransientError(why);
   }
-  curl().easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
   return response;
 }
 

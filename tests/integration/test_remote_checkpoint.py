@@ -194,17 +194,3 @@ def test_python_open_of_s3_fetches_only_that_tensor(tmp_path, s3_server, bucket)
         assert proxy.bytes_fetched() == expected, proxy.requests
     finally:
         proxy.stop()
-
-
-def test_libcurl_is_loaded_only_for_remote_work(tmp_path, s3_server, bucket):
-    # libcurl and its ~27 dependencies are loaded on first use (storage/http.cpp):
-    # local work starts without them, remote work loads and uses them.
-    checkpoint(tmp_path / "m.safetensors", n=2, shape=(64, 64))
-    env = dict(s3_server.env(), LD_DEBUG="libs")
-    local = run("compress", tmp_path / "m.safetensors", "-o", tmp_path / "m.mcp", "-q", env=env)
-    assert b"libcurl" not in local.stderr
-    assert b"calling init: " in local.stderr  # LD_DEBUG took effect
-    url = f"s3://{bucket}/m.mcp"
-    remote = run("compress", tmp_path / "m.safetensors", "-o", url, "-q", env=env)
-    assert b"libcurl.so.4" in remote.stderr
-    assert s3_server.keys(bucket) == ["m.mcp"]
