@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mithril/error.hpp"
+#include "util/json_number.hpp"
 
 namespace mithril::container {
 namespace {
@@ -26,9 +27,9 @@ SourceIdentity identity_from_json(const json& j, std::string_view file, std::str
   SourceIdentity id;
   if (!j.is_object()) corrupt(file, fmt::format("index: '{}' is not an object", what));
   id.name = j.value("name", std::string{});
-  if (!j.contains("size") || !j["size"].is_number_unsigned())
-    corrupt(file, fmt::format("index: '{}.size' missing or not an unsigned integer", what));
-  id.size = j["size"].get<std::uint64_t>();
+  const auto size = util::json_u64(j, "size");
+  if (!size) corrupt(file, fmt::format("index: '{}.size' missing or not an unsigned integer", what));
+  id.size = *size;
   const auto hex = j.value("blake3", std::string{});
   if (!util::parse_hex_digest(hex, id.blake3))
     corrupt(file, fmt::format("index: '{}.blake3' is not a 64-digit hex digest", what));
@@ -36,10 +37,9 @@ SourceIdentity identity_from_json(const json& j, std::string_view file, std::str
 }
 
 std::uint64_t get_u64(const json& j, const char* key, std::string_view file, std::size_t seg) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_number_unsigned())
-    corrupt(file, fmt::format("index: segment {}: '{}' missing or not an unsigned integer", seg, key));
-  return it->get<std::uint64_t>();
+  const auto v = util::json_u64(j, key);
+  if (!v) corrupt(file, fmt::format("index: segment {}: '{}' missing or not an unsigned integer", seg, key));
+  return *v;
 }
 
 }  // namespace
@@ -172,9 +172,9 @@ Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_v
       }
     }
     index.created_by = j.value("created_by", std::string{});
-    if (!j.contains("chunk_count") || !j["chunk_count"].is_number_unsigned())
-      corrupt(file, "index: 'chunk_count' missing");
-    const auto chunk_count = j["chunk_count"].get<std::uint64_t>();
+    const auto counted = util::json_u64(j, "chunk_count");
+    if (!counted) corrupt(file, "index: 'chunk_count' missing");
+    const std::uint64_t chunk_count = *counted;
     const std::uint64_t records_bytes = raw.size() - 4 - json_size;
     if (chunk_count > records_bytes / k_chunk_record_size ||
         chunk_count * k_chunk_record_size != records_bytes)

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mithril/error.hpp"
+#include "util/json_number.hpp"
 
 // Behaviour mirrors huggingface/safetensors 0.8 (safetensors/src/tensor.rs:
 // SafeTensors::read_metadata, Metadata::validate, prepare) except where noted
@@ -263,11 +264,12 @@ std::map<std::string, std::string> parse_metadata(const Json& value, std::string
 
 std::uint64_t unsigned_field(const Json& v, std::string_view file, std::string_view name,
                              std::string_view field) {
-  if (!v.is_number_unsigned()) {
+  const auto u = util::json_u64(v);
+  if (!u) {
     tensor_error(file, name,
                  fmt::format("field '{}' must hold non-negative integers, found {}", field, json_type(v)));
   }
-  return v.get<std::uint64_t>();
+  return *u;
 }
 
 TensorInfo parse_entry(const std::string& name, const Json& value, std::string_view file) {
