@@ -57,7 +57,8 @@ def worker(spec: dict) -> None:
     if spec.get("weights"):
         from safetensors.torch import load_file
         model.load_state_dict(load_file(spec["weights"]))
-    model = model.to(torch.bfloat16)
+    if spec.get("dtype", "bf16") == "bf16":
+        model = model.to(torch.bfloat16)
     mesh = init_device_mesh("cpu", (world,))
     for block in model.blocks:
         fully_shard(block, mesh=mesh)
@@ -212,6 +213,9 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=8, help="d_model 1024 x 8 layers: 101M params, 202 MB bf16")
     ap.add_argument("--steps", type=int, default=3, help="AdamW steps before the first save")
     ap.add_argument("--weights", type=Path, help="trained fp32/bf16 weights (make_checkpoints.py) to start from")
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16",
+                    help="weights and AdamW state in bf16 (default) or fp32 (fp32 master weights and "
+                         "optimizer state, as mixed-precision training keeps them)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed)")
     ap.add_argument("--md", type=Path)
@@ -234,7 +238,7 @@ def main() -> int:
     try:
         for world in worlds:
             spec = {"work": str(work), "d_model": args.d_model, "layers": args.layers, "steps": args.steps,
-                    "reps": args.reps, "weights": str(args.weights) if args.weights else None,
+                    "reps": args.reps, "weights": str(args.weights) if args.weights else None, "dtype": args.dtype,
                     "reshard_from": sorted({int(p.name[1:].split("-")[0]) for p in work.glob("w*-plain")} - {world})}
             t0 = time.perf_counter()
             results[world] = run_world(world, spec, timeout=3600)
@@ -247,7 +251,7 @@ def main() -> int:
             r["delta_weights"] = weights_share(work / f"w{world}-mithril-next")
             r["full_weights"] = weights_share(work / f"w{world}-mithril")
         md = [f"## DCP writers ({machine['line']})", "",
-              f"bf16 GPT d_model {args.d_model} x {args.layers} layers, "
+              f"{args.dtype} GPT d_model {args.d_model} x {args.layers} layers, "
               f"{'weights from ' + str(args.weights) if args.weights else 'fresh init'} + {args.steps} AdamW steps; "
               f"slowest rank, median of {args.reps}, fsync on.", ""]
         rows = []

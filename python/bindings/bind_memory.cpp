@@ -57,6 +57,16 @@ py::bytes decompress_memory(const py::handle& data, unsigned threads, bool check
   return py::reinterpret_steal<py::bytes>(out.release());
 }
 
+void decompress_memory_into(const py::handle& data, const py::handle& out, unsigned threads, bool check_digest) {
+  BufferView view(data, BufferView::Access::read);
+  BufferView target(out, BufferView::Access::write);
+  DecompressOptions o;
+  o.threads = threads;
+  o.check_digest = check_digest;
+  py::gil_scoped_release release;
+  decompress_into(view.bytes(), target.mutable_bytes(), o);
+}
+
 }  // namespace
 
 void bind_memory(py::module_& m) {
@@ -65,6 +75,16 @@ void bind_memory(py::module_& m) {
         "An in-memory .mcp of a buffer (dtype: safetensors name, or '' to plan it like a file).");
   m.def("decompress_memory", &decompress_memory, py::arg("data"), py::arg("threads"), py::arg("check_digest"),
         "The original bytes of an in-memory .mcp (every chunk's XXH3 checked; check_digest: the whole-file BLAKE3 too).");
+  m.def(
+      "decompressed_size",
+      [](const py::handle& data) {
+        BufferView view(data, BufferView::Access::read);
+        return decompressed_size(view.bytes());
+      },
+      py::arg("data"), "The original size of an in-memory .mcp (its index is read and checked).");
+  m.def("decompress_memory_into", &decompress_memory_into, py::arg("data"), py::arg("out"), py::arg("threads"),
+        py::arg("check_digest"),
+        "decompress_memory() into a writable buffer of exactly the original size (its old contents overwritten).");
 }
 
 }  // namespace mithril::python

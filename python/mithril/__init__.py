@@ -35,7 +35,7 @@ from ._checkpoint import (
     verify,
 )
 from ._sharded import ShardedCheckpoint
-from ._memory import compress, decompress
+from ._memory import compress, decompress, decompressed_size
 from ._dropin import load, save
 from .errors import (
     CorruptError,
@@ -65,6 +65,7 @@ __all__ = [
     "decompress_file",
     "compress",
     "decompress",
+    "decompressed_size",
     "verify",
     "info",
     "CheckpointFile",

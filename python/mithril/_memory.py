@@ -64,8 +64,17 @@ def compress(
     return _core.compress_memory(buf, name, _level(level), _threads(threads), _chunk_size(chunk_size))
 
 
-def decompress(data: Any, *, threads: Optional[int] = None, check_digest: bool = False) -> bytes:
+def decompress(data: Any, *, out: Any = None, threads: Optional[int] = None, check_digest: bool = False) -> Any:
     """The original bytes of an in-memory ``.mcp`` (``bytes`` or any buffer).
+
+    Returned as a new ``bytes`` object, or with ``out`` written into that
+    buffer — a ``bytearray``, writable ``memoryview``, numpy array or CPU
+    torch tensor, contiguous, of exactly the original size
+    (:func:`decompressed_size`; any dtype and shape) — and ``out`` returned. Decoding into a
+    buffer that is reused (a pinned staging buffer, the tensor being
+    restored) skips allocating and first-touching new memory; its old
+    contents are overwritten with non-temporal stores where that is faster.
+    If the input turns out damaged, ``out`` holds garbage.
 
     Every chunk's bytes are checked against the XXH3-64 recorded when it was
     compressed, and the index against its own: damaged input raises
@@ -75,4 +84,39 @@ def decompress(data: Any, *, threads: Optional[int] = None, check_digest: bool =
     do), at about a quarter more CPU. A delta ``.mcp`` needs its base:
     restore it with ``decompress_file``.
     """
-    return _core.decompress_memory(data, _threads(threads), bool(check_digest))
+    if out is None:
+        return _core.decompress_memory(data, _threads(threads), bool(check_digest))
+    _core.decompress_memory_into(data, _writable_bytes(out), _threads(threads), bool(check_digest))
+    return out
+
+
+def decompressed_size(data: Any) -> int:
+    """The size of the original bytes of an in-memory ``.mcp``, from its
+    index (read and checked; nothing is decoded)."""
+    return int(_core.decompressed_size(data))
+
+
+def _writable_bytes(out: Any) -> Any:
+    """A writable byte buffer over ``out``'s memory (never a copy)."""
+    if _is_torch_tensor(out):
+        import torch
+
+        if out.device.type != "cpu" or not out.is_contiguous() or out.layout != torch.strided:
+            raise InvalidArgumentError("decompress(out=...) needs a contiguous CPU tensor")
+        return out.detach().reshape(-1).view(torch.uint8).numpy() if out.numel() else bytearray()
+    if _is_numpy_array(out):
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise InvalidArgumentError("decompress(out=...) needs a writable C-contiguous array")
+        return out.reshape(-1).view("uint8") if out.size else bytearray()
+    try:
+        view = memoryview(out)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"decompress(out=...) takes a bytearray, writable memoryview, numpy array or torch tensor, "
+            f"not {type(out).__name__}"
+        ) from None
+    if view.readonly:
+        raise InvalidArgumentError(f"decompress(out=...): the {type(out).__name__} is read-only")
+    if not view.c_contiguous:
+        raise InvalidArgumentError("decompress(out=...) needs a contiguous buffer")
+    return view

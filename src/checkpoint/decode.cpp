@@ -74,6 +74,9 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
       }
       codec::ChunkDecoder::Hooks hooks;
       if (target.place) hooks.prepare = target.prepare;
+      // The whole-file BLAKE3 reads each piece back from out (in cache).
+      hooks.cold_output = target.place && target.old_memory && !target.prepare && !whole &&
+                          codec::ChunkDecoder::cold_output_pays(out);
       std::optional<util::Blake3Tree::Feeder> feed;
       if (whole) {
         feed.emplace(tree, first_piece[i], r.source_offset, out);

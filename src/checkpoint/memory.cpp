@@ -99,6 +99,7 @@ void decode_into(const container::Reader& reader, std::span<std::byte> out, cons
   if (fresh) fresh_memory.emplace(out.data(), out.size());
   checkpoint::DecodeTarget target;
   target.place = [&](std::size_t c) { return out.subspan(index.chunks[c].source_offset, index.chunks[c].raw_size); };
+  target.old_memory = !fresh;
   if (fresh_memory)
     target.prepare = [&fm = *fresh_memory](util::MutableByteSpan piece) { fm.prefault(piece.data(), piece.size()); };
   checkpoint::decode_container(

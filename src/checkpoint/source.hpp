@@ -80,6 +80,10 @@ struct DecodeTarget {
   // (~256 KiB) just before it is first written (fresh output memory maps
   // its pages there, util::FreshMemory::prefault). Optional.
   std::function<void(util::MutableByteSpan piece)> prepare;
+  // With place and no prepare: the placed memory held something before this
+  // call (a caller's buffer being overwritten), so a chunk may be written
+  // with non-temporal stores where that pays (ChunkDecoder::cold_output_pays).
+  bool old_memory = false;
   // Called with chunk `c`'s restored bytes once checked, from the worker
   // threads, several chunks at once and in any order.
   std::function<void(std::size_t c, util::ByteSpan raw)> consume;

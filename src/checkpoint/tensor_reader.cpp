@@ -68,8 +68,11 @@ struct CheckpointReader::Impl {
   void open_mcp(const ReaderOptions& options);
   void open_safetensors();
   // payload: the chunk's stored bytes when the caller holds them already.
+  // caller_memory: out is the caller's destination (it may hold old
+  // contents: written with non-temporal stores where that pays), not a
+  // buffer of ours that is read right after.
   void decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out,
-                    std::optional<util::ByteSpan> payload = std::nullopt) const;
+                    std::optional<util::ByteSpan> payload = std::nullopt, bool caller_memory = false) const;
 };
 
 void CheckpointReader::Impl::open_mcp(const ReaderOptions& options) {
@@ -145,7 +148,7 @@ void CheckpointReader::Impl::open_safetensors() {
 }
 
 void CheckpointReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out,
-                                          std::optional<util::ByteSpan> payload) const {
+                                          std::optional<util::ByteSpan> payload, bool caller_memory) const {
   const auto& index = mcp->index();
   const auto& r = index.chunks[chunk];
   util::ByteSpan base_bytes;
@@ -155,8 +158,10 @@ void CheckpointReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::siz
     base_bytes = base->chunk_base(index.segments[r.segment], r);
   }
   util::ByteVector scratch;  // a remote chunk's fetched bytes (a local one is mapped)
+  codec::ChunkDecoder::Hooks hooks;
+  hooks.cold_output = caller_memory && codec::ChunkDecoder::cold_output_pays(out);
   decoder.decode(payload ? *payload : mcp->payload(chunk, scratch), r, out, base_bytes,
-                 path.string() + ": " + container::describe_chunk(index, chunk));
+                 path.string() + ": " + container::describe_chunk(index, chunk), &hooks);
 }
 
 CheckpointReader::CheckpointReader(const std::filesystem::path& path, const ReaderOptions& options)
@@ -236,7 +241,7 @@ void CheckpointReader::read_tensor_range(std::size_t index, std::uint64_t offset
     const auto& r = index_.chunks[c];
     const std::uint64_t lo = r.source_offset - seg.offset;
     if (lo >= offset && lo + r.raw_size <= end) {
-      im.decode_chunk(decoders[s], c, out.subspan(lo - offset, r.raw_size));
+      im.decode_chunk(decoders[s], c, out.subspan(lo - offset, r.raw_size), std::nullopt, true);
       return;
     }
     util::ByteVector whole(r.raw_size);  // a chunk cut by the range: decoded whole, its checksum checked
@@ -287,7 +292,7 @@ void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify
   std::vector<codec::ChunkDecoder> decoders(checkpoint::loop_slots(im.threads));
   const auto run = [&](std::size_t j, std::size_t s) {
     const Job& job = jobs[j];
-    if (im.mcp) im.decode_chunk(decoders[s], job.source, job.out);
+    if (im.mcp) im.decode_chunk(decoders[s], job.source, job.out, std::nullopt, true);
     else std::memcpy(job.out.data(), im.plain->bytes().data() + job.source, job.out.size());
   };
   checkpoint::parallel_for_index(jobs.size(), im.threads, run);

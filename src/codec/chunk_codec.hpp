@@ -110,8 +110,22 @@ class ChunkDecoder {
     // piece while it is in cache. The chunk's XXH3 is checked only after the
     // last call: a later throw means the bytes reported were wrong.
     std::function<void(std::size_t n)> written;
+    // out is final memory that is mapped and not in cache (old contents
+    // being overwritten, util::mapped_and_resident): a raw chunk is checked
+    // and then streamed to out, a grouped one of 4- or 8-byte elements is
+    // ungrouped through a small buffer that stays in L1, checksummed there,
+    // and copied to out, with non-temporal stores (util/cold_memory.hpp).
+    // Ignored with `prepare` or `written`, which mean fresh pages or a later
+    // read of out.
+    bool cold_output = false;
   };
   static constexpr std::size_t k_prepare_piece = 256 * 1024;
+
+  // Whether Hooks::cold_output pays for a chunk decoded into `out`, memory
+  // that held something before the call: at least 256 KiB, every page mapped
+  // and resident (a page the write would fault in is zeroed into the cache
+  // first, and then ordinary stores win). One mincore call.
+  static bool cold_output_pays(util::MutableByteSpan out) noexcept;
 
   // Decodes `payload` described by `record` into out (out.size() ==
   // record.raw_size) and checks the chunk's XXH3. `base` holds the base bytes
@@ -131,6 +145,7 @@ class ChunkDecoder {
  private:
   ZstdDecompressor m_zstd;
   util::ByteVector m_grouped;
+  util::ByteVector m_stage;  // cold_output: one piece of out, ungrouped before it is streamed out
   util::Xxh3Stream m_checksum;
 };
 

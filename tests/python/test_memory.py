@@ -119,6 +119,57 @@ def test_check_digest_is_optional_and_damage_is_caught_either_way():
                 pass
 
 
+def test_decompress_into_a_buffer_of_every_kind():
+    # fp32 in 256 KiB chunks: the grouped chunks of a reused (resident)
+    # buffer take the non-temporal path, a fresh one the ordinary path.
+    data = torch.randn(1 << 19)
+    raw = raw_bytes(data)
+    blob = mithril.compress(data, threads=2, chunk_size=256 << 10)
+    assert mithril.decompressed_size(blob) == len(raw)
+    for threads in (1, 2):
+        for check in (False, True):
+            reused = bytearray(b"\xa5" * len(raw))
+            assert mithril.decompress(blob, out=reused, threads=threads, check_digest=check) is reused
+            assert reused == raw
+            view = memoryview(bytearray(len(raw) + 7))[3:-4]
+            mithril.decompress(blob, out=view, threads=threads, check_digest=check)
+            assert view.tobytes() == raw
+    arr = np.full(len(raw) // 4, 7.0, dtype=np.float32)
+    assert mithril.decompress(blob, out=arr) is arr
+    assert arr.tobytes() == raw
+    t = torch.zeros(1 << 19)
+    mithril.decompress(blob, out=t)
+    assert torch.equal(t, data)
+    as_bf16 = torch.zeros(1 << 20, dtype=torch.bfloat16)  # any dtype and shape of the right size
+    mithril.decompress(blob, out=as_bf16)
+    assert raw_bytes(as_bf16) == raw
+    # An empty original into an empty buffer.
+    empty = mithril.compress(b"")
+    assert mithril.decompressed_size(empty) == 0
+    assert mithril.decompress(empty, out=bytearray()) == bytearray()
+
+
+def test_decompress_into_refuses_what_it_cannot_fill_and_reports_damage():
+    raw = torch.randn(70000).numpy().tobytes()
+    blob = mithril.compress(raw, dtype="F32")
+    with pytest.raises(mithril.InvalidArgumentError, match="holds 279999 bytes"):
+        mithril.decompress(blob, out=bytearray(len(raw) - 1))
+    with pytest.raises(mithril.InvalidArgumentError, match="read-only"):
+        mithril.decompress(blob, out=bytes(len(raw)))
+    with pytest.raises(mithril.InvalidArgumentError, match="contiguous"):
+        mithril.decompress(blob, out=np.zeros(2 * len(raw), dtype=np.uint8)[::2])
+    with pytest.raises(mithril.InvalidArgumentError, match="contiguous"):
+        mithril.decompress(blob, out=torch.zeros(2, len(raw) // 4).t())
+    with pytest.raises(mithril.InvalidArgumentError, match="takes a bytearray"):
+        mithril.decompress(blob, out=[0] * len(raw))
+    with pytest.raises(mithril.CorruptError):
+        mithril.decompressed_size(blob[: len(blob) // 2])
+    bad = bytearray(blob)
+    bad[len(bad) // 2] ^= 0x21
+    with pytest.raises(mithril.CorruptError):
+        mithril.decompress(bytes(bad), out=bytearray(len(raw)))
+
+
 def test_bad_arguments():
     with pytest.raises(mithril.InvalidArgumentError):
         mithril.compress(b"123", dtype="F32")  # not whole elements

@@ -258,3 +258,69 @@ TEST(ChunkCodec, ReaderTilesTheChunkAndChangesNothing) {
   const ChunkEncoder::Reader stuck = [](std::size_t at) { return at; };
   EXPECT_THROW(enc.encode(bf16, ChunkKind{2, true, true}, {}, &stuck), Error);
 }
+
+// Hooks::cold_output (non-temporal stores through an L1 stage) writes the
+// same bytes as the ordinary path, at every alignment of out, for every
+// width, for raw and grouped chunks and for chunks longer than a stage.
+TEST(ChunkCodec, ColdOutputWritesTheSameBytes) {
+  ChunkEncoder enc(3);
+  ChunkDecoder dec;
+  ChunkDecoder::Hooks cold;
+  cold.cold_output = true;
+  for (unsigned width : {1u, 2u, 4u, 8u}) {
+    for (std::size_t n : {0u, 5u, 64u, 1000u, 70001u, 300000u}) {
+      for (bool noise : {false, true}) {
+        // bf16-like weights give grouped chunks; noise gives raw ones.
+        auto raw = noise ? test::random_bytes(n, n + width) : bf16_weights((n + 1) / 2, n + width);
+        raw.resize(n - n % width);
+        const EncodedChunk e = enc.encode(raw, ChunkKind{width, true, true});
+        const util::ByteVector payload(e.payload.begin(), e.payload.end());
+        const auto rec = record_for(e, raw);
+        for (std::size_t shift : {0u, 1u, 7u, 16u}) {
+          util::ByteVector buffer(raw.size() + shift + 32, std::byte{0x5a});
+          const util::MutableByteSpan out(buffer.data() + shift, raw.size());
+          dec.decode(payload, rec, out, {}, "cold chunk", &cold);
+          ASSERT_TRUE(std::equal(out.begin(), out.end(), raw.begin(), raw.end()))
+              << "width " << width << " n " << n << " shift " << shift << " raw " << noise;
+          // Nothing outside out is touched.
+          for (std::size_t i = 0; i < shift; ++i) ASSERT_EQ(buffer[i], std::byte{0x5a});
+          for (std::size_t i = shift + raw.size(); i < buffer.size(); ++i) ASSERT_EQ(buffer[i], std::byte{0x5a});
+        }
+      }
+    }
+  }
+}
+
+// A corrupt chunk is refused on the cold path as on the ordinary one; a raw
+// chunk's bytes are checked before any of them reach out.
+TEST(ChunkCodec, ColdOutputStillChecksEveryChunk) {
+  ChunkEncoder enc(3);
+  ChunkDecoder dec;
+  ChunkDecoder::Hooks cold;
+  cold.cold_output = true;
+  const auto weights = bf16_weights(1 << 17, 21);
+  const EncodedChunk e = enc.encode(weights, ChunkKind{2, true, true});
+  ASSERT_NE(e.layout, container::Layout::raw);
+  util::ByteVector bad(e.payload.begin(), e.payload.end());
+  bad[bad.size() / 2] ^= std::byte{0x10};
+  util::ByteVector out(weights.size());
+  EXPECT_THROW(dec.decode(bad, record_for(e, weights), out, {}, "chunk", &cold), Error);
+
+  const auto noise = test::random_bytes(1 << 18, 22);
+  const EncodedChunk r = enc.encode(noise, ChunkKind{4, true, true});
+  ASSERT_EQ(r.layout, container::Layout::raw);
+  util::ByteVector bad_raw(r.payload.begin(), r.payload.end());
+  bad_raw[12345] ^= std::byte{1};
+  util::ByteVector untouched(noise.size(), std::byte{0x33});
+  EXPECT_THROW(dec.decode(bad_raw, record_for(r, noise), untouched, {}, "chunk", &cold), Error);
+  EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](std::byte b) { return b == std::byte{0x33}; }));
+}
+
+// The stage is used only where it pays: old, resident memory of at least a
+// prepare piece.
+TEST(ChunkCodec, ColdOutputPaysOnlyForLargeResidentMemory) {
+  util::ByteVector touched(1 << 20, std::byte{1});
+  EXPECT_TRUE(ChunkDecoder::cold_output_pays(touched));
+  EXPECT_FALSE(ChunkDecoder::cold_output_pays(util::MutableByteSpan(touched).first(1000)));
+  EXPECT_FALSE(ChunkDecoder::cold_output_pays({}));
+}

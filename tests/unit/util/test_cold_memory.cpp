@@ -1,0 +1,43 @@
+#include "util/cold_memory.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+TEST(ColdMemory, ResidencyFollowsTheFirstWrite) {
+  const std::size_t n = std::size_t{1} << 20;
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  auto* b = static_cast<std::byte*>(p);
+  EXPECT_FALSE(mithril::util::mapped_and_resident(b, n));  // nothing touched yet
+  std::memset(b, 1, n / 2);
+  EXPECT_TRUE(mithril::util::mapped_and_resident(b, n / 2));
+  EXPECT_TRUE(mithril::util::mapped_and_resident(b + 100, 5000));
+  EXPECT_FALSE(mithril::util::mapped_and_resident(b, n));  // the second half is not
+  std::memset(b + n / 2, 2, n / 2);
+  EXPECT_TRUE(mithril::util::mapped_and_resident(b, n));
+  EXPECT_FALSE(mithril::util::mapped_and_resident(b, 0));
+  ::munmap(p, n);
+}
+
+TEST(ColdMemory, StreamingCopyMatchesMemcpyAtEveryAlignment) {
+  std::vector<std::byte> src(5000);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<std::byte>(i * 131 + 7);
+  for (std::size_t from : {0u, 1u, 3u, 15u, 16u}) {
+    for (std::size_t to : {0u, 1u, 9u, 16u, 33u}) {
+      for (std::size_t n : {0u, 1u, 15u, 16u, 17u, 63u, 64u, 65u, 1000u, 4000u}) {
+        std::vector<std::byte> dst(n + 64, std::byte{0xee});
+        mithril::util::copy_streaming(dst.data() + to % 32, src.data() + from, n);
+        mithril::util::stream_fence();
+        ASSERT_TRUE(std::equal(src.begin() + from, src.begin() + from + n, dst.begin() + to % 32))
+            << from << " " << to << " " << n;
+        for (std::size_t i = 0; i < to % 32; ++i) ASSERT_EQ(dst[i], std::byte{0xee});
+        for (std::size_t i = to % 32 + n; i < dst.size(); ++i) ASSERT_EQ(dst[i], std::byte{0xee});
+      }
+    }
+  }
+}
