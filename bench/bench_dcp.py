@@ -282,7 +282,7 @@ def main() -> int:
             rows.append([f"{world} ranks", f"{r['bytes']['delta'] / r['bytes']['next_plain']:.3f}",
                          f"{ds / dr:.3f}", f"{fs_ / fr:.3f}", f"{r['delta_save_s']:.2f}", f"{r['next_plain_save_s']:.2f}"])
         md += ["Delta save of the next step (mithril.dcp.Writer(base=previous)):", "",
-               md_table(["world", "all bytes/plain", "bf16 weights: delta/raw", "weights standalone/raw",
+               md_table(["world", "all bytes/plain", f"{args.dtype} weights: delta/raw", "weights standalone/raw",
                          "delta save s", "plain save s"], rows)]
         write_report("bench_dcp", md, [], {"machine": machine, "results": results}, args.md, args.json)
     finally:

@@ -47,6 +47,7 @@ bool mapped_and_resident(const void* p, std::size_t n) noexcept {
 }
 
 void copy_streaming(void* dst, const void* src, std::size_t n) noexcept {
+  if (n == 0) return;  // dst and src may be null (an empty chunk)
 #if defined(__SSE2__)
   auto* d = static_cast<std::byte*>(dst);
   const auto* s = static_cast<const std::byte*>(src);

@@ -26,8 +26,8 @@ namespace {
 // call of a whole 4 MiB chunk measured 30-50x slower than the same bytes in
 // 256 KiB calls on a Linux 6.18 guest with ext4 (sys time in
 // copy_folio_from_iter_atomic: 87 MiB written in 1.1-1.5 s against 0.02-0.03 s;
-// 512 KiB calls already slow, 64-256 KiB fast; README, "Writes in 256 KiB
-// pieces"). A piece this size costs one syscall per 256 KiB elsewhere.
+// 512 KiB calls already slow, 64-256 KiB fast; docs/benchmarks.md, "Writes in
+// 256 KiB pieces"). A piece this size costs one syscall per 256 KiB elsewhere.
 constexpr std::size_t k_write_piece = std::size_t{256} << 10;
 
 }  // namespace
