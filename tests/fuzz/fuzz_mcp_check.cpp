@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "checkpoint/source.hpp"
+#include "codec/chunk_codec.hpp"
 #include "container/reader.hpp"
 #include "fuzz_mcp.hpp"
 #include "mithril/error.hpp"
@@ -44,6 +45,44 @@ void exercise_container(util::ByteSpan file, const checkpoint::BaseSource* base)
     check(total == index.source.size);
   } catch (const Error& e) {
     check(e.code() == Errc::corrupt || e.code() == Errc::invalid_argument);
+  }
+
+  // The non-temporal output path (ChunkDecoder::Hooks::cold_output, taken
+  // for caller memory that is resident) decodes exactly what the ordinary
+  // path decodes, and refuses exactly what it refuses.
+  codec::ChunkDecoder plain_decoder, cold_decoder;
+  codec::ChunkDecoder::Hooks cold;
+  cold.cold_output = true;
+  util::ByteVector stored, plain_out, cold_out;
+  for (std::size_t i = 0; i < index.chunks.size(); ++i) {
+    const auto& r = index.chunks[i];
+    if (r.residual != container::Residual::none || r.raw_size > (std::uint64_t{16} << 20)) continue;
+    bool plain_ok = true, cold_ok = true;
+    Errc plain_code{}, cold_code{};
+    try {
+      const util::ByteSpan payload = reader->payload(i, stored);
+      codec::ChunkDecoder::check_payload(payload, r, "fuzz chunk");
+      plain_out.assign(r.raw_size, std::byte{0});
+      cold_out.assign(r.raw_size, std::byte{0xa5});
+      try {
+        plain_decoder.decode(payload, r, plain_out, {}, "fuzz chunk");
+      } catch (const Error& e) {
+        plain_ok = false;
+        plain_code = e.code();
+      }
+      try {
+        cold_decoder.decode(payload, r, cold_out, {}, "fuzz chunk", &cold);
+      } catch (const Error& e) {
+        cold_ok = false;
+        cold_code = e.code();
+      }
+    } catch (const Error& e) {
+      check(e.code() == Errc::corrupt);
+      continue;
+    }
+    check(plain_ok == cold_ok);
+    if (plain_ok) check(plain_out == cold_out);
+    else check(plain_code == cold_code);
   }
 
   // With damage collected instead of thrown, decoding goes on to the end.
