@@ -101,7 +101,7 @@ def _writable_bytes(out: Any) -> Any:
     if _is_torch_tensor(out):
         import torch
 
-        if out.device.type != "cpu" or not out.is_contiguous() or out.layout != torch.strided:
+        if out.layout != torch.strided or out.device.type != "cpu" or not out.is_contiguous():
             raise InvalidArgumentError("decompress(out=...) needs a contiguous CPU tensor")
         return out.detach().reshape(-1).view(torch.uint8).numpy() if out.numel() else bytearray()
     if _is_numpy_array(out):

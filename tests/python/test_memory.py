@@ -160,6 +160,8 @@ def test_decompress_into_refuses_what_it_cannot_fill_and_reports_damage():
         mithril.decompress(blob, out=np.zeros(2 * len(raw), dtype=np.uint8)[::2])
     with pytest.raises(mithril.InvalidArgumentError, match="contiguous"):
         mithril.decompress(blob, out=torch.zeros(2, len(raw) // 4).t())
+    with pytest.raises(mithril.InvalidArgumentError, match="contiguous CPU tensor"):
+        mithril.decompress(blob, out=torch.zeros(len(raw) // 4).to_sparse())
     with pytest.raises(mithril.InvalidArgumentError, match="takes a bytearray"):
         mithril.decompress(blob, out=[0] * len(raw))
     with pytest.raises(mithril.CorruptError):
