@@ -21,6 +21,8 @@
 #include "codec/rans.hpp"
 #include "mithril/memory.hpp"
 #include "util/blake3.hpp"
+#include "util/simd_level.hpp"
+#include "util/xxh3.hpp"
 
 namespace {
 
@@ -112,7 +114,10 @@ std::string kernels() {
   return "blake3=" + std::string(mithril::util::detail::blake3_kernel()) +
          " byte_group=" + std::string(mithril::codec::byte_group_isa()) +
          " rans_encode=" + std::string(mithril::codec::rans::kernel_names().encode) +
-         " rans_decode=" + std::string(mithril::codec::rans::kernel_names().decode);
+         " rans_decode=" + std::string(mithril::codec::rans::kernel_names().decode) +
+         " xxh3=" + std::string(mithril::util::xxh3_kernel()) +
+         (mithril::util::simd_cap() ? " isa_cap=" + std::string(mithril::util::simd_level_name(*mithril::util::simd_cap()))
+                                    : std::string());
 }
 
 }  // namespace

@@ -19,6 +19,8 @@
 #include "mithril/error.hpp"
 #include "mithril/version.hpp"
 #include "util/blake3.hpp"
+#include "util/simd_level.hpp"
+#include "util/xxh3.hpp"
 
 namespace {
 
@@ -46,8 +48,11 @@ std::string version_text(int argc, char** argv) {
     verbose |= std::string_view(argv[i]) == "-v" || std::string_view(argv[i]) == "--verbose";
   if (verbose) {
     const auto rans = mithril::codec::rans::kernel_names();
-    text += fmt::format("\nkernels: rans encode {}, rans decode {}, byte grouping {}, blake3 {}", rans.encode,
-                        rans.decode, mithril::codec::byte_group_isa(), mithril::util::detail::blake3_kernel());
+    text += fmt::format("\nkernels: rans encode {}, rans decode {}, byte grouping {}, blake3 {}, xxh3 {}", rans.encode,
+                        rans.decode, mithril::codec::byte_group_isa(), mithril::util::detail::blake3_kernel(),
+                        mithril::util::xxh3_kernel());
+    if (const auto cap = mithril::util::simd_cap())
+      text += fmt::format(" (capped at {} by MITHRIL_ISA)", mithril::util::simd_level_name(*cap));
   }
   return text;
 }
@@ -72,6 +77,10 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_fatal_signal);
   std::signal(SIGTERM, on_fatal_signal);
   std::signal(SIGHUP, on_fatal_signal);
+  // As zstd does with a ZSTD_CLEVEL it cannot read: said, then ignored.
+  if (const auto bad = mithril::util::simd_cap_rejected())
+    fmt::print(stderr, "mithril: warning: ignoring MITHRIL_ISA={}: expected auto, avx512, avx2, sse2 or scalar\n",
+               *bad);
 
   CLI::App app{"Mithril: lossless checkpoint compression and a torch.compile cache manager", "mithril"};
   app.require_subcommand(1);

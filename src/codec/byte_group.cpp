@@ -12,6 +12,7 @@
 
 #include "codec/byte_group_kernels.hpp"
 #include "mithril/error.hpp"
+#include "util/simd_level.hpp"
 
 namespace mithril::codec {
 namespace detail {
@@ -71,14 +72,18 @@ const ByteGroupKernels* kernels_for(Isa isa) noexcept {
   switch (isa) {
     case Isa::scalar: return &k_scalar_kernels;
 #if defined(__x86_64__)
-    case Isa::sse2: return &k_sse2_kernels;  // part of the x86-64 baseline
+    case Isa::sse2:  // part of the x86-64 baseline
+      return util::simd_allows(util::SimdLevel::sse2) ? &k_sse2_kernels : nullptr;
     case Isa::avx2:
       __builtin_cpu_init();
       // libgcc's feature bits also require the OS to save the YMM/ZMM state.
-      return __builtin_cpu_supports("avx2") ? &k_avx2_kernels : nullptr;
+      return util::simd_allows(util::SimdLevel::avx2) && __builtin_cpu_supports("avx2") ? &k_avx2_kernels : nullptr;
     case Isa::avx512:
       __builtin_cpu_init();
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? &k_avx512_kernels : nullptr;
+      return util::simd_allows(util::SimdLevel::avx512) && __builtin_cpu_supports("avx512f") &&
+                     __builtin_cpu_supports("avx512bw")
+                 ? &k_avx512_kernels
+                 : nullptr;
 #else
     default: return nullptr;
 #endif

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "codec/rans_kernels.hpp"
+#include "util/simd_level.hpp"
 
 namespace mithril::codec::rans {
 namespace detail {
@@ -28,9 +29,12 @@ bool cpu_has(Kernel k) {
   switch (k) {
     case Kernel::scalar: return true;
     case Kernel::avx2:
-    case Kernel::avx2x: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    case Kernel::avx2x:
+      return util::simd_allows(util::SimdLevel::avx2) && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("popcnt");
     case Kernel::avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      return util::simd_allows(util::SimdLevel::avx512) && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt");
   }
   return false;

@@ -18,6 +18,7 @@
 #include <tbb/parallel_invoke.h>
 #include <tbb/task_arena.h>
 
+#include "util/simd_level.hpp"
 #include "util/tsan.hpp"
 
 #include <algorithm>
@@ -492,8 +493,10 @@ std::vector<Kernel> kernels() {
   std::vector<Kernel> k;
 #ifdef MITHRIL_BLAKE3_X86
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2");
-  k.push_back({"avx512", hash_many_avx512, parents_avx512, avx2 && __builtin_cpu_supports("avx512f")});
+  // (MITHRIL_ISA may cap them: util/simd_level.hpp.)
+  const bool avx2 = simd_allows(SimdLevel::avx2) && __builtin_cpu_supports("avx2");
+  k.push_back({"avx512", hash_many_avx512, parents_avx512,
+               avx2 && simd_allows(SimdLevel::avx512) && __builtin_cpu_supports("avx512f")});
   k.push_back({"avx2", hash_many_avx2, parents_avx2, avx2});
 #endif
   k.push_back({"portable", hash_many_portable, parents_portable, true});

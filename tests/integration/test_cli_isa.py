@@ -1,0 +1,105 @@
+"""MITHRIL_ISA caps every SIMD kernel (util/simd_level.hpp): `mithril --version
+-v` shows the kernels staying at or below the cap, and the whole pipeline —
+byte grouping, histograms, rANS, BLAKE3, XXH3, one thread and two, a delta
+against a base — writes the very same .mcp bytes at every cap and reads any
+of them back at any other. On a CPU with AVX-512 this runs, end to end, the
+code an AVX2-only or SSE2-only CPU would run."""
+import re
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+LEVELS = {"portable": 0, "scalar": 0, "sse2": 1, "avx2": 2, "avx2x": 2, "avx512": 3}
+CAPS = ("avx512", "avx2", "sse2", "scalar")
+
+
+def kernels(mithril, monkeypatch, cap):
+    if cap is None:
+        monkeypatch.delenv("MITHRIL_ISA", raising=False)
+    else:
+        monkeypatch.setenv("MITHRIL_ISA", cap)
+    r = mithril("--version", "-v", check=True)
+    m = re.search(r"kernels: rans encode (\w+), rans decode (\w+), byte grouping (\w+), blake3 (\w+), xxh3 (\w+)"
+                  r"(?: \(capped at (\w+) by MITHRIL_ISA\))?", r.out)
+    assert m, r
+    return m.groups()[:5], m.group(6), r
+
+
+def test_version_shows_kernels_within_the_cap(mithril, monkeypatch):
+    uncapped, shown, _ = kernels(mithril, monkeypatch, None)
+    assert shown is None
+    widest = max(LEVELS[k] for k in uncapped)
+    for cap in CAPS:
+        names, shown, _ = kernels(mithril, monkeypatch, cap)
+        assert shown == cap
+        for name in names[:4]:
+            assert LEVELS[name] <= LEVELS[cap], (cap, names)
+        # XXH3 comes from libxxhash, whose build for the x86-64 baseline is SSE2.
+        assert LEVELS[names[4]] <= max(LEVELS[cap], LEVELS["sse2"]), (cap, names)
+        if LEVELS[cap] >= widest:  # a cap above what the CPU has changes nothing
+            assert names == uncapped
+    # The portable kernels need nothing: under the scalar cap every one of
+    # ours runs its portable code (XXH3 then runs libxxhash's baseline build).
+    names, _, _ = kernels(mithril, monkeypatch, "scalar")
+    assert names[:4] == ("scalar", "scalar", "scalar", "portable")
+    assert names[4] == "sse2"
+
+
+def test_unknown_cap_is_said_and_ignored(mithril, monkeypatch):
+    uncapped, _, _ = kernels(mithril, monkeypatch, None)
+    for bad in ("avx3", "AVX2", "sse4.1"):
+        names, shown, r = kernels(mithril, monkeypatch, bad)
+        assert shown is None and names == uncapped
+        assert f"ignoring MITHRIL_ISA={bad}" in r.err
+    names, shown, r = kernels(mithril, monkeypatch, "auto")
+    assert shown is None and names == uncapped and "MITHRIL_ISA" not in r.err
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(600_001, generator=gen) * 0.02
+    tensors = {
+        "bf16": w.to(torch.bfloat16),
+        "fp16": (w * 4).to(torch.float16),
+        "fp32": w.reshape(-1)[:400_000].clone(),
+        "fp64": torch.randn(70_001, generator=gen, dtype=torch.float64),
+        "int64": torch.randint(0, 50_000, (90_000,), generator=gen),
+        "norm": 1 + 0.01 * torch.randn(384, generator=gen),
+        "step": torch.tensor(7),
+    }
+    base = tmp_path / "base.safetensors"
+    save_file(tensors, base)
+    nxt = {k: (v + (1e-3 * torch.randn(v.shape, generator=gen)).to(v.dtype) if v.is_floating_point() else v)
+           for k, v in tensors.items()}
+    new = tmp_path / "new.safetensors"
+    save_file(nxt, new)
+    return base, new
+
+
+def test_every_cap_writes_and_reads_the_same_bytes(mithril, monkeypatch, tmp_path, checkpoints):
+    base, new = checkpoints
+    written = {}
+    for cap in CAPS:
+        kernels(mithril, monkeypatch, cap)  # sets MITHRIL_ISA
+        for threads in ("1", "2"):
+            plain = tmp_path / f"p.{cap}.{threads}.mcp"
+            delta = tmp_path / f"d.{cap}.{threads}.mcp"
+            mithril("compress", base, "-o", plain, "-q", "-T", threads, check=True)
+            mithril("compress", new, "--base", base, "-o", delta, "-q", "-T", threads, check=True)
+            written[(cap, threads)] = (plain.read_bytes(), delta.read_bytes())
+    assert len({v[0] for v in written.values()}) == 1, "caps wrote different containers"
+    assert len({v[1] for v in written.values()}) == 1, "caps wrote different deltas"
+    # Read back under each cap what the widest kernels wrote (all the same bytes).
+    plain = tmp_path / "p.avx512.1.mcp"
+    delta = tmp_path / "d.avx512.1.mcp"
+    for cap in CAPS:
+        monkeypatch.setenv("MITHRIL_ISA", cap)
+        out = tmp_path / f"out.{cap}"
+        mithril("decompress", plain, "-o", out, "-q", check=True)
+        assert out.read_bytes() == base.read_bytes()
+        out_d = tmp_path / f"out_d.{cap}"
+        mithril("decompress", delta, "--base", base, "-o", out_d, "-q", check=True)
+        assert out_d.read_bytes() == new.read_bytes()
+        mithril("verify", plain, "-q", check=True)
