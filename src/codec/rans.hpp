@@ -44,8 +44,9 @@ struct KernelNames {
 KernelNames kernel_names();
 
 namespace detail {
-// avx2x is avx2 with the decoder's table gathers replaced by scalar loads
-// (AVX2 gathers are slow on AMD Zen); its encoder is avx2's.
+// avx2x is avx2 with the decoder's table gathers replaced by scalar loads and
+// the encoder's by lookups in registers where the block's symbols span at most
+// 32 byte values (AVX2 gathers are slow on AMD Zen).
 enum class Kernel : std::uint8_t { scalar, avx2, avx512, avx2x };
 inline constexpr Kernel k_all_kernels[] = {Kernel::scalar, Kernel::avx2, Kernel::avx2x, Kernel::avx512};
 std::string_view kernel_name(Kernel k);

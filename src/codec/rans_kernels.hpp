@@ -109,7 +109,7 @@ EncodeRoundsFn encode_rounds(Kernel k, unsigned lanes_log2);
 DecodeRoundsFn decode_rounds(Kernel k, unsigned lanes_log2, bool packed);
 
 #if defined(__x86_64__) && defined(__GNUC__)
-EncodeRoundsFn encode_rounds_avx2(unsigned lanes_log2);
+EncodeRoundsFn encode_rounds_avx2(unsigned lanes_log2, bool window);  // window: avx2x
 DecodeRoundsFn decode_rounds_avx2(unsigned lanes_log2, bool packed);
 DecodeRoundsFn decode_rounds_avx2x(unsigned lanes_log2, bool packed);
 EncodeRoundsFn encode_rounds_avx512(unsigned lanes_log2);

@@ -120,7 +120,7 @@ EncodeRoundsFn encode_rounds(Kernel k, unsigned lanes_log2) {
   if (k == Kernel::avx512)
     if (auto fn = encode_rounds_avx512(lanes_log2)) return fn;
   if (k == Kernel::avx512 || k == Kernel::avx2 || k == Kernel::avx2x)
-    if (auto fn = encode_rounds_avx2(lanes_log2)) return fn;
+    if (auto fn = encode_rounds_avx2(lanes_log2, k == Kernel::avx2x)) return fn;
 #else
   (void)k;
 #endif

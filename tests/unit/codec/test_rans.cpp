@@ -124,6 +124,25 @@ ByteVector all_with_rare(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
+// Symbols spanning exactly 32 byte values up to 255 (the widest the avx2x
+// encoder keeps its tables in registers for, at the top of the byte range),
+// and 33 values (one too many: it falls back to gathers). Skewed, with both
+// ends present.
+ByteVector span_32_top(std::size_t n, std::uint64_t seed) {
+  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    return static_cast<std::uint8_t>(rng() % 3 ? 240 + rng() % 4 : 224 + rng() % 32);
+  });
+  if (v.size() >= 2) v.front() = std::byte{224}, v.back() = std::byte{255};
+  return v;
+}
+ByteVector span_33(std::size_t n, std::uint64_t seed) {
+  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    return static_cast<std::uint8_t>(rng() % 3 ? 110 + rng() % 4 : 100 + rng() % 33);
+  });
+  if (v.size() >= 2) v.front() = std::byte{100}, v.back() = std::byte{132};
+  return v;
+}
+
 struct Dist {
   const char* name;
   Gen gen;
@@ -134,6 +153,7 @@ const std::vector<Dist>& distributions() {
       {"uniform", uniform},     {"single", single_symbol},     {"two", two_symbols},
       {"laplacian", laplacian}, {"zeros999", zeros_999},       {"zeros999wide", zeros_999_wide},
       {"zeros99", zeros_99},    {"bf16exp", bf16_exponents},   {"all256rare", all_with_rare},
+      {"span32top", span_32_top}, {"span33", span_33},
   };
   return d;
 }
