@@ -444,13 +444,14 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       const std::span<const util::ByteSpan> ps(planes.data(), width);
       if (rec.residual == Residual::none) {
         m_checksum.reset();
-        // Staged for 4- and 8-byte elements only: measured (one thread,
+        // Staged for elements of 2 bytes or more: measured (one thread,
         // Intel AVX-512, 4 MiB chunks into a reused buffer) fp32 AdamW state
-        // +24-30%, fp32 weights +6-27%, but bf16 -4-7% and fp16 -10%, whose
-        // time goes to the rANS decoder and whose ungrouping is cheaper than
-        // the extra pass through the stage.
+        // +24-30%, fp32 weights +6-27%, and later bf16 +8-13% and fp16
+        // +9-11% (bench_pipeline; +6-10% through Python's decompress(out=)),
+        // level under MITHRIL_ISA=avx2 (+0-3%). (A first measurement of the
+        // 2-byte case had it 4-10% slower; it did not repeat.)
         std::byte* stage = nullptr;
-        if (cold && width >= 4) {
+        if (cold && width >= 2) {
           if (m_stage.size() < k_hash_piece) m_stage.resize(k_hash_piece);
           stage = m_stage.data();
         }

@@ -112,7 +112,7 @@ class ChunkDecoder {
     std::function<void(std::size_t n)> written;
     // out is final memory that is mapped and not in cache (old contents
     // being overwritten, util::mapped_and_resident): a raw chunk is checked
-    // and then streamed to out, a grouped one of 4- or 8-byte elements is
+    // and then streamed to out, a grouped one of 2-, 4- or 8-byte elements is
     // ungrouped through a small buffer that stays in L1, checksummed there,
     // and copied to out, with non-temporal stores (util/cold_memory.hpp).
     // Ignored with `prepare` or `written`, which mean fresh pages or a later
