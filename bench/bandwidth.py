@@ -93,3 +93,8 @@ def mithril_kernels(mithril: str) -> str:
             continue
         parts += [line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip() and r.returncode == 0]
     return " | ".join(parts) or "n/a"
+
+
+def kernels_line() -> str:
+    """The kernels this tree's build runs: `mithril_kernels` of build/mithril (MITHRIL_ISA included)."""
+    return mithril_kernels(str(Path(__file__).resolve().parents[1] / "build" / "mithril"))

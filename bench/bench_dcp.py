@@ -204,7 +204,8 @@ def weights_share(p: Path) -> tuple[int, int]:
 
 def main() -> int:
     sys.path.insert(0, str(HERE))
-    from bench_common import machine_description, md_table, write_report
+    from bandwidth import mithril_kernels
+    from bench_common import DEFAULT_MITHRIL, machine_description, md_table, mithril_status, write_report
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -227,8 +228,11 @@ def main() -> int:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-dcp-"))
     work.mkdir(parents=True, exist_ok=True)
-    machine = machine_description()
-    print(f"bench_dcp: {machine['line']}", file=sys.stderr)
+    machine = machine_description(mithril_status(Path(DEFAULT_MITHRIL)))
+    # The ranks' Python package is built from the same tree as the CLI (scripts/setup):
+    # what `mithril --version -v` reports is what they run (MITHRIL_ISA included).
+    machine["kernels"] = mithril_kernels(str(DEFAULT_MITHRIL))
+    print(f"bench_dcp: {machine['line']}\nkernels: {machine['kernels']}", file=sys.stderr)
     worlds = [int(w) for w in args.worlds.split(",")]
     results = {}
     for f in sorted(work.glob("result-w*.json")):  # earlier runs into the same --work directory
@@ -250,7 +254,7 @@ def main() -> int:
             r["bytes"]["delta"] = dir_bytes(work / f"w{world}-mithril-next")
             r["delta_weights"] = weights_share(work / f"w{world}-mithril-next")
             r["full_weights"] = weights_share(work / f"w{world}-mithril")
-        md = [f"## DCP writers ({machine['line']})", "",
+        md = [f"## DCP writers ({machine['line']})", "", f"Kernels: {machine['kernels']}", "",
               f"{args.dtype} GPT d_model {args.d_model} x {args.layers} layers, "
               f"{'weights from ' + str(args.weights) if args.weights else 'fresh init'} + {args.steps} AdamW steps; "
               f"slowest rank, median of {args.reps}, fsync on.", ""]

@@ -32,6 +32,9 @@ import torch
 
 import mithril
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bandwidth import kernels_line  # noqa: E402
+
 MIB = float(1 << 20)
 
 
@@ -129,6 +132,7 @@ def main() -> int:
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); torch {torch.__version__}, mithril {mithril.__version__}; "
           f"mithril threads {a.threads or 'all'}, level {a.level or 3}, fsync {'on' if a.sync else 'off'}; "
           f"round-robin, median of {a.repeat}")
+    print(f"kernels: {kernels_line()}")
     print()
     print("| checkpoint | method | tensor MiB | file MiB | ratio | save s | load s | save MiB/s | load MiB/s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")

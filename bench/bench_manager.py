@@ -34,6 +34,9 @@ import torch
 import mithril
 from mithril.manager import _Snapshotter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bandwidth import kernels_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MITHRIL_BIN = os.environ.get("MITHRIL_BIN", str(ROOT / "build" / "mithril"))
 
@@ -191,6 +194,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "manager.json"))
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; mithril {mithril.__version__}")
+    print(f"kernels: {kernels_line()}")
     print(f"model {args.params_m}M params, {args.dtype}, batch {args.batch}, a save every {args.every} steps, "
           f"{args.saves} saves, {args.repeats} repeats round-robin")
     methods = ("manager",) if args.bytes_only else ("torch.save", "dcp.async_save", "manager")

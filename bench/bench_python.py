@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,6 +35,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import mithril
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bandwidth import kernels_line  # noqa: E402
+from bench_common import machine_description  # noqa: E402
 
 GIB = float(1 << 30)
 
@@ -156,10 +158,10 @@ def main() -> None:
         for label, sd in states:
             rows += bench(sd, label, Path(tmp), a.threads, a.repeat, a.level, a.sync)
 
-    cores = os.cpu_count()
-    print(f"machine: {platform.machine()}, {cores} cores; torch {torch.__version__}, mithril {mithril.__version__}, "
+    print(f"machine: {machine_description()['line']}; torch {torch.__version__}, mithril {mithril.__version__}, "
           f"mithril threads: {a.threads or 'all'}, fsync: {'on' if a.sync else 'off'}; median of {a.repeat}; "
           "files in the page cache")
+    print(f"kernels: {kernels_line()}")
     print()
     print("| state | method | tensor MiB | file MiB | ratio | save GiB/s | load GiB/s |")
     print("|---|---|---:|---:|---:|---:|---:|")

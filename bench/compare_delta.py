@@ -51,6 +51,7 @@ from bench_common import (print_result, write_report, DEFAULT_MITHRIL, MIB, REPO
                           h0_bits, load_manifest, machine_description, md_table,
                           mithril_status, plane_bytes_bound, read_layout, rotl1,
                           warm_page_cache, zigzag_sub, zstd_version, _UINT)
+from bandwidth import kernels_line  # noqa: E402
 from compare import Method, measure_all  # noqa: E402
 
 
@@ -210,7 +211,7 @@ def main() -> int:
     machine = machine_description(mithril)
     notices: list[str] = []
     report = {"machine": machine, "repeat": args.repeat, "pairs": [], "notices": notices}
-    md = [f"Machine: {machine['line']}.", "",
+    md = [f"Machine: {machine['line']}.", "", f"Kernels: {kernels_line()}.", "",
           f"Median of {args.repeat} run(s); ratio = target bytes / delta bytes; MiB/s of target "
           f"bytes; RSS = peak resident set of the (de)compressing process.", ""]
     summary_names: list[str] = []

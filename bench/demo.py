@@ -38,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bandwidth import kernels_line  # noqa: E402
 from bench_common import cpu_count, machine_description, md_table, mithril_status  # noqa: E402
 
 MIB = 1 << 20
@@ -165,6 +166,7 @@ def main() -> int:
         print()
         print(md_table(["file", "method", "ratio", "compress MiB/s", "decompress MiB/s", "exact"], rows))
         print(f"\n{machine_description(status)['line']}")
+        print(f"kernels: {kernels_line()}")
         print(f"mithril and zstd: the CLI, all {cpu_count()} cores, wall time including process start; "
               f"ZipNN: its Python API in this process, threads={cpu_count()}.")
         if not a.full:
