@@ -143,6 +143,23 @@ ByteVector span_33(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
+// The same around the AVX-512 encoder's windows of 64 and 128 values (fp16
+// exponent planes span ~90-140): exactly 128 up to 255, and 129.
+ByteVector span_128_top(std::size_t n, std::uint64_t seed) {
+  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    return static_cast<std::uint8_t>(rng() % 3 ? 180 + rng() % 16 : 128 + rng() % 128);
+  });
+  if (v.size() >= 2) v.front() = std::byte{128}, v.back() = std::byte{255};
+  return v;
+}
+ByteVector span_129(std::size_t n, std::uint64_t seed) {
+  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
+    return static_cast<std::uint8_t>(rng() % 3 ? 60 + rng() % 16 : 10 + rng() % 129);
+  });
+  if (v.size() >= 2) v.front() = std::byte{10}, v.back() = std::byte{138};
+  return v;
+}
+
 struct Dist {
   const char* name;
   Gen gen;
@@ -153,7 +170,7 @@ const std::vector<Dist>& distributions() {
       {"uniform", uniform},     {"single", single_symbol},     {"two", two_symbols},
       {"laplacian", laplacian}, {"zeros999", zeros_999},       {"zeros999wide", zeros_999_wide},
       {"zeros99", zeros_99},    {"bf16exp", bf16_exponents},   {"all256rare", all_with_rare},
-      {"span32top", span_32_top}, {"span33", span_33},
+      {"span32top", span_32_top}, {"span33", span_33}, {"span128top", span_128_top}, {"span129", span_129},
   };
   return d;
 }
