@@ -79,6 +79,17 @@ struct WindowLookup {
     cf = pick(cf_t, i, b3, b4);
     rc = pick(rc_t, i, b3, b4);
   }
+  __attribute__((target("avx2"))) static WindowLookup make(const EncTables& t, unsigned first) {
+    alignas(32) std::uint32_t cf[32], rc[32];
+    window_tables(t, first, 32, cf, rc);
+    WindowLookup w;
+    w.lo = _mm256_set1_epi32(static_cast<int>(first));
+    for (unsigned j = 0; j < 4; ++j) {
+      w.cf_t[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(cf + 8 * j));
+      w.rc_t[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(rc + 8 * j));
+    }
+    return w;
+  }
 };
 
 // Rounds backwards, groups from the highest lanes down, as the scalar kernel.
@@ -137,33 +148,12 @@ __attribute__((target("avx2,popcnt"))) void encode_rounds_with(const u8* in, con
 // start-up timing (rans_dispatch.cpp) keeps whichever runs faster.
 template <unsigned V, bool Window>
 __attribute__((target("avx2,popcnt"))) void encode_rounds_v(const u8* in, const EncTables& t, EncodeCursor& c) {
-  if constexpr (!Window) {
-    return encode_rounds_with<V>(in, t, c,
-                                 GatherLookup{reinterpret_cast<const int*>(t.cum_f), reinterpret_cast<const int*>(t.rcp32)});
+  const GatherLookup gather{reinterpret_cast<const int*>(t.cum_f), reinterpret_cast<const int*>(t.rcp32)};
+  if constexpr (Window) {
+    const SymbolSpan span = coded_span(t);
+    if (span.within(32)) return encode_rounds_with<V>(in, t, c, WindowLookup::make(t, span.first));
   }
-  // The symbols the block codes: those with a frequency (the histogram is
-  // the block's own, so no other byte occurs in it).
-  unsigned first = 256, last = 0;
-  for (unsigned s = 0; s < 256; ++s)
-    if (t.cum_f[s] >> 16) {
-      first = std::min(first, s);
-      last = s;
-    }
-  if (first > last || last - first >= 32)
-    return encode_rounds_with<V>(in, t, c,
-                                 GatherLookup{reinterpret_cast<const int*>(t.cum_f), reinterpret_cast<const int*>(t.rcp32)});
-  alignas(32) std::uint32_t cf[32], rc[32];
-  for (unsigned i = 0; i < 32; ++i) {
-    cf[i] = first + i < 256 ? t.cum_f[first + i] : 0;
-    rc[i] = first + i < 256 ? t.rcp32[first + i] : 0;
-  }
-  WindowLookup w;
-  w.lo = _mm256_set1_epi32(static_cast<int>(first));
-  for (unsigned j = 0; j < 4; ++j) {
-    w.cf_t[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(cf + 8 * j));
-    w.rc_t[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(rc + 8 * j));
-  }
-  encode_rounds_with<V>(in, t, c, w);
+  encode_rounds_with<V>(in, t, c, gather);
 }
 
 // How a decoder group looks up its eight table entries.

@@ -37,38 +37,46 @@ struct GatherLookup {
   }
 };
 
+// N = 64: two vpermi2d per table and a blend by bit 5 of the index. N = 128
+// (fp16 exponent planes: the exponent's five bits and three of the
+// mantissa, spans of 92-144 in real weights): four, picked from by bits 5
+// and 6; measured on the fp16 plane of bench/data's weights cast (Intel Xeon,
+// 2 MiB blocks): 1.96-1.97 GB/s against 1.86-1.91 with gathers.
+template <unsigned N>
 struct WindowLookup {
-  __m512i lo, upper, cf_t[4], rc_t[4];
-  MITHRIL_AVX512 void operator()(__m512i s, __m512i& cf, __m512i& rc) const {
-    const __m512i i = _mm512_sub_epi32(s, lo);
-    const __mmask16 high = _mm512_test_epi32_mask(i, upper);
-    cf = _mm512_mask_blend_epi32(high, _mm512_permutex2var_epi32(cf_t[0], i, cf_t[1]),
-                                 _mm512_permutex2var_epi32(cf_t[2], i, cf_t[3]));
-    rc = _mm512_mask_blend_epi32(high, _mm512_permutex2var_epi32(rc_t[0], i, rc_t[1]),
-                                 _mm512_permutex2var_epi32(rc_t[2], i, rc_t[3]));
-  }
-};
+  static_assert(N == 64 || N == 128);
+  static constexpr unsigned R = N / 16;  // registers per table
+  __m512i lo, cf_t[R], rc_t[R];
 
-// The same for a window of 128 values (fp16 exponent planes: the exponent's
-// five bits and three of the mantissa, spans of 92-144 in real weights): four
-// vpermi2d per table, picked from by bits 5 and 6 of the index. Measured on
-// the fp16 plane of bench/data's weights cast (Intel Xeon, 2 MiB blocks):
-// 1.96-1.97 GB/s against 1.86-1.91 with gathers.
-struct Window128Lookup {
-  __m512i lo, bit5, bit6, cf_t[8], rc_t[8];
   MITHRIL_AVX512 static __m512i pick(const __m512i* t, __m512i i, __mmask16 b5, __mmask16 b6) {
     const __m512i a = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(t[0], i, t[1]),
                                               _mm512_permutex2var_epi32(t[2], i, t[3]));
-    const __m512i b = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(t[4], i, t[5]),
-                                              _mm512_permutex2var_epi32(t[6], i, t[7]));
-    return _mm512_mask_blend_epi32(b6, a, b);
+    if constexpr (N == 64) {
+      (void)b6;
+      return a;
+    } else {
+      const __m512i b = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(t[4], i, t[5]),
+                                                _mm512_permutex2var_epi32(t[6], i, t[7]));
+      return _mm512_mask_blend_epi32(b6, a, b);
+    }
   }
   MITHRIL_AVX512 void operator()(__m512i s, __m512i& cf, __m512i& rc) const {
     const __m512i i = _mm512_sub_epi32(s, lo);
-    const __mmask16 b5 = _mm512_test_epi32_mask(i, bit5);
-    const __mmask16 b6 = _mm512_test_epi32_mask(i, bit6);
+    const __mmask16 b5 = _mm512_test_epi32_mask(i, _mm512_set1_epi32(32));
+    const __mmask16 b6 = N == 128 ? _mm512_test_epi32_mask(i, _mm512_set1_epi32(64)) : 0;
     cf = pick(cf_t, i, b5, b6);
     rc = pick(rc_t, i, b5, b6);
+  }
+  MITHRIL_AVX512 static WindowLookup make(const EncTables& t, unsigned first) {
+    alignas(64) std::uint32_t cf[N], rc[N];
+    window_tables(t, first, N, cf, rc);
+    WindowLookup w;
+    w.lo = _mm512_set1_epi32(static_cast<int>(first));
+    for (unsigned j = 0; j < R; ++j) {
+      w.cf_t[j] = _mm512_load_si512(cf + 16 * j);
+      w.rc_t[j] = _mm512_load_si512(rc + 16 * j);
+    }
+    return w;
   }
 };
 
@@ -114,44 +122,10 @@ MITHRIL_AVX512 void encode_rounds_with(const u8* in, const EncTables& t, EncodeC
 
 template <unsigned V>
 MITHRIL_AVX512 void encode_rounds_v(const u8* in, const EncTables& t, EncodeCursor& c) {
-  // The symbols the block codes: those with a frequency (the histogram is
-  // the block's own, so no other byte occurs in it).
-  unsigned first = 256, last = 0;
-  for (unsigned s = 0; s < 256; ++s)
-    if (t.cum_f[s] >> 16) {
-      first = std::min(first, s);
-      last = s;
-    }
-  if (first > last || last - first >= 128) return encode_rounds_with<V>(in, t, c, GatherLookup{t});
-  if (last - first >= 64) {
-    alignas(64) std::uint32_t cf[128], rc[128];
-    for (unsigned i = 0; i < 128; ++i) {
-      cf[i] = first + i < 256 ? t.cum_f[first + i] : 0;
-      rc[i] = first + i < 256 ? t.rcp32[first + i] : 0;
-    }
-    Window128Lookup w;
-    w.lo = _mm512_set1_epi32(static_cast<int>(first));
-    w.bit5 = _mm512_set1_epi32(32);
-    w.bit6 = _mm512_set1_epi32(64);
-    for (unsigned j = 0; j < 8; ++j) {
-      w.cf_t[j] = _mm512_load_si512(cf + 16 * j);
-      w.rc_t[j] = _mm512_load_si512(rc + 16 * j);
-    }
-    return encode_rounds_with<V>(in, t, c, w);
-  }
-  alignas(64) std::uint32_t cf[64], rc[64];
-  for (unsigned i = 0; i < 64; ++i) {
-    cf[i] = first + i < 256 ? t.cum_f[first + i] : 0;
-    rc[i] = first + i < 256 ? t.rcp32[first + i] : 0;
-  }
-  WindowLookup w;
-  w.lo = _mm512_set1_epi32(static_cast<int>(first));
-  w.upper = _mm512_set1_epi32(32);
-  for (unsigned j = 0; j < 4; ++j) {
-    w.cf_t[j] = _mm512_load_si512(cf + 16 * j);
-    w.rc_t[j] = _mm512_load_si512(rc + 16 * j);
-  }
-  encode_rounds_with<V>(in, t, c, w);
+  const SymbolSpan span = coded_span(t);
+  if (span.within(64)) return encode_rounds_with<V>(in, t, c, WindowLookup<64>::make(t, span.first));
+  if (span.within(128)) return encode_rounds_with<V>(in, t, c, WindowLookup<128>::make(t, span.first));
+  encode_rounds_with<V>(in, t, c, GatherLookup{t});
 }
 
 // Each group reads its words with one 32-bit load and spreads them over the

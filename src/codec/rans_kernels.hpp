@@ -48,6 +48,32 @@ struct EncTables {
 
 void build_encoder(const Freqs& freq, unsigned scale, EncTables& t);
 
+// The byte values a block codes, those with a frequency (the histogram is the
+// block's own, so no other byte occurs in it): [first, last], first > last
+// when there are none. The vector encoders keep the tables of a narrow span
+// in registers instead of gathering from them.
+struct SymbolSpan {
+  unsigned first = 256;
+  unsigned last = 0;
+  bool within(unsigned n) const noexcept { return first <= last && last - first < n; }
+};
+inline SymbolSpan coded_span(const EncTables& t) noexcept {
+  SymbolSpan s;
+  for (unsigned b = 0; b < 256; ++b)
+    if (t.cum_f[b] >> 16) {
+      if (s.first > b) s.first = b;
+      s.last = b;
+    }
+  return s;
+}
+// cum_f and rcp32 of byte values first .. first + n - 1 (0 past 255).
+inline void window_tables(const EncTables& t, unsigned first, unsigned n, std::uint32_t* cf, std::uint32_t* rc) {
+  for (unsigned i = 0; i < n; ++i) {
+    cf[i] = first + i < 256 ? t.cum_f[first + i] : 0;
+    rc[i] = first + i < 256 ? t.rcp32[first + i] : 0;
+  }
+}
+
 struct EncodeCursor {
   std::uint32_t x[k_max_lanes];
   std::uint8_t* p;           // words are written downwards from here

@@ -124,40 +124,18 @@ ByteVector all_with_rare(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-// Symbols spanning exactly 32 byte values up to 255 (the widest the avx2x
-// encoder keeps its tables in registers for, at the top of the byte range),
-// and 33 values (one too many: it falls back to gathers). Skewed, with both
-// ends present.
-ByteVector span_32_top(std::size_t n, std::uint64_t seed) {
-  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
-    return static_cast<std::uint8_t>(rng() % 3 ? 240 + rng() % 4 : 224 + rng() % 32);
-  });
-  if (v.size() >= 2) v.front() = std::byte{224}, v.back() = std::byte{255};
-  return v;
-}
-ByteVector span_33(std::size_t n, std::uint64_t seed) {
-  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
-    return static_cast<std::uint8_t>(rng() % 3 ? 110 + rng() % 4 : 100 + rng() % 33);
-  });
-  if (v.size() >= 2) v.front() = std::byte{100}, v.back() = std::byte{132};
-  return v;
-}
-
-// The same around the AVX-512 encoder's windows of 64 and 128 values (fp16
-// exponent planes span ~90-140): exactly 128 up to 255, and 129.
-ByteVector span_128_top(std::size_t n, std::uint64_t seed) {
-  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
-    return static_cast<std::uint8_t>(rng() % 3 ? 180 + rng() % 16 : 128 + rng() % 128);
-  });
-  if (v.size() >= 2) v.front() = std::byte{128}, v.back() = std::byte{255};
-  return v;
-}
-ByteVector span_129(std::size_t n, std::uint64_t seed) {
-  ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
-    return static_cast<std::uint8_t>(rng() % 3 ? 60 + rng() % 16 : 10 + rng() % 129);
-  });
-  if (v.size() >= 2) v.front() = std::byte{10}, v.back() = std::byte{138};
-  return v;
+// Symbols spanning exactly `span` byte values from `first` (skewed towards
+// a few in the middle, both ends present): around the widths the vector
+// encoders keep their tables in registers for (avx2x: 32, AVX-512: 64 and
+// 128; fp16 exponent planes span ~90-140), up to the top of the byte range.
+Gen spanning(unsigned first, unsigned span) {
+  return [first, span](std::size_t n, std::uint64_t seed) {
+    ByteVector v = from_fn(n, seed, [&](auto& rng) -> std::uint8_t {
+      return static_cast<std::uint8_t>(first + (rng() % 3 ? span / 2 + rng() % 4 : rng() % span));
+    });
+    if (v.size() >= 2) v.front() = static_cast<std::byte>(first), v.back() = static_cast<std::byte>(first + span - 1);
+    return v;
+  };
 }
 
 struct Dist {
@@ -170,7 +148,8 @@ const std::vector<Dist>& distributions() {
       {"uniform", uniform},     {"single", single_symbol},     {"two", two_symbols},
       {"laplacian", laplacian}, {"zeros999", zeros_999},       {"zeros999wide", zeros_999_wide},
       {"zeros99", zeros_99},    {"bf16exp", bf16_exponents},   {"all256rare", all_with_rare},
-      {"span32top", span_32_top}, {"span33", span_33}, {"span128top", span_128_top}, {"span129", span_129},
+      {"span32top", spanning(224, 32)}, {"span33", spanning(100, 33)}, {"span64", spanning(3, 64)},
+      {"span65", spanning(150, 65)}, {"span128top", spanning(128, 128)}, {"span129", spanning(10, 129)},
   };
   return d;
 }
