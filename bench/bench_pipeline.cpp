@@ -17,12 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "codec/byte_group.hpp"
-#include "codec/rans.hpp"
 #include "mithril/memory.hpp"
-#include "util/blake3.hpp"
-#include "util/simd_level.hpp"
-#include "util/xxh3.hpp"
+#include "mithril/version.hpp"
 
 namespace {
 
@@ -111,13 +107,10 @@ BENCHMARK(BM_DecompressMemory)
     ->Unit(benchmark::kMillisecond);
 
 std::string kernels() {
-  return "blake3=" + std::string(mithril::util::detail::blake3_kernel()) +
-         " byte_group=" + std::string(mithril::codec::byte_group_isa()) +
-         " rans_encode=" + std::string(mithril::codec::rans::kernel_names().encode) +
-         " rans_decode=" + std::string(mithril::codec::rans::kernel_names().decode) +
-         " xxh3=" + std::string(mithril::util::xxh3_kernel()) +
-         (mithril::util::simd_cap() ? " isa_cap=" + std::string(mithril::util::simd_level_name(*mithril::util::simd_cap()))
-                                    : std::string());
+  const auto k = mithril::kernels();
+  const auto cap = mithril::isa_cap();
+  return "blake3=" + k.blake3 + " byte_group=" + k.byte_grouping + " rans_encode=" + k.rans_encode +
+         " rans_decode=" + k.rans_decode + " xxh3=" + k.xxh3 + (cap.level.empty() ? "" : " isa_cap=" + cap.level);
 }
 
 }  // namespace

@@ -1,10 +1,34 @@
 // mithril/version.hpp — library version and process-wide helpers.
 #pragma once
 
+#include <string>
+
 namespace mithril {
 
 // "MAJOR.MINOR.PATCH" of this build.
 const char* version() noexcept;
+
+// The SIMD kernels this process runs, by the names `mithril --version -v`
+// prints ("avx512", "avx2", "avx2x", "sse2", "scalar", "portable"). Each is
+// chosen once per process, at its first use, from what the CPU has, capped by
+// MITHRIL_ISA; the rANS kernels by timing them (a few ms, on the first call).
+struct Kernels {
+  std::string rans_encode;
+  std::string rans_decode;
+  std::string byte_grouping;
+  std::string blake3;
+  std::string xxh3;
+};
+Kernels kernels();
+
+// MITHRIL_ISA as this process reads it (once): `level` is the cap
+// ("avx512", "avx2", "sse2" or "scalar"), empty when there is none; `rejected`
+// is the variable's value when it names no level (it is then ignored).
+struct IsaCap {
+  std::string level;
+  std::string rejected;
+};
+IsaCap isa_cap();
 
 // Removes every output file still being written (their temporaries) — for a
 // signal handler right before the process dies. Async-signal-safe.

@@ -38,6 +38,22 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   m.def("version", [] { return std::string(version()); });
+  m.def("kernels", [] {
+    Kernels k;
+    {
+      py::gil_scoped_release released;  // the first call times the rANS kernels
+      k = kernels();
+    }
+    py::dict d;
+    d["rans_encode"] = k.rans_encode;
+    d["rans_decode"] = k.rans_decode;
+    d["byte_grouping"] = k.byte_grouping;
+    d["blake3"] = k.blake3;
+    d["xxh3"] = k.xxh3;
+    d["isa_cap"] = isa_cap().level;
+    return d;
+  });
+  m.def("isa_cap_rejected", [] { return isa_cap().rejected; });
   bind_checkpoint(m);
   bind_cache(m);
   bind_series(m);

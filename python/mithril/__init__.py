@@ -54,8 +54,31 @@ from .manager import CheckpointManager  # noqa: E402
 
 __version__: str = _core.version()
 
+
+def kernels() -> dict:
+    """The SIMD kernels this process runs, as ``mithril --version -v`` names them:
+    ``{"rans_encode": "avx512", "rans_decode": "avx512", "byte_grouping": "avx512",
+    "blake3": "avx512", "xxh3": "avx512", "isa_cap": ""}``. Chosen once per process
+    from what the CPU has (the rANS kernels by timing them, a few ms on the first
+    call); ``MITHRIL_ISA=avx2`` (or ``sse2``, ``scalar``), set before the first use,
+    caps them all (``isa_cap``). The bytes written never depend on them."""
+    return _core.kernels()
+
+
+def _warn_bad_isa_cap() -> None:
+    bad = _core.isa_cap_rejected()
+    if bad:
+        import warnings
+
+        warnings.warn(f"ignoring MITHRIL_ISA={bad!r}: expected auto, avx512, avx2, sse2 or scalar",
+                      RuntimeWarning, stacklevel=3)
+
+
+_warn_bad_isa_cap()
+
 __all__ = [
     "__version__",
+    "kernels",
     "save",
     "load",
     "save_state_dict",

@@ -1,11 +1,29 @@
 #include "mithril/version.hpp"
 
+#include "codec/byte_group.hpp"
+#include "codec/rans.hpp"
 #include "util/atomic_file.hpp"
+#include "util/blake3.hpp"
 #include "util/interrupt.hpp"
+#include "util/simd_level.hpp"
+#include "util/xxh3.hpp"
 
 namespace mithril {
 
 const char* version() noexcept { return MITHRIL_VERSION; }
+
+Kernels kernels() {
+  const auto rans = codec::rans::kernel_names();
+  return {std::string(rans.encode), std::string(rans.decode), std::string(codec::byte_group_isa()),
+          std::string(util::detail::blake3_kernel()), std::string(util::xxh3_kernel())};
+}
+
+IsaCap isa_cap() {
+  IsaCap c;
+  if (const auto level = util::simd_cap()) c.level = std::string(util::simd_level_name(*level));
+  if (auto bad = util::simd_cap_rejected()) c.rejected = std::move(*bad);
+  return c;
+}
 
 void remove_pending_outputs() noexcept { util::remove_all_pending_temporaries(); }
 

@@ -14,13 +14,8 @@
 #include <string_view>
 
 #include "cli/commands.hpp"
-#include "codec/byte_group.hpp"
-#include "codec/rans.hpp"
 #include "mithril/error.hpp"
 #include "mithril/version.hpp"
-#include "util/blake3.hpp"
-#include "util/simd_level.hpp"
-#include "util/xxh3.hpp"
 
 namespace {
 
@@ -47,12 +42,11 @@ std::string version_text(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     verbose |= std::string_view(argv[i]) == "-v" || std::string_view(argv[i]) == "--verbose";
   if (verbose) {
-    const auto rans = mithril::codec::rans::kernel_names();
-    text += fmt::format("\nkernels: rans encode {}, rans decode {}, byte grouping {}, blake3 {}, xxh3 {}", rans.encode,
-                        rans.decode, mithril::codec::byte_group_isa(), mithril::util::detail::blake3_kernel(),
-                        mithril::util::xxh3_kernel());
-    if (const auto cap = mithril::util::simd_cap())
-      text += fmt::format(" (capped at {} by MITHRIL_ISA)", mithril::util::simd_level_name(*cap));
+    const auto k = mithril::kernels();
+    text += fmt::format("\nkernels: rans encode {}, rans decode {}, byte grouping {}, blake3 {}, xxh3 {}",
+                        k.rans_encode, k.rans_decode, k.byte_grouping, k.blake3, k.xxh3);
+    if (const auto cap = mithril::isa_cap(); !cap.level.empty())
+      text += fmt::format(" (capped at {} by MITHRIL_ISA)", cap.level);
   }
   return text;
 }
@@ -78,9 +72,9 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, on_fatal_signal);
   std::signal(SIGHUP, on_fatal_signal);
   // As zstd does with a ZSTD_CLEVEL it cannot read: said, then ignored.
-  if (const auto bad = mithril::util::simd_cap_rejected())
+  if (const auto cap = mithril::isa_cap(); !cap.rejected.empty())
     fmt::print(stderr, "mithril: warning: ignoring MITHRIL_ISA={}: expected auto, avx512, avx2, sse2 or scalar\n",
-               *bad);
+               cap.rejected);
 
   CLI::App app{"Mithril: lossless checkpoint compression and a torch.compile cache manager", "mithril"};
   app.require_subcommand(1);

@@ -14,12 +14,18 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>  // (xxhash.h includes it only when the build targets AVX2)
 
+// Everything below is built for AVX2: libxxhash's functions (static here)
+// and the two entry points that call them. GCC and clang (the fuzz build)
+// spell that differently.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2")
+#endif
 #define XXH_INLINE_ALL
 #define XXH_VECTOR 2  // XXH_AVX2
 #include <xxhash.h>
-#pragma GCC pop_options
 
 namespace mithril::util::detail {
 
@@ -31,4 +37,10 @@ void xxh3_update_avx2(void* state, const void* data, std::size_t n) noexcept {
 }
 
 }  // namespace mithril::util::detail
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
 #endif
