@@ -4,12 +4,14 @@
 // Intel, Zen 4 gathers are in between, AVX-512 may be split into two 256-bit
 // halves; hence two AVX2 decoders, avx2 with gathers and avx2x with scalar
 // loads, and two AVX2 encoders, avx2 with gathers and avx2x with its tables
-// in registers where the block's symbols fit), so unless MITHRIL_RANS_KERNEL forces one, the first encode (or
-// decode) times every available encoder (or decoder) on a small synthetic
-// exponent plane and keeps the fastest (thread CPU time, best of 4): a few ms
-// of CPU per direction, once per process, and a process that only decodes
-// never times the encoders. All kernels produce the same bytes, so the
-// choice can never change an output.
+// in registers where the block's symbols fit), so unless MITHRIL_RANS_KERNEL
+// forces one, the first encode (or decode) times every available encoder (or
+// decoder) on a synthetic bf16 exponent plane of 256 KiB and keeps the
+// fastest (thread CPU time, best of 4): a few ms of CPU per direction, once
+// per process, and a process that only decodes never times the encoders.
+// MITHRIL_ISA (util/simd_level.hpp) takes kernels above its level out of the
+// running. All kernels produce the same bytes, so the choice can never change
+// an output.
 #include <algorithm>
 #include <bit>
 #include <cstring>
