@@ -18,6 +18,7 @@
 #include "storage/remote_io.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3_tree.hpp"
+#include "util/cold_memory.hpp"
 #include "util/fresh_memory.hpp"
 #include "util/xxh3.hpp"
 
@@ -248,10 +249,22 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
   // there (the zeroed lines still in cache), as huge pages where that pays
   // (util/fresh_memory.hpp); a buffer already touched (a zero-filled vector)
   // loses nothing: the calls then only walk its page tables.
-  util::FreshMemory fresh(memory.data(), memory.size());
-  container::Writer writer = container::Writer::positional([memory, &fresh](std::uint64_t at, util::ByteSpan b) {
+  // A buffer whose pages are all mapped already (reused: a caller's staging
+  // buffer) needs no prefaulting, and its old contents are not in cache:
+  // payloads go there with non-temporal stores, which skip reading every
+  // overwritten line first (util/cold_memory.hpp) — memory traffic that two
+  // workers share.
+  const bool resident = util::mapped_and_resident(memory.data(), memory.size());
+  util::FreshMemory fresh(memory.data(), resident ? 0 : memory.size());
+  container::Writer writer = container::Writer::positional([memory, &fresh, resident](std::uint64_t at,
+                                                                                      util::ByteSpan b) {
     if (at > memory.size() || b.size() > memory.size() - at)
       throw Error(Errc::internal, "in-memory compress: container larger than its bound");
+    if (resident) {
+      util::copy_streaming(memory.data() + at, b.data(), b.size());
+      util::stream_fence();
+      return;
+    }
     constexpr std::size_t k_piece = 256 * 1024;
     for (std::size_t done = 0; done < b.size(); done += k_piece) {
       const std::size_t n = std::min(k_piece, b.size() - done);

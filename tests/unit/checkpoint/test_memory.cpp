@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <new>
+
+#include <sys/mman.h>
 
 #include "container/format.hpp"
 #include "container/reader.hpp"
@@ -73,6 +76,35 @@ TEST(Memory, SameContainerAsTheFilePathForAnyThreadCount) {
       return o;
     }());
     EXPECT_EQ(read_file(dir / "again.mcp"), want) << "file output depends on the thread count: " << threads;
+  }
+}
+
+// The output buffer's two ways in (encode.cpp): pages not mapped yet (an
+// untouched mapping: prefaulted piece by piece, ordinary stores) and pages
+// already mapped with old contents (non-temporal stores): the same bytes.
+TEST(Memory, FreshAndReusedOutputBuffersGetTheSameBytes) {
+  util::ByteVector data = smooth_f32(600000);
+  const auto noise = random_bytes(300000, 5);
+  data.insert(data.end(), noise.begin(), noise.end());
+  for (unsigned threads : {1u, 2u}) {
+    std::vector<std::byte> reused;
+    const auto reused_size = compress_to_memory(data, "F32", opts(threads, 1 << 18), [&](std::uint64_t bound) {
+      reused.assign(bound, std::byte{0xab});  // resident, holding something else
+      return std::span<std::byte>(reused);
+    });
+    void* fresh = MAP_FAILED;
+    std::size_t fresh_bytes = 0;
+    const auto fresh_size = compress_to_memory(data, "F32", opts(threads, 1 << 18), [&](std::uint64_t bound) {
+      fresh_bytes = bound;
+      fresh = ::mmap(nullptr, bound, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (fresh == MAP_FAILED) throw std::bad_alloc();
+      return std::span<std::byte>(static_cast<std::byte*>(fresh), bound);
+    });
+    ASSERT_NE(fresh, MAP_FAILED);
+    ASSERT_EQ(fresh_size, reused_size) << threads;
+    EXPECT_EQ(std::memcmp(fresh, reused.data(), reused_size), 0) << threads;
+    EXPECT_EQ(decompress_buffer(std::span<const std::byte>(reused.data(), reused_size), {}), data);
+    ::munmap(fresh, fresh_bytes);
   }
 }
 
