@@ -245,15 +245,13 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
   for (const auto& c : plan.chunks) bound += c.size;
   const util::MutableByteSpan memory = allocate(bound);
   if (memory.size() < bound) throw Error(Errc::internal, "in-memory compress: output buffer smaller than its bound");
-  // A payload's pages are mapped a piece at a time just before it is copied
-  // there (the zeroed lines still in cache), as huge pages where that pays
-  // (util/fresh_memory.hpp); a buffer already touched (a zero-filled vector)
-  // loses nothing: the calls then only walk its page tables.
-  // A buffer whose pages are all mapped already (reused: a caller's staging
-  // buffer) needs no prefaulting, and its old contents are not in cache:
-  // payloads go there with non-temporal stores, which skip reading every
-  // overwritten line first (util/cold_memory.hpp) — memory traffic that two
-  // workers share.
+  // A new buffer: a payload's pages are mapped a piece at a time just before
+  // it is copied there (the zeroed lines still in cache), as huge pages where
+  // that pays (util/fresh_memory.hpp). A buffer whose pages are all mapped
+  // already (reused: a caller's staging buffer) needs no prefaulting, and its
+  // old contents are not in cache: payloads go there with non-temporal
+  // stores, which skip reading every overwritten line first
+  // (util/cold_memory.hpp) — memory traffic that two workers share.
   const bool resident = util::mapped_and_resident(memory.data(), memory.size());
   util::FreshMemory fresh(memory.data(), resident ? 0 : memory.size());
   container::Writer writer = container::Writer::positional([memory, &fresh, resident](std::uint64_t at,
