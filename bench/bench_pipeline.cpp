@@ -55,6 +55,7 @@ mithril::CompressOptions options(benchmark::State& st) {
   mithril::CompressOptions o;
   o.threads = static_cast<unsigned>(st.range(0));
   o.sync = false;
+  if (const char* c = std::getenv("MITHRIL_BENCH_CHUNK")) o.chunk_size = std::stoull(c);
   return o;
 }
 

@@ -13,9 +13,12 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "util/xxh3.hpp"
 #include "codec/byte_group.hpp"
+#include "codec/rans.hpp"
+#include "codec/rans_blocks.hpp"
 #include "codec/zstd_codec.hpp"
 #include "container/format.hpp"
 #include "util/bytes.hpp"
@@ -146,6 +149,9 @@ class ChunkDecoder {
   ZstdDecompressor m_zstd;
   util::ByteVector m_grouped;
   util::ByteVector m_stage;  // cold_output: one piece of out, ungrouped before it is streamed out
+  util::ByteVector m_pieces;  // the next piece of each plane decoded a piece at a time
+  std::vector<rans::PieceDecoder> m_rans;               // one per plane
+  std::vector<rans_blocks::PieceDecoder> m_blocks;      // one per plane
   util::Xxh3Stream m_checksum;
 };
 

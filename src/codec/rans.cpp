@@ -224,7 +224,10 @@ std::optional<std::size_t> encode_impl(util::ByteSpan in, const Histogram& hist,
 }
 
 // ---- decoder -----------------------------------------------------------------
-// One symbol with every read checked: for the last rounds and the tail.
+Kernel usable(Kernel k) { return kernel_available(k) ? k : Kernel::scalar; }
+
+// One symbol with every read checked: for rounds the kernels leave, partial
+// rounds and the tail.
 template <bool Packed>
 void decode_checked(const DecTables& t, DecodeCursor& c, unsigned k, u8* o) {
   u32 y = dec_step<Packed>(t, c.x[k], *o);
@@ -236,23 +239,65 @@ void decode_checked(const DecTables& t, DecodeCursor& c, unsigned k, u8* o) {
   c.x[k] = y;
 }
 
-template <bool Packed>
-void decode_lanes(const DecTables& t, DecodeCursor& c, unsigned lanes_log2, std::size_t n, Kernel kernel) {
-  const unsigned lanes = 1u << lanes_log2;
-  decode_rounds(kernel, lanes_log2, Packed)(t, c);
-  for (; c.round < c.rounds; ++c.round)
-    for (unsigned k = 0; k < lanes; ++k) decode_checked<Packed>(t, c, k, c.out + c.round * lanes + k);
-  for (unsigned k = 0; k < n % lanes; ++k) decode_checked<Packed>(t, c, k, c.out + c.rounds * lanes + k);
-}
+}  // namespace
 
-void decode_impl(util::ByteSpan block, util::MutableByteSpan out, Kernel kernel) {
+struct PieceDecoder::State {
+  unsigned kind = k_kind_empty;
+  u8 constant = 0;
+  std::size_t n = 0;
+  std::size_t pos = 0;
+  unsigned lanes_log2 = 0;
+  bool packed = true;
+  DecodeRoundsFn rounds_fn = nullptr;
+  DecTables t;
+  DecodeCursor c;
+  Kernel kernel;
+  explicit State(Kernel k) : kernel(k) {}
+
+  // Symbols o[0, m) are symbols [pos, pos + m) of the block: a partial round
+  // (lane by lane), whole rounds (the kernel, then the checked loop where
+  // the stream is too near its end for it), a partial round again.
+  template <bool Packed>
+  void decode(u8* o, std::size_t m) {
+    const std::size_t lanes = std::size_t{1} << lanes_log2;
+    const std::size_t mask = lanes - 1;
+    for (; m > 0 && (pos & mask) != 0; --m, ++o, ++pos)
+      decode_checked<Packed>(t, c, static_cast<unsigned>(pos & mask), o);
+    const std::size_t rounds = m >> lanes_log2;
+    if (rounds > 0) {
+      c.out = o;
+      c.round = 0;
+      c.rounds = rounds;
+      rounds_fn(t, c);
+      for (; c.round < rounds; ++c.round)
+        for (unsigned k = 0; k < lanes; ++k) decode_checked<Packed>(t, c, k, o + c.round * lanes + k);
+      o += rounds * lanes;
+      pos += rounds * lanes;
+      m -= rounds * lanes;
+    }
+    for (unsigned k = 0; k < m; ++k) decode_checked<Packed>(t, c, k, o + k);
+    pos += m;
+  }
+};
+
+PieceDecoder::PieceDecoder() : m_state(std::make_unique<State>(active_decode_kernel())) {}
+PieceDecoder::PieceDecoder(Kernel kernel) : m_state(std::make_unique<State>(usable(kernel))) {}
+PieceDecoder::~PieceDecoder() = default;
+PieceDecoder::PieceDecoder(PieceDecoder&&) noexcept = default;
+PieceDecoder& PieceDecoder::operator=(PieceDecoder&&) noexcept = default;
+
+std::size_t PieceDecoder::position() const noexcept { return m_state->pos; }
+
+void PieceDecoder::start(util::ByteSpan block, std::size_t n) {
+  State& st = *m_state;
+  st.n = n;
+  st.pos = 0;
+  st.kind = k_kind_empty;
   if (block.empty()) corrupt("empty");
   const u8* b = reinterpret_cast<const u8*>(block.data());
   const std::size_t size = block.size();
   if ((b[0] >> 4) != k_version)
     throw Error(Errc::corrupt, "rans block: unknown version " + std::to_string(b[0] >> 4));
-  u8* o = reinterpret_cast<u8*>(out.data());
-  const std::size_t n = out.size();
   switch (b[0] & 15) {
     case k_kind_empty:
       if (size != 1) corrupt("bad empty block");
@@ -261,7 +306,8 @@ void decode_impl(util::ByteSpan block, util::MutableByteSpan out, Kernel kernel)
     case k_kind_constant:
       if (size != 2) corrupt("bad constant block");
       if (n == 0) corrupt("constant block for an empty output");
-      std::memset(o, b[1], n);
+      st.kind = k_kind_constant;
+      st.constant = b[1];
       return;
     case k_kind_rans:
       break;
@@ -277,27 +323,52 @@ void decode_impl(util::ByteSpan block, util::MutableByteSpan out, Kernel kernel)
   Freqs freq;
   const std::size_t head = 2 + read_table(b + 2, size - 2, scale, freq);
   if (size - head < 4 * lanes) corrupt("truncated states");
-  DecodeCursor c;
+  DecodeCursor& c = st.c;
   for (std::size_t k = 0; k < lanes; ++k) {
     c.x[k] = util::load_le<u32>(block.data() + head + 4 * k);
     if (c.x[k] < k_state_low) corrupt("state out of range");
   }
   c.p = b + head + 4 * lanes;
   c.end = b + size;
-  c.out = o;
-  c.rounds = n / lanes;
-  DecTables t;
-  build_decoder(freq, scale, t);
-  if (scale <= k_packed_max_scale)
-    decode_lanes<true>(t, c, lanes_log2, n, kernel);
-  else
-    decode_lanes<false>(t, c, lanes_log2, n, kernel);
-  if (c.p != c.end) corrupt("trailing bytes after the stream");
-  for (std::size_t k = 0; k < lanes; ++k)
-    if (c.x[k] != k_state_low) corrupt("final state mismatch");
+  build_decoder(freq, scale, st.t);
+  st.kind = k_kind_rans;
+  st.lanes_log2 = lanes_log2;
+  st.packed = scale <= k_packed_max_scale;
+  st.rounds_fn = decode_rounds(st.kernel, lanes_log2, st.packed);
 }
 
-Kernel usable(Kernel k) { return kernel_available(k) ? k : Kernel::scalar; }
+void PieceDecoder::next(util::MutableByteSpan out) {
+  State& st = *m_state;
+  if (out.size() > st.n - st.pos) throw Error(Errc::internal, "rans::PieceDecoder: more bytes asked for than the block has");
+  if (out.empty()) return;
+  u8* o = reinterpret_cast<u8*>(out.data());
+  if (st.kind == k_kind_constant) {
+    std::memset(o, st.constant, out.size());
+    st.pos += out.size();
+  } else if (st.packed) {
+    st.decode<true>(o, out.size());
+  } else {
+    st.decode<false>(o, out.size());
+  }
+}
+
+void PieceDecoder::finish() {
+  const State& st = *m_state;
+  if (st.pos != st.n) throw Error(Errc::internal, "rans::PieceDecoder: finished before the end of the block");
+  if (st.kind != k_kind_rans) return;
+  if (st.c.p != st.c.end) corrupt("trailing bytes after the stream");
+  for (std::size_t k = 0; k < (std::size_t{1} << st.lanes_log2); ++k)
+    if (st.c.x[k] != k_state_low) corrupt("final state mismatch");
+}
+
+namespace {
+
+void decode_impl(util::ByteSpan block, util::MutableByteSpan out, Kernel kernel) {
+  PieceDecoder d(kernel);
+  d.start(block, out.size());
+  d.next(out);
+  d.finish();
+}
 
 }  // namespace
 

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string_view>
 
@@ -56,5 +57,39 @@ bool kernel_available(Kernel k);
 std::optional<std::size_t> encode_with(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out, Kernel k);
 void decode_with(util::ByteSpan block, util::MutableByteSpan out, Kernel k);
 }  // namespace detail
+
+// Decodes a block written by encode() a piece at a time, in order: for a
+// caller that uses each piece of symbols while it is still in L1 (the chunk
+// decoder ungroups and checksums 32 KiB of output at a time) instead of
+// writing the whole plane out and reading it back. The same checks, in the
+// same order, as decode(), which is start(), next() over all of out, finish().
+// A decoder may be reused for one block after another (its tables' memory is
+// kept).
+class PieceDecoder {
+ public:
+  PieceDecoder();
+  // With a given kernel (tests, benchmarks; scalar where this CPU lacks it).
+  explicit PieceDecoder(detail::Kernel kernel);
+  ~PieceDecoder();
+  PieceDecoder(PieceDecoder&&) noexcept;
+  PieceDecoder& operator=(PieceDecoder&&) noexcept;
+
+  // Reads the block's header and tables for an original size of n bytes.
+  // Throws Error(corrupt) on a malformed one.
+  void start(util::ByteSpan block, std::size_t n);
+  // Decodes the next out.size() bytes (Error(internal) past the n of start()).
+  // Throws Error(corrupt) when the stream runs out.
+  void next(util::MutableByteSpan out);
+  // After all n bytes: throws Error(corrupt) unless the stream ended exactly
+  // with every state back at its initial value.
+  void finish();
+  // Bytes decoded since start().
+  std::size_t position() const noexcept;
+
+ private:
+  struct State;
+  std::unique_ptr<State> m_state;
+};
+
 
 }  // namespace mithril::codec::rans

@@ -110,32 +110,72 @@ std::optional<std::size_t> encode(util::ByteSpan plane, unsigned log2_block, uti
   return pos;
 }
 
-void decode(util::ByteSpan data, util::MutableByteSpan out) {
+void PieceDecoder::start(util::ByteSpan data, std::size_t n) {
   if (data.empty()) corrupt("empty");
   const unsigned log2_block = static_cast<unsigned>(data[0]);
   if (log2_block < k_min_log2_block || log2_block > k_max_log2_block)
     corrupt("bad block size 2^" + std::to_string(log2_block));
-  const std::size_t n = out.size();
-  const std::size_t bs = std::size_t{1} << log2_block;
-  std::size_t pos = 1;
-  for (std::size_t off = 0; off < n || (n == 0 && off == 0); off += bs) {
-    const std::size_t len = std::min(bs, n - off);
-    if (data.size() - pos < 4) corrupt("truncated block head");
-    const auto head = util::load_le<std::uint32_t>(data.data() + pos);
-    pos += 4;
-    const std::size_t size = head >> 1;
-    if (size > data.size() - pos) corrupt("block runs past the plane");
-    const util::ByteSpan in = data.subspan(pos, size);
-    if (head & 1) {
-      if (size != len) corrupt("stored block has the wrong size");
-      if (len) std::memcpy(out.data() + off, in.data(), len);
-    } else {
-      rans::decode(in, out.subspan(off, len));
-    }
-    pos += size;
-    if (n == 0) break;
+  m_data = data;
+  m_n = n;
+  m_block = std::size_t{1} << log2_block;
+  m_pos = 1;
+  m_done = 0;
+  m_block_start = 0;
+  m_block_end = 0;
+  m_stored = nullptr;
+  open_block();  // an empty plane has one empty block too
+}
+
+void PieceDecoder::open_block() {
+  const std::size_t len = std::min(m_block, m_n - m_done);
+  if (m_data.size() - m_pos < 4) corrupt("truncated block head");
+  const auto head = util::load_le<std::uint32_t>(m_data.data() + m_pos);
+  m_pos += 4;
+  const std::size_t size = head >> 1;
+  if (size > m_data.size() - m_pos) corrupt("block runs past the plane");
+  const util::ByteSpan in = m_data.subspan(m_pos, size);
+  if (head & 1) {
+    if (size != len) corrupt("stored block has the wrong size");
+    m_stored = in.data();
+  } else {
+    m_stored = nullptr;
+    m_rans.start(in, len);
+    if (len == 0) m_rans.finish();
   }
-  if (pos != data.size()) corrupt("trailing bytes after the last block");
+  m_pos += size;
+  m_block_start = m_done;
+  m_block_end = m_done + len;
+}
+
+void PieceDecoder::next(util::MutableByteSpan out) {
+  if (out.size() > m_n - m_done)
+    throw Error(Errc::internal, "rans_blocks::PieceDecoder: more bytes asked for than the plane has");
+  std::size_t at = 0;
+  while (at < out.size()) {
+    if (m_done == m_block_end) open_block();
+    const std::size_t take = std::min(out.size() - at, m_block_end - m_done);
+    const util::MutableByteSpan piece = out.subspan(at, take);
+    if (m_stored) {
+      std::memcpy(piece.data(), m_stored + (m_done - m_block_start), take);
+    } else {
+      m_rans.next(piece);
+    }
+    m_done += take;
+    at += take;
+    if (m_done == m_block_end && !m_stored) m_rans.finish();
+  }
+}
+
+void PieceDecoder::finish() {
+  if (m_done != m_n) throw Error(Errc::internal, "rans_blocks::PieceDecoder: finished before the end of the plane");
+  if (m_pos != m_data.size()) corrupt("trailing bytes after the last block");
+}
+
+void decode(util::ByteSpan data, util::MutableByteSpan out) {
+  PieceDecoder d;
+  d.start(data, out.size());
+  d.next(out);
+  d.finish();
 }
 
 }  // namespace mithril::codec::rans_blocks

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "codec/byte_group.hpp"
+#include "codec/rans.hpp"
 #include "util/bytes.hpp"
 
 namespace mithril::codec::rans_blocks {
@@ -54,6 +55,33 @@ std::optional<std::size_t> encode(util::ByteSpan plane, unsigned log2_block, uti
 
 // Decodes plane data written by encode() into out (out.size() = the plane's
 // size). Throws Error(corrupt) on malformed data; never reads or writes out of bounds.
+// Same as start(), next() over all of out, finish() of a PieceDecoder.
 void decode(util::ByteSpan data, util::MutableByteSpan out);
+
+// Decodes plane data a piece at a time, in order (see rans::PieceDecoder):
+// block heads are read, and each block's header checked, as the pieces reach
+// them. Reusable for one plane after another.
+class PieceDecoder {
+ public:
+  // Reads the first block's head for a plane of n bytes. Throws Error(corrupt).
+  void start(util::ByteSpan data, std::size_t n);
+  // Decodes the plane's next out.size() bytes (Error(internal) past its end).
+  void next(util::MutableByteSpan out);
+  // After all n bytes: throws Error(corrupt) unless the data ended there.
+  void finish();
+
+ private:
+  void open_block();  // the block that starts at m_done
+
+  util::ByteSpan m_data;
+  std::size_t m_n = 0;
+  std::size_t m_block = 0;      // bytes per block
+  std::size_t m_pos = 0;        // data read: the next block's head
+  std::size_t m_done = 0;       // plane bytes decoded
+  std::size_t m_block_start = 0;  // where the open block's bytes lie in the plane
+  std::size_t m_block_end = 0;
+  const std::byte* m_stored = nullptr;  // the open block's bytes when stored, else null
+  rans::PieceDecoder m_rans;
+};
 
 }  // namespace mithril::codec::rans_blocks

@@ -93,6 +93,8 @@ struct DecTables {
   unsigned scale = 0;
   std::unique_ptr<std::uint32_t[]> slots;  // 2^scale entries
   std::unique_ptr<std::uint8_t[]> sym;     // wide only: 2^scale entries + padding for 4-byte gathers
+  std::size_t slots_capacity = 0;          // entries allocated (kept for the next block)
+  std::size_t sym_capacity = 0;
 };
 
 void build_decoder(const Freqs& freq, unsigned scale, DecTables& t);

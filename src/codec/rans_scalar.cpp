@@ -94,10 +94,16 @@ void build_encoder(const Freqs& freq, unsigned scale, EncTables& t) {
 void build_decoder(const Freqs& freq, unsigned scale, DecTables& t) {
   const u32 m = u32{1} << scale;
   t.scale = scale;
-  t.slots = std::make_unique_for_overwrite<u32[]>(m);
+  if (t.slots_capacity < m) {
+    t.slots = std::make_unique_for_overwrite<u32[]>(m);
+    t.slots_capacity = m;
+  }
   const bool packed = scale <= k_packed_max_scale;
   if (!packed) {
-    t.sym = std::make_unique_for_overwrite<u8[]>(m + 8);
+    if (t.sym_capacity < m + 8) {
+      t.sym = std::make_unique_for_overwrite<u8[]>(m + 8);
+      t.sym_capacity = m + 8;
+    }
     std::memset(t.sym.get() + m, 0, 8);
   }
   u32* slots = t.slots.get();

@@ -4,13 +4,16 @@
 //
 // Input: u16 output size (little-endian), then a block. The block is decoded
 // into a buffer of exactly that size with every kernel this CPU has; each must
-// either succeed or throw mithril::Error, and all must agree; the same bytes
-// read as codec 3 plane data must decode or throw. Then the input itself is
+// either succeed or throw mithril::Error, and all must agree, also decoding
+// piece by piece (rans::PieceDecoder, pieces of a size taken from the input);
+// the same bytes read as codec 3 plane data must decode or throw, whole and
+// piece by piece alike. Then the input itself is
 // encoded with every kernel (identical blocks) and decoded back exactly.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <vector>
 
 #include "codec/rans.hpp"
@@ -39,6 +42,43 @@ Result try_decode(util::ByteSpan block, std::size_t n, rans::detail::Kernel k) {
   return r;
 }
 
+// Decoded a piece at a time, `piece` bytes each (the last one shorter).
+Result try_decode_pieces(util::ByteSpan block, std::size_t n, rans::detail::Kernel k, std::size_t piece) {
+  Result r;
+  r.out.assign(n, std::byte{0});
+  try {
+    rans::PieceDecoder d(k);
+    d.start(block, n);
+    for (std::size_t at = 0; at < n; at += piece)
+      d.next(util::MutableByteSpan(r.out.data() + at, std::min(piece, n - at)));
+    d.finish();
+    r.ok = true;
+  } catch (const Error& e) {
+    if (e.code() != Errc::corrupt) std::abort();
+  }
+  return r;
+}
+
+Result try_blocks(util::ByteSpan data, std::size_t n, std::size_t piece) {
+  Result r;
+  r.out.assign(n, std::byte{0});
+  try {
+    if (piece == 0) {
+      codec::rans_blocks::decode(data, r.out);
+    } else {
+      codec::rans_blocks::PieceDecoder d;
+      d.start(data, n);
+      for (std::size_t at = 0; at < n; at += piece)
+        d.next(util::MutableByteSpan(r.out.data() + at, std::min(piece, n - at)));
+      d.finish();
+    }
+    r.ok = true;
+  } catch (const Error& e) {
+    if (e.code() != Errc::corrupt) std::abort();
+  }
+  return r;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -47,17 +87,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const util::ByteSpan block(reinterpret_cast<const std::byte*>(data + 2), size - 2);
 
   const Result scalar = try_decode(block, n, rans::detail::Kernel::scalar);
+  // 1..256 bytes: pieces that split rounds of lanes anywhere.
+  const std::size_t piece = size > 2 ? 1 + data[2] : 64;
   for (auto k : rans::detail::k_all_kernels) {
-    if (k == rans::detail::Kernel::scalar || !rans::detail::kernel_available(k)) continue;
-    const Result other = try_decode(block, n, k);
-    if (other.ok != scalar.ok || (scalar.ok && other.out != scalar.out)) std::abort();
+    if (!rans::detail::kernel_available(k)) continue;
+    if (k != rans::detail::Kernel::scalar) {
+      const Result other = try_decode(block, n, k);
+      if (other.ok != scalar.ok || (scalar.ok && other.out != scalar.out)) std::abort();
+    }
+    const Result pieces = try_decode_pieces(block, n, k, piece);
+    if (pieces.ok != scalar.ok || (scalar.ok && pieces.out != scalar.out)) std::abort();
   }
-  try {
-    std::vector<std::byte> plane(n);
-    codec::rans_blocks::decode(block, plane);
-  } catch (const Error& e) {
-    if (e.code() != Errc::corrupt) std::abort();
-  }
+  const Result blocks = try_blocks(block, n, 0);
+  const Result blocks_pieces = try_blocks(block, n, piece);
+  if (blocks.ok != blocks_pieces.ok || (blocks.ok && blocks.out != blocks_pieces.out)) std::abort();
 
   const util::ByteSpan input(reinterpret_cast<const std::byte*>(data), size);
   codec::Histogram hist{};

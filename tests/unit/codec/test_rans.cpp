@@ -580,3 +580,97 @@ TEST(Rans, KernelNamesAreReported) {
     EXPECT_TRUE(known) << name;
   }
 }
+
+namespace {
+
+// Decodes `block` with a PieceDecoder in pieces of the given sizes (cycled
+// until n bytes are out); ok = no error, out = what was decoded.
+Outcome decode_pieces(util::ByteSpan block, std::size_t n, rans::detail::Kernel k,
+                      const std::vector<std::size_t>& pieces) {
+  Outcome r;
+  r.out.assign(n, std::byte{0});
+  try {
+    rans::PieceDecoder d(k);
+    d.start(block, n);
+    std::size_t at = 0;
+    for (std::size_t i = 0; at < n; ++i) {
+      const std::size_t len = std::min(pieces[i % pieces.size()], n - at);
+      d.next(util::MutableByteSpan(r.out.data() + at, len));
+      at += len;
+      EXPECT_EQ(d.position(), at);
+    }
+    d.finish();
+    r.ok = true;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::corrupt);
+  }
+  return r;
+}
+
+}  // namespace
+
+// Piece by piece, as the chunk decoder reads a plane: pieces that split a
+// round of lanes anywhere (1, 7, 63, 65 bytes), whole rounds, pieces larger
+// than the rest of the block, and a piece sequence mixing them, with every
+// kernel, give what decode() gives, on valid blocks and on corrupt ones
+// (success or an Error(corrupt), never anything else).
+TEST(Rans, PieceDecoderMatchesDecodeAtAnySplit) {
+  using rans::detail::Kernel;
+  std::vector<Kernel> kernels = vector_kernels();
+  kernels.insert(kernels.begin(), Kernel::scalar);
+  const std::vector<std::vector<std::size_t>> splits = {
+      {1}, {7}, {63}, {64}, {65}, {4096}, {16384}, {1u << 30}, {3, 64, 1000, 1, 129, 8192}};
+  std::mt19937_64 rng(91);
+  for (const auto& d : distributions()) {
+    for (std::size_t n : {1u, 100u, 5000u, 70001u}) {
+      SCOPED_TRACE(std::string(d.name) + " n=" + std::to_string(n));
+      const auto data = d.gen(n, n + 5);
+      const auto enc = encode_ok(data);
+      ByteVector bad = enc;
+      bad[rng() % bad.size()] ^= static_cast<std::byte>(1 + rng() % 255);
+      if (rng() % 2 == 0) bad.resize(rng() % bad.size());
+      const Outcome bad_whole = decode_with(bad, n, Kernel::scalar);
+      for (Kernel k : kernels) {
+        for (const auto& split : splits) {
+          if (n > 5000 && split[0] < 64) continue;  // byte-sized pieces: small blocks suffice
+          SCOPED_TRACE(std::string(rans::detail::kernel_name(k)) + " first piece " + std::to_string(split[0]));
+          const Outcome got = decode_pieces(enc, n, k, split);
+          ASSERT_TRUE(got.ok);
+          ASSERT_TRUE(got.out == data);
+          const Outcome bad_got = decode_pieces(bad, n, k, split);
+          ASSERT_EQ(bad_whole.ok, bad_got.ok);
+          if (bad_whole.ok) ASSERT_TRUE(bad_whole.out == bad_got.out);
+        }
+      }
+    }
+  }
+}
+
+TEST(Rans, PieceDecoderRefusesToRunPastItsBlockOrFinishEarly) {
+  const auto data = bf16_exponents(3000, 2);
+  const auto enc = encode_ok(data);
+  ByteVector out(3001);
+  rans::PieceDecoder d;
+  d.start(enc, 3000);
+  try {
+    d.next(util::MutableByteSpan(out.data(), 3001));
+    ADD_FAILURE() << "decoded past the block";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::internal);
+  }
+  d.next(util::MutableByteSpan(out.data(), 1000));
+  try {
+    d.finish();
+    ADD_FAILURE() << "finished early";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::internal);
+  }
+  // Reused for another block: the rest of this one is forgotten.
+  const auto data2 = bf16_exponents(777, 3);
+  const auto enc2 = encode_ok(data2);
+  d.start(enc2, data2.size());
+  ByteVector out2(data2.size());
+  d.next(out2);
+  d.finish();
+  EXPECT_TRUE(out2 == data2);
+}

@@ -134,3 +134,59 @@ TEST(RansBlocks, CorruptDataIsCorruptNeverACrash) {
   bad_size[0] = std::byte{40};
   EXPECT_THROW(rb::decode(bad_size, out), Error);
 }
+
+// Piece by piece, as the chunk decoder reads a plane: pieces that straddle
+// block boundaries, end exactly on them, or cover several blocks, over
+// coded and stored blocks and a short last block, give the plane; corrupt
+// data fails as decode() does (Error(corrupt), same verdict).
+TEST(RansBlocks, PieceDecoderMatchesDecodeAtAnySplit) {
+  ByteVector plane = two_regimes(300001);
+  const auto noise = test::random_bytes(70000, 9);  // stored blocks in the middle
+  std::copy(noise.begin(), noise.end(), plane.begin() + 100000);
+  ByteVector enc(plane.size() + 4096);
+  enc.resize(*rb::encode(plane, 16, enc));
+  std::mt19937_64 rng(12);
+  for (std::size_t piece : {std::size_t{1000}, std::size_t{16384}, std::size_t{65536}, std::size_t{65537},
+                            std::size_t{200000}, std::size_t{1} << 20}) {
+    SCOPED_TRACE(piece);
+    auto run = [&](util::ByteSpan data, ByteVector& out) {
+      rb::PieceDecoder d;
+      d.start(data, out.size());
+      for (std::size_t at = 0; at < out.size(); at += piece)
+        d.next(util::MutableByteSpan(out.data() + at, std::min(piece, out.size() - at)));
+      d.finish();
+    };
+    ByteVector out(plane.size());
+    run(enc, out);
+    EXPECT_TRUE(out == plane);
+    for (int trial = 0; trial < 40; ++trial) {
+      ByteVector bad = enc;
+      if (trial % 4 == 0)
+        bad.resize(rng() % bad.size());
+      else
+        bad[rng() % bad.size()] ^= static_cast<std::byte>(1 + rng() % 255);
+      bool whole_ok = true, pieces_ok = true;
+      ByteVector a(plane.size()), b(plane.size());
+      try {
+        rb::decode(bad, a);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), Errc::corrupt);
+        whole_ok = false;
+      }
+      try {
+        run(bad, b);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), Errc::corrupt);
+        pieces_ok = false;
+      }
+      ASSERT_EQ(whole_ok, pieces_ok);
+      if (whole_ok) ASSERT_TRUE(a == b);
+    }
+  }
+  // An empty plane is one empty block.
+  ByteVector empty_enc(64);
+  empty_enc.resize(*rb::encode({}, 16, empty_enc));
+  rb::PieceDecoder d;
+  d.start(empty_enc, 0);
+  d.finish();
+}
