@@ -105,10 +105,22 @@ constexpr std::size_t k_hash_piece = 32 * 1024;
 // k_prepare_piece of out is handed to hooks->prepare just before it is
 // written (the last one reaching to the end of out). With a `stage` of
 // k_hash_piece bytes (cold output) each piece is ungrouped and hashed there
-// and then streamed to out.
+// and then streamed to out. A residual chunk's pieces are folded into `base`
+// before they are hashed.
 template <class Plane>
-void ungroup_and_hash(Plane&& plane, util::MutableByteSpan out, unsigned width, GroupMode mode,
-                      util::Xxh3Stream& sum, const ChunkDecoder::Hooks* hooks, std::byte* stage) {
+void ungroup_and_hash(Plane&& plane, util::MutableByteSpan out, unsigned width, GroupMode mode, Residual residual,
+                      util::ByteSpan base, util::Xxh3Stream& sum, const ChunkDecoder::Hooks* hooks,
+                      std::byte* stage) {
+  // A residual chunk's piece, once ungrouped, is folded into the base's
+  // bytes at the same offset, in place.
+  auto fold = [&](util::MutableByteSpan piece, std::size_t at) {
+    if (residual == Residual::none) return;
+    const util::ByteSpan b = base.subspan(at, piece.size());
+    if (residual == Residual::xor_)
+      xor_residual(piece, b, piece);
+    else
+      add_residual(piece, b, piece, width);
+  };
   constexpr std::size_t prepare_piece = ChunkDecoder::k_prepare_piece;
   static_assert(prepare_piece % k_hash_piece == 0);
   const bool prepare = hooks && hooks->prepare;
@@ -127,10 +139,12 @@ void ungroup_and_hash(Plane&& plane, util::MutableByteSpan out, unsigned width, 
     if (stage) {
       const util::MutableByteSpan staged(stage, piece.size());
       ungroup_planes(std::span<const util::ByteSpan>(part.data(), width), staged, width, mode);
+      fold(staged, at);
       sum.update(staged);
       util::copy_streaming(piece.data(), staged.data(), staged.size());
     } else {
       ungroup_planes(std::span<const util::ByteSpan>(part.data(), width), piece, width, mode);
+      fold(piece, at);
       sum.update(piece);
     }
     if (written) hooks->written(at + n * width);
@@ -138,6 +152,7 @@ void ungroup_and_hash(Plane&& plane, util::MutableByteSpan out, unsigned width, 
   const util::MutableByteSpan tail = out.subspan(m * width);
   if (!tail.empty()) {
     std::memcpy(tail.data(), plane(width - 1, m, tail.size()).data(), tail.size());
+    fold(tail, m * width);
     sum.update(tail);
   }
   if (written) hooks->written(out.size());
@@ -400,32 +415,22 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     if (payload.size() < dir_size || static_cast<unsigned>(payload[0]) != width) fail("bad plane directory");
     const PlaneGeometry g{rec.raw_size / width, rec.raw_size % width};
     const bool direct = width == 1 && rec.residual == Residual::none;
-    // Ungrouped a piece at a time (below): its rANS planes are decoded a
-    // piece at a time too, into a buffer that stays in L1, instead of whole
-    // into m_grouped and read back from L2 or memory (measured on an Intel
-    // Xeon, one thread, 4 MiB chunks into a reused buffer: fp32 AdamW state
-    // decoded 1.12-1.18x as fast with 1 MiB chunks, whose planes stay in
-    // L2, which this gets without smaller chunks).
-    const bool streamed = !direct && rec.residual == Residual::none;
-    util::MutableByteSpan grouped = out;
-    // Written as planes (width 1) or whole (residual chunks): prepared at once.
-    if (hooks && hooks->prepare && (direct || rec.residual != Residual::none)) hooks->prepare(out);
-    auto grouped_bytes = [&] {
-      if (m_grouped.size() < out.size()) m_grouped.resize(out.size());
-      return util::MutableByteSpan(m_grouped.data(), out.size());
-    };
-    if (!direct && !streamed) grouped = grouped_bytes();
-    // Where each plane lies for ungrouping: stored ones are read in place
-    // from the payload (no copy); coded ones are decoded into `grouped`,
-    // except rANS planes of a streamed chunk, which are only started here.
-    std::array<util::ByteSpan, 8> planes{};
-    std::array<PlaneCodec, 8> piecewise{};  // streamed: rans0 / rans0_blocks, else stored
-    if (streamed) {
+    // Anything but a direct chunk is ungrouped a piece at a time (below),
+    // and its rANS planes are decoded a piece at a time too, into a buffer
+    // that stays in L1, instead of whole into m_grouped and read back from
+    // L2 or memory (measured on an Intel Xeon, one thread, 4 MiB chunks into
+    // a reused buffer: fp32 AdamW state decoded 1.12-1.18x as fast with
+    // 1 MiB chunks, whose planes stay in L2, which this gets without smaller
+    // chunks). Only zstd planes are decoded whole, into m_grouped.
+    if (direct && hooks && hooks->prepare) hooks->prepare(out);
+    std::array<util::ByteSpan, 8> planes{};  // stored and zstd planes, whole
+    std::array<PlaneCodec, 8> piecewise{};   // rans0 / rans0_blocks: decoded a piece at a time
+    if (!direct) {
       if (m_rans.size() < width) m_rans.resize(width);
       if (m_blocks.size() < width) m_blocks.resize(width);
     }
     std::size_t src = dir_size;
-    std::size_t dst = 0;
+    std::size_t dst = 0;  // where plane k lies in the grouped chunk
     for (unsigned k = 0; k < width; ++k) {
       const auto codec = static_cast<PlaneCodec>(payload[1 + 5 * k]);
       const auto size = util::load_le<std::uint32_t>(payload.data() + 2 + 5 * k);
@@ -439,34 +444,33 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
             if (direct) {
               if (len) std::memcpy(out.data(), in.data(), len);
             } else {
-              planes[k] = in;
+              planes[k] = in;  // read in place
             }
             break;
-          case PlaneCodec::zstd: {
-            if (streamed && grouped.data() == out.data()) grouped = grouped_bytes();
-            const util::MutableByteSpan plane = grouped.subspan(dst, len);
-            m_zstd.decompress(in, plane);
-            planes[k] = plane;
+          case PlaneCodec::zstd:
+            if (direct) {
+              m_zstd.decompress(in, out);
+            } else {
+              if (m_grouped.size() < out.size()) m_grouped.resize(out.size());
+              const util::MutableByteSpan plane(m_grouped.data() + dst, len);
+              m_zstd.decompress(in, plane);
+              planes[k] = plane;
+            }
             break;
-          }
           case PlaneCodec::rans0:
-            if (streamed) {
+            if (direct) {
+              rans::decode(in, out);
+            } else {
               m_rans[k].start(in, len);
               piecewise[k] = codec;
-            } else {
-              const util::MutableByteSpan plane = grouped.subspan(dst, len);
-              rans::decode(in, plane);
-              planes[k] = plane;
             }
             break;
           case PlaneCodec::rans0_blocks:
-            if (streamed) {
+            if (direct) {
+              rans_blocks::decode(in, out);
+            } else {
               m_blocks[k].start(in, len);
               piecewise[k] = codec;
-            } else {
-              const util::MutableByteSpan plane = grouped.subspan(dst, len);
-              rans_blocks::decode(in, plane);
-              planes[k] = plane;
             }
             break;
           default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
@@ -480,61 +484,51 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     }
     if (src != payload.size()) fail("payload has trailing bytes");
     if (!direct) {
-      const auto mode = static_cast<GroupMode>(rec.group_mode);
-      if (rec.residual == Residual::none) {
-        // Each piecewise plane's next bytes go to its own part of m_pieces.
-        const std::size_t room = k_hash_piece / width + 8;  // a piece's bytes of one plane, or the tail
-        if (m_pieces.size() < width * room) m_pieces.resize(width * room);
-        auto plane = [&](unsigned k, std::size_t e, std::size_t n) -> util::ByteSpan {
-          if (piecewise[k] == PlaneCodec::stored) return planes[k].subspan(e, n);
-          const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
-          try {
-            if (piecewise[k] == PlaneCodec::rans0)
-              m_rans[k].next(buf);
-            else
-              m_blocks[k].next(buf);
-          } catch (const Error& err) {
-            if (err.code() != Errc::corrupt) throw;
-            fail(fmt::format("plane {}: {}", k, err.what()));
-          }
-          return buf;
-        };
-        m_checksum.reset();
-        // Staged for elements of 2 bytes or more: measured (one thread,
-        // Intel AVX-512, 4 MiB chunks into a reused buffer) fp32 AdamW state
-        // +24-30%, fp32 weights +6-27%, and later bf16 +8-13% and fp16
-        // +9-11% (bench_pipeline; +6-10% through Python's decompress(out=)),
-        // level under MITHRIL_ISA=avx2 (+0-3%). (A first measurement of the
-        // 2-byte case had it 4-10% slower; it did not repeat.)
-        std::byte* stage = nullptr;
-        if (cold && width >= 2) {
-          if (m_stage.size() < k_hash_piece) m_stage.resize(k_hash_piece);
-          stage = m_stage.data();
+      // Each piecewise plane's next bytes go to its own part of m_pieces.
+      const std::size_t room = k_hash_piece / width + 8;  // a piece's bytes of one plane, or the tail
+      if (m_pieces.size() < width * room) m_pieces.resize(width * room);
+      auto plane = [&](unsigned k, std::size_t e, std::size_t n) -> util::ByteSpan {
+        if (piecewise[k] == PlaneCodec::stored) return planes[k].subspan(e, n);
+        const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
+        try {
+          if (piecewise[k] == PlaneCodec::rans0)
+            m_rans[k].next(buf);
+          else
+            m_blocks[k].next(buf);
+        } catch (const Error& err) {
+          if (err.code() != Errc::corrupt) throw;
+          fail(fmt::format("plane {}: {}", k, err.what()));
         }
-        ungroup_and_hash(plane, out, width, mode, m_checksum, hooks, stage);
-        if (stage) util::stream_fence();
-        for (unsigned k = 0; k < width; ++k) {
-          try {
-            if (piecewise[k] == PlaneCodec::rans0)
-              m_rans[k].finish();
-            else if (piecewise[k] == PlaneCodec::rans0_blocks)
-              m_blocks[k].finish();
-          } catch (const Error& err) {
-            if (err.code() != Errc::corrupt) throw;
-            fail(fmt::format("plane {}: {}", k, err.what()));
-          }
-        }
-        if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
-        return;
-      } else {
-        const std::span<const util::ByteSpan> ps(planes.data(), width);
-        // Ungroup in place is not possible: use out as the ungrouped residual,
-        // then fold the base into it.
-        ungroup_planes(ps, out, width, mode);
-        std::memcpy(grouped.data(), out.data(), out.size());
-        if (rec.residual == Residual::xor_) xor_residual(grouped, base, out);
-        else add_residual(grouped, base, out, width);
+        return buf;
+      };
+      m_checksum.reset();
+      // Staged for elements of 2 bytes or more: measured (one thread,
+      // Intel AVX-512, 4 MiB chunks into a reused buffer) fp32 AdamW state
+      // +24-30%, fp32 weights +6-27%, and later bf16 +8-13% and fp16
+      // +9-11% (bench_pipeline; +6-10% through Python's decompress(out=)),
+      // level under MITHRIL_ISA=avx2 (+0-3%). (A first measurement of the
+      // 2-byte case had it 4-10% slower; it did not repeat.)
+      std::byte* stage = nullptr;
+      if (cold && width >= 2) {
+        if (m_stage.size() < k_hash_piece) m_stage.resize(k_hash_piece);
+        stage = m_stage.data();
       }
+      ungroup_and_hash(plane, out, width, static_cast<GroupMode>(rec.group_mode), rec.residual, base, m_checksum,
+                       hooks, stage);
+      if (stage) util::stream_fence();
+      for (unsigned k = 0; k < width; ++k) {
+        try {
+          if (piecewise[k] == PlaneCodec::rans0)
+            m_rans[k].finish();
+          else if (piecewise[k] == PlaneCodec::rans0_blocks)
+            m_blocks[k].finish();
+        } catch (const Error& err) {
+          if (err.code() != Errc::corrupt) throw;
+          fail(fmt::format("plane {}: {}", k, err.what()));
+        }
+      }
+      if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
+      return;
     }
   }
   if (hooks && hooks->written) hooks->written(out.size());

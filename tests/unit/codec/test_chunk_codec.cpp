@@ -324,3 +324,56 @@ TEST(ChunkCodec, ColdOutputPaysOnlyForLargeResidentMemory) {
   EXPECT_FALSE(ChunkDecoder::cold_output_pays(util::MutableByteSpan(touched).first(1000)));
   EXPECT_FALSE(ChunkDecoder::cold_output_pays({}));
 }
+
+// Residual (delta) chunks are ungrouped, folded into their base and checked
+// a piece at a time: xor and arithmetic residuals, 2- and 4-byte elements
+// with a tail, chunks of several pieces, into ordinary and into cold memory
+// (the L1 stage), all give the target's bytes; a wrong base is refused.
+TEST(ChunkCodec, ResidualChunksDecodePieceByPiece) {
+  ChunkEncoder enc(3);
+  ChunkDecoder dec;
+  ChunkDecoder::Hooks cold;
+  cold.cold_output = true;
+  bool saw_xor = false, saw_sub = false;
+  for (unsigned width : {2u, 4u}) {
+    for (std::size_t n : {std::size_t{1001}, std::size_t{300003}, std::size_t{1} << 20}) {
+      for (int kind = 0; kind < 2; ++kind) {
+        auto base = bf16_weights((n + 1) / 2, n + width);
+        base.resize(n);
+        auto target = base;
+        std::mt19937_64 rng(n + kind);
+        if (kind == 0) {
+          // Flipped low bits: an xor residual.
+          for (std::size_t i = 0; i < n; i += width) target[i] ^= static_cast<std::byte>(rng() & 3);
+        } else {
+          // Small integer steps of whole elements, carries included: a sub residual.
+          for (std::size_t i = 0; i + width <= n; i += width) {
+            std::uint32_t v = 0;
+            std::memcpy(&v, target.data() + i, width);
+            v += static_cast<std::uint32_t>(rng() % 5) - 2;
+            std::memcpy(target.data() + i, &v, width);
+          }
+        }
+        const EncodedChunk e = enc.encode(target, ChunkKind{width, true, true}, base);
+        if (e.residual == container::Residual::xor_) saw_xor = true;
+        if (e.residual == container::Residual::sub) saw_sub = true;
+        const util::ByteVector payload(e.payload.begin(), e.payload.end());
+        const auto rec = record_for(e, target);
+        SCOPED_TRACE("width " + std::to_string(width) + " n " + std::to_string(n) + " kind " + std::to_string(kind));
+        for (const ChunkDecoder::Hooks* h : {static_cast<const ChunkDecoder::Hooks*>(nullptr), static_cast<const ChunkDecoder::Hooks*>(&cold)}) {
+          util::ByteVector out(n, std::byte{0x5a});
+          dec.decode(payload, rec, out, base, "delta chunk", h);
+          ASSERT_TRUE(out == target);
+        }
+        if (e.residual != container::Residual::none) {
+          auto wrong = base;
+          wrong[n / 2] ^= std::byte{0x40};
+          util::ByteVector out(n);
+          EXPECT_THROW(dec.decode(payload, rec, out, wrong, "delta chunk", nullptr), Error);
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(saw_xor);
+  EXPECT_TRUE(saw_sub);
+}
