@@ -6,6 +6,7 @@
 //
 //   build/bench_pipeline --benchmark_min_time=1s
 //   MITHRIL_BENCH_FILE=bench/data/step_000030/model_bf16.safetensors build/bench_pipeline
+//   MITHRIL_BENCH_CHUNK=1048576 build/bench_pipeline   # another chunk size (default 4 MiB)
 #include <benchmark/benchmark.h>
 
 #include <cmath>
