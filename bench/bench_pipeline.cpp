@@ -4,7 +4,7 @@
 // Prints the kernels in use (BLAKE3, byte grouping, rANS decode) in the
 // benchmark context; `bench_pipeline --kernels` prints only those.
 //
-//   build/bench_pipeline --benchmark_min_time=1s
+//   build/bench_pipeline --benchmark_min_time=1
 //   MITHRIL_BENCH_FILE=bench/data/step_000030/model_bf16.safetensors build/bench_pipeline
 //   MITHRIL_BENCH_CHUNK=1048576 build/bench_pipeline   # another chunk size (default 4 MiB)
 #include <benchmark/benchmark.h>
