@@ -1,6 +1,6 @@
 // bench_cache — compile-cache micro-benchmarks (Google Benchmark).
 //
-//   ./build/bench_cache --benchmark_min_time=0.2s
+//   ./build/bench_cache --benchmark_min_time=0.2
 //
 // BM_Lookup*: a present CAS entry looked up with 100k entries indexed
 //   (counters p50_us / p99_us: per-lookup latency percentiles).
