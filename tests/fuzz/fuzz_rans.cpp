@@ -42,12 +42,13 @@ Result try_decode(util::ByteSpan block, std::size_t n, rans::detail::Kernel k) {
   return r;
 }
 
-// Decoded a piece at a time, `piece` bytes each (the last one shorter).
-Result try_decode_pieces(util::ByteSpan block, std::size_t n, rans::detail::Kernel k, std::size_t piece) {
+// Decoded by `d` (rans::PieceDecoder or rans_blocks::PieceDecoder) a piece
+// at a time, `piece` bytes each (the last one shorter).
+template <class Decoder>
+Result try_pieces(Decoder&& d, util::ByteSpan block, std::size_t n, std::size_t piece) {
   Result r;
   r.out.assign(n, std::byte{0});
   try {
-    rans::PieceDecoder d(k);
     d.start(block, n);
     for (std::size_t at = 0; at < n; at += piece)
       d.next(util::MutableByteSpan(r.out.data() + at, std::min(piece, n - at)));
@@ -59,19 +60,11 @@ Result try_decode_pieces(util::ByteSpan block, std::size_t n, rans::detail::Kern
   return r;
 }
 
-Result try_blocks(util::ByteSpan data, std::size_t n, std::size_t piece) {
+Result try_blocks(util::ByteSpan data, std::size_t n) {
   Result r;
   r.out.assign(n, std::byte{0});
   try {
-    if (piece == 0) {
-      codec::rans_blocks::decode(data, r.out);
-    } else {
-      codec::rans_blocks::PieceDecoder d;
-      d.start(data, n);
-      for (std::size_t at = 0; at < n; at += piece)
-        d.next(util::MutableByteSpan(r.out.data() + at, std::min(piece, n - at)));
-      d.finish();
-    }
+    codec::rans_blocks::decode(data, r.out);
     r.ok = true;
   } catch (const Error& e) {
     if (e.code() != Errc::corrupt) std::abort();
@@ -95,11 +88,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       const Result other = try_decode(block, n, k);
       if (other.ok != scalar.ok || (scalar.ok && other.out != scalar.out)) std::abort();
     }
-    const Result pieces = try_decode_pieces(block, n, k, piece);
+    const Result pieces = try_pieces(rans::PieceDecoder(k), block, n, piece);
     if (pieces.ok != scalar.ok || (scalar.ok && pieces.out != scalar.out)) std::abort();
   }
-  const Result blocks = try_blocks(block, n, 0);
-  const Result blocks_pieces = try_blocks(block, n, piece);
+  const Result blocks = try_blocks(block, n);
+  const Result blocks_pieces = try_pieces(codec::rans_blocks::PieceDecoder(), block, n, piece);
   if (blocks.ok != blocks_pieces.ok || (blocks.ok && blocks.out != blocks_pieces.out)) std::abort();
 
   const util::ByteSpan input(reinterpret_cast<const std::byte*>(data), size);
