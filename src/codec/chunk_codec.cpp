@@ -429,6 +429,15 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       if (m_rans.size() < width) m_rans.resize(width);
       if (m_blocks.size() < width) m_blocks.resize(width);
     }
+    // Runs f, naming plane k in a corrupt data error from it.
+    auto in_plane = [&](unsigned k, auto&& f) {
+      try {
+        f();
+      } catch (const Error& e) {
+        if (e.code() != Errc::corrupt) throw;
+        fail(fmt::format("plane {}: {}", k, e.what()));
+      }
+    };
     std::size_t src = dir_size;
     std::size_t dst = 0;  // where plane k lies in the grouped chunk
     for (unsigned k = 0; k < width; ++k) {
@@ -437,7 +446,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       const std::size_t len = g.plane_size(k, width);
       if (size > payload.size() - src) fail(fmt::format("plane {} runs past the payload", k));
       const util::ByteSpan in = payload.subspan(src, size);
-      try {
+      in_plane(k, [&] {
         switch (codec) {
           case PlaneCodec::stored:
             if (size != len) fail(fmt::format("stored plane {} has the wrong size", k));
@@ -475,10 +484,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
             break;
           default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
         }
-      } catch (const Error& e) {
-        if (e.code() != Errc::corrupt) throw;
-        fail(fmt::format("plane {}: {}", k, e.what()));
-      }
+      });
       src += size;
       dst += len;
     }
@@ -490,15 +496,12 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       auto plane = [&](unsigned k, std::size_t e, std::size_t n) -> util::ByteSpan {
         if (piecewise[k] == PlaneCodec::stored) return planes[k].subspan(e, n);
         const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
-        try {
+        in_plane(k, [&] {
           if (piecewise[k] == PlaneCodec::rans0)
             m_rans[k].next(buf);
           else
             m_blocks[k].next(buf);
-        } catch (const Error& err) {
-          if (err.code() != Errc::corrupt) throw;
-          fail(fmt::format("plane {}: {}", k, err.what()));
-        }
+        });
         return buf;
       };
       m_checksum.reset();
@@ -516,17 +519,13 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       ungroup_and_hash(plane, out, width, static_cast<GroupMode>(rec.group_mode), rec.residual, base, m_checksum,
                        hooks, stage);
       if (stage) util::stream_fence();
-      for (unsigned k = 0; k < width; ++k) {
-        try {
+      for (unsigned k = 0; k < width; ++k)
+        in_plane(k, [&] {
           if (piecewise[k] == PlaneCodec::rans0)
             m_rans[k].finish();
           else if (piecewise[k] == PlaneCodec::rans0_blocks)
             m_blocks[k].finish();
-        } catch (const Error& err) {
-          if (err.code() != Errc::corrupt) throw;
-          fail(fmt::format("plane {}: {}", k, err.what()));
-        }
-      }
+        });
       if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
       return;
     }
