@@ -66,6 +66,18 @@ inline SymbolSpan coded_span(const EncTables& t) noexcept {
     }
   return s;
 }
+// The window of n consecutive byte values that holds the most of the block's
+// frequency (its first value in first), and that frequency, out of 2^scale.
+inline std::uint32_t best_window(const EncTables& t, unsigned n, unsigned& first) noexcept {
+  std::uint32_t sum = 0, best = 0;
+  first = 0;
+  for (unsigned b = 0; b < 256; ++b) {
+    sum += t.cum_f[b] >> 16;
+    if (b >= n) sum -= t.cum_f[b - n] >> 16;
+    if (sum > best) best = sum, first = b + 1 >= n ? b + 1 - n : 0;
+  }
+  return best;
+}
 // cum_f and rcp32 of byte values first .. first + n - 1 (0 past 255).
 inline void window_tables(const EncTables& t, unsigned first, unsigned n, std::uint32_t* cf, std::uint32_t* rc) {
   for (unsigned i = 0; i < n; ++i) {
