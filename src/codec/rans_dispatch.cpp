@@ -7,8 +7,10 @@
 // in registers where the block's symbols fit), so unless MITHRIL_RANS_KERNEL
 // forces one, the first encode (or decode) times every available encoder (or
 // decoder) on a synthetic bf16 exponent plane of 256 KiB and keeps the
-// fastest (thread CPU time, best of 4): a few ms of CPU per direction, once
-// per process, and a process that only decodes never times the encoders.
+// fastest (thread CPU time, best of 6, the kernels taking turns): a few ms
+// of CPU per direction (`mithril --version -v`, both directions: 43 ms of
+// wall time on AMD Zen 3), once per process, and a process that only
+// decodes never times the encoders.
 // MITHRIL_ISA (util/simd_level.hpp) takes kernels above its level out of the
 // running. All kernels produce the same bytes, so the choice can never change
 // an output.
@@ -79,17 +81,6 @@ double thread_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-template <class F>
-double best_seconds(F&& f) {
-  double best = 1e30;
-  for (int rep = 0; rep < 4; ++rep) {
-    const double t0 = thread_seconds();
-    f();
-    best = std::min(best, thread_seconds() - t0);
-  }
-  return best;
-}
-
 enum class Direction { encode, decode };
 
 // The fastest available kernel for one direction: only that direction is
@@ -113,14 +104,26 @@ Kernel measure(Direction dir) {
     coded = *size;
   }
   const std::span<const std::byte> in(block.data(), coded);
+  // Best of 6 per kernel, the kernels taking turns: a burst of load from
+  // elsewhere on a shared machine then slows one try of each rather than
+  // every try of one (timed one kernel after the other, a noisy AMD Zen 3
+  // VM picked the gather encoder, 25% slower there, in one process of two).
+  std::vector<double> best(avail.size(), 1e30);
+  for (int rep = 0; rep < 6; ++rep)
+    for (std::size_t i = 0; i < avail.size(); ++i) {
+      const Kernel k = avail[i];
+      const double t0 = thread_seconds();
+      if (dir == Direction::encode)
+        (void)encode_with(plane, h, out, k);
+      else
+        decode_with(in, out, k);
+      best[i] = std::min(best[i], thread_seconds() - t0);
+    }
   Kernel pick = avail.back();
-  double best = 1e30;
-  for (Kernel k : avail) {
-    const double t = dir == Direction::encode ? best_seconds([&] { (void)encode_with(plane, h, out, k); })
-                                              : best_seconds([&] { decode_with(in, out, k); });
+  double fastest = 1e30;
+  for (std::size_t i = 0; i < avail.size(); ++i)
     // Ties go to the later (wider) kernel only when clearly faster: 3%.
-    if (t < best * 0.97) best = t, pick = k;
-  }
+    if (best[i] < fastest * 0.97) fastest = best[i], pick = avail[i];
   return pick;
 }
 
