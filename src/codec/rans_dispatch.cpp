@@ -8,8 +8,8 @@
 // forces one, the first encode (or decode) times every available encoder (or
 // decoder) on a synthetic bf16 exponent plane of 256 KiB and keeps the
 // fastest (thread CPU time, best of 6, the kernels taking turns): a few ms
-// of CPU per direction (`mithril --version -v`, both directions: 43 ms of
-// wall time on AMD Zen 3), once per process, and a process that only
+// of CPU per direction (`mithril --version -v`, both directions: 27 ms of
+// wall time on AMD Zen 3, process start included), once per process, and a process that only
 // decodes never times the encoders.
 // MITHRIL_ISA (util/simd_level.hpp) takes kernels above its level out of the
 // running. All kernels produce the same bytes, so the choice can never change
