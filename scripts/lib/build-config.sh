@@ -15,7 +15,7 @@ cmake_defines=(
   CMAKE_BUILD_TYPE="$build_type"
   MITHRIL_PYTHON_MODULE=ON
   MITHRIL_TESTS=ON
-  # The tests' own sources at -O1 in a Release tree (40% less compile time);
+  # The tests' own sources at -O1 in a Release tree (a quarter less compile time);
   # the code under test keeps -O3.
   MITHRIL_TEST_OPT="$([ "$build_type" = Release ] && echo -O1)"
   MITHRIL_BENCH=ON
