@@ -294,6 +294,23 @@ __attribute__((always_inline, target("avx2,popcnt"))) inline void decode_quad(__
 // not: on Zen 5 (MiniLM exponents, 64 lanes) the gather kernel ran at
 // 1.05 GB/s with four groups unrolled and 1.67 GB/s rolled; scalar loads
 // measured 2.0-2.5 GB/s either way (within the noise of the shared machine).
+//
+// On AMD Zen 3 (2.45 GHz, quiet; bench_rans best of 5 rounds, 64 lanes, bf16
+// exponents) avx2x decodes at 1.64-1.70 GB/s: ~11.7 cycles per group of
+// eight, and nothing that only removes instructions moved it. Each of these
+// measured level (within 1%): the cursor's end/out/rounds held in locals,
+// a 64-bit popcount, the renormalisation test as min_epu32 + cmpeq instead
+// of a shift. Each of these, which also lengthen a group's dependency chain,
+// lost: slots out through one store and eight 32-bit reloads (-6%), table
+// entries by vbroadcastss loads + seven vpblendd (-3 to -5%; -8% with the
+// stored slots), one group in eight, four or two with a gather (-6%, -16%,
+// -20%). That fits a loop bound by its in-flight window rather than by any
+// one execution unit: by our estimate (no performance counters in this
+// guest) a group is ~55 macro-ops whose chain from x to the next x (slot
+// extraction, table loads, vpinsrd, the multiply, movmsk, the word pointer,
+// vpermd) is ~55-60 cycles, and 55 x 55 / 256 (Zen 3's reorder buffer) = ~12
+// cycles per group. 2 GB/s needs 9.8 here: a much shorter chain or far fewer
+// macro-ops per symbol, not a few less of either.
 template <unsigned V, bool Packed, Lookup L>
 __attribute__((target("avx2,popcnt"))) void decode_rounds_v(const DecTables& t, DecodeCursor& c) {
   constexpr unsigned Lanes = 8 * V;
