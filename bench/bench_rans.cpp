@@ -13,12 +13,16 @@
 //            safetensors file named by MITHRIL_BENCH_WEIGHTS, cast to bf16
 //            (round to nearest even) and rotl1-grouped; 16 MiB of it,
 //            repeated if the file is smaller (skipped when unset)
+//   fp16hi   high-byte plane of fp16 weights ~ N(0, 0.02) after rotl1: five
+//            exponent bits and the top three mantissa bits, ~70 values (no
+//            window of 32 byte values holds them)
 // The context lines name the CPU and the kernels encode()/decode() chose.
 // Each is coded as 1 MiB blocks (the container's chunk scale) and as one
 // 16 MiB block. BM_histogram counts each plane's bytes as the encoder's
 // block split does (64 KiB pieces), by each byte-grouping ISA.
 #include <benchmark/benchmark.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -65,6 +69,12 @@ ByteVector make_plane(int kind) {
       const auto h = static_cast<std::uint16_t>(u >> 16);
       b = static_cast<std::byte>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
     }
+  } else if (kind == 4) {
+    std::normal_distribution<float> d(0.0f, 0.02f);
+    for (auto& b : v) {
+      const auto h = std::bit_cast<std::uint16_t>(static_cast<_Float16>(d(rng)));
+      b = static_cast<std::byte>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
+    }
   } else if (kind == 1) {
     static constexpr std::uint8_t k_vals[] = {1, 1, 1, 1, 2, 2, 3, 4, 0x80, 0x81};
     for (auto& b : v) b = static_cast<std::byte>(rng() % 100 ? 0 : k_vals[rng() % 10]);
@@ -105,7 +115,7 @@ ByteVector real_plane() {
 }
 
 const ByteVector& plane(int kind) {
-  static const ByteVector planes[4] = {make_plane(0), make_plane(1), make_plane(2), real_plane()};
+  static const ByteVector planes[5] = {make_plane(0), make_plane(1), make_plane(2), real_plane(), make_plane(4)};
   return planes[kind];
 }
 
@@ -193,7 +203,7 @@ void BM_decode(benchmark::State& st) {
 // kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x
 void kernel_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"plane", "block", "kernel"});
-  for (int kind : {0, 1, 2, 3})
+  for (int kind : {0, 1, 2, 3, 4})
     for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}})
       for (int kernel : {0, 1, 2, 3}) b->Args({kind, block, kernel});
   b->Unit(benchmark::kMillisecond);

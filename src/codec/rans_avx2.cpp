@@ -49,64 +49,43 @@ constexpr PackLut make_pack_lut() {
 }
 constexpr PackLut k_pack = make_pack_lut();
 
-// The two per-symbol tables, looked up for eight symbols (s: their bytes
-// widened to 32 bits): by two gathers, or — where every symbol the block
-// codes lies in a window of 32 consecutive byte values, as a bf16 or fp32
-// exponent plane's do (spans of 22-32 in 1 MiB blocks of real weights) — in
-// registers: four vpermd per table, picked from by bits 3 and 4 of the index.
+// The two per-symbol tables (cum | f << 16 and the reciprocal), looked up
+// for the eight symbols at sym. The encoder's lookups do not depend on its
+// states, so only their throughput counts.
+//
+// By two gathers: the "avx2" encoder, fast where gathers are (Intel).
 struct GatherLookup {
   const int* cum_f;
   const int* rcp;
-  __attribute__((target("avx2"))) void operator()(__m256i s, __m256i& cf, __m256i& rc) const {
+  __attribute__((target("avx2"))) void operator()(const u8* sym, __m256i& cf, __m256i& rc) const {
+    const __m256i s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sym)));
     cf = _mm256_i32gather_epi32(cum_f, s, 4);
     rc = _mm256_i32gather_epi32(rcp, s, 4);
   }
 };
 
-struct WindowLookup {
-  __m256i lo, cf_t[4], rc_t[4];
-  __attribute__((target("avx2"))) static __m256i pick(const __m256i* t, __m256i i, __m256 b3, __m256 b4) {
-    const __m256 a = _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[0], i)),
-                                      _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[1], i)), b3);
-    const __m256 b = _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[2], i)),
-                                      _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[3], i)), b3);
-    return _mm256_castps_si256(_mm256_blendv_ps(a, b, b4));
+// By scalar loads: the "avx2x" encoder, for AMD Zen, whose AVX2 gathers are
+// slow. One 64-bit load per symbol (cum_f | rcp32 << 32, indexed by the
+// symbol byte read from the input), two per xmm, and vshufps splits the
+// halves. On AMD Zen 3 (bench_rans, best of 5 rounds, avx2x before -> after)
+// it beat both the gathers and the tables this encoder kept in registers
+// before (four vpermd per table, for blocks whose symbols lie in a window of
+// 32 byte values): bf16 exponent planes 1.01-1.10 -> 1.36-1.51 GB/s, fp16
+// high bytes (~70 values, so gathers before) 0.80-0.83 -> 1.38-1.43.
+struct LoadsLookup {
+  const std::uint64_t* cf_rcp;
+  __attribute__((always_inline, target("avx2"))) __m128i pair(const u8* sym) const {
+    return _mm_insert_epi64(_mm_cvtsi64_si128(static_cast<long long>(cf_rcp[sym[0]])),
+                            static_cast<long long>(cf_rcp[sym[1]]), 1);
   }
-  __attribute__((target("avx2"))) void operator()(__m256i s, __m256i& cf, __m256i& rc) const {
-    at(_mm256_sub_epi32(s, lo), cf, rc);
-  }
-  __attribute__((target("avx2"))) void at(__m256i i, __m256i& cf, __m256i& rc) const {
-    const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 28));  // bit 3 as the sign
-    const __m256 b4 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 27));  // bit 4
-    cf = pick(cf_t, i, b3, b4);
-    rc = pick(rc_t, i, b3, b4);
-  }
-  __attribute__((target("avx2"))) static WindowLookup make(const EncTables& t, unsigned first) {
-    alignas(32) std::uint32_t cf[32], rc[32];
-    window_tables(t, first, 32, cf, rc);
-    WindowLookup w;
-    w.lo = _mm256_set1_epi32(static_cast<int>(first));
-    for (unsigned j = 0; j < 4; ++j) {
-      w.cf_t[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(cf + 8 * j));
-      w.rc_t[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(rc + 8 * j));
-    }
-    return w;
-  }
-};
-
-// A window that holds nearly all of the block's symbols but not all (an
-// exponent plane with a few zeros or tiny values far below the rest): the
-// registers for groups whose eight symbols all lie in it, gathers for the
-// rare group that has one outside.
-struct WindowOrGather {
-  WindowLookup window;
-  GatherLookup gather;
-  __attribute__((target("avx2"))) void operator()(__m256i s, __m256i& cf, __m256i& rc) const {
-    const __m256i i = _mm256_sub_epi32(s, window.lo);
-    if (__builtin_expect(_mm256_testz_si256(i, _mm256_set1_epi32(~31)), 1))
-      window.at(i, cf, rc);
-    else
-      gather(s, cf, rc);
+  __attribute__((target("avx2"))) void operator()(const u8* sym, __m256i& cf, __m256i& rc) const {
+    // e0 e1 | e4 e5 and e2 e3 | e6 e7: the even dwords of each lane pair up in lane order
+    const __m256 a =
+        _mm256_castsi256_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(pair(sym)), pair(sym + 4), 1));
+    const __m256 b =
+        _mm256_castsi256_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(pair(sym + 2)), pair(sym + 6), 1));
+    cf = _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88));
+    rc = _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd));
   }
 };
 
@@ -131,9 +110,8 @@ __attribute__((target("avx2,popcnt"))) void encode_rounds_with(const u8* in, con
   for (; r > 0 && p - c.floor >= static_cast<std::ptrdiff_t>(2 * Lanes); --r) {
     const u8* src = in + (r - 1) * Lanes;
     for (unsigned v = V; v-- > 0;) {
-      const __m256i s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 8 * v)));
       __m256i cf, rc;
-      lookup(s, cf, rc);
+      lookup(src + 8 * v, cf, rc);
       const __m256i f = _mm256_srli_epi32(cf, 16);
       __m256i xv = x[v];
       const __m256i emit = _mm256_cmpeq_epi32(_mm256_max_epu32(xv, _mm256_sll_epi32(f, sh_xmax)), xv);
@@ -159,30 +137,15 @@ __attribute__((target("avx2,popcnt"))) void encode_rounds_with(const u8* in, con
   c.round = r;
 }
 
-// Window: the "avx2x" encoder, which looks symbols up in registers where the
-// block's symbols allow it (measured on an Intel Xeon, bf16 exponent planes:
-// 1.13-1.17 GB/s against 1.33-1.36 with gathers, whose two loads a cycle
-// Intel serves fast; meant for AMD Zen, whose AVX2 gathers are slow); the
-// start-up timing (rans_dispatch.cpp) keeps whichever runs faster. Where a
-// few symbols lie outside the best window of 32 (real bf16 exponent planes
-// span 35-40 values, zeros and tiny weights far below the rest), groups
-// without an outlier still use the registers: on AMD Zen 3 that took
-// bench_rans' 16 MiB bf16 exponent block from 505 to 851 MiB/s and 1 MiB
-// blocks from 709 to 845 (medians of 3 paired runs).
-template <unsigned V, bool Window>
+// Loads: the "avx2x" encoder (scalar table loads), else gathers; the start-up
+// timing (rans_dispatch.cpp) keeps whichever runs faster.
+template <unsigned V, bool Loads>
 __attribute__((target("avx2,popcnt"))) void encode_rounds_v(const u8* in, const EncTables& t, EncodeCursor& c) {
-  const GatherLookup gather{reinterpret_cast<const int*>(t.cum_f), reinterpret_cast<const int*>(t.rcp32)};
-  if constexpr (Window) {
-    const SymbolSpan span = coded_span(t);
-    if (span.within(32)) return encode_rounds_with<V>(in, t, c, WindowLookup::make(t, span.first));
-    // Outliers in at most 1/128 of the symbols: a group of eight then has
-    // one at most 6% of the time.
-    unsigned first = 0;
-    const std::uint32_t m = std::uint32_t{1} << t.scale;
-    if (best_window(t, 32, first) >= m - (m >> 7))
-      return encode_rounds_with<V>(in, t, c, WindowOrGather{WindowLookup::make(t, first), gather});
-  }
-  encode_rounds_with<V>(in, t, c, gather);
+  if constexpr (Loads)
+    encode_rounds_with<V>(in, t, c, LoadsLookup{t.cf_rcp});
+  else
+    encode_rounds_with<V>(in, t, c,
+                          GatherLookup{reinterpret_cast<const int*>(t.cum_f), reinterpret_cast<const int*>(t.rcp32)});
 }
 
 // How a decoder group looks up its eight table entries.
@@ -361,11 +324,11 @@ DecodeRoundsFn decode_rounds_table(unsigned lanes_log2, bool packed) {
 
 }  // namespace
 
-EncodeRoundsFn encode_rounds_avx2(unsigned lanes_log2, bool window) {
+EncodeRoundsFn encode_rounds_avx2(unsigned lanes_log2, bool loads) {
   constexpr EncodeRoundsFn fns[2][4] = {
       {encode_rounds_v<1, false>, encode_rounds_v<2, false>, encode_rounds_v<4, false>, encode_rounds_v<8, false>},
       {encode_rounds_v<1, true>, encode_rounds_v<2, true>, encode_rounds_v<4, true>, encode_rounds_v<8, true>}};
-  return lanes_log2 >= 3 ? fns[window][lanes_log2 - 3] : nullptr;
+  return lanes_log2 >= 3 ? fns[loads][lanes_log2 - 3] : nullptr;
 }
 
 DecodeRoundsFn decode_rounds_avx2(unsigned lanes_log2, bool packed) {

@@ -3,8 +3,7 @@
 // Vendor rules age badly (AVX2 gathers are slow on AMD Zen 1-3 and fast on
 // Intel, Zen 4 gathers are in between, AVX-512 may be split into two 256-bit
 // halves; hence two AVX2 decoders, avx2 with gathers and avx2x with scalar
-// loads, and two AVX2 encoders, avx2 with gathers and avx2x with its tables
-// in registers where the block's symbols fit), so unless MITHRIL_RANS_KERNEL
+// loads, and two AVX2 encoders, likewise), so unless MITHRIL_RANS_KERNEL
 // forces one, the first encode (or decode) times every available encoder (or
 // decoder) on a synthetic bf16 exponent plane of 256 KiB and keeps the
 // fastest (thread CPU time, best of 6, the kernels taking turns): a few ms

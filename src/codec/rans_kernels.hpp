@@ -44,13 +44,14 @@ struct EncTables {
   std::array<EncSym, 256> sym;                // scalar kernel
   alignas(64) std::uint32_t cum_f[256];       // vector kernels: cum | f << 16
   alignas(64) std::uint32_t rcp32[256];       // floor((2^32 - 1) / f), 0 when f = 0
+  alignas(64) std::uint64_t cf_rcp[256];      // both in one load: cum_f | rcp32 << 32
 };
 
 void build_encoder(const Freqs& freq, unsigned scale, EncTables& t);
 
 // The byte values a block codes, those with a frequency (the histogram is the
 // block's own, so no other byte occurs in it): [first, last], first > last
-// when there are none. The vector encoders keep the tables of a narrow span
+// when there are none. The AVX-512 encoder keeps the tables of a narrow span
 // in registers instead of gathering from them.
 struct SymbolSpan {
   unsigned first = 256;
@@ -65,18 +66,6 @@ inline SymbolSpan coded_span(const EncTables& t) noexcept {
       s.last = b;
     }
   return s;
-}
-// The window of n consecutive byte values that holds the most of the block's
-// frequency (its first value in first), and that frequency, out of 2^scale.
-inline std::uint32_t best_window(const EncTables& t, unsigned n, unsigned& first) noexcept {
-  std::uint32_t sum = 0, best = 0;
-  first = 0;
-  for (unsigned b = 0; b < 256; ++b) {
-    sum += t.cum_f[b] >> 16;
-    if (b >= n) sum -= t.cum_f[b - n] >> 16;
-    if (sum > best) best = sum, first = b + 1 >= n ? b + 1 - n : 0;
-  }
-  return best;
 }
 // cum_f and rcp32 of byte values first .. first + n - 1 (0 past 255).
 inline void window_tables(const EncTables& t, unsigned first, unsigned n, std::uint32_t* cf, std::uint32_t* rc) {
@@ -149,7 +138,7 @@ EncodeRoundsFn encode_rounds(Kernel k, unsigned lanes_log2);
 DecodeRoundsFn decode_rounds(Kernel k, unsigned lanes_log2, bool packed);
 
 #if defined(__x86_64__) && defined(__GNUC__)
-EncodeRoundsFn encode_rounds_avx2(unsigned lanes_log2, bool window);  // window: avx2x
+EncodeRoundsFn encode_rounds_avx2(unsigned lanes_log2, bool loads);  // loads: avx2x
 DecodeRoundsFn decode_rounds_avx2(unsigned lanes_log2, bool packed);
 DecodeRoundsFn decode_rounds_avx2x(unsigned lanes_log2, bool packed);
 EncodeRoundsFn encode_rounds_avx512(unsigned lanes_log2);

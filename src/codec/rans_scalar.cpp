@@ -82,11 +82,13 @@ void build_encoder(const Freqs& freq, unsigned scale, EncTables& t) {
       t.sym[s] = EncSym{0, 0, 0, 0};
       t.cum_f[s] = 0;
       t.rcp32[s] = 0;
+      t.cf_rcp[s] = 0;
       continue;
     }
     t.sym[s] = EncSym{~u64{0} / f, f << (32 - scale), static_cast<u16>(cum), static_cast<u16>(m - f)};
     t.cum_f[s] = cum | (f << 16);  // f < M <= 2^16: two symbols at least
     t.rcp32[s] = ~u32{0} / f;
+    t.cf_rcp[s] = t.cum_f[s] | u64{t.rcp32[s]} << 32;
     cum += f;
   }
 }

@@ -142,7 +142,7 @@ Gen spanning(unsigned first, unsigned span) {
 // values (112..134), the first one a 96, the rest far below (0..90, as zeros
 // and tiny weights give): wider than 32 values, yet a window of 32 holds all
 // but ~0.3%, so avx2x codes most groups from registers and the few with an
-// outlier by gathers.
+// outlier by scalar table loads.
 ByteVector window_with_outliers(std::size_t n, std::uint64_t seed) {
   ByteVector v = from_fn(n, seed, [](auto& rng) -> std::uint8_t {
     if (rng() % 1000 < 3) return static_cast<std::uint8_t>(rng() % 91);
