@@ -70,8 +70,9 @@ struct GatherLookup {
 // halves. On AMD Zen 3 (bench_rans, best of 5 rounds, avx2x before -> after)
 // it beat both the gathers and the tables this encoder kept in registers
 // before (four vpermd per table, for blocks whose symbols lie in a window of
-// 32 byte values): bf16 exponent planes 1.01-1.10 -> 1.36-1.51 GB/s, fp16
-// high bytes (~70 values, so gathers before) 0.80-0.83 -> 1.38-1.43.
+// 32 byte values): bf16 exponent planes (synthetic, MiniLM's, trained
+// weights') 0.94-1.11 -> 1.36-1.44 GB/s, fp16 high bytes (~70 values, so
+// gathers before) 0.78-0.81 -> 1.35-1.39.
 struct LoadsLookup {
   const std::uint64_t* cf_rcp;
   __attribute__((always_inline, target("avx2"))) __m128i pair(const u8* sym) const {
