@@ -56,6 +56,11 @@ double bound_bits(const Histogram& h) {
   return bits;
 }
 
+// The high byte of a 16-bit float after rotl1 grouping (the sign moved to bit 0).
+std::uint8_t rotl1_high_byte(std::uint16_t h) {
+  return static_cast<std::uint8_t>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
+}
+
 ByteVector make_plane(int kind) {
   std::mt19937_64 rng(1234 + kind);
   ByteVector v(k_plane);
@@ -67,13 +72,13 @@ ByteVector make_plane(int kind) {
       std::memcpy(&u, &f, 4);
       u += 0x7fff + ((u >> 16) & 1);
       const auto h = static_cast<std::uint16_t>(u >> 16);
-      b = static_cast<std::byte>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
+      b = static_cast<std::byte>(rotl1_high_byte(h));
     }
   } else if (kind == 4) {
     std::normal_distribution<float> d(0.0f, 0.02f);
     for (auto& b : v) {
       const auto h = std::bit_cast<std::uint16_t>(static_cast<_Float16>(d(rng)));
-      b = static_cast<std::byte>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
+      b = static_cast<std::byte>(rotl1_high_byte(h));
     }
   } else if (kind == 1) {
     static constexpr std::uint8_t k_vals[] = {1, 1, 1, 1, 2, 2, 3, 4, 0x80, 0x81};
@@ -89,7 +94,7 @@ std::uint8_t bf16_exponent_byte(float f) {
   std::memcpy(&u, &f, 4);
   u += 0x7fff + ((u >> 16) & 1);
   const auto h = static_cast<std::uint16_t>(u >> 16);
-  return static_cast<std::uint8_t>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
+  return rotl1_high_byte(h);
 }
 
 // Every 4-byte value after the safetensors header, read as fp32 (the file

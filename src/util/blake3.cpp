@@ -240,16 +240,13 @@ alignas(32) constexpr std::uint8_t k_rot16[32] = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11
                                                   2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
 alignas(32) constexpr std::uint8_t k_rot8[32] = {1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12,
                                                  1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12};
-MITHRIL_AVX2 inline __m256i rot16(__m256i x) {
+MITHRIL_AVX2 inline __m256i shuffle_bytes_mem(__m256i x, const std::uint8_t (&mask)[32]) {
   __m256i r;
-  asm("vpshufb %2, %1, %0" : "=x"(r) : "x"(x), "m"(*reinterpret_cast<const __m256i*>(k_rot16)));
+  asm("vpshufb %2, %1, %0" : "=x"(r) : "x"(x), "m"(*reinterpret_cast<const __m256i*>(mask)));
   return r;
 }
-MITHRIL_AVX2 inline __m256i rot8(__m256i x) {
-  __m256i r;
-  asm("vpshufb %2, %1, %0" : "=x"(r) : "x"(x), "m"(*reinterpret_cast<const __m256i*>(k_rot8)));
-  return r;
-}
+MITHRIL_AVX2 inline __m256i rot16(__m256i x) { return shuffle_bytes_mem(x, k_rot16); }
+MITHRIL_AVX2 inline __m256i rot8(__m256i x) { return shuffle_bytes_mem(x, k_rot8); }
 MITHRIL_AVX2 inline __m256i rot12(__m256i x) { return _mm256_or_si256(_mm256_srli_epi32(x, 12), _mm256_slli_epi32(x, 20)); }
 MITHRIL_AVX2 inline __m256i rot7(__m256i x) { return _mm256_or_si256(_mm256_srli_epi32(x, 7), _mm256_slli_epi32(x, 25)); }
 
