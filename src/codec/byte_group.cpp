@@ -416,7 +416,52 @@ void histogram(const ByteGroupKernels& k, util::ByteSpan in, Histogram& hist, co
   fn(in.data() + done, in.size() - done, syms.data(), hist.data());
 }
 
+void histogram_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Histogram& like, Histogram& hist) {
+  // Smaller inputs would leave too small a sample (and cost little anyway).
+  constexpr std::size_t k_min_estimated = std::size_t{16} << 10;
+  if (!k.count_window || in.size() < k_min_estimated) return histogram(k, in, hist, &like);
+  // The window of 16 values that holds the most of `like`.
+  std::uint64_t total = 0, covered = 0, best = 0;
+  for (unsigned b = 0; b < 16; ++b) covered += like[b];
+  unsigned lo = 0;
+  best = covered;
+  for (unsigned b = 0; b < 256; ++b) total += like[b];
+  for (unsigned b = 16; b < 256; ++b) {
+    covered += like[b];
+    covered -= like[b - 16];
+    if (covered > best) best = covered, lo = b - 15;
+  }
+  if (total == 0 || best < total - total / 100) return histogram(k, in, hist, &like);
+  hist.fill(0);
+  WindowSample w{hist.data()};
+  k.count_window(in.data(), in.size(), static_cast<std::uint8_t>(lo), w);
+  if (w.uncounted == 0) return;  // nothing left uncounted: exact
+  // The uncounted bytes shared out as the counted window bytes are (floors;
+  // the remainder to the most common value), and at least one to each value
+  // seen only among them, so that exactly the bytes that occur have counts.
+  std::uint64_t sampled = 0;
+  for (unsigned j = 0; j < 16; ++j) sampled += hist[lo + j];
+  std::array<std::uint64_t, 16> add{};
+  std::uint64_t given = 0;
+  unsigned most = 0;
+  for (unsigned j = 0; j < 16; ++j) {
+    if (sampled != 0)
+      add[j] = w.uncounted * hist[lo + j] / sampled;  // (both < 2^32)
+    if (hist[lo + j] + add[j] == 0 && (w.present >> j & 1)) add[j] = 1;
+    given += add[j];
+    if (hist[lo + j] > hist[lo + most]) most = j;
+  }
+  // (Only when almost nothing was counted can the ones overdraw the remainder.)
+  if (sampled == 0 || given - add[most] > w.uncounted) return histogram(k, in, hist, &like);
+  add[most] = w.uncounted - (given - add[most]);
+  for (unsigned j = 0; j < 16; ++j) hist[lo + j] += static_cast<std::uint32_t>(add[j]);
+}
+
 }  // namespace detail
+
+void histogram_estimate(util::ByteSpan in, const Histogram& like, Histogram& hist) {
+  detail::histogram_estimate(detail::active_kernels(), in, like, hist);
+}
 
 void histogram(util::ByteSpan in, Histogram& hist) {
   detail::histogram(detail::active_kernels(), in, hist, nullptr);

@@ -73,6 +73,16 @@ void histogram(util::ByteSpan in, Histogram& hist);
 // on `like`: it is always the exact histogram of `in`.
 void histogram_like(util::ByteSpan in, const Histogram& like, Histogram& hist);
 
+// For choosing and building a coding model: a histogram that sums to
+// in.size() and whose nonzero values are exactly the bytes that occur in
+// `in`, but whose counts may be estimated. When `like` (the previous block
+// of the same plane) puts 99% of its bytes among 16 consecutive values, as
+// for the exponents of a float plane, a quarter of `in` is counted and the
+// rest only checked for which of those values occur (and counted where a
+// byte falls outside them); the window's counts are the counted ones scaled
+// up. Otherwise (or without a kernel for it) exactly histogram_like().
+void histogram_estimate(util::ByteSpan in, const Histogram& like, Histogram& hist);
+
 // Shannon order-0 entropy of a histogram, in bits for the whole buffer.
 double order0_bits(const Histogram& hist);
 

@@ -258,6 +258,64 @@ void count_symbols(const std::byte* p, std::size_t n, const std::uint8_t* syms, 
   for (; i < n; ++i) ++hist[static_cast<std::uint8_t>(p[i])];
 }
 
+// WindowCountFn: each byte minus lo, plus 0x70 with unsigned saturation, is
+// 0x70 + j for window value lo + j and has its top bit set outside the
+// window (movemask: the bytes to count one at a time). Counted runs compare
+// against the sixteen 0x70 + j; presence runs OR in vpshufb one-hot bits
+// (indexed by the low nibble, j; zero where the top bit is set).
+void count_window(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSample& w) {
+  const __m256i base = _mm256_set1_epi8(static_cast<char>(lo));
+  const __m256i bias = _mm256_set1_epi8(0x70);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i bits_lo = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                                           1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256i bits_hi = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64, -128,  //
+                                           0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64, -128);
+  std::uint32_t* hist = w.hist;
+  const auto shifted = [&](const std::byte* q) { return _mm256_adds_epu8(_mm256_sub_epi8(load(q), base), bias); };
+  // Counts [i, end) exactly; end - i <= 255 vectors (byte-wide counters).
+  const auto counted = [&](std::size_t i, std::size_t end) {
+    __m256i acc[16];
+    for (auto& a : acc) a = zero;
+    for (; i < end; i += 32) {
+      const __m256i u = shifted(p + i);
+      if (const auto out = static_cast<std::uint32_t>(_mm256_movemask_epi8(u))) count_others(p + i, out, hist);
+      for (int j = 0; j < 16; ++j) acc[j] = _mm256_sub_epi8(acc[j], _mm256_cmpeq_epi8(u, _mm256_set1_epi8(0x70 + j)));
+    }
+    for (unsigned j = 0; j < 16; ++j) {
+      const __m256i s = _mm256_sad_epu8(acc[j], zero);
+      const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      hist[lo + j] += static_cast<std::uint32_t>(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1));
+    }
+  };
+  __m256i seen_lo = zero, seen_hi = zero;
+  std::uint64_t presence_bytes = 0, outside = 0;
+  std::size_t i = 0;
+  for (; n - i >= k_window_run; i += k_window_run) {
+    counted(i, i + k_window_counted);
+    for (std::size_t e = i + k_window_counted; e < i + k_window_run; e += 32) {
+      const __m256i u = shifted(p + e);
+      if (const auto out = static_cast<std::uint32_t>(_mm256_movemask_epi8(u))) {
+        count_others(p + e, out, hist);
+        outside += static_cast<unsigned>(__builtin_popcount(out));
+      }
+      seen_lo = _mm256_or_si256(seen_lo, _mm256_shuffle_epi8(bits_lo, u));
+      seen_hi = _mm256_or_si256(seen_hi, _mm256_shuffle_epi8(bits_hi, u));
+    }
+    presence_bytes += k_window_run - k_window_counted;
+  }
+  const std::size_t whole = i + (n - i) / 32 * 32;
+  counted(i, whole);  // (fewer than 128 vectors)
+  for (i = whole; i < n; ++i) ++hist[static_cast<std::uint8_t>(p[i])];
+  alignas(32) std::uint8_t seen[2][32];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(seen[0]), seen_lo);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(seen[1]), seen_hi);
+  std::uint32_t present = 0;
+  for (unsigned b = 0; b < 32; ++b) present |= std::uint32_t{seen[0][b]} | std::uint32_t{seen[1][b]} << 8;
+  w.present = present;
+  w.uncounted = presence_bytes - outside;
+}
+
 }  // namespace mithril::codec::detail
 
 #pragma GCC pop_options
@@ -277,6 +335,7 @@ const ByteGroupKernels k_avx2_kernels = {
     {sub<std::uint8_t>, sub<std::uint16_t>, sub<std::uint32_t>, sub<std::uint64_t>},
     {add<std::uint8_t>, add<std::uint16_t>, add<std::uint32_t>, add<std::uint64_t>},
     {count_symbols<8>, count_symbols<12>, nullptr, nullptr},
+    count_window,
 };
 
 }  // namespace mithril::codec::detail

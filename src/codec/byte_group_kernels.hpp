@@ -39,6 +39,22 @@ using CountFn = void (*)(const std::byte* p, std::size_t n, const std::uint8_t* 
 // K of each count[] entry.
 inline constexpr unsigned k_count_symbols[] = {8, 12, 16, 24};
 
+// A sampled count of bytes that nearly all lie in the window [lo, lo + 16)
+// (lo <= 240), for histogram_estimate(): of every k_window_run bytes the
+// first k_window_counted are counted exactly and the rest only checked for
+// which window values occur; a byte outside the window is counted exactly
+// wherever it is. Adds the exact counts to hist; uncounted receives the
+// number of window bytes counted nowhere, present bit j whether lo + j is
+// among them. The bytes after the last whole run are all counted.
+struct WindowSample {
+  std::uint32_t* hist;
+  std::uint64_t uncounted = 0;
+  std::uint32_t present = 0;
+};
+inline constexpr std::size_t k_window_run = 4096;
+inline constexpr std::size_t k_window_counted = 1024;
+using WindowCountFn = void (*)(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSample& w);
+
 struct ByteGroupKernels {
   Isa isa;
   // Index [log2(width) - 1][mode]: widths 2, 4, 8 (width 1 is a copy).
@@ -51,6 +67,9 @@ struct ByteGroupKernels {
   // Index i: k_count_symbols[i] symbols; nullptr where this ISA has none
   // (scalar, SSE2; AVX2 for K > 12: more counters than registers).
   CountFn count[4];
+  // nullptr where this ISA has none (scalar, SSE2; AVX-512, whose exact
+  // counts were never measured against it).
+  WindowCountFn count_window;
 };
 
 std::string_view isa_name(Isa isa) noexcept;
@@ -77,6 +96,8 @@ void add_residual(const ByteGroupKernels& k, util::ByteSpan residual, util::Byte
                   unsigned width);
 // histogram() with an explicit kernel table; `like` as in histogram_like().
 void histogram(const ByteGroupKernels& k, util::ByteSpan in, Histogram& hist, const Histogram* like);
+// histogram_estimate() with an explicit kernel table.
+void histogram_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Histogram& like, Histogram& hist);
 
 // Per-ISA tables; each defined in its own file. The SIMD ones exist only on
 // x86-64 and must not be used before checking kernels_for().

@@ -55,6 +55,7 @@
 #include <memory>
 #include <string>
 
+#include "codec/byte_group.hpp"
 #include "codec/rans_kernels.hpp"
 #include "codec/rans_table.hpp"
 #include "mithril/error.hpp"
@@ -87,6 +88,10 @@ struct Plan {
   double payload_bits = 0.0;
 };
 
+// A finer tier's model (payload + table bits) must come under this to be
+// taken over a coarser one's `total`.
+double finer_bar(double total) { return total * (1.0 - 1.0 / 512) - 64; }
+
 Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
   // Three tiers of scale: up to 12 the decoder needs one table load per
   // symbol and runs about twice as fast; 13..15 cost ~0.04% in rounding, 16
@@ -100,8 +105,13 @@ Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
   std::array<Plan, 3> tier;
   std::array<double, 3> tier_total{k_inf, k_inf, k_inf};
   Plan p;
+  // No model codes below the entropy, so once the coarse tier is planned a
+  // finer one can win only if the entropy leaves room for it: when it does
+  // not (nearly always for big blocks), its normalisations are skipped.
+  const double entropy_bits = order0_bits(hist);
   for (unsigned scale = lo; scale <= k_max_scale; ++scale) {
     const unsigned t = scale <= k_packed_max_scale ? 0 : scale < k_max_scale ? 1 : 2;
+    if (t != 0 && !(entropy_bits < finer_bar(tier_total[0]))) break;
     if (big && scale != k_packed_max_scale && scale != k_max_scale - 1 && scale != k_max_scale) continue;
     p.scale = scale;
     normalize(hist, n, scale, p.freq);
@@ -117,7 +127,7 @@ Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
   }
   unsigned pick = 0;
   for (unsigned t = 1; t < 3; ++t)
-    if (tier_total[t] < tier_total[pick] * (1.0 - 1.0 / 512) - 64) pick = t;
+    if (tier_total[t] < finer_bar(tier_total[pick])) pick = t;
   Plan best = tier[pick];
   // Each lane stores a 4-byte state, ~3 bytes of it overhead. Allow that
   // ~0.4% of the payload, or 1/2048 of the raw size so that big blocks that

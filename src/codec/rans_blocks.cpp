@@ -41,7 +41,7 @@ Split choose(util::ByteSpan plane) {
     if (i == 0)
       histogram(piece, level[i]);
     else
-      histogram_like(piece, level[i - 1], level[i]);  // the previous piece picks the symbols to count
+      histogram_estimate(piece, level[i - 1], level[i]);  // the previous piece picks the symbols to count
   }
   s.whole.fill(0);
   for (const auto& h : level)

