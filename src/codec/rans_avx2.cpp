@@ -98,7 +98,7 @@ struct LoadsLookup {
 // 2 * Lanes bytes are free above the floor, which covers every group.
 template <unsigned V, class Lookup>
 __attribute__((target("avx2,popcnt"))) void encode_rounds_with(const u8* in, const EncTables& t, EncodeCursor& c,
-                                                               const Lookup& lookup) {
+                                                               const Lookup lookup) {
   constexpr unsigned Lanes = 8 * V;
   __m256i x[V];
   for (unsigned v = 0; v < V; ++v) x[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.x + 8 * v));
@@ -110,7 +110,9 @@ __attribute__((target("avx2,popcnt"))) void encode_rounds_with(const u8* in, con
   std::size_t r = c.round;
   for (; r > 0 && p - c.floor >= static_cast<std::ptrdiff_t>(2 * Lanes); --r) {
     const u8* src = in + (r - 1) * Lanes;
-    for (unsigned v = V; v-- > 0;) {
+#pragma GCC unroll 8
+    for (unsigned g = 0; g < V; ++g) {
+      const unsigned v = V - 1 - g;
       __m256i cf, rc;
       lookup(src + 8 * v, cf, rc);
       const __m256i f = _mm256_srli_epi32(cf, 16);
@@ -121,7 +123,7 @@ __attribute__((target("avx2,popcnt"))) void encode_rounds_with(const u8* in, con
       __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(xl), _mm256_extracti128_si256(xl, 1));
       w = _mm_shuffle_epi8(w, _mm_load_si128(reinterpret_cast<const __m128i*>(k_pack.idx[bits])));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(p - 16), w);
-      p -= 2 * _mm_popcnt_u32(bits);
+      p -= 2 * _mm_popcnt_u64(bits);
       xv = _mm256_blendv_epi8(xv, _mm256_srli_epi32(xv, 16), emit);
       const __m256i lo = _mm256_mul_epu32(xv, rc);
       const __m256i hi = _mm256_mul_epu32(_mm256_srli_epi64(xv, 32), _mm256_srli_epi64(rc, 32));
