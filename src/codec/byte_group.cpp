@@ -416,6 +416,35 @@ void histogram(const ByteGroupKernels& k, util::ByteSpan in, Histogram& hist, co
   fn(in.data() + done, in.size() - done, syms.data(), hist.data());
 }
 
+namespace {
+
+// histogram_estimate() for bytes no 16 values cover (count_spread): the
+// skipped bytes shared out as the counted ones are (floors; the remainder to
+// the most common value). Values seen only where nothing was counted were
+// counted exactly, so exactly the bytes that occur have counts.
+void spread_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Histogram& like, Histogram& hist) {
+  if (!k.count_spread) return histogram(k, in, hist, &like);
+  Histogram sample{}, extra{};
+  SpreadSample w{sample.data(), extra.data()};
+  k.count_spread(in.data(), in.size(), w);
+  std::uint64_t sampled = 0;
+  unsigned most = 0;
+  for (unsigned b = 0; b < 256; ++b) {
+    sampled += sample[b];
+    if (sample[b] > sample[most]) most = b;
+  }
+  if (sampled == 0) return histogram(k, in, hist, &like);
+  std::uint64_t given = 0;
+  for (unsigned b = 0; b < 256; ++b) {
+    const std::uint64_t add = w.uncounted * sample[b] / sampled;  // (both < 2^32)
+    hist[b] = static_cast<std::uint32_t>(sample[b] + extra[b] + add);
+    given += add;
+  }
+  hist[most] += static_cast<std::uint32_t>(w.uncounted - given);
+}
+
+}  // namespace
+
 void histogram_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Histogram& like, Histogram& hist) {
   // Smaller inputs would leave too small a sample (and cost little anyway).
   constexpr std::size_t k_min_estimated = std::size_t{16} << 10;
@@ -431,7 +460,8 @@ void histogram_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Hist
     covered -= like[b - 16];
     if (covered > best) best = covered, lo = b - 15;
   }
-  if (total == 0 || best < total - total / 100) return histogram(k, in, hist, &like);
+  if (total == 0) return histogram(k, in, hist, &like);
+  if (best < total - total / 100) return spread_estimate(k, in, like, hist);
   hist.fill(0);
   WindowSample w{hist.data()};
   k.count_window(in.data(), in.size(), static_cast<std::uint8_t>(lo), w);

@@ -80,7 +80,10 @@ void histogram_like(util::ByteSpan in, const Histogram& like, Histogram& hist);
 // for the exponents of a float plane, a quarter of `in` is counted and the
 // rest only checked for which of those values occur (and counted where a
 // byte falls outside them); the window's counts are the counted ones scaled
-// up. Otherwise (or without a kernel for it) exactly histogram_like().
+// up. Bytes of a wider spread (an fp16 plane's high bytes) likewise: a
+// quarter counted, and in the rest only the values the counted part has not
+// shown. Without a kernel for it (scalar, SSE2, AVX-512 builds of the
+// kernel table), exactly histogram_like().
 void histogram_estimate(util::ByteSpan in, const Histogram& like, Histogram& hist);
 
 // Shannon order-0 entropy of a histogram, in bits for the whole buffer.

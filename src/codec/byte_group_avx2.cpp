@@ -316,6 +316,58 @@ void count_window(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSamp
   w.uncounted = presence_bytes - outside;
 }
 
+// SpreadCountFn: counted runs one byte at a time into four tables; in the
+// other bytes, membership of the values seen so far by two vpshufb lookups
+// of a 256-bit map (its byte x >> 3, from one half or the other by bit 4
+// of that index) and one of the bit 1 << (x & 7).
+void count_spread(const std::byte* p, std::size_t n, SpreadSample& w) {
+  std::uint32_t t[4][256] = {};
+  const auto count_run = [&](std::size_t i, std::size_t end) {
+    for (; i + 4 <= end; i += 4)
+      for (unsigned j = 0; j < 4; ++j) ++t[j][static_cast<std::uint8_t>(p[i + j])];
+    for (; i < end; ++i) ++t[0][static_cast<std::uint8_t>(p[i])];
+  };
+  const __m256i low5 = _mm256_set1_epi8(0x1f);
+  const __m256i low3 = _mm256_set1_epi8(7);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i bit = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                                       1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m256i map_lo = zero, map_hi = zero;  // map bytes 0-15 and 16-31, in both lanes
+  std::uint64_t skipped = 0;
+  std::size_t i = 0;
+  for (; n - i >= k_window_run; i += k_window_run) {
+    count_run(i, i + k_window_counted);
+    std::uint64_t outside = 0;
+    {
+      // The map of the values counted so far, eight table entries a step.
+      alignas(16) std::uint8_t map[32];
+      for (unsigned g = 0; g < 32; ++g) {
+        const auto at = [&](unsigned j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t[j] + 8 * g)); };
+        const __m256i any = _mm256_or_si256(_mm256_or_si256(at(0), at(1)), _mm256_or_si256(at(2), at(3)));
+        map[g] = static_cast<std::uint8_t>(~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(any, zero))));
+      }
+      map_lo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(map)));
+      map_hi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(map + 16)));
+    }
+    for (std::size_t e = i + k_window_counted; e < i + k_window_run; e += 32) {
+      const __m256i x = load(p + e);
+      const __m256i at = _mm256_and_si256(_mm256_srli_epi16(x, 3), low5);
+      // (at < 32, so at << 3 keeps to its byte and moves its bit 4 to bit 7)
+      const __m256i byte = _mm256_blendv_epi8(_mm256_shuffle_epi8(map_lo, at), _mm256_shuffle_epi8(map_hi, at),
+                                              _mm256_slli_epi16(at, 3));
+      const __m256i seen = _mm256_and_si256(byte, _mm256_shuffle_epi8(bit, _mm256_and_si256(x, low3)));
+      if (const auto unseen = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(seen, zero)))) {
+        count_others(p + e, unseen, w.extra);
+        outside += static_cast<unsigned>(__builtin_popcount(unseen));
+      }
+    }
+    skipped += k_window_run - k_window_counted - outside;
+  }
+  count_run(i, n);
+  for (unsigned b = 0; b < 256; ++b) w.sample[b] += t[0][b] + t[1][b] + t[2][b] + t[3][b];
+  w.uncounted = skipped;
+}
+
 }  // namespace mithril::codec::detail
 
 #pragma GCC pop_options
@@ -336,6 +388,7 @@ const ByteGroupKernels k_avx2_kernels = {
     {add<std::uint8_t>, add<std::uint16_t>, add<std::uint32_t>, add<std::uint64_t>},
     {count_symbols<8>, count_symbols<12>, nullptr, nullptr},
     count_window,
+    count_spread,
 };
 
 }  // namespace mithril::codec::detail

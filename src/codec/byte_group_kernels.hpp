@@ -55,6 +55,19 @@ inline constexpr std::size_t k_window_run = 4096;
 inline constexpr std::size_t k_window_counted = 1024;
 using WindowCountFn = void (*)(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSample& w);
 
+// The same for bytes of any spread (an fp16 plane's high bytes: ~64 values):
+// the first k_window_counted bytes of every k_window_run are counted into
+// `sample`; in the rest a byte whose value the counted runs have not shown
+// yet is counted into `extra`, and the
+// others, `uncounted` in all, are only skipped. Every value that occurs has
+// a count in one of the two. The bytes after the last whole run go to sample.
+struct SpreadSample {
+  std::uint32_t* sample;
+  std::uint32_t* extra;
+  std::uint64_t uncounted = 0;
+};
+using SpreadCountFn = void (*)(const std::byte* p, std::size_t n, SpreadSample& w);
+
 struct ByteGroupKernels {
   Isa isa;
   // Index [log2(width) - 1][mode]: widths 2, 4, 8 (width 1 is a copy).
@@ -70,6 +83,7 @@ struct ByteGroupKernels {
   // nullptr where this ISA has none (scalar, SSE2; AVX-512, whose exact
   // counts were never measured against it).
   WindowCountFn count_window;
+  SpreadCountFn count_spread;
 };
 
 std::string_view isa_name(Isa isa) noexcept;

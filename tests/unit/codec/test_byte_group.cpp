@@ -461,17 +461,24 @@ TEST_P(ByteGroupKernel, HistogramEstimateKeepsTotalAndSupport) {
           ASSERT_EQ(h[b] != 0, ref[b] != 0) << n << " " << n_symbols << " " << rare << " byte " << b;
         }
         ASSERT_EQ(total, n) << n << " " << n_symbols << " " << rare;
-        if (n < (std::size_t{16} << 10)) EXPECT_EQ(h, ref);
-        // Sampling a quarter: the estimate's counts are off by a few percent
-        // in all at 16 KiB, by well under one percent at 1 MiB.
-        EXPECT_LE(static_cast<double>(off), (n > (std::size_t{1} << 20) ? 0.01 : 0.08) * static_cast<double>(n))
-            << n << " " << n_symbols << " " << rare;
+        if (n < (std::size_t{16} << 10)) {
+          EXPECT_EQ(h, ref);
+        }
+        // Sampling a quarter of a few values: the counts are off by a few
+        // percent in all at 16 KiB, by well under one percent at 1 MiB.
+        if (rare == 0.0) {
+          EXPECT_LE(static_cast<double>(off), (n > (std::size_t{1} << 20) ? 0.01 : 0.08) * static_cast<double>(n))
+              << n << " " << n_symbols;
+        }
         // What a model built from the estimate costs: the bytes' cross-entropy
-        // under it, against their entropy (the exact counts' model).
+        // under it, against their entropy (the exact counts' model). Counts
+        // from a quarter of the bytes cost ~2.9 bits per value present in
+        // expectation (KL divergence of a sample's estimate), whatever the size.
         double cross = 0;
+        unsigned distinct = 0;
         for (unsigned b = 0; b < 256; ++b)
-          if (ref[b]) cross += ref[b] * std::log2(static_cast<double>(n) / h[b]);
-        if (n > (std::size_t{1} << 20)) EXPECT_LE(cross, 1.0005 * codec::order0_bits(ref)) << n_symbols << " " << rare;
+          if (ref[b]) cross += ref[b] * std::log2(static_cast<double>(n) / h[b]), ++distinct;
+        EXPECT_LE(cross, 1.0005 * codec::order0_bits(ref) + 10.0 * distinct) << n << " " << n_symbols << " " << rare;
       }
     }
   }
