@@ -151,7 +151,7 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
           feed.advance(end);
           return end;
         };
-        slot.encoded = slot.encoder->encode(raw, c.kind, base_bytes, &read);
+        slot.encoded = slot.encoder->encode(raw, c.kind, base_bytes, &read, /*apart=*/true);
         feed.finish();
         slot.xxh3 = slot.xxh3_stream.digest();
       },
@@ -159,10 +159,16 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
         const auto& c = plan.chunks[i];
         const Slot& slot = slots[s];
         container::ChunkRecord& r = index.chunks[i];
-        r.file_offset = positional ? writer.reserve(slot.encoded.payload.size()) : writer.append(slot.encoded.payload);
+        const codec::EncodedChunk& e = slot.encoded;
+        if (positional) {
+          r.file_offset = writer.reserve(e.size());
+        } else {
+          r.file_offset = writer.append(e.payload);
+          writer.append(e.tail);
+        }
         r.source_offset = c.source_offset;
         r.raw_size = c.size;
-        r.stored_size = static_cast<std::uint32_t>(slot.encoded.payload.size());
+        r.stored_size = static_cast<std::uint32_t>(e.size());
         r.raw_xxh3 = slot.xxh3;
         r.segment = c.segment;
         r.layout = slot.encoded.layout;
@@ -173,7 +179,10 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
         if (options.progress) options.progress(done, source_size);
       },
       [&](std::size_t i, std::size_t s) {
-        if (positional) writer.write_at(index.chunks[i].file_offset, slots[s].encoded.payload);
+        if (!positional) return;
+        const codec::EncodedChunk& e = slots[s].encoded;
+        writer.write_at(index.chunks[i].file_offset, e.payload);
+        writer.write_at(index.chunks[i].file_offset + e.payload.size(), e.tail);
       });
 
   // Only after a call that ended well: a failed one frees its encoders.

@@ -215,7 +215,7 @@ std::size_t read_until(const ChunkEncoder::Reader& read, std::size_t at, std::si
 }  // namespace
 
 EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind& kind, unsigned width,
-                                          GroupMode mode, const Reader* read) {
+                                          GroupMode mode, const Reader* read, bool apart) {
   EncodedChunk out;
   out.layout = Layout::planes;
   out.width = static_cast<std::uint8_t>(width);
@@ -269,19 +269,24 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
     }
     // A coding never overlaps the planes after this one: dst <= src and it
     // is no longer than the plane (memmove: a stored plane may move down).
-    if (!coded.bytes.empty() && coded.bytes.data() != payload + dst)
+    // The last plane's coding (a float's exponents) may instead stay where
+    // it was coded, as the payload's tail.
+    const bool tail = apart && k + 1 == width && !coded.bytes.empty() && coded.bytes.data() != payload + src;
+    if (tail)
+      out.tail = coded.bytes;
+    else if (!coded.bytes.empty() && coded.bytes.data() != payload + dst)
       std::memmove(payload + dst, coded.bytes.data(), coded.bytes.size());
     payload[1 + 5 * k] = static_cast<std::byte>(coded.codec);
     util::store_le<std::uint32_t>(payload + 2 + 5 * k, static_cast<std::uint32_t>(coded.bytes.size()));
     src += len;
-    dst += coded.bytes.size();
+    if (!tail) dst += coded.bytes.size();
   }
   out.payload = util::ByteSpan(payload, dst);
   return out;
 }
 
 EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base,
-                                  const Reader* read) {
+                                  const Reader* read, bool apart) {
   if (raw.size() > container::k_max_chunk_size) throw Error(Errc::internal, "chunk larger than 2 GiB");
   const unsigned width = kind.width;
 
@@ -334,9 +339,10 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
   // (not a residual, which was read whole already), else all of it first.
   const bool read_while_grouping = read && best.residual == Residual::none;
   if (read && !read_while_grouping) read_until(*read, 0, raw.size());
-  EncodedChunk e = encode_grouped(best_input, kind, width, best.mode, read_while_grouping ? read : nullptr);
+  EncodedChunk e =
+      encode_grouped(best_input, kind, width, best.mode, read_while_grouping ? read : nullptr, apart);
   e.residual = best.residual;
-  if (e.payload.size() >= raw.size() && best.residual == Residual::none) {
+  if (e.size() >= raw.size() && best.residual == Residual::none) {
     // Nothing pays: store the chunk raw.
     EncodedChunk r;
     r.layout = Layout::raw;

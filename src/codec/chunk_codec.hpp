@@ -41,6 +41,10 @@ struct EncodedChunk {
   std::uint8_t group_mode = 0;
   container::Residual residual = container::Residual::none;
   util::ByteSpan payload;  // valid until the next encode() on this encoder
+  // The payload's last bytes, left where the encoder coded them when
+  // encode() was asked to (`apart`): the stored payload is payload + tail.
+  util::ByteSpan tail;
+  std::size_t size() const { return payload.size() + tail.size(); }
 };
 
 class ChunkEncoder {
@@ -56,8 +60,10 @@ class ChunkEncoder {
   // empty (same size as raw) the encoder may code a residual against it.
   // `read`, if given, is called over all of raw: each piece just before the
   // encoder groups it, so that the piece comes from memory once for both.
+  // With `apart`, the coding of the last plane may stay in the encoder's
+  // buffer as `tail` (one copy less for a writer that can take two pieces).
   EncodedChunk encode(util::ByteSpan raw, const ChunkKind& kind, util::ByteSpan base = {},
-                      const Reader* read = nullptr);
+                      const Reader* read = nullptr, bool apart = false);
 
   int level() const noexcept { return m_level; }
   // Bytes held in the encoder's buffers (they only grow), not counting zstd's
@@ -80,7 +86,7 @@ class ChunkEncoder {
                           unsigned log2_block = 0, double split_bytes = 0,
                           std::span<const Histogram> block_hists = {});
   EncodedChunk encode_grouped(util::ByteSpan raw, const ChunkKind& kind, unsigned width, GroupMode mode,
-                              const Reader* read);
+                              const Reader* read, bool apart);
 
   int m_level;
   ZstdCompressor m_zstd;

@@ -78,6 +78,40 @@ TEST(ChunkCodec, Bf16WeightsShrinkAndRoundTrip) {
   EXPECT_LT(stored, raw.size() * 0.8) << "bf16 weights should compress by > 1.25x";
 }
 
+// encode(apart): the last plane's coding left in the encoder's buffer as the
+// tail; payload + tail are the bytes of the contiguous encoding (bf16, fp32
+// with a coded exponent plane, a delta residual, bytes stored raw).
+TEST(ChunkCodec, TailApartIsTheContiguousPayloadsEnd) {
+  const auto bf16 = bf16_weights(1 << 17, 11);
+  util::ByteVector fp32(bf16.size() * 2);
+  for (std::size_t i = 0; i < bf16.size() / 2; ++i) std::memcpy(fp32.data() + 4 * i + 2, bf16.data() + 2 * i, 2);
+  auto next = bf16;
+  for (std::size_t i = 0; i < next.size(); i += 64) next[i] ^= std::byte{1};
+  const auto noise = test::random_bytes(50000, 4);
+  struct Case {
+    util::ByteSpan raw;
+    ChunkKind kind;
+    util::ByteSpan base;
+    bool has_tail;
+  };
+  const Case cases[] = {{bf16, ChunkKind{2, true, true}, {}, true},
+                        {fp32, ChunkKind{4, true, true}, {}, true},
+                        {next, ChunkKind{2, true, true}, bf16, true},
+                        {noise, ChunkKind{4, true, true}, {}, false}};
+  for (const auto& c : cases) {
+    ChunkEncoder whole_enc(3), apart_enc(3);
+    const EncodedChunk whole = whole_enc.encode(c.raw, c.kind, c.base);
+    const EncodedChunk apart = apart_enc.encode(c.raw, c.kind, c.base, nullptr, true);
+    EXPECT_TRUE(whole.tail.empty());
+    EXPECT_EQ(!apart.tail.empty(), c.has_tail) << c.kind.width;
+    util::ByteVector joined(apart.payload.begin(), apart.payload.end());
+    joined.insert(joined.end(), apart.tail.begin(), apart.tail.end());
+    EXPECT_EQ(joined, util::ByteVector(whole.payload.begin(), whole.payload.end())) << c.kind.width;
+    EXPECT_EQ(apart.size(), whole.size());
+    EXPECT_EQ(apart.layout, whole.layout);
+  }
+}
+
 TEST(ChunkCodec, IncompressibleDataIsStoredRaw) {
   ChunkEncoder enc(3);
   const auto raw = test::random_bytes(100000, 3);
