@@ -38,10 +38,14 @@ Split choose(util::ByteSpan plane) {
   std::vector<Histogram> level(pieces);
   for (std::size_t i = 0; i < pieces; ++i) {
     const util::ByteSpan piece = plane.subspan(i * k_piece, std::min(k_piece, n - i * k_piece));
-    if (i == 0)
-      histogram(piece, level[i]);
-    else
+    if (i == 0) {
+      // The first piece is judged from its first 4 KiB, counted on their own.
+      Histogram head{};
+      histogram(piece.first(std::min<std::size_t>(piece.size(), 4096)), head);
+      histogram_estimate(piece, head, level[i]);
+    } else {
       histogram_estimate(piece, level[i - 1], level[i]);  // the previous piece picks the symbols to count
+    }
   }
   s.whole.fill(0);
   for (const auto& h : level)
