@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <span>
 #include <string>
 
 #include "codec/byte_group_kernels.hpp"
@@ -418,29 +419,43 @@ void histogram(const ByteGroupKernels& k, util::ByteSpan in, Histogram& hist, co
 
 namespace {
 
-// histogram_estimate() for bytes no 16 values cover (count_spread): the
-// skipped bytes shared out as the counted ones are (floors; the remainder to
-// the most common value). Values seen only where nothing was counted were
-// counted exactly, so exactly the bytes that occur have counts.
+// Adds `uncounted` bytes to counts[j] in proportion to sampled[j] (floors,
+// the remainder to the most sampled), and at least one to each j of
+// `seen_only` (bit j: the value occurred among the uncounted bytes) whose
+// count would stay 0. False, with nothing added, when nothing was sampled or
+// those ones would overdraw the remainder. sampled may alias counts.
+bool share_out(std::span<const std::uint32_t> sampled, std::uint64_t uncounted, std::uint64_t seen_only,
+               std::span<std::uint32_t> counts) {
+  std::uint64_t total = 0;
+  std::size_t most = 0;
+  for (std::size_t j = 0; j < sampled.size(); ++j) {
+    total += sampled[j];
+    if (sampled[j] > sampled[most]) most = j;
+  }
+  if (total == 0) return false;
+  std::array<std::uint64_t, 256> add{};
+  std::uint64_t given = 0;
+  for (std::size_t j = 0; j < sampled.size(); ++j) {
+    add[j] = uncounted * sampled[j] / total;  // (both < 2^32)
+    if (counts[j] + add[j] == 0 && j < 64 && (seen_only >> j & 1)) add[j] = 1;
+    given += add[j];
+  }
+  if (given - add[most] > uncounted) return false;
+  add[most] = uncounted - (given - add[most]);
+  for (std::size_t j = 0; j < sampled.size(); ++j) counts[j] += static_cast<std::uint32_t>(add[j]);
+  return true;
+}
+
+// histogram_estimate() for bytes no 16 values cover (count_spread). Values
+// seen only where nothing was counted were counted exactly (extra), so
+// exactly the bytes that occur have counts.
 void spread_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Histogram& like, Histogram& hist) {
   if (!k.count_spread) return histogram(k, in, hist, &like);
   Histogram sample{}, extra{};
   SpreadSample w{sample.data(), extra.data()};
   k.count_spread(in.data(), in.size(), w);
-  std::uint64_t sampled = 0;
-  unsigned most = 0;
-  for (unsigned b = 0; b < 256; ++b) {
-    sampled += sample[b];
-    if (sample[b] > sample[most]) most = b;
-  }
-  if (sampled == 0) return histogram(k, in, hist, &like);
-  std::uint64_t given = 0;
-  for (unsigned b = 0; b < 256; ++b) {
-    const std::uint64_t add = w.uncounted * sample[b] / sampled;  // (both < 2^32)
-    hist[b] = static_cast<std::uint32_t>(sample[b] + extra[b] + add);
-    given += add;
-  }
-  hist[most] += static_cast<std::uint32_t>(w.uncounted - given);
+  for (unsigned b = 0; b < 256; ++b) hist[b] = sample[b] + extra[b];
+  if (!share_out(sample, w.uncounted, 0, hist)) histogram(k, in, hist, &like);
 }
 
 }  // namespace
@@ -465,26 +480,10 @@ void histogram_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Hist
   hist.fill(0);
   WindowSample w{hist.data()};
   k.count_window(in.data(), in.size(), static_cast<std::uint8_t>(lo), w);
-  if (w.uncounted == 0) return;  // nothing left uncounted: exact
-  // The uncounted bytes shared out as the counted window bytes are (floors;
-  // the remainder to the most common value), and at least one to each value
-  // seen only among them, so that exactly the bytes that occur have counts.
-  std::uint64_t sampled = 0;
-  for (unsigned j = 0; j < 16; ++j) sampled += hist[lo + j];
-  std::array<std::uint64_t, 16> add{};
-  std::uint64_t given = 0;
-  unsigned most = 0;
-  for (unsigned j = 0; j < 16; ++j) {
-    if (sampled != 0)
-      add[j] = w.uncounted * hist[lo + j] / sampled;  // (both < 2^32)
-    if (hist[lo + j] + add[j] == 0 && (w.present >> j & 1)) add[j] = 1;
-    given += add[j];
-    if (hist[lo + j] > hist[lo + most]) most = j;
-  }
-  // (Only when almost nothing was counted can the ones overdraw the remainder.)
-  if (sampled == 0 || given - add[most] > w.uncounted) return histogram(k, in, hist, &like);
-  add[most] = w.uncounted - (given - add[most]);
-  for (unsigned j = 0; j < 16; ++j) hist[lo + j] += static_cast<std::uint32_t>(add[j]);
+  // The window's uncounted bytes shared out as its counted ones are, at
+  // least one to each value seen only among them.
+  const std::span<std::uint32_t, 16> window(hist.data() + lo, 16);
+  if (w.uncounted != 0 && !share_out(window, w.uncounted, w.present, window)) histogram(k, in, hist, &like);
 }
 
 }  // namespace detail
