@@ -450,7 +450,6 @@ bool share_out(std::span<const std::uint32_t> sampled, std::uint64_t uncounted, 
 // seen only where nothing was counted were counted exactly (extra), so
 // exactly the bytes that occur have counts.
 void spread_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Histogram& like, Histogram& hist) {
-  if (!k.count_spread) return histogram(k, in, hist, &like);
   Histogram sample{}, extra{};
   SpreadSample w{sample.data(), extra.data()};
   k.count_spread(in.data(), in.size(), w);
@@ -463,7 +462,7 @@ void spread_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Histogr
 void histogram_estimate(const ByteGroupKernels& k, util::ByteSpan in, const Histogram& like, Histogram& hist) {
   // Smaller inputs would leave too small a sample (and cost little anyway).
   constexpr std::size_t k_min_estimated = std::size_t{16} << 10;
-  if (!k.count_window || in.size() < k_min_estimated) return histogram(k, in, hist, &like);
+  if (in.size() < k_min_estimated) return histogram(k, in, hist, &like);
   // The window of 16 values that holds the most of `like`.
   std::uint64_t total = 0, covered = 0, best = 0;
   for (unsigned b = 0; b < 16; ++b) covered += like[b];

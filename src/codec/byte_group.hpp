@@ -82,8 +82,8 @@ void histogram_like(util::ByteSpan in, const Histogram& like, Histogram& hist);
 // byte falls outside them); the window's counts are the counted ones scaled
 // up. Bytes of a wider spread (an fp16 plane's high bytes) likewise: a
 // quarter counted, and in the rest only the values the counted part has not
-// shown. Without a kernel for it (scalar, SSE2, AVX-512 builds of the
-// kernel table), exactly histogram_like().
+// shown. Inputs under 16 KiB: exactly histogram_like(). The same result
+// whatever the kernels (the containers do not depend on the ISA).
 void histogram_estimate(util::ByteSpan in, const Histogram& like, Histogram& hist);
 
 // Shannon order-0 entropy of a histogram, in bits for the whole buffer.

@@ -263,7 +263,7 @@ void count_symbols(const std::byte* p, std::size_t n, const std::uint8_t* syms, 
 // window (movemask: the bytes to count one at a time). Counted runs compare
 // against the sixteen 0x70 + j; presence runs OR in vpshufb one-hot bits
 // (indexed by the low nibble, j; zero where the top bit is set).
-void count_window(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSample& w) {
+void count_window_avx2(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSample& w) {
   const __m256i base = _mm256_set1_epi8(static_cast<char>(lo));
   const __m256i bias = _mm256_set1_epi8(0x70);
   const __m256i zero = _mm256_setzero_si256();
@@ -320,7 +320,7 @@ void count_window(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSamp
 // other bytes, membership of the values seen so far by two vpshufb lookups
 // of a 256-bit map (its byte x >> 3, from one half or the other by bit 4
 // of that index) and one of the bit 1 << (x & 7).
-void count_spread(const std::byte* p, std::size_t n, SpreadSample& w) {
+void count_spread_avx2(const std::byte* p, std::size_t n, SpreadSample& w) {
   std::uint32_t t[4][256] = {};
   const auto count_run = [&](std::size_t i, std::size_t end) {
     for (; i + 4 <= end; i += 4)
@@ -387,8 +387,8 @@ const ByteGroupKernels k_avx2_kernels = {
     {sub<std::uint8_t>, sub<std::uint16_t>, sub<std::uint32_t>, sub<std::uint64_t>},
     {add<std::uint8_t>, add<std::uint16_t>, add<std::uint32_t>, add<std::uint64_t>},
     {count_symbols<8>, count_symbols<12>, nullptr, nullptr},
-    count_window,
-    count_spread,
+    count_window_avx2,
+    count_spread_avx2,
 };
 
 }  // namespace mithril::codec::detail

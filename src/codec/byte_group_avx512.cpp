@@ -315,6 +315,8 @@ const ByteGroupKernels k_avx512_kernels = {
     {sub<std::uint8_t>, sub<std::uint16_t>, sub<std::uint32_t>, sub<std::uint64_t>},
     {add<std::uint8_t>, add<std::uint16_t>, add<std::uint32_t>, add<std::uint64_t>},
     {count_symbols<8>, count_symbols<12>, count_symbols<16>, count_symbols<24>},
+    count_window_avx2,
+    count_spread_avx2,
 };
 
 }  // namespace mithril::codec::detail

@@ -45,7 +45,8 @@ inline constexpr unsigned k_count_symbols[] = {8, 12, 16, 24};
 // which window values occur; a byte outside the window is counted exactly
 // wherever it is. Adds the exact counts to hist; uncounted receives the
 // number of window bytes counted nowhere, present bit j whether lo + j is
-// among them. The bytes after the last whole run are all counted.
+// among them. The bytes after the last whole run are all counted. hist
+// starts zeroed.
 struct WindowSample {
   std::uint32_t* hist;
   std::uint64_t uncounted = 0;
@@ -61,6 +62,7 @@ using WindowCountFn = void (*)(const std::byte* p, std::size_t n, std::uint8_t l
 // yet is counted into `extra`, and the
 // others, `uncounted` in all, are only skipped. Every value that occurs has
 // a count in one of the two. The bytes after the last whole run go to sample.
+// sample and extra start zeroed.
 struct SpreadSample {
   std::uint32_t* sample;
   std::uint32_t* extra;
@@ -80,11 +82,19 @@ struct ByteGroupKernels {
   // Index i: k_count_symbols[i] symbols; nullptr where this ISA has none
   // (scalar, SSE2; AVX2 for K > 12: more counters than registers).
   CountFn count[4];
-  // nullptr where this ISA has none (scalar, SSE2; AVX-512, whose exact
-  // counts were never measured against it).
+  // Every table has both, with the same results (the estimates, and so the
+  // containers, do not depend on the ISA): the portable ones for scalar and
+  // SSE2, the AVX2 ones for AVX2 and AVX-512.
   WindowCountFn count_window;
   SpreadCountFn count_spread;
 };
+
+void count_window_portable(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSample& w);
+void count_spread_portable(const std::byte* p, std::size_t n, SpreadSample& w);
+#if defined(__x86_64__)
+void count_window_avx2(const std::byte* p, std::size_t n, std::uint8_t lo, WindowSample& w);
+void count_spread_avx2(const std::byte* p, std::size_t n, SpreadSample& w);
+#endif
 
 std::string_view isa_name(Isa isa) noexcept;
 

@@ -239,6 +239,8 @@ const ByteGroupKernels k_sse2_kernels = {
     {sub<std::uint8_t>, sub<std::uint16_t>, sub<std::uint32_t>, sub<std::uint64_t>},
     {add<std::uint8_t>, add<std::uint16_t>, add<std::uint32_t>, add<std::uint64_t>},
     {nullptr, nullptr, nullptr, nullptr},
+    count_window_portable,
+    count_spread_portable,
 };
 
 }  // namespace mithril::codec::detail
