@@ -40,6 +40,9 @@ namespace {
 
 constexpr std::size_t k_block_len = 64;
 constexpr std::size_t k_chunk_len = 1024;
+// Whole chunks hashed at once, parents included (power_subtree_cv): 512 KiB,
+// 16 KiB of chaining values on the stack.
+constexpr std::size_t k_leaf_batch = 512;
 
 // Spec §2.1: the IV is SHA-256's.
 constexpr std::array<std::uint32_t, 8> k_iv = {0x6A09E667u, 0xBB67AE85u, 0x3C6EF372u, 0xA54FF53Au,
@@ -559,9 +562,8 @@ Words8 key_words(std::span<const std::uint8_t, 32> key) {
 // Chaining value of a subtree of exactly `n_chunks` whole chunks, n a power of two.
 Words8 power_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
                         std::uint32_t flags) {
-  constexpr std::size_t k_batch = 512;  // 512 KiB per leaf batch (16 KiB of chaining values)
-  if (n_chunks <= k_batch) {
-    Words8 cvs[k_batch];
+  if (n_chunks <= k_leaf_batch) {
+    Words8 cvs[k_leaf_batch];
     g_hash_many(data, n_chunks, key, counter, flags, cvs);
     // Each level's parents in one SIMD pass (in place), not one by one.
     for (std::size_t n = n_chunks; n > 1; n /= 2) g_parents(cvs, n / 2, key, flags, cvs);
@@ -717,7 +719,7 @@ void Blake3::update(ByteSpan data) {
           // An aligned subtree of 64 to 512 chunks: its parents hashed many
           // at a time, then pushed as one entry (the merge rule in units of
           // its size: every entry below it is an aligned subtree at least as big).
-          while (batch < 512 && whole >= 2 * batch && m_chunk_counter % (2 * batch) == 0) batch *= 2;
+          while (batch < k_leaf_batch && whole >= 2 * batch && m_chunk_counter % (2 * batch) == 0) batch *= 2;
           const Words8 cv = power_subtree_cv(p, batch, m_key, m_chunk_counter, m_flags);
           State::push_chunk_cv(*this, cv, (m_chunk_counter + batch) / batch);
         } else {
