@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -290,6 +292,9 @@ void count_tables(const std::byte* p, std::size_t n, GroupMode mode, Tables& t) 
     count_tables<W, false>(p, n, t);
 }
 
+// Inputs up to this many bytes are counted without the tables.
+constexpr std::size_t k_direct_count = 2048;
+
 void check_count_limit(std::size_t n, const char* fn) {
   if (n > 0xFFFFFFFFull)
     throw Error(Errc::invalid_argument, std::string(fn) + ": " + std::to_string(n) +
@@ -310,6 +315,21 @@ void plane_histograms(std::span<const util::ByteSpan> pieces, unsigned width, Gr
   std::size_t m = 0;
   for (const auto& in : pieces) m += in.size() / width;
   check_count_limit(m, "plane_histograms");
+  if (m * width <= k_direct_count) {
+    // Small tensors (a layer norm's 1-4 KiB): counted straight into the
+    // histograms, an element at a time.
+    for (unsigned k = 0; k < width; ++k) hists[k].fill(0);
+    const bool rot = mode == GroupMode::rotl1 && width > 1;
+    const unsigned bits = 8 * width;
+    for (const auto& in : pieces)
+      for (std::size_t e = 0; e + width <= in.size(); e += width) {
+        std::uint64_t v = 0;  // the element, little-endian
+        for (unsigned k = 0; k < width; ++k) v |= std::uint64_t{static_cast<std::uint8_t>(in[e + k])} << (8 * k);
+        if (rot) v = ((v << 1) | (v >> (bits - 1))) & (bits == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << bits) - 1);
+        for (unsigned k = 0; k < width; ++k) ++hists[k][(v >> (8 * k)) & 0xff];
+      }
+    return;
+  }
   // One set of tables for all the pieces: zeroing and summing 16 tables
   // costs as much as counting a 16 KiB piece.
   Tables t{};
@@ -499,14 +519,53 @@ void histogram_like(util::ByteSpan in, const Histogram& like, Histogram& hist) {
   detail::histogram(detail::active_kernels(), in, hist, &like);
 }
 
+namespace {
+
+double log2_portable(std::uint64_t v) {
+  int e = std::bit_width(v) - 1;
+  double m = static_cast<double>(v) / static_cast<double>(std::uint64_t{1} << e);  // [1, 2)
+  if (m > 1.4142135623730951) {
+    m *= 0.5;
+    ++e;
+  }
+  // ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.172: 11 terms reach 1e-17.
+  const double t = (m - 1.0) / (m + 1.0);
+  const double t2 = t * t;
+  constexpr double c[] = {1.0 / 21, 1.0 / 19, 1.0 / 17, 1.0 / 15, 1.0 / 13, 1.0 / 11,
+                          1.0 / 9,  1.0 / 7,  1.0 / 5,  1.0 / 3,  1.0};
+  double s = 0.0;
+  for (double ci : c) s = s * t2 + ci;
+  constexpr double k_two_over_ln2 = 2.8853900817779268;
+  return static_cast<double>(e) + k_two_over_ln2 * t * s;
+}
+
+// Remembered values (rANS frequencies are at most 2^16 + 1; small counts
+// recur in every histogram). 0 marks "not yet" (log2(1) = 0 is answered
+// before the table). Relaxed atomics: two threads may store the same value.
+constexpr std::uint64_t k_log2_cached = (std::uint64_t{1} << 16) + 2;
+std::atomic<std::uint64_t> g_log2_bits[k_log2_cached];
+
+}  // namespace
+
+double log2_count(std::uint64_t v) {
+  if (v <= 1) return 0.0;
+  if (v >= k_log2_cached) return log2_portable(v);
+  const std::uint64_t bits = g_log2_bits[v].load(std::memory_order_relaxed);
+  if (bits != 0) return std::bit_cast<double>(bits);
+  const double l = log2_portable(v);
+  g_log2_bits[v].store(std::bit_cast<std::uint64_t>(l), std::memory_order_relaxed);
+  return l;
+}
+
 double order0_bits(const Histogram& hist) {
-  double n = 0;
+  std::uint64_t n = 0;
   for (const auto c : hist) n += c;
+  const double log2_n = log2_count(n);
   double bits = 0;
-  // Summing c * log2(n / c) keeps every term non-negative, so the total
-  // carries no cancellation error (unlike n*log2(n) - sum c*log2(c)).
+  // Each term c * (log2 n - log2 c) is non-negative (log2_count is monotone),
+  // so the total carries no cancellation error.
   for (const auto c : hist)
-    if (c != 0) bits += c * std::log2(n / c);
+    if (c != 0) bits += static_cast<double>(c) * (log2_n - log2_count(c));
   return bits;
 }
 

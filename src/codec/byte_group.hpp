@@ -87,7 +87,14 @@ void histogram_like(util::ByteSpan in, const Histogram& like, Histogram& hist);
 void histogram_estimate(util::ByteSpan in, const Histogram& like, Histogram& hist);
 
 // Shannon order-0 entropy of a histogram, in bits for the whole buffer.
+// Deterministic across CPUs (log2_count, no libm): the coders' choices that
+// depend on it must not depend on the machine.
 double order0_bits(const Histogram& hist);
+
+// log2(v) for v >= 1 from IEEE +, *, / only (libm's log2 may differ in the
+// last bit between CPUs, FMA variants, which could flip a choice and so the
+// bytes written); values up to 2^16 + 1 are remembered after their first use.
+double log2_count(std::uint64_t v);
 
 // Name of the kernel in use: "avx512", "avx2", "sse2" or "scalar".
 std::string_view byte_group_isa();

@@ -105,13 +105,15 @@ Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
   std::array<Plan, 3> tier;
   std::array<double, 3> tier_total{k_inf, k_inf, k_inf};
   Plan p;
-  // No model codes below the entropy, so once the coarse tier is planned a
-  // finer one can win only if the entropy leaves room for it: when it does
-  // not (nearly always for big blocks), its normalisations are skipped.
+  // No model codes below the entropy, and a finer scale's table is about a
+  // bit per symbol longer than a coarser one's (its frequencies are twice
+  // as large), so once the coarse tier is planned a finer one can win only
+  // if the entropy plus the coarse table leaves room for it: when it does
+  // not (nearly always), its normalisations are skipped.
   const double entropy_bits = order0_bits(hist);
   for (unsigned scale = lo; scale <= k_max_scale; ++scale) {
     const unsigned t = scale <= k_packed_max_scale ? 0 : scale < k_max_scale ? 1 : 2;
-    if (t != 0 && !(entropy_bits < finer_bar(tier_total[0]))) break;
+    if (t != 0 && !(entropy_bits + static_cast<double>(tier[0].table_bits) < finer_bar(tier_total[0]))) break;
     if (big && scale != k_packed_max_scale && scale != k_max_scale - 1 && scale != k_max_scale) continue;
     p.scale = scale;
     normalize(hist, n, scale, p.freq);
@@ -123,6 +125,12 @@ Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
     if (total < tier_total[t]) {
       tier_total[t] = total;
       tier[t] = p;
+    } else if (t == 0) {
+      // Small blocks try the coarse scales upwards: the payload falls and
+      // the table grows with the scale, and once the total rises it keeps
+      // rising (the table's extra bit per symbol outweighs the payload's
+      // shrinking gain), so the rest of the tier is skipped.
+      scale = k_packed_max_scale;
     }
   }
   unsigned pick = 0;

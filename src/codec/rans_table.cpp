@@ -7,7 +7,6 @@
 #include <bit>
 #include <functional>
 #include <limits>
-#include <queue>
 #include <utility>
 #include <vector>
 
@@ -24,44 +23,9 @@ constexpr unsigned k_eg_max_prefix = 24;  // longer zero prefixes are corrupt
 
 [[noreturn]] void corrupt(const char* what) { throw Error(Errc::corrupt, std::string("rans block: ") + what); }
 
-// The normalisation compares costs in floating point. libm's log2 may differ
-// in the last bit between CPUs (FMA variants), which could flip tie-breaks and
-// so the bytes written; this one uses only IEEE +, *, / and gives the same
-// answer everywhere.
-double log2_u64(u64 v) {
-  int e = std::bit_width(v) - 1;
-  double m = static_cast<double>(v) / static_cast<double>(u64{1} << e);  // [1, 2)
-  if (m > 1.4142135623730951) {
-    m *= 0.5;
-    ++e;
-  }
-  // ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.172: 11 terms reach 1e-17.
-  const double t = (m - 1.0) / (m + 1.0);
-  const double t2 = t * t;
-  constexpr double c[] = {1.0 / 21, 1.0 / 19, 1.0 / 17, 1.0 / 15, 1.0 / 13, 1.0 / 11,
-                          1.0 / 9,  1.0 / 7,  1.0 / 5,  1.0 / 3,  1.0};
-  double s = 0.0;
-  for (double ci : c) s = s * t2 + ci;
-  constexpr double k_two_over_ln2 = 2.8853900817779268;
-  return static_cast<double>(e) + k_two_over_ln2 * t * s;
-}
-
-// log2_u64 of a frequency (at most 2^16 + 1), remembered: normalising a
-// block's table for three scales took ~400 of them per plane and ~5% of an
-// fp16 compression. The same values, so the same bytes; 0 marks "not yet"
-// (log2(1) = 0 is then recomputed, cheaply). Relaxed atomics: two threads may
-// store the same value.
-constexpr u64 k_log2_cached = (u64{1} << 16) + 2;
-std::atomic<u64> g_log2_bits[k_log2_cached];
-
-double log2_freq(u64 v) {
-  if (v >= k_log2_cached) return log2_u64(v);
-  const u64 bits = g_log2_bits[v].load(std::memory_order_relaxed);
-  if (bits != 0) return std::bit_cast<double>(bits);
-  const double l = log2_u64(v);
-  g_log2_bits[v].store(std::bit_cast<u64>(l), std::memory_order_relaxed);
-  return l;
-}
+// Costs are compared in floating point with log2_count (byte_group.hpp):
+// the same answer on every CPU, so the same tie-breaks and bytes.
+double log2_freq(u64 v) { return log2_count(v); }
 
 // Bits saved by raising a frequency from f to f + 1 for a symbol seen c times.
 double step_bits(u32 c, u32 f) { return static_cast<double>(c) * (log2_freq(f + 1) - log2_freq(f)); }
@@ -152,52 +116,69 @@ class BitReader {
 // repair the sum greedily, then apply improving moves until none is left.
 void normalize(const Histogram& hist, u64 n, unsigned scale, Freqs& freq) {
   const u64 m = u64{1} << scale;
+  // Only the present symbols take part (a block's planes often have a few
+  // dozen), in byte order; the heaps live on the stack (this runs for every
+  // scale tried on every block, most of them small).
+  std::array<u8, 256> present;
+  unsigned np = 0;
   u64 sum = 0;
   for (unsigned s = 0; s < 256; ++s) {
     const u64 c = hist[s];
     freq[s] = c == 0 ? 0 : static_cast<u32>(std::max<u64>(1, (c * m * 2 + n) / (2 * n)));
     sum += freq[s];
+    if (c) present[np++] = static_cast<u8>(s);
   }
   using Item = std::pair<double, unsigned>;
+  std::array<Item, 256> heap;
+  std::size_t size = 0;
+  // Repeatedly take the best move from a heap ordered by `better`: the
+  // largest saving to raise (ties to the higher symbol), the cheapest loss
+  // to lower (ties to the lower one).
   if (sum < m) {
-    std::priority_queue<Item> gain;  // largest saving first
-    for (unsigned s = 0; s < 256; ++s)
-      if (hist[s]) gain.emplace(step_bits(hist[s], freq[s]), s);
+    const auto better = std::less<Item>();
+    for (unsigned i = 0; i < np; ++i) heap[size++] = {step_bits(hist[present[i]], freq[present[i]]), present[i]};
+    std::make_heap(heap.begin(), heap.begin() + size, better);
     for (; sum < m; ++sum) {
-      const unsigned s = gain.top().second;
-      gain.pop();
+      std::pop_heap(heap.begin(), heap.begin() + size, better);
+      const unsigned s = heap[size - 1].second;
       ++freq[s];
-      gain.emplace(step_bits(hist[s], freq[s]), s);
+      heap[size - 1] = {step_bits(hist[s], freq[s]), s};
+      std::push_heap(heap.begin(), heap.begin() + size, better);
     }
   } else if (sum > m) {
-    std::priority_queue<Item, std::vector<Item>, std::greater<Item>> loss;  // cheapest first
-    for (unsigned s = 0; s < 256; ++s)
-      if (freq[s] > 1) loss.emplace(step_bits(hist[s], freq[s] - 1), s);
+    const auto better = std::greater<Item>();
+    for (unsigned i = 0; i < np; ++i)
+      if (freq[present[i]] > 1) heap[size++] = {step_bits(hist[present[i]], freq[present[i]] - 1), present[i]};
+    std::make_heap(heap.begin(), heap.begin() + size, better);
     for (; sum > m; --sum) {
-      const unsigned s = loss.top().second;
-      loss.pop();
+      std::pop_heap(heap.begin(), heap.begin() + size, better);
+      const unsigned s = heap[--size].second;
       --freq[s];
-      if (freq[s] > 1) loss.emplace(step_bits(hist[s], freq[s] - 1), s);
+      if (freq[s] > 1) {
+        heap[size++] = {step_bits(hist[s], freq[s] - 1), s};
+        std::push_heap(heap.begin(), heap.begin() + size, better);
+      }
     }
   }
   // Exchange pass: rarely more than a few moves; the cap only guards against
-  // floating-point surprises.
+  // floating-point surprises. Ties go to the lowest symbol.
   constexpr double k_inf = std::numeric_limits<double>::infinity();
-  std::array<double, 256> up{}, down{};
-  auto refresh = [&](unsigned s) {
-    up[s] = hist[s] ? step_bits(hist[s], freq[s]) : -k_inf;
-    down[s] = freq[s] > 1 ? step_bits(hist[s], freq[s] - 1) : k_inf;
+  std::array<double, 256> up, down;
+  auto refresh = [&](unsigned i) {
+    const unsigned s = present[i];
+    up[i] = step_bits(hist[s], freq[s]);
+    down[i] = freq[s] > 1 ? step_bits(hist[s], freq[s] - 1) : k_inf;
   };
-  for (unsigned s = 0; s < 256; ++s) refresh(s);
-  for (int iter = 0; iter < 1024; ++iter) {
+  for (unsigned i = 0; i < np; ++i) refresh(i);
+  for (int iter = 0; iter < 1024 && np > 1; ++iter) {
     unsigned best_up = 0, best_down = 0;
-    for (unsigned s = 1; s < 256; ++s) {
-      if (up[s] > up[best_up]) best_up = s;
-      if (down[s] < down[best_down]) best_down = s;
+    for (unsigned i = 1; i < np; ++i) {
+      if (up[i] > up[best_up]) best_up = i;
+      if (down[i] < down[best_down]) best_down = i;
     }
     if (best_up == best_down || !(up[best_up] > down[best_down] * (1.0 + 1e-12) + 1e-12)) break;
-    ++freq[best_up];
-    --freq[best_down];
+    ++freq[present[best_up]];
+    --freq[present[best_down]];
     refresh(best_up);
     refresh(best_down);
   }
@@ -211,18 +192,35 @@ double payload_bits(const Histogram& hist, const Freqs& freq, unsigned scale) {
 }
 
 TableCost table_cost(const Freqs& freq) {
+  // The runs as presence_runs() gives them, counted in place (this runs for
+  // every scale tried on every block).
   u64 run_bits = 0;
-  const auto runs = presence_runs(freq);
-  for (std::size_t i = 0; i < runs.size(); ++i) run_bits += eg_bits(i == 0 ? runs[i] : runs[i] - 1, 0);
+  {
+    bool present = false;
+    unsigned len = 0, i = 0;
+    for (unsigned s = 0; s < 256; ++s) {
+      if ((freq[s] != 0) != present) {
+        run_bits += eg_bits(i++ == 0 ? len : len - 1, 0);
+        present = !present;
+        len = 0;
+      }
+      ++len;
+    }
+    run_bits += eg_bits(i == 0 ? len : len - 1, 0);
+  }
   // The coded values (every present symbol's but the last), gathered once
-  // for the sixteen k tried.
+  // for the orders tried.
   const unsigned last = last_present(freq);
   std::array<u32, 256> coded;
   unsigned m = 0;
+  u32 widest = 0;
   for (unsigned s = 0; s < last; ++s)
-    if (freq[s]) coded[m++] = freq[s] - 1;
+    if (freq[s]) widest |= coded[m++] = freq[s] - 1;
+  // From k = bit_width(every value) on, every EGk code is k + 1 bits: a
+  // larger k only costs more, so the orders past it are not tried.
+  const unsigned k_end = std::min(16u, static_cast<unsigned>(std::bit_width(widest)) + 1);
   TableCost best{0, std::numeric_limits<u64>::max()};
-  for (unsigned k = 0; k < 16; ++k) {
+  for (unsigned k = 0; k < k_end; ++k) {
     u64 bits = run_bits + 4;
     for (unsigned j = 0; j < m; ++j) bits += eg_bits(coded[j], k);
     if (bits < best.bits) best = {k, bits};

@@ -75,10 +75,10 @@ def test_precompile_warm_start_explain_and_relocation(tmp_path):
     assert warm["aot_hit"] + warm["aot_miss"] == 0          # nor AOTAutograd
     # No C++ is compiled or preprocessed and no probe interpreter started.
     assert warm["children"] == {"python": 0, "cxx_preprocess": 0, "cxx_build": 0}, warm
-    # Speed targets live in bench/bench_compile.py; here only that the warm
-    # process did less work (CPU seconds of the first call, compile() included:
-    # on a loaded machine wall time mostly measures the wait).
-    assert warm["first_cpu_s"] < cold["first_cpu_s"], (cold, warm)
+    # Speed lives in bench/bench_compile.py, not here: the warm process's
+    # first call still costs ~4.5 CPU s here (importing Dynamo and Inductor)
+    # against the cold one's ~6.7, a margin that load from other processes
+    # erased once (4.53 vs 4.35 s); the counters above say what was skipped.
     s = stats(a)
     assert s["kinds"]["inductor-aotautograd"]["entries"] == 0
     assert s["last_run"]["precompile"]["hit_rate"] == 1.0
@@ -134,7 +134,9 @@ def test_precompile_warm_start_explain_and_relocation(tmp_path):
     mithril(b, "cache", "import", str(bundle), home=home)
     moved = run(b, home=home)
     assert moved["precompile_hit"] == 1 and moved["fxgraph_miss"] == 0, moved
-    assert moved["first_cpu_s"] < cold["first_cpu_s"], (cold, moved)
+    # No C++ is built; the ISA probes and the header check may run again:
+    # they describe this machine and are not carried in a bundle.
+    assert moved["children"]["cxx_build"] == 0, moved
 
 
 def test_hook_waits_for_torch(tmp_path):

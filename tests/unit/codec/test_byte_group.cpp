@@ -596,6 +596,23 @@ TEST(ByteGroup, HistogramOfARun) {
   EXPECT_EQ(std::accumulate(h.begin(), h.end(), std::uint64_t{0}), in.size());
 }
 
+TEST(ByteGroup, Log2CountIsExactEnoughAndRemembersTheSame) {
+  EXPECT_EQ(codec::log2_count(1), 0.0);
+  for (unsigned e = 0; e < 64; ++e) EXPECT_EQ(codec::log2_count(std::uint64_t{1} << e), static_cast<double>(e)) << e;
+  // Small values (remembered after the first call: the second call must
+  // give the same bits), the cache's edge, and large counts.
+  std::vector<std::uint64_t> vs;
+  for (std::uint64_t v = 2; v < 5000; ++v) vs.push_back(v);
+  for (std::uint64_t v : {65535ull, 65536ull, 65537ull, 65538ull, 65539ull, 1000003ull, 0xFFFFFFFFull, 0xFFFFFFFFFFFFull})
+    vs.push_back(v);
+  for (std::uint64_t v : vs) {
+    const double first = codec::log2_count(v);
+    EXPECT_NEAR(first, std::log2(static_cast<double>(v)), 4e-15 * std::max(1.0, std::log2(static_cast<double>(v))))
+        << v;
+    EXPECT_EQ(codec::log2_count(v), first) << v;
+  }
+}
+
 TEST(ByteGroup, Order0BitsKnownDistributions) {
   Histogram h{};
   EXPECT_EQ(codec::order0_bits(h), 0.0);  // empty
