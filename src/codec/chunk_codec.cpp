@@ -56,8 +56,11 @@ void grouped_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::
 // slices when the input is large: choosing among candidates on a sample
 // saves a full histogram pass per rejected candidate, and the choice is
 // insensitive to it (weights are statistically uniform along a tensor).
-// plane_bpb receives each plane's order-0 bits per byte on the sample.
-double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb);
+// plane_bpb receives each plane's order-0 bits per byte on the sample, and
+// hists the planes' histograms, which are exact (the whole input counted)
+// when it returns with exact set.
+double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb,
+                        std::array<Histogram, 8>& hists, bool& exact);
 
 double estimate_grouped(std::span<const Histogram> hists, std::size_t n, unsigned width) {
   const PlaneGeometry g{n / width, n % width};
@@ -66,10 +69,11 @@ double estimate_grouped(std::span<const Histogram> hists, std::size_t n, unsigne
   return total;
 }
 
-double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb) {
+double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb,
+                        std::array<Histogram, 8>& hists, bool& exact) {
   constexpr std::size_t k_slices = 8;
   constexpr std::size_t k_slice = 8 * 1024;  // a multiple of every width
-  std::array<Histogram, 8> hists{};
+  exact = in.size() <= 2 * k_slices * k_slice;
   auto fill_bpb = [&](std::size_t n) {
     const PlaneGeometry g{n / width, n % width};
     for (unsigned k = 0; k < width; ++k) {
@@ -77,7 +81,7 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
       plane_bpb[k] = len ? order0_bits(hists[k]) / static_cast<double>(len) : 0.0;
     }
   };
-  if (in.size() <= 2 * k_slices * k_slice) {
+  if (exact) {
     grouped_histograms(in, width, mode, hists);
     fill_bpb(in.size());
     return estimate_grouped(std::span<const Histogram>(hists.data(), width), in.size(), width);
@@ -264,7 +268,12 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
       const rans_blocks::Split split = rans_blocks::choose(plane);
       coded = encode_plane(plane, split.whole, kind, split.log2_block, split.estimate_bytes, split.blocks);
     } else {
-      histogram(plane, m_hist);
+      // A small chunk's planes were counted whole when its grouping was
+      // chosen (encode()): not again.
+      if (m_sample_exact)
+        m_hist = m_sample_hists[k];
+      else
+        histogram(plane, m_hist);
       coded = encode_plane(plane, m_hist, kind);
     }
     // A coding never overlaps the planes after this one: dst <= src and it
@@ -305,11 +314,14 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
     // A lone candidate needs no estimate.
     const bool alone = n_candidates == 0 && base.empty() && !(kind.is_float && width > 1);
     PlaneBits bpb{};
-    const double cost = alone ? 0.0 : estimate_sampled(input, width, mode, bpb);
+    bool exact = false;
+    const double cost = alone ? 0.0 : estimate_sampled(input, width, mode, bpb, m_candidate_hists, exact);
     ++n_candidates;
     if (!have_best || cost < best.cost) {
       best = {residual, mode, cost};
       m_sample_bpb = bpb;
+      m_sample_exact = exact;
+      if (exact) std::copy_n(m_candidate_hists.begin(), width, m_sample_hists.begin());
       best_input = input;
       have_best = true;
     }

@@ -94,6 +94,11 @@ class ChunkEncoder {
   // Order-0 bits per byte of each plane of the chosen candidate, measured on
   // a sample by encode() (0 = unknown).
   std::array<double, 8> m_sample_bpb{};
+  // Each plane's histogram of the chosen candidate when encode() counted it
+  // whole (small chunks), else m_sample_exact is false; and a candidate's.
+  std::array<Histogram, 8> m_sample_hists{};
+  std::array<Histogram, 8> m_candidate_hists{};
+  bool m_sample_exact = false;
   util::ByteVector m_residual;
   // The payload being built: the chunk is grouped straight into it, after
   // the plane directory, so that stored planes are already in place; it only
