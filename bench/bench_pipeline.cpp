@@ -7,9 +7,12 @@
 //   build/bench_pipeline --benchmark_min_time=1
 //   MITHRIL_BENCH_FILE=bench/data/step_000030/model_bf16.safetensors build/bench_pipeline
 //   MITHRIL_BENCH_CHUNK=1048576 build/bench_pipeline   # another chunk size (default 4 MiB)
+//   MITHRIL_BENCH_THREADS=1,2,4,8,16 build/bench_pipeline  # other thread counts (default 1,2)
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -101,12 +104,32 @@ void BM_DecompressMemory(benchmark::State& st) {
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * data.size()));
 }
 
-BENCHMARK(BM_CompressMemory)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_DecompressMemory)
-    ->ArgsProduct({{1, 2}, {1, 0}})
-    ->ArgNames({"threads", "digest"})
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+// Thread counts: MITHRIL_BENCH_THREADS ("1,2,4,8,16"), else 1 and 2.
+std::vector<std::int64_t> thread_counts() {
+  std::vector<std::int64_t> t;
+  if (const char* s = std::getenv("MITHRIL_BENCH_THREADS")) {
+    std::string list(s);
+    for (std::size_t at = 0; at <= list.size();) {
+      const std::size_t comma = std::min(list.find(',', at), list.size());
+      if (comma > at) t.push_back(std::stoll(list.substr(at, comma - at)));
+      at = comma + 1;
+    }
+  }
+  if (t.empty()) t = {1, 2};
+  return t;
+}
+
+void register_benchmarks() {
+  const auto threads = thread_counts();
+  auto* c = benchmark::RegisterBenchmark("BM_CompressMemory", BM_CompressMemory);
+  for (const auto n : threads) c->Arg(n);
+  c->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("BM_DecompressMemory", BM_DecompressMemory)
+      ->ArgsProduct({threads, {1, 0}})
+      ->ArgNames({"threads", "digest"})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
 
 std::string kernels() {
   const auto k = mithril::kernels();
@@ -124,6 +147,7 @@ int main(int argc, char** argv) {
       return 0;
     }
   benchmark::AddCustomContext("kernels", kernels());
+  register_benchmarks();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -24,12 +24,11 @@ using container::Residual;
 // this fraction is stored.
 constexpr double k_min_saving = 0.01;
 
-// Bytes a plane of n bytes with this histogram is expected to take: the
-// order-0 bound plus a small allowance for the rANS table, never more than n.
-double estimate_plane(const Histogram& hist, std::size_t n) {
+// Bytes a plane of n bytes with this order-0 bound is expected to take: the
+// bound plus a small allowance for the rANS table, never more than n.
+double estimate_plane(double bits, std::size_t n) {
   if (n == 0) return 0;
-  const double coded = order0_bits(hist) / 8.0 + 48.0;
-  return std::min(coded, static_cast<double>(n));
+  return std::min(bits / 8.0 + 48.0, static_cast<double>(n));
 }
 
 using PlaneBits = std::array<double, 8>;
@@ -62,29 +61,27 @@ void grouped_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::
 double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb,
                         std::array<Histogram, 8>& hists, bool& exact);
 
-double estimate_grouped(std::span<const Histogram> hists, std::size_t n, unsigned width) {
-  const PlaneGeometry g{n / width, n % width};
-  double total = 0;
-  for (unsigned k = 0; k < width; ++k) total += estimate_plane(hists[k], g.plane_size(k, width));
-  return total;
-}
-
 double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb,
                         std::array<Histogram, 8>& hists, bool& exact) {
   constexpr std::size_t k_slices = 8;
   constexpr std::size_t k_slice = 8 * 1024;  // a multiple of every width
   exact = in.size() <= 2 * k_slices * k_slice;
-  auto fill_bpb = [&](std::size_t n) {
+  // Each plane's bits per byte into plane_bpb; returns the planes' estimated
+  // bytes in all (n bytes counted).
+  auto estimate_counted = [&](std::size_t n) {
     const PlaneGeometry g{n / width, n % width};
+    double total = 0;
     for (unsigned k = 0; k < width; ++k) {
       const std::size_t len = g.plane_size(k, width);
-      plane_bpb[k] = len ? order0_bits(hists[k]) / static_cast<double>(len) : 0.0;
+      const double bits = len ? order0_bits(hists[k]) : 0.0;
+      plane_bpb[k] = len ? bits / static_cast<double>(len) : 0.0;
+      total += estimate_plane(bits, len);
     }
+    return total;
   };
   if (exact) {
     grouped_histograms(in, width, mode, hists);
-    fill_bpb(in.size());
-    return estimate_grouped(std::span<const Histogram>(hists.data(), width), in.size(), width);
+    return estimate_counted(in.size());
   }
   // The slices are whole elements of every width: no tails, counted at once.
   const std::size_t stride = (in.size() / k_slices) / k_slice * k_slice;
@@ -92,9 +89,7 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
   for (std::size_t s = 0; s < k_slices; ++s) slices[s] = in.subspan(s * stride, k_slice);
   plane_histograms(slices, width, mode, std::span<Histogram>(hists.data(), width));
   const std::size_t sampled = k_slices * k_slice;
-  fill_bpb(sampled);
-  return estimate_grouped(std::span<const Histogram>(hists.data(), width), sampled, width) *
-         (static_cast<double>(in.size()) / static_cast<double>(sampled));
+  return estimate_counted(sampled) * (static_cast<double>(in.size()) / static_cast<double>(sampled));
 }
 
 // Output bytes ungrouped per step before they are checksummed: small enough
