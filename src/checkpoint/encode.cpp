@@ -106,12 +106,15 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
   const unsigned threads = resolve_threads(options.threads);
   // Items pass the ordered stage (offsets, index records) in order and hold
   // their slot until written, so while one worker codes a large tensor the
-  // others fill slots with the small ones after it and then wait for it. With
-  // 2 slots per worker a bf16 model's norms and biases between its matrices
-  // left each of 2 workers idle 0.3-0.4 ms at every large tensor (1 -> 2
-  // threads 1.66x); four spare slots keep them busy (1.83x) for a few chunks'
-  // buffers more.
-  const std::size_t in_flight = 2 * static_cast<std::size_t>(threads) + 4;
+  // others fill slots with the small ones after it and then wait for it.
+  // With 2 slots per worker, a bf16 model's norms and biases between its
+  // matrices left each of 2 workers idle 0.3-0.4 ms at every large tensor
+  // (1 -> 2 threads 1.66x); 2T + 4 slots still left them waiting on a GPT's
+  // layers (6-8 small tensors between matrices): 4T + 8 codes its bf16 file
+  // on 2 threads 7% faster (fp32 3-5%, MiniLM level; docs/benchmarks.md,
+  // session 31). A waiting slot holds one coded payload, mostly a small
+  // tensor's: peak RSS did not move. One thread uses one slot.
+  const std::size_t in_flight = threads == 1 ? 1 : 4 * static_cast<std::size_t>(threads) + 8;
   // One encoder per slot: a payload stays in its encoder's buffer, untouched,
   // until the slot's item has written it (no copy).
   struct Slot {
