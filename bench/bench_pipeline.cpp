@@ -104,23 +104,30 @@ void BM_DecompressMemory(benchmark::State& st) {
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * data.size()));
 }
 
-// Thread counts: MITHRIL_BENCH_THREADS ("1,2,4,8,16"), else 1 and 2.
+// Thread counts: MITHRIL_BENCH_THREADS ("1,2,4,8,16"; 0 = all cores), else
+// 1 and 2. Empty when the list is not one of thread counts.
 std::vector<std::int64_t> thread_counts() {
+  const char* s = std::getenv("MITHRIL_BENCH_THREADS");
+  if (!s) return {1, 2};
   std::vector<std::int64_t> t;
-  if (const char* s = std::getenv("MITHRIL_BENCH_THREADS")) {
-    std::string list(s);
-    for (std::size_t at = 0; at <= list.size();) {
-      const std::size_t comma = std::min(list.find(',', at), list.size());
-      if (comma > at) t.push_back(std::stoll(list.substr(at, comma - at)));
-      at = comma + 1;
-    }
+  const std::string list(s);
+  for (std::size_t at = 0; at <= list.size();) {
+    const std::size_t comma = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, comma - at);
+    if (item.empty() || item.size() > 4 || item.find_first_not_of("0123456789") != std::string::npos) return {};
+    t.push_back(std::stoll(item));
+    at = comma + 1;
   }
-  if (t.empty()) t = {1, 2};
   return t;
 }
 
-void register_benchmarks() {
+bool register_benchmarks() {
   const auto threads = thread_counts();
+  if (threads.empty()) {
+    std::cerr << "bench_pipeline: MITHRIL_BENCH_THREADS=" << std::getenv("MITHRIL_BENCH_THREADS")
+              << " is not a list of thread counts (such as 1,2,4)\n";
+    return false;
+  }
   auto* c = benchmark::RegisterBenchmark("BM_CompressMemory", BM_CompressMemory);
   for (const auto n : threads) c->Arg(n);
   c->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -129,6 +136,7 @@ void register_benchmarks() {
       ->ArgNames({"threads", "digest"})
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
+  return true;
 }
 
 std::string kernels() {
@@ -147,7 +155,7 @@ int main(int argc, char** argv) {
       return 0;
     }
   benchmark::AddCustomContext("kernels", kernels());
-  register_benchmarks();
+  if (!register_benchmarks()) return 2;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
