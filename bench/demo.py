@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,29 +112,41 @@ def run_zstd(level: int, f: Path, work: Path, full: bool) -> list[str]:
     return r
 
 
-def run_mithril_memory(f: Path) -> list[str]:
-    """mithril's Python API on bytes already in memory: like for like with ZipNN's row."""
+IN_MEMORY_ROUNDS = 3  # calls of ~50 ms each: one alone swings with page faults and the host
+
+
+def in_memory_rows(f: Path, dtype: str) -> list[list[str]]:
+    """ZipNN's Python API and mithril's on the same bytes in memory, taking turns
+    IN_MEMORY_ROUNDS times (median times; every round trip checked)."""
     import mithril
-    data = f.read_bytes()
-    t0 = time.perf_counter()
-    c = mithril.compress(data, threads=cpu_count())
-    tc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    d = mithril.decompress(c, threads=cpu_count())
-    td = time.perf_counter() - t0
-    return row(f.name, "mithril (Python API)", len(data), len(c), tc, td, d == data)
-
-
-def run_zipnn(f: Path, dtype: str) -> list[str]:
     from zipnn import ZipNN
     data = f.read_bytes()
-    t0 = time.perf_counter()
-    c = ZipNN(bytearray_dtype=dtype, threads=cpu_count()).compress(bytearray(data))  # rewrites its input
-    tc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    d = ZipNN(threads=cpu_count()).decompress(c)
-    td = time.perf_counter() - t0
-    return row(f.name, "ZipNN", len(data), len(c), tc, td, bytes(d) == data)
+    n = cpu_count()
+    methods = {  # name: (prepare input outside the timing, compress, decompress)
+        "ZipNN": (bytearray, lambda b: ZipNN(bytearray_dtype=dtype, threads=n).compress(b),  # rewrites its input
+                  lambda c: ZipNN(threads=n).decompress(c)),
+        "mithril (Python API)": (lambda d: d, lambda b: mithril.compress(b, threads=n),
+                                 lambda c: mithril.decompress(c, threads=n)),
+    }
+    tc: dict[str, list[float]] = {m: [] for m in methods}
+    td: dict[str, list[float]] = {m: [] for m in methods}
+    size: dict[str, int] = {}
+    exact = dict.fromkeys(methods, True)
+    for _ in range(IN_MEMORY_ROUNDS):
+        for m, (prepare, compress, decompress) in methods.items():
+            src = prepare(data)
+            t0 = time.perf_counter()
+            c = compress(src)
+            tc[m].append(time.perf_counter() - t0)
+            del src
+            t0 = time.perf_counter()
+            d = decompress(c)
+            td[m].append(time.perf_counter() - t0)
+            size[m] = len(c)
+            exact[m] = exact[m] and bytes(d) == data  # outside the timing
+            del c, d
+    return [row(f.name, m, len(data), size[m], statistics.median(tc[m]), statistics.median(td[m]), exact[m])
+            for m in methods]
 
 
 def main() -> int:
@@ -175,8 +188,7 @@ def main() -> int:
 
         print("\n== the same files through zstd -3, zstd -19, ZipNN and mithril's Python API", flush=True)
         for f, dtype in files:
-            rows += [run_zstd(3, f, work, a.full), run_zstd(19, f, work, a.full), run_zipnn(f, dtype),
-                     run_mithril_memory(f)]
+            rows += [run_zstd(3, f, work, a.full), run_zstd(19, f, work, a.full), *in_memory_rows(f, dtype)]
         rows.sort(key=lambda r: [f.name for f, _ in files].index(r[0]))
         print()
         print(md_table(["file", "method", "ratio", "compress MiB/s", "decompress MiB/s", "exact"], rows))
@@ -185,7 +197,7 @@ def main() -> int:
         print(f"mithril and zstd: the CLI, all {cpu_count()} cores, wall time including process start and "
               f"writing the output file (mithril compress also fsyncs it before renaming it into place, its "
               f"default; zstd does not); ZipNN and mithril (Python API): bytes in memory to bytes in memory in "
-              f"this process, threads={cpu_count()}.")
+              f"this process, threads={cpu_count()}, taking turns, median of {IN_MEMORY_ROUNDS}.")
         if not a.full:
             print(f"† zstd -19 on a {SAMPLE_PIECES * SAMPLE_PIECE // MIB} MiB sample of each file ({SAMPLE_PIECES} pieces of "
                   f"{SAMPLE_PIECE >> 10} KiB spread evenly over it): an "
