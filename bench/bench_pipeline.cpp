@@ -60,6 +60,8 @@ mithril::CompressOptions options(benchmark::State& st) {
   o.threads = static_cast<unsigned>(st.range(0));
   o.sync = false;
   if (const char* c = std::getenv("MITHRIL_BENCH_CHUNK")) o.chunk_size = std::stoull(c);
+  // MITHRIL_BENCH_LEVEL=1: the fast levels' Huffman exponent planes (codec/huff.hpp).
+  if (const char* l = std::getenv("MITHRIL_BENCH_LEVEL")) o.level = std::atoi(l);
   return o;
 }
 

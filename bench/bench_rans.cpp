@@ -1,5 +1,6 @@
 // bench_rans — single-thread rANS encode/decode throughput and ratio, for
-// every kernel this CPU has (scalar, avx2, avx512, avx2x; the others are skipped).
+// every kernel this CPU has (scalar, avx2, avx512, avx2x; the others are skipped),
+// and of the Huffman coder (BM_huff_*, codec/huff.hpp) on the same planes.
 //
 //   ./build/bench_rans --benchmark_min_time=0.5
 //   MITHRIL_BENCH_WEIGHTS=model.safetensors ./build/bench_rans --benchmark_filter=plane:3
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "codec/byte_group_kernels.hpp"
+#include "codec/huff.hpp"
 #include "codec/rans.hpp"
 
 namespace {
@@ -142,14 +144,14 @@ struct Encoded {
   std::size_t bytes = 0;
 };
 
-Encoded encode_all(const ByteVector& src, std::size_t block) {
+Encoded encode_all(const ByteVector& src, std::size_t block, bool huffman = false) {
   Encoded e;
   for (std::size_t off = 0; off < src.size(); off += block) {
     const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
     const Histogram h = hist_of(in);
     e.bound += bound_bits(h) / 8;
     ByteVector out(in.size());
-    const auto n = codec::rans::encode(in, h, out);
+    const auto n = huffman ? codec::huff::encode(in, h, out) : codec::rans::encode(in, h, out);
     out.resize(n ? *n : 0);
     e.bytes += n ? *n : in.size();
     e.blocks.push_back(std::move(out));
@@ -242,8 +244,59 @@ void BM_histogram(benchmark::State& st) {
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * src.size()));
 }
 
+// The Huffman coder (codec/huff.hpp, plane codec 4; portable C++, one
+// kernel): the histogram is given, as for BM_encode.
+void BM_huff_encode(benchmark::State& st) {
+  const ByteVector& src = plane(static_cast<int>(st.range(0)));
+  const std::size_t block = static_cast<std::size_t>(st.range(1));
+  if (plane_missing(st, src)) return;
+  std::vector<Histogram> hists;
+  for (std::size_t off = 0; off < src.size(); off += block)
+    hists.push_back(hist_of(util::ByteSpan(src.data() + off, std::min(block, src.size() - off))));
+  ByteVector out(block);
+  for (auto _ : st) {
+    std::size_t i = 0;
+    for (std::size_t off = 0; off < src.size(); off += block, ++i) {
+      const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
+      benchmark::DoNotOptimize(codec::huff::encode(in, hists[i], out));
+    }
+  }
+  set_counters(st, src, encode_all(src, block, true));
+}
+
+void BM_huff_decode(benchmark::State& st) {
+  const ByteVector& src = plane(static_cast<int>(st.range(0)));
+  const std::size_t block = static_cast<std::size_t>(st.range(1));
+  if (plane_missing(st, src)) return;
+  const Encoded e = encode_all(src, block, true);
+  ByteVector out(src.size());
+  for (auto _ : st) {
+    std::size_t off = 0;
+    for (const auto& b : e.blocks) {
+      const std::size_t n = std::min(block, src.size() - off);
+      if (b.empty())
+        std::memcpy(out.data() + off, src.data() + off, n);  // stored raw
+      else
+        codec::huff::decode(b, util::MutableByteSpan(out.data() + off, n));
+      off += n;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  if (out != src) st.SkipWithError("round trip mismatch");
+  set_counters(st, src, e);
+}
+
+void huff_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"plane", "block"});
+  for (int kind : {0, 1, 2, 3, 4})
+    for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}}) b->Args({kind, block});
+  b->Unit(benchmark::kMillisecond);
+}
+
 BENCHMARK(BM_encode)->Apply(kernel_args);
 BENCHMARK(BM_decode)->Apply(kernel_args);
+BENCHMARK(BM_huff_encode)->Apply(huff_args);
+BENCHMARK(BM_huff_decode)->Apply(huff_args);
 BENCHMARK(BM_histogram)
     ->ArgNames({"plane", "isa"})
     ->ArgsProduct({{0, 1, 2, 3}, {0, 2, 3}})

@@ -8,7 +8,8 @@ ZipNN: ZipNN(bytearray_dtype=<the file's dominant float dtype>, threads=N)
 (its compress rewrites its input, so it gets a fresh copy each run, made
 outside the timing). Mithril: mithril.compress(bytes, threads=N) (the image is
 planned tensor by tensor, as a file would be) and mithril.decompress(blob,
-threads=N), which checks every chunk's XXH3 (ZipNN checks nothing);
+threads=N), which checks every chunk's XXH3 (ZipNN checks nothing), at
+each of --levels (default 3; "3,1" adds level 1's Huffman exponent planes);
 --check-digest adds a "mithril+blake3" row that also recomputes the
 whole-file BLAKE3. A "mithril out=reused" row decompresses with
 mithril.decompress(blob, out=buffer) into one bytearray allocated before the
@@ -67,11 +68,12 @@ def run_zipnn(data: bytes, dtype: str, threads: int) -> dict:
             "compress_cpu_s": c1 - c0, "decompress_cpu_s": c3 - c2, "exact": bytes(back) == data}
 
 
-def run_mithril(data: bytes, threads: int, check_digest: bool = False, out: bytearray | None = None) -> dict:
+def run_mithril(data: bytes, threads: int, check_digest: bool = False, out: bytearray | None = None,
+                level: int | None = None) -> dict:
     import mithril
 
     c0, t0 = time.process_time(), time.perf_counter()
-    blob = mithril.compress(data, threads=threads)
+    blob = mithril.compress(data, threads=threads, level=level)
     c1, t1 = time.process_time(), time.perf_counter()
     back = mithril.decompress(blob, threads=threads, check_digest=check_digest, out=out)
     c2, t2 = time.process_time(), time.perf_counter()
@@ -114,6 +116,8 @@ def main() -> int:
     ap.add_argument("--step", type=int)
     ap.add_argument("--threads", default="1,all", help='thread counts, "all" = all cores')
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--levels", default="3",
+                    help="mithril levels, e.g. 3,1 (1-2 code exponent planes with Huffman: faster decoding)")
     ap.add_argument("--check-digest", action="store_true",
                     help="also time mithril.decompress(check_digest=True) (whole-file BLAKE3)")
     ap.add_argument("--mithril", default=str(DEFAULT_MITHRIL), help="CLI, for the kernel line only")
@@ -127,6 +131,7 @@ def main() -> int:
         n = cpu_count() if t.strip() == "all" else int(t)
         if n not in threads:
             threads.append(n)
+    levels = [int(x) for x in args.levels.split(",")]
     inputs = pick_inputs(args.files, args.data, args.kinds, args.step, args.workdir, "compare_memory")
     if not inputs:
         sys.exit("compare_memory: no input files")
@@ -147,12 +152,15 @@ def main() -> int:
         zdtype = ZIPNN_DTYPE.get(dominant_float_dtype(layout) or "", "float32")
         print(f"== {kind}: {path} ({size / MIB:.1f} MiB), ZipNN bytearray_dtype={zdtype}", file=sys.stderr, flush=True)
         methods = [(f"zipnn ({zdtype})", n, lambda n=n: run_zipnn(data, zdtype, n)) for n in threads]
-        methods += [("mithril", n, lambda n=n: run_mithril(data, n)) for n in threads]
         # mithril.decompress(out=...) into one buffer reused across rounds (a
         # pinned staging buffer, tensors restored in place); ZipNN has no
         # such call, so it is compared with ZipNN's new bytes as they are.
         reused = bytearray(len(data))
-        methods += [("mithril out=reused", n, lambda n=n: run_mithril(data, n, out=reused)) for n in threads]
+        for lv in levels:
+            name = "mithril" if lv == 3 else f"mithril -l{lv}"
+            methods += [(name, n, lambda n=n, lv=lv: run_mithril(data, n, level=lv)) for n in threads]
+            methods += [(f"{name} out=reused", n, lambda n=n, lv=lv: run_mithril(data, n, out=reused, level=lv))
+                        for n in threads]
         if args.check_digest:
             methods += [("mithril+blake3", n, lambda n=n: run_mithril(data, n, True)) for n in threads]
         methods.append(("fresh copy", 1, lambda: run_fresh_copy(data)))

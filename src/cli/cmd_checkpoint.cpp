@@ -371,7 +371,7 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   auto* compress = app.add_subcommand("compress", "Compress a checkpoint (safetensors, torch.save, any file, or a directory of them such as a Hugging Face sharded checkpoint) into .mcp");
   compress->add_option("input", c->input, "Checkpoint to compress")->required();
   compress->add_option("-o,--output", c->output, "Output file (default: INPUT.mcp)");
-  compress->add_option("-l,--level", c->level, "Level 1..19 (default 3); higher tries zstd on more planes")
+  compress->add_option("-l,--level", c->level, "Level 1..19 (default 3); 1-2 code exponent planes with Huffman (faster to decode, a little larger); higher tries zstd on more planes")
       ->check(CLI::Range(k_min_level, k_max_level));
   compress->add_option("-T,--threads", c->threads, "Worker threads (default: all cores)");
   compress->add_flag("-f,--force", c->force, "Overwrite an existing output");

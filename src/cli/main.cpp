@@ -47,6 +47,8 @@ std::string version_text(int argc, char** argv) {
                         k.rans_encode, k.rans_decode, k.byte_grouping, k.blake3, k.xxh3);
     if (const auto cap = mithril::isa_cap(); !cap.level.empty())
       text += fmt::format(" (capped at {} by MITHRIL_ISA)", cap.level);
+    // One portable kernel (codec/huff.hpp): exponent planes at levels 1-2.
+    text += "\nhuffman: portable, 6 streams, up to 6 symbols a lookup (levels 1-2)";
   }
   return text;
 }

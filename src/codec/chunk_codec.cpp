@@ -182,7 +182,15 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
       coded = {PlaneCodec::rans0_blocks, scratch.first(best)};
     }
   } else if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
-    if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
+    // Asked for speed: Huffman where a table lookup gives several codes
+    // (few bits a byte) and its whole-bit lengths cost little over rANS.
+    if (m_level <= k_huff_max_level && kind.is_tensor && kind.is_float && bits_per_byte <= k_huff_max_bits &&
+        static_cast<double>(huff::coded_size(hist, huff::code_lengths(hist))) <= (1.0 + k_huff_slack) * (bits / 8.0 + 64.0)) {
+      if (auto size = huff::encode(plane, hist, scratch.first(best - 1))) {
+        best = *size;
+        coded = {PlaneCodec::huff0, scratch.first(best)};
+      }
+    } else if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
       best = *size;
       coded = {PlaneCodec::rans0, scratch.first(best)};
     }
@@ -389,7 +397,8 @@ void ChunkDecoder::check_payload(util::ByteSpan payload, const container::ChunkR
       }
       case PlaneCodec::rans0:
       case PlaneCodec::rans0_blocks:  // rANS codes any size from a few bytes: only emptiness is impossible
-        if (size == 0) fail(fmt::format("plane {}: empty rANS block", k));
+      case PlaneCodec::huff0:         // so does Huffman (a constant block is 2 bytes)
+        if (size == 0) fail(fmt::format("plane {}: empty rANS or Huffman block", k));
         break;
       default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
     }
@@ -437,10 +446,11 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     // chunks). Only zstd planes are decoded whole, into m_grouped.
     if (direct && hooks && hooks->prepare) hooks->prepare(out);
     std::array<util::ByteSpan, 8> planes{};  // stored and zstd planes, whole
-    std::array<PlaneCodec, 8> piecewise{};   // rans0 / rans0_blocks: decoded a piece at a time
+    std::array<PlaneCodec, 8> piecewise{};   // rans0 / rans0_blocks / huff0: decoded a piece at a time
     if (!direct) {
       if (m_rans.size() < width) m_rans.resize(width);
       if (m_blocks.size() < width) m_blocks.resize(width);
+      if (m_huff.size() < width) m_huff.resize(width);
     }
     // Runs f, naming plane k in a corrupt data error from it.
     auto in_plane = [&](unsigned k, auto&& f) {
@@ -495,6 +505,14 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
               piecewise[k] = codec;
             }
             break;
+          case PlaneCodec::huff0:
+            if (direct) {
+              huff::decode(in, out);
+            } else {
+              m_huff[k].start(in, len);
+              piecewise[k] = codec;
+            }
+            break;
           default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
         }
       });
@@ -512,6 +530,8 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
         in_plane(k, [&] {
           if (piecewise[k] == PlaneCodec::rans0)
             m_rans[k].next(buf);
+          else if (piecewise[k] == PlaneCodec::huff0)
+            m_huff[k].next(buf);
           else
             m_blocks[k].next(buf);
         });
@@ -538,6 +558,8 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
             m_rans[k].finish();
           else if (piecewise[k] == PlaneCodec::rans0_blocks)
             m_blocks[k].finish();
+          else if (piecewise[k] == PlaneCodec::huff0)
+            m_huff[k].finish();
         });
       if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
       return;

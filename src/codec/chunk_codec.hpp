@@ -17,6 +17,7 @@
 
 #include "util/xxh3.hpp"
 #include "codec/byte_group.hpp"
+#include "codec/huff.hpp"
 #include "codec/rans.hpp"
 #include "codec/rans_blocks.hpp"
 #include "codec/zstd_codec.hpp"
@@ -25,8 +26,17 @@
 
 namespace mithril::codec {
 
-// rans0_blocks: several rANS blocks, one table each (rans_blocks.hpp).
-enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2, rans0_blocks = 3 };
+// rans0_blocks: several rANS blocks, one table each (rans_blocks.hpp);
+// huff0: a static Huffman block decoded several symbols a lookup (huff.hpp).
+enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2, rans0_blocks = 3, huff0 = 4 };
+
+// Levels at or below this one trade a little ratio for decoding speed: a
+// float tensor's planes of at most k_huff_max_bits bits a byte (exponents,
+// several codes to a table lookup) are coded with huff0 where that is within
+// k_huff_slack of the rANS estimate (docs/format.md, "Plane codecs").
+inline constexpr int k_huff_max_level = 2;
+inline constexpr double k_huff_max_bits = 4.0;
+inline constexpr double k_huff_slack = 0.03;
 
 // How the chunk's bytes should be seen.
 struct ChunkKind {
@@ -163,6 +173,7 @@ class ChunkDecoder {
   util::ByteVector m_pieces;  // the next piece of each plane decoded a piece at a time
   std::vector<rans::PieceDecoder> m_rans;               // one per plane
   std::vector<rans_blocks::PieceDecoder> m_blocks;      // one per plane
+  std::vector<huff::PieceDecoder> m_huff;               // one per plane
   util::Xxh3Stream m_checksum;
 };
 

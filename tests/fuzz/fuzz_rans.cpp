@@ -1,5 +1,6 @@
 // fuzz_rans — libFuzzer target for the rANS block decoder, the multi-block
-// plane decoder (plane codec 3), and a round trip.
+// plane decoder (plane codec 3), the Huffman block decoder (plane codec 4),
+// and round trips.
 // Built and run by scripts/fuzz (CMake option MITHRIL_FUZZ); replayed by ctest.
 //
 // Input: u16 output size (little-endian), then a block. The block is decoded
@@ -7,8 +8,9 @@
 // either succeed or throw mithril::Error, and all must agree, also decoding
 // piece by piece (rans::PieceDecoder, pieces of a size taken from the input);
 // the same bytes read as codec 3 plane data must decode or throw, whole and
-// piece by piece alike. Then the input itself is
-// encoded with every kernel (identical blocks) and decoded back exactly.
+// piece by piece alike, and so must the same bytes read as a Huffman block.
+// Then the input itself is encoded with every kernel (identical blocks) and
+// decoded back exactly, and coded with Huffman and decoded back exactly.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -16,6 +18,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "codec/huff.hpp"
 #include "codec/rans.hpp"
 #include "codec/rans_blocks.hpp"
 #include "mithril/error.hpp"
@@ -60,6 +63,18 @@ Result try_pieces(Decoder&& d, util::ByteSpan block, std::size_t n, std::size_t 
   return r;
 }
 
+Result try_huff(util::ByteSpan data, std::size_t n) {
+  Result r;
+  r.out.assign(n, std::byte{0});
+  try {
+    codec::huff::decode(data, r.out);
+    r.ok = true;
+  } catch (const Error& e) {
+    if (e.code() != Errc::corrupt) std::abort();
+  }
+  return r;
+}
+
 Result try_blocks(util::ByteSpan data, std::size_t n) {
   Result r;
   r.out.assign(n, std::byte{0});
@@ -94,6 +109,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Result blocks = try_blocks(block, n);
   const Result blocks_pieces = try_pieces(codec::rans_blocks::PieceDecoder(), block, n, piece);
   if (blocks.ok != blocks_pieces.ok || (blocks.ok && blocks.out != blocks_pieces.out)) std::abort();
+  const Result huff = try_huff(block, n);
+  const Result huff_pieces = try_pieces(codec::huff::PieceDecoder(), block, n, piece);
+  if (huff.ok != huff_pieces.ok || (huff.ok && huff.out != huff_pieces.out)) std::abort();
 
   const util::ByteSpan input(reinterpret_cast<const std::byte*>(data), size);
   codec::Histogram hist{};
@@ -109,6 +127,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   std::vector<std::byte> back(size);
   rans::decode(util::ByteSpan(enc.data(), *written), back);
+  if (std::memcmp(back.data(), data, size) != 0) std::abort();
+
+  std::vector<std::byte> coded(size + size / 2 + 1024);
+  const auto h = codec::huff::encode(input, hist, coded);
+  if (!h) std::abort();  // a generous buffer always fits
+  std::fill(back.begin(), back.end(), std::byte{0});
+  codec::huff::decode(util::ByteSpan(coded.data(), *h), back);
   if (std::memcmp(back.data(), data, size) != 0) std::abort();
   return 0;
 }

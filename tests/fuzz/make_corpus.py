@@ -148,9 +148,44 @@ def s3_seeds():
         b"<UploadId>abc&#x41;&#65;</UploadId></InitiateMultipartUploadResult>")
 
 
+def huffman_block(data, lengths):
+    """A Huffman block (plane codec 4, src/codec/huff.cpp) of `data` with the
+    given complete code lengths {symbol: length}, written from the format's
+    description alone (canonical codes, 6 streams, rounds of 16384 bytes)."""
+    streams_n, round_n = 6, 16384
+    order = sorted(lengths, key=lambda s: (lengths[s], s))
+    codes, code, prev = {}, 0, None
+    for s in order:
+        code = 0 if prev is None else (code + 1) << (lengths[s] - prev)
+        prev = lengths[s]
+        codes[s] = int(format(code, f"0{lengths[s]}b")[::-1], 2)  # first bit first
+    bits = [[] for _ in range(streams_n)]
+    for r in range(0, len(data), round_n):
+        m = min(round_n, len(data) - r)
+        q, rem = divmod(m, streams_n)
+        for k in range(streams_n):
+            at = r + k * q + min(k, rem)
+            for b in data[at:at + q + (k < rem)]:
+                bits[k] += [(codes[b] >> i) & 1 for i in range(lengths[b])]
+    streams = [bytes(sum(bit << i for i, bit in enumerate(bs[j:j + 8])) for j in range(0, len(bs), 8)) for bs in bits]
+    lo, hi = min(lengths), max(lengths)
+    nib = [lengths.get(s, 0) for s in range(lo, hi + 1)] + [0]
+    head = bytes([0x12, lo, hi - lo]) + bytes(nib[i] | nib[i + 1] << 4 for i in range(0, hi - lo + 1, 2))
+    return head + b"".join(struct.pack("<I", len(x)) for x in streams) + b"".join(streams)
+
+
 def rans_seeds():
     put("rans", "text", b"\x40\x00" + b"the quick brown fox jumps over the lazy dog " * 3)
     put("rans", "skewed", b"\x00\x01" + bytes([0] * 200 + [1, 2, 3] * 20))
+    # Huffman blocks: three symbols (1, 2, 2 bits); 29 characters (3 x 4 bits,
+    # 26 x 5 bits), over more than one round of the 6 streams.
+    small = bytes([7, 7, 9, 8] * 10 + [7])
+    put("rans", "huffman_small", struct.pack("<H", len(small)) + huffman_block(small, {7: 1, 8: 2, 9: 2}))
+    text = b"the quick brown fox jumps over the lazy dog, then naps! " * 520
+    letters = sorted(set(text))
+    code = {s: 4 if i < 3 else 5 for i, s in enumerate(letters)}
+    assert sum(2 ** (11 - v) for v in code.values()) == 2048
+    put("rans", "huffman_text", struct.pack("<H", len(text)) + huffman_block(text, code))
 
 
 def main():

@@ -175,6 +175,53 @@ TEST(ChunkCodec, PlaneWithChangingStatisticsUsesRansBlocks) {
   EXPECT_EQ(roundtrip(enc, raw, ChunkKind{4, true, true}), raw);
 }
 
+// Levels 1-2 code a bf16 chunk's exponent plane with Huffman (plane codec
+// 4), a little larger than rANS at the default level, and it decodes the same
+// whether whole (width 1, in place) or a piece at a time (grouped planes);
+// delta residual planes (mostly zeros, where Huffman pays a bit a byte) stay
+// rANS or zstd unless they are all zeros.
+TEST(ChunkCodec, FastLevelsCodeExponentPlanesWithHuffman) {
+  const auto raw = bf16_weights((1 << 18) + 3, 21);
+  const ChunkKind kind{2, true, true};
+  auto codecs = [](const EncodedChunk& e) {
+    std::vector<PlaneCodec> v;
+    for (unsigned k = 0; k < e.width; ++k) v.push_back(static_cast<PlaneCodec>(e.payload[1 + 5 * k]));
+    return v;
+  };
+  ChunkEncoder fast(1), normal(3);
+  std::size_t fast_size = 0, normal_size = 0;
+  EXPECT_EQ(roundtrip(fast, raw, kind, {}, &fast_size), raw);
+  EXPECT_EQ(roundtrip(normal, raw, kind, {}, &normal_size), raw);
+  EXPECT_EQ(codecs(fast.encode(raw, kind)).back(), PlaneCodec::huff0);
+  EXPECT_NE(codecs(normal.encode(raw, kind)).back(), PlaneCodec::huff0);
+  EXPECT_GT(fast_size, normal_size);
+  EXPECT_LT(static_cast<double>(fast_size), 1.03 * static_cast<double>(normal_size));
+  // One plane (width 1, decoded in place), piece by piece through hooks too.
+  util::ByteVector exps(raw.size() / 2);
+  for (std::size_t i = 0; i < exps.size(); ++i) exps[i] = raw[2 * i + 1];
+  const EncodedChunk one = fast.encode(exps, ChunkKind{1, true, true});
+  ASSERT_EQ(one.layout, container::Layout::planes);
+  EXPECT_EQ(codecs(one).front(), PlaneCodec::huff0);
+  EXPECT_EQ(roundtrip(fast, exps, ChunkKind{1, true, true}), exps);
+  // A residual against a nearby base: its planes are mostly zeros.
+  util::ByteVector next = raw;
+  for (std::size_t i = 0; i < next.size(); i += 64) next[i] ^= std::byte{1};
+  const EncodedChunk delta = fast.encode(next, kind, raw);
+  ASSERT_EQ(delta.layout, container::Layout::planes);
+  for (unsigned k = 0; k < delta.width; ++k)  // Huffman only for an all-zero plane (a 2-byte constant block)
+    if (static_cast<PlaneCodec>(delta.payload[1 + 5 * k]) == PlaneCodec::huff0) {
+      EXPECT_EQ(util::load_le<std::uint32_t>(delta.payload.data() + 2 + 5 * k), 2u) << k;
+    }
+  EXPECT_EQ(roundtrip(fast, next, kind, raw), next);
+  // A damaged Huffman plane is caught, naming the chunk.
+  const EncodedChunk e = fast.encode(raw, kind);
+  util::ByteVector bad(e.payload.begin(), e.payload.end());
+  bad[bad.size() - 100] ^= std::byte{0x40};
+  util::ByteVector out(raw.size());
+  ChunkDecoder dec;
+  EXPECT_THROW(dec.decode(bad, record_for(e, raw), out, {}, "chunk 9"), Error);
+}
+
 // Hooks::prepare sees out in pieces that tile it front to back, each before
 // any of its bytes is written (fresh pages are mapped there); written(n)
 // never reports bytes beyond what was prepared. Every layout: grouped planes
