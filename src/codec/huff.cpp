@@ -167,7 +167,7 @@ std::uint32_t* pair_table() {
 // The decoder's tables for one block.
 struct Tables {
   std::array<std::uint16_t, k_table> single;  // (len << 8) | symbol; len 0: none
-  std::array<std::uint64_t, k_table> multi;   // symbols in bytes 0..5, bits in byte 6, count in byte 7
+  std::array<std::uint64_t, k_table> multi;   // bits in byte 0, symbols in bytes 1..6, count in byte 7
 };
 
 void build_tables(const std::array<std::uint8_t, 256>& len, Tables& t) {
@@ -186,11 +186,11 @@ void build_tables(const std::array<std::uint8_t, 256>& len, Tables& t) {
       const std::uint16_t s = t.single[idx >> pos];
       const unsigned l = s >> 8;
       if (l == 0 || l > k_max_len - pos) break;
-      e |= std::uint64_t{static_cast<std::uint8_t>(s)} << (8 * n);
+      e |= std::uint64_t{static_cast<std::uint8_t>(s)} << (8 + 8 * n);
       ++n;
       pos += l;
     }
-    t.multi[idx] = e | (std::uint64_t{pos} << 48) | (std::uint64_t{n} << 56);
+    t.multi[idx] = e | pos | (std::uint64_t{n} << 56);
   }
 }
 
@@ -364,9 +364,9 @@ struct PieceDecoder::State {
     std::byte* const e = out + size;
     while (e - out >= 8) {
       const std::uint64_t t = tables.multi[peek<Safe>(q) & (k_table - 1)];
-      store64(out, t);
+      store64(out, t >> 8);
       out += t >> 56;
-      q += (t >> 48) & 0xff;
+      q += t & 0xff;
     }
     while (out < e) {
       const std::uint16_t s = tables.single[peek<Safe>(q) & (k_table - 1)];
@@ -384,16 +384,19 @@ struct PieceDecoder::State {
       o[k] = out + sl.at;
       e[k] = o[k] + sl.size;
     }
-    // Six chains in registers, in batches of iterations none of which can
-    // write past any slice's end (an entry gives at most 6 symbols and is
-    // stored as 8 bytes) or read past the block's end (an entry takes at
-    // most 11 bits, read as 8 bytes).
+    // Six chains, in batches of iterations none of which can write past any
+    // slice's end (an entry gives at most 6 symbols and is stored as 8
+    // bytes) or read past the block's end. Each iteration loads 8 bytes of
+    // each stream once (at least 57 bits) and takes 4 entries from them (at
+    // most 44 bits): the chain from one lookup to the next is a mask, a
+    // load and a shift.
     const std::uint64_t* const multi = tables.multi.data();
     const std::byte* const b = base;
     std::uint64_t q0 = bit[0], q1 = bit[1], q2 = bit[2], q3 = bit[3], q4 = bit[4], q5 = bit[5];
     std::byte *o0 = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3], *o4 = o[4], *o5 = o[5];
-    constexpr std::size_t per = 2 * k_max_multi;  // symbols one iteration may give a stream
-    constexpr std::uint64_t per_bits = 2 * k_max_len;  // bits it may take
+    constexpr unsigned lookups = 4;
+    constexpr std::size_t per = lookups * k_max_multi;     // symbols one iteration may give a stream
+    constexpr std::uint64_t per_bits = lookups * k_max_len;  // bits it may take
     for (;;) {
       const auto room = static_cast<std::size_t>(std::min({e[0] - o0, e[1] - o1, e[2] - o2, e[3] - o3, e[4] - o4, e[5] - o5}));
       const std::uint64_t far = std::max({q0, q1, q2, q3, q4, q5}) >> 3;
@@ -401,19 +404,24 @@ struct PieceDecoder::State {
       const std::size_t it = std::min<std::size_t>((room - 8) / per, (total - 8 - far) * 8 / per_bits - 1);
       if (it == 0) break;
       for (std::size_t i = it; i; --i) {
-#define MITHRIL_HUFF_STEP(k)                                                              \
-  {                                                                                       \
-    const std::uint64_t t = multi[(load64(b + (q##k >> 3)) >> (q##k & 7)) & (k_table - 1)]; \
-    store64(o##k, t);                                                                     \
-    o##k += t >> 56;                                                                      \
-    q##k += (t >> 48) & 0xff;                                                             \
+#define MITHRIL_HUFF_LOAD(k) std::uint64_t w##k = load64(b + (q##k >> 3)) >> (q##k & 7);
+#define MITHRIL_HUFF_STEP(k)                                \
+  {                                                         \
+    const std::uint64_t t = multi[w##k & (k_table - 1)];    \
+    w##k >>= t & 63;                                        \
+    q##k += t & 0xff;                                       \
+    store64(o##k, t >> 8);                                  \
+    o##k += t >> 56;                                        \
   }
-#define MITHRIL_HUFF_ROUND \
-  MITHRIL_HUFF_STEP(0) MITHRIL_HUFF_STEP(1) MITHRIL_HUFF_STEP(2) MITHRIL_HUFF_STEP(3) MITHRIL_HUFF_STEP(4) MITHRIL_HUFF_STEP(5)
-        MITHRIL_HUFF_ROUND
-        MITHRIL_HUFF_ROUND
-#undef MITHRIL_HUFF_ROUND
+#define MITHRIL_HUFF_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5)
+        MITHRIL_HUFF_ALL(MITHRIL_HUFF_LOAD)
+        MITHRIL_HUFF_ALL(MITHRIL_HUFF_STEP)
+        MITHRIL_HUFF_ALL(MITHRIL_HUFF_STEP)
+        MITHRIL_HUFF_ALL(MITHRIL_HUFF_STEP)
+        MITHRIL_HUFF_ALL(MITHRIL_HUFF_STEP)
+#undef MITHRIL_HUFF_ALL
 #undef MITHRIL_HUFF_STEP
+#undef MITHRIL_HUFF_LOAD
       }
     }
     bit = {q0, q1, q2, q3, q4, q5};
