@@ -1,6 +1,6 @@
 // bench_rans — single-thread rANS encode/decode throughput and ratio, for
 // every kernel this CPU has (scalar, avx2, avx512, avx2x; the others are skipped),
-// and of the Huffman coder (BM_huff_*, codec/huff.hpp) on the same planes.
+// and of the Huffman coder (kernel:4, codec/huff.hpp) on the same planes.
 //
 //   ./build/bench_rans --benchmark_min_time=0.5
 //   MITHRIL_BENCH_WEIGHTS=model.safetensors ./build/bench_rans --benchmark_filter=plane:3
@@ -132,8 +132,12 @@ bool plane_missing(benchmark::State& st, const ByteVector& src) {
   return true;
 }
 
+// Kernel k_huffman: the Huffman coder (codec/huff.hpp, plane codec 4;
+// portable C++, one kernel), on the same planes.
+constexpr std::int64_t k_huffman = 4;
+
 bool kernel_missing(benchmark::State& st, codec::rans::detail::Kernel k) {
-  if (codec::rans::detail::kernel_available(k)) return false;
+  if (static_cast<std::int64_t>(k) == k_huffman || codec::rans::detail::kernel_available(k)) return false;
   st.SkipWithError("kernel not available on this CPU");
   return true;
 }
@@ -178,10 +182,13 @@ void BM_encode(benchmark::State& st) {
     std::size_t i = 0;
     for (std::size_t off = 0; off < src.size(); off += block, ++i) {
       const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
-      benchmark::DoNotOptimize(codec::rans::detail::encode_with(in, hists[i], out, kernel));
+      if (static_cast<std::int64_t>(kernel) == k_huffman)
+        benchmark::DoNotOptimize(codec::huff::encode(in, hists[i], out));
+      else
+        benchmark::DoNotOptimize(codec::rans::detail::encode_with(in, hists[i], out, kernel));
     }
   }
-  set_counters(st, src, encode_all(src, block));
+  set_counters(st, src, encode_all(src, block, static_cast<std::int64_t>(kernel) == k_huffman));
 }
 
 void BM_decode(benchmark::State& st) {
@@ -189,7 +196,8 @@ void BM_decode(benchmark::State& st) {
   const std::size_t block = static_cast<std::size_t>(st.range(1));
   const auto kernel = static_cast<codec::rans::detail::Kernel>(st.range(2));
   if (plane_missing(st, src) || kernel_missing(st, kernel)) return;
-  const Encoded e = encode_all(src, block);
+  const bool huffman = static_cast<std::int64_t>(kernel) == k_huffman;
+  const Encoded e = encode_all(src, block, huffman);
   ByteVector out(src.size());
   for (auto _ : st) {
     std::size_t off = 0;
@@ -197,6 +205,8 @@ void BM_decode(benchmark::State& st) {
       const std::size_t n = std::min(block, src.size() - off);
       if (b.empty())
         std::memcpy(out.data() + off, src.data() + off, n);  // stored raw
+      else if (huffman)
+        codec::huff::decode(b, util::MutableByteSpan(out.data() + off, n));
       else
         codec::rans::detail::decode_with(b, util::MutableByteSpan(out.data() + off, n), kernel);
       off += n;
@@ -207,12 +217,12 @@ void BM_decode(benchmark::State& st) {
   set_counters(st, src, e);
 }
 
-// kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x
+// kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x (rANS), 4 = Huffman
 void kernel_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"plane", "block", "kernel"});
   for (int kind : {0, 1, 2, 3, 4})
     for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}})
-      for (int kernel : {0, 1, 2, 3}) b->Args({kind, block, kernel});
+      for (int kernel : {0, 1, 2, 3, 4}) b->Args({kind, block, kernel});
   b->Unit(benchmark::kMillisecond);
 }
 
@@ -244,59 +254,8 @@ void BM_histogram(benchmark::State& st) {
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * src.size()));
 }
 
-// The Huffman coder (codec/huff.hpp, plane codec 4; portable C++, one
-// kernel): the histogram is given, as for BM_encode.
-void BM_huff_encode(benchmark::State& st) {
-  const ByteVector& src = plane(static_cast<int>(st.range(0)));
-  const std::size_t block = static_cast<std::size_t>(st.range(1));
-  if (plane_missing(st, src)) return;
-  std::vector<Histogram> hists;
-  for (std::size_t off = 0; off < src.size(); off += block)
-    hists.push_back(hist_of(util::ByteSpan(src.data() + off, std::min(block, src.size() - off))));
-  ByteVector out(block);
-  for (auto _ : st) {
-    std::size_t i = 0;
-    for (std::size_t off = 0; off < src.size(); off += block, ++i) {
-      const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
-      benchmark::DoNotOptimize(codec::huff::encode(in, hists[i], out));
-    }
-  }
-  set_counters(st, src, encode_all(src, block, true));
-}
-
-void BM_huff_decode(benchmark::State& st) {
-  const ByteVector& src = plane(static_cast<int>(st.range(0)));
-  const std::size_t block = static_cast<std::size_t>(st.range(1));
-  if (plane_missing(st, src)) return;
-  const Encoded e = encode_all(src, block, true);
-  ByteVector out(src.size());
-  for (auto _ : st) {
-    std::size_t off = 0;
-    for (const auto& b : e.blocks) {
-      const std::size_t n = std::min(block, src.size() - off);
-      if (b.empty())
-        std::memcpy(out.data() + off, src.data() + off, n);  // stored raw
-      else
-        codec::huff::decode(b, util::MutableByteSpan(out.data() + off, n));
-      off += n;
-    }
-    benchmark::DoNotOptimize(out.data());
-  }
-  if (out != src) st.SkipWithError("round trip mismatch");
-  set_counters(st, src, e);
-}
-
-void huff_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"plane", "block"});
-  for (int kind : {0, 1, 2, 3, 4})
-    for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}}) b->Args({kind, block});
-  b->Unit(benchmark::kMillisecond);
-}
-
 BENCHMARK(BM_encode)->Apply(kernel_args);
 BENCHMARK(BM_decode)->Apply(kernel_args);
-BENCHMARK(BM_huff_encode)->Apply(huff_args);
-BENCHMARK(BM_huff_decode)->Apply(huff_args);
 BENCHMARK(BM_histogram)
     ->ArgNames({"plane", "isa"})
     ->ArgsProduct({{0, 1, 2, 3}, {0, 2, 3}})
@@ -315,7 +274,8 @@ int main(int argc, char** argv) {
   const auto names = codec::rans::kernel_names();
   benchmark::AddCustomContext("cpu_model", cpu_model());
   benchmark::AddCustomContext("rans_kernels", "encode " + std::string(names.encode) + ", decode " +
-                                                  std::string(names.decode) + " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x)");
+                                                  std::string(names.decode) +
+                                                  " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x; 4 = Huffman, levels 1-2)");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -63,23 +63,12 @@ Result try_pieces(Decoder&& d, util::ByteSpan block, std::size_t n, std::size_t 
   return r;
 }
 
-Result try_huff(util::ByteSpan data, std::size_t n) {
+// Decoded whole by `decode` (codec::huff::decode or rans_blocks::decode).
+Result try_whole(void (*decode)(util::ByteSpan, util::MutableByteSpan), util::ByteSpan data, std::size_t n) {
   Result r;
   r.out.assign(n, std::byte{0});
   try {
-    codec::huff::decode(data, r.out);
-    r.ok = true;
-  } catch (const Error& e) {
-    if (e.code() != Errc::corrupt) std::abort();
-  }
-  return r;
-}
-
-Result try_blocks(util::ByteSpan data, std::size_t n) {
-  Result r;
-  r.out.assign(n, std::byte{0});
-  try {
-    codec::rans_blocks::decode(data, r.out);
+    decode(data, r.out);
     r.ok = true;
   } catch (const Error& e) {
     if (e.code() != Errc::corrupt) std::abort();
@@ -106,10 +95,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Result pieces = try_pieces(rans::PieceDecoder(k), block, n, piece);
     if (pieces.ok != scalar.ok || (scalar.ok && pieces.out != scalar.out)) std::abort();
   }
-  const Result blocks = try_blocks(block, n);
+  const Result blocks = try_whole(codec::rans_blocks::decode, block, n);
   const Result blocks_pieces = try_pieces(codec::rans_blocks::PieceDecoder(), block, n, piece);
   if (blocks.ok != blocks_pieces.ok || (blocks.ok && blocks.out != blocks_pieces.out)) std::abort();
-  const Result huff = try_huff(block, n);
+  const Result huff = try_whole(codec::huff::decode, block, n);
   const Result huff_pieces = try_pieces(codec::huff::PieceDecoder(), block, n, piece);
   if (huff.ok != huff_pieces.ok || (huff.ok && huff.out != huff_pieces.out)) std::abort();
 

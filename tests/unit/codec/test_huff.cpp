@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mithril/error.hpp"
+#include "codec_test_helpers.hpp"
 #include "test_helpers.hpp"
 
 using namespace mithril;
@@ -19,19 +20,8 @@ using util::ByteVector;
 
 namespace {
 
-Histogram hist_of(util::ByteSpan data) {
-  Histogram h{};
-  for (std::byte b : data) ++h[static_cast<std::uint8_t>(b)];
-  return h;
-}
-
-double bound_bytes(const Histogram& h) {
-  double n = 0, bits = 0;
-  for (auto c : h) n += c;
-  for (auto c : h)
-    if (c) bits -= c * std::log2(c / n);
-  return bits / 8;
-}
+using test::bound_bytes;
+using test::hist_of;
 
 // The exponent byte of bf16 weights ~ N(0, 0.02) after rotl1 grouping.
 ByteVector bf16_exponents(std::size_t n, std::uint64_t seed) {

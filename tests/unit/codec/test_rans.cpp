@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mithril/error.hpp"
+#include "codec_test_helpers.hpp"
 #include "test_helpers.hpp"
 
 using namespace mithril;
@@ -24,22 +25,8 @@ using util::ByteVector;
 
 namespace {
 
-// Independent of byte_group.cpp on purpose: plain loops.
-Histogram hist_of(util::ByteSpan data) {
-  Histogram h{};
-  for (std::byte b : data) ++h[static_cast<std::uint8_t>(b)];
-  return h;
-}
-
-// Shannon order-0 bound in bytes.
-double bound_bytes(const Histogram& h) {
-  double n = 0;
-  for (auto c : h) n += c;
-  double bits = 0;
-  for (auto c : h)
-    if (c) bits -= c * std::log2(c / n);
-  return bits / 8;
-}
+using test::bound_bytes;
+using test::hist_of;
 
 using Gen = std::function<ByteVector(std::size_t, std::uint64_t)>;
 
