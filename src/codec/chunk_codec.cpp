@@ -183,16 +183,22 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
     }
   } else if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
     // Asked for speed: Huffman where a table lookup gives several codes
-    // (few bits a byte) and its whole-bit lengths cost little over rANS.
-    if (m_level <= k_huff_max_level && kind.is_tensor && kind.is_float && bits_per_byte <= k_huff_max_bits &&
+    // (few bits a byte) and its whole-bit lengths cost little over rANS. (Its
+    // encoder wants room for the worst case of each slice: a small plane
+    // may not fit where rANS does.)
+    if (m_level <= k_huff_max_level && kind.is_tensor && kind.is_float && n >= k_huff_min_plane &&
+        bits_per_byte <= k_huff_max_bits &&
         static_cast<double>(huff::coded_size(hist, huff::code_lengths(hist))) <= (1.0 + k_huff_slack) * (bits / 8.0 + 64.0)) {
       if (auto size = huff::encode(plane, hist, scratch.first(best - 1))) {
         best = *size;
         coded = {PlaneCodec::huff0, scratch.first(best)};
       }
-    } else if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
-      best = *size;
-      coded = {PlaneCodec::rans0, scratch.first(best)};
+    }
+    if (coded.codec == PlaneCodec::stored) {
+      if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
+        best = *size;
+        coded = {PlaneCodec::rans0, scratch.first(best)};
+      }
     }
   }
   // zstd: for bytes that are not tensors, for integer tensors (runs, repeated

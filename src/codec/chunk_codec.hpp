@@ -31,12 +31,16 @@ namespace mithril::codec {
 enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2, rans0_blocks = 3, huff0 = 4 };
 
 // Levels at or below this one trade a little ratio for decoding speed: a
-// float tensor's planes of at most k_huff_max_bits bits a byte (exponents,
-// several codes to a table lookup) are coded with huff0 where that is within
-// k_huff_slack of the rANS estimate (docs/format.md, "Plane codecs").
+// float tensor's planes of at least k_huff_min_plane bytes and at most
+// k_huff_max_bits bits a byte (exponents, several codes to a table lookup)
+// are coded with huff0 where that is within k_huff_slack of the rANS
+// estimate (docs/format.md, "Chunk payload").
 inline constexpr int k_huff_max_level = 2;
 inline constexpr double k_huff_max_bits = 4.0;
 inline constexpr double k_huff_slack = 0.03;
+// Smaller planes stay rANS: building the decoder's 2048-entry tables costs
+// more than decoding a few KiB, and the block's header (~40 bytes) shows.
+inline constexpr std::size_t k_huff_min_plane = 16 * 1024;
 
 // How the chunk's bytes should be seen.
 struct ChunkKind {

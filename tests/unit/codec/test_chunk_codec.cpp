@@ -222,6 +222,31 @@ TEST(ChunkCodec, FastLevelsCodeExponentPlanesWithHuffman) {
   EXPECT_THROW(dec.decode(bad, record_for(e, raw), out, {}, "chunk 9"), Error);
 }
 
+// Levels 1-2 never store a plane that level 3 codes (where the Huffman
+// encoder's room for each slice's worst case does not fit, rANS codes it),
+// planes under 16 KiB stay rANS, and the cost stays within a few percent.
+TEST(ChunkCodec, FastLevelsCodeEveryPlaneTheDefaultCodes) {
+  ChunkEncoder fast(1), normal(3);
+  const ChunkKind kind{2, true, true};
+  for (std::size_t n : {40u, 100u, 1000u, 8191u, 16383u, 16384u, 16385u, 40000u}) {
+    const auto raw = bf16_weights(n, n);
+    auto exponent_codec = [](const EncodedChunk& e) {
+      return e.layout == container::Layout::planes ? static_cast<PlaneCodec>(e.payload[1 + 5]) : PlaneCodec::stored;
+    };
+    const EncodedChunk a = normal.encode(raw, kind);
+    const PlaneCodec normal_codec = exponent_codec(a);
+    const std::size_t normal_size = a.payload.size();
+    const EncodedChunk b = fast.encode(raw, kind);
+    const PlaneCodec fast_codec = exponent_codec(b);
+    if (normal_codec != PlaneCodec::stored) {
+      EXPECT_NE(fast_codec, PlaneCodec::stored) << n;
+    }
+    EXPECT_EQ(fast_codec == PlaneCodec::huff0, n >= k_huff_min_plane) << n;
+    EXPECT_LE(static_cast<double>(b.payload.size()), 1.03 * static_cast<double>(normal_size)) << n;
+    EXPECT_EQ(roundtrip(fast, raw, kind), raw) << n;
+  }
+}
+
 // Hooks::prepare sees out in pieces that tile it front to back, each before
 // any of its bytes is written (fresh pages are mapped there); written(n)
 // never reports bytes beyond what was prepared. Every layout: grouped planes
