@@ -187,11 +187,13 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
     // encoder wants room for the worst case of each slice: a small plane
     // may not fit where rANS does.)
     if (m_level <= k_huff_max_level && kind.is_tensor && kind.is_float && n >= k_huff_min_plane &&
-        bits_per_byte <= k_huff_max_bits &&
-        static_cast<double>(huff::coded_size(hist, huff::code_lengths(hist))) <= (1.0 + k_huff_slack) * (bits / 8.0 + 64.0)) {
-      if (auto size = huff::encode(plane, hist, scratch.first(best - 1))) {
-        best = *size;
-        coded = {PlaneCodec::huff0, scratch.first(best)};
+        bits_per_byte <= k_huff_max_bits) {
+      const auto lengths = huff::code_lengths(hist);
+      if (static_cast<double>(huff::coded_size(hist, lengths)) <= (1.0 + k_huff_slack) * (bits / 8.0 + 64.0)) {
+        if (auto size = huff::encode(plane, hist, scratch.first(best - 1), &lengths)) {
+          best = *size;
+          coded = {PlaneCodec::huff0, scratch.first(best)};
+        }
       }
     }
     if (coded.codec == PlaneCodec::stored) {

@@ -251,7 +251,8 @@ std::size_t coded_size(const Histogram& hist, const std::array<std::uint8_t, 256
   return header_size(sp.count) + static_cast<std::size_t>(bits / 8) + k_streams;
 }
 
-std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
+std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out,
+                                  const std::array<std::uint8_t, 256>* lengths) {
   const std::size_t n = in.size();
   std::byte* const o0 = out.data();
   const std::byte* const end = out.data() + out.size();
@@ -260,7 +261,7 @@ std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util
     o0[0] = static_cast<std::byte>(k_version << 4 | 0);
     return 1;
   }
-  const auto len = code_lengths(hist);
+  const auto len = lengths ? *lengths : code_lengths(hist);
   const Span sp = present_span(len);
   if (sp.count == 0) {  // one symbol
     if (out.size() < 2) return std::nullopt;

@@ -39,13 +39,17 @@ inline constexpr std::size_t k_round = 16384;
 // deterministic. With one present symbol its length is 0 too.
 std::array<std::uint8_t, 256> code_lengths(const Histogram& hist);
 
-// The exact size encode() would produce for data with this histogram.
+// The size encode() produces with these lengths, or up to k_streams bytes
+// more (each stream's last byte may be partly used).
 std::size_t coded_size(const Histogram& hist, const std::array<std::uint8_t, 256>& lengths);
 
-// Encodes `in` (hist must be its exact histogram) into `out`. Returns the
+// Encodes `in` (hist must be its exact histogram) into `out`, with the code
+// lengths code_lengths(hist) (pass them when already computed). Returns the
 // number of bytes written, or nullopt when the block might not fit in
-// out.size() (the caller then stores the bytes raw). Never writes past out.
-std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out);
+// out.size() (the caller then stores the bytes raw or codes them otherwise).
+// Never writes past out.
+std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out,
+                                  const std::array<std::uint8_t, 256>* lengths = nullptr);
 
 // Decodes a block written by encode() into out, whose size must be the
 // original size. Throws Error(corrupt) on a malformed or truncated block;
