@@ -1,32 +1,25 @@
 #include "storage/http.hpp"
 
-#include <curl/curl.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <mutex>
 
 #include "mithril/error.hpp"
+#include "storage/remote_libs.hpp"
 #include "storage/retry.hpp"
 #include "util/interrupt.hpp"
 
 namespace mithril::storage {
 namespace {
 
+// Only made after libs::curl() loaded the library (HttpClient's constructor).
 struct EasyDeleter {
-  void operator()(CURL* c) const noexcept { curl_easy_cleanup(c); }
+  void operator()(CURL* c) const noexcept { libs::curl().easy_cleanup(c); }
 };
 struct SlistDeleter {
-  void operator()(curl_slist* l) const noexcept { curl_slist_free_all(l); }
+  void operator()(curl_slist* l) const noexcept { libs::curl().slist_free_all(l); }
 };
-
-void global_init() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) throw Error(Errc::internal, "libcurl initialisation failed");
-  });
-}
 
 struct Transfer {
   util::ByteSpan body;
@@ -116,8 +109,7 @@ struct HttpClient::Handle {
 
 HttpClient::HttpClient(std::chrono::milliseconds connect_timeout, std::chrono::milliseconds io_timeout)
     : m_handle(std::make_unique<Handle>()), m_connect_timeout(connect_timeout), m_io_timeout(io_timeout) {
-  global_init();
-  m_handle->easy.reset(curl_easy_init());
+  m_handle->easy.reset(libs::curl().easy_init());  // loads libcurl on first use
   if (!m_handle->easy) throw Error(Errc::internal, "libcurl: cannot create a handle");
 }
 
@@ -126,14 +118,15 @@ HttpClient::~HttpClient() = default;
 HttpResponse HttpClient::perform(std::string_view method, const std::string& url, const HeaderList& headers,
                                  util::ByteSpan body, Interruptible interruptible, std::uint64_t max_body) {
   if (interruptible == Interruptible::yes) util::throw_if_interrupted();
+  const libs::Curl& api = libs::curl();
   CURL* c = m_handle->easy.get();
-  curl_easy_reset(c);  // keeps the connection cache
+  api.easy_reset(c);  // keeps the connection cache
   HttpResponse response;
   Transfer t{body, 0, &response, interruptible, max_body};
 
   std::unique_ptr<curl_slist, SlistDeleter> list;
   auto append = [&](const std::string& line) {
-    curl_slist* l = curl_slist_append(list.get(), line.c_str());
+    curl_slist* l = api.slist_append(list.get(), line.c_str());
     if (!l) throw Error(Errc::internal, "libcurl: out of memory");
     (void)list.release();
     list.reset(l);
@@ -143,46 +136,46 @@ HttpResponse HttpClient::perform(std::string_view method, const std::string& url
   append("Accept:");
 
   const long timeout_s = std::max<long>(1, static_cast<long>((m_io_timeout.count() + 999) / 1000));
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  api.easy_setopt(c, CURLOPT_URL, url.c_str());
   // The path is sent exactly as signed: S3 keys may hold "." and ".." segments.
-  curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, list.get());
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, m_handle->error);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(m_connect_timeout.count()));
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);  // less than 1 byte/s for timeout_s = stalled
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, timeout_s);
-  curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+  api.easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
+  api.easy_setopt(c, CURLOPT_HTTPHEADER, list.get());
+  api.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  api.easy_setopt(c, CURLOPT_ERRORBUFFER, m_handle->error);
+  api.easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(m_connect_timeout.count()));
+  api.easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);  // less than 1 byte/s for timeout_s = stalled
+  api.easy_setopt(c, CURLOPT_LOW_SPEED_TIME, timeout_s);
+  api.easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  api.easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+  api.easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  api.easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  api.easy_setopt(c, CURLOPT_HEADERDATA, &t);
+  api.easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  api.easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+  api.easy_setopt(c, CURLOPT_XFERINFODATA, &t);
   if (method == "GET") {
-    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    api.easy_setopt(c, CURLOPT_HTTPGET, 1L);
   } else if (method == "HEAD") {
-    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    api.easy_setopt(c, CURLOPT_NOBODY, 1L);
   } else if (method == "PUT" || method == "POST") {
-    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(c, CURLOPT_READDATA, &t);
-    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    if (method == "POST") curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
+    api.easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    api.easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+    api.easy_setopt(c, CURLOPT_READDATA, &t);
+    api.easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    if (method == "POST") api.easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
   } else {
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, std::string(method).c_str());
+    api.easy_setopt(c, CURLOPT_CUSTOMREQUEST, std::string(method).c_str());
   }
   m_handle->error[0] = 0;
-  const CURLcode rc = curl_easy_perform(c);
+  const CURLcode rc = api.easy_perform(c);
   if (rc == CURLE_ABORTED_BY_CALLBACK) util::throw_if_interrupted();
   if (t.too_large)
     throw Error(Errc::corrupt, "response body larger than the " + std::to_string(max_body) + " bytes expected");
   if (rc != CURLE_OK) {
-    std::string why = m_handle->error[0] ? m_handle->error : curl_easy_strerror(rc);
+    std::string why = m_handle->error[0] ? m_handle->error : api.easy_strerror(rc);
     throw TransientError(why);
   }
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+  api.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
   return response;
 }
 

@@ -11,12 +11,12 @@
 
 #include "mithril/error.hpp"
 #include "storage/http.hpp"
+#include "storage/remote_libs.hpp"
 #include "storage/sigv4.hpp"
 #include "storage/upload_token.hpp"
 #include "util/blake3.hpp"
 #include "util/interrupt.hpp"
 
-#include <openssl/evp.h>
 
 namespace mithril::storage {
 namespace {
@@ -114,7 +114,8 @@ std::string multipart_etag(const std::vector<std::string>& etags) {
     if (!util::parse_hex(unquoted(etags[i]), std::span(digests).subspan(16 * i, 16))) return {};
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (EVP_Digest(digests.data(), digests.size(), md, &len, EVP_md5(), nullptr) != 1) return {};
+  const libs::Crypto& c = libs::crypto();
+  if (c.digest(digests.data(), digests.size(), md, &len, c.md5(), nullptr) != 1) return {};
   return util::to_hex(std::span<const std::uint8_t>(md, len)) + "-" + std::to_string(etags.size());
 }
 

@@ -1,12 +1,10 @@
 #include "storage/sigv4.hpp"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include <algorithm>
 #include <ctime>
 
 #include "mithril/error.hpp"
+#include "storage/remote_libs.hpp"
 
 namespace mithril::storage::sigv4 {
 namespace {
@@ -38,7 +36,8 @@ std::string trim_value(std::string_view v) {
 Sha256 sha256(util::ByteSpan data) {
   Sha256 out{};
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &len, EVP_sha256(), nullptr) != 1)
+  const libs::Crypto& c = libs::crypto();
+  if (c.digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &len, c.sha256(), nullptr) != 1)
     throw Error(Errc::internal, "SHA-256 failed (libcrypto)");
   return out;
 }
@@ -59,7 +58,8 @@ std::string sha256_hex(util::ByteSpan data) { return hex(sha256(data)); }
 Sha256 hmac_sha256(util::ByteSpan key, std::string_view message) {
   Sha256 out{};
   unsigned int len = 0;
-  if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(message.data()),
+  const libs::Crypto& c = libs::crypto();
+  if (!c.hmac(c.sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(message.data()),
             message.size(), reinterpret_cast<unsigned char*>(out.data()), &len))
     throw Error(Errc::internal, "HMAC-SHA256 failed (libcrypto)");
   return out;

@@ -130,3 +130,32 @@ def test_cli_from_the_fresh_venv(installed):
     assert (tmp / "back.bin").read_bytes() == src.read_bytes()
     # python -m mithril finds the same command
     assert "0.1.0" in run([installed["py"], "-I", "-m", "mithril", "--version"], env=env).stdout
+
+
+def test_s3_from_the_fresh_venv(installed, s3_server):
+    """The wheel's CLI (moved to mithril.scripts/ by auditwheel) and its
+    Python package find libmithril_remote.so, whose libcurl and libcrypto
+    travel in mithril.libs/: a checkpoint goes to moto's S3 and back."""
+    env = {**installed["env"], **s3_server.env()}
+    tmp = installed["tmp"]
+    bucket = s3_server.bucket("wheel-" + os.urandom(4).hex())
+    exe = installed["venv"] / "bin" / "mithril"
+    src = tmp / "s3.bin"
+    src.write_bytes(bytes(range(256)) * 1024)
+    run([exe, "compress", src, "-o", f"s3://{bucket}/cli.mcp", "-q"], env=env, cwd=tmp)
+    run([exe, "decompress", f"s3://{bucket}/cli.mcp", "-o", tmp / "s3.back", "-f", "-q"], env=env, cwd=tmp)
+    assert (tmp / "s3.back").read_bytes() == src.read_bytes()
+    script = textwrap.dedent(f"""
+        import numpy as np
+        import mithril
+        sd = {{"w": np.arange(1000, dtype=np.float32)}}
+        mithril.save(sd, "s3://{bucket}/py.mcp")
+        back = mithril.load("s3://{bucket}/py.mcp", framework="numpy")
+        assert back["w"].tobytes() == sd["w"].tobytes()
+        maps = open("/proc/self/maps").read()
+        assert "mithril/libmithril_remote.so" in maps, "the shim was not loaded from the wheel"
+        assert "mithril.libs/libcurl" in maps, "libcurl not loaded from the wheel"
+        print("ok")
+    """)
+    p = run([installed["py"], "-I", "-c", script], env=env, cwd=tmp)
+    assert p.stdout.startswith("ok"), p.stdout
