@@ -231,38 +231,12 @@ void parents_portable(const Words8* children, std::size_t n_parents, const Words
 #ifdef MITHRIL_BLAKE3_X86
 #define MITHRIL_AVX2 __attribute__((target("avx2")))
 
-// The byte rotations take their shuffle masks as memory operands. Written
-// with intrinsics, GCC 12 keeps both masks in registers; with the sixteen
-// state vectors that leaves too few, and it spilled state vectors and
-// reloaded them right away, on the dependency chain (a store-forwarding
-// round trip, several cycles, each time). As memory operands (inline asm,
-// which the compiler cannot hoist into a register) hash8_avx2 ran at 2.92 GB/s
-// against 2.47 on AMD Zen 3 (one core, 64 MiB, best of 5, three runs
-// alternating); clang 14 made 2.6 of the intrinsics version.
+// vpshufb masks of the rotations by 16 and 8 bits (memory operands of
+// compress8_asm).
 alignas(32) constexpr std::uint8_t k_rot16[32] = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
                                                   2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
 alignas(32) constexpr std::uint8_t k_rot8[32] = {1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12,
                                                  1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12};
-MITHRIL_AVX2 inline __m256i shuffle_bytes_mem(__m256i x, const std::uint8_t (&mask)[32]) {
-  __m256i r;
-  asm("vpshufb %2, %1, %0" : "=x"(r) : "x"(x), "m"(*reinterpret_cast<const __m256i*>(mask)));
-  return r;
-}
-MITHRIL_AVX2 inline __m256i rot16(__m256i x) { return shuffle_bytes_mem(x, k_rot16); }
-MITHRIL_AVX2 inline __m256i rot8(__m256i x) { return shuffle_bytes_mem(x, k_rot8); }
-MITHRIL_AVX2 inline __m256i rot12(__m256i x) { return _mm256_or_si256(_mm256_srli_epi32(x, 12), _mm256_slli_epi32(x, 20)); }
-MITHRIL_AVX2 inline __m256i rot7(__m256i x) { return _mm256_or_si256(_mm256_srli_epi32(x, 7), _mm256_slli_epi32(x, 25)); }
-
-MITHRIL_AVX2 inline void g8(__m256i* v, int a, int b, int c, int d, __m256i x, __m256i y) {
-  v[a] = _mm256_add_epi32(_mm256_add_epi32(v[a], v[b]), x);
-  v[d] = rot16(_mm256_xor_si256(v[d], v[a]));
-  v[c] = _mm256_add_epi32(v[c], v[d]);
-  v[b] = rot12(_mm256_xor_si256(v[b], v[c]));
-  v[a] = _mm256_add_epi32(_mm256_add_epi32(v[a], v[b]), y);
-  v[d] = rot8(_mm256_xor_si256(v[d], v[a]));
-  v[c] = _mm256_add_epi32(v[c], v[d]);
-  v[b] = rot7(_mm256_xor_si256(v[b], v[c]));
-}
 
 // 8x8 transpose of 32-bit words: row i of the input becomes column i.
 MITHRIL_AVX2 inline void transpose8(__m256i* r) {
@@ -284,15 +258,152 @@ MITHRIL_AVX2 inline void transpose8(__m256i* r) {
   r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
 }
 
-template <std::size_t Round>
-[[gnu::always_inline]] MITHRIL_AVX2 inline void round8(__m256i* v, const __m256i* m) {
-  constexpr auto s = k_schedule[Round];
-  MITHRIL_BLAKE3_ROUND(g8, v, m, s);
+// One compression function of eight lanes in a block of inline assembly,
+// laid out as the reference's hand-written AVX2 kernel is (BLAKE3 team,
+// c/blake3_avx2_x86-64_unix.S; written here from that design, not copied):
+// the four G functions of a half-round side by side, one instruction of each
+// in turn, so that the core always has four independent chains to run. The
+// sixteen state vectors and one scratch register for the shift-rotations
+// need seventeen of the sixteen ymm registers, so v8 (c0 of every
+// half-round: the diagonals are taken with the one through v8 first) stays
+// in memory, read and written once per G step; ymm8 is the scratch.
+//
+// Why assembly: with intrinsics GCC 12 kept the shuffle masks in registers
+// and spilled state vectors of its own choosing onto the dependency chain
+// (2.47 GB/s; 2.9 with the masks forced into memory operands; 2.06-2.15 with
+// the four G functions in lockstep, docs/benchmarks.md). On AMD Zen 3, one
+// core, best of 8 alternating runs against the official `blake3` package
+// (Rust crate, its own assembly): 1 MiB 3.49 GiB/s (intrinsics 3.11,
+// official 3.66), 8 MiB 3.45 (2.96, 3.53).
+// Four G steps side by side (one half of G for each of four columns): the
+// columns' registers are ymm A_i, B_i, C_i, D_i, except C_0, which is v8's
+// slot in memory, (%[w]); ymm8 is the scratch. X_i: the message word of
+// column i (its index into m); MASK, SR, SL: the byte-shuffle mask operand
+// and the shifts of this half (16 then 12, or 8 then 7).
+#define B3_Y(r) "%%ymm" #r
+#define B3_STEP(A0, A1, A2, A3, B0, B1, B2, B3, C1, C2, C3, D0, D1, D2, D3, X0, X1, X2, X3, MASK, SR, SL) \
+  "vpaddd " #X0 "*32(%[m]), " B3_Y(A0) ", " B3_Y(A0) "\n\t"                                           \
+  "vpaddd " #X1 "*32(%[m]), " B3_Y(A1) ", " B3_Y(A1) "\n\t"                                           \
+  "vpaddd " #X2 "*32(%[m]), " B3_Y(A2) ", " B3_Y(A2) "\n\t"                                           \
+  "vpaddd " #X3 "*32(%[m]), " B3_Y(A3) ", " B3_Y(A3) "\n\t"                                           \
+  "vpaddd " B3_Y(B0) ", " B3_Y(A0) ", " B3_Y(A0) "\n\t"                                               \
+  "vpaddd " B3_Y(B1) ", " B3_Y(A1) ", " B3_Y(A1) "\n\t"                                               \
+  "vpaddd " B3_Y(B2) ", " B3_Y(A2) ", " B3_Y(A2) "\n\t"                                               \
+  "vpaddd " B3_Y(B3) ", " B3_Y(A3) ", " B3_Y(A3) "\n\t"                                               \
+  "vpxor " B3_Y(A0) ", " B3_Y(D0) ", " B3_Y(D0) "\n\t"                                                \
+  "vpxor " B3_Y(A1) ", " B3_Y(D1) ", " B3_Y(D1) "\n\t"                                                \
+  "vpxor " B3_Y(A2) ", " B3_Y(D2) ", " B3_Y(D2) "\n\t"                                                \
+  "vpxor " B3_Y(A3) ", " B3_Y(D3) ", " B3_Y(D3) "\n\t"                                                \
+  "vpshufb %[" #MASK "], " B3_Y(D0) ", " B3_Y(D0) "\n\t"                                              \
+  "vpshufb %[" #MASK "], " B3_Y(D1) ", " B3_Y(D1) "\n\t"                                              \
+  "vpshufb %[" #MASK "], " B3_Y(D2) ", " B3_Y(D2) "\n\t"                                              \
+  "vpshufb %[" #MASK "], " B3_Y(D3) ", " B3_Y(D3) "\n\t"                                              \
+  "vpaddd (%[w]), " B3_Y(D0) ", %%ymm8\n\t"                                                           \
+  "vpaddd " B3_Y(D1) ", " B3_Y(C1) ", " B3_Y(C1) "\n\t"                                               \
+  "vpaddd " B3_Y(D2) ", " B3_Y(C2) ", " B3_Y(C2) "\n\t"                                               \
+  "vpaddd " B3_Y(D3) ", " B3_Y(C3) ", " B3_Y(C3) "\n\t"                                               \
+  "vmovdqa %%ymm8, (%[w])\n\t"                                                                        \
+  "vpxor %%ymm8, " B3_Y(B0) ", " B3_Y(B0) "\n\t"                                                      \
+  "vpxor " B3_Y(C1) ", " B3_Y(B1) ", " B3_Y(B1) "\n\t"                                                \
+  "vpxor " B3_Y(C2) ", " B3_Y(B2) ", " B3_Y(B2) "\n\t"                                                \
+  "vpxor " B3_Y(C3) ", " B3_Y(B3) ", " B3_Y(B3) "\n\t"                                                \
+  "vpsrld $" #SR ", " B3_Y(B0) ", %%ymm8\n\t"                                                         \
+  "vpslld $" #SL ", " B3_Y(B0) ", " B3_Y(B0) "\n\t"                                                   \
+  "vpor %%ymm8, " B3_Y(B0) ", " B3_Y(B0) "\n\t"                                                       \
+  "vpsrld $" #SR ", " B3_Y(B1) ", %%ymm8\n\t"                                                         \
+  "vpslld $" #SL ", " B3_Y(B1) ", " B3_Y(B1) "\n\t"                                                   \
+  "vpor %%ymm8, " B3_Y(B1) ", " B3_Y(B1) "\n\t"                                                       \
+  "vpsrld $" #SR ", " B3_Y(B2) ", %%ymm8\n\t"                                                         \
+  "vpslld $" #SL ", " B3_Y(B2) ", " B3_Y(B2) "\n\t"                                                   \
+  "vpor %%ymm8, " B3_Y(B2) ", " B3_Y(B2) "\n\t"                                                       \
+  "vpsrld $" #SR ", " B3_Y(B3) ", %%ymm8\n\t"                                                         \
+  "vpslld $" #SL ", " B3_Y(B3) ", " B3_Y(B3) "\n\t"                                                   \
+  "vpor %%ymm8, " B3_Y(B3) ", " B3_Y(B3) "\n\t"
+// A half-round: G on four columns, words X_i then Y_i.
+#define B3_HALF(A0, A1, A2, A3, B0, B1, B2, B3, C1, C2, C3, D0, D1, D2, D3, X0, Y0, X1, Y1, X2, Y2, X3, Y3) \
+  B3_STEP(A0, A1, A2, A3, B0, B1, B2, B3, C1, C2, C3, D0, D1, D2, D3, X0, X1, X2, X3, r16, 12, 20)          \
+  B3_STEP(A0, A1, A2, A3, B0, B1, B2, B3, C1, C2, C3, D0, D1, D2, D3, Y0, Y1, Y2, Y3, r8, 7, 25)
+// A round with message words S0..S15 (the schedule's row): the columns
+// (0,4,8,12)..(3,7,11,15), then the diagonals, the one through v8 first:
+// (2,7,8,13), (3,4,9,14), (0,5,10,15), (1,6,11,12).
+#define B3_ROUND(S0, S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14, S15)  \
+  B3_HALF(0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, S0, S1, S2, S3, S4, S5, S6, S7)  \
+  B3_HALF(2, 3, 0, 1, 7, 4, 5, 6, 9, 10, 11, 13, 14, 15, 12, S12, S13, S14, S15, S8, S9, S10, S11)
+// The rows of B3_ROUND below, as numbers (the assembly needs them literally).
+constexpr std::uint8_t k_schedule_asm[7][16] = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+                                                {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8},
+                                                {3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1},
+                                                {10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6},
+                                                {12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4},
+                                                {9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7},
+                                                {11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13}};
+constexpr bool schedule_asm_matches() {
+  for (std::size_t r = 0; r < 7; ++r)
+    for (std::size_t i = 0; i < 16; ++i)
+      if (k_schedule_asm[r][i] != k_schedule[r][i]) return false;
+  return true;
 }
-template <std::size_t... R>
-[[gnu::always_inline]] MITHRIL_AVX2 inline void rounds8(__m256i* v, const __m256i* m, std::index_sequence<R...>) {
-  (round8<R>(v, m), ...);
+static_assert(schedule_asm_matches(), "B3_ROUND's message schedule differs from k_schedule");
+
+// One compression of eight lanes: h (8 chaining-value vectors, 32-byte
+// aligned) is replaced by the first half of the output. w (32-byte aligned):
+// w[0] the slot for v8, w[1..3] IV[1..3], w[4..7] counter low, counter high,
+// block length and flags, w[8] IV[0]; all broadcast. m: the 16 message
+// vectors.
+MITHRIL_AVX2 inline void compress8_asm(__m256i* h, __m256i* w, const __m256i* m) {
+  asm volatile(
+      "vmovdqa 8*32(%[w]), %%ymm8\n\t"  // v8 = IV[0], into its slot
+      "vmovdqa %%ymm8, (%[w])\n\t"
+      "vmovdqa 0*32(%[h]), %%ymm0\n\t"
+      "vmovdqa 1*32(%[h]), %%ymm1\n\t"
+      "vmovdqa 2*32(%[h]), %%ymm2\n\t"
+      "vmovdqa 3*32(%[h]), %%ymm3\n\t"
+      "vmovdqa 4*32(%[h]), %%ymm4\n\t"
+      "vmovdqa 5*32(%[h]), %%ymm5\n\t"
+      "vmovdqa 6*32(%[h]), %%ymm6\n\t"
+      "vmovdqa 7*32(%[h]), %%ymm7\n\t"
+      "vmovdqa 1*32(%[w]), %%ymm9\n\t"
+      "vmovdqa 2*32(%[w]), %%ymm10\n\t"
+      "vmovdqa 3*32(%[w]), %%ymm11\n\t"
+      "vmovdqa 4*32(%[w]), %%ymm12\n\t"
+      "vmovdqa 5*32(%[w]), %%ymm13\n\t"
+      "vmovdqa 6*32(%[w]), %%ymm14\n\t"
+      "vmovdqa 7*32(%[w]), %%ymm15\n\t"
+      // The message schedule (spec §2.2), checked against k_schedule above.
+      B3_ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+      B3_ROUND(2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
+      B3_ROUND(3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1)
+      B3_ROUND(10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6)
+      B3_ROUND(12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4)
+      B3_ROUND(9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7)
+      B3_ROUND(11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13)
+      // h = v[0..7] ^ v[8..15]
+      "vpxor (%[w]), %%ymm0, %%ymm0\n\t"
+      "vpxor %%ymm9, %%ymm1, %%ymm1\n\t"
+      "vpxor %%ymm10, %%ymm2, %%ymm2\n\t"
+      "vpxor %%ymm11, %%ymm3, %%ymm3\n\t"
+      "vpxor %%ymm12, %%ymm4, %%ymm4\n\t"
+      "vpxor %%ymm13, %%ymm5, %%ymm5\n\t"
+      "vpxor %%ymm14, %%ymm6, %%ymm6\n\t"
+      "vpxor %%ymm15, %%ymm7, %%ymm7\n\t"
+      "vmovdqa %%ymm0, 0*32(%[h])\n\t"
+      "vmovdqa %%ymm1, 1*32(%[h])\n\t"
+      "vmovdqa %%ymm2, 2*32(%[h])\n\t"
+      "vmovdqa %%ymm3, 3*32(%[h])\n\t"
+      "vmovdqa %%ymm4, 4*32(%[h])\n\t"
+      "vmovdqa %%ymm5, 5*32(%[h])\n\t"
+      "vmovdqa %%ymm6, 6*32(%[h])\n\t"
+      "vmovdqa %%ymm7, 7*32(%[h])\n\t"
+      :
+      : [h] "r"(h), [w] "r"(w), [m] "r"(m), [r16] "m"(*reinterpret_cast<const __m256i*>(k_rot16)),
+        [r8] "m"(*reinterpret_cast<const __m256i*>(k_rot8))
+      : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+        "xmm12", "xmm13", "xmm14", "xmm15");
 }
+#undef B3_ROUND
+#undef B3_HALF
+#undef B3_STEP
+#undef B3_Y
 
 // Eight consecutive whole chunks, one per lane; with Parent, eight parent
 // nodes instead: lane j's one block is the 64 bytes at data + 64 j (a pair
@@ -302,7 +413,7 @@ MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::u
                              std::uint32_t flags, Words8* out) {
   constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
   constexpr std::size_t blocks = Parent ? 1 : k_chunk_len / k_block_len;
-  __m256i h[8];
+  alignas(32) __m256i h[8];
   for (int i = 0; i < 8; ++i) h[i] = _mm256_set1_epi32(static_cast<int>(key[i]));
   const __m256i lane = Parent ? _mm256_setzero_si256() : _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i ctr_lo_base = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)));
@@ -313,6 +424,16 @@ MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::u
   const __m256i ctr_hi =
       _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter >> 32))), carry);
   const __m256i blen = _mm256_set1_epi32(static_cast<int>(k_block_len));
+  // compress8_asm's constants and v8's slot.
+  alignas(32) __m256i work[9] = {_mm256_setzero_si256(),
+                                 _mm256_set1_epi32(static_cast<int>(k_iv[1])),
+                                 _mm256_set1_epi32(static_cast<int>(k_iv[2])),
+                                 _mm256_set1_epi32(static_cast<int>(k_iv[3])),
+                                 ctr_lo,
+                                 ctr_hi,
+                                 blen,
+                                 _mm256_setzero_si256(),
+                                 _mm256_set1_epi32(static_cast<int>(k_iv[0]))};
 
   for (std::size_t b = 0; b < blocks; ++b) {
     __m256i m[16];
@@ -327,24 +448,8 @@ MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::u
     transpose8(m + 8);
     const std::uint32_t f = Parent ? flags | k_parent
                                    : flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == blocks ? k_chunk_end : 0u);
-    __m256i v[16] = {h[0],
-                     h[1],
-                     h[2],
-                     h[3],
-                     h[4],
-                     h[5],
-                     h[6],
-                     h[7],
-                     _mm256_set1_epi32(static_cast<int>(k_iv[0])),
-                     _mm256_set1_epi32(static_cast<int>(k_iv[1])),
-                     _mm256_set1_epi32(static_cast<int>(k_iv[2])),
-                     _mm256_set1_epi32(static_cast<int>(k_iv[3])),
-                     ctr_lo,
-                     ctr_hi,
-                     blen,
-                     _mm256_set1_epi32(static_cast<int>(f))};
-    rounds8(v, m, std::make_index_sequence<7>{});
-    for (int i = 0; i < 8; ++i) h[i] = _mm256_xor_si256(v[i], v[i + 8]);
+    work[7] = _mm256_set1_epi32(static_cast<int>(f));
+    compress8_asm(h, work, m);
   }
   transpose8(h);
   for (int j = 0; j < 8; ++j) {
