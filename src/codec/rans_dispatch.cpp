@@ -6,9 +6,10 @@
 // loads, and two AVX2 encoders, likewise), so unless MITHRIL_RANS_KERNEL
 // forces one, the first encode (or decode) times every available encoder (or
 // decoder) on a synthetic bf16 exponent plane of 256 KiB and keeps the
-// fastest (thread CPU time, best of 6, the kernels taking turns): a few ms
-// of CPU per direction (`mithril --version -v`, both directions: 27 ms of
-// wall time on AMD Zen 3, process start included), once per process, and a process that only
+// fastest (thread CPU time, best of 6, the kernels taking turns): ~2-4 ms
+// of CPU per direction on AMD Zen 3 (`mithril --version -v`, both
+// directions: 11 ms of wall time, process start included, against 5.3 with
+// MITHRIL_RANS_KERNEL set), once per process, and a process that only
 // decodes never times the encoders.
 // MITHRIL_ISA (util/simd_level.hpp) takes kernels above its level out of the
 // running. All kernels produce the same bytes, so the choice can never change
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <ctime>
 #include <cstdlib>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -52,13 +54,19 @@ bool cpu_has(Kernel k) {
 // bits/byte, ~20 symbols), as real weights have: the kernels' relative speed
 // depends on it (a geometric sample of ~2 bits/byte timed the avx2 and avx2x
 // encoders alike, which differ by 15% on real planes). The normal values are
-// sums of four uniform ones (cheap: the sample is made in every process that
-// codes); only timing depends on these bytes, never an output.
+// sums of four uniform ones; only timing depends on these bytes, never an
+// output. The sample is made in every process that codes, so its first 16
+// KiB are drawn and then repeated: drawing all 256 KiB took 1.55 ms of the
+// ~4.5 ms a choice cost (AMD Zen 3), 16 KiB and copies 0.4 ms, and each
+// kernel encodes and decodes the repeated sample in the same time as a
+// drawn one (best of 30, three runs: avx2 0.47-0.52 / 0.35-0.41 ms, avx2x
+// 0.27-0.29 / 0.27 ms either way).
 std::vector<std::byte> sample_plane(std::size_t n) {
+  constexpr std::size_t k_period = 16 * 1024;
   std::vector<std::byte> v(n);
   std::uint64_t s = 0x9e3779b97f4a7c15ull;
   constexpr float k_scale = 0.02f / (65536.0f * 0.57735027f);  // sd of the sum: 65536 * sqrt(4 / 12)
-  for (auto& b : v) {
+  for (auto& b : std::span(v).first(std::min(n, k_period))) {
     s ^= s << 13;
     s ^= s >> 7;
     s ^= s << 17;
@@ -69,6 +77,8 @@ std::vector<std::byte> sample_plane(std::size_t n) {
     const auto h = static_cast<std::uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);  // bf16, nearest even
     b = static_cast<std::byte>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
   }
+  for (std::size_t i = k_period; i < n; i += k_period)
+    std::memcpy(v.data() + i, v.data(), std::min(k_period, n - i));
   return v;
 }
 
