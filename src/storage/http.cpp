@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
-#include <mutex>
 
 #include "mithril/error.hpp"
 #include "storage/remote_libs.hpp"
