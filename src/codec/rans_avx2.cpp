@@ -16,14 +16,24 @@ using u8 = std::uint8_t;
 using u32 = std::uint32_t;
 
 // Decoder: lane k of an 8-lane group takes the (number of renormalising lanes
-// below k)-th word of the group's 16-byte load.
+// below k)-th 16-bit word of the group's 16-byte load, zero-extended; lanes
+// that do not renormalise get 0. As vpshufb controls on the load broadcast to
+// both 128-bit halves: bytes 2j, 2j + 1 of the load, then two zero bytes
+// (0x80: vpshufb writes 0).
 struct ExpandLut {
-  alignas(32) u32 idx[256][8];
+  alignas(32) u8 ctl[256][32];
 };
 constexpr ExpandLut make_expand_lut() {
   ExpandLut l{};
   for (unsigned m = 0; m < 256; ++m)
-    for (unsigned k = 0, c = 0; k < 8; ++k) l.idx[m][k] = (m >> k) & 1 ? c++ : 0;
+    for (unsigned k = 0, j = 0; k < 8; ++k) {
+      const bool takes = (m >> k) & 1;
+      l.ctl[m][4 * k] = takes ? static_cast<u8>(2 * j) : 0x80;
+      l.ctl[m][4 * k + 1] = takes ? static_cast<u8>(2 * j + 1) : 0x80;
+      l.ctl[m][4 * k + 2] = 0x80;
+      l.ctl[m][4 * k + 3] = 0x80;
+      j += takes;
+    }
   return l;
 }
 constexpr ExpandLut k_expand = make_expand_lut();
@@ -228,9 +238,9 @@ __attribute__((always_inline, target("avx2,popcnt"))) inline __m256i decode_grou
   }
   const __m256i renorm = _mm256_cmpeq_epi32(_mm256_srli_epi32(y, 16), _mm256_setzero_si256());
   const auto bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(renorm)));
-  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  w = _mm256_permutevar8x32_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(k_expand.idx[bits])));
-  x = _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32(y, 16), w), renorm);
+  const __m256i w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+                                        _mm256_load_si256(reinterpret_cast<const __m256i*>(k_expand.ctl[bits])));
+  x = _mm256_or_si256(_mm256_sllv_epi32(y, _mm256_and_si256(renorm, _mm256_set1_epi32(16))), w);
   p += 2 * _mm_popcnt_u32(bits);
   return s;
 }
