@@ -272,21 +272,28 @@ __attribute__((always_inline, target("avx2,popcnt"))) inline void decode_quad(__
 // measured 2.0-2.5 GB/s either way (within the noise of the shared machine).
 //
 // On AMD Zen 3 (2.45 GHz, quiet; bench_rans best of 5 rounds, 64 lanes, bf16
-// exponents) avx2x decodes at 1.64-1.70 GB/s: ~11.7 cycles per group of
-// eight, and nothing that only removes instructions moved it. Each of these
-// measured level (within 1%): the cursor's end/out/rounds held in locals,
-// a 64-bit popcount, the renormalisation test as min_epu32 + cmpeq instead
-// of a shift. Each of these, which also lengthen a group's dependency chain,
-// lost: slots out through one store and eight 32-bit reloads (-6%), table
-// entries by vbroadcastss loads + seven vpblendd (-3 to -5%; -8% with the
-// stored slots), one group in eight, four or two with a gather (-6%, -16%,
-// -20%). That fits a loop bound by its in-flight window rather than by any
-// one execution unit: by our estimate (no performance counters in this
-// guest) a group is ~55 macro-ops whose chain from x to the next x (slot
-// extraction, table loads, vpinsrd, the multiply, movmsk, the word pointer,
-// vpermd) is ~55-60 cycles, and 55 x 55 / 256 (Zen 3's reorder buffer) = ~12
-// cycles per group. 2 GB/s needs 9.8 here: a much shorter chain or far fewer
-// macro-ops per symbol, not a few less of either.
+// exponents) avx2x decoded at 1.64-1.70 GB/s: ~11.7 cycles per group of
+// eight. Each of these measured level (within 1%): the cursor's
+// end/out/rounds held in locals, a 64-bit popcount, the renormalisation test
+// as min_epu32 + cmpeq instead of a shift. Each of these, which also lengthen
+// a group's dependency chain, lost: slots out through one store and eight
+// 32-bit reloads (-6%), table entries by vbroadcastss loads + seven vpblendd
+// (-3 to -5%; -8% with the stored slots), one group in eight, four or two
+// with a gather (-6%, -16%, -20%). What moved it: the renormalisation words
+// by vpshufb of a broadcast load and vpsllvd instead of vpmovzxwd + vpermd +
+// vpblendvb (fewer macro-ops, a shorter chain), +13-17% (best of 8
+// alternating runs, MiniLM, N(0, 0.02) and fp16 planes, 1 and 16 MiB blocks:
+// 1411-1486 -> 1622-1707 MiB/s). Level again (within the noise): the eight
+// table entries put together as a tree of vpunpck instead of the vpinsrd
+// chains, the upper slots out through a store and two 64-bit reloads, and
+// the four groups of a quad written stage by stage (all slots, all lookups,
+// all arithmetic, all renormalisations) instead of group by group. A group
+// is now ~60 instructions (the loop of V = 8 disassembled: 8 scalar table
+// loads folded into vmovd/vpinsrd, 4 slot extractions, 4 shr + 4 mov for the
+// 32-bit halves, the arithmetic, and two spilled states per group), so at
+// Zen 3's 6 macro-ops a cycle a group needs >= 10 cycles: ~12.8 were
+// measured (~2.87 GHz by a dependent-add loop). 2 GB/s needs ~11.5: fewer
+// macro-ops per symbol, not a shorter chain, is what is left.
 template <unsigned V, bool Packed, Lookup L>
 __attribute__((target("avx2,popcnt"))) void decode_rounds_v(const DecTables& t, DecodeCursor& c) {
   constexpr unsigned Lanes = 8 * V;
