@@ -10,9 +10,9 @@
 // Every kernel reads and writes exactly the bytes the scalar one does, so the
 // stream is the same whatever kernel wrote it or reads it.
 //
-// Each ISA lives in its own translation unit (rans_<isa>.cpp) built with
-// function target attributes, never -march, and is called only when the CPU
-// has it (kernel_available).
+// Each ISA lives in its own translation unit (rans_<isa>.cpp; AVX2's
+// decoders in rans_avx2_decode.cpp) built with function target attributes,
+// never -march, and is called only when the CPU has it (kernel_available).
 #pragma once
 
 #include <array>
