@@ -8,11 +8,11 @@
 // decoder) and keeps the fastest (thread CPU time, best of 6, the kernels
 // taking turns), once per process; a process that only decodes never times
 // the encoders. Only the kernels' rounds are timed, on a synthetic bf16
-// exponent plane of 64 KiB with the tables built once (KernelBench): ~0.4-0.7
+// exponent plane of 64 KiB with the tables built once (KernelBench): ~0.4-0.9
 // ms a direction on AMD Zen 3. Timing encode() and decode() whole, as before,
 // needed 256 KiB (the planner gives 64 lanes only from about that size) and
 // cost 2-4 ms a direction (`mithril --version -v`, both directions, `perf
-// stat -r 30`: 10.2-11.9 ms before, 6.4-7.5 after, 5.2-6.4 with
+// stat -r 30`: 10.2-11.9 ms before, 6.4-7.7 after, 4.6-6.4 with
 // MITHRIL_RANS_KERNEL set); the choice is the same (30 of 30 processes:
 // avx2x both ways, as before).
 // MITHRIL_ISA (util/simd_level.hpp) takes kernels above its level out of the
