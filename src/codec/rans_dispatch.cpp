@@ -120,9 +120,9 @@ struct KernelBench {
     build_decoder(freq, k_scale, dec);
   }
   // Every round, backwards; false if the kernel left any (it cannot here).
+  // k has a 64-lane encoder (measure() times no other).
   bool encode(Kernel k) {
     const EncodeRoundsFn fn = encode_rounds(k, k_lanes_log2);
-    if (fn == nullptr) return false;
     EncodeCursor c;
     for (auto& x : c.x) x = k_state_low;
     c.p = words.data() + words.size();
@@ -135,9 +135,9 @@ struct KernelBench {
   }
   // The rounds of the last encode, forwards (the kernel stops 2 * lanes
   // bytes before the end of the words: the same rounds for every kernel).
+  // k has a 64-lane decoder.
   void decode(Kernel k) {
     const DecodeRoundsFn fn = decode_rounds(k, k_lanes_log2, true);
-    if (fn == nullptr) return;
     DecodeCursor c;
     std::memcpy(c.x, states, sizeof states);
     c.p = words_begin;
@@ -155,13 +155,17 @@ Kernel measure(Direction dir) {
   // The scalar kernels ran 2.5-4x slower than every vector kernel on every
   // CPU measured (Intel Xeon AVX-512, AMD Zen 3 and Zen 5): they are not
   // timed where a vector kernel exists, which halves the cost of choosing.
-  std::vector<Kernel> avail;
-  for (Kernel k : k_all_kernels)
-    if (k != Kernel::scalar && cpu_has(k)) avail.push_back(k);
-  if (avail.empty()) return Kernel::scalar;
-  if (avail.size() == 1) return avail.front();
   // 64 KiB: 1024 rounds of the 64 lanes that real planes of 256 KiB and more
   // are coded with (the kernels rank differently with fewer lanes).
+  constexpr unsigned k_lanes_log2 = KernelBench::k_lanes_log2;
+  std::vector<Kernel> avail;
+  for (Kernel k : k_all_kernels)
+    if (k != Kernel::scalar && cpu_has(k) &&
+        (dir == Direction::encode ? encode_rounds(k, k_lanes_log2) != nullptr
+                                  : decode_rounds(k, k_lanes_log2, true) != nullptr))
+      avail.push_back(k);
+  if (avail.empty()) return Kernel::scalar;
+  if (avail.size() == 1) return avail.front();
   KernelBench bench(64 * 1024);
   if (dir == Direction::decode && !bench.encode(avail.back())) return avail.back();
   // Best of 6 per kernel, the kernels taking turns: a burst of load from
