@@ -159,21 +159,23 @@ __attribute__((always_inline, target("avx2,popcnt"))) inline void decode_quad(__
 // a group's dependency chain, lost: slots out through one store and eight
 // 32-bit reloads (-6%), table entries by vbroadcastss loads + seven vpblendd
 // (-3 to -5%; -8% with the stored slots), one group in eight, four or two
-// with a gather (-6%, -16%, -20%). What moved it: the renormalisation words
-// by vpshufb of a broadcast load and vpsllvd instead of vpmovzxwd + vpermd +
-// vpblendvb (fewer macro-ops, a shorter chain), +13-17% (best of 8
-// alternating runs, MiniLM, N(0, 0.02) and fp16 planes, 1 and 16 MiB blocks:
-// 1411-1486 -> 1622-1707 MiB/s). Level again (within the noise): the eight
-// table entries put together as a tree of vpunpck instead of the vpinsrd
-// chains, the upper slots out through a store and two 64-bit reloads, and
-// the four groups of a quad written stage by stage (all slots, all lookups,
-// all arithmetic, all renormalisations) instead of group by group. A group
-// is now ~60 instructions (the loop of V = 8 disassembled: 8 scalar table
-// loads folded into vmovd/vpinsrd, 4 slot extractions, 4 shr + 4 mov for the
-// 32-bit halves, the arithmetic, and two spilled states per group), so at
-// Zen 3's 6 macro-ops a cycle a group needs >= 10 cycles: ~12.8 were
-// measured (~2.87 GHz by a dependent-add loop). 2 GB/s needs ~11.5: fewer
-// macro-ops per symbol, not a shorter chain, is what is left.
+// with a gather (-6%, -16%, -20%). What moved it (session 34, old and new
+// binaries alternating, 8 rounds, MiniLM, N(0, 0.02) and fp16 planes, 1 and
+// 16 MiB blocks): the renormalisation words by vpshufb of a broadcast load
+// and vpsllvd instead of vpmovzxwd + vpermd + vpblendvb (fewer macro-ops, a
+// shorter chain), then GCC's pre-RA scheduler on this file (CMakeLists.txt),
+// which interleaves a round's groups: medians 1431-1515 -> 1800-1881 MiB/s
+// (1.89-1.97 GB/s). Level or slower: the four groups of a quad written stage
+// by stage by hand (level; the scheduler does it), the eight table entries
+// as a tree of vpunpckldq instead of the vpinsrd chains (-10%), even and odd
+// slots split in the vector so that no shift or zero-extension is left to
+// the integer units (eight transfers instead of four: -10%), the slots out
+// through a store and 64-bit reloads (level), a 64-bit popcount (level), two
+// rounds per iteration (level), the shift by an immediate (level). A group
+// is ~60 instructions (8 table loads folded into vmovd/vpinsrd, 4 slot
+// extractions, 4 shr + 4 mov for the 32-bit halves, the arithmetic, two
+// spilled states), ~11-12 cycles at ~2.87 GHz (a dependent-add loop's
+// clock): fewer macro-ops per symbol is what is left.
 template <unsigned V, bool Packed, Lookup L>
 __attribute__((target("avx2,popcnt"))) void decode_rounds_v(const DecTables& t, DecodeCursor& c) {
   constexpr unsigned Lanes = 8 * V;
