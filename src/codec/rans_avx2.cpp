@@ -5,7 +5,6 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#include <algorithm>
 #include <bit>
 
 #include "codec/rans_kernels.hpp"
