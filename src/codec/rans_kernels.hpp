@@ -10,9 +10,12 @@
 // Every kernel reads and writes exactly the bytes the scalar one does, so the
 // stream is the same whatever kernel wrote it or reads it.
 //
-// Each ISA lives in its own translation unit (rans_<isa>.cpp; AVX2's
-// decoders in rans_avx2_decode.cpp) built with function target attributes,
-// never -march, and is called only when the CPU has it (kernel_available).
+// Each ISA lives in its own translation units (rans_<isa>.cpp; AVX2's
+// kernels as templates in rans_avx2_encode.hpp / rans_avx2_decode.hpp,
+// instantiated by rans_avx2.cpp, rans_avx2x.cpp, rans_avx2_decode.cpp and
+// rans_avx2x_decode.cpp, each with its own tuning) built with function
+// target attributes, never -march, and is called only when the CPU has it
+// (kernel_available).
 #pragma once
 
 #include <array>
@@ -138,7 +141,8 @@ EncodeRoundsFn encode_rounds(Kernel k, unsigned lanes_log2);
 DecodeRoundsFn decode_rounds(Kernel k, unsigned lanes_log2, bool packed);
 
 #if defined(__x86_64__) && defined(__GNUC__)
-EncodeRoundsFn encode_rounds_avx2(unsigned lanes_log2, bool loads);  // loads: avx2x
+EncodeRoundsFn encode_rounds_avx2(unsigned lanes_log2);
+EncodeRoundsFn encode_rounds_avx2x(unsigned lanes_log2);
 DecodeRoundsFn decode_rounds_avx2(unsigned lanes_log2, bool packed);
 DecodeRoundsFn decode_rounds_avx2x(unsigned lanes_log2, bool packed);
 EncodeRoundsFn encode_rounds_avx512(unsigned lanes_log2);

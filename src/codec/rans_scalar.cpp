@@ -127,8 +127,10 @@ EncodeRoundsFn encode_rounds(Kernel k, unsigned lanes_log2) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (k == Kernel::avx512)
     if (auto fn = encode_rounds_avx512(lanes_log2)) return fn;
-  if (k == Kernel::avx512 || k == Kernel::avx2 || k == Kernel::avx2x)
-    if (auto fn = encode_rounds_avx2(lanes_log2, k == Kernel::avx2x)) return fn;
+  if (k == Kernel::avx2x)
+    if (auto fn = encode_rounds_avx2x(lanes_log2)) return fn;
+  if (k == Kernel::avx512 || k == Kernel::avx2)
+    if (auto fn = encode_rounds_avx2(lanes_log2)) return fn;
 #else
   (void)k;
 #endif
