@@ -17,7 +17,6 @@
 namespace mithril::codec::rans::detail {
 namespace {
 
-
 using u8 = std::uint8_t;
 using u32 = std::uint32_t;
 
