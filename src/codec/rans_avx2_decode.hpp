@@ -163,7 +163,7 @@ __attribute__((always_inline, target("avx2,popcnt"))) inline void decode_quad(__
 // binaries alternating, 8 rounds, MiniLM, N(0, 0.02) and fp16 planes, 1 and
 // 16 MiB blocks): the renormalisation words by vpshufb of a broadcast load
 // and vpsllvd instead of vpmovzxwd + vpermd + vpblendvb (fewer macro-ops, a
-// shorter chain), then GCC's pre-RA scheduler on the files that compile this (CMakeLists.txt),
+// shorter chain), then GCC's pre-RA scheduler (CMakeLists.txt),
 // which interleaves a round's groups: medians 1431-1515 -> 1800-1881 MiB/s
 // (1.89-1.97 GB/s). Level or slower: the four groups of a quad written stage
 // by stage by hand (level; the scheduler does it), the eight table entries

@@ -1,7 +1,7 @@
 // codec/rans_avx512.cpp — AVX-512 (F, BW, VL) rANS kernels: sixteen lanes per
 // register, up to four independent registers (64 lanes). Same arithmetic and
 // the same bytes as the scalar kernels; see rans_kernels.hpp and, for the
-// division and the store/load bounds, rans_avx2.cpp and rans_avx2_decode.cpp.
+// division and the store/load bounds, rans_avx2_encode.hpp and rans_avx2_decode.hpp.
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
