@@ -1,6 +1,8 @@
 // bench_rans — single-thread rANS encode/decode throughput and ratio, for
 // every kernel this CPU has (scalar, avx2, avx512, avx2x; the others are skipped),
-// and of the Huffman coder (kernel:4, codec/huff.hpp) on the same planes.
+// of the Huffman coder (kernel:4, codec/huff.hpp) and of rANS in pairs
+// (kernel:5, codec/rans_pairs.hpp: two bytes a symbol, the default level's
+// coding of exponent planes) on the same planes.
 //
 //   ./build/bench_rans --benchmark_min_time=0.5
 //   MITHRIL_BENCH_WEIGHTS=model.safetensors ./build/bench_rans --benchmark_filter=plane:3
@@ -31,12 +33,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "codec/byte_group_kernels.hpp"
 #include "codec/huff.hpp"
+#include "codec/rans_pairs.hpp"
 #include "codec/rans.hpp"
 
 namespace {
@@ -138,27 +142,42 @@ bool plane_missing(benchmark::State& st, const ByteVector& src) {
 // Kernel k_huffman: the Huffman coder (codec/huff.hpp, plane codec 4;
 // portable C++, one kernel), on the same planes.
 constexpr std::int64_t k_huffman = 4;
+// Kernel k_pairs: rANS in pairs (codec/rans_pairs.hpp, plane codec 5) with
+// the rANS kernels encode()/decode() chose; a block the pair coder does not
+// take (an fp16 high byte: too many values) is coded one symbol a byte, as
+// the chunk encoder does.
+constexpr std::int64_t k_pairs = 5;
+
+enum class Coder { rans, huffman, pairs };
+Coder coder_of(std::int64_t kernel) {
+  return kernel == k_huffman ? Coder::huffman : kernel == k_pairs ? Coder::pairs : Coder::rans;
+}
 
 bool kernel_missing(benchmark::State& st, codec::rans::detail::Kernel k) {
-  if (static_cast<std::int64_t>(k) == k_huffman || codec::rans::detail::kernel_available(k)) return false;
+  if (coder_of(static_cast<std::int64_t>(k)) != Coder::rans || codec::rans::detail::kernel_available(k)) return false;
   st.SkipWithError("kernel not available on this CPU");
   return true;
 }
 
 struct Encoded {
   std::vector<ByteVector> blocks;  // empty vector entry = stored raw
+  std::vector<bool> in_pairs;      // Coder::pairs: the block is in pairs, else one symbol a byte
   double bound = 0;
   std::size_t bytes = 0;
 };
 
-Encoded encode_all(const ByteVector& src, std::size_t block, bool huffman = false) {
+Encoded encode_all(const ByteVector& src, std::size_t block, Coder coder) {
   Encoded e;
+  codec::rans_pairs::Encoder pairs;
   for (std::size_t off = 0; off < src.size(); off += block) {
     const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
     const Histogram h = hist_of(in);
     e.bound += bound_bits(h) / 8;
     ByteVector out(in.size());
-    const auto n = huffman ? codec::huff::encode(in, h, out) : codec::rans::encode(in, h, out);
+    std::optional<std::size_t> n;
+    if (coder == Coder::pairs) n = pairs.encode(in, h, out);
+    e.in_pairs.push_back(n.has_value());
+    if (!n) n = coder == Coder::huffman ? codec::huff::encode(in, h, out) : codec::rans::encode(in, h, out);
     out.resize(n ? *n : 0);
     e.bytes += n ? *n : in.size();
     e.blocks.push_back(std::move(out));
@@ -182,18 +201,23 @@ void BM_encode(benchmark::State& st) {
   std::vector<Histogram> hists;
   for (std::size_t off = 0; off < src.size(); off += block)
     hists.push_back(hist_of(util::ByteSpan(src.data() + off, std::min(block, src.size() - off))));
+  const Coder coder = coder_of(st.range(2));
   ByteVector out(block);
+  codec::rans_pairs::Encoder pairs;
   for (auto _ : st) {
     std::size_t i = 0;
     for (std::size_t off = 0; off < src.size(); off += block, ++i) {
       const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
-      if (static_cast<std::int64_t>(kernel) == k_huffman)
+      if (coder == Coder::huffman) {
         benchmark::DoNotOptimize(codec::huff::encode(in, hists[i], out));
-      else
+      } else if (coder == Coder::pairs) {
+        if (!pairs.encode(in, hists[i], out)) benchmark::DoNotOptimize(codec::rans::encode(in, hists[i], out));
+      } else {
         benchmark::DoNotOptimize(codec::rans::detail::encode_with(in, hists[i], out, kernel));
+      }
     }
   }
-  set_counters(st, src, encode_all(src, block, static_cast<std::int64_t>(kernel) == k_huffman));
+  set_counters(st, src, encode_all(src, block, coder));
 }
 
 void BM_decode(benchmark::State& st) {
@@ -201,19 +225,23 @@ void BM_decode(benchmark::State& st) {
   const std::size_t block = static_cast<std::size_t>(st.range(1));
   const auto kernel = static_cast<codec::rans::detail::Kernel>(st.range(2));
   if (plane_missing(st, src) || kernel_missing(st, kernel)) return;
-  const bool huffman = static_cast<std::int64_t>(kernel) == k_huffman;
-  const Encoded e = encode_all(src, block, huffman);
+  const Coder coder = coder_of(st.range(2));
+  const Encoded e = encode_all(src, block, coder);
   ByteVector out(src.size());
   for (auto _ : st) {
     std::size_t off = 0;
-    for (const auto& b : e.blocks) {
+    for (std::size_t i = 0; i < e.blocks.size(); ++i) {
+      const ByteVector& b = e.blocks[i];
       const std::size_t n = std::min(block, src.size() - off);
+      const util::MutableByteSpan to(out.data() + off, n);
       if (b.empty())
         std::memcpy(out.data() + off, src.data() + off, n);  // stored raw
-      else if (huffman)
-        codec::huff::decode(b, util::MutableByteSpan(out.data() + off, n));
+      else if (coder == Coder::huffman)
+        codec::huff::decode(b, to);
+      else if (coder == Coder::pairs)
+        e.in_pairs[i] ? codec::rans_pairs::decode(b, to) : codec::rans::decode(b, to);
       else
-        codec::rans::detail::decode_with(b, util::MutableByteSpan(out.data() + off, n), kernel);
+        codec::rans::detail::decode_with(b, to, kernel);
       off += n;
     }
     benchmark::DoNotOptimize(out.data());
@@ -222,12 +250,13 @@ void BM_decode(benchmark::State& st) {
   set_counters(st, src, e);
 }
 
-// kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x (rANS), 4 = Huffman
+// kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x (rANS), 4 = Huffman,
+// 5 = rANS in pairs
 void kernel_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"plane", "block", "kernel"});
   for (int kind : {0, 1, 2, 3, 4})
     for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}})
-      for (int kernel : {0, 1, 2, 3, 4}) b->Args({kind, block, kernel});
+      for (int kernel : {0, 1, 2, 3, 4, 5}) b->Args({kind, block, kernel});
   b->Unit(benchmark::kMillisecond);
 }
 
@@ -280,7 +309,9 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("cpu_model", cpu_model());
   benchmark::AddCustomContext("rans_kernels", "encode " + std::string(names.encode) + ", decode " +
                                                   std::string(names.decode) +
-                                                  " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x; 4 = Huffman, levels 1-2)");
+                                                  " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x; 4 = Huffman, levels 1-2;"
+                                                  " 5 = pairs, expanded by " +
+                                                  codec::rans_pairs::expand_kernel_name() + ")");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

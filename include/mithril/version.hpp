@@ -18,6 +18,9 @@ struct Kernels {
   std::string byte_grouping;
   std::string blake3;
   std::string xxh3;
+  // Exponent planes coded two bytes a rANS symbol (plane codec 5): the
+  // encoder's passes and the decoder's expansion, "avx2" or "scalar".
+  std::string pairs;
 };
 Kernels kernels();
 

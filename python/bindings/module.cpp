@@ -50,6 +50,7 @@ PYBIND11_MODULE(_core, m) {
     d["byte_grouping"] = k.byte_grouping;
     d["blake3"] = k.blake3;
     d["xxh3"] = k.xxh3;
+    d["pairs"] = k.pairs;
     d["isa_cap"] = isa_cap().level;
     return d;
   });

@@ -47,7 +47,9 @@ std::string version_text(int argc, char** argv) {
                         k.rans_encode, k.rans_decode, k.byte_grouping, k.blake3, k.xxh3);
     if (const auto cap = mithril::isa_cap(); !cap.level.empty())
       text += fmt::format(" (capped at {} by MITHRIL_ISA)", cap.level);
-    // One portable kernel (codec/huff.hpp): exponent planes at levels 1-2.
+    // Exponent planes: two bytes a rANS symbol (codec/rans_pairs.hpp), or at
+    // levels 1-2 where pairs do not pay, one portable Huffman kernel (codec/huff.hpp).
+    text += fmt::format("\npairs: {}, two bytes a rANS symbol (exponent planes)", k.pairs);
     text += "\nhuffman: portable, 6 streams, up to 6 symbols a lookup (levels 1-2)";
   }
   return text;

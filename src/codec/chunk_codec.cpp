@@ -182,12 +182,25 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
       coded = {PlaneCodec::rans0_blocks, scratch.first(best)};
     }
   } else if (bits / 8.0 + 64.0 < 0.99 * static_cast<double>(n)) {
-    // Asked for speed: Huffman where a table lookup gives several codes
+    // Two bytes a symbol where the plane has few values (an exponent plane):
+    // the decoder's cost is per symbol. Levels 10 and up keep it only where
+    // it codes smaller than one symbol a byte (below).
+    const bool pairs = kind.is_tensor && kind.is_float && rans_pairs::worth_trying(hist, n);
+    if (pairs && m_level < 10) {
+      const double bar = (1.0 + k_pairs_slack) * (bits / 8.0 + 64.0);
+      const auto size = m_pairs.encode(plane, hist, scratch.first(best - 1), bar);
+      if (size && static_cast<double>(*size) <= bar) {
+        best = *size;
+        coded = {PlaneCodec::rans_pairs, scratch.first(best)};
+      }
+    }
+    // Asked for speed, where pairs did not take the plane (under 64 KiB, or
+    // too many values): Huffman where a table lookup gives several codes
     // (few bits a byte) and its whole-bit lengths cost little over rANS. (Its
     // encoder wants room for the worst case of each slice: a small plane
     // may not fit where rANS does.)
-    if (m_level <= k_huff_max_level && kind.is_tensor && kind.is_float && n >= k_huff_min_plane &&
-        bits_per_byte <= k_huff_max_bits) {
+    if (coded.codec == PlaneCodec::stored && m_level <= k_huff_max_level && kind.is_tensor && kind.is_float &&
+        n >= k_huff_min_plane && bits_per_byte <= k_huff_max_bits) {
       const auto lengths = huff::code_lengths(hist);
       if (static_cast<double>(huff::coded_size(hist, lengths)) <= (1.0 + k_huff_slack) * (bits / 8.0 + 64.0)) {
         if (auto size = huff::encode(plane, hist, scratch.first(best - 1), &lengths)) {
@@ -200,6 +213,15 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
       if (auto size = rans::encode(plane, hist, scratch.first(best - 1))) {
         best = *size;
         coded = {PlaneCodec::rans0, scratch.first(best)};
+      }
+    }
+    if (pairs && m_level >= 10 && best > 1) {
+      if (m_alt.size() < best - 1) m_alt.resize(best - 1);
+      // (Not coded at all where the pairs' order-0 estimate is clearly over.)
+      if (auto size = m_pairs.encode(plane, hist, util::MutableByteSpan(m_alt.data(), best - 1),
+                                     1.002 * static_cast<double>(best))) {
+        best = *size;
+        coded = {PlaneCodec::rans_pairs, util::ByteSpan(m_alt.data(), best)};
       }
     }
   }
@@ -406,6 +428,7 @@ void ChunkDecoder::check_payload(util::ByteSpan payload, const container::ChunkR
       case PlaneCodec::rans0:
       case PlaneCodec::rans0_blocks:  // rANS codes any size from a few bytes: only emptiness is impossible
       case PlaneCodec::huff0:         // so does Huffman (a constant block is 2 bytes)
+      case PlaneCodec::rans_pairs:    // and pairs (27 bytes and up)
         if (size == 0) fail(fmt::format("plane {}: empty rANS or Huffman block", k));
         break;
       default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
@@ -454,11 +477,12 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     // chunks). Only zstd planes are decoded whole, into m_grouped.
     if (direct && hooks && hooks->prepare) hooks->prepare(out);
     std::array<util::ByteSpan, 8> planes{};  // stored and zstd planes, whole
-    std::array<PlaneCodec, 8> piecewise{};   // rans0 / rans0_blocks / huff0: decoded a piece at a time
+    std::array<PlaneCodec, 8> piecewise{};   // rans0 / rans0_blocks / huff0 / rans_pairs: a piece at a time
     if (!direct) {
       if (m_rans.size() < width) m_rans.resize(width);
       if (m_blocks.size() < width) m_blocks.resize(width);
       if (m_huff.size() < width) m_huff.resize(width);
+      if (m_pairs.size() < width) m_pairs.resize(width);
     }
     // Runs f, naming plane k in a corrupt data error from it.
     auto in_plane = [&](unsigned k, auto&& f) {
@@ -521,6 +545,14 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
               piecewise[k] = codec;
             }
             break;
+          case PlaneCodec::rans_pairs:
+            if (direct) {
+              rans_pairs::decode(in, out);
+            } else {
+              m_pairs[k].start(in, len);
+              piecewise[k] = codec;
+            }
+            break;
           default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
         }
       });
@@ -540,6 +572,8 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
             m_rans[k].next(buf);
           else if (piecewise[k] == PlaneCodec::huff0)
             m_huff[k].next(buf);
+          else if (piecewise[k] == PlaneCodec::rans_pairs)
+            m_pairs[k].next(buf);
           else
             m_blocks[k].next(buf);
         });
@@ -568,6 +602,8 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
             m_blocks[k].finish();
           else if (piecewise[k] == PlaneCodec::huff0)
             m_huff[k].finish();
+          else if (piecewise[k] == PlaneCodec::rans_pairs)
+            m_pairs[k].finish();
         });
       if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
       return;

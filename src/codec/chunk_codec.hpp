@@ -3,7 +3,8 @@
 //
 // The encoder decides everything from the chunk's own bytes (determinism):
 // plain vs rotl1 grouping for floats from plane histograms, then per plane the
-// smallest of stored / rANS / zstd, then raw layout if nothing pays.
+// smallest of stored / rANS / zstd (a float exponent plane two bytes a rANS
+// symbol where that is about as small), then raw layout if nothing pays.
 //
 // Thread-safety: one ChunkEncoder / ChunkDecoder per thread (they own scratch
 // buffers and zstd contexts).
@@ -20,6 +21,7 @@
 #include "codec/huff.hpp"
 #include "codec/rans.hpp"
 #include "codec/rans_blocks.hpp"
+#include "codec/rans_pairs.hpp"
 #include "codec/zstd_codec.hpp"
 #include "container/format.hpp"
 #include "util/bytes.hpp"
@@ -27,8 +29,16 @@
 namespace mithril::codec {
 
 // rans0_blocks: several rANS blocks, one table each (rans_blocks.hpp);
-// huff0: a static Huffman block decoded several symbols a lookup (huff.hpp).
-enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2, rans0_blocks = 3, huff0 = 4 };
+// huff0: a static Huffman block decoded several symbols a lookup (huff.hpp);
+// rans_pairs: two bytes per rANS symbol (rans_pairs.hpp).
+enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2, rans0_blocks = 3, huff0 = 4, rans_pairs = 5 };
+
+// A float tensor's plane that rans_pairs::worth_trying() takes (an exponent
+// plane) is coded in pairs at every level where that comes within
+// k_pairs_slack of the plane's order-0 bound (plus 64 bytes) — about where
+// one symbol a byte lands; levels 10 and up code it both ways and keep the
+// smaller.
+inline constexpr double k_pairs_slack = 0.004;
 
 // Levels at or below this one trade a little ratio for decoding speed: a
 // float tensor's planes of at least k_huff_min_plane bytes and at most
@@ -83,7 +93,8 @@ class ChunkEncoder {
   // Bytes held in the encoder's buffers (they only grow), not counting zstd's
   // context.
   std::size_t buffer_bytes() const noexcept {
-    return m_residual.capacity() + m_payload.capacity() + m_scratch.capacity() + m_coded.capacity();
+    return m_residual.capacity() + m_payload.capacity() + m_scratch.capacity() + m_coded.capacity() +
+           m_alt.capacity() + m_pairs.buffer_bytes();
   }
 
  private:
@@ -120,6 +131,8 @@ class ChunkEncoder {
   util::ByteVector m_payload;
   util::ByteVector m_scratch;  // a plane's rANS coding
   util::ByteVector m_coded;    // a plane's zstd coding
+  util::ByteVector m_alt;      // levels >= 10: a plane's coding in pairs, beside its rANS coding
+  rans_pairs::Encoder m_pairs;
 };
 
 class ChunkDecoder {
@@ -178,6 +191,7 @@ class ChunkDecoder {
   std::vector<rans::PieceDecoder> m_rans;               // one per plane
   std::vector<rans_blocks::PieceDecoder> m_blocks;      // one per plane
   std::vector<huff::PieceDecoder> m_huff;               // one per plane
+  std::vector<rans_pairs::PieceDecoder> m_pairs;        // one per plane
   util::Xxh3Stream m_checksum;
 };
 

@@ -92,14 +92,19 @@ struct Plan {
 // taken over a coarser one's `total`.
 double finer_bar(double total) { return total * (1.0 - 1.0 / 512) - 64; }
 
-Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
+// The coarsest scale that gives each of nsym symbols a frequency of at least 1.
+unsigned lo_scale(unsigned nsym) {
+  return std::max<unsigned>(k_min_scale, static_cast<unsigned>(std::bit_width(nsym - 1u)));
+}
+
+Plan plan_block(const Histogram& hist, u64 n, unsigned nsym, unsigned max_scale) {
   // Three tiers of scale: up to 12 the decoder needs one table load per
   // symbol and runs about twice as fast; 13..15 cost ~0.04% in rounding, 16
   // ~0.15%. A finer tier is taken only when its model saves more than 0.2%
   // over the coarser one, which happens for very skewed data with many rare
   // symbols. Big blocks try only the finest scale of each tier; small ones
   // try every scale, as their table size matters as much as precision.
-  const unsigned lo = std::max<unsigned>(k_min_scale, static_cast<unsigned>(std::bit_width(nsym - 1u)));
+  const unsigned lo = lo_scale(nsym);
   const bool big = n >= (u64{1} << 16);
   constexpr double k_inf = std::numeric_limits<double>::infinity();
   std::array<Plan, 3> tier;
@@ -111,7 +116,7 @@ Plan plan_block(const Histogram& hist, u64 n, unsigned nsym) {
   // if the entropy plus the coarse table leaves room for it: when it does
   // not (nearly always), its normalisations are skipped.
   const double entropy_bits = order0_bits(hist);
-  for (unsigned scale = lo; scale <= k_max_scale; ++scale) {
+  for (unsigned scale = lo; scale <= max_scale; ++scale) {
     const unsigned t = scale <= k_packed_max_scale ? 0 : scale < k_max_scale ? 1 : 2;
     if (t != 0 && !(entropy_bits + static_cast<double>(tier[0].table_bits) < finer_bar(tier_total[0]))) break;
     if (big && scale != k_packed_max_scale && scale != k_max_scale - 1 && scale != k_max_scale) continue;
@@ -183,7 +188,7 @@ bool encode_lanes(const u8* in, std::size_t n, unsigned lanes_log2, const EncTab
 }
 
 std::optional<std::size_t> encode_impl(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out,
-                                       Kernel kernel) {
+                                       Kernel kernel, unsigned max_scale = k_max_scale) {
   const std::size_t n = in.size();
   if (n > std::numeric_limits<u32>::max())
     throw Error(Errc::invalid_argument, "rans::encode: block of " + std::to_string(n) + " bytes exceeds 4 GiB");
@@ -209,7 +214,7 @@ std::optional<std::size_t> encode_impl(util::ByteSpan in, const Histogram& hist,
     return 2;
   }
 
-  const Plan plan = plan_block(hist, n, nsym);
+  const Plan plan = plan_block(hist, n, nsym, std::clamp(max_scale, lo_scale(nsym), k_max_scale));
   const std::size_t lanes = std::size_t{1} << plan.lanes_log2;
   const std::size_t head = 2 + (plan.table_bits + 7) / 8;
   const std::size_t floor = head + 4 * lanes;
@@ -392,6 +397,10 @@ void decode_impl(util::ByteSpan block, util::MutableByteSpan out, Kernel kernel)
 
 std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
   return encode_impl(in, hist, out, active_encode_kernel());
+}
+
+std::optional<std::size_t> encode_fast(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
+  return encode_impl(in, hist, out, active_encode_kernel(), k_packed_max_scale);
 }
 
 void decode(util::ByteSpan block, util::MutableByteSpan out) { decode_impl(block, out, active_decode_kernel()); }

@@ -27,6 +27,12 @@ namespace mithril::codec::rans {
 // out.size() (the caller then stores the bytes raw). Never writes past out.
 std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out);
 
+// encode() limited to the coarse scales (frequencies summing to at most
+// 2^12), whose decoder needs one table load per symbol: encode() takes a
+// finer scale when it saves over 0.2%, which about halves decoding speed.
+// For a caller that has already made rare symbols rare no more (rans_pairs).
+std::optional<std::size_t> encode_fast(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out);
+
 // Decodes a block written by encode() into out, whose size must be the
 // original size. Throws Error(corrupt) on a malformed or truncated block; never
 // reads or writes out of bounds, whatever the input.

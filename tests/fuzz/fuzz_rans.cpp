@@ -1,6 +1,6 @@
 // fuzz_rans — libFuzzer target for the rANS block decoder, the multi-block
 // plane decoder (plane codec 3), the Huffman block decoder (plane codec 4),
-// and round trips.
+// the pair decoder (plane codec 5), and round trips.
 // Built and run by scripts/fuzz (CMake option MITHRIL_FUZZ); replayed by ctest.
 //
 // Input: u16 output size (little-endian), then a block. The block is decoded
@@ -8,9 +8,12 @@
 // either succeed or throw mithril::Error, and all must agree, also decoding
 // piece by piece (rans::PieceDecoder, pieces of a size taken from the input);
 // the same bytes read as codec 3 plane data must decode or throw, whole and
-// piece by piece alike, and so must the same bytes read as a Huffman block.
+// piece by piece alike, and so must the same bytes read as a Huffman block
+// and as a pair block (with both pair kernels, which must agree).
 // Then the input itself is encoded with every kernel (identical blocks) and
-// decoded back exactly, and coded with Huffman and decoded back exactly.
+// decoded back exactly, and coded with Huffman and decoded back exactly; and
+// the input repeated to 64 KiB or more (so that the pair coder may take it)
+// is coded in pairs with both kernels (identical blocks) and decoded back.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -21,6 +24,7 @@
 #include "codec/huff.hpp"
 #include "codec/rans.hpp"
 #include "codec/rans_blocks.hpp"
+#include "codec/rans_pairs.hpp"
 #include "mithril/error.hpp"
 
 namespace {
@@ -101,6 +105,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Result huff = try_whole(codec::huff::decode, block, n);
   const Result huff_pieces = try_pieces(codec::huff::PieceDecoder(), block, n, piece);
   if (huff.ok != huff_pieces.ok || (huff.ok && huff.out != huff_pieces.out)) std::abort();
+  namespace pairs = codec::rans_pairs;
+  const Result pair = try_whole(pairs::decode, block, n);
+  for (auto k : {pairs::detail::Kernel::scalar, pairs::detail::Kernel::avx2}) {
+    const Result pair_pieces = try_pieces(pairs::PieceDecoder(k), block, n, piece);
+    if (pair.ok != pair_pieces.ok || (pair.ok && pair.out != pair_pieces.out)) std::abort();
+  }
 
   const util::ByteSpan input(reinterpret_cast<const std::byte*>(data), size);
   codec::Histogram hist{};
@@ -124,5 +134,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::fill(back.begin(), back.end(), std::byte{0});
   codec::huff::decode(util::ByteSpan(coded.data(), *h), back);
   if (std::memcmp(back.data(), data, size) != 0) std::abort();
+
+  std::vector<std::byte> tiled;
+  while (tiled.size() < pairs::k_min_plane) tiled.insert(tiled.end(), input.begin(), input.end());
+  codec::Histogram th{};
+  for (std::byte b : tiled) ++th[static_cast<std::uint8_t>(b)];
+  std::vector<std::byte> first;
+  for (auto k : {pairs::detail::Kernel::scalar, pairs::detail::Kernel::avx2}) {
+    std::vector<std::byte> out(tiled.size() + 1024);
+    const auto w = pairs::Encoder(k).encode(tiled, th, out);
+    if (w.has_value() != pairs::worth_trying(th, tiled.size())) std::abort();  // a generous buffer always fits
+    if (!w) break;
+    out.resize(*w);
+    if (first.empty())
+      first = out;
+    else if (out != first)
+      std::abort();
+    std::vector<std::byte> again(tiled.size());
+    pairs::decode(out, again);
+    if (again != tiled) std::abort();
+  }
   return 0;
 }

@@ -174,6 +174,17 @@ def huffman_block(data, lengths):
     return head + b"".join(struct.pack("<I", len(x)) for x in streams) + b"".join(streams)
 
 
+def pairs_block(symbol, values, escapes):
+    """A pair block (plane codec 5, src/codec/rans_pairs.cpp) whose pair stream
+    is a constant rANS block (every pair the same symbol), written from the
+    format's description alone: tag, 15 mapped values, the pair stream's size
+    and bytes, then the escaped bytes stored as they are."""
+    pair_stream = bytes([0x11, symbol])  # rANS version 1, kind 1 (constant)
+    mapped = bytes(values) + bytes(15 - len(values))
+    return (bytes([0x10]) + mapped + struct.pack("<I", len(pair_stream)) + pair_stream +
+            struct.pack("<IB", len(escapes), 0) + bytes(escapes))
+
+
 def rans_seeds():
     put("rans", "text", b"\x40\x00" + b"the quick brown fox jumps over the lazy dog " * 3)
     put("rans", "skewed", b"\x00\x01" + bytes([0] * 200 + [1, 2, 3] * 20))
@@ -186,6 +197,10 @@ def rans_seeds():
     code = {s: 4 if i < 3 else 5 for i, s in enumerate(letters)}
     assert sum(2 ** (11 - v) for v in code.values()) == 2048
     put("rans", "huffman_text", struct.pack("<H", len(text)) + huffman_block(text, code))
+    # Pair blocks: 1000 bytes "AB" (codes 0, 1), and 1001 bytes of an escaped
+    # byte then "C" (code 2), with the odd last byte escaped too.
+    put("rans", "pairs_ab", struct.pack("<H", 1000) + pairs_block(0x01, b"AB", b""))
+    put("rans", "pairs_escapes", struct.pack("<H", 1001) + pairs_block(0xF2, b"ABC", bytes(range(250)) * 2 + b"!"))
 
 
 def main():

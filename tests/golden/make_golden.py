@@ -87,6 +87,22 @@ def main():
         "-o", f"{out}/v1_delta.safetensors.mcp.delta", "-f")
 
     more_v1(out, run, save_file)
+    pairs_v1(out, run)
+
+
+def pairs_v1(out, run):
+    """Plane codec 5 (issue 11): a BF16 tensor whose rows of 64 differ in
+    scale, as a trained matrix's do, so that its 64 KiB exponent plane is
+    coded two bytes a rANS symbol."""
+    import torch
+    from safetensors.torch import save_file as save_torch
+    g = torch.Generator().manual_seed(1136)
+    path = f"{out}/v1_pairs.safetensors"
+    if not os.path.exists(path):
+        scale = torch.tensor([0.25, 1.0, 4.0])[torch.randint(0, 3, (1024,), generator=g)].repeat_interleave(64)
+        save_torch({"w": (torch.randn(65536, generator=g) * 0.02 * scale).to(torch.bfloat16).reshape(256, 256)}, path)
+        os.chmod(path, 0o644)
+    run("compress", path, "-o", f"{path}.mcp")
 
 
 def more_v1(out, run, save_file):

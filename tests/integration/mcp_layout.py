@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 MAGIC = b"\x89MCP\r\n\x1a\n"
 END_MAGIC = b"MCPIDX\x00\x01"
-PLANE_CODECS = {0: "stored", 1: "zstd", 2: "rans0"}
+PLANE_CODECS = {0: "stored", 1: "zstd", 2: "rans0", 3: "rans0_blocks", 4: "huff0", 5: "rans_pairs"}
 GROUP_MODES = {0: "plain", 1: "rotl1"}
 RESIDUALS = {0: "none", 1: "xor", 2: "sub"}
 
@@ -26,7 +26,7 @@ class Chunk:
     width: int
     group_mode: str       # "plain" or "rotl1"
     residual: str         # "none", "xor" or "sub"
-    planes: list = field(default_factory=list)  # plane codecs ("stored", "zstd", "rans0")
+    planes: list = field(default_factory=list)  # plane codecs ("stored", "zstd", "rans0", ...)
 
 
 @dataclass

@@ -64,6 +64,10 @@ def checkpoints(tmp_path):
         "bf16": w.to(torch.bfloat16),
         "fp16": (w * 4).to(torch.float16),
         "fp32": w.reshape(-1)[:400_000].clone(),
+        # Runs of 64 scaled alike, as rows of a trained matrix: its exponent
+        # plane is coded two bytes a rANS symbol (plane codec 5).
+        "rows": (torch.randn(300_032, generator=gen) * 0.02 *
+                 torch.tensor([0.25, 1.0, 4.0])[torch.randint(0, 3, (300_032 // 64,), generator=gen)].repeat_interleave(64)),
         "fp64": torch.randn(70_001, generator=gen, dtype=torch.float64),
         "int64": torch.randint(0, 50_000, (90_000,), generator=gen),
         "norm": 1 + 0.01 * torch.randn(384, generator=gen),

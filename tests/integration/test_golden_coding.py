@@ -48,6 +48,13 @@ def test_residual_deltas(mithril, tmp_path, name, tensor, residual):
     assert chunks and all(c.residual == residual for c in chunks), [c.residual for c in chunks]
 
 
+def test_exponent_plane_in_pairs(mithril, tmp_path):
+    mcp = GOLDEN / "v1_pairs.safetensors.mcp"
+    decodes(mithril, tmp_path, mcp, GOLDEN / "v1_pairs.safetensors")
+    chunks = tensor_chunks(read_layout(mcp), "w")
+    assert chunks and all(c.layout == "planes" and c.planes[-1] == "rans_pairs" for c in chunks), chunks
+
+
 def test_torch_source(mithril, tmp_path):
     mcp = GOLDEN / "v1_torch.pt.mcp"
     decodes(mithril, tmp_path, mcp, GOLDEN / "v1_torch.pt")

@@ -68,8 +68,8 @@ def test_ratio_beats_zstd19_with_the_documented_coding(mithril, checkpoints, tmp
         for c in chunks:
             assert c.layout == "planes" and c.width == width, (t, c)
             # The top plane holds the exponent (after rotl1 for BF16): low
-            # entropy, coded with rANS.
-            assert c.planes[-1] == "rans0", (t, c)
+            # entropy, coded with rANS, one or two bytes a symbol.
+            assert c.planes[-1] in ("rans0", "rans_pairs"), (t, c)
             if name == "bf16":
                 assert c.group_mode == "rotl1", (t, c)
     # And it round-trips.

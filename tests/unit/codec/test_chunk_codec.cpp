@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -28,6 +29,29 @@ util::ByteVector bf16_weights(std::size_t n, std::uint64_t seed) {
     std::memcpy(out.data() + 2 * i, &h, 2);
   }
   return out;
+}
+
+// fp32 weights ~ N(0, 0.02) whose runs of 64 are scaled by 1/4, 1 or 4 (rows
+// of a trained matrix differ in scale): neighbouring exponents go together,
+// which the pair symbols of plane codec 5 see.
+util::ByteVector scaled_fp32(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 0.02f);
+  util::ByteVector out(n * 4);
+  float scale = 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i % 64 == 0) scale = std::array<float, 3>{0.25f, 1.0f, 4.0f}[rng() % 3];
+    const float f = scale * dist(rng);
+    std::memcpy(out.data() + 4 * i, &f, 4);
+  }
+  return out;
+}
+
+std::vector<PlaneCodec> codecs_of(const EncodedChunk& e) {
+  std::vector<PlaneCodec> v;
+  if (e.layout == container::Layout::planes)
+    for (unsigned k = 0; k < e.width; ++k) v.push_back(static_cast<PlaneCodec>(e.payload[1 + 5 * k]));
+  return v;
 }
 
 container::ChunkRecord record_for(const EncodedChunk& e, util::ByteSpan raw) {
@@ -175,13 +199,58 @@ TEST(ChunkCodec, PlaneWithChangingStatisticsUsesRansBlocks) {
   EXPECT_EQ(roundtrip(enc, raw, ChunkKind{4, true, true}), raw);
 }
 
-// Levels 1-2 code a bf16 chunk's exponent plane with Huffman (plane codec
-// 4), a little larger than rANS at the default level, and it decodes the same
-// whether whole (width 1, in place) or a piece at a time (grouped planes);
-// delta residual planes (mostly zeros, where Huffman pays a bit a byte) stay
-// rANS or zstd unless they are all zeros.
+// An exponent plane of 64 KiB or more is coded two bytes a symbol (plane
+// codec 5) at every level where that comes near the order-0 bound, here
+// below it; levels 10 and up where it is the smaller coding. It decodes the
+// same whole (width 1, in place) and a piece at a time (grouped planes), and
+// a damaged one is caught.
+TEST(ChunkCodec, ExponentPlanesAreCodedInPairs) {
+  const auto raw = scaled_fp32((1 << 18) + 1, 31);  // a 1-byte tail too
+  const ChunkKind kind{4, true, true};
+  for (int level : {1, 3, 12}) {
+    ChunkEncoder enc(level);
+    EXPECT_EQ(codecs_of(enc.encode(raw, kind)).back(), PlaneCodec::rans_pairs) << level;
+    EXPECT_EQ(roundtrip(enc, raw, kind), raw) << level;
+  }
+  ChunkEncoder enc(3);
+  util::ByteVector exps(raw.size() / 4);
+  for (std::size_t i = 0; i < exps.size(); ++i)
+    exps[i] = static_cast<std::byte>((static_cast<unsigned>(raw[4 * i + 3]) << 1 | static_cast<unsigned>(raw[4 * i + 2]) >> 7) & 0xff);
+  EXPECT_EQ(codecs_of(enc.encode(exps, ChunkKind{1, true, true})).front(), PlaneCodec::rans_pairs);
+  EXPECT_EQ(roundtrip(enc, exps, ChunkKind{1, true, true}), exps);
+  // Not for integers (nor for an fp16 high byte: rans_pairs refuses its
+  // many values, test_rans_pairs.cpp).
+  EXPECT_NE(codecs_of(enc.encode(raw, ChunkKind{4, false, true})).back(), PlaneCodec::rans_pairs);
+  const auto e = enc.encode(raw, kind);
+  util::ByteVector bad(e.payload.begin(), e.payload.end());
+  bad[bad.size() - 50] ^= std::byte{0x08};
+  util::ByteVector out(raw.size());
+  ChunkDecoder dec;
+  EXPECT_THROW(dec.decode(bad, record_for(e, raw), out, {}, "chunk 4"), Error);
+}
+
+// Levels 10 and up keep whichever of pairs and one symbol a byte is smaller:
+// never larger than the default level's coding.
+TEST(ChunkCodec, HighLevelsKeepTheSmallerOfPairsAndRans) {
+  const ChunkKind kind{2, true, true};
+  for (std::size_t n : {std::size_t{1} << 17, std::size_t{1} << 18, std::size_t{1} << 19}) {
+    const auto raw = bf16_weights(n, n + 1);
+    ChunkEncoder normal(3), high(12);
+    std::size_t normal_size = 0, high_size = 0;
+    EXPECT_EQ(roundtrip(normal, raw, kind, {}, &normal_size), raw);
+    EXPECT_EQ(roundtrip(high, raw, kind, {}, &high_size), raw);
+    EXPECT_LE(high_size, normal_size) << n;
+  }
+}
+
+// Levels 1-2 code a bf16 chunk's exponent plane that pairs do not take
+// (under 64 KiB) with Huffman (plane codec 4), a little larger than rANS at
+// the default level, and it decodes the same whether whole (width 1, in
+// place) or a piece at a time (grouped planes); delta residual planes
+// (mostly zeros, where Huffman pays a bit a byte) stay rANS or zstd unless
+// they are all zeros.
 TEST(ChunkCodec, FastLevelsCodeExponentPlanesWithHuffman) {
-  const auto raw = bf16_weights((1 << 18) + 3, 21);
+  const auto raw = bf16_weights(60003, 21);
   const ChunkKind kind{2, true, true};
   auto codecs = [](const EncodedChunk& e) {
     std::vector<PlaneCodec> v;
