@@ -23,20 +23,6 @@ namespace {
 using test::bound_bytes;
 using test::hist_of;
 
-// The exponent byte of bf16 weights ~ N(0, 0.02) after rotl1 grouping.
-ByteVector bf16_exponents(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.f, 0.02f);
-  ByteVector v(n);
-  for (auto& b : v) {
-    const float f = d(rng);
-    std::uint32_t x;
-    std::memcpy(&x, &f, 4);
-    b = static_cast<std::byte>((x >> 23) & 0xff);
-  }
-  return v;
-}
-
 // P(k) ~ 2^-k: an unlimited Huffman code would be 30+ bits deep.
 ByteVector geometric(std::size_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -69,7 +55,7 @@ void expect_round_trip(const ByteVector& in) {
 TEST(Huff, RoundTripsEverySizeAndShape) {
   const std::size_t sizes[] = {0, 1, 2, 5, 6, 7, 13, 100, 4095, 4096, 16383, 16384, 16385, 32769, 100003, (1u << 20) + 3};
   for (std::size_t n : sizes) {
-    expect_round_trip(bf16_exponents(n, n));
+    expect_round_trip(test::exponent_bytes(n, n));
     expect_round_trip(geometric(n, n + 1));
     expect_round_trip(test::random_bytes(n, n + 2));
     expect_round_trip(ByteVector(n, std::byte{0x7f}));
@@ -95,7 +81,7 @@ TEST(Huff, CodeLengthsAreLimitedAndComplete) {
 }
 
 TEST(Huff, SizeNearTheBoundOnExponentPlanes) {
-  const ByteVector v = bf16_exponents(1u << 20, 7);
+  const ByteVector v = test::exponent_bytes(1u << 20, 7);
   const Histogram h = hist_of(v);
   const ByteVector block = encode_or_fail(v);
   // Whole-bit lengths cost a little over the order-0 bound; ~1-2% here.
@@ -125,7 +111,7 @@ TEST(Huff, KnownBlock) {
 TEST(Huff, PiecesMatchTheWhole) {
   std::mt19937_64 rng(3);
   for (std::size_t n : {std::size_t{1}, std::size_t{16385}, std::size_t{300001}}) {
-    const ByteVector in = bf16_exponents(n, n);
+    const ByteVector in = test::exponent_bytes(n, n);
     const ByteVector block = encode_or_fail(in);
     for (int trial = 0; trial < 6; ++trial) {
       huff::PieceDecoder d;
@@ -158,7 +144,7 @@ TEST(Huff, TooSmallOutputIsRefusedWithoutWritingPastIt) {
 }
 
 TEST(Huff, MalformedBlocksThrowCorrupt) {
-  const ByteVector in = bf16_exponents(60000, 11);
+  const ByteVector in = test::exponent_bytes(60000, 11);
   const ByteVector block = encode_or_fail(in);
   auto decode_throws = [&](const ByteVector& b, std::size_t n) {
     ByteVector out(n);

@@ -22,25 +22,10 @@ namespace {
 using test::bound_bytes;
 using test::hist_of;
 
-// The exponent byte of fp32 weights ~ N(0, sd) after rotl1 grouping: ~2.7
-// bits a byte over ~20 values, 15 of them ~99.9% of the bytes.
-ByteVector exponents(std::size_t n, std::uint64_t seed, float sd = 0.02f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.f, sd);
-  ByteVector v(n);
-  for (auto& b : v) {
-    const float f = d(rng);
-    std::uint32_t x;
-    std::memcpy(&x, &f, 4);
-    b = static_cast<std::byte>((x >> 23) & 0xff);
-  }
-  return v;
-}
-
-// The same with neighbours that depend on each other (a value repeats with
-// probability 1/2), as rows of a trained matrix: pair symbols see it.
+// Exponent bytes whose neighbours depend on each other (a value repeats
+// with probability 1/2), as in rows of a trained matrix: pair symbols see it.
 ByteVector correlated(std::size_t n, std::uint64_t seed) {
-  ByteVector v = exponents(n, seed);
+  ByteVector v = test::exponent_bytes(n, seed);
   std::mt19937_64 rng(seed + 1);
   for (std::size_t i = 1; i < n; ++i)
     if (rng() & 1) v[i] = v[i - 1];
@@ -94,7 +79,7 @@ std::string decode_error(const ByteVector& block, std::size_t n) {
 
 TEST(RansPairs, RoundTripsWholeAndInPiecesOfEverySize) {
   for (std::size_t n : {std::size_t{64} << 10, (std::size_t{64} << 10) + 1, std::size_t{300001}, std::size_t{1} << 20}) {
-    const ByteVector in = exponents(n, n);
+    const ByteVector in = test::exponent_bytes(n, n);
     const ByteVector block = encode_or_fail(in);
     ByteVector out(n);
     pairs::decode(block, out);
@@ -106,7 +91,7 @@ TEST(RansPairs, RoundTripsWholeAndInPiecesOfEverySize) {
 }
 
 TEST(RansPairs, CodesNearTheOrderZeroBoundAndBelowItWhereNeighboursCorrelate) {
-  const ByteVector in = exponents(1 << 20, 5);
+  const ByteVector in = test::exponent_bytes(1 << 20, 5);
   const ByteVector block = encode_or_fail(in);
   const double bound = bound_bytes(hist_of(in));
   EXPECT_LT(static_cast<double>(block.size()), 1.004 * bound + 64) << bound;
@@ -126,7 +111,7 @@ TEST(RansPairs, EscapesRareValuesAndRarePairs) {
   // rare byte goes through the escape stream, and so do rare pairs of common
   // values.
   std::mt19937_64 rng(9);
-  ByteVector in = exponents(1 << 19, 8);
+  ByteVector in = test::exponent_bytes(1 << 19, 8);
   std::size_t rare = 0;
   for (std::size_t i = 0; i < in.size(); i += 200, ++rare) in[i] = static_cast<std::byte>(200 + rng() % 40);
   ASSERT_TRUE(pairs::worth_trying(hist_of(in), in.size()));
@@ -139,7 +124,7 @@ TEST(RansPairs, EscapesRareValuesAndRarePairs) {
 TEST(RansPairs, TakesOnlyPlanesWithFewValues) {
   // Too small, near-uniform, one value, and an fp16 high byte (sign, five
   // exponent bits, two mantissa bits: ~50% outside its top 15).
-  const ByteVector small = exponents((64 << 10) - 1, 1);
+  const ByteVector small = test::exponent_bytes((64 << 10) - 1, 1);
   EXPECT_FALSE(pairs::worth_trying(hist_of(small), small.size()));
   ByteVector uniform(1 << 17);
   std::mt19937_64 rng(2);
@@ -161,7 +146,7 @@ TEST(RansPairs, TakesOnlyPlanesWithFewValues) {
   ByteVector out(fp16.size() + 1024);
   EXPECT_FALSE(enc.encode(fp16, hist_of(fp16), out).has_value());
   // Never past out: too little room is a nullopt.
-  const ByteVector in = exponents(1 << 17, 3);
+  const ByteVector in = test::exponent_bytes(1 << 17, 3);
   const ByteVector block = encode_or_fail(in);
   ByteVector tight(block.size() + 64, std::byte{0x5a});
   EXPECT_FALSE(enc.encode(in, hist_of(in), util::MutableByteSpan(tight.data(), block.size() - 1)).has_value());
@@ -170,7 +155,7 @@ TEST(RansPairs, TakesOnlyPlanesWithFewValues) {
 
 TEST(RansPairs, MalformedBlocksThrowCorrupt) {
   std::mt19937_64 rng(4);
-  ByteVector in = exponents((1 << 17) + 1, 7);  // odd: the last byte is an escape
+  ByteVector in = test::exponent_bytes((1 << 17) + 1, 7);  // odd: the last byte is an escape
   for (std::size_t i = 0; i < in.size(); i += 300) in[i] = static_cast<std::byte>(250);
   const ByteVector block = encode_or_fail(in);
   const std::size_t n = in.size();
@@ -246,8 +231,8 @@ TEST(RansPairs, AnEscapeStreamThatRunsOutIsCorrupt) {
 // takes (5: it falls back to the portable pass).
 TEST(RansPairs, EveryKernelWritesAndReadsTheSameBytes) {
   std::vector<ByteVector> inputs;
-  inputs.push_back(exponents((1 << 17) + 37, 11));
-  ByteVector rare = exponents((1 << 18) + 1, 12);
+  inputs.push_back(test::exponent_bytes((1 << 17) + 37, 11));
+  ByteVector rare = test::exponent_bytes((1 << 18) + 1, 12);
   for (std::size_t i = 0; i < rare.size(); i += 150) rare[i] = static_cast<std::byte>(3 + i % 7);
   inputs.push_back(rare);
   ByteVector spread(100003);
