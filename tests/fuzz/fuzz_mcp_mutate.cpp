@@ -1,9 +1,10 @@
 // libFuzzer target for the .mcp reader and decoder starting from valid
 // containers (the complement of fuzz_mcp, whose random bytes rarely get past
 // the footer): a few small containers (BF16/F32/I8 tensors, levels 3 and 19,
-// and a delta with XOR/SUB residuals against a base) are written once at
-// start-up; each input picks one and overwrites regions of it. Built and run
-// by scripts/fuzz; replayed by ctest.
+// a delta with XOR/SUB residuals against a base, and a BF16 tensor whose
+// exponent plane is coded two bytes a rANS symbol, plane codec 5) are written
+// once at start-up; each input picks one and overwrites regions of it. Built
+// and run by scripts/fuzz; replayed by ctest.
 //
 // Input: u8 which container, then any number of patches
 //   offset:u32 (little-endian, modulo the file size) length:u8 bytes[length]
@@ -12,6 +13,7 @@
 //
 // Contract checked: exercise_container's (fuzz_mcp.cpp), with the delta's
 // real base given, so residual chunks are decoded against it.
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -27,8 +29,9 @@ using namespace mithril;
 namespace {
 
 struct Corpus {
-  std::vector<util::ByteVector> files;
-  std::unique_ptr<checkpoint::BaseSource> base;  // of the delta (the last file)
+  std::vector<util::ByteVector> files;  // l3, l19, delta, pairs
+  std::unique_ptr<checkpoint::BaseSource> base;  // of the delta
+  static constexpr std::size_t k_delta = 2;
 };
 
 util::ByteVector read_all(const std::filesystem::path& p) {
@@ -83,6 +86,26 @@ void write(const std::filesystem::path& out, float drift, int level, const std::
   (void)compress_tensors(t, {{"note", "fuzz"}}, out, o);
 }
 
+// 64 KiB of BF16 whose runs of 64 are scaled by 1/4, 1 or 4 (rows of a
+// trained matrix): its exponent plane, one 64 KiB plane of one chunk, is
+// coded in pairs (plane codec 5).
+void write_pairs(const std::filesystem::path& out) {
+  std::vector<float> w = weights(65536, 3, 0);
+  std::uint32_t s = 12345;
+  for (std::size_t i = 0; i < w.size(); i += 64) {
+    s = s * 1664525u + 1013904223u;
+    const float scale = std::array<float, 3>{0.25f, 1.0f, 4.0f}[(s >> 16) % 3];
+    for (std::size_t j = i; j < i + 64; ++j) w[j] *= scale;
+  }
+  const auto bf = as_bf16(w);  // alive while compress_tensors reads it
+  std::vector<TensorData> t{{"rows", "BF16", {256, 256}, bf}};
+  CompressOptions o;
+  o.threads = 1;
+  o.sync = false;
+  o.force = true;
+  (void)compress_tensors(t, {}, out, o);
+}
+
 Corpus& corpus() {
   static Corpus c = [] {
     Corpus k;
@@ -90,7 +113,8 @@ Corpus& corpus() {
     write(dir / "l3.mcp", 0, 3, std::nullopt);
     write(dir / "l19.mcp", 0, 19, std::nullopt);
     write(dir / "delta.mcp", 1e-4f, 19, dir / "l3.mcp");
-    for (const char* n : {"l3.mcp", "l19.mcp", "delta.mcp"}) k.files.push_back(read_all(dir / n));
+    write_pairs(dir / "pairs.mcp");
+    for (const char* n : {"l3.mcp", "l19.mcp", "delta.mcp", "pairs.mcp"}) k.files.push_back(read_all(dir / n));
     k.base = std::make_unique<checkpoint::BaseSource>(dir / "l3.mcp", 1);
     return k;
   }();
@@ -126,7 +150,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (std::size_t i = 0; i < len && off + i < file.size(); ++i) file[off + i] = std::byte(data[pos + i]);
     pos += len;
   }
-  const bool is_delta = which == c.files.size() - 1;
+  const bool is_delta = which == Corpus::k_delta;
   fuzz::exercise_container(file, is_delta ? c.base.get() : nullptr);
   return 0;
 }

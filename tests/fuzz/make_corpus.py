@@ -90,6 +90,8 @@ def checkpoint_seeds(mithril, tmp, rng):
     put("mcp_mutate", "l19_patch", b"\x01" + struct.pack("<IB", 40, 4) + b"\xff\xff\xff\xff")
     put("mcp_mutate", "delta_patch", b"\x02" + struct.pack("<IB", 3000, 2) + b"\x00\x01")
     put("mcp_mutate", "cut", b"\x80" + struct.pack("<IB", 5000, 0))
+    put("mcp_mutate", "pairs", b"\x03")  # the container with a plane in pairs (codec 5)
+    put("mcp_mutate", "pairs_patch", b"\x03" + struct.pack("<IB", 60000, 3) + b"\x00\x10\xff")
 
     # A series: keyframe, delta, keyframe.
     series = tmp / "series"
