@@ -13,12 +13,13 @@
 // (15, 15), both bytes escaped, so that no rare pair takes a slot from the
 // frequent ones; the escape stream, ~0.2-0.3% of the plane's bytes, is a rANS
 // block of its own. Measured on AMD EPYC Zen 3 (AVX2, scalar-load decoder;
-// prototype, 1 MiB planes): bf16 / fp32 exponent planes of a trained GPT,
-// MiniLM's and N(0, 0.02)'s decoded at 2.9-3.2 GB/s against 2.0-2.1 for one
-// symbol a byte, and coded 0.40% smaller to 0.05% larger (the pair symbols
-// see which exponents follow which). A plane with more than k_max_escape_share
-// of its bytes outside its 15 most frequent values (an fp16 high byte: ~48%)
-// is not coded this way.
+// bench_rans kernel:5, bf16 exponent planes of MiniLM and of N(0, 0.02), 1
+// and 16 MiB blocks): decoded at 2.69-2.92 GB/s against 2.01-2.09 for one
+// symbol a byte; in a prototype on a trained GPT's bf16 / fp32 exponent
+// planes 0.40% smaller than one symbol a byte, on N(0, 0.02) 0.05% larger
+// (the pair symbols see which exponents follow which). A plane with more
+// than k_max_escape_share of its bytes outside its 15 most frequent values
+// (an fp16 high byte: ~48%) is not coded this way.
 //
 // Thread-safety: Encoder and PieceDecoder objects are not shared; the free
 // functions are reentrant.
