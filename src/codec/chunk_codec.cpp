@@ -438,6 +438,58 @@ void ChunkDecoder::check_payload(util::ByteSpan payload, const container::ChunkR
   if (src != payload.size()) fail("payload has trailing bytes");
 }
 
+namespace {
+
+// An entropy-coded plane decoded whole, straight into out.
+void decode_whole(PlaneCodec codec, util::ByteSpan in, util::MutableByteSpan out) {
+  switch (codec) {
+    case PlaneCodec::rans0: return rans::decode(in, out);
+    case PlaneCodec::rans0_blocks: return rans_blocks::decode(in, out);
+    case PlaneCodec::huff0: return huff::decode(in, out);
+    case PlaneCodec::rans_pairs: return rans_pairs::decode(in, out);
+    default: throw Error(Errc::internal, "decode_whole: not an entropy coder");
+  }
+}
+
+}  // namespace
+
+void ChunkDecoder::PieceDecoders::reserve(unsigned planes) {
+  if (rans.size() < planes) rans.resize(planes);
+  if (blocks.size() < planes) blocks.resize(planes);
+  if (huff.size() < planes) huff.resize(planes);
+  if (pairs.size() < planes) pairs.resize(planes);
+}
+
+void ChunkDecoder::PieceDecoders::start(PlaneCodec codec, unsigned k, util::ByteSpan in, std::size_t len) {
+  switch (codec) {
+    case PlaneCodec::rans0: return rans[k].start(in, len);
+    case PlaneCodec::rans0_blocks: return blocks[k].start(in, len);
+    case PlaneCodec::huff0: return huff[k].start(in, len);
+    case PlaneCodec::rans_pairs: return pairs[k].start(in, len);
+    default: throw Error(Errc::internal, "PieceDecoders: not an entropy coder");
+  }
+}
+
+void ChunkDecoder::PieceDecoders::next(PlaneCodec codec, unsigned k, util::MutableByteSpan out) {
+  switch (codec) {
+    case PlaneCodec::rans0: return rans[k].next(out);
+    case PlaneCodec::rans0_blocks: return blocks[k].next(out);
+    case PlaneCodec::huff0: return huff[k].next(out);
+    case PlaneCodec::rans_pairs: return pairs[k].next(out);
+    default: throw Error(Errc::internal, "PieceDecoders: not an entropy coder");
+  }
+}
+
+void ChunkDecoder::PieceDecoders::finish(PlaneCodec codec, unsigned k) {
+  switch (codec) {
+    case PlaneCodec::rans0: return rans[k].finish();
+    case PlaneCodec::rans0_blocks: return blocks[k].finish();
+    case PlaneCodec::huff0: return huff[k].finish();
+    case PlaneCodec::rans_pairs: return pairs[k].finish();
+    default: throw Error(Errc::internal, "PieceDecoders: not an entropy coder");
+  }
+}
+
 bool ChunkDecoder::cold_output_pays(util::MutableByteSpan out) noexcept {
   return out.size() >= k_prepare_piece && util::mapped_and_resident(out.data(), out.size());
 }
@@ -479,10 +531,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     std::array<util::ByteSpan, 8> planes{};  // stored and zstd planes, whole
     std::array<PlaneCodec, 8> piecewise{};   // rans0 / rans0_blocks / huff0 / rans_pairs: a piece at a time
     if (!direct) {
-      if (m_rans.size() < width) m_rans.resize(width);
-      if (m_blocks.size() < width) m_blocks.resize(width);
-      if (m_huff.size() < width) m_huff.resize(width);
-      if (m_pairs.size() < width) m_pairs.resize(width);
+      m_coders.reserve(width);
     }
     // Runs f, naming plane k in a corrupt data error from it.
     auto in_plane = [&](unsigned k, auto&& f) {
@@ -522,34 +571,13 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
             }
             break;
           case PlaneCodec::rans0:
-            if (direct) {
-              rans::decode(in, out);
-            } else {
-              m_rans[k].start(in, len);
-              piecewise[k] = codec;
-            }
-            break;
           case PlaneCodec::rans0_blocks:
-            if (direct) {
-              rans_blocks::decode(in, out);
-            } else {
-              m_blocks[k].start(in, len);
-              piecewise[k] = codec;
-            }
-            break;
           case PlaneCodec::huff0:
-            if (direct) {
-              huff::decode(in, out);
-            } else {
-              m_huff[k].start(in, len);
-              piecewise[k] = codec;
-            }
-            break;
           case PlaneCodec::rans_pairs:
             if (direct) {
-              rans_pairs::decode(in, out);
+              decode_whole(codec, in, out);
             } else {
-              m_pairs[k].start(in, len);
+              m_coders.start(codec, k, in, len);
               piecewise[k] = codec;
             }
             break;
@@ -567,16 +595,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       auto plane = [&](unsigned k, std::size_t e, std::size_t n) -> util::ByteSpan {
         if (piecewise[k] == PlaneCodec::stored) return planes[k].subspan(e, n);
         const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
-        in_plane(k, [&] {
-          if (piecewise[k] == PlaneCodec::rans0)
-            m_rans[k].next(buf);
-          else if (piecewise[k] == PlaneCodec::huff0)
-            m_huff[k].next(buf);
-          else if (piecewise[k] == PlaneCodec::rans_pairs)
-            m_pairs[k].next(buf);
-          else
-            m_blocks[k].next(buf);
-        });
+        in_plane(k, [&] { m_coders.next(piecewise[k], k, buf); });
         return buf;
       };
       m_checksum.reset();
@@ -595,16 +614,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
                        hooks, stage);
       if (stage) util::stream_fence();
       for (unsigned k = 0; k < width; ++k)
-        in_plane(k, [&] {
-          if (piecewise[k] == PlaneCodec::rans0)
-            m_rans[k].finish();
-          else if (piecewise[k] == PlaneCodec::rans0_blocks)
-            m_blocks[k].finish();
-          else if (piecewise[k] == PlaneCodec::huff0)
-            m_huff[k].finish();
-          else if (piecewise[k] == PlaneCodec::rans_pairs)
-            m_pairs[k].finish();
-        });
+        if (piecewise[k] != PlaneCodec::stored) in_plane(k, [&] { m_coders.finish(piecewise[k], k); });
       if (m_checksum.digest() != rec.raw_xxh3) fail("checksum mismatch (data is corrupt)");
       return;
     }

@@ -188,10 +188,20 @@ class ChunkDecoder {
   util::ByteVector m_grouped;
   util::ByteVector m_stage;  // cold_output: one piece of out, ungrouped before it is streamed out
   util::ByteVector m_pieces;  // the next piece of each plane decoded a piece at a time
-  std::vector<rans::PieceDecoder> m_rans;               // one per plane
-  std::vector<rans_blocks::PieceDecoder> m_blocks;      // one per plane
-  std::vector<huff::PieceDecoder> m_huff;               // one per plane
-  std::vector<rans_pairs::PieceDecoder> m_pairs;        // one per plane
+  // The entropy-coded planes' decoders, one per plane and coder, kept from
+  // chunk to chunk (their tables' memory is reused); the plane's codec picks
+  // one.
+  struct PieceDecoders {
+    std::vector<rans::PieceDecoder> rans;
+    std::vector<rans_blocks::PieceDecoder> blocks;
+    std::vector<huff::PieceDecoder> huff;
+    std::vector<rans_pairs::PieceDecoder> pairs;
+    void reserve(unsigned planes);
+    void start(PlaneCodec codec, unsigned k, util::ByteSpan in, std::size_t len);
+    void next(PlaneCodec codec, unsigned k, util::MutableByteSpan out);
+    void finish(PlaneCodec codec, unsigned k);
+  };
+  PieceDecoders m_coders;
   util::Xxh3Stream m_checksum;
 };
 
