@@ -185,7 +185,9 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
     // Two bytes a symbol where the plane has few values (an exponent plane):
     // the decoder's cost is per symbol. Levels 10 and up keep it only where
     // it codes smaller than one symbol a byte (below).
-    const bool pairs = kind.is_tensor && kind.is_float && rans_pairs::worth_trying(hist, n);
+    // (The pair encoder itself refuses, before any pass, planes under 64 KiB
+    // or with too many values: rans_pairs::worth_trying.)
+    const bool pairs = kind.is_tensor && kind.is_float;
     if (pairs && m_level < 10) {
       const double bar = (1.0 + k_pairs_slack) * (bits / 8.0 + 64.0);
       const auto size = m_pairs.encode(plane, hist, scratch.first(best - 1), bar);
