@@ -19,5 +19,6 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
 void register_series_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void register_convert_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
+void register_bench_command(CLI::App& app);
 
 }  // namespace mithril::cli

@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
   mithril::cli::register_series_commands(app, global, exit_code);
   mithril::cli::register_cache_commands(app, global, exit_code);
   mithril::cli::register_convert_commands(app, global, exit_code);
+  mithril::cli::register_bench_command(app);
 
   try {
     app.parse(argc, argv);
