@@ -68,15 +68,20 @@ class Encoder {
   // Codes `in` (hist must be its exact histogram) into `out`. Returns the
   // bytes written, or nullopt when worth_trying() says no, when the pairs'
   // order-0 estimate is over give_up_above bytes (checked before the coding
-  // proper), or when the block would not fit in out. Never writes past out.
+  // proper), when the pair symbols' rANS block alone would take the block
+  // past give_up_above (judged on its model first: usually before coding), or
+  // when the block would not fit in out. Never writes past out. (A result
+  // may still exceed give_up_above by its escapes: the caller compares.)
   // Deterministic: the same bytes on every CPU.
   std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out,
                                     double give_up_above = std::numeric_limits<double>::infinity());
   // Bytes held in its buffers (they only grow).
-  std::size_t buffer_bytes() const noexcept { return m_pairs.capacity() + m_escapes.capacity(); }
+  std::size_t buffer_bytes() const noexcept {
+    return m_pairs.capacity() + m_escapes.capacity() + m_esc_coded.capacity();
+  }
 
  private:
-  util::ByteVector m_pairs, m_escapes;
+  util::ByteVector m_pairs, m_escapes, m_esc_coded;
   bool m_vector;
 };
 

@@ -121,6 +121,27 @@ TEST(RansPairs, EscapesRareValuesAndRarePairs) {
   EXPECT_EQ(decode_pieces(block, in.size(), 1000), in);
 }
 
+TEST(RansPairs, NeverReturnsABlockOverTheBarItsEscapesLeaveRoomFor) {
+  // With escapes (coded and stored ones), the block at an unbounded bar is
+  // S bytes: a bar of S gives the same bytes; a bar of S - 1 gives nothing
+  // (the pair block is given only the room the escapes leave under it).
+  std::mt19937_64 rng(12);
+  for (const std::size_t every : {std::size_t{150}, std::size_t{5000}}) {
+    ByteVector in = test::exponent_bytes((1 << 18) + 1, every);
+    for (std::size_t i = 0; i < in.size(); i += every) in[i] = static_cast<std::byte>(200 + rng() % 40);
+    const ByteVector free = encode_or_fail(in);
+    const double s = static_cast<double>(free.size());
+    ByteVector out(in.size() + 1024);
+    pairs::Encoder enc;
+    const auto at_bar = enc.encode(in, hist_of(in), out, s);
+    ASSERT_TRUE(at_bar.has_value()) << every;
+    EXPECT_EQ(ByteVector(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(*at_bar)), free) << every;
+    EXPECT_FALSE(enc.encode(in, hist_of(in), out, s - 1).has_value()) << every;
+    // Nor past an output one byte short of it.
+    EXPECT_FALSE(enc.encode(in, hist_of(in), util::MutableByteSpan(out.data(), free.size() - 1)).has_value()) << every;
+  }
+}
+
 TEST(RansPairs, TakesOnlyPlanesWithFewValues) {
   // Too small, near-uniform, one value, and an fp16 high byte (sign, five
   // exponent bits, two mantissa bits: ~50% outside its top 15).
