@@ -27,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,23 @@ struct CompressResult {
 CompressResult compress_file(const std::filesystem::path& input, const std::filesystem::path& output,
                              const CompressOptions& options);
 
+// An output that is not a file: bytes handed over in order, one call at a
+// time from one thread at a time (a pipe; the CLI's `-o -` is stdout). A
+// write that fails throws, and the operation stops with that exception.
+using OrderedWriter = std::function<void(std::span<const std::byte>)>;
+
+// As compress_file(), the same container byte for byte handed to `write` in
+// order as it is made (options.force, sync and detach do not apply).
+CompressResult compress_file(const std::filesystem::path& input, const OrderedWriter& write,
+                             const CompressOptions& options);
+
+// A source already in memory (read from a pipe), recorded as `name`: planned
+// as compress_file() plans a file, into a local path or URL, or to `write`.
+CompressResult compress_bytes(std::span<const std::byte> data, const std::string& name,
+                              const std::filesystem::path& output, const CompressOptions& options);
+CompressResult compress_bytes(std::span<const std::byte> data, const std::string& name, const OrderedWriter& write,
+                              const CompressOptions& options);
+
 struct DecompressOptions {
   unsigned threads = 0;
   bool force = false;
@@ -107,6 +125,21 @@ struct DecompressResult {
 // `input` a local path or a URL; `output` a local path.
 DecompressResult decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
                                  const DecompressOptions& options);
+
+// As decompress_file(), the restored bytes handed to `write` in order: each
+// chunk once its XXH3-64 has checked, the whole-file BLAKE3 after the last
+// (a mismatch there, which only a deliberate XXH3 collision can cause,
+// throws Error(corrupt) after everything was written). options.force and
+// sync do not apply.
+DecompressResult decompress_file(const std::filesystem::path& input, const OrderedWriter& write,
+                                 const DecompressOptions& options);
+
+// An .mcp already in memory (read from a pipe), named `name` in errors, into
+// a local path or to `write`.
+DecompressResult decompress_bytes(std::span<const std::byte> mcp, const std::string& name,
+                                  const std::filesystem::path& output, const DecompressOptions& options);
+DecompressResult decompress_bytes(std::span<const std::byte> mcp, const std::string& name, const OrderedWriter& write,
+                                  const DecompressOptions& options);
 
 struct VerifyOptions {
   unsigned threads = 0;

@@ -31,6 +31,7 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
     util::ByteVector raw;     // decoded bytes, unless the target places them
     util::ByteVector stored;  // fetched payload (remote containers)
     codec::ChunkDecoder decoder;
+    util::ByteSpan restored;  // for consume_in_order: the chunk's checked bytes
   };
   std::vector<Slot> slots(in_flight);
   const bool whole = digest == DigestCheck::whole_file;
@@ -50,6 +51,11 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
   if (!reader.source().memory_resident()) ahead.emplace(reader.source(), k_read_ahead_window, k_read_ahead_windows);
   std::mutex progress_mutex;
   std::uint64_t done = 0;
+  // The ordered stage, for a target written in order (a damaged chunk has
+  // thrown before it: problems are only collected without it).
+  PipelineStage in_order;
+  if (target.consume_in_order)
+    in_order = [&](std::size_t i, std::size_t s) { target.consume_in_order(i, slots[s].restored); };
 
   run_pipeline(index.chunks.size(), threads, in_flight, [&](std::size_t i, std::size_t s) {
     const auto& r = index.chunks[i];
@@ -94,12 +100,13 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
     // this process (peak RSS is the chunks in flight, not the whole input).
     if (!ahead) reader.source().release(r.file_offset, r.stored_size);
     if (ok && target.consume) target.consume(i, out);
+    slot.restored = ok ? util::ByteSpan(out) : util::ByteSpan{};
     if (progress) {
       std::lock_guard lock(progress_mutex);
       done += r.raw_size;
       progress(done, index.source.size);
     }
-  });
+  }, in_order);
 
   if (damaged) {
     for (auto& d : damage)

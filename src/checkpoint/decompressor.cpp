@@ -2,6 +2,7 @@
 // describe_file(), is_mcp_file().
 #include <chrono>
 #include <cstring>
+#include <type_traits>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -52,32 +53,74 @@ FileInfo describe_torch(const std::filesystem::path& path, util::ByteSpan bytes)
 
 }  // namespace
 
-DecompressResult decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
-                                 const DecompressOptions& options) {
-  const auto t0 = std::chrono::steady_clock::now();
-  container::Reader reader(checkpoint::open_container_source(input, options.remote));
-  if (storage::is_url(output.string()))
-    throw Error(Errc::unsupported, fmt::format("{}: decompress writes a local file", output.string()));
-  if (!storage::is_url(input.string()) && std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
-    throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
-  auto base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
+namespace {
 
-  util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse,
-                       options.sync ? util::Durability::sync : util::Durability::none);
-  // Workers write each chunk at its source offset (the index's segments
-  // cover the source exactly, checked when it was read).
-  out.truncate(reader.index().source.size);
-  checkpoint::DecodeTarget to_file;
-  to_file.consume = [&](std::size_t c, util::ByteSpan raw) {
-    out.write_at(reader.index().chunks[c].source_offset, raw);
-  };
-  checkpoint::decode_container(reader, base.get(), options.threads, to_file, nullptr, options.progress);
-  out.commit();
+// Every chunk of `reader` restored into a new local file (atomically, by
+// the workers at known offsets) or handed to an OrderedWriter in order.
+template <class Output>
+DecompressResult decompress_reader(const container::Reader& reader, const Output& output,
+                                   const DecompressOptions& options, std::chrono::steady_clock::time_point t0) {
+  auto base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
+  if constexpr (std::is_same_v<Output, std::filesystem::path>) {
+    util::AtomicFile out(output, options.force ? util::Overwrite::allow : util::Overwrite::refuse,
+                         options.sync ? util::Durability::sync : util::Durability::none);
+    // Workers write each chunk at its source offset (the index's segments
+    // cover the source exactly, checked when it was read).
+    out.truncate(reader.index().source.size);
+    checkpoint::DecodeTarget to_file;
+    to_file.consume = [&](std::size_t c, util::ByteSpan raw) {
+      out.write_at(reader.index().chunks[c].source_offset, raw);
+    };
+    checkpoint::decode_container(reader, base.get(), options.threads, to_file, nullptr, options.progress);
+    out.commit();
+  } else {
+    checkpoint::DecodeTarget in_order;
+    in_order.consume_in_order = [&output](std::size_t, util::ByteSpan raw) { output(raw); };
+    checkpoint::decode_container(reader, base.get(), options.threads, in_order, nullptr, options.progress);
+  }
   DecompressResult r;
   r.input_bytes = reader.file_size();
   r.output_bytes = reader.index().source.size;
   r.seconds = seconds_since(t0);
   return r;
+}
+
+void check_local_output(const std::filesystem::path& output) {
+  if (storage::is_url(output.string()))
+    throw Error(Errc::unsupported, fmt::format("{}: decompress writes a local file", output.string()));
+}
+
+}  // namespace
+
+DecompressResult decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
+                                 const DecompressOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  container::Reader reader(checkpoint::open_container_source(input, options.remote));
+  check_local_output(output);
+  if (!storage::is_url(input.string()) && std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
+    throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
+  return decompress_reader(reader, output, options, t0);
+}
+
+DecompressResult decompress_file(const std::filesystem::path& input, const OrderedWriter& write,
+                                 const DecompressOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  return decompress_reader(container::Reader(checkpoint::open_container_source(input, options.remote)), write,
+                           options, t0);
+}
+
+DecompressResult decompress_bytes(std::span<const std::byte> mcp, const std::string& name,
+                                  const std::filesystem::path& output, const DecompressOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const container::Reader reader(std::make_shared<util::SpanSource>(mcp, name));
+  check_local_output(output);
+  return decompress_reader(reader, output, options, t0);
+}
+
+DecompressResult decompress_bytes(std::span<const std::byte> mcp, const std::string& name, const OrderedWriter& write,
+                                  const DecompressOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  return decompress_reader(container::Reader(std::make_shared<util::SpanSource>(mcp, name)), write, options, t0);
 }
 
 VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions& options) {

@@ -209,16 +209,51 @@ void check_level(int level) {
                 fmt::format("compression level {} is out of range ({}..{})", level, k_min_level, k_max_level));
 }
 
-CompressResult write_container(const std::filesystem::path& output, SourcePlan plan, const std::string& source_name,
-                               std::uint64_t source_size, const ChunkSource& chunk_bytes,
-                               const CompressOptions& options, std::chrono::steady_clock::time_point started) {
+namespace {
+
+// A sink that hands every write to an OrderedWriter (a pipe): nothing to
+// publish or discard, and written only in order.
+class WriterSink final : public util::ByteSink {
+ public:
+  explicit WriterSink(const OrderedWriter& write) : m_write(write) {}
+  void write(util::ByteSpan data) override {
+    m_write(data);
+    m_size += data.size();
+  }
+  void commit() override {}
+  std::uint64_t size() const noexcept override { return m_size; }
+  const std::string& name() const noexcept override { return m_name; }
+
+ private:
+  const OrderedWriter& m_write;
+  std::uint64_t m_size = 0;
+  std::string m_name = "-";
+};
+
+// The container into `sink`: at known offsets by the workers where it can
+// (a local file), else in order (an upload, a pipe). The caller publishes it.
+CompressResult write_to_sink(util::ByteSink& sink, SourcePlan plan, const std::string& source_name,
+                             std::uint64_t source_size, const ChunkSource& chunk_bytes,
+                             const CompressOptions& options, std::chrono::steady_clock::time_point started) {
   // Delta: tensors matched against the base (by name, dtype, shape).
   std::optional<BaseSource> base;
   if (options.base) {
     base.emplace(*options.base, options.threads, options.remote);
     match_base(plan, *base);
   }
+  container::Writer writer =
+      sink.can_write_at()
+          ? container::Writer::positional([&sink](std::uint64_t at, util::ByteSpan b) { sink.write_at(at, b); })
+          : container::Writer([&sink](util::ByteSpan b) { sink.write(b); });
+  container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
+  return encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);
+}
 
+}  // namespace
+
+CompressResult write_container(const std::filesystem::path& output, SourcePlan plan, const std::string& source_name,
+                               std::uint64_t source_size, const ChunkSource& chunk_bytes,
+                               const CompressOptions& options, std::chrono::steady_clock::time_point started) {
   // A local AtomicFile (written at known offsets by the workers), or a
   // streaming multipart upload when `output` is a URL (written in order);
   // either appears only at commit() and is discarded (the upload aborted) on
@@ -226,19 +261,20 @@ CompressResult write_container(const std::filesystem::path& output, SourcePlan p
   const auto out = storage::open_sink(output.string(), options.force ? util::Overwrite::allow : util::Overwrite::refuse,
                                       storage_options(options.remote),
                                       options.sync ? util::Durability::sync : util::Durability::none);
-  util::ByteSink& sink = *out;
-  container::Writer writer =
-      sink.can_write_at()
-          ? container::Writer::positional([&sink](std::uint64_t at, util::ByteSpan b) { sink.write_at(at, b); })
-          : container::Writer([&sink](util::ByteSpan b) { sink.write(b); });
-  container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
-  CompressResult result = encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);
+  CompressResult result = write_to_sink(*out, std::move(plan), source_name, source_size, chunk_bytes, options, started);
   if (options.detach)
     result.upload_token = out->detach();
   else
     out->commit();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
+}
+
+CompressResult write_container(const OrderedWriter& write, SourcePlan plan, const std::string& source_name,
+                               std::uint64_t source_size, const ChunkSource& chunk_bytes,
+                               const CompressOptions& options, std::chrono::steady_clock::time_point started) {
+  WriterSink sink(write);
+  return write_to_sink(sink, std::move(plan), source_name, source_size, chunk_bytes, options, started);
 }
 
 CompressResult write_container_to_memory(SourcePlan plan, const std::string& source_name, std::uint64_t source_size,

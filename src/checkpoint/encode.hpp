@@ -34,6 +34,12 @@ CompressResult write_container(const std::filesystem::path& output, SourcePlan p
                                std::uint64_t source_size, const ChunkSource& chunk_bytes,
                                const CompressOptions& options, std::chrono::steady_clock::time_point started);
 
+// As write_container(), the container handed to `write` in order (a pipe):
+// the same bytes. options.force, sync and detach do not apply.
+CompressResult write_container(const OrderedWriter& write, SourcePlan plan, const std::string& source_name,
+                               std::uint64_t source_size, const ChunkSource& chunk_bytes,
+                               const CompressOptions& options, std::chrono::steady_clock::time_point started);
+
 // Caller memory for an in-memory container: called once, with the most bytes
 // the container can take; returns at least that many bytes.
 using OutputAllocator = std::function<util::MutableByteSpan(std::uint64_t bound)>;

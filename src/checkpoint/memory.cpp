@@ -18,26 +18,8 @@
 namespace mithril {
 namespace {
 
-// A container in caller memory, read in place.
-class MemorySource final : public util::ByteSource {
- public:
-  MemorySource(util::ByteSpan bytes, std::string name) : m_bytes(bytes), m_name(std::move(name)) {}
-  std::uint64_t size() const noexcept override { return m_bytes.size(); }
-  const std::string& name() const noexcept override { return m_name; }
-  util::ByteSpan read(std::uint64_t offset, std::size_t length, util::ByteVector&) const override {
-    if (offset > m_bytes.size() || length > m_bytes.size() - offset) throw_truncated(offset, length);
-    m_bytes_read += length;
-    return m_bytes.subspan(offset, length);
-  }
-  bool memory_resident() const noexcept override { return true; }
-
- private:
-  util::ByteSpan m_bytes;
-  std::string m_name;
-};
-
 container::Reader open_memory(std::span<const std::byte> mcp, std::string_view name) {
-  return container::Reader(std::make_shared<MemorySource>(mcp, std::string(name)));
+  return container::Reader(std::make_shared<util::SpanSource>(mcp, std::string(name)));
 }
 
 std::vector<std::byte> into_vector(const std::function<std::uint64_t(const MemoryAllocator&)>& compress) {

@@ -87,6 +87,9 @@ struct DecodeTarget {
   // Called with chunk `c`'s restored bytes once checked, from the worker
   // threads, several chunks at once and in any order.
   std::function<void(std::size_t c, util::ByteSpan raw)> consume;
+  // Called with chunk `c`'s restored bytes once checked, in chunk order, one
+  // call at a time (a pipe); the chunks decoded ahead wait in their slots.
+  std::function<void(std::size_t c, util::ByteSpan raw)> consume_in_order;
 };
 
 // What decode_container() checks besides every chunk's XXH3-64.

@@ -1,11 +1,17 @@
-// cli/cmd_checkpoint.cpp — compress, decompress, info, verify.
+// cli/cmd_checkpoint.cpp — compress, decompress (files, directories, - for
+// stdin and stdout), info, verify.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
-#include <functional>
 #include <cstdio>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <unistd.h>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
@@ -84,8 +90,56 @@ std::string without_trailing_slash(std::string p) {
   return p;
 }
 
+// `-` as an input is stdin, as an output stdout (as for zstd). A container
+// is read whole before anything is decoded (its index is at its end), and
+// a checkpoint is planned whole before it is coded: stdin is read into
+// memory first. Binary data never goes to, or comes from, a terminal.
+constexpr const char* k_stdio = "-";
+
+std::vector<std::byte> read_stdin() {
+  if (::isatty(STDIN_FILENO))
+    throw Error(Errc::invalid_argument, "stdin is a terminal: pipe the input in, or name a file");
+  std::vector<std::byte> data;
+  std::size_t size = 0;
+  for (;;) {
+    if (data.size() - size < (std::size_t{1} << 20)) data.resize(std::max<std::size_t>(data.size() * 2, 4u << 20));
+    const ssize_t n = ::read(STDIN_FILENO, data.data() + size, data.size() - size);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error(Errc::io, fmt::format("stdin: read failed: {}", std::strerror(errno)));
+    }
+    size += static_cast<std::size_t>(n);
+  }
+  data.resize(size);
+  return data;
+}
+
+// stdout as an OrderedWriter: full writes, EINTR retried; any other failure
+// (a closed pipe: EPIPE where SIGPIPE is ignored) throws.
+OrderedWriter stdout_writer() {
+  if (::isatty(STDOUT_FILENO))
+    throw Error(Errc::invalid_argument, "stdout is a terminal: not writing binary data there (redirect it, or use -o FILE)");
+  return [](std::span<const std::byte> b) {
+    const auto* p = reinterpret_cast<const char*>(b.data());
+    std::size_t left = b.size();
+    while (left > 0) {
+      const ssize_t n = ::write(STDOUT_FILENO, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw Error(Errc::io, fmt::format("stdout: write failed: {}", std::strerror(errno)));
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+  };
+}
+
 void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   const fs::path in = a.input;
+  const bool from_stdin = a.input == k_stdio, to_stdout = a.output == k_stdio;
+  if (from_stdin && a.output.empty())
+    throw Error(Errc::invalid_argument, "compressing stdin: say where to write with -o OUT (or -o - for stdout)");
   const fs::path out = a.output.empty() ? fs::path(without_trailing_slash(a.input) + ".mcp") : fs::path(a.output);
   CompressOptions o;
   o.level = a.level;
@@ -104,26 +158,39 @@ void run_compress(const CompressArgs& a, const GlobalOptions& g) {
   ProgressBar bar("compress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
   o.warn = [&](const std::string& w) { fmt::print(stderr, "mithril: warning: {}\n", w); };
-  if (!is_url(a.input) && fs::is_directory(in)) {
+  if (!from_stdin && !is_url(a.input) && fs::is_directory(in)) {
+    if (to_stdout) throw Error(Errc::invalid_argument, fmt::format("{}: a directory compresses into a directory, not stdout", a.input));
     const auto r = compress_directory(in, out, o);
     bar.finish();
     if (!g.quiet) print_directory(r, in, out, false);
     return;
   }
-  const auto r = compress_file(in, out, o);
+  CompressResult r;
+  if (from_stdin) {
+    const std::vector<std::byte> data = read_stdin();
+    r = to_stdout ? compress_bytes(data, "stdin", stdout_writer(), o) : compress_bytes(data, "stdin", out, o);
+  } else {
+    r = to_stdout ? compress_file(in, stdout_writer(), o) : compress_file(in, out, o);
+  }
   bar.finish();
   if (!g.quiet)
-    fmt::print(stderr, "{}: {} -> {} ({}, ratio {:.3f}, {:.1f}%) in {:.2f} s, {:.0f} MiB/s -> {}\n", in.string(),
+    fmt::print(stderr, "{}: {} -> {} ({}, ratio {:.3f}, {:.1f}%) in {:.2f} s, {:.0f} MiB/s -> {}\n",
+               from_stdin ? "stdin" : in.string(),
                format_bytes(r.source_bytes), format_bytes(r.output_bytes),
                r.source_kind == "raw" ? "raw bytes" : fmt::format("{}, {} tensors", r.source_kind, r.tensors),
                ratio(r.source_bytes, r.output_bytes),
                r.source_bytes ? 100.0 * static_cast<double>(r.output_bytes) / static_cast<double>(r.source_bytes) : 0.0,
-               r.seconds, mib_per_s(r.source_bytes, r.seconds), out.string());
+               r.seconds, mib_per_s(r.source_bytes, r.seconds), to_stdout ? "stdout" : out.string());
 }
 
 void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
+  const bool from_stdin = a.input == k_stdio, to_stdout = a.output == k_stdio;
   const fs::path in = is_url(a.input) ? a.input : without_trailing_slash(a.input);
-  const bool directory = !is_url(a.input) && fs::is_directory(in);
+  const bool directory = !from_stdin && !is_url(a.input) && fs::is_directory(in);
+  if (from_stdin && a.output.empty())
+    throw Error(Errc::invalid_argument, "decompressing stdin: say where to write with -o OUT (or -o - for stdout)");
+  if (directory && to_stdout)
+    throw Error(Errc::invalid_argument, fmt::format("{}: a directory restores into a directory, not stdout", a.input));
   fs::path out = a.output;
   if (out.empty()) {
     if (in.extension() != ".mcp")
@@ -146,11 +213,18 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
     if (!g.quiet) print_directory(r, in, out, true);
     return;
   }
-  const auto r = decompress_file(in, out, o);
+  DecompressResult r;
+  if (from_stdin) {
+    const std::vector<std::byte> mcp = read_stdin();
+    r = to_stdout ? decompress_bytes(mcp, "stdin", stdout_writer(), o) : decompress_bytes(mcp, "stdin", out, o);
+  } else {
+    r = to_stdout ? decompress_file(in, stdout_writer(), o) : decompress_file(in, out, o);
+  }
   bar.finish();
   if (!g.quiet)
-    fmt::print(stderr, "{}: {} -> {} in {:.2f} s, {:.0f} MiB/s -> {}\n", in.string(), format_bytes(r.input_bytes),
-               format_bytes(r.output_bytes), r.seconds, mib_per_s(r.output_bytes, r.seconds), out.string());
+    fmt::print(stderr, "{}: {} -> {} in {:.2f} s, {:.0f} MiB/s -> {}\n", from_stdin ? "stdin" : in.string(),
+               format_bytes(r.input_bytes), format_bytes(r.output_bytes), r.seconds,
+               mib_per_s(r.output_bytes, r.seconds), to_stdout ? "stdout" : out.string());
 }
 
 int run_verify(const std::string& input, const std::string& base, unsigned threads, const std::string& endpoint,
@@ -369,8 +443,8 @@ void run_tensor(const TensorArgs& a, const GlobalOptions& g) {
 void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   auto c = std::make_shared<CompressArgs>();
   auto* compress = app.add_subcommand("compress", "Compress a checkpoint (safetensors, torch.save, any file, or a directory of them such as a Hugging Face sharded checkpoint) into .mcp");
-  compress->add_option("input", c->input, "Checkpoint to compress")->required();
-  compress->add_option("-o,--output", c->output, "Output file (default: INPUT.mcp)");
+  compress->add_option("input", c->input, "Checkpoint to compress (- for stdin)")->required();
+  compress->add_option("-o,--output", c->output, "Output file (default: INPUT.mcp; - for stdout)");
   compress->add_option("-l,--level", c->level, "Level 1..19 (default 3); 1-2 code exponent planes with Huffman (faster to decode, a little larger); higher tries zstd on more planes")
       ->check(CLI::Range(k_min_level, k_max_level));
   compress->add_option("-T,--threads", c->threads, "Worker threads (default: all cores)");
@@ -384,8 +458,8 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
 
   auto d = std::make_shared<DecompressArgs>();
   auto* decompress = app.add_subcommand("decompress", "Restore the original file from an .mcp");
-  decompress->add_option("input", d->input, "The .mcp file, or a directory made by `compress DIR`")->required();
-  decompress->add_option("-o,--output", d->output, "Output file (default: INPUT without .mcp)");
+  decompress->add_option("input", d->input, "The .mcp file, or a directory made by `compress DIR` (- for stdin)")->required();
+  decompress->add_option("-o,--output", d->output, "Output file (default: INPUT without .mcp; - for stdout)");
   decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
   decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");
   decompress->add_flag("--sync", d->sync, "fsync the restored file before renaming it into place");

@@ -69,6 +69,25 @@ class MappedSource final : public ByteSource {
   std::string m_name;
 };
 
+// Bytes already in memory (the caller's, which must outlive it and not
+// change): an in-memory container, or one read whole from a pipe.
+class SpanSource final : public ByteSource {
+ public:
+  SpanSource(ByteSpan bytes, std::string name) : m_bytes(bytes), m_name(std::move(name)) {}
+  std::uint64_t size() const noexcept override { return m_bytes.size(); }
+  const std::string& name() const noexcept override { return m_name; }
+  ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector&) const override {
+    if (offset > m_bytes.size() || length > m_bytes.size() - offset) throw_truncated(offset, length);
+    m_bytes_read += length;
+    return m_bytes.subspan(static_cast<std::size_t>(offset), length);
+  }
+  bool memory_resident() const noexcept override { return true; }
+
+ private:
+  ByteSpan m_bytes;
+  std::string m_name;
+};
+
 // Large windows in front of a source that is scanned roughly in order by
 // several threads (decoding every chunk of a remote container): each window
 // is fetched once with one read of the inner source, up to `max_windows` are
