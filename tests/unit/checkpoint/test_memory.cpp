@@ -280,3 +280,76 @@ TEST(Memory, BadArgumentsAreClearErrors) {
 
 }  // namespace
 }  // namespace mithril
+
+namespace mithril {
+namespace {
+
+// Streams (the CLI's `-` for stdin and stdout): an OrderedWriter gets the
+// same container a file holds, and the restored bytes in order, for any
+// thread count (the decoder's ordered stage; TSan runs this test).
+TEST(Streams, ParallelWritersGetTheFileBytesInOrder) {
+  TempDir dir;
+  util::ByteVector data = smooth_f32(200000);
+  const auto noise = random_bytes(30000, 4);
+  data.insert(data.end(), noise.begin(), noise.end());
+  test::write_file(dir / "raw.bin", data);
+  compress_file(dir / "raw.bin", dir / "raw.mcp", opts(1));
+  const auto want = read_file(dir / "raw.mcp");
+  for (unsigned threads : {1u, 2u, 4u}) {
+    std::vector<std::byte> got;
+    std::size_t calls = 0;
+    const OrderedWriter collect = [&](std::span<const std::byte> b) {
+      got.insert(got.end(), b.begin(), b.end());
+      ++calls;
+    };
+    const auto r = compress_file(dir / "raw.bin", collect, opts(threads));
+    EXPECT_EQ(got, want) << threads;
+    EXPECT_EQ(r.output_bytes, want.size());
+    EXPECT_GT(calls, 2u);  // written as it was made, not in one piece
+    got.clear();
+    compress_bytes(data, "raw.bin", collect, opts(threads));  // from memory, named as the file
+    EXPECT_EQ(got, want) << threads;
+
+    got.clear();
+    DecompressOptions d;
+    d.threads = threads;
+    const auto dr = decompress_file(dir / "raw.mcp", collect, d);
+    EXPECT_EQ(got, data) << threads;
+    EXPECT_EQ(dr.output_bytes, data.size());
+    got.clear();
+    decompress_bytes(want, "raw.mcp", collect, d);
+    EXPECT_EQ(got, data) << threads;
+  }
+  // From memory to a file: the file path's result, and no overwriting without force.
+  compress_bytes(data, "raw.bin", dir / "from_memory.mcp", opts(2));
+  EXPECT_EQ(read_file(dir / "from_memory.mcp"), want);
+  DecompressOptions d;
+  decompress_bytes(want, "raw.mcp", dir / "restored.bin", d);
+  EXPECT_EQ(read_file(dir / "restored.bin"), data);
+  EXPECT_EQ(code_of([&] { decompress_bytes(want, "raw.mcp", dir / "restored.bin", d); }), Errc::exists);
+  EXPECT_EQ(code_of([&] { compress_bytes(data, "raw.bin", dir / "from_memory.mcp", opts(2)); }), Errc::exists);
+}
+
+TEST(Streams, ParallelDamageStopsTheStreamBeforeAnyWrongByte) {
+  const auto data = smooth_f32(100000);
+  const auto mcp = compress_buffer(data, "F32", opts(2));
+  for (std::size_t at = 64; at < mcp.size(); at += 1 + mcp.size() / 60) {
+    auto bad = mcp;
+    bad[at] ^= std::byte{0x24};
+    std::vector<std::byte> got;
+    DecompressOptions d;
+    d.threads = 3;
+    try {
+      decompress_bytes(bad, "bad.mcp", [&](std::span<const std::byte> b) { got.insert(got.end(), b.begin(), b.end()); },
+                       d);
+      EXPECT_EQ(got, data) << "damage at " << at << " passed unnoticed with other bytes";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::corrupt) << at << ": " << e.what();
+      ASSERT_LE(got.size(), data.size());
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin())) << "a wrong byte went out; damage at " << at;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mithril
