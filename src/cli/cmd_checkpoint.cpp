@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/core.h>
@@ -101,8 +102,13 @@ std::vector<std::byte> read_stdin() {
     throw Error(Errc::invalid_argument, "stdin is a terminal: pipe the input in, or name a file");
   std::vector<std::byte> data;
   std::size_t size = 0;
+  // A redirected file (`< model.safetensors`) says its size: one buffer of
+  // it, not a doubling one (a pipe does not).
+  struct stat st {};
+  if (::fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+    data.resize(static_cast<std::size_t>(st.st_size) + 1);
   for (;;) {
-    if (data.size() - size < (std::size_t{1} << 20)) data.resize(std::max<std::size_t>(data.size() * 2, 4u << 20));
+    if (data.size() == size) data.resize(std::max<std::size_t>(data.size() * 2, 4u << 20));
     const ssize_t n = ::read(STDIN_FILENO, data.data() + size, data.size() - size);
     if (n == 0) break;
     if (n < 0) {
