@@ -209,6 +209,8 @@ def main() -> int:
             print(f"† zstd -19 on a {SAMPLE_PIECES * SAMPLE_PIECE // MIB} MiB sample of each file ({SAMPLE_PIECES} pieces of "
                   f"{SAMPLE_PIECE >> 10} KiB spread evenly over it): an "
                   "estimate, as it runs at a few MiB/s; `scripts/demo --full` runs it on whole files.")
+        print("Your own files on this machine, in memory beside libzstd: "
+              "build/mithril bench FILE... -T 1,0 --zstd 3")
         if a.keep:
             a.keep.mkdir(parents=True, exist_ok=True)
             for f in (fp32, bf16, s2, s4):
