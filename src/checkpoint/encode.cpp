@@ -99,7 +99,8 @@ EncoderPool& encoder_pool() {
 }
 
 // Codes every chunk into `writer` (payloads, then index and footer).
-CompressResult encode_chunks(container::Writer& writer, container::Index& index, const SourcePlan& plan,
+CompressResult encode_chunks(container::Writer& writer, container::Index& index,
+                             const container::PreparedIndex& prepared, const SourcePlan& plan,
                              const ChunkSource& chunk_bytes, const CompressOptions& options, const BaseSource* base,
                              std::chrono::steady_clock::time_point started) {
   const std::uint64_t source_size = index.source.size;
@@ -193,7 +194,7 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
   index.source.blake3 = digest.digest();
   CompressResult result;
   result.source_bytes = source_size;
-  result.output_bytes = writer.finish(index);
+  result.output_bytes = writer.finish(index, &prepared);
   result.source_kind = plan.kind;
   result.tensors = plan.tensor_count;
   result.chunks = plan.chunks.size();
@@ -246,7 +247,8 @@ CompressResult write_to_sink(util::ByteSink& sink, SourcePlan plan, const std::s
           ? container::Writer::positional([&sink](std::uint64_t at, util::ByteSpan b) { sink.write_at(at, b); })
           : container::Writer([&sink](util::ByteSpan b) { sink.write(b); });
   container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
-  return encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);
+  const container::PreparedIndex prepared = container::prepare_index(index);
+  return encode_chunks(writer, index, prepared, plan, chunk_bytes, options, base ? &*base : nullptr, started);
 }
 
 }  // namespace
@@ -287,9 +289,10 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
     match_base(plan, *base);
   }
   container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
+  const container::PreparedIndex prepared = container::prepare_index(index);
   // A payload is never larger than its raw bytes (the coder falls back to the
   // raw layout), and the index's size does not depend on the coding.
-  std::uint64_t bound = container::k_header_size + container::Writer::max_tail_size(index);
+  std::uint64_t bound = container::k_header_size + container::Writer::max_tail_size(index, &prepared);
   for (const auto& c : plan.chunks) bound += c.size;
   const util::MutableByteSpan memory = allocate(bound);
   if (memory.size() < bound) throw Error(Errc::internal, "in-memory compress: output buffer smaller than its bound");
@@ -318,7 +321,7 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
       std::memcpy(memory.data() + at + done, b.data() + done, n);
     }
   });
-  return encode_chunks(writer, index, plan, chunk_bytes, options, base ? &*base : nullptr, started);
+  return encode_chunks(writer, index, prepared, plan, chunk_bytes, options, base ? &*base : nullptr, started);
 }
 
 }  // namespace mithril::checkpoint

@@ -101,10 +101,12 @@ Footer decode_footer(util::ByteSpan b, std::string_view file) {
   return f;
 }
 
-util::ByteVector encode_index(const Index& index) {
+PreparedIndex prepare_index(const Index& index) {
   json j;
   j["format"] = "mcp";
-  j["source"] = identity_to_json(index.source);
+  SourceIdentity source = index.source;
+  source.blake3 = {};  // zeros: filled in by encode_index
+  j["source"] = identity_to_json(source);
   j["source"]["kind"] = index.source_kind;
   if (index.base) j["base"] = identity_to_json(*index.base);
   j["metadata"] = index.metadata;
@@ -125,12 +127,34 @@ util::ByteVector encode_index(const Index& index) {
     segs.push_back(std::move(js));
   }
   j["segments"] = std::move(segs);
-  const std::string text = j.dump();
+  PreparedIndex p;
+  p.json = j.dump();
+  p.chunks = index.chunks.size();
+  // Keys are sorted ("source" last) and a quote inside a string value is
+  // escaped, so this text occurs once, as the source object's first key.
+  static constexpr std::string_view k_digest_key = R"("source":{"blake3":")";
+  const std::size_t at = p.json.rfind(k_digest_key);
+  if (at == std::string::npos || p.json.size() - at - k_digest_key.size() < 64)
+    throw Error(Errc::internal, "index: the source digest is not where it belongs");
+  p.blake3_at = at + k_digest_key.size();
+  return p;
+}
 
+std::size_t encoded_index_size(const PreparedIndex& prepared) {
+  return 4 + prepared.json.size() + prepared.chunks * k_chunk_record_size;
+}
+
+util::ByteVector encode_index(const Index& index, const PreparedIndex& prepared) {
+  if (index.chunks.size() != prepared.chunks)
+    throw Error(Errc::internal, "index: chunk count changed after the index was prepared");
+  const std::string digest = util::to_hex(index.source.blake3);
   util::ByteVector out;
-  out.reserve(4 + text.size() + index.chunks.size() * k_chunk_record_size);
-  util::append_le<std::uint32_t>(out, static_cast<std::uint32_t>(text.size()));
-  util::append_bytes(out, util::as_bytes(text));
+  out.reserve(encoded_index_size(prepared));
+  util::append_le<std::uint32_t>(out, static_cast<std::uint32_t>(prepared.json.size()));
+  const auto text = util::as_bytes(prepared.json);
+  util::append_bytes(out, text.first(prepared.blake3_at));
+  util::append_bytes(out, util::as_bytes(digest));
+  util::append_bytes(out, text.subspan(prepared.blake3_at + digest.size()));
   for (const auto& c : index.chunks) {
     util::append_le(out, c.file_offset);
     util::append_le(out, c.source_offset);
@@ -144,8 +168,11 @@ util::ByteVector encode_index(const Index& index) {
     util::append_le(out, static_cast<std::uint8_t>(c.residual));
     util::append_le<std::uint64_t>(out, 0);
   }
+  if (out.size() != encoded_index_size(prepared)) throw Error(Errc::internal, "index: size mismatch");
   return out;
 }
+
+util::ByteVector encode_index(const Index& index) { return encode_index(index, prepare_index(index)); }
 
 Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_view file) {
   if (raw.size() < 4) corrupt(file, "index: too short");

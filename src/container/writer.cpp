@@ -42,14 +42,16 @@ void Writer::write_at(std::uint64_t offset, util::ByteSpan payload) const {
   if (!payload.empty()) m_at(offset, payload);
 }
 
-std::uint64_t Writer::max_tail_size(const Index& index) {
-  return encode_index(index).size() + k_footer_size;
+std::uint64_t Writer::max_tail_size(const Index& index, const PreparedIndex* prepared) {
+  return (prepared ? encoded_index_size(*prepared) : encode_index(index).size()) + k_footer_size;
 }
 
-std::uint64_t Writer::finish(const Index& index) {
-  const util::ByteVector raw = encode_index(index);
+std::uint64_t Writer::finish(const Index& index, const PreparedIndex* prepared) {
+  const util::ByteVector raw = prepared ? encode_index(index, *prepared) : encode_index(index);
   util::ByteVector packed;
-  codec::ZstdCompressor z(9);
+  // Level 1: on MiniLM's 20.9 KB index 4430 bytes in 0.04 ms, level 9 4307
+  // in 0.24 ms — a serial step of every compression, for 0.0002% of it.
+  codec::ZstdCompressor z(1);
   z.compress_append(raw, packed);
   Footer f;
   f.index_offset = m_offset;

@@ -38,10 +38,11 @@ class Writer {
   std::uint64_t reserve(std::size_t size);
   void write_at(std::uint64_t offset, util::ByteSpan payload) const;
   // Writes index (zstd-compressed when that pays) and footer. Returns the
-  // total file size.
-  std::uint64_t finish(const Index& index);
+  // total file size. `prepared` (prepare_index() of the same index, made
+  // before the coding) spares this serial step the index's JSON.
+  std::uint64_t finish(const Index& index, const PreparedIndex* prepared = nullptr);
   // Bytes finish() writes for `index` at most (the index stored raw).
-  static std::uint64_t max_tail_size(const Index& index);
+  static std::uint64_t max_tail_size(const Index& index, const PreparedIndex* prepared = nullptr);
 
   std::uint64_t offset() const noexcept { return m_offset; }
 

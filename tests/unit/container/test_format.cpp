@@ -141,3 +141,39 @@ TEST(ContainerFormat, MalformedJsonIsCorruptNotCrash) {
     }
   }
 }
+
+// A writer prepares the index's JSON before the coding, when neither the
+// source's BLAKE3 nor the chunk records are known (encode.cpp): filled in
+// afterwards, it decodes to the finished index, whatever the metadata holds
+// (text that looks like the digest's place included) and with a base whose
+// digest comes first in the JSON.
+TEST(ContainerFormat, PreparedIndexFilledInLaterDecodesToTheFinishedIndex) {
+  Index early = sample_index();
+  early.source.blake3 = {};
+  for (auto& c : early.chunks) c = ChunkRecord{};
+  early.metadata = {{"note", R"("source":{"blake3":"00", a "quoted" \ value)"}, {"zz", "\"source\":{\"blake3\":\""}};
+  early.base = SourceIdentity{"base.safetensors", 300, {}};
+  early.base->blake3.fill(0x5c);
+  const PreparedIndex prepared = prepare_index(early);
+
+  Index done = sample_index();
+  done.metadata = early.metadata;
+  done.base = early.base;
+  done.source.blake3.fill(0x3e);
+  const auto raw = encode_index(done, prepared);
+  EXPECT_EQ(raw.size(), encoded_index_size(prepared));
+  EXPECT_EQ(raw, encode_index(done));
+  const Index back = decode_index(raw, payload_end(done), "f.mcp");
+  EXPECT_EQ(back.source.blake3, done.source.blake3);
+  ASSERT_TRUE(back.base.has_value());
+  EXPECT_EQ(back.base->blake3, done.base->blake3);
+  EXPECT_EQ(back.metadata, done.metadata);
+  ASSERT_EQ(back.chunks.size(), 3u);
+  EXPECT_EQ(back.chunks[2].raw_xxh3, 1002u);
+  EXPECT_EQ(back.chunks[2].stored_size, 80u);
+
+  // Prepared for another chunk count: refused, never a wrong index.
+  Index more = done;
+  more.chunks.push_back(done.chunks.back());
+  EXPECT_THROW(encode_index(more, prepared), Error);
+}
