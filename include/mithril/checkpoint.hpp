@@ -160,6 +160,8 @@ struct VerifyResult {
 // problems listed. Throws only when the file cannot be read at all (missing,
 // not an .mcp, index damaged).
 VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions& options);
+// An .mcp already in memory (read from a pipe), named `name` in problems.
+VerifyResult verify_bytes(std::span<const std::byte> mcp, const std::string& name, const VerifyOptions& options);
 
 struct TensorSummary {
   std::string name;

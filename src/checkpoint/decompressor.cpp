@@ -123,9 +123,10 @@ DecompressResult decompress_bytes(std::span<const std::byte> mcp, const std::str
   return decompress_reader(container::Reader(std::make_shared<util::SpanSource>(mcp, name)), write, options, t0);
 }
 
-VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions& options) {
-  const auto t0 = std::chrono::steady_clock::now();
-  container::Reader reader(checkpoint::open_container_source(input, options.remote));
+namespace {
+
+VerifyResult verify_reader(const container::Reader& reader, const std::string& input, const VerifyOptions& options,
+                           std::chrono::steady_clock::time_point t0) {
   VerifyResult r;
   r.chunks = reader.index().chunks.size();
   r.source_bytes = reader.index().source.size;
@@ -134,7 +135,7 @@ VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions
     if (!options.base) {
       r.problems.push_back(fmt::format(
           "{}: delta against '{}' (BLAKE3 {}): chunk checksums of delta chunks need --base; checked the rest",
-          input.string(), reader.index().base->name, util::to_hex(reader.index().base->blake3)));
+          input, reader.index().base->name, util::to_hex(reader.index().base->blake3)));
     } else {
       base = checkpoint::open_base_for(reader, options.base, options.threads, options.remote);
     }
@@ -149,6 +150,19 @@ VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions
   r.ok = r.problems.empty();
   r.seconds = seconds_since(t0);
   return r;
+}
+
+}  // namespace
+
+VerifyResult verify_file(const std::filesystem::path& input, const VerifyOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  return verify_reader(container::Reader(checkpoint::open_container_source(input, options.remote)), input.string(),
+                       options, t0);
+}
+
+VerifyResult verify_bytes(std::span<const std::byte> mcp, const std::string& name, const VerifyOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  return verify_reader(container::Reader(std::make_shared<util::SpanSource>(mcp, name)), name, options, t0);
 }
 
 bool is_mcp_file(const std::filesystem::path& path, const RemoteOptions& remote) {

@@ -241,16 +241,22 @@ int run_verify(const std::string& input, const std::string& base, unsigned threa
   if (!base.empty()) o.base = base;
   ProgressBar bar("verify", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
-  const bool directory = !is_url(input) && fs::is_directory(input);
-  const auto r = directory ? verify_directory(input, o) : verify_file(input, o);
+  const bool from_stdin = input == k_stdio;
+  const bool directory = !from_stdin && !is_url(input) && fs::is_directory(input);
+  VerifyResult r;
+  if (from_stdin)
+    r = verify_bytes(read_stdin(), "stdin", o);
+  else
+    r = directory ? verify_directory(input, o) : verify_file(input, o);
   bar.finish();
+  const std::string name = from_stdin ? "stdin" : input;
   for (const auto& p : r.problems) fmt::print(stderr, "mithril: error: {}\n", p);
   if (!r.ok) {
-    fmt::print(stderr, "{}: DAMAGED ({} problem{})\n", input, r.problems.size(), r.problems.size() == 1 ? "" : "s");
+    fmt::print(stderr, "{}: DAMAGED ({} problem{})\n", name, r.problems.size(), r.problems.size() == 1 ? "" : "s");
     return 3;  // corrupt input, as for every other command (README)
   }
   if (!g.quiet)
-    fmt::print("{}: OK ({} chunks, {} restored bytes, BLAKE3 verified) in {:.2f} s\n", input, r.chunks,
+    fmt::print("{}: OK ({} chunks, {} restored bytes, BLAKE3 verified) in {:.2f} s\n", name, r.chunks,
                r.source_bytes, r.seconds);
   return 0;
 }
@@ -309,6 +315,8 @@ void run_directory_info(const std::string& input, bool as_json) {
 }
 
 void run_info(const std::string& input, bool as_json, const std::string& endpoint) {
+  if (input == k_stdio)
+    throw Error(Errc::invalid_argument, "info reads a file or URL, not stdin (an .mcp's index is at its end): save it first");
   if (!is_url(input) && fs::is_directory(input)) return run_directory_info(input, as_json);
   const FileInfo info = describe_file(input, RemoteOptions{endpoint});
   std::uint64_t tensor_bytes = 0, tensor_stored = 0;
@@ -424,6 +432,8 @@ struct TensorArgs {
 };
 
 void run_tensor(const TensorArgs& a, const GlobalOptions& g) {
+  if (a.input == k_stdio)
+    throw Error(Errc::invalid_argument, "tensor reads a file or URL, not stdin (it reads only the tensor's chunks): save it first");
   ReaderOptions o;
   o.threads = a.threads;
   o.remote.endpoint = a.endpoint;
@@ -490,7 +500,7 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   };
   auto v = std::make_shared<VerifyArgs>();
   auto* verify = app.add_subcommand("verify", "Check every checksum and the whole-file digest; writes nothing");
-  verify->add_option("file", v->input, "The .mcp file")->required();
+  verify->add_option("file", v->input, "The .mcp file (- for stdin)")->required();
   verify->add_option("--base", v->base, "The base checkpoint of a delta file");
   verify->add_option("-T,--threads", v->threads, "Worker threads (default: all cores)");
   verify->add_option("--endpoint", v->endpoint, "S3 endpoint URL (default: $AWS_ENDPOINT_URL)");

@@ -175,3 +175,20 @@ def test_a_reader_that_stops_early(model, tmp_path):
     assert p.returncode in (-13, 4), (p.returncode, err)
     if p.returncode == 4:
         assert b"stdout: write failed" in err
+
+
+def test_verify_from_stdin_and_what_needs_a_file(model, tmp_path):
+    blob = pipe("compress", model, "-o", "-", "-q", "--chunk-size", "256K").stdout
+    r = pipe("verify", "-", data=blob)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"stdin: OK (")
+    bad = bytearray(blob)
+    bad[len(bad) // 2] ^= 0x10
+    r = pipe("verify", "-", data=bytes(bad))
+    assert r.returncode == 3, r.stderr
+    assert b"stdin: DAMAGED" in r.stderr and b"checksum mismatch" in r.stderr
+    # info and tensor read an index at the end and single chunks: a file or URL.
+    for args in (["info", "-"], ["tensor", "-", "w0", "-o", tmp_path / "w0.bin"]):
+        r = pipe(*args, data=blob)
+        assert r.returncode == 2 and b"not stdin" in r.stderr, r.stderr
+    assert not (tmp_path / "w0.bin").exists()
