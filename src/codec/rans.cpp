@@ -188,7 +188,7 @@ bool encode_lanes(const u8* in, std::size_t n, unsigned lanes_log2, const EncTab
 }
 
 std::optional<std::size_t> encode_impl(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out,
-                                       Kernel kernel, unsigned max_scale = k_max_scale) {
+                                       Kernel kernel, unsigned max_scale = k_max_scale, unsigned min_lanes_log2 = 0) {
   const std::size_t n = in.size();
   if (n > std::numeric_limits<u32>::max())
     throw Error(Errc::invalid_argument, "rans::encode: block of " + std::to_string(n) + " bytes exceeds 4 GiB");
@@ -214,7 +214,8 @@ std::optional<std::size_t> encode_impl(util::ByteSpan in, const Histogram& hist,
     return 2;
   }
 
-  const Plan plan = plan_block(hist, n, nsym, std::clamp(max_scale, lo_scale(nsym), k_max_scale));
+  Plan plan = plan_block(hist, n, nsym, std::clamp(max_scale, lo_scale(nsym), k_max_scale));
+  while (plan.lanes_log2 < min_lanes_log2 && (u64{1} << (plan.lanes_log2 + 1)) <= n) ++plan.lanes_log2;
   const std::size_t lanes = std::size_t{1} << plan.lanes_log2;
   const std::size_t head = 2 + (plan.table_bits + 7) / 8;
   const std::size_t floor = head + 4 * lanes;
@@ -401,6 +402,10 @@ std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util
 
 std::optional<std::size_t> encode_fast(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
   return encode_impl(in, hist, out, active_encode_kernel(), k_packed_max_scale);
+}
+
+std::optional<std::size_t> encode_short(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
+  return encode_impl(in, hist, out, active_encode_kernel(), k_max_scale, 3);
 }
 
 void decode(util::ByteSpan block, util::MutableByteSpan out) { decode_impl(block, out, active_decode_kernel()); }

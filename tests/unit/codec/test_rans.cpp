@@ -258,6 +258,33 @@ TEST(Rans, EncodeFastStaysAtTheCoarseScales) {
   EXPECT_EQ(scale_of(encode(exps, true)), 12u);
 }
 
+TEST(Rans, EncodeShortGivesSmallBlocksEightLanes) {
+  auto lanes_of = [](const ByteVector& block) { return 1u << (static_cast<unsigned>(block[1]) >> 4); };
+  auto encode = [](const ByteVector& data, bool short_block) {
+    ByteVector out(data.size() + 1024);
+    const auto n = short_block ? rans::encode_short(data, hist_of(data), out) : rans::encode(data, hist_of(data), out);
+    EXPECT_TRUE(n.has_value());
+    out.resize(n.value_or(0));
+    return out;
+  };
+  for (const std::size_t n : {std::size_t{9}, std::size_t{300}, std::size_t{2003}, std::size_t{40000}}) {
+    const auto data = bf16_exponents(n, n);
+    const ByteVector plain = encode(data, false), wide = encode(data, true);
+    ASSERT_GE(plain.size(), 2u);
+    EXPECT_EQ(lanes_of(wide), std::max(8u, lanes_of(plain))) << n;
+    // Only the extra lanes' states: 4 bytes each (less what they save).
+    EXPECT_LE(wide.size(), plain.size() + 4 * (lanes_of(wide) - lanes_of(plain))) << n;
+    ByteVector back(n);
+    rans::decode(wide, back);
+    EXPECT_EQ(back, data) << n;
+  }
+  // Fewer bytes than 8 lanes: as many lanes as the block allows.
+  const auto tiny = bf16_exponents(5, 5);
+  ByteVector back(5);
+  rans::decode(encode(tiny, true), back);
+  EXPECT_EQ(back, tiny);
+}
+
 TEST(Rans, SmallBlocksHaveCompactTables) {
   for (std::size_t n : {256u, 1024u, 4096u}) {
     const auto data = bf16_exponents(n, n);

@@ -185,7 +185,9 @@ TEST(RansBlocks, PieceDecoderMatchesDecodeAtAnySplit) {
         pieces_ok = false;
       }
       ASSERT_EQ(whole_ok, pieces_ok);
-      if (whole_ok) ASSERT_TRUE(a == b);
+      if (whole_ok) {
+        ASSERT_TRUE(a == b);
+      }
     }
   }
   // An empty plane is one empty block.
