@@ -236,15 +236,23 @@ TEST(Rans, ManyRareSymbolsStayWithinModelPrecision) {
 // in the decoder) where encode() takes a finer one for many rare symbols,
 // at some cost in size, and decodes the same; where encode() takes scale 12
 // anyway the two blocks are the same bytes.
+namespace {
+
+// `data` coded by one of the rANS encoders (encode, encode_fast, encode_short).
+using EncodeFn = std::optional<std::size_t> (*)(util::ByteSpan, const Histogram&, util::MutableByteSpan);
+ByteVector encode_by(EncodeFn fn, const ByteVector& data) {
+  ByteVector out(data.size() + 1024);
+  const auto n = fn(data, hist_of(data), out);
+  EXPECT_TRUE(n.has_value());
+  out.resize(n.value_or(0));
+  return out;
+}
+
+}  // namespace
+
 TEST(Rans, EncodeFastStaysAtTheCoarseScales) {
   auto scale_of = [](const ByteVector& block) { return (static_cast<unsigned>(block[1]) & 15) + 8; };
-  auto encode = [](const ByteVector& data, bool fast) {
-    ByteVector out(data.size() + 1024);
-    const auto n = fast ? rans::encode_fast(data, hist_of(data), out) : rans::encode(data, hist_of(data), out);
-    EXPECT_TRUE(n.has_value());
-    out.resize(n.value_or(0));
-    return out;
-  };
+  auto encode = [](const ByteVector& data, bool fast) { return encode_by(fast ? rans::encode_fast : rans::encode, data); };
   const auto rare = zeros_999_wide(1u << 20, 43);
   const ByteVector fine = encode(rare, false), coarse = encode(rare, true);
   ASSERT_GT(scale_of(fine), 12u);
@@ -261,11 +269,7 @@ TEST(Rans, EncodeFastStaysAtTheCoarseScales) {
 TEST(Rans, EncodeShortGivesSmallBlocksEightLanes) {
   auto lanes_of = [](const ByteVector& block) { return 1u << (static_cast<unsigned>(block[1]) >> 4); };
   auto encode = [](const ByteVector& data, bool short_block) {
-    ByteVector out(data.size() + 1024);
-    const auto n = short_block ? rans::encode_short(data, hist_of(data), out) : rans::encode(data, hist_of(data), out);
-    EXPECT_TRUE(n.has_value());
-    out.resize(n.value_or(0));
-    return out;
+    return encode_by(short_block ? rans::encode_short : rans::encode, data);
   };
   for (const std::size_t n : {std::size_t{9}, std::size_t{300}, std::size_t{2003}, std::size_t{40000}}) {
     const auto data = bf16_exponents(n, n);
