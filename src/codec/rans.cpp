@@ -404,8 +404,9 @@ std::optional<std::size_t> encode_fast(util::ByteSpan in, const Histogram& hist,
   return encode_impl(in, hist, out, active_encode_kernel(), k_packed_max_scale);
 }
 
-std::optional<std::size_t> encode_short(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
-  return encode_impl(in, hist, out, active_encode_kernel(), k_max_scale, 3);
+std::optional<std::size_t> encode_lanes(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out,
+                                        unsigned min_lanes_log2) {
+  return encode_impl(in, hist, out, active_encode_kernel(), k_max_scale, std::min(min_lanes_log2, k_max_lanes_log2));
 }
 
 void decode(util::ByteSpan block, util::MutableByteSpan out) { decode_impl(block, out, active_decode_kernel()); }

@@ -33,12 +33,14 @@ std::optional<std::size_t> encode(util::ByteSpan in, const Histogram& hist, util
 // For a caller that has already made rare symbols rare no more (rans_pairs).
 std::optional<std::size_t> encode_fast(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out);
 
-// encode() with at least 8 lanes (where the block has 8 bytes). encode()
-// gives a small block one or two lanes (each lane's state costs 4 bytes),
-// which decode one symbol after another through a chain of dependent
-// multiplies; 8 lanes share one AVX2 register, for up to 28 bytes more. For
-// short streams decoded beside long ones (rans_pairs' escapes).
-std::optional<std::size_t> encode_short(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out);
+// encode() with at least 2^min_lanes_log2 lanes (as many as the block has
+// bytes for; at most 64). encode() gives a block about 1/256 of its payload
+// in lane states (4 bytes a lane), so a small block gets few lanes, which
+// decode one symbol after another through a chain of dependent multiplies;
+// eight lanes share one AVX2 register. For blocks decoded beside big ones:
+// rans_pairs' escapes (8 lanes), rans_blocks' 64 KiB blocks (32 lanes).
+std::optional<std::size_t> encode_lanes(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out,
+                                        unsigned min_lanes_log2);
 
 // Decodes a block written by encode() into out, whose size must be the
 // original size. Throws Error(corrupt) on a malformed or truncated block; never

@@ -16,16 +16,26 @@ constexpr std::size_t k_piece = std::size_t{1} << k_min_log2_block;
 
 [[noreturn]] void corrupt(const std::string& what) { throw Error(Errc::corrupt, "rans blocks: " + what); }
 
+// Lanes of every block: at least 32 (rans::encode_lanes). The planner alone
+// gives a 64 KiB block ~16 (its states ~1/256 of the payload), and 16 lanes
+// decode at about half the rate of 64 (two AVX2 registers' dependency chains
+// instead of eight): on the AdamW state (its exponent planes in blocks)
+// 32 lanes decoded 6% faster for 0.007% more bytes (docs/benchmarks.md,
+// session 37).
+constexpr unsigned k_block_lanes_log2 = 5;
+
 // Estimated bytes of one rANS block of n bytes with histogram h, head
 // included: the order-0 bound, ~1.3 bytes of table per symbol and the lane
 // states (rans.cpp gives a block ~1/2048 of its size or 1/256 of its payload
-// in states, at most 64 lanes of 4 bytes).
+// in states, at most 64 lanes of 4 bytes; here at least 32 lanes).
 double block_cost(const Histogram& h, std::size_t n) {
   unsigned nsym = 0;
   for (auto c : h) nsym += c != 0;
   if (nsym <= 1) return 6.0;
   const double payload = order0_bits(h) / 8.0;
-  const double states = std::min(256.0, std::max(payload / 256.0, static_cast<double>(n) / 2048.0));
+  const double min_states = 4.0 * static_cast<double>(std::min<std::size_t>(n, std::size_t{1} << k_block_lanes_log2));
+  const double states =
+      std::min(256.0, std::max({payload / 256.0, static_cast<double>(n) / 2048.0, min_states}));
   return std::min(payload + 1.3 * nsym + states + 8.0, static_cast<double>(n) + 4.0);
 }
 
@@ -97,7 +107,7 @@ std::optional<std::size_t> encode(util::ByteSpan plane, unsigned log2_block, uti
       hp = &hists[off / bs];
     const Histogram& h = *hp;
     std::optional<std::size_t> size;
-    if (!in.empty()) size = rans::encode(in, h, room.first(std::min(room.size(), in.size() - 1)));
+    if (!in.empty()) size = rans::encode_lanes(in, h, room.first(std::min(room.size(), in.size() - 1)), k_block_lanes_log2);
     std::uint32_t head;
     if (size) {
       head = static_cast<std::uint32_t>(*size << 1);

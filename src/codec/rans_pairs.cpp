@@ -340,8 +340,8 @@ std::optional<std::size_t> Encoder::encode(util::ByteSpan in, const Histogram& h
     if (m_esc_coded.size() < total - 1) m_esc_coded.resize(static_cast<std::size_t>(total - 1));
     // Coded only where that is smaller than the bytes themselves.
     if (const auto c =
-            rans::encode_short(util::ByteSpan(m_escapes.data(), static_cast<std::size_t>(total)), eh,
-                               util::MutableByteSpan(m_esc_coded.data(), static_cast<std::size_t>(total - 1)))) {
+            rans::encode_lanes(util::ByteSpan(m_escapes.data(), static_cast<std::size_t>(total)), eh,
+                               util::MutableByteSpan(m_esc_coded.data(), static_cast<std::size_t>(total - 1)), 3)) {
       esc_size = *c;
       esc_rans = true;
     }

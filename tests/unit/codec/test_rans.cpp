@@ -238,7 +238,7 @@ TEST(Rans, ManyRareSymbolsStayWithinModelPrecision) {
 // anyway the two blocks are the same bytes.
 namespace {
 
-// `data` coded by one of the rANS encoders (encode, encode_fast, encode_short).
+// `data` coded by one of the rANS encoders (encode, encode_fast, encode_lanes).
 using EncodeFn = std::optional<std::size_t> (*)(util::ByteSpan, const Histogram&, util::MutableByteSpan);
 ByteVector encode_by(EncodeFn fn, const ByteVector& data) {
   ByteVector out(data.size() + 1024);
@@ -246,6 +246,10 @@ ByteVector encode_by(EncodeFn fn, const ByteVector& data) {
   EXPECT_TRUE(n.has_value());
   out.resize(n.value_or(0));
   return out;
+}
+
+std::optional<std::size_t> encode_8_lanes(util::ByteSpan in, const Histogram& hist, util::MutableByteSpan out) {
+  return rans::encode_lanes(in, hist, out, 3);
 }
 
 }  // namespace
@@ -266,10 +270,10 @@ TEST(Rans, EncodeFastStaysAtTheCoarseScales) {
   EXPECT_EQ(scale_of(encode(exps, true)), 12u);
 }
 
-TEST(Rans, EncodeShortGivesSmallBlocksEightLanes) {
+TEST(Rans, EncodeLanesGivesSmallBlocksEightLanes) {
   auto lanes_of = [](const ByteVector& block) { return 1u << (static_cast<unsigned>(block[1]) >> 4); };
   auto encode = [](const ByteVector& data, bool short_block) {
-    return encode_by(short_block ? rans::encode_short : rans::encode, data);
+    return encode_by(short_block ? encode_8_lanes : rans::encode, data);
   };
   for (const std::size_t n : {std::size_t{9}, std::size_t{300}, std::size_t{2003}, std::size_t{40000}}) {
     const auto data = bf16_exponents(n, n);

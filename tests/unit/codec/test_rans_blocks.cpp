@@ -68,6 +68,32 @@ TEST(RansBlocks, SplitCodesSmallerWhereChosenAndRoundTrips) {
   EXPECT_NEAR(static_cast<double>(blocks.size()), s.estimate_bytes, s.estimate_bytes * 0.01);
 }
 
+// Every rANS-coded block has at least 32 lanes (the planner alone gives a
+// 64 KiB block ~16, which decode at about half the rate): read from the
+// bytes (rans_blocks.hpp's layout; rans.cpp's params byte, lanes in its high
+// nibble).
+TEST(RansBlocks, BlocksDecodeWithAtLeast32Lanes) {
+  const auto mixed = two_regimes(1 << 20);
+  const auto enc = round_trip(mixed, 16);
+  ASSERT_FALSE(enc.empty());
+  ASSERT_EQ(static_cast<unsigned>(enc[0]), 16u);
+  std::size_t pos = 1, blocks = 0, coded = 0;
+  while (pos < enc.size()) {
+    const auto head = util::load_le<std::uint32_t>(enc.data() + pos);
+    pos += 4;
+    if ((head & 1) == 0) {
+      const unsigned lanes_log2 = static_cast<unsigned>(enc[pos + 1]) >> 4;
+      EXPECT_GE(lanes_log2, 5u) << "block " << blocks;
+      ++coded;
+    }
+    pos += head >> 1;
+    ++blocks;
+  }
+  EXPECT_EQ(pos, enc.size());
+  EXPECT_EQ(blocks, 16u);
+  EXPECT_EQ(coded, 16u);
+}
+
 TEST(RansBlocks, ChoosesBlockHistogramsCodeTheSameBytes) {
   // A plane whose length is not a multiple of the block: the last block is short.
   const auto mixed = two_regimes((1 << 20) + 12345);
