@@ -25,21 +25,37 @@
 namespace mithril::checkpoint {
 namespace {
 
-// The index as far as planning knows it: everything but the chunk records'
-// results and the digest (whose sizes are fixed, so the index's size is known).
-container::Index make_index(const SourcePlan& plan, const std::string& source_name, std::uint64_t source_size,
-                            const CompressOptions& options, const BaseSource* base) {
+// What every output of a compression starts from: the base opened and its
+// tensors matched against the plan's (a delta), and the index as far as
+// planning knows it — everything but the chunk records' results and the
+// digest, whose sizes are fixed, so the index's size is known — serialized
+// ahead (container::prepare_index).
+struct ContainerStart {
+  std::optional<BaseSource> base;
   container::Index index;
-  index.source.name = source_name;
-  index.source.size = source_size;
-  index.source_kind = plan.kind;
-  index.metadata = options.metadata;
-  index.created_by = std::string("mithril ") + version();
-  index.segments = plan.segments;
-  index.chunks.resize(plan.chunks.size());
-  if (base) index.base = base->identity();
-  return index;
-}
+  container::PreparedIndex prepared;
+
+  ContainerStart(SourcePlan& plan, const std::string& source_name, std::uint64_t source_size,
+                 const CompressOptions& options) {
+    if (options.base) {
+      base.emplace(*options.base, options.threads, options.remote);
+      match_base(plan, *base);
+    }
+    index.source.name = source_name;
+    index.source.size = source_size;
+    index.source_kind = plan.kind;
+    index.metadata = options.metadata;
+    index.created_by = std::string("mithril ") + version();
+    index.segments = plan.segments;
+    index.chunks.resize(plan.chunks.size());
+    if (base) index.base = base->identity();
+    prepared = container::prepare_index(index);
+  }
+  ContainerStart(const ContainerStart&) = delete;
+  ContainerStart& operator=(const ContainerStart&) = delete;
+
+  const BaseSource* base_source() const noexcept { return base ? &*base : nullptr; }
+};
 
 // Encoders kept between compressions. A worker grows its encoder's buffers
 // (the payload and a plane's coding: about twice a chunk) in that worker's
@@ -99,10 +115,11 @@ EncoderPool& encoder_pool() {
 }
 
 // Codes every chunk into `writer` (payloads, then index and footer).
-CompressResult encode_chunks(container::Writer& writer, container::Index& index,
-                             const container::PreparedIndex& prepared, const SourcePlan& plan,
-                             const ChunkSource& chunk_bytes, const CompressOptions& options, const BaseSource* base,
+CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, const SourcePlan& plan,
+                             const ChunkSource& chunk_bytes, const CompressOptions& options,
                              std::chrono::steady_clock::time_point started) {
+  container::Index& index = start.index;
+  const BaseSource* base = start.base_source();
   const std::uint64_t source_size = index.source.size;
   const unsigned threads = resolve_threads(options.threads);
   // Items pass the ordered stage (offsets, index records) in order and hold
@@ -194,7 +211,7 @@ CompressResult encode_chunks(container::Writer& writer, container::Index& index,
   index.source.blake3 = digest.digest();
   CompressResult result;
   result.source_bytes = source_size;
-  result.output_bytes = writer.finish(index, &prepared);
+  result.output_bytes = writer.finish(index, &start.prepared);
   result.source_kind = plan.kind;
   result.tensors = plan.tensor_count;
   result.chunks = plan.chunks.size();
@@ -236,19 +253,12 @@ class WriterSink final : public util::ByteSink {
 CompressResult write_to_sink(util::ByteSink& sink, SourcePlan plan, const std::string& source_name,
                              std::uint64_t source_size, const ChunkSource& chunk_bytes,
                              const CompressOptions& options, std::chrono::steady_clock::time_point started) {
-  // Delta: tensors matched against the base (by name, dtype, shape).
-  std::optional<BaseSource> base;
-  if (options.base) {
-    base.emplace(*options.base, options.threads, options.remote);
-    match_base(plan, *base);
-  }
+  ContainerStart start(plan, source_name, source_size, options);
   container::Writer writer =
       sink.can_write_at()
           ? container::Writer::positional([&sink](std::uint64_t at, util::ByteSpan b) { sink.write_at(at, b); })
           : container::Writer([&sink](util::ByteSpan b) { sink.write(b); });
-  container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
-  const container::PreparedIndex prepared = container::prepare_index(index);
-  return encode_chunks(writer, index, prepared, plan, chunk_bytes, options, base ? &*base : nullptr, started);
+  return encode_chunks(writer, start, plan, chunk_bytes, options, started);
 }
 
 }  // namespace
@@ -283,16 +293,10 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
                                          const ChunkSource& chunk_bytes, const CompressOptions& options,
                                          std::chrono::steady_clock::time_point started,
                                          const OutputAllocator& allocate) {
-  std::optional<BaseSource> base;
-  if (options.base) {
-    base.emplace(*options.base, options.threads, options.remote);
-    match_base(plan, *base);
-  }
-  container::Index index = make_index(plan, source_name, source_size, options, base ? &*base : nullptr);
-  const container::PreparedIndex prepared = container::prepare_index(index);
+  ContainerStart start(plan, source_name, source_size, options);
   // A payload is never larger than its raw bytes (the coder falls back to the
   // raw layout), and the index's size does not depend on the coding.
-  std::uint64_t bound = container::k_header_size + container::Writer::max_tail_size(index, &prepared);
+  std::uint64_t bound = container::k_header_size + container::Writer::max_tail_size(start.index, &start.prepared);
   for (const auto& c : plan.chunks) bound += c.size;
   const util::MutableByteSpan memory = allocate(bound);
   if (memory.size() < bound) throw Error(Errc::internal, "in-memory compress: output buffer smaller than its bound");
@@ -321,7 +325,7 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
       std::memcpy(memory.data() + at + done, b.data() + done, n);
     }
   });
-  return encode_chunks(writer, index, prepared, plan, chunk_bytes, options, base ? &*base : nullptr, started);
+  return encode_chunks(writer, start, plan, chunk_bytes, options, started);
 }
 
 }  // namespace mithril::checkpoint
