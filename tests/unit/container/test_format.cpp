@@ -2,7 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "mithril/error.hpp"
+#include "util/bytes.hpp"
 
 using namespace mithril;
 using namespace mithril::container;
@@ -176,4 +182,121 @@ TEST(ContainerFormat, PreparedIndexFilledInLaterDecodesToTheFinishedIndex) {
   Index more = done;
   more.chunks.push_back(done.chunks.back());
   EXPECT_THROW(encode_index(more, prepared), Error);
+}
+
+namespace {
+
+// sample_index()'s encoded index with its JSON text edited by `edit` (the
+// length prefix fixed up, the chunk records kept).
+util::ByteVector with_json(const std::function<std::string(std::string)>& edit) {
+  const auto raw = encode_index(sample_index());
+  const std::size_t n = util::load_le<std::uint32_t>(raw.data());
+  std::string text(reinterpret_cast<const char*>(raw.data()) + 4, n);
+  text = edit(std::move(text));
+  util::ByteVector out;
+  util::append_le<std::uint32_t>(out, static_cast<std::uint32_t>(text.size()));
+  util::append_bytes(out, util::as_bytes(text));
+  util::append_bytes(out, util::ByteSpan(raw).subspan(4 + n));
+  return out;
+}
+
+// `from` replaced by `to` in the JSON text (exactly once: the test's own check).
+util::ByteVector replaced(std::string_view from, std::string_view to) {
+  return with_json([&](std::string t) {
+    const auto at = t.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    EXPECT_EQ(t.find(from, at + 1), std::string::npos) << from;
+    if (at != std::string::npos) t.replace(at, from.size(), to);
+    return t;
+  });
+}
+
+// decode_index's message for `raw`, which must be refused as corrupt.
+std::string refusal(const util::ByteVector& raw) {
+  try {
+    decode_index(raw, payload_end(sample_index()), "f.mcp");
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::corrupt) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "accepted";
+  return {};
+}
+
+}  // namespace
+
+TEST(ContainerFormat, IndexJsonOfTheWrongShapeIsRefusedByName) {
+  // The edits below apply to what the writer makes.
+  const std::string text = [] {
+    std::string t;
+    with_json([&](std::string s) { return t = s; });
+    return t;
+  }();
+  ASSERT_NE(text.find(R"("size":300)"), std::string::npos) << text;
+
+  const std::vector<std::pair<util::ByteVector, std::string>> cases = {
+      {with_json([](std::string) { return std::string("{"); }), "index: invalid JSON"},
+      {with_json([](std::string t) { return t + "x"; }), "index: invalid JSON"},
+      {with_json([](std::string) { return std::string("[1,2]"); }), "not an .mcp index"},
+      {replaced(R"("format":"mcp")", R"("format":"zip")"), "not an .mcp index"},
+      {replaced(R"("format":"mcp")", R"("format":7)"), "not an .mcp index"},
+      {replaced(R"("format":"mcp",)", ""), "not an .mcp index"},
+      {replaced(R"("source":{)", R"("origin":{)"), "'source' missing"},
+      {replaced(R"("size":300)", R"("size":300.0)"), "'source.size' missing or not an unsigned integer"},
+      {replaced(R"("size":300)", R"("size":3e2)"), "'source.size' missing or not an unsigned integer"},
+      {replaced(R"("size":300)", R"("size":-300)"), "'source.size' missing or not an unsigned integer"},
+      {replaced(R"("size":300)", R"("size":"300")"), "'source.size' missing or not an unsigned integer"},
+      {replaced(R"("name":"model.safetensors")", R"("name":5)"), "'source.name' is not a string"},
+      {replaced(R"("kind":"safetensors")", R"("kind":null)"), "'source.kind' is not a string"},
+      {replaced(R"("metadata":{"step":"100"})", R"("metadata":["step"])"), "'metadata' is not an object"},
+      {replaced(R"("metadata":{"step":"100"})", R"("metadata":{"step":100})"), "metadata 'step' is not a string"},
+      {replaced(R"("created_by":"test")", R"("created_by":{})"), "'created_by' is not a string"},
+      {replaced(R"("chunk_count":3)", R"("chunk_count":3.5)"), "'chunk_count' missing"},
+      {replaced(R"("chunk_count":3)", R"("chunk_count":2)"), "2 chunk records announced"},
+      {replaced(R"("segments":[)", R"("segs":[)"), "'segments' missing"},
+      {replaced(R"("chunk_count":3)", R"("base":"old","chunk_count":3)"), "'base' is not an object"},
+      {replaced(R"("kind":"raw")", R"("kind":"tensr")"), "segment 0: unknown kind 'tensr'"},
+      {replaced(R"("chunks":[0,1])", R"("chunks":[0])"), "segment 0: 'chunks' is not [first, count]"},
+      {replaced(R"("chunks":[0,1])", R"("chunks":[0,"1"])"), "segment 0: 'chunks' is not [first, count]"},
+      {replaced(R"("chunks":[0,1])", R"("chunks":[0,1.0])"), "segment 0: 'chunks' is not [first, count]"},
+      {replaced(R"("chunks":[0,1])", R"("chunks":{"0":1})"), "segment 0: 'chunks' is not [first, count]"},
+      {replaced(R"("chunks":[1,2])", R"("chunks":[2,1])"), "segment 1: chunk range [2, +1) out of order"},
+      {replaced(R"("shape":[10,10])", R"("shape":[10,"10"])"), "segment 1: bad shape"},
+      {replaced(R"("shape":[10,10])", R"("shape":10)"), "segment 1: bad shape"},
+      {replaced(R"("dtype":"BF16")", R"("dtype":16)"), "segment 1: dtype' is not a string"},
+      {replaced(R"("offset":100)", R"("offset":101)"), "segment 1 does not continue the source at offset 100"},
+      {replaced(R"("offset":100)", R"("offset":99999999999999999999999)"), "index: invalid JSON"},
+  };
+  for (const auto& [raw, want] : cases) {
+    const std::string got = refusal(raw);
+    EXPECT_NE(got.find(want), std::string::npos) << "want '" << want << "' in: " << got;
+    EXPECT_EQ(got.rfind("f.mcp: ", 0), 0u) << got;
+  }
+}
+
+TEST(ContainerFormat, IndexJsonMayLeaveOutOptionalFields) {
+  // A null base is no base; missing kind, metadata, created_by, name, dtype,
+  // shape take their defaults; members in any order, with spaces.
+  auto raw = replaced(R"("chunk_count":3)", R"("base":null,"chunk_count":3)");
+  Index back = decode_index(raw, payload_end(sample_index()), "f.mcp");
+  EXPECT_FALSE(back.base.has_value());
+  raw = with_json([](std::string t) {
+    for (std::string_view cut : {R"("kind":"safetensors",)", R"("metadata":{"step":"100"},)", R"("created_by":"test",)",
+                                 R"("dtype":"BF16",)", R"("name":"w",)", R"("shape":[10,10],)"}) {
+      const auto at = t.find(cut);
+      EXPECT_NE(at, std::string::npos) << cut;
+      if (at != std::string::npos) t.erase(at, cut.size());
+    }
+    return " " + t + "\n";
+  });
+  back = decode_index(raw, payload_end(sample_index()), "f.mcp");
+  EXPECT_EQ(back.source_kind, "raw");
+  EXPECT_TRUE(back.metadata.empty());
+  EXPECT_EQ(back.created_by, "");
+  ASSERT_EQ(back.segments.size(), 2u);
+  EXPECT_EQ(back.segments[1].name, "");
+  EXPECT_EQ(back.segments[1].dtype, "");
+  EXPECT_TRUE(back.segments[1].shape.empty());
+  EXPECT_EQ(back.source.size, 300u);
+  EXPECT_EQ(back.chunks.size(), 3u);
 }
