@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_LIBS = {"libatomic.so.1", "libgcc_s.so.1", "libstdc++.so.6", "libm.so.6", "libanl.so.1", "libdl.so.2",
                "librt.so.1", "libc.so.6", "libnsl.so.1", "libutil.so.1", "libpthread.so.0", "libresolv.so.2",
                "libz.so.1", "ld-linux-x86-64.so.2", "linux-vdso.so.1"}
-PROJECT_LIBS = ("libzstd", "libxxhash", "libtbb", "libcurl", "libhiredis", "libsqlite3", "libcrypto", "libfmt")
+PROJECT_LIBS = ("libzstd", "libxxhash", "libtbb", "libcurl", "libhiredis", "libsqlite3", "libcrypto", "libfmt", "libsimdjson")
 
 
 def run(cmd, **kw):
