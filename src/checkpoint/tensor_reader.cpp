@@ -9,7 +9,7 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include "checkpoint/parallel.hpp"
 #include "checkpoint/source.hpp"
@@ -30,21 +30,28 @@ namespace {
 // uses every worker.
 constexpr std::size_t k_copy_piece = std::size_t{16} << 20;
 
+// The __metadata__ strings of a safetensors header held in an .mcp (checked
+// by the safetensors parser when it was compressed; read here on every open,
+// with simdjson's DOM, ~10 times faster than nlohmann::json's: the header of
+// a model with thousands of tensors is hundreds of KB).
 std::map<std::string, std::string> parse_header_metadata(util::ByteSpan header, const std::string& file) {
   std::map<std::string, std::string> out;
   if (header.size() < 8) throw Error(Errc::corrupt, file + ": safetensors header is shorter than 8 bytes");
   const auto n = util::load_le<std::uint64_t>(header.data());
   if (n > header.size() - 8) throw Error(Errc::corrupt, file + ": safetensors header length exceeds its segment");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(util::as_chars(header.subspan(8, n)));
-  } catch (const std::exception& e) {
-    throw Error(Errc::corrupt, file + ": safetensors header is not JSON: " + e.what());
-  }
-  if (!j.is_object()) throw Error(Errc::corrupt, file + ": safetensors header is not a JSON object");
-  if (auto it = j.find("__metadata__"); it != j.end() && it->is_object()) {
-    for (auto m = it->begin(); m != it->end(); ++m)
-      if (m.value().is_string()) out[m.key()] = m.value().get<std::string>();
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (const auto err = parser.parse(util::as_chars(header.subspan(8, n))).get(doc); err != simdjson::SUCCESS)
+    throw Error(Errc::corrupt, file + ": safetensors header is not JSON: " + simdjson::error_message(err));
+  simdjson::dom::object top;
+  if (doc.get_object().get(top) != simdjson::SUCCESS)
+    throw Error(Errc::corrupt, file + ": safetensors header is not a JSON object");
+  simdjson::dom::object metadata;
+  if (top.at_key("__metadata__").get_object().get(metadata) == simdjson::SUCCESS) {
+    for (const auto [key, value] : metadata) {
+      std::string_view text;
+      if (value.get_string().get(text) == simdjson::SUCCESS) out[std::string(key)] = std::string(text);
+    }
   }
   return out;
 }

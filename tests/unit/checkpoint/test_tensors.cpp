@@ -154,6 +154,22 @@ TEST(Tensors, ReaderDecodesEachTensorOfMcpAndSafetensors) {
   for (std::size_t i = 0; i < owned.size(); ++i) EXPECT_EQ(mcp.tensors()[i].name, plain.tensors()[i].name);
 }
 
+// The header's __metadata__ comes back from an .mcp exactly, escapes and
+// UTF-8 included, as from the plain file.
+TEST(Tensors, ReaderKeepsHeaderMetadataStringsExactly) {
+  TempDir dir;
+  const auto owned = sample_tensors();
+  const std::map<std::string, std::string> meta{{"epoch", "3"},
+                                                {"note", "a \"quoted\" \\ value\nnext line\ttab \x01"},
+                                                {"\xc3\xbc" "n" "\xc3\xaf" "code \xe2\x9c\x93", "\xf0\x9f\x94\xa5"},
+                                                {"", "empty key"},
+                                                {"format", "pt"}};
+  compress_tensors(views_of(owned), meta, dir / "m.mcp", small_chunks());
+  formats::write_safetensors(dir / "m.safetensors", format_views(owned), meta, util::Overwrite::refuse);
+  EXPECT_EQ(CheckpointReader(dir / "m.mcp").header_metadata(), meta);
+  EXPECT_EQ(CheckpointReader(dir / "m.safetensors").header_metadata(), meta);
+}
+
 TEST(Tensors, ConcurrentReadsFromOneReader) {
   TempDir dir;
   const auto owned = sample_tensors();
