@@ -157,6 +157,7 @@ int main(int argc, char** argv) {
       std::cout << kernels() << "\n";
       return 0;
     }
+  benchmark::AddCustomContext("cpu_model", mithril::cpu_model());
   benchmark::AddCustomContext("kernels", kernels());
   if (!register_benchmarks()) return 2;
   benchmark::Initialize(&argc, argv);

@@ -42,6 +42,7 @@
 #include "codec/huff.hpp"
 #include "codec/rans_pairs.hpp"
 #include "codec/rans.hpp"
+#include "mithril/version.hpp"
 
 namespace {
 
@@ -295,18 +296,11 @@ BENCHMARK(BM_histogram)
     ->ArgsProduct({{0, 1, 2, 3}, {0, 2, 3}})
     ->Unit(benchmark::kMillisecond);
 
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   const auto names = codec::rans::kernel_names();
-  benchmark::AddCustomContext("cpu_model", cpu_model());
+  benchmark::AddCustomContext("cpu_model", mithril::cpu_model());
   benchmark::AddCustomContext("rans_kernels", "encode " + std::string(names.encode) + ", decode " +
                                                   std::string(names.decode) +
                                                   " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x; 4 = Huffman, levels 1-2;"

@@ -24,6 +24,11 @@ struct Kernels {
 };
 Kernels kernels();
 
+// The CPU's model name as /proc/cpuinfo gives it ("AMD EPYC", "Intel(R)
+// Xeon(R) Platinum 8481C CPU @ 2.70GHz"), "unknown CPU" where it has none:
+// for benchmark output, beside kernels().
+std::string cpu_model();
+
 // MITHRIL_ISA as this process reads it (once): `level` is the cap
 // ("avx512", "avx2", "sse2" or "scalar"), empty when there is none; `rejected`
 // is the variable's value when it names no level (it is then ignored).

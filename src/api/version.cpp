@@ -1,5 +1,7 @@
 #include "mithril/version.hpp"
 
+#include <fstream>
+
 #include "codec/byte_group.hpp"
 #include "codec/rans.hpp"
 #include "codec/rans_pairs.hpp"
@@ -18,6 +20,19 @@ Kernels kernels() {
   return {std::string(rans.encode), std::string(rans.decode), std::string(codec::byte_group_isa()),
           std::string(util::detail::blake3_kernel()), std::string(util::xxh3_kernel()),
           std::string(codec::rans_pairs::expand_kernel_name())};
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) {
+      const std::size_t colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      std::string m = line.substr(colon + 1);
+      m.erase(0, m.find_first_not_of(" \t"));
+      if (!m.empty()) return m;
+    }
+  return "unknown CPU";
 }
 
 IsaCap isa_cap() {

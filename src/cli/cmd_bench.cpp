@@ -21,7 +21,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <span>
 #include <string>
@@ -95,20 +94,6 @@ std::vector<int> parse_list(const std::string& text, int lo, int hi, const std::
     at = comma + 1;
   }
   return out;
-}
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) {
-      const std::size_t colon = line.find(':');
-      if (colon != std::string::npos) {
-        std::string m = line.substr(colon + 1);
-        m.erase(0, m.find_first_not_of(" \t"));
-        return m;
-      }
-    }
-  return "unknown CPU";
 }
 
 // Every input is checked before the first is measured: a typo in the last
@@ -282,7 +267,7 @@ void run_bench(const BenchArgs& a) {
   for (const auto& f : a.files) check_input(f);
 
   const auto k = kernels();
-  const std::string cpu = cpu_model();
+  const std::string cpu = mithril::cpu_model();
   const std::string kernel_text =
       fmt::format("rans encode {}, rans decode {}, byte grouping {}, blake3 {}, xxh3 {}, pairs {}", k.rans_encode,
                   k.rans_decode, k.byte_grouping, k.blake3, k.xxh3, k.pairs);
