@@ -19,6 +19,7 @@
 
 #include "cache/index.hpp"
 #include "mithril/cache.hpp"
+#include "mithril/version.hpp"
 
 namespace fs = std::filesystem;
 using namespace mithril;
@@ -186,4 +187,13 @@ BENCHMARK(BM_SyncUnchanged10k)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // The store hashes with BLAKE3: the machine and its kernel beside the numbers.
+  benchmark::AddCustomContext("cpu_model", mithril::cpu_model());
+  benchmark::AddCustomContext("blake3_kernel", mithril::kernels().blake3);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
