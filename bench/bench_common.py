@@ -400,15 +400,19 @@ def mithril_status(mithril: Path) -> dict:
     return st
 
 
-def machine_description(mithril: dict | None = None) -> dict:
-    model = "unknown CPU"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (as `mithril::cpu_model()` reads it)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description(mithril: dict | None = None) -> dict:
+    model = cpu_model()
     ram = None
     try:
         m = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())

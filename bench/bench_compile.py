@@ -44,18 +44,11 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from compile_env import compile_env as env_for  # noqa: E402
 from remote_servers import RedisServer, have_redis  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from bench_common import cpu_model  # noqa: E402
+
 MITHRIL = os.environ.get("MITHRIL_BIN", str(REPO / "build" / "mithril"))
 WORKER = str(REPO / "bench" / "compile_models.py")
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def mithril(store, *args, **kw):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,18 +33,9 @@ import mithril
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bandwidth import kernels_line  # noqa: E402
+from bench_common import cpu_model  # noqa: E402
 
 MIB = float(1 << 20)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class Gpt(torch.nn.Module):

@@ -20,7 +20,6 @@ and AdamW state, the steps run under bf16 autocast (mixed precision).
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,16 +35,10 @@ from mithril.manager import _Snapshotter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bandwidth import kernels_line  # noqa: E402
+from bench_common import cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MITHRIL_BIN = os.environ.get("MITHRIL_BIN", str(ROOT / "build" / "mithril"))
-
-
-def cpu_model():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def make(params_m, dtype):
