@@ -68,16 +68,25 @@ std::string string_member(const JsonObject& o, std::string_view key, std::string
   return std::string(v);
 }
 
-SourceIdentity identity_from_json(const JsonElement& j, std::string_view file, std::string_view what) {
+// The member `key` of `o`, an object; nothing when it is missing (or null,
+// where `null_ok`).
+std::optional<JsonObject> object_member(const JsonObject& o, std::string_view key, std::string_view file,
+                                        bool null_ok = false) {
+  const auto e = member(o, key);
+  if (!e || (null_ok && e->is_null())) return std::nullopt;
+  const auto object = as_object(*e);
+  if (!object) corrupt(file, fmt::format("index: '{}' is not an object", key));
+  return object;
+}
+
+SourceIdentity identity_from_json(const JsonObject& o, std::string_view file, std::string_view what) {
   SourceIdentity id;
-  const auto o = as_object(j);
-  if (!o) corrupt(file, fmt::format("index: '{}' is not an object", what));
   const std::string prefix = fmt::format("{}.", what);
-  id.name = string_member(*o, "name", "", file, prefix);
-  const auto size = u64_member(*o, "size");
+  id.name = string_member(o, "name", "", file, prefix);
+  const auto size = u64_member(o, "size");
   if (!size) corrupt(file, fmt::format("index: '{}.size' missing or not an unsigned integer", what));
   id.size = *size;
-  const auto hex = string_member(*o, "blake3", "", file, prefix);
+  const auto hex = string_member(o, "blake3", "", file, prefix);
   if (!util::parse_hex_digest(hex, id.blake3))
     corrupt(file, fmt::format("index: '{}.blake3' is not a 64-digit hex digest", what));
   return id;
@@ -236,136 +245,132 @@ Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_v
     corrupt(file, "index: not an .mcp index");
 
   Index index;
-  {
-    const auto source = member(*j, "source");
-    if (!source) corrupt(file, "index: 'source' missing");
-    index.source = identity_from_json(*source, file, "source");
-    index.source_kind = string_member(*as_object(*source), "kind", "raw", file, "source.");
-    if (const auto base = member(*j, "base"); base && !base->is_null())
-      index.base = identity_from_json(*base, file, "base");
-    if (const auto metadata = member(*j, "metadata")) {
-      const auto m = as_object(*metadata);
-      if (!m) corrupt(file, "index: 'metadata' is not an object");
-      for (const auto [k, v] : *m) {
-        std::string_view text;
-        if (v.get_string().get(text) != simdjson::SUCCESS)
-          corrupt(file, fmt::format("index: metadata '{}' is not a string", k));
-        index.metadata[std::string(k)] = std::string(text);
-      }
+  const auto source = object_member(*j, "source", file);
+  if (!source) corrupt(file, "index: 'source' missing");
+  index.source = identity_from_json(*source, file, "source");
+  index.source_kind = string_member(*source, "kind", "raw", file, "source.");
+  if (const auto base = object_member(*j, "base", file, /*null_ok=*/true))
+    index.base = identity_from_json(*base, file, "base");
+  if (const auto metadata = object_member(*j, "metadata", file)) {
+    for (const auto [k, v] : *metadata) {
+      std::string_view text;
+      if (v.get_string().get(text) != simdjson::SUCCESS)
+        corrupt(file, fmt::format("index: metadata '{}' is not a string", k));
+      index.metadata[std::string(k)] = std::string(text);
     }
-    index.created_by = string_member(*j, "created_by", "", file, "");
-    const auto counted = u64_member(*j, "chunk_count");
-    if (!counted) corrupt(file, "index: 'chunk_count' missing");
-    const std::uint64_t chunk_count = *counted;
-    const std::uint64_t records_bytes = raw.size() - 4 - json_size;
-    if (chunk_count > records_bytes / k_chunk_record_size ||
-        chunk_count * k_chunk_record_size != records_bytes)
-      corrupt(file, fmt::format("index: {} chunk records announced, {} bytes present", chunk_count, records_bytes));
+  }
+  index.created_by = string_member(*j, "created_by", "", file, "");
+  const auto counted = u64_member(*j, "chunk_count");
+  if (!counted) corrupt(file, "index: 'chunk_count' missing");
+  const std::uint64_t chunk_count = *counted;
+  const std::uint64_t records_bytes = raw.size() - 4 - json_size;
+  if (chunk_count > records_bytes / k_chunk_record_size ||
+      chunk_count * k_chunk_record_size != records_bytes)
+    corrupt(file, fmt::format("index: {} chunk records announced, {} bytes present", chunk_count, records_bytes));
 
-    simdjson::dom::array segments;
-    if (const auto e = member(*j, "segments"); !e || e->get_array().get(segments) != simdjson::SUCCESS)
-      corrupt(file, "index: 'segments' missing");
-    std::uint64_t expect_offset = 0;
-    std::uint64_t expect_chunk = 0;
-    index.segments.reserve(segments.size());
-    std::size_t i = 0;
-    for (const JsonElement e : segments) {
-      const auto js = as_object(e);
-      if (!js) corrupt(file, fmt::format("index: segment {} is not an object", i));
-      Segment s;
-      const auto kind = string_member(*js, "kind", "", file, fmt::format("segment {}: ", i));
-      if (kind == "tensor") s.kind = SegmentKind::tensor;
-      else if (kind == "raw") s.kind = SegmentKind::raw;
-      else corrupt(file, fmt::format("index: segment {}: unknown kind '{}'", i, kind));
-      s.offset = get_u64(*js, "offset", file, i);
-      s.size = get_u64(*js, "size", file, i);
-      simdjson::dom::array ch;
-      std::optional<std::uint64_t> first;
-      std::optional<std::uint64_t> count;
-      if (const auto c = member(*js, "chunks"); c && c->get_array().get(ch) == simdjson::SUCCESS && ch.size() == 2) {
-        first = as_u64(ch.at(0).value_unsafe());
-        count = as_u64(ch.at(1).value_unsafe());
-      }
-      if (!first || !count) corrupt(file, fmt::format("index: segment {}: 'chunks' is not [first, count]", i));
-      if (s.offset != expect_offset || s.size > index.source.size - s.offset)
-        corrupt(file, fmt::format("index: segment {} does not continue the source at offset {}", i, expect_offset));
-      if (*first != expect_chunk || *count > chunk_count - *first)
-        corrupt(file, fmt::format("index: segment {}: chunk range [{}, +{}) out of order", i, *first, *count));
-      s.first_chunk = static_cast<std::uint32_t>(*first);
-      s.chunk_count = static_cast<std::uint32_t>(*count);
-      if (s.kind == SegmentKind::tensor) {
-        const std::string where = fmt::format("segment {}: ", i);
-        s.name = string_member(*js, "name", "", file, where);
-        s.dtype = string_member(*js, "dtype", "", file, where);
-        if (const auto shape = member(*js, "shape")) {
-          simdjson::dom::array dims;
-          if (shape->get_array().get(dims) != simdjson::SUCCESS) corrupt(file, fmt::format("index: segment {}: bad shape", i));
-          for (const JsonElement d : dims) {
-            const auto v = as_u64(d);
-            if (!v) corrupt(file, fmt::format("index: segment {}: bad shape", i));
-            s.shape.push_back(*v);
-          }
+  simdjson::dom::array segments;
+  if (const auto e = member(*j, "segments"); !e || e->get_array().get(segments) != simdjson::SUCCESS)
+    corrupt(file, "index: 'segments' missing");
+  std::uint64_t expect_offset = 0;
+  std::uint64_t expect_chunk = 0;
+  index.segments.reserve(segments.size());
+  std::size_t i = 0;
+  for (const JsonElement e : segments) {
+    const auto js = as_object(e);
+    if (!js) corrupt(file, fmt::format("index: segment {} is not an object", i));
+    Segment s;
+    const auto kind = string_member(*js, "kind", "", file, fmt::format("segment {}: ", i));
+    if (kind == "tensor") s.kind = SegmentKind::tensor;
+    else if (kind == "raw") s.kind = SegmentKind::raw;
+    else corrupt(file, fmt::format("index: segment {}: unknown kind '{}'", i, kind));
+    s.offset = get_u64(*js, "offset", file, i);
+    s.size = get_u64(*js, "size", file, i);
+    simdjson::dom::array ch;
+    std::optional<std::uint64_t> first;
+    std::optional<std::uint64_t> count;
+    if (const auto c = member(*js, "chunks"); c && c->get_array().get(ch) == simdjson::SUCCESS && ch.size() == 2) {
+      first = as_u64(ch.at(0).value_unsafe());
+      count = as_u64(ch.at(1).value_unsafe());
+    }
+    if (!first || !count) corrupt(file, fmt::format("index: segment {}: 'chunks' is not [first, count]", i));
+    if (s.offset != expect_offset || s.size > index.source.size - s.offset)
+      corrupt(file, fmt::format("index: segment {} does not continue the source at offset {}", i, expect_offset));
+    if (*first != expect_chunk || *count > chunk_count - *first)
+      corrupt(file, fmt::format("index: segment {}: chunk range [{}, +{}) out of order", i, *first, *count));
+    s.first_chunk = static_cast<std::uint32_t>(*first);
+    s.chunk_count = static_cast<std::uint32_t>(*count);
+    if (s.kind == SegmentKind::tensor) {
+      const std::string where = fmt::format("segment {}: ", i);
+      s.name = string_member(*js, "name", "", file, where);
+      s.dtype = string_member(*js, "dtype", "", file, where);
+      if (const auto shape = member(*js, "shape")) {
+        simdjson::dom::array dims;
+        if (shape->get_array().get(dims) != simdjson::SUCCESS) corrupt(file, fmt::format("index: segment {}: bad shape", i));
+        for (const JsonElement d : dims) {
+          const auto v = as_u64(d);
+          if (!v) corrupt(file, fmt::format("index: segment {}: bad shape", i));
+          s.shape.push_back(*v);
         }
       }
-      if (member(*js, "base_offset")) s.base_offset = get_u64(*js, "base_offset", file, i);
-      expect_offset = s.offset + s.size;
-      expect_chunk = *first + *count;
-      index.segments.push_back(std::move(s));
-      ++i;
     }
-    if (expect_offset != index.source.size)
-      corrupt(file, fmt::format("index: segments cover {} of {} source bytes", expect_offset, index.source.size));
-    if (expect_chunk != chunk_count)
-      corrupt(file, fmt::format("index: segments reference {} of {} chunks", expect_chunk, chunk_count));
+    if (member(*js, "base_offset")) s.base_offset = get_u64(*js, "base_offset", file, i);
+    expect_offset = s.offset + s.size;
+    expect_chunk = *first + *count;
+    index.segments.push_back(std::move(s));
+    ++i;
+  }
+  if (expect_offset != index.source.size)
+    corrupt(file, fmt::format("index: segments cover {} of {} source bytes", expect_offset, index.source.size));
+  if (expect_chunk != chunk_count)
+    corrupt(file, fmt::format("index: segments reference {} of {} chunks", expect_chunk, chunk_count));
 
-    // Chunk records.
-    const std::byte* p = raw.data() + 4 + json_size;
-    index.chunks.resize(chunk_count);
-    std::uint64_t expect_file_offset = k_header_size;
-    for (std::size_t c = 0; c < chunk_count; ++c, p += k_chunk_record_size) {
-      ChunkRecord& r = index.chunks[c];
-      r.file_offset = load_le<std::uint64_t>(p + 0);
-      r.source_offset = load_le<std::uint64_t>(p + 8);
-      r.raw_size = load_le<std::uint32_t>(p + 16);
-      r.stored_size = load_le<std::uint32_t>(p + 20);
-      r.raw_xxh3 = load_le<std::uint64_t>(p + 24);
-      r.segment = load_le<std::uint32_t>(p + 32);
-      const auto layout = static_cast<std::uint8_t>(p[36]);
-      r.width = static_cast<std::uint8_t>(p[37]);
-      r.group_mode = static_cast<std::uint8_t>(p[38]);
-      const auto residual = static_cast<std::uint8_t>(p[39]);
-      if (layout > 1) corrupt(file, fmt::format("index: chunk {}: unknown layout {}", c, layout));
-      if (residual > 2) corrupt(file, fmt::format("index: chunk {}: unknown residual kind {}", c, residual));
-      if (r.width != 1 && r.width != 2 && r.width != 4 && r.width != 8)
-        corrupt(file, fmt::format("index: chunk {}: invalid width {}", c, r.width));
-      if (r.group_mode > 1) corrupt(file, fmt::format("index: chunk {}: unknown group mode {}", c, r.group_mode));
-      r.layout = static_cast<Layout>(layout);
-      r.residual = static_cast<Residual>(residual);
-      if (r.raw_size > k_max_chunk_size) corrupt(file, fmt::format("index: chunk {}: raw size too large", c));
-      if (r.file_offset != expect_file_offset || r.stored_size > index_offset - r.file_offset)
-        corrupt(file, fmt::format("index: chunk {}: payload at {} (+{}) is out of place", c, r.file_offset,
-                                  r.stored_size));
-      expect_file_offset = r.file_offset + r.stored_size;
-      if (r.segment >= index.segments.size())
-        corrupt(file, fmt::format("index: chunk {}: segment {} does not exist", c, r.segment));
-      const Segment& s = index.segments[r.segment];
-      if (c < s.first_chunk || c >= std::uint64_t{s.first_chunk} + s.chunk_count)
-        corrupt(file, fmt::format("index: chunk {}: not in its segment's chunk range", c));
-      if (r.residual != Residual::none && !(index.base && s.base_offset))
-        corrupt(file, fmt::format("index: chunk {}: residual chunk without a base", c));
+  // Chunk records.
+  const std::byte* p = raw.data() + 4 + json_size;
+  index.chunks.resize(chunk_count);
+  std::uint64_t expect_file_offset = k_header_size;
+  for (std::size_t c = 0; c < chunk_count; ++c, p += k_chunk_record_size) {
+    ChunkRecord& r = index.chunks[c];
+    r.file_offset = load_le<std::uint64_t>(p + 0);
+    r.source_offset = load_le<std::uint64_t>(p + 8);
+    r.raw_size = load_le<std::uint32_t>(p + 16);
+    r.stored_size = load_le<std::uint32_t>(p + 20);
+    r.raw_xxh3 = load_le<std::uint64_t>(p + 24);
+    r.segment = load_le<std::uint32_t>(p + 32);
+    const auto layout = static_cast<std::uint8_t>(p[36]);
+    r.width = static_cast<std::uint8_t>(p[37]);
+    r.group_mode = static_cast<std::uint8_t>(p[38]);
+    const auto residual = static_cast<std::uint8_t>(p[39]);
+    if (layout > 1) corrupt(file, fmt::format("index: chunk {}: unknown layout {}", c, layout));
+    if (residual > 2) corrupt(file, fmt::format("index: chunk {}: unknown residual kind {}", c, residual));
+    if (r.width != 1 && r.width != 2 && r.width != 4 && r.width != 8)
+      corrupt(file, fmt::format("index: chunk {}: invalid width {}", c, r.width));
+    if (r.group_mode > 1) corrupt(file, fmt::format("index: chunk {}: unknown group mode {}", c, r.group_mode));
+    r.layout = static_cast<Layout>(layout);
+    r.residual = static_cast<Residual>(residual);
+    if (r.raw_size > k_max_chunk_size) corrupt(file, fmt::format("index: chunk {}: raw size too large", c));
+    if (r.file_offset != expect_file_offset || r.stored_size > index_offset - r.file_offset)
+      corrupt(file, fmt::format("index: chunk {}: payload at {} (+{}) is out of place", c, r.file_offset,
+                                r.stored_size));
+    expect_file_offset = r.file_offset + r.stored_size;
+    if (r.segment >= index.segments.size())
+      corrupt(file, fmt::format("index: chunk {}: segment {} does not exist", c, r.segment));
+    const Segment& s = index.segments[r.segment];
+    if (c < s.first_chunk || c >= std::uint64_t{s.first_chunk} + s.chunk_count)
+      corrupt(file, fmt::format("index: chunk {}: not in its segment's chunk range", c));
+    if (r.residual != Residual::none && !(index.base && s.base_offset))
+      corrupt(file, fmt::format("index: chunk {}: residual chunk without a base", c));
+  }
+  if (expect_file_offset != index_offset)
+    corrupt(file, "index: chunk payloads do not end where the index begins");
+  // Within a segment, chunks tile it in order.
+  for (const auto& s : index.segments) {
+    std::uint64_t off = s.offset;
+    for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) {
+      const auto& r = index.chunks[c];
+      if (r.source_offset != off) corrupt(file, fmt::format("index: chunk {}: source offset out of order", c));
+      off += r.raw_size;
     }
-    if (expect_file_offset != index_offset)
-      corrupt(file, "index: chunk payloads do not end where the index begins");
-    // Within a segment, chunks tile it in order.
-    for (const auto& s : index.segments) {
-      std::uint64_t off = s.offset;
-      for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) {
-        const auto& r = index.chunks[c];
-        if (r.source_offset != off) corrupt(file, fmt::format("index: chunk {}: source offset out of order", c));
-        off += r.raw_size;
-      }
-      if (off != s.offset + s.size) corrupt(file, fmt::format("index: chunks of segment at {} do not cover it", s.offset));
-    }
+    if (off != s.offset + s.size) corrupt(file, fmt::format("index: chunks of segment at {} do not cover it", s.offset));
   }
   return index;
 }
