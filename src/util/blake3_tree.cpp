@@ -12,11 +12,13 @@ namespace {
 
 constexpr std::uint64_t k_chunk = 1024;
 
+}  // namespace
+
 // Merges complete subtrees in file order, the way the incremental hasher's
 // stack does (spec §5.1.2): a node of 2^level chunks is pushed only at a
 // position aligned to its size, so the stack top is either larger or exactly
 // its sibling.
-class Merger {
+class Blake3Tree::Merger {
  public:
   explicit Merger(std::uint64_t last_chunk) : m_last(last_chunk) {}
 
@@ -68,12 +70,13 @@ class Merger {
   std::vector<unsigned> m_levels;
 };
 
-}  // namespace
-
 Blake3Tree::Blake3Tree(std::uint64_t total_size, std::size_t pieces)
     : m_total(total_size),
       m_last_chunk(total_size == 0 ? 0 : (total_size - 1) / k_chunk),
-      m_pieces(pieces) {}
+      m_pieces(pieces),
+      m_merger(std::make_unique<Merger>(m_last_chunk)) {}
+
+Blake3Tree::~Blake3Tree() = default;
 
 std::size_t Blake3Tree::pieces_in(std::uint64_t offset, std::uint64_t size) noexcept {
   if (size == 0) return 1;
@@ -120,7 +123,6 @@ void Blake3Tree::add(std::size_t index, std::uint64_t offset, ByteSpan data) {
   Piece& p = m_pieces[index];
   p.offset = offset;
   p.size = data.size();
-  p.added = true;
   p.nodes.clear();
   const std::uint64_t end = offset + data.size();
   const std::uint64_t first = (offset + k_chunk - 1) / k_chunk;
@@ -128,6 +130,7 @@ void Blake3Tree::add(std::size_t index, std::uint64_t offset, ByteSpan data) {
   if (first >= stop) {
     p.head.assign(data.begin(), data.end());
     p.tail.clear();
+    merge_ready(index);
     return;
   }
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(data.data());
@@ -144,19 +147,50 @@ void Blake3Tree::add(std::size_t index, std::uint64_t offset, ByteSpan data) {
     p.nodes.push_back({c, level, detail::blake3_subtree_cv(bytes + (c * k_chunk - offset), n, c)});
     c += n;
   }
+  merge_ready(index);
 }
 
-Digest Blake3Tree::digest() const {
-  Merger m(m_last_chunk);
-  std::uint64_t pos = 0;
-  for (const auto& p : m_pieces) {
-    if (!p.added || p.offset != pos) throw Error(Errc::internal, "Blake3Tree: pieces do not tile the input");
-    m.feed(p.head);
-    for (const auto& n : p.nodes) m.push(n.level, n.cv, n.first_chunk);
-    m.feed(p.tail);
-    pos += p.size;
+void Blake3Tree::merge_ready(std::size_t index) {
+  std::unique_lock lock(m_mutex);
+  if (m_pieces[index].added && m_failure.empty()) m_failure = fmt::format("Blake3Tree: piece {} added twice", index);
+  m_pieces[index].added = true;
+  if (m_merging) return;  // that add() merges this piece too, once it gets here
+  m_merging = true;
+  // The position merged up to: the next piece must start there.
+  const auto merged_end = [this] { return m_next == 0 ? 0 : m_pieces[m_next - 1].offset + m_pieces[m_next - 1].size; };
+  while (m_failure.empty() && m_next < m_pieces.size() && m_pieces[m_next].added) {
+    Piece& p = m_pieces[m_next];
+    const bool tiles = p.offset == merged_end();
+    lock.unlock();  // the merger and merged pieces are this thread's alone
+    std::string failure;
+    if (!tiles) {
+      failure = "Blake3Tree: pieces do not tile the input";
+    } else {
+      try {
+        m_merger->feed(p.head);
+        for (const auto& n : p.nodes) m_merger->push(n.level, n.cv, n.first_chunk);
+        m_merger->feed(p.tail);
+      } catch (const Error& e) {
+        failure = e.what();
+      }
+    }
+    // Only the bytes and subtrees go; offset and size stay for the next check.
+    p.head = {};
+    p.nodes = {};
+    p.tail = {};
+    lock.lock();
+    if (!failure.empty() && m_failure.empty()) m_failure = std::move(failure);
+    ++m_next;
   }
-  return m.finish(m_total);
+  m_merging = false;
+}
+
+Digest Blake3Tree::digest() {
+  const std::lock_guard lock(m_mutex);
+  if (!m_failure.empty()) throw Error(Errc::internal, m_failure);
+  if (m_merging || m_next != m_pieces.size())
+    throw Error(Errc::internal, "Blake3Tree: pieces do not tile the input");
+  return m_merger->finish(m_total);
 }
 
 }  // namespace mithril::util

@@ -5,11 +5,17 @@
 // BLAKE3's tree (spec §2.1, §5.1) is built from 1 KiB chunks; every complete
 // subtree of 2^k chunks aligned to 2^k is independent of the rest. add()
 // hashes each piece's aligned subtrees right away and keeps only the bytes of
-// the (at most two) chunks it shares with its neighbours; digest() merges the
-// subtrees in file order like the incremental hasher's stack. Pieces may
+// the (at most two) chunks it shares with its neighbours. The subtrees are
+// merged in file order, like the incremental hasher's stack, as soon as the
+// pieces before them are in: the add() that completes a run of pieces
+// merges the run (while the other threads go on hashing), so digest() only
+// finishes the root — no serial pass over every piece once the last is in.
+// (On a 51 MB bf16 safetensors file, 102 tensors, the merge left to the end
+// took 0.3 ms: the parents above each tensor's unaligned ends.) Pieces may
 // start and end anywhere (tensor data starts at arbitrary offsets).
 //
-// Memory: O(log piece size) chaining values + < 3 KiB per piece.
+// Memory: O(log piece size) chaining values + < 3 KiB per piece not yet
+// merged.
 // Thread-safety: add() may run concurrently for distinct piece indices;
 // digest() runs after every add() returned.
 #pragma once
@@ -17,6 +23,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -69,7 +78,11 @@ class Blake3Tree {
 
   // Throws Error(internal) if the added pieces do not tile [0, total_size)
   // in index order (a bug of the caller, never bad input).
-  Digest digest() const;
+  Digest digest();
+
+  Blake3Tree(const Blake3Tree&) = delete;
+  Blake3Tree& operator=(const Blake3Tree&) = delete;
+  ~Blake3Tree();
 
  private:
   struct Node {
@@ -85,9 +98,21 @@ class Blake3Tree {
     std::vector<Node> nodes;
     ByteVector tail;  // bytes after the last node
   };
+  class Merger;
+  // Marks piece `index` added and, unless another add() is merging, merges
+  // every added piece from the first unmerged one on.
+  void merge_ready(std::size_t index);
+
   std::uint64_t m_total;
   std::uint64_t m_last_chunk;  // never part of a node: it may be the root
   std::vector<Piece> m_pieces;
+  // Guards Piece::added, m_next, m_merging and m_failure; the merger and the
+  // pieces below m_next belong to whichever add() set m_merging.
+  std::mutex m_mutex;
+  std::unique_ptr<Merger> m_merger;
+  std::size_t m_next = 0;  // pieces [0, m_next) are merged
+  bool m_merging = false;
+  std::string m_failure;  // why the pieces do not tile the input
 };
 
 }  // namespace mithril::util
