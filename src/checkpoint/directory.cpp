@@ -24,6 +24,7 @@
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
 #include "util/json_number.hpp"
+#include "util/json_text.hpp"
 #include "util/mapped_file.hpp"
 #include "util/posix.hpp"
 
@@ -78,7 +79,16 @@ std::vector<std::string> list_files(const fs::path& root) {
     }
     if (!fs::is_regular_file(st))
       throw Error(Errc::unsupported, fmt::format("{}: not a regular file (a socket, device or broken link)", p.string()));
-    out.push_back(fs::relative(p, root).generic_string());
+    std::string rel = fs::relative(p, root).generic_string();
+    // The manifest is JSON text: a name that is not UTF-8 could not be
+    // recorded exactly (and restored under the same name).
+    if (!util::valid_utf8(rel))
+      throw Error(Errc::unsupported,
+                  fmt::format("{}: the file name is not valid UTF-8 (byte {:#04x} at offset {}); a compressed "
+                              "directory records names as JSON text: rename the file",
+                              util::utf8_or_replacement(p.string()),
+                              static_cast<unsigned char>(rel[util::invalid_utf8_at(rel)]), util::invalid_utf8_at(rel)));
+    out.push_back(std::move(rel));
   }
   std::sort(out.begin(), out.end());
   return out;

@@ -17,6 +17,7 @@
 #include "mithril/error.hpp"
 #include "util/atomic_file.hpp"
 #include "util/json_number.hpp"
+#include "util/json_text.hpp"
 #include "util/posix.hpp"
 #include "util/stale_temporaries.hpp"
 
@@ -176,7 +177,8 @@ SeriesMember series_add(const fs::path& dir, const fs::path& checkpoint, std::op
   SeriesMember member;
   member.step = s;
   member.file = series_member_file(s);
-  member.source_name = checkpoint.filename().string();
+  // For people (list, info): a file name that is not UTF-8 is kept with U+FFFD.
+  member.source_name = util::utf8_or_replacement(checkpoint.filename().string());
   const fs::path out = dir / member.file;
 
   CompressOptions co;

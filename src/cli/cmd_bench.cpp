@@ -315,7 +315,7 @@ void run_bench(const BenchArgs& a) {
                                 {"decompress_checks_digest", !a.no_digest},
                                 {"zstd_version", a.zstd_level ? ZSTD_versionString() : ""},
                                 {"rows", rows}};
-    fmt::print("{}\n", doc.dump(2));
+    print_json(doc, 2);
   }
 }
 

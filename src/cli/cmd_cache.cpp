@@ -240,7 +240,7 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
     auto report = store.sync(*sync_full);
     auto gc = store.enforce_limit();
     store.flush_remote();
-    if (*sync_json_flag) fmt::print("{}\n", sync_json(report).dump(2));
+    if (*sync_json_flag) print_json(sync_json(report), 2);
     else if (!global.quiet) print_sync_report(report, &gc, store.stats());
     if (!*sync_json_flag) print_remote_session(store, global);
   });
@@ -274,7 +274,7 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
   stats->callback([opts, stats_as_json] {
     auto store = open_store(*opts);
     const auto s = store.stats();
-    if (*stats_as_json) fmt::print("{}\n", stats_json(s).dump(2));
+    if (*stats_as_json) print_json(stats_json(s), 2);
     else print_stats_text(s);
   });
 
@@ -298,7 +298,7 @@ void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& ex
                        {"nearest", x.nearest}, {"same", x.same}, {"total", x.total}, {"differences", diffs}, {"note", x.note}});
       }
       nlohmann::json j = {{"run_files", run.files}, {"counts", run.counts()}, {"explanations", arr}};
-      fmt::print("{}\n", j.dump(2));
+      print_json(j, 2);
       return;
     }
     if (explain_key->empty()) {

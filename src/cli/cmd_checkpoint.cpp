@@ -289,7 +289,7 @@ void run_directory_info(const std::string& input, bool as_json) {
       j["totals"]["stored_bytes"] = r.output_bytes;
       j["totals"]["ratio"] = ratio(r.source_bytes, r.output_bytes);
     }
-    fmt::print("{}\n", j.dump(2));
+    print_json(j, 2);
     return;
   }
   fmt::print("{}: {}, {} files, {} tensors\n", input,
@@ -370,7 +370,7 @@ void run_info(const std::string& input, bool as_json, const std::string& endpoin
       j["totals"]["tensor_stored_bytes"] = tensor_stored;
       j["totals"]["other_stored_bytes"] = info.other_stored_bytes.value_or(0);
     }
-    fmt::print("{}\n", j.dump(2));
+    print_json(j, 2);
     return;
   }
   const bool mcp = info.kind == "mcp";

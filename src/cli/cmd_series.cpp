@@ -64,7 +64,7 @@ void register_series_commands(CLI::App& app, const GlobalOptions& global, int&) 
         if (!m.metrics.empty()) e["metrics"] = m.metrics;
         j["members"].push_back(std::move(e));
       }
-      fmt::print("{}\n", j.dump(1));
+      print_json(j, 1);
       return;
     }
     fmt::print("{:>12}  {:<8} {:>10} {:>14} {:>14} {:>8}  {}\n", "step", "kind", "base", "original", "stored",

@@ -2,7 +2,11 @@
 // The CLI uses only the public API (include/mithril/).
 #pragma once
 
+#include <string>
+
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace mithril::cli {
 
@@ -20,5 +24,11 @@ void register_series_commands(CLI::App& app, const GlobalOptions& global, int& e
 void register_cache_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void register_convert_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void register_bench_command(CLI::App& app);
+
+// A command's JSON output: paths on Linux are any bytes, so text that is not
+// UTF-8 (a file name) is printed with U+FFFD rather than failing the command.
+inline void print_json(const nlohmann::json& j, int indent) {
+  fmt::print("{}\n", j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace));
+}
 
 }  // namespace mithril::cli

@@ -3,15 +3,14 @@
 #include <cstring>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <simdjson.h>
 
 #include "mithril/error.hpp"
+#include "util/json_text.hpp"
 
 namespace mithril::container {
 namespace {
 
-using json = nlohmann::json;
 using util::load_le;
 using util::store_le;
 
@@ -19,14 +18,10 @@ using util::store_le;
   throw Error(Errc::corrupt, fmt::format("{}: {}", file, what));
 }
 
-json identity_to_json(const SourceIdentity& id) {
-  return json{{"name", id.name}, {"size", id.size}, {"blake3", util::to_hex(id.blake3)}};
-}
-
 // Reading the index's JSON (simdjson's DOM: the index is parsed on every
 // open, decompress and tensor lookup, ~10 times faster than a DOM of
-// nlohmann::json, which writes it). Every accessor checks the JSON type;
-// integers are JSON integers only, non-negative and in range (as
+// nlohmann::json; prepare_index() below writes it). Every accessor checks the
+// JSON type; integers are JSON integers only, non-negative and in range (as
 // util/json_number.hpp for nlohmann::json).
 using JsonElement = simdjson::dom::element;
 using JsonObject = simdjson::dom::object;
@@ -157,42 +152,143 @@ Footer decode_footer(util::ByteSpan b, std::string_view file) {
   return f;
 }
 
+namespace {
+
+// The index's JSON is written by hand, keys in sorted order (the text
+// nlohmann::json::dump() of the same object gave, byte for byte), every
+// string checked as UTF-8 first.
+class IndexJson {
+ public:
+  explicit IndexJson(const Index& index) : m_index(index) {}
+
+  void key(std::string_view k) {
+    comma();
+    util::append_json_string(m_out, k);
+    m_out += ':';
+  }
+  void comma() {
+    if (!m_first) m_out += ',';
+    m_first = false;
+  }
+  // A string the index records exactly (a tensor's name, metadata).
+  void exact(std::string_view what, std::string_view v) {
+    if (!util::valid_utf8(v))
+      throw Error(Errc::invalid_argument,
+                  fmt::format("{}: {} is not valid UTF-8", m_index.source.name, what));
+    util::append_json_string(m_out, v);
+  }
+  void number(std::uint64_t v) { util::append_json_number(m_out, v); }
+  void open(char c) {
+    m_out += c;
+    m_first = true;
+  }
+  void close(char c) {
+    m_out += c;
+    m_first = false;
+  }
+  // A file's identity; its name is for people (any bytes on Linux), invalid
+  // UTF-8 shown as U+FFFD. Returns where the digest's hex digits start.
+  std::size_t identity(const SourceIdentity& id, const std::string* kind) {
+    open('{');
+    key("blake3");
+    const std::size_t at = m_out.size() + 1;
+    util::append_json_string(m_out, util::to_hex(id.blake3));
+    if (kind) {
+      key("kind");
+      exact("the source kind", *kind);
+    }
+    key("name");
+    util::append_json_string(m_out, util::utf8_or_replacement(id.name));
+    key("size");
+    number(id.size);
+    close('}');
+    return at;
+  }
+  std::string& text() { return m_out; }
+
+ private:
+  const Index& m_index;
+  std::string m_out;
+  bool m_first = true;
+};
+
+}  // namespace
+
 PreparedIndex prepare_index(const Index& index) {
-  json j;
-  j["format"] = "mcp";
+  IndexJson w(index);
+  w.text().reserve(256 + index.segments.size() * 160);
+  w.open('{');
+  if (index.base) {
+    w.key("base");
+    w.identity(*index.base, nullptr);
+  }
+  w.key("chunk_count");
+  w.number(index.chunks.size());
+  w.key("created_by");
+  w.exact("created_by", index.created_by);
+  w.key("format");
+  w.exact("format", "mcp");
+  w.key("metadata");
+  w.open('{');
+  for (const auto& [k, v] : index.metadata) {
+    w.comma();
+    w.exact(fmt::format("metadata key {:?}", k), k);
+    w.text() += ':';
+    w.exact(fmt::format("metadata {:?}", k), v);
+  }
+  w.close('}');
+  w.key("segments");
+  w.open('[');
+  for (std::size_t i = 0; i < index.segments.size(); ++i) {
+    const auto& seg = index.segments[i];
+    w.comma();
+    w.open('{');
+    if (seg.base_offset) {
+      w.key("base_offset");
+      w.number(*seg.base_offset);
+    }
+    w.key("chunks");
+    w.text() += '[';
+    w.number(seg.first_chunk);
+    w.text() += ',';
+    w.number(seg.chunk_count);
+    w.text() += ']';
+    const bool tensor = seg.kind == SegmentKind::tensor;
+    if (tensor) {
+      w.key("dtype");
+      w.exact(fmt::format("segment {}'s dtype", i), seg.dtype);
+    }
+    w.key("kind");
+    w.exact("kind", tensor ? "tensor" : "raw");
+    if (tensor) {
+      w.key("name");
+      w.exact(fmt::format("segment {}'s name", i), seg.name);
+    }
+    w.key("offset");
+    w.number(seg.offset);
+    if (tensor) {
+      w.key("shape");
+      w.text() += '[';
+      for (std::size_t d = 0; d < seg.shape.size(); ++d) {
+        if (d) w.text() += ',';
+        w.number(seg.shape[d]);
+      }
+      w.text() += ']';
+    }
+    w.key("size");
+    w.number(seg.size);
+    w.close('}');
+  }
+  w.close(']');
+  w.key("source");
   SourceIdentity source = index.source;
   source.blake3 = {};  // zeros: filled in by encode_index
-  j["source"] = identity_to_json(source);
-  j["source"]["kind"] = index.source_kind;
-  if (index.base) j["base"] = identity_to_json(*index.base);
-  j["metadata"] = index.metadata;
-  j["chunk_count"] = index.chunks.size();
-  j["created_by"] = index.created_by;
-  json segs = json::array();
-  for (const auto& s : index.segments) {
-    json js{{"kind", s.kind == SegmentKind::tensor ? "tensor" : "raw"},
-            {"offset", s.offset},
-            {"size", s.size},
-            {"chunks", {s.first_chunk, s.chunk_count}}};
-    if (s.kind == SegmentKind::tensor) {
-      js["name"] = s.name;
-      js["dtype"] = s.dtype;
-      js["shape"] = s.shape;
-    }
-    if (s.base_offset) js["base_offset"] = *s.base_offset;
-    segs.push_back(std::move(js));
-  }
-  j["segments"] = std::move(segs);
+  const std::size_t at = w.identity(source, &index.source_kind);
+  w.close('}');
   PreparedIndex p;
-  p.json = j.dump();
+  p.json = std::move(w.text());
+  p.blake3_at = at;
   p.chunks = index.chunks.size();
-  // Keys are sorted ("source" last) and a quote inside a string value is
-  // escaped, so this text occurs once, as the source object's first key.
-  static constexpr std::string_view k_digest_key = R"("source":{"blake3":")";
-  const std::size_t at = p.json.rfind(k_digest_key);
-  if (at == std::string::npos || p.json.size() - at - k_digest_key.size() < 64)
-    throw Error(Errc::internal, "index: the source digest is not where it belongs");
-  p.blake3_at = at + k_digest_key.size();
   return p;
 }
 

@@ -109,8 +109,14 @@ util::ByteVector encode_index(const Index& index);
 
 // The index's JSON with the source's BLAKE3 as zeros. Everything else in it
 // is known once the chunks are planned, so a writer makes it before the
-// coding (nlohmann::json takes ~0.2 ms for 100 tensors) and the finished
-// container's serial tail only fills in the digest and the chunk records.
+// coding and the finished container's serial tail only fills in the digest
+// and the chunk records. Written by hand, keys sorted: the text
+// nlohmann::json::dump() gives for the same object (building that object took
+// 0.22 ms for a 102-tensor bf16 file, 0.9% of its compression on 2 threads;
+// the whole start of that compression, this included, now takes 0.06 ms).
+// Names of files (source, base) are for people: invalid UTF-8 in
+// them is written as U+FFFD. Any other string that is not valid UTF-8 (a
+// tensor's name, metadata) is Error(invalid_argument).
 struct PreparedIndex {
   std::string json;
   std::size_t blake3_at = 0;  // where the source's 64 hex digits start in json

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "util/json_text.hpp"
+
 namespace mithril::formats::detail {
 
 // Printable rendering of untrusted text for error messages: printable ASCII
@@ -13,7 +15,7 @@ namespace mithril::formats::detail {
 std::string escape(std::string_view s, std::size_t max_chars = 200);
 
 // Strict UTF-8 (RFC 3629): no overlongs, no surrogates, nothing past U+10FFFF.
-bool valid_utf8(std::string_view s);
+using util::valid_utf8;
 
 // Latin-1 bytes of valid UTF-8 text; false if a code point exceeds U+00FF.
 bool utf8_to_latin1(std::string_view s, std::string& out);

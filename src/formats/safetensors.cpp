@@ -12,6 +12,7 @@
 
 #include "mithril/error.hpp"
 #include "util/json_number.hpp"
+#include "util/json_text.hpp"
 
 // Behaviour mirrors huggingface/safetensors 0.8 (safetensors/src/tensor.rs:
 // SafeTensors::read_metadata, Metadata::validate, prepare) except where noted
@@ -23,6 +24,8 @@ namespace mithril::formats {
 namespace {
 
 using Json = nlohmann::json;
+using util::append_json_string;
+using util::invalid_utf8_at;
 
 constexpr std::size_t k_length_bytes = 8;
 // serde_json refuses JSON nested 128 containers deep (its recursion limit);
@@ -68,43 +71,6 @@ std::string shape_text(const std::vector<std::uint64_t>& shape) {
 
 [[noreturn]] void tensor_error(std::string_view file, std::string_view name, std::string_view what) {
   throw Error(Errc::corrupt, fmt::format("{}: tensor {}: {}", file, printable(name), what));
-}
-
-// Offset of the first byte that is not part of well-formed UTF-8 (Unicode
-// 15, table 3-7: no overlong forms, no surrogates, nothing past U+10FFFF),
-// or npos. Same acceptance as Rust's core::str::from_utf8.
-std::size_t invalid_utf8_at(std::string_view s) noexcept {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const unsigned c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len = 0;
-    unsigned lo = 0x80, hi = 0xbf;  // allowed range of the second byte
-    if (c >= 0xc2 && c <= 0xdf) {
-      len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      if (c == 0xe0) lo = 0xa0;
-      if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      if (c == 0xf0) lo = 0x90;
-      if (c == 0xf4) hi = 0x8f;
-    } else {
-      return i;
-    }
-    if (n - i < len || p[i + 1] < lo || p[i + 1] > hi) return i;
-    for (std::size_t k = 2; k < len; ++k) {
-      if ((p[i + k] & 0xc0) != 0x80) return i;
-    }
-    i += len;
-  }
-  return std::string_view::npos;
 }
 
 enum class SizeStatus { ok, count_overflow, bits_overflow, partial_byte };
@@ -393,35 +359,6 @@ int reference_rank(DType t) noexcept {
     case DType::U64: return 21;
   }
   return -1;
-}
-
-// JSON string exactly as serde_json writes it: '"' and '\\' escaped, the
-// control characters as \b \t \n \f \r or \u00xx (lowercase hex), all else
-// (DEL and non-ASCII included) verbatim.
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char k_hex[] = "0123456789abcdef";
-  out += '"';
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\f': out += "\\f"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += k_hex[c >> 4];
-          out += k_hex[c & 15];
-        } else {
-          out += ch;
-        }
-    }
-  }
-  out += '"';
 }
 
 [[noreturn]] void argument_error(std::string_view context, std::string_view what) {

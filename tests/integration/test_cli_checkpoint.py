@@ -263,3 +263,33 @@ def test_golden_delta_decodes_against_its_base(mithril, tmp_path):
     r = mithril("decompress", src, "--base", os.path.join(golden, "v1_chunks.safetensors"),
                 "-o", tmp_path / "y", check=False)
     assert r.code != 0 and not (tmp_path / "y").exists()
+
+
+def test_file_names_that_are_not_utf8(mithril, tmp_path):
+    """A Linux file name is any bytes. Such a file compresses and restores, its
+    name shown with U+FFFD (the index and every --json output are UTF-8 text);
+    a directory holding one is refused by name, nothing left behind; a series
+    takes it."""
+    name = os.fsdecode(b"w\xff\xfe.bin")  # surrogate-escaped: passed on as the raw bytes
+    src = tmp_path / name
+    src.write_bytes(os.urandom(5000) + bytes(5000))
+    mithril("compress", src, "-q", check=True)
+    mcp = tmp_path / (name + ".mcp")
+    info = json.loads(mithril("info", mcp, "--json", check=True).out)
+    assert info["source"]["name"] == "w\ufffd\ufffd.bin"
+    out = tmp_path / "restored"
+    mithril("decompress", mcp, "-o", out, "-q", check=True)
+    assert out.read_bytes() == src.read_bytes()
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "ok.txt").write_bytes(b"fine")
+    (d / name).write_bytes(b"x")
+    before = sorted(os.listdir(tmp_path))
+    r = mithril("compress", d, check=False)
+    assert r.code != 0 and "w\ufffd\ufffd.bin" in r.err and "not valid UTF-8" in r.err and "rename" in r.err, r
+    assert sorted(os.listdir(tmp_path)) == before
+
+    mithril("series", "add", tmp_path / "s", src, "--step", "3", "-q", check=True)
+    listed = json.loads(mithril("series", "list", tmp_path / "s", "--json", check=True).out)
+    assert [m["source_name"] for m in listed["members"]] == ["w\ufffd\ufffd.bin"]

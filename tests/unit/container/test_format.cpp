@@ -3,12 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "mithril/error.hpp"
 #include "util/bytes.hpp"
+#include "util/json_text.hpp"
 
 using namespace mithril;
 using namespace mithril::container;
@@ -299,4 +303,129 @@ TEST(ContainerFormat, IndexJsonMayLeaveOutOptionalFields) {
   EXPECT_TRUE(back.segments[1].shape.empty());
   EXPECT_EQ(back.source.size, 300u);
   EXPECT_EQ(back.chunks.size(), 3u);
+}
+
+namespace {
+
+// What the index's JSON was before it was written by hand: nlohmann::json's
+// dump() of the same object (sorted keys). The writer must still give it.
+std::string nlohmann_index_json(const Index& index) {
+  using json = nlohmann::json;
+  const auto identity = [](const SourceIdentity& id) {
+    return json{{"name", id.name}, {"size", id.size}, {"blake3", util::to_hex(id.blake3)}};
+  };
+  json j;
+  j["format"] = "mcp";
+  SourceIdentity source = index.source;
+  source.blake3 = {};
+  j["source"] = identity(source);
+  j["source"]["kind"] = index.source_kind;
+  if (index.base) j["base"] = identity(*index.base);
+  j["metadata"] = index.metadata;
+  j["chunk_count"] = index.chunks.size();
+  j["created_by"] = index.created_by;
+  json segs = json::array();
+  for (const auto& s : index.segments) {
+    json js{{"kind", s.kind == SegmentKind::tensor ? "tensor" : "raw"},
+            {"offset", s.offset},
+            {"size", s.size},
+            {"chunks", {s.first_chunk, s.chunk_count}}};
+    if (s.kind == SegmentKind::tensor) {
+      js["name"] = s.name;
+      js["dtype"] = s.dtype;
+      js["shape"] = s.shape;
+    }
+    if (s.base_offset) js["base_offset"] = *s.base_offset;
+    segs.push_back(std::move(js));
+  }
+  j["segments"] = std::move(segs);
+  return j.dump();
+}
+
+}  // namespace
+
+TEST(ContainerFormat, IndexJsonIsWhatNlohmannJsonWrites) {
+  // Every character class the escaping treats apart, in every kind of string.
+  const std::string odd = std::string("q\"b\\s/ c\x01\x1f\b\f\n\r\t del\x7f") + "é中😀" + std::string(1, '\0') + "end";
+  std::vector<Index> cases;
+  cases.push_back(sample_index());
+  Index empty_meta = sample_index();
+  empty_meta.metadata.clear();
+  empty_meta.segments[1].shape = {};
+  cases.push_back(empty_meta);
+  Index odd_all = sample_index();
+  odd_all.source.name = odd;
+  odd_all.source_kind = "torch";
+  odd_all.created_by = odd;
+  odd_all.metadata = {{odd, odd}, {"", ""}, {"a", "b"}};
+  odd_all.segments[1].name = odd;
+  odd_all.segments[1].dtype = odd;
+  odd_all.segments[1].shape = {0, 1, std::numeric_limits<std::uint64_t>::max()};
+  odd_all.segments[1].base_offset = 12345678901234ULL;
+  odd_all.base = SourceIdentity{odd, std::numeric_limits<std::uint64_t>::max(), {}};
+  odd_all.base->blake3.fill(0x7e);
+  cases.push_back(odd_all);
+  for (const auto& index : cases) {
+    const PreparedIndex p = prepare_index(index);
+    EXPECT_EQ(p.json, nlohmann_index_json(index));
+    EXPECT_EQ(p.json.substr(p.blake3_at, 64), std::string(64, '0'));
+    EXPECT_EQ(p.json.substr(p.blake3_at - 20, 20), R"("source":{"blake3":")");
+    // And it reads back.
+    Index done = index;
+    done.source.blake3.fill(0x42);
+    const Index back = decode_index(encode_index(done, p), payload_end(done), "f.mcp");
+    EXPECT_EQ(back.source.name, index.source.name);
+    EXPECT_EQ(back.source.blake3, done.source.blake3);
+    EXPECT_EQ(back.metadata, index.metadata);
+    EXPECT_EQ(back.created_by, index.created_by);
+    EXPECT_EQ(back.segments[1].name, index.segments[1].name);
+    EXPECT_EQ(back.segments[1].shape, index.segments[1].shape);
+    EXPECT_EQ(back.segments[1].base_offset, index.segments[1].base_offset);
+  }
+}
+
+TEST(ContainerFormat, InvalidUtf8InAFileNameIsShownReplacedElsewhereRefused) {
+  // A Linux file name is any bytes: the source's and base's names are for
+  // people, written with U+FFFD for each byte that is not UTF-8.
+  Index index = sample_index();
+  index.source.name = "bad\xff\xfe.bin";
+  index.base = SourceIdentity{"base\xc3.bin", 300, {}};
+  const Index back = decode_index(encode_index(index), payload_end(index), "f.mcp");
+  EXPECT_EQ(back.source.name, "bad\xef\xbf\xbd\xef\xbf\xbd.bin");
+  EXPECT_EQ(back.base->name, "base\xef\xbf\xbd.bin");
+  // A tensor's name or metadata is recorded exactly, or not at all.
+  const auto refused = [](const Index& bad, std::string_view what) {
+    try {
+      prepare_index(bad);
+      ADD_FAILURE() << "accepted " << what;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not valid UTF-8"), std::string::npos) << e.what();
+    }
+  };
+  Index bad_tensor = sample_index();
+  bad_tensor.segments[1].name = "w\x80";
+  refused(bad_tensor, "segment 1's name");
+  Index bad_key = sample_index();
+  bad_key.metadata = {{"k\xed\xa0\x80", "v"}};  // a UTF-16 surrogate
+  refused(bad_key, "metadata key");
+  Index bad_value = sample_index();
+  bad_value.metadata = {{"step", "\xc0\xaf"}};  // an overlong '/'
+  refused(bad_value, "metadata \"step\"");
+}
+
+TEST(JsonText, Utf8CheckAndReplacement) {
+  EXPECT_TRUE(util::valid_utf8(""));
+  EXPECT_TRUE(util::valid_utf8("a\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80"));
+  EXPECT_EQ(util::invalid_utf8_at("ab\xf5"), 2u);        // past U+10FFFF
+  EXPECT_EQ(util::invalid_utf8_at("\xe0\x80\x80"), 0u);  // overlong
+  EXPECT_EQ(util::invalid_utf8_at("x\xe4\xb8"), 1u);     // cut short
+  EXPECT_EQ(util::utf8_or_replacement("a\xff" "b\xe4\xb8"), "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_EQ(util::utf8_or_replacement("ok"), "ok");
+  std::string out;
+  util::append_json_number(out, 0);
+  out += ',';
+  util::append_json_number(out, std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(out, "0,18446744073709551615");
 }
