@@ -293,6 +293,25 @@ TEST(Rans, EncodeLanesGivesSmallBlocksEightLanes) {
   EXPECT_EQ(back, tiny);
 }
 
+// A small block's lane count is not only what its payload pays for (~0.4%
+// of it in states): up to 16 lanes while the states stay within 1/128 of
+// the raw size, so that a few-KiB plane of low entropy does not decode one
+// symbol at a time.
+TEST(Rans, SmallBlocksGetLanesUpToARawSizeShare) {
+  auto lanes_of = [](const ByteVector& block) { return 1u << (static_cast<unsigned>(block[1]) >> 4); };
+  // (raw size, lanes at least): 4 bytes a lane, at most n / 128 of them.
+  const std::pair<std::size_t, unsigned> cases[] = {{500, 1}, {1024, 2}, {2048, 4}, {5120, 8}, {8192, 16}, {20000, 16}};
+  for (const auto& [n, want] : cases) {
+    const auto data = zeros_99(n, n);  // codes to ~0.1 bits a byte: its payload pays for 1 lane
+    const ByteVector block = encode_by(rans::encode, data);
+    EXPECT_GE(lanes_of(block), want) << n;
+    EXPECT_LE(4 * lanes_of(block), std::max<std::size_t>(n / 128, 4)) << n;
+    ByteVector back(n);
+    rans::decode(block, back);
+    EXPECT_EQ(back, data) << n;
+  }
+}
+
 TEST(Rans, SmallBlocksHaveCompactTables) {
   for (std::size_t n : {256u, 1024u, 4096u}) {
     const auto data = bf16_exponents(n, n);
