@@ -51,6 +51,61 @@ void grouped_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::
   for (std::size_t i = in.size() - tail; i < in.size(); ++i) ++hists[width - 1][static_cast<std::uint8_t>(in[i])];
 }
 
+// Inputs up to this size are estimated from all their bytes (exactly).
+constexpr std::size_t k_exact_estimate = 128 * 1024;
+
+template <unsigned W>
+void count_both_modes(util::ByteSpan in, std::array<Histogram, 8>& plain, std::array<Histogram, 8>& rotl1) {
+  // Eight bytes at a time (8 / W elements): each W-byte lane rotated left by
+  // one bit within the word; table j counts byte j of the word, 9 bits: the
+  // byte and, below it, bit 0 of its rotated self (the top bit of the byte
+  // below it in the element).
+  constexpr std::uint64_t k_low = W == 2 ? 0x0001000100010001ull : W == 4 ? 0x0000000100000001ull : 1ull;
+  constexpr unsigned k_bits = 8 * W;
+  std::array<std::array<std::uint32_t, 512>, 8> joint{};
+  const auto* p = reinterpret_cast<const std::uint8_t*>(in.data());
+  const std::size_t m = in.size() / W;
+  const std::size_t words = m * W / 8;
+  for (std::size_t i = 0; i < words; ++i) {
+    std::uint64_t v;
+    std::memcpy(&v, p + 8 * i, 8);
+    const std::uint64_t r = ((v << 1) & ~k_low) | ((v >> (k_bits - 1)) & k_low);
+    for (unsigned j = 0; j < 8; ++j) ++joint[j][((v >> (8 * j)) & 0xff) << 1 | ((r >> (8 * j)) & 1)];
+  }
+  for (std::size_t e = words * 8 / W; e < m; ++e) {
+    const std::uint8_t* x = p + e * W;
+    for (unsigned k = 0; k < W; ++k) ++joint[k][(unsigned{x[k]} << 1) | (x[(k + W - 1) % W] >> 7)];
+  }
+  for (unsigned k = 0; k < W; ++k) {
+    plain[k].fill(0);
+    rotl1[k].fill(0);
+    for (unsigned j = k + W; j < 8; j += W)
+      for (unsigned v = 0; v < 512; ++v) joint[k][v] += joint[j][v];
+    for (unsigned v = 0; v < 512; ++v) {
+      plain[k][v >> 1] += joint[k][v];
+      rotl1[k][v & 0xff] += joint[k][v];  // ((byte << 1) | bit) & 0xff
+    }
+  }
+  for (std::size_t i = m * W; i < in.size(); ++i) {
+    ++plain[W - 1][p[i]];
+    ++rotl1[W - 1][p[i]];
+  }
+}
+
+}  // namespace
+
+void detail::both_modes_histograms(util::ByteSpan in, unsigned width, std::array<Histogram, 8>& plain,
+                                   std::array<Histogram, 8>& rotl1) {
+  switch (width) {
+    case 2: return count_both_modes<2>(in, plain, rotl1);
+    case 4: return count_both_modes<4>(in, plain, rotl1);
+    case 8: return count_both_modes<8>(in, plain, rotl1);
+    default: throw Error(Errc::internal, "both_modes_histograms: width must be 2, 4 or 8");
+  }
+}
+
+namespace {
+
 // Estimated cost of coding `in` grouped with `mode`, from evenly spaced
 // slices when the input is large: choosing among candidates on a sample
 // saves a full histogram pass per rejected candidate, and the choice is
@@ -58,14 +113,17 @@ void grouped_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::
 // plane_bpb receives each plane's order-0 bits per byte on the sample, and
 // hists the planes' histograms, which are exact (the whole input counted)
 // when it returns with exact set.
+// `counted`: the exact histograms of `in` in `mode`, when the caller has them
+// (both_modes_histograms), for an input of up to k_exact_estimate bytes.
 double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb,
-                        std::array<Histogram, 8>& hists, bool& exact);
+                        std::array<Histogram, 8>& hists, bool& exact, const std::array<Histogram, 8>* counted);
 
 double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb,
-                        std::array<Histogram, 8>& hists, bool& exact) {
+                        std::array<Histogram, 8>& hists, bool& exact, const std::array<Histogram, 8>* counted) {
   constexpr std::size_t k_slices = 8;
   constexpr std::size_t k_slice = 8 * 1024;  // a multiple of every width
-  exact = in.size() <= 2 * k_slices * k_slice;
+  static_assert(k_exact_estimate == 2 * k_slices * k_slice);
+  exact = in.size() <= k_exact_estimate;
   // Each plane's bits per byte into plane_bpb; returns the planes' estimated
   // bytes in all (n bytes counted).
   auto estimate_counted = [&](std::size_t n) {
@@ -80,7 +138,10 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
     return total;
   };
   if (exact) {
-    grouped_histograms(in, width, mode, hists);
+    if (counted)
+      std::copy_n(counted->begin(), width, hists.begin());
+    else
+      grouped_histograms(in, width, mode, hists);
     return estimate_counted(in.size());
   }
   // The slices are whole elements of every width: no tails, counted at once.
@@ -345,12 +406,23 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
   util::ByteSpan best_input = raw;
 
   int n_candidates = 0;
+  // A small input tried in both modes is counted once for the two
+  // (both_modes_histograms); `counted_for` is the input they belong to.
+  const std::byte* counted_for = nullptr;
   auto consider = [&](util::ByteSpan input, Residual residual, GroupMode mode) {
     // A lone candidate needs no estimate.
     const bool alone = n_candidates == 0 && base.empty() && !(kind.is_float && width > 1);
+    const bool both = kind.is_float && width > 1 && input.size() <= k_exact_estimate && !input.empty() &&
+                      (residual != Residual::sub);  // sub is tried in plain mode only
+    if (both && mode == GroupMode::plain) {
+      detail::both_modes_histograms(input, width, m_mode_hists[0], m_mode_hists[1]);
+      counted_for = input.data();
+    }
+    const std::array<Histogram, 8>* counted =
+        both && counted_for == input.data() ? &m_mode_hists[mode == GroupMode::rotl1 ? 1 : 0] : nullptr;
     PlaneBits bpb{};
     bool exact = false;
-    const double cost = alone ? 0.0 : estimate_sampled(input, width, mode, bpb, m_candidate_hists, exact);
+    const double cost = alone ? 0.0 : estimate_sampled(input, width, mode, bpb, m_candidate_hists, exact, counted);
     ++n_candidates;
     if (!have_best || cost < best.cost) {
       best = {residual, mode, cost};

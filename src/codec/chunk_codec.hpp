@@ -123,6 +123,9 @@ class ChunkEncoder {
   // whole (small chunks), else m_sample_exact is false; and a candidate's.
   std::array<Histogram, 8> m_sample_hists{};
   std::array<Histogram, 8> m_candidate_hists{};
+  // A small float input's plane histograms in plain and rotl1 mode, counted
+  // in one pass for its two candidates.
+  std::array<std::array<Histogram, 8>, 2> m_mode_hists{};
   bool m_sample_exact = false;
   util::ByteVector m_residual;
   // The payload being built: the chunk is grouped straight into it, after
@@ -204,5 +207,21 @@ class ChunkDecoder {
   PieceDecoders m_coders;
   util::Xxh3Stream m_checksum;
 };
+
+namespace detail {
+
+// Both grouping modes' exact plane histograms of `in` (width 2, 4 or 8) in
+// one pass, as plane_histograms() gives them for plain and for rotl1 (the
+// n % width tail bytes counted as they are in the last plane). Byte k of an
+// element rotated left by one bit is byte k shifted left by one with the top
+// bit of byte k - 1 (of the last byte, for k = 0): each byte counted beside
+// its lower neighbour's top bit (512 bins a plane) gives both. A small float
+// chunk is estimated in both modes from all its bytes, so this halves its
+// counting: a file of 100 bf16 tensors of 64x80 compressed 6% faster on one
+// thread (Zen 3, session 40), the same bytes.
+void both_modes_histograms(util::ByteSpan in, unsigned width, std::array<Histogram, 8>& plain,
+                           std::array<Histogram, 8>& rotl1);
+
+}  // namespace detail
 
 }  // namespace mithril::codec

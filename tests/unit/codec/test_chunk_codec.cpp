@@ -552,3 +552,31 @@ TEST(ChunkCodec, ResidualChunksDecodePieceByPiece) {
   EXPECT_TRUE(saw_xor);
   EXPECT_TRUE(saw_sub);
 }
+
+// Both modes' plane histograms counted in one pass equal plane_histograms()
+// of each mode, the tail (n % width bytes) counted as it is in the last plane.
+TEST(ChunkCodec, BothModesHistogramsEqualEachModeCountedAlone) {
+  std::mt19937_64 rng(40);
+  for (const unsigned width : {2u, 4u, 8u}) {
+    for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{9},
+                                std::size_t{63}, std::size_t{4099}, std::size_t{65536 + 5}}) {
+      util::ByteVector in(n);
+      // Skewed bytes (as exponents) with every top bit pattern.
+      for (auto& b : in) b = std::byte(rng() % 3 == 0 ? rng() & 0xff : 0x3c | (rng() & 0x81));
+      std::array<Histogram, 8> plain{}, rotl1{};
+      detail::both_modes_histograms(in, width, plain, rotl1);
+      for (const auto mode : {GroupMode::plain, GroupMode::rotl1}) {
+        std::array<Histogram, 8> want{};
+        const std::size_t whole = n - n % width;
+        plane_histograms(util::ByteSpan(in).first(whole), width, mode, want);
+        for (std::size_t i = whole; i < n; ++i) ++want[width - 1][static_cast<std::uint8_t>(in[i])];
+        const auto& got = mode == GroupMode::plain ? plain : rotl1;
+        for (unsigned k = 0; k < width; ++k)
+          EXPECT_EQ(got[k], want[k]) << "width " << width << " n " << n << " plane " << k << " rotl1 "
+                                     << (mode == GroupMode::rotl1);
+      }
+    }
+  }
+  std::array<Histogram, 8> a{}, b{};
+  EXPECT_THROW(detail::both_modes_histograms(util::ByteVector(6), 3, a, b), Error);
+}
