@@ -67,8 +67,7 @@ void count_both_modes(util::ByteSpan in, std::array<Histogram, 8>& plain, std::a
   const std::size_t m = in.size() / W;
   const std::size_t words = m * W / 8;
   for (std::size_t i = 0; i < words; ++i) {
-    std::uint64_t v;
-    std::memcpy(&v, p + 8 * i, 8);
+    const auto v = util::load_le<std::uint64_t>(in.data() + 8 * i);
     const std::uint64_t r = ((v << 1) & ~k_low) | ((v >> (k_bits - 1)) & k_low);
     for (unsigned j = 0; j < 8; ++j) ++joint[j][((v >> (8 * j)) & 0xff) << 1 | ((r >> (8 * j)) & 1)];
   }
