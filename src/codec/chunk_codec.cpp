@@ -405,20 +405,12 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
   util::ByteSpan best_input = raw;
 
   int n_candidates = 0;
-  // A small input tried in both modes is counted once for the two
-  // (both_modes_histograms); `counted_for` is the input they belong to.
-  const std::byte* counted_for = nullptr;
-  auto consider = [&](util::ByteSpan input, Residual residual, GroupMode mode) {
+  const bool try_rotl1 = kind.is_float && width > 1;
+  // counted: the input's exact histograms in `mode`, when already counted.
+  auto consider = [&](util::ByteSpan input, Residual residual, GroupMode mode,
+                      const std::array<Histogram, 8>* counted = nullptr) {
     // A lone candidate needs no estimate.
-    const bool alone = n_candidates == 0 && base.empty() && !(kind.is_float && width > 1);
-    const bool both = kind.is_float && width > 1 && input.size() <= k_exact_estimate && !input.empty() &&
-                      (residual != Residual::sub);  // sub is tried in plain mode only
-    if (both && mode == GroupMode::plain) {
-      detail::both_modes_histograms(input, width, m_mode_hists[0], m_mode_hists[1]);
-      counted_for = input.data();
-    }
-    const std::array<Histogram, 8>* counted =
-        both && counted_for == input.data() ? &m_mode_hists[mode == GroupMode::rotl1 ? 1 : 0] : nullptr;
+    const bool alone = n_candidates == 0 && base.empty() && !try_rotl1;
     PlaneBits bpb{};
     bool exact = false;
     const double cost = alone ? 0.0 : estimate_sampled(input, width, mode, bpb, m_candidate_hists, exact, counted);
@@ -432,10 +424,17 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
       have_best = true;
     }
   };
+  // A float input in both grouping modes; a small one (estimated from all
+  // its bytes) counted once for the two (detail::both_modes_histograms).
+  auto consider_modes = [&](util::ByteSpan input, Residual residual) {
+    if (!try_rotl1) return consider(input, residual, GroupMode::plain);
+    const bool small = !input.empty() && input.size() <= k_exact_estimate;
+    if (small) detail::both_modes_histograms(input, width, m_mode_hists[0], m_mode_hists[1]);
+    consider(input, residual, GroupMode::plain, small ? &m_mode_hists[0] : nullptr);
+    consider(input, residual, GroupMode::rotl1, small ? &m_mode_hists[1] : nullptr);
+  };
 
-  const bool try_rotl1 = kind.is_float && width > 1;
-  consider(raw, Residual::none, GroupMode::plain);
-  if (try_rotl1) consider(raw, Residual::none, GroupMode::rotl1);
+  consider_modes(raw, Residual::none);
 
   util::ByteVector sub_buf;
   if (!base.empty()) {
@@ -443,8 +442,7 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
     if (m_residual.size() < raw.size()) m_residual.resize(raw.size());
     util::MutableByteSpan xr(m_residual.data(), raw.size());
     xor_residual(raw, base, xr);
-    consider(xr, Residual::xor_, GroupMode::plain);
-    if (try_rotl1) consider(xr, Residual::xor_, GroupMode::rotl1);
+    consider_modes(xr, Residual::xor_);
     if (width > 1) {
       sub_buf.resize(raw.size());
       sub_residual(raw, base, sub_buf, width);
