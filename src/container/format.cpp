@@ -227,7 +227,7 @@ PreparedIndex prepare_index(const Index& index) {
   w.key("created_by");
   w.exact("created_by", index.created_by);
   w.key("format");
-  w.exact("format", "mcp");
+  w.text() += R"("mcp")";
   w.key("metadata");
   w.open('{');
   for (const auto& [k, v] : index.metadata) {
@@ -259,7 +259,7 @@ PreparedIndex prepare_index(const Index& index) {
       w.exact(fmt::format("segment {}'s dtype", i), seg.dtype);
     }
     w.key("kind");
-    w.exact("kind", tensor ? "tensor" : "raw");
+    w.text() += tensor ? R"("tensor")" : R"("raw")";
     if (tensor) {
       w.key("name");
       w.exact(fmt::format("segment {}'s name", i), seg.name);
