@@ -202,8 +202,7 @@ FileInfo describe_container(const container::Reader& reader, const std::string& 
   info.chunks = index.chunks.size();
   std::uint64_t other_stored = 0;
   for (const auto& s : index.segments) {
-    std::uint64_t stored = 0;
-    for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) stored += index.chunks[c].stored_size;
+    const std::uint64_t stored = container::stored_bytes(index, s);
     if (s.kind == container::SegmentKind::tensor) {
       info.tensors.push_back({s.name, s.dtype, s.shape, s.size, stored, s.chunk_count});
     } else {

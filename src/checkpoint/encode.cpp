@@ -34,13 +34,15 @@ struct ContainerStart {
   std::optional<BaseSource> base;
   container::Index index;
   container::PreparedIndex prepared;
+  std::uint16_t minor = container::k_minor;  // the file's version: 1.1 with shared chunks
 
   ContainerStart(SourcePlan& plan, const std::string& source_name, std::uint64_t source_size,
-                 const CompressOptions& options) {
+                 const CompressOptions& options, const ChunkSource& chunk_bytes) {
     if (options.base) {
       base.emplace(*options.base, options.threads, options.remote);
       match_base(plan, *base);
     }
+    share_small_chunks(plan, options.chunk_size, chunk_bytes);
     index.source.name = source_name;
     index.source.size = source_size;
     index.source_kind = plan.kind;
@@ -50,6 +52,8 @@ struct ContainerStart {
     index.chunks.resize(plan.chunks.size());
     if (base) index.base = base->identity();
     prepared = container::prepare_index(index);
+    for (const auto& c : plan.chunks)
+      if (c.last_segment != c.segment) minor = container::k_minor_shared_chunks;
   }
   ContainerStart(const ContainerStart&) = delete;
   ContainerStart& operator=(const ContainerStart&) = delete;
@@ -114,6 +118,39 @@ EncoderPool& encoder_pool() {
   return *g_encoder_pool;
 }
 
+// The bytes of shared chunk `c` (share_small_chunks): its tensors' bytes,
+// each asked of `chunk_bytes` as the one-tensor chunk it was planned as (a
+// ChunkSource is only ever asked for those); where they lie back to back in
+// memory (a mapped file, a buffer) the view as it is, else (tensors in
+// separate buffers) copied into `buffer`, which outlives the chunk's writing
+// (a stored payload may be a view of its bytes).
+util::ByteSpan shared_chunk_bytes(const SourcePlan& plan, const ChunkPlan& c, const ChunkSource& chunk_bytes,
+                                  util::ByteVector& buffer) {
+  const auto member = [&](std::uint32_t s) {
+    const auto& seg = plan.segments[s];
+    return chunk_bytes(ChunkPlan{seg.offset, static_cast<std::uint32_t>(seg.size), s, c.kind, s});
+  };
+  const std::byte* start = nullptr;
+  std::size_t at = 0;
+  bool adjacent = true;
+  for (std::uint32_t s = c.segment; s <= c.last_segment; ++s) {
+    const util::ByteSpan b = member(s);
+    if (s == c.segment) start = b.data();
+    else if (b.data() != start + at) adjacent = false;
+    at += b.size();
+  }
+  if (at != c.size) throw Error(Errc::internal, "shared chunk: its tensors' bytes do not add up to it");
+  if (adjacent) return util::ByteSpan(start, c.size);
+  buffer.resize(c.size);
+  at = 0;
+  for (std::uint32_t s = c.segment; s <= c.last_segment; ++s) {
+    const util::ByteSpan b = member(s);
+    if (!b.empty()) std::memcpy(buffer.data() + at, b.data(), b.size());
+    at += b.size();
+  }
+  return util::ByteSpan(buffer.data(), c.size);
+}
+
 // Codes every chunk into `writer` (payloads, then index and footer).
 CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, const SourcePlan& plan,
                              const ChunkSource& chunk_bytes, const CompressOptions& options,
@@ -140,6 +177,7 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
     codec::EncodedChunk encoded;
     util::Xxh3Stream xxh3_stream;
     std::uint64_t xxh3 = 0;
+    util::ByteVector gathered;  // a shared chunk's bytes, when its tensors lie apart
   };
   std::vector<Slot> slots(std::min<std::size_t>(in_flight, std::max<std::size_t>(1, plan.chunks.size())));
   for (auto& s : slots) s.encoder = encoder_pool().take(options.level);
@@ -154,9 +192,10 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
       plan.chunks.size(), threads, slots.size(),
       [&](std::size_t i, std::size_t s) {
         const auto& c = plan.chunks[i];
-        const util::ByteSpan raw = chunk_bytes(c);
-        const util::ByteSpan base_bytes = base ? base->chunk_base(plan.segments[c.segment], c) : util::ByteSpan{};
         Slot& slot = slots[s];
+        const util::ByteSpan raw =
+            c.last_segment == c.segment ? chunk_bytes(c) : shared_chunk_bytes(plan, c, chunk_bytes, slot.gathered);
+        const util::ByteSpan base_bytes = base ? base->chunk_base(plan.segments[c.segment], c) : util::ByteSpan{};
         // The chunk's two checksums, its XXH3 for the index and its part of
         // the whole-file BLAKE3, computed together piece by piece
         // (Blake3Tree::Feeder's pieces, 512 KiB of the file) just before the
@@ -192,6 +231,7 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
         r.stored_size = static_cast<std::uint32_t>(e.size());
         r.raw_xxh3 = slot.xxh3;
         r.segment = c.segment;
+        r.last_segment = c.last_segment;
         r.layout = slot.encoded.layout;
         r.width = slot.encoded.width;
         r.group_mode = slot.encoded.group_mode;
@@ -253,11 +293,12 @@ class WriterSink final : public util::ByteSink {
 CompressResult write_to_sink(util::ByteSink& sink, SourcePlan plan, const std::string& source_name,
                              std::uint64_t source_size, const ChunkSource& chunk_bytes,
                              const CompressOptions& options, std::chrono::steady_clock::time_point started) {
-  ContainerStart start(plan, source_name, source_size, options);
+  ContainerStart start(plan, source_name, source_size, options, chunk_bytes);
   container::Writer writer =
       sink.can_write_at()
-          ? container::Writer::positional([&sink](std::uint64_t at, util::ByteSpan b) { sink.write_at(at, b); })
-          : container::Writer([&sink](util::ByteSpan b) { sink.write(b); });
+          ? container::Writer::positional([&sink](std::uint64_t at, util::ByteSpan b) { sink.write_at(at, b); },
+                                          start.minor)
+          : container::Writer([&sink](util::ByteSpan b) { sink.write(b); }, start.minor);
   return encode_chunks(writer, start, plan, chunk_bytes, options, started);
 }
 
@@ -293,7 +334,7 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
                                          const ChunkSource& chunk_bytes, const CompressOptions& options,
                                          std::chrono::steady_clock::time_point started,
                                          const OutputAllocator& allocate) {
-  ContainerStart start(plan, source_name, source_size, options);
+  ContainerStart start(plan, source_name, source_size, options, chunk_bytes);
   // A payload is never larger than its raw bytes (the coder falls back to the
   // raw layout), and the index's size does not depend on the coding.
   std::uint64_t bound = container::k_header_size + container::Writer::max_tail_size(start.index, &start.prepared);
@@ -324,7 +365,7 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
       fresh.prefault(memory.data() + at + done, n);
       std::memcpy(memory.data() + at + done, b.data() + done, n);
     }
-  });
+  }, start.minor);
   return encode_chunks(writer, start, plan, chunk_bytes, options, started);
 }
 

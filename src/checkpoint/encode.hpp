@@ -23,7 +23,9 @@ namespace mithril::checkpoint {
 void check_level(int level);
 
 // Raw bytes of one planned chunk: exactly chunk.size bytes. Called from the
-// worker threads, several chunks at once; it must be reentrant.
+// worker threads, several chunks at once; it must be reentrant. Only ever
+// asked for bytes of one segment: a shared chunk (share_small_chunks) is
+// asked for tensor by tensor.
 using ChunkSource = std::function<util::ByteSpan(const ChunkPlan& chunk)>;
 
 // Codes every chunk of `plan` (matched against options.base when given) and

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 
@@ -52,6 +53,8 @@ util::UniqueFd make_unlinked_temporary(std::uint64_t size, const std::filesystem
 
 BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads, const RemoteOptions& remote)
     : m_path(path) {
+  static std::atomic<std::uint64_t> serials{0};
+  m_serial = ++serials;
   const bool remote_base = storage::is_url(path.string());
   std::shared_ptr<const util::ByteSource> source = open_container_source(path, remote);
   util::ByteVector scratch;
@@ -119,6 +122,10 @@ util::ByteSpan BaseSource::range(std::uint64_t offset, std::uint64_t size) const
   // saved with the same chunk size: then the range is one whole chunk).
   thread_local util::ByteVector out, raw, stored;
   thread_local codec::ChunkDecoder decoder;
+  // Which chunk `raw` holds: the small tensors of a shared chunk (format
+  // 1.1) are asked for one after another, and their chunk is decoded once.
+  thread_local std::uint64_t raw_of = 0;  // m_serial of the source, 0: none
+  thread_local std::size_t raw_chunk = 0;
   out.resize(size);
   const auto& index = m_container->index();
   auto it = std::upper_bound(m_chunk_starts.begin(), m_chunk_starts.end(),
@@ -131,12 +138,22 @@ util::ByteSpan BaseSource::range(std::uint64_t offset, std::uint64_t size) const
     if (r.source_offset > at || r.source_offset + r.raw_size <= at) continue;
     const std::string what = m_container->name() + ": " + container::describe_chunk(index, it->second);
     const bool whole = r.source_offset == at && r.raw_size <= size - filled;
-    if (!whole) raw.resize(r.raw_size);
-    const util::MutableByteSpan into = whole ? util::MutableByteSpan(out.data() + filled, r.raw_size)
-                                             : util::MutableByteSpan(raw.data(), r.raw_size);
-    const util::ByteSpan payload = m_container->payload(it->second, stored);
-    codec::ChunkDecoder::check_payload(payload, r, what);
-    decoder.decode(payload, r, into, {}, what);
+    const bool held = !whole && raw_of == m_serial && raw_chunk == it->second && raw.size() == r.raw_size;
+    if (!held) {
+      if (!whole) {
+        raw_of = 0;  // until decoded and checked
+        raw.resize(r.raw_size);
+      }
+      const util::MutableByteSpan into = whole ? util::MutableByteSpan(out.data() + filled, r.raw_size)
+                                               : util::MutableByteSpan(raw.data(), r.raw_size);
+      const util::ByteSpan payload = m_container->payload(it->second, stored);
+      codec::ChunkDecoder::check_payload(payload, r, what);
+      decoder.decode(payload, r, into, {}, what);
+      if (!whole) {
+        raw_of = m_serial;
+        raw_chunk = it->second;
+      }
+    }
     const std::uint64_t skip = at - r.source_offset;
     const std::uint64_t n = std::min<std::uint64_t>(r.raw_size - skip, size - filled);
     if (!whole) std::memcpy(out.data() + filled, raw.data() + skip, n);

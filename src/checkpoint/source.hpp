@@ -64,6 +64,9 @@ class BaseSource {
   util::ByteSpan m_bytes;
   container::SourceIdentity m_identity;
   SourcePlan m_plan;
+  // Told apart from every other BaseSource of the process, even one made
+  // later at the same address: range()'s per-thread decoded chunk is this one's.
+  std::uint64_t m_serial = 0;
 };
 
 // Sets base_offset on every tensor segment of `plan` whose name, dtype and

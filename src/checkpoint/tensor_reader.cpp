@@ -134,8 +134,7 @@ void CheckpointReader::Impl::open_mcp(const ReaderOptions& options) {
 
   for (std::size_t s = 1; s < index.segments.size(); ++s) {
     const auto& seg = index.segments[s];
-    std::uint64_t stored = 0;
-    for (std::uint32_t c = seg.first_chunk; c < seg.first_chunk + seg.chunk_count; ++c) stored += index.chunks[c].stored_size;
+    const std::uint64_t stored = container::stored_bytes(index, seg);
     tensors.push_back({seg.name, seg.dtype, seg.shape, seg.size, stored});
     where.push_back(s);
   }
@@ -235,26 +234,27 @@ void CheckpointReader::read_tensor_range(std::size_t index, std::uint64_t offset
   }
   const auto& index_ = im.mcp->index();
   const auto& seg = index_.segments[im.where[index]];
-  const std::uint64_t end = offset + out.size();
-  std::vector<std::uint32_t> chunks;  // those overlapping [offset, end)
+  // In source offsets: [from, to) wanted; a chunk shared with other small
+  // tensors starts before the segment and ends after it.
+  const std::uint64_t from = seg.offset + offset, to = from + out.size();
+  std::vector<std::uint32_t> chunks;  // those overlapping [from, to)
   for (std::uint32_t c = seg.first_chunk; c < seg.first_chunk + seg.chunk_count; ++c) {
     const auto& r = index_.chunks[c];
-    const std::uint64_t lo = r.source_offset - seg.offset;
-    if (lo < end && lo + r.raw_size > offset) chunks.push_back(c);
+    if (r.source_offset < to && r.source_offset + r.raw_size > from) chunks.push_back(c);
   }
   std::vector<codec::ChunkDecoder> decoders(checkpoint::loop_slots(im.threads));
   const auto run = [&](std::size_t j, std::size_t s) {
     const auto c = chunks[j];
     const auto& r = index_.chunks[c];
-    const std::uint64_t lo = r.source_offset - seg.offset;
-    if (lo >= offset && lo + r.raw_size <= end) {
-      im.decode_chunk(decoders[s], c, out.subspan(lo - offset, r.raw_size), std::nullopt, true);
+    const std::uint64_t lo = r.source_offset, hi = lo + r.raw_size;
+    if (lo >= from && hi <= to) {
+      im.decode_chunk(decoders[s], c, out.subspan(lo - from, r.raw_size), std::nullopt, true);
       return;
     }
     util::ByteVector whole(r.raw_size);  // a chunk cut by the range: decoded whole, its checksum checked
     im.decode_chunk(decoders[s], c, whole);
-    const std::uint64_t from = std::max(lo, offset), to = std::min(lo + r.raw_size, end);
-    std::memcpy(out.data() + (from - offset), whole.data() + (from - lo), to - from);
+    const std::uint64_t a = std::max(lo, from), b = std::min(hi, to);
+    std::memcpy(out.data() + (a - from), whole.data() + (a - lo), b - a);
   };
   checkpoint::parallel_for_index(chunks.size(), im.threads, run);
 }
@@ -273,32 +273,56 @@ void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify
 
   // Work items: a chunk (.mcp) or a piece of a tensor (safetensors), each
   // with its destination; they write disjoint ranges, in any order.
+  // A chunk that several small tensors share is one job, decoded once into a
+  // buffer of the worker's, each wanted tensor copied out of it.
+  struct Part {
+    std::uint64_t at;  // in the chunk
+    util::MutableByteSpan out;
+  };
   struct Job {
     std::size_t source;  // chunk number, or file offset
     util::MutableByteSpan out;
+    std::vector<Part> parts;  // a shared chunk: the tensors wanted from it (out unused)
   };
   std::vector<Job> jobs;
   if (im.mcp) {
     const auto& index = im.mcp->index();
+    std::unordered_map<std::uint32_t, std::size_t> shared_job;  // chunk -> its job
     for (const auto& t : targets) {
       const auto& seg = index.segments[im.where[t.tensor]];
       for (std::uint32_t c = seg.first_chunk; c < seg.first_chunk + seg.chunk_count; ++c) {
         const auto& r = index.chunks[c];
-        jobs.push_back({c, t.out.subspan(r.source_offset - seg.offset, r.raw_size)});
+        if (r.shared()) {
+          const auto [it, fresh] = shared_job.try_emplace(c, jobs.size());
+          if (fresh) jobs.push_back({c, {}, {}});
+          jobs[it->second].parts.push_back({seg.offset - r.source_offset, t.out});
+          continue;
+        }
+        jobs.push_back({c, t.out.subspan(r.source_offset - seg.offset, r.raw_size), {}});
       }
     }
   } else {
     for (const auto& t : targets) {
       for (std::size_t off = 0; off < t.out.size(); off += k_copy_piece) {
         const std::size_t n = std::min(k_copy_piece, t.out.size() - off);
-        jobs.push_back({im.where[t.tensor] + off, t.out.subspan(off, n)});
+        jobs.push_back({im.where[t.tensor] + off, t.out.subspan(off, n), {}});
       }
     }
   }
 
   std::vector<codec::ChunkDecoder> decoders(checkpoint::loop_slots(im.threads));
+  std::vector<util::ByteVector> shared_bytes(decoders.size());
   const auto run = [&](std::size_t j, std::size_t s) {
     const Job& job = jobs[j];
+    if (!job.parts.empty()) {
+      const auto& r = im.mcp->index().chunks[job.source];
+      auto& whole = shared_bytes[s];
+      whole.resize(r.raw_size);
+      im.decode_chunk(decoders[s], job.source, whole);
+      for (const auto& p : job.parts)
+        if (!p.out.empty()) std::memcpy(p.out.data(), whole.data() + p.at, p.out.size());
+      return;
+    }
     if (im.mcp) im.decode_chunk(decoders[s], job.source, job.out, std::nullopt, true);
     else std::memcpy(job.out.data(), im.plain->bytes().data() + job.source, job.out.size());
   };

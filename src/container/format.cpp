@@ -1,6 +1,7 @@
 #include "container/format.hpp"
 
 #include <cstring>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <simdjson.h>
@@ -95,11 +96,17 @@ std::uint64_t get_u64(const JsonObject& j, std::string_view key, std::string_vie
 
 }  // namespace
 
-std::array<std::byte, k_header_size> encode_header() {
+std::uint16_t minor_version_for(const Index& index) {
+  for (const auto& r : index.chunks)
+    if (r.shared()) return k_minor_shared_chunks;
+  return k_minor;
+}
+
+std::array<std::byte, k_header_size> encode_header(std::uint16_t minor) {
   std::array<std::byte, k_header_size> h{};
   std::memcpy(h.data(), k_magic.data(), 8);
   store_le<std::uint16_t>(h.data() + 8, k_major);
-  store_le<std::uint16_t>(h.data() + 10, k_minor);
+  store_le<std::uint16_t>(h.data() + 10, minor);
   store_le<std::uint32_t>(h.data() + 12, 0);
   return h;
 }
@@ -370,6 +377,8 @@ Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_v
   std::uint64_t expect_offset = 0;
   std::uint64_t expect_chunk = 0;
   index.segments.reserve(segments.size());
+  // Shared chunks: the first and the last segment inside each.
+  std::unordered_map<std::uint64_t, std::pair<std::uint32_t, std::uint32_t>> shared_by;
   std::size_t i = 0;
   for (const JsonElement e : segments) {
     const auto js = as_object(e);
@@ -391,8 +400,20 @@ Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_v
     if (!first || !count) corrupt(file, fmt::format("index: segment {}: 'chunks' is not [first, count]", i));
     if (s.offset != expect_offset || s.size > index.source.size - s.offset)
       corrupt(file, fmt::format("index: segment {} does not continue the source at offset {}", i, expect_offset));
-    if (*first != expect_chunk || *count > chunk_count - *first)
+    // A segment owns the chunks that tile it, or, for a safetensors source,
+    // lies inside one chunk it shares with the segments before and after it
+    // (small tensors coded together): then it lists that one chunk, as they
+    // do, and all of them are tensors.
+    const bool joins = *first + 1 == expect_chunk && *count == 1 && index.source_kind == "safetensors" &&
+                       s.kind == SegmentKind::tensor && !index.segments.empty() &&
+                       index.segments.back().kind == SegmentKind::tensor && index.segments.back().chunk_count == 1 &&
+                       index.segments.back().first_chunk == *first;
+    if (!joins && (*first != expect_chunk || *count > chunk_count - *first))
       corrupt(file, fmt::format("index: segment {}: chunk range [{}, +{}) out of order", i, *first, *count));
+    if (joins) {
+      auto& [from, to] = shared_by.try_emplace(*first, static_cast<std::uint32_t>(i - 1), 0).first->second;
+      to = static_cast<std::uint32_t>(i);
+    }
     s.first_chunk = static_cast<std::uint32_t>(*first);
     s.chunk_count = static_cast<std::uint32_t>(*count);
     if (s.kind == SegmentKind::tensor) {
@@ -453,6 +474,18 @@ Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_v
     const Segment& s = index.segments[r.segment];
     if (c < s.first_chunk || c >= std::uint64_t{s.first_chunk} + s.chunk_count)
       corrupt(file, fmt::format("index: chunk {}: not in its segment's chunk range", c));
+    r.last_segment = r.segment;
+    if (const auto shared = shared_by.find(c); shared != shared_by.end()) {
+      if (r.segment != shared->second.first)
+        corrupt(file, fmt::format("index: chunk {}: shared by segments {} to {} but names segment {}", c,
+                                  shared->second.first, shared->second.second, r.segment));
+      r.last_segment = shared->second.second;
+      if (r.residual != Residual::none) corrupt(file, fmt::format("index: chunk {}: shared chunk with a residual", c));
+      const Segment& last = index.segments[r.last_segment];
+      if (r.source_offset != s.offset || r.source_offset + r.raw_size != last.offset + last.size)
+        corrupt(file, fmt::format("index: chunk {}: does not hold exactly segments {} to {}", c, r.segment,
+                                  r.last_segment));
+    }
     if (r.residual != Residual::none && !(index.base && s.base_offset))
       corrupt(file, fmt::format("index: chunk {}: residual chunk without a base", c));
   }
@@ -460,6 +493,7 @@ Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_v
     corrupt(file, "index: chunk payloads do not end where the index begins");
   // Within a segment, chunks tile it in order.
   for (const auto& s : index.segments) {
+    if (s.chunk_count == 1 && index.chunks[s.first_chunk].shared()) continue;  // checked above
     std::uint64_t off = s.offset;
     for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) {
       const auto& r = index.chunks[c];
@@ -471,10 +505,28 @@ Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_v
   return index;
 }
 
+std::uint64_t stored_bytes(const Index& index, const Segment& s) {
+  std::uint64_t stored = 0;
+  for (std::uint32_t c = s.first_chunk; c < s.first_chunk + s.chunk_count; ++c) {
+    const auto& r = index.chunks[c];
+    if (!r.shared() || r.raw_size == 0) {
+      stored += r.stored_size;
+      continue;
+    }
+    // Both products stay below 2^62 (sizes below 2^31).
+    const std::uint64_t lo = s.offset - r.source_offset, hi = lo + s.size;
+    stored += std::uint64_t{r.stored_size} * hi / r.raw_size - std::uint64_t{r.stored_size} * lo / r.raw_size;
+  }
+  return stored;
+}
+
 std::string describe_chunk(const Index& index, std::size_t chunk) {
   if (chunk >= index.chunks.size()) return fmt::format("chunk {}", chunk);
   const auto& r = index.chunks[chunk];
   const auto& s = index.segments[r.segment];
+  if (s.kind == SegmentKind::tensor && r.shared())
+    return fmt::format("chunk {} (tensors '{}' to '{}', source offset {})", chunk, s.name,
+                       index.segments[r.last_segment].name, r.source_offset);
   if (s.kind == SegmentKind::tensor)
     return fmt::format("chunk {} (tensor '{}', source offset {})", chunk, s.name, r.source_offset);
   return fmt::format("chunk {} (non-tensor bytes, source offset {})", chunk, r.source_offset);

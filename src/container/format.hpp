@@ -29,6 +29,11 @@ inline constexpr std::array<std::uint8_t, 8> k_magic{0x89, 'M', 'C', 'P', '\r', 
 inline constexpr std::array<std::uint8_t, 8> k_end_magic{'M', 'C', 'P', 'I', 'D', 'X', 0x00, 0x01};
 inline constexpr std::uint16_t k_major = 1;
 inline constexpr std::uint16_t k_minor = 0;
+// Version 1.1 adds shared chunks (ChunkRecord::last_segment): a writer marks
+// a file that has any 1.1; a 1.0 file that has one is damaged.
+inline constexpr std::uint16_t k_minor_shared_chunks = 1;
+// The minor version a file with this index is written as.
+std::uint16_t minor_version_for(const struct Index& index);
 inline constexpr std::size_t k_header_size = 16;
 inline constexpr std::size_t k_footer_size = 48;
 inline constexpr std::size_t k_chunk_record_size = 48;
@@ -52,6 +57,14 @@ struct ChunkRecord {
   std::uint8_t width = 1;
   std::uint8_t group_mode = 0;
   Residual residual = Residual::none;
+  // Not stored: the last segment whose bytes this chunk holds. Equal to
+  // `segment` except for a chunk that holds several whole small tensors of
+  // a safetensors source, coded together (format 1.0 files written since
+  // session 41; docs/format.md "Shared chunks"): their segments, `segment`
+  // to `last_segment`, each list this one chunk.
+  std::uint32_t last_segment = 0;
+
+  bool shared() const noexcept { return last_segment != segment; }
 };
 
 enum class SegmentKind { raw, tensor };
@@ -96,7 +109,7 @@ struct Footer {
   std::uint32_t reserved = 0;  // the 3 reserved bytes, read back for checking
 };
 
-std::array<std::byte, k_header_size> encode_header();
+std::array<std::byte, k_header_size> encode_header(std::uint16_t minor = k_minor);
 // Throws Error(corrupt) for a wrong magic, Error(unsupported) for an unknown
 // major version. `file` names the file in messages.
 void check_header(util::ByteSpan header, std::string_view file);
@@ -133,6 +146,11 @@ std::size_t encoded_index_size(const PreparedIndex& prepared);
 // segments cover the source exactly, chunk ranges and records are consistent,
 // payloads lie in [k_header_size, index_offset) in order without gaps.
 Index decode_index(util::ByteSpan raw, std::uint64_t index_offset, std::string_view file);
+
+// The stored bytes of segment `s`: its chunks' stored sizes, a shared
+// chunk's split among its segments by their raw sizes (the parts add up to
+// the chunk's stored size exactly).
+std::uint64_t stored_bytes(const Index& index, const Segment& s);
 
 // "chunk 12 (tensor 'model.w', source offset 4096)" — for error messages.
 std::string describe_chunk(const Index& index, std::size_t chunk);

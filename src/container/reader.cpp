@@ -36,7 +36,7 @@ Reader::Reader(std::shared_ptr<const util::ByteSource> source) : m_source(std::m
   const auto h_flags = util::load_le<std::uint32_t>(header.data() + 12);
   if (h_minor != m_footer.minor)
     throw Error(Errc::corrupt, fmt::format("{}: header says version 1.{}, footer 1.{}", name, h_minor, m_footer.minor));
-  if (m_footer.minor == 0 && (h_flags != 0 || m_footer.reserved != 0))
+  if (m_footer.minor <= k_minor_shared_chunks && (h_flags != 0 || m_footer.reserved != 0))
     throw Error(Errc::corrupt, fmt::format("{}: reserved header/footer bytes are not zero (damaged)", name));
   const util::ByteSpan stored =
       m_source->read(m_footer.index_offset, static_cast<std::size_t>(m_footer.index_stored_size), scratch);
@@ -62,6 +62,9 @@ Reader::Reader(std::shared_ptr<const util::ByteSource> source) : m_source(std::m
     if (stored.size() != m_footer.index_raw_size) throw Error(Errc::corrupt, fmt::format("{}: index size mismatch", name));
     m_index = decode_index(stored, m_footer.index_offset, name);
   }
+  if (minor_version_for(m_index) > m_footer.minor)
+    throw Error(Errc::corrupt, fmt::format("{}: shared chunks in a version 1.{} file (they are 1.{}): damaged", name,
+                                           m_footer.minor, k_minor_shared_chunks));
 }
 
 util::ByteSpan Reader::payload(std::size_t chunk, util::ByteVector& scratch) const {

@@ -6,12 +6,13 @@
 
 namespace mithril::container {
 
-Writer::Writer(Sink sink) : m_sink(std::move(sink)) { emit(encode_header()); }
+Writer::Writer(Sink sink, std::uint16_t minor) : m_sink(std::move(sink)), m_minor(minor) { emit(encode_header(minor)); }
 
-Writer Writer::positional(PositionalSink sink) {
+Writer Writer::positional(PositionalSink sink, std::uint16_t minor) {
   Writer w;
   w.m_at = std::move(sink);
-  w.emit(encode_header());
+  w.m_minor = minor;
+  w.emit(encode_header(minor));
   return w;
 }
 
@@ -53,7 +54,10 @@ std::uint64_t Writer::finish(const Index& index, const PreparedIndex* prepared) 
   // in 0.24 ms — a serial step of every compression, for 0.0002% of it.
   codec::ZstdCompressor z(1);
   z.compress_append(raw, packed);
+  if (minor_version_for(index) > m_minor)
+    throw Error(Errc::internal, "container writer: the index needs a later minor version than the header says");
   Footer f;
+  f.minor = m_minor;
   f.index_offset = m_offset;
   f.index_raw_size = raw.size();
   const util::ByteVector* stored = &packed;

@@ -27,8 +27,10 @@ class Writer {
   // disjoint ranges.
   using PositionalSink = std::function<void(std::uint64_t offset, util::ByteSpan)>;
 
-  explicit Writer(Sink sink);
-  static Writer positional(PositionalSink sink);
+  // `minor`: the file's minor version (minor_version_for() its index), in
+  // the header written now and in the footer.
+  explicit Writer(Sink sink, std::uint16_t minor = k_minor);
+  static Writer positional(PositionalSink sink, std::uint16_t minor = k_minor);
 
   bool is_positional() const noexcept { return static_cast<bool>(m_at); }
   // Appends a payload; returns its file offset.
@@ -53,6 +55,7 @@ class Writer {
   Sink m_sink;
   PositionalSink m_at;
   std::uint64_t m_offset = 0;
+  std::uint16_t m_minor = k_minor;
 };
 
 }  // namespace mithril::container

@@ -28,6 +28,22 @@ void exercise_container(util::ByteSpan file, const checkpoint::BaseSource* base)
   check(raw_total == index.source.size);
   for (const auto& s : index.segments)
     check(s.first_chunk <= index.chunks.size() && s.chunk_count <= index.chunks.size() - s.first_chunk);
+  // A shared chunk (format 1.1) holds exactly its segments, each listing it
+  // alone, and their shares of its stored bytes add up to it.
+  for (std::size_t c = 0; c < index.chunks.size(); ++c) {
+    const auto& r = index.chunks[c];
+    check(r.last_segment >= r.segment && r.last_segment < index.segments.size());
+    if (!r.shared()) continue;
+    check(reader->footer().minor >= container::k_minor_shared_chunks && index.source_kind == "safetensors");
+    std::uint64_t raw = 0, stored = 0;
+    for (std::uint32_t s = r.segment; s <= r.last_segment; ++s) {
+      const auto& seg = index.segments[s];
+      check(seg.first_chunk == c && seg.chunk_count == 1 && seg.kind == container::SegmentKind::tensor);
+      raw += seg.size;
+      stored += container::stored_bytes(index, seg);
+    }
+    check(raw == r.raw_size && stored == r.stored_size && index.segments[r.segment].offset == r.source_offset);
+  }
 
   (void)checkpoint::describe_container(*reader, "fuzz.mcp");
 

@@ -29,7 +29,7 @@ using namespace mithril;
 namespace {
 
 struct Corpus {
-  std::vector<util::ByteVector> files;  // l3, l19, delta, pairs
+  std::vector<util::ByteVector> files;  // l3, l19, delta, pairs, shared
   std::unique_ptr<checkpoint::BaseSource> base;  // of the delta
   static constexpr std::size_t k_delta = 2;
 };
@@ -106,6 +106,27 @@ void write_pairs(const std::filesystem::path& out) {
   (void)compress_tensors(t, {}, out, o);
 }
 
+// Format 1.1: twelve small BF16 tensors and three small F32 ones, which
+// share chunks of up to 4 KiB (checkpoint::share_small_chunks).
+void write_shared(const std::filesystem::path& out) {
+  std::vector<std::vector<std::byte>> keep;
+  std::vector<TensorData> t;
+  for (unsigned i = 0; i < 12; ++i) {
+    keep.push_back(as_bf16(weights(400, 10 + i, 0)));
+    t.push_back({"s." + std::to_string(10 + i), "BF16", {20, 20}, keep.back()});
+  }
+  for (unsigned i = 0; i < 3; ++i) {
+    keep.push_back(as_f32(weights(100, 30 + i, 0)));
+    t.push_back({"t." + std::to_string(i), "F32", {100}, keep.back()});
+  }
+  CompressOptions o;
+  o.threads = 1;
+  o.chunk_size = 4096;
+  o.sync = false;
+  o.force = true;
+  (void)compress_tensors(t, {}, out, o);
+}
+
 Corpus& corpus() {
   static Corpus c = [] {
     Corpus k;
@@ -114,7 +135,9 @@ Corpus& corpus() {
     write(dir / "l19.mcp", 0, 19, std::nullopt);
     write(dir / "delta.mcp", 1e-4f, 19, dir / "l3.mcp");
     write_pairs(dir / "pairs.mcp");
-    for (const char* n : {"l3.mcp", "l19.mcp", "delta.mcp", "pairs.mcp"}) k.files.push_back(read_all(dir / n));
+    write_shared(dir / "shared.mcp");
+    for (const char* n : {"l3.mcp", "l19.mcp", "delta.mcp", "pairs.mcp", "shared.mcp"})
+      k.files.push_back(read_all(dir / n));
     k.base = std::make_unique<checkpoint::BaseSource>(dir / "l3.mcp", 1);
     return k;
   }();

@@ -85,6 +85,8 @@ def checkpoint_seeds(mithril, tmp, rng):
     run("compress", new, "-o", tmp / "delta.mcp", "--base", base, "--chunk-size", "4096", "-q")
     for n in ["base.mcp", "base19.mcp", "raw.mcp", "delta.mcp"]:
         put("mcp", n, (tmp / n).read_bytes())
+    # Format 1.1: small tensors sharing chunks (the golden file).
+    put("mcp", "shared_v11.mcp", (ROOT / "tests" / "golden" / "v11_shared.safetensors.mcp").read_bytes())
     # fuzz_mcp_mutate: which container (0..2), optionally cut, then patches.
     put("mcp_mutate", "l3", b"\x00")
     put("mcp_mutate", "l19_patch", b"\x01" + struct.pack("<IB", 40, 4) + b"\xff\xff\xff\xff")
@@ -92,6 +94,8 @@ def checkpoint_seeds(mithril, tmp, rng):
     put("mcp_mutate", "cut", b"\x80" + struct.pack("<IB", 5000, 0))
     put("mcp_mutate", "pairs", b"\x03")  # the container with a plane in pairs (codec 5)
     put("mcp_mutate", "pairs_patch", b"\x03" + struct.pack("<IB", 60000, 3) + b"\x00\x10\xff")
+    put("mcp_mutate", "shared", b"\x04")  # format 1.1: small tensors sharing chunks
+    put("mcp_mutate", "shared_patch", b"\x04" + struct.pack("<IB", 900, 4) + b"\x00\x01\x02\x03")
 
     # A series: keyframe, delta, keyframe.
     series = tmp / "series"

@@ -88,6 +88,7 @@ def main():
 
     more_v1(out, run, save_file)
     pairs_v1(out, run)
+    shared_v11(out, run)
 
 
 def pairs_v1(out, run):
@@ -103,6 +104,27 @@ def pairs_v1(out, run):
         save_torch({"w": (torch.randn(65536, generator=g) * 0.02 * scale).to(torch.bfloat16).reshape(256, 256)}, path)
         os.chmod(path, 0o644)
     run("compress", path, "-o", f"{path}.mcp")
+
+
+def shared_v11(out, run):
+    """Format 1.1 (session 41): small tensors sharing chunks. 24 BF16
+    tensors of 16x24 ~ N(0, 0.02) (they share: chunks of up to 4 KiB, five
+    tensors each), then a 64x16 BF16 matrix ~ N(0, 2e-4) (its exponents lie
+    ~7 binades lower: a chunk of its own) and a 64x24 one ~ N(0, 0.02) (its
+    own again); torch's safetensors writer puts 4 FP32 biases of 64 first
+    (one shared chunk: another element width)."""
+    import torch
+    from safetensors.torch import save_file as save_torch
+    g = torch.Generator().manual_seed(4111)
+    path = f"{out}/v11_shared.safetensors"
+    if not os.path.exists(path):
+        t = {f"a.{i:02d}": (torch.randn(16, 24, generator=g) * 0.02).to(torch.bfloat16) for i in range(24)}
+        t.update({f"b.{i}": torch.randn(64, generator=g) * 0.02 for i in range(4)})
+        t["c.far"] = (torch.randn(64, 16, generator=g) * 2e-4).to(torch.bfloat16)
+        t["d.last"] = (torch.randn(64, 24, generator=g) * 0.02).to(torch.bfloat16)
+        save_torch(t, path)
+        os.chmod(path, 0o644)
+    run("compress", path, "-o", f"{path}.mcp", "--chunk-size", "4K")
 
 
 def more_v1(out, run, save_file):

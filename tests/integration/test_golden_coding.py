@@ -61,3 +61,40 @@ def test_torch_source(mithril, tmp_path):
     layout = read_layout(mcp)
     assert layout.index["source"]["kind"] == "torch"
     assert any(s["kind"] == "tensor" for s in layout.index["segments"])
+
+
+def test_shared_chunks(mithril, tmp_path):
+    """Format 1.1: small tensors sharing chunks (make_golden.py shared_v11)."""
+    mcp = GOLDEN / "v11_shared.safetensors.mcp"
+    decodes(mithril, tmp_path, mcp, GOLDEN / "v11_shared.safetensors")
+    data = mcp.read_bytes()
+    assert int.from_bytes(data[10:12], "little") == 1  # header: version 1.1
+    assert int.from_bytes(data[-48 + 34:-48 + 36], "little") == 1  # footer too
+    layout = read_layout(mcp)
+    by_chunk = {}
+    for s in layout.index["segments"]:
+        if s["kind"] == "tensor":
+            first, count = s["chunks"]
+            assert count == 1, s
+            by_chunk.setdefault(first, []).append(s["name"])
+    assert by_chunk[1] == ["b.0", "b.1", "b.2", "b.3"], by_chunk  # FP32: a chunk of their own width
+    assert [len(by_chunk[c]) for c in range(2, 7)] == [5, 5, 5, 5, 4], by_chunk  # 4 KiB chunks
+    assert by_chunk[7] == ["c.far"] and by_chunk[8] == ["d.last"], by_chunk  # other statistics: apart
+    for c in range(1, 7):
+        chunk = layout.chunks[c]
+        names = by_chunk[c]
+        segs = [s for s in layout.index["segments"] if s.get("name") in names]
+        assert chunk.source_offset == segs[0]["offset"]
+        assert chunk.raw_size == sum(s["size"] for s in segs)
+        assert chunk.layout == "planes" and chunk.width == (4 if c == 1 else 2), chunk
+    # Each tensor reads back alone (its chunk decoded, the tensor copied out).
+    import json
+    import struct
+    original = (GOLDEN / "v11_shared.safetensors").read_bytes()
+    n = struct.unpack_from("<Q", original)[0]
+    header = json.loads(original[8:8 + n])
+    for name in ("b.2", "a.07", "a.23", "d.last"):
+        out = tmp_path / f"{name}.bin"
+        mithril("tensor", mcp, name, "-o", out, check=True)
+        begin, end = header[name]["data_offsets"]
+        assert out.read_bytes() == original[8 + n + begin:8 + n + end], name

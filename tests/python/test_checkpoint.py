@@ -362,3 +362,32 @@ def test_level_1_codes_exponents_with_huffman_and_restores_exactly(tmp_path, cli
     (tmp_path / "bad.mcp").write_bytes(bytes(data))
     with pytest.raises(mithril.CorruptError, match="'w'"):
         mithril.load(tmp_path / "bad.mcp")
+
+
+def test_small_tensors_share_chunks_and_read_back_alone(tmp_path):
+    """Format 1.1: a LoRA-sized file of many small tensors codes runs of alike
+    ones as shared chunks; save/load, lazy reads of one tensor and the
+    in-memory API all restore them bit for bit; a damaged shared chunk is
+    refused naming its tensors."""
+    g = torch.Generator().manual_seed(41)
+    sd = {f"layers.{i:03d}.norm": (torch.randn(64, 40, generator=g) * 0.02).bfloat16() for i in range(60)}
+    sd["zz.far"] = (torch.randn(256, 32, generator=g) * 1e-5).bfloat16()  # other statistics: its own chunk
+    mithril.save(sd, tmp_path / "m.mcp")
+    info = mithril.info(tmp_path / "m.mcp")
+    assert info["format_version"] == "1.1", info["format_version"]
+    assert info["chunks"] == 3, info["chunks"]  # header, the 60 alike tensors, "zz.far"
+    assert sum(t["stored_bytes"] for t in info["tensors"]) + info["other_stored_bytes"] < os.path.getsize(tmp_path / "m.mcp")
+    assert_same_tensors(mithril.load(tmp_path / "m.mcp"), sd)
+    with mithril.open(tmp_path / "m.mcp") as f:
+        for k in ("layers.007.norm", "layers.059.norm", "zz.far"):
+            assert torch.equal(f[k], sd[k]), k
+    st_torch.save_file(sd, tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    assert mithril.decompress(mithril.compress(data)) == data
+    # Damage inside the shared chunk's payload: its tensors are refused by name.
+    offset, stored = tensor_payload_offset(info, "layers.030.norm")
+    flip_byte(tmp_path / "m.mcp", offset + stored // 2)
+    with mithril.open(tmp_path / "m.mcp") as f:
+        assert torch.equal(f["zz.far"], sd["zz.far"])
+        with pytest.raises(mithril.CorruptError, match=r"tensors 'layers.000.norm' to 'layers.059.norm'"):
+            f["layers.030.norm"]

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "container/reader.hpp"
 #include "formats/safetensors.hpp"
 #include "mithril/checkpoint.hpp"
 #include "mithril/error.hpp"
@@ -237,6 +238,178 @@ TEST(Tensors, DeltaAgainstBaseNeedsThatBase) {
   d.base = dir / "base.mcp";
   decompress_file(dir / "delta.mcp", dir / "restored.safetensors", d);
   EXPECT_EQ(read_file(dir / "restored.safetensors"), read_file(dir / "other.safetensors"));
+}
+
+// bf16 values ~ N(0, scale) (sums of four uniforms), as trained weights look.
+util::ByteVector normal_bf16(std::size_t n, float scale, std::uint64_t seed) {
+  util::ByteVector out(2 * n);
+  std::uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    float sum = 0;
+    for (int k = 0; k < 4; ++k) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      sum += static_cast<float>(x >> 40) / static_cast<float>(1 << 24) - 0.5f;
+    }
+    const float v = sum * scale * 1.7320508f;
+    std::uint32_t u;
+    std::memcpy(&u, &v, 4);
+    const auto h = static_cast<std::uint16_t>(u >> 16);
+    std::memcpy(out.data() + 2 * i, &h, 2);
+  }
+  return out;
+}
+
+// `count` small bf16 tensors; every other one `scale_b` instead of 0.02.
+std::vector<Owned> small_bf16_tensors(std::size_t count, float scale_b = 0.02f, std::uint64_t rows = 16) {
+  std::vector<Owned> t;
+  for (std::size_t i = 0; i < count; ++i)
+    t.push_back({"layers." + std::to_string(100 + i) + ".w", "BF16", {rows, 24},
+                 normal_bf16(rows * 24, i % 2 ? scale_b : 0.02f, i + 1)});
+  return t;
+}
+
+TEST(Tensors, SmallTensorsShareChunksAndReadBackOneByOne) {
+  TempDir dir;
+  auto owned = small_bf16_tensors(40);
+  owned.push_back({"big", "F32", {64, 48}, smooth_f32(64 * 48, 0.0f)});  // 12 KiB: one chunk of its own
+  owned.push_back({"z.after", "BF16", {8}, normal_bf16(8, 0.02f, 99)});
+  formats::write_safetensors(dir / "m.safetensors", format_views(owned), {}, util::Overwrite::refuse);
+  CompressOptions o;
+  o.threads = 2;
+  o.chunk_size = 4096;  // a shared chunk holds at most 4 KiB: 5 tensors of 768 bytes
+  const auto r = compress_file(dir / "m.safetensors", dir / "m.mcp", o);
+  // 1 header chunk, 3 chunks of the F32 tensor (first: the wider dtype),
+  // 8 shared chunks of 5 small tensors, the last one holding "z.after" too.
+  EXPECT_EQ(r.chunks, 1u + 3u + 8u);
+  // The same bytes from the tensors themselves (gathered from their buffers),
+  // on any number of threads.
+  std::filesystem::create_directory(dir / "t1");
+  std::filesystem::create_directory(dir / "t4");
+  compress_tensors(views_of(owned), {}, dir / "t1/m.mcp", [&] { auto p = o; p.threads = 1; return p; }());
+  compress_tensors(views_of(owned), {}, dir / "t4/m.mcp", [&] { auto p = o; p.threads = 4; return p; }());
+  EXPECT_EQ(read_file(dir / "t1/m.mcp"), read_file(dir / "m.mcp"));
+  EXPECT_EQ(read_file(dir / "t4/m.mcp"), read_file(dir / "m.mcp"));
+
+  decompress_file(dir / "m.mcp", dir / "restored.safetensors", {});
+  EXPECT_EQ(read_file(dir / "restored.safetensors"), read_file(dir / "m.safetensors"));
+  const auto v = verify_file(dir / "m.mcp", {});
+  EXPECT_TRUE(v.problems.empty());
+
+  // Each tensor's stored bytes: a share of its chunk; all of them add up.
+  const auto info = describe_file(dir / "m.mcp");
+  std::uint64_t stored = info.other_stored_bytes.value_or(0);
+  for (const auto& t : info.tensors) {
+    EXPECT_GT(t.stored_bytes.value_or(0), 0u) << t.name;
+    EXPECT_EQ(t.chunks, 1u + 2u * (t.name == "big")) << t.name;
+    stored += t.stored_bytes.value_or(0);
+  }
+  const container::Reader mcp(dir / "m.mcp");
+  std::uint64_t payloads = 0;
+  for (const auto& c : mcp.index().chunks) payloads += c.stored_size;
+  EXPECT_EQ(stored, payloads);
+  EXPECT_EQ(mcp.index().chunks.size(), 12u);
+  std::size_t shared = 0;
+  for (const auto& c : mcp.index().chunks) shared += c.shared();
+  EXPECT_EQ(shared, 8u);
+
+  CheckpointReader reader(dir / "m.mcp", {std::nullopt, 2});
+  expect_reads_back(reader, owned);  // one at a time
+  // All at once (each shared chunk decoded once), with the whole-file digest.
+  std::vector<util::ByteVector> outs;
+  std::vector<CheckpointReader::Target> targets;
+  for (std::size_t i = 0; i < reader.tensors().size(); ++i) outs.emplace_back(reader.tensors()[i].bytes);
+  for (std::size_t i = 0; i < reader.tensors().size(); ++i) targets.push_back({i, outs[i]});
+  reader.read_tensors(targets, true);
+  const auto owned_bytes = [&](std::size_t i) -> const util::ByteVector& {
+    const auto& name = reader.tensors()[i].name;
+    return std::find_if(owned.begin(), owned.end(), [&](const Owned& o) { return o.name == name; })->bytes;
+  };
+  for (std::size_t i = 0; i < outs.size(); ++i) EXPECT_EQ(outs[i], owned_bytes(i)) << reader.tensors()[i].name;
+  // Some of them, in another order.
+  std::vector<CheckpointReader::Target> some{{17, outs[17]}, {13, outs[13]}, {14, outs[14]}};
+  for (auto& t : some) std::fill(t.out.begin(), t.out.end(), std::byte{0});
+  reader.read_tensors(some);
+  for (const auto& t : some) EXPECT_EQ(outs[t.tensor], owned_bytes(t.tensor));
+  // A range inside a tensor that shares its chunk.
+  const auto i = *reader.find("layers.106.w");
+  util::ByteVector part(100);
+  reader.read_tensor_range(i, 300, part);
+  EXPECT_TRUE(std::equal(part.begin(), part.end(), owned[6].bytes.begin() + 300));
+}
+
+TEST(Tensors, SharedChunksGatheredFromSeparateBuffersAtAnyThreadCount) {
+  // Random integers: the shared chunks are stored raw, their payloads views
+  // of the gathered bytes, which must outlive the chunk's writing.
+  TempDir dir;
+  std::vector<Owned> owned;
+  for (unsigned i = 0; i < 40; ++i) owned.push_back({"r." + std::to_string(100 + i), "U32", {50}, random_bytes(200, i)});
+  formats::write_safetensors(dir / "m.safetensors", format_views(owned), {}, util::Overwrite::refuse);
+  for (unsigned threads : {1u, 2u, 4u}) {
+    CompressOptions o;
+    o.threads = threads;
+    o.chunk_size = 1024;
+    o.force = true;
+    const auto r = compress_tensors(views_of(owned), {}, dir / "m.mcp", o);
+    EXPECT_LT(r.chunks, 1u + 20u) << threads;  // up to 5 tensors of 200 bytes a chunk (the samples of 50 differ)
+    compress_file(dir / "m.safetensors", dir / "f.mcp", o);
+    EXPECT_EQ(read_file(dir / "m.mcp"), read_file(dir / "f.mcp")) << threads;
+    DecompressOptions d;
+    d.force = true;
+    decompress_file(dir / "m.mcp", dir / "back.safetensors", d);
+    EXPECT_EQ(read_file(dir / "back.safetensors"), read_file(dir / "m.safetensors")) << threads;
+  }
+}
+
+TEST(Tensors, SharedChunksMakeAVersion11File) {
+  TempDir dir;
+  compress_tensors(views_of(small_bf16_tensors(10)), {}, dir / "shared.mcp", {});
+  const std::vector<Owned> one{{"w", "F32", {64, 48}, smooth_f32(64 * 48, 0.0f)}};
+  compress_tensors(views_of(one), {}, dir / "plain.mcp", {});
+  EXPECT_EQ(describe_file(dir / "shared.mcp").format_version, "1.1");
+  EXPECT_EQ(describe_file(dir / "plain.mcp").format_version, "1.0");
+  // A file that says 1.0 (header and footer) but holds a shared chunk is damaged.
+  auto bytes = read_file(dir / "shared.mcp");
+  bytes[10] = std::byte{0};
+  bytes[bytes.size() - 48 + 34] = std::byte{0};
+  {
+    std::ofstream f(dir / "says10.mcp", std::ios::binary);
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  const auto why = message_of([&] { describe_file(dir / "says10.mcp"); });
+  EXPECT_NE(why.find("shared chunks in a version 1.0 file"), std::string::npos) << why;
+  EXPECT_EQ(code_of([&] { decompress_file(dir / "says10.mcp", dir / "out", {}); }), Errc::corrupt);
+}
+
+TEST(Tensors, SmallTensorsOfDifferentScalesKeepTheirOwnChunks) {
+  TempDir dir;
+  // Alternating N(0, 0.02) and N(0, 0.0002): their exponents lie ~7 binades
+  // apart, and one table for both would cost more than it saves (~1 bit an
+  // element: far more than a chunk's own table and lanes).
+  const auto apart = small_bf16_tensors(20, 0.0002f, 128);
+  const auto alike = small_bf16_tensors(20, 0.02f, 128);
+  const auto r_apart = compress_tensors(views_of(apart), {}, dir / "apart.mcp", {});
+  const auto r_alike = compress_tensors(views_of(alike), {}, dir / "alike.mcp", {});
+  EXPECT_EQ(r_apart.chunks, 21u);
+  EXPECT_EQ(r_alike.chunks, 2u);
+  CheckpointReader reader(dir / "apart.mcp");
+  expect_reads_back(reader, apart);
+}
+
+TEST(Tensors, SmallTensorsMatchedInADeltaBaseKeepTheirOwnChunks) {
+  TempDir dir;
+  const auto base = small_bf16_tensors(20);
+  auto next = small_bf16_tensors(20);
+  next[3].bytes = normal_bf16(16 * 24, 0.02f, 1234);
+  next.push_back({"new.tensor", "BF16", {16, 24}, normal_bf16(16 * 24, 0.02f, 77)});
+  next.push_back({"new.tensor2", "BF16", {16, 24}, normal_bf16(16 * 24, 0.02f, 78)});
+  compress_tensors(views_of(base), {}, dir / "base.mcp", {});
+  CompressOptions o;
+  o.base = dir / "base.mcp";
+  const auto r = compress_tensors(views_of(next), {}, dir / "delta.mcp", o);
+  // The matched ones each code against their base bytes; the two new ones share.
+  EXPECT_EQ(r.chunks, 1u + 20u + 1u);
+  CheckpointReader reader(dir / "delta.mcp", {dir / "base.mcp", 2});
+  expect_reads_back(reader, next);
 }
 
 TEST(Tensors, BadInputsAreClearErrors) {

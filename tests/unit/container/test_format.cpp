@@ -429,3 +429,103 @@ TEST(JsonText, Utf8CheckAndReplacement) {
   util::append_json_number(out, std::numeric_limits<std::uint64_t>::max());
   EXPECT_EQ(out, "0,18446744073709551615");
 }
+
+namespace {
+
+// A safetensors index whose tensors "a", "b" and "c" (segments 1-3, 40 bytes
+// each) share chunk 1, and "d" (segment 4) has chunk 2 of its own.
+Index shared_index() {
+  Index idx;
+  idx.source = {"m.safetensors", 200, {}};
+  idx.source_kind = "safetensors";
+  idx.segments.push_back({SegmentKind::raw, 0, 40, 0, 1, "", "", {}, std::nullopt});
+  const char* names[] = {"a", "b", "c"};
+  for (std::uint64_t k = 0; k < 3; ++k)
+    idx.segments.push_back({SegmentKind::tensor, 40 + 40 * k, 40, 1, 1, names[k], "F32", {10}, std::nullopt});
+  idx.segments.push_back({SegmentKind::tensor, 160, 40, 2, 1, "d", "F32", {10}, std::nullopt});
+  const std::uint64_t src[] = {0, 40, 160};
+  const std::uint32_t raw[] = {40, 120, 40};
+  const std::uint32_t seg[] = {0, 1, 4};
+  std::uint64_t off = k_header_size;
+  for (int i = 0; i < 3; ++i) {
+    ChunkRecord r;
+    r.file_offset = off;
+    r.source_offset = src[i];
+    r.raw_size = raw[i];
+    r.stored_size = 30;
+    r.segment = seg[i];
+    r.layout = Layout::raw;
+    off += r.stored_size;
+    idx.chunks.push_back(r);
+  }
+  return idx;
+}
+
+}  // namespace
+
+TEST(ContainerFormat, SmallTensorsMayShareAChunk) {
+  const Index idx = shared_index();
+  const Index back = decode_index(encode_index(idx), payload_end(idx), "f.mcp");
+  ASSERT_EQ(back.chunks.size(), 3u);
+  EXPECT_FALSE(back.chunks[0].shared());
+  EXPECT_TRUE(back.chunks[1].shared());
+  EXPECT_EQ(back.chunks[1].segment, 1u);
+  EXPECT_EQ(back.chunks[1].last_segment, 3u);
+  EXPECT_FALSE(back.chunks[2].shared());
+  EXPECT_EQ(back.chunks[2].last_segment, 4u);
+  for (std::size_t s = 1; s <= 3; ++s) EXPECT_EQ(back.segments[s].first_chunk, 1u);
+  // Each tensor's share of the stored bytes; together, the chunk's.
+  std::uint64_t sum = 0;
+  for (std::size_t s = 1; s <= 3; ++s) sum += stored_bytes(back, back.segments[s]);
+  EXPECT_EQ(sum, 30u);
+  EXPECT_EQ(stored_bytes(back, back.segments[1]), 10u);
+  EXPECT_EQ(stored_bytes(back, back.segments[4]), 30u);
+  EXPECT_NE(describe_chunk(back, 1).find("tensors 'a' to 'c'"), std::string::npos) << describe_chunk(back, 1);
+}
+
+TEST(ContainerFormat, SharedChunksAreCheckedLikeOthers) {
+  const auto refused = [](const Index& idx, std::string_view why) {
+    try {
+      decode_index(encode_index(idx), payload_end(idx), "f.mcp");
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::corrupt);
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+      return;
+    }
+    ADD_FAILURE() << "accepted; expected: " << why;
+  };
+  {  // only a safetensors source's tensors share chunks
+    Index idx = shared_index();
+    idx.source_kind = "torch";
+    refused(idx, "out of order");
+  }
+  {  // a shared chunk does not hold exactly its segments
+    Index idx = shared_index();
+    idx.chunks[1].raw_size = 119;
+    idx.chunks[2].source_offset = 159;
+    idx.chunks[2].raw_size = 41;
+    refused(idx, "does not hold exactly");
+  }
+  {  // a shared chunk names a later segment than the first of its own
+    Index idx = shared_index();
+    idx.chunks[1].segment = 2;
+    refused(idx, "names segment 2");
+  }
+  {  // a shared chunk with a residual: a residual needs one tensor's base bytes
+    Index idx = shared_index();
+    idx.base = SourceIdentity{"old", 200, {}};
+    for (auto& s : idx.segments) s.base_offset = s.offset;
+    idx.chunks[1].residual = Residual::xor_;
+    refused(idx, "shared chunk with a residual");
+  }
+  {  // a raw segment does not share
+    Index idx = shared_index();
+    idx.segments[2].kind = SegmentKind::raw;
+    refused(idx, "out of order");
+  }
+  {  // a segment that would share a chunk with one owning several
+    Index idx = shared_index();
+    idx.segments[1].chunk_count = 2;
+    refused(idx, "out of order");
+  }
+}
