@@ -8,7 +8,8 @@
 // decoder) and keeps the fastest (thread CPU time, best of 6, the kernels
 // taking turns), once per process; a process that only decodes never times
 // the encoders. Only the kernels' rounds are timed, on a synthetic bf16
-// exponent plane of 64 KiB with the tables built once (KernelBench): ~0.4-0.9
+// exponent plane of 64 KiB, its second half as pair symbols (sample_plane),
+// with the tables built once (KernelBench): ~0.4-0.9
 // ms a direction on AMD Zen 3. Timing encode() and decode() whole, as before,
 // needed 256 KiB (the planner gives 64 lanes only from about that size) and
 // cost 2-4 ms a direction (`mithril --version -v`, both directions, `perf
@@ -19,6 +20,7 @@
 // running. All kernels produce the same bytes, so the choice can never change
 // an output.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 #include <ctime>
@@ -81,6 +83,30 @@ std::vector<std::byte> sample_plane(std::size_t n) {
     const auto h = static_cast<std::uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);  // bf16, nearest even
     b = static_cast<std::byte>(static_cast<std::uint16_t>((h << 1) | (h >> 15)) >> 8);
   }
+  // The second half as rans_pairs codes an exponent plane (the default
+  // level's coding of most of them): each byte's rank among the values (15
+  // for the rarer ones), two ranks a symbol, ~5.4 bits a symbol where the
+  // bytes have ~2.5: twice the renormalisations a symbol. The kernels rank
+  // differently on the two: on AMD Zen 4 the AVX-512 encoder coded the
+  // exponent bytes 1.15x as fast as avx2x but pair symbols 0.70x (bench_rans
+  // kernel:5 with each forced, 1 MiB blocks: 1.39 against 1.94-2.03 GB/s),
+  // and a sample of exponent bytes alone picked it: compression in the
+  // pipeline then took 4-17% longer than with avx2x (bench_pipeline, one
+  // thread: bf16 file 38.7 against 33.5 ms, a 12-layer bf16 transformer of
+  // 128 KiB tensors 10.1 against 8.8, fp32 LoRA tensors 11.4 against 10.9;
+  // session 41).
+  const std::size_t half = std::min(n, k_period) / 2;
+  std::array<std::uint32_t, 256> count{};
+  for (std::size_t i = 0; i < half; ++i) ++count[static_cast<std::uint8_t>(v[i])];
+  std::array<std::uint8_t, 256> order{};
+  for (unsigned b = 0; b < 256; ++b) order[b] = static_cast<std::uint8_t>(b);
+  std::stable_sort(order.begin(), order.end(), [&](std::uint8_t a, std::uint8_t b) { return count[a] > count[b]; });
+  std::array<std::uint8_t, 256> rank{};
+  rank.fill(15);
+  for (unsigned r = 0; r < 15; ++r) rank[order[r]] = static_cast<std::uint8_t>(r);
+  for (std::size_t i = 0; i < half; ++i)
+    v[half + i] = static_cast<std::byte>((rank[static_cast<std::uint8_t>(v[(2 * i) % half])] << 4) |
+                                         rank[static_cast<std::uint8_t>(v[(2 * i + 1) % half])]);
   for (std::size_t i = k_period; i < n; i += k_period)
     std::memcpy(v.data() + i, v.data(), std::min(k_period, n - i));
   return v;
