@@ -312,8 +312,22 @@ TEST(Tensors, SmallTensorsShareChunksAndReadBackOneByOne) {
   for (const auto& c : mcp.index().chunks) shared += c.shared();
   EXPECT_EQ(shared, 8u);
 
+  {
+    // One at a time, in file order: each shared chunk is fetched (and
+    // decoded) once, not once per tensor of it.
+    CheckpointReader one(dir / "m.mcp", {std::nullopt, 2});
+    const std::uint64_t at_open = one.bytes_read();
+    for (std::size_t i = 0; i < one.tensors().size(); ++i) {
+      util::ByteVector out(one.tensors()[i].bytes);
+      one.read_tensor(i, out);
+    }
+    std::uint64_t tensor_payloads = 0;
+    for (const auto& c : container::Reader(dir / "m.mcp").index().chunks)
+      if (c.segment > 0) tensor_payloads += c.stored_size;
+    EXPECT_EQ(one.bytes_read() - at_open, tensor_payloads);
+  }
   CheckpointReader reader(dir / "m.mcp", {std::nullopt, 2});
-  expect_reads_back(reader, owned);  // one at a time
+  expect_reads_back(reader, owned);  // one at a time, by name
   // All at once (each shared chunk decoded once), with the whole-file digest.
   std::vector<util::ByteVector> outs;
   std::vector<CheckpointReader::Target> targets;
