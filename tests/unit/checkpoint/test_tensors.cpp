@@ -322,7 +322,7 @@ TEST(Tensors, SmallTensorsShareChunksAndReadBackOneByOne) {
       one.read_tensor(i, out);
     }
     std::uint64_t tensor_payloads = 0;
-    for (const auto& c : container::Reader(dir / "m.mcp").index().chunks)
+    for (const auto& c : mcp.index().chunks)
       if (c.segment > 0) tensor_payloads += c.stored_size;
     EXPECT_EQ(one.bytes_read() - at_open, tensor_payloads);
   }
@@ -336,7 +336,7 @@ TEST(Tensors, SmallTensorsShareChunksAndReadBackOneByOne) {
   reader.read_tensors(targets, true);
   const auto owned_bytes = [&](std::size_t i) -> const util::ByteVector& {
     const auto& name = reader.tensors()[i].name;
-    return std::find_if(owned.begin(), owned.end(), [&](const Owned& o) { return o.name == name; })->bytes;
+    return std::find_if(owned.begin(), owned.end(), [&](const Owned& x) { return x.name == name; })->bytes;
   };
   for (std::size_t i = 0; i < outs.size(); ++i) EXPECT_EQ(outs[i], owned_bytes(i)) << reader.tensors()[i].name;
   // Some of them, in another order.
