@@ -50,10 +50,13 @@ struct ContainerStart {
     index.created_by = std::string("mithril ") + version();
     index.segments = plan.segments;
     index.chunks.resize(plan.chunks.size());
+    for (std::size_t i = 0; i < plan.chunks.size(); ++i) {  // the rest of each record comes with its coding
+      index.chunks[i].segment = plan.chunks[i].segment;
+      index.chunks[i].last_segment = plan.chunks[i].last_segment;
+    }
+    minor = container::minor_version_for(index);
     if (base) index.base = base->identity();
     prepared = container::prepare_index(index);
-    for (const auto& c : plan.chunks)
-      if (c.last_segment != c.segment) minor = container::k_minor_shared_chunks;
   }
   ContainerStart(const ContainerStart&) = delete;
   ContainerStart& operator=(const ContainerStart&) = delete;
@@ -230,8 +233,6 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
         r.raw_size = c.size;
         r.stored_size = static_cast<std::uint32_t>(e.size());
         r.raw_xxh3 = slot.xxh3;
-        r.segment = c.segment;
-        r.last_segment = c.last_segment;
         r.layout = slot.encoded.layout;
         r.width = slot.encoded.width;
         r.group_mode = slot.encoded.group_mode;

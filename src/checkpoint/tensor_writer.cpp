@@ -1,6 +1,5 @@
 // checkpoint/tensor_writer.cpp — compress_tensors(): an .mcp of the
 // safetensors file that tensors in memory make, coded from their buffers.
-#include <cstring>
 #include <chrono>
 
 #include <fmt/format.h>
