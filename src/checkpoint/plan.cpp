@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -254,20 +255,30 @@ void share_small_chunks(SourcePlan& plan, std::size_t chunk_size,
   };
   std::vector<ChunkPlan> chunks;
   chunks.reserve(plan.chunks.size());
+  // A tensor is sampled only once a neighbour could join it, and once: the
+  // one whose statistics ended a run starts the next with its sample.
+  std::size_t carried_at = SIZE_MAX;
+  Sample carried;
   for (std::size_t i = 0; i < segs.size();) {
     // The run starting at i: consecutive, contiguous, the same kind, within the limit.
     std::size_t j = i + 1;
     if (small(i)) {
       std::uint64_t total = segs[i].size;
       const auto& kind = plan.chunks[segs[i].first_chunk].kind;
-      Sample shared = sample_tensor(bytes(plan.chunks[segs[i].first_chunk]), kind.width);
+      std::optional<Sample> shared;
       while (j < segs.size() && small(j) && segs[j].offset == segs[j - 1].offset + segs[j - 1].size &&
              total + segs[j].size <= limit) {
         const auto& c = plan.chunks[segs[j].first_chunk];
         if (c.kind.width != kind.width || c.kind.is_float != kind.is_float) break;
-        const Sample next = sample_tensor(bytes(c), kind.width);
-        if (sharing_penalty(shared, next) > k_share_penalty_bits) break;
-        merge_sample(shared, next);
+        if (!shared)
+          shared = carried_at == i ? carried : sample_tensor(bytes(plan.chunks[segs[i].first_chunk]), kind.width);
+        Sample next = sample_tensor(bytes(c), kind.width);
+        if (sharing_penalty(*shared, next) > k_share_penalty_bits) {
+          carried_at = j;
+          carried = next;
+          break;
+        }
+        merge_sample(*shared, next);
         total += segs[j].size;
         ++j;
       }
