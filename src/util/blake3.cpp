@@ -228,6 +228,40 @@ void parents_portable(const Words8* children, std::size_t n_parents, const Words
   for (std::size_t i = 0; i < n_parents; ++i) out[i] = parent_cv(children[2 * i], children[2 * i + 1], key, flags);
 }
 
+// The inputs of one SIMD call, lane by lane: lane j hashes the chunk (for
+// parents: the 64-byte block, a pair of chaining values) at ptr[j] with chunk
+// counter lo[j] | hi[j] << 32 (0 for parents). Lanes past the live ones
+// repeat the last live lane, whose output is dropped: no padded copy, no read
+// past the input.
+template <std::size_t N>
+struct Lanes {
+  const std::uint8_t* ptr[N];
+  alignas(64) std::uint32_t lo[N];
+  alignas(64) std::uint32_t hi[N];
+};
+
+// `at(i)` = {pointer, counter} of input i; lanes for inputs [0, live).
+template <std::size_t N, class At>
+Lanes<N> make_lanes(std::size_t live, At at) {
+  Lanes<N> l;
+  for (std::size_t j = 0; j < N; ++j) {
+    const auto [ptr, counter] = at(std::min(j, live - 1));
+    l.ptr[j] = ptr;
+    l.lo[j] = static_cast<std::uint32_t>(counter);
+    l.hi[j] = static_cast<std::uint32_t>(counter >> 32);
+  }
+  return l;
+}
+
+// Whole chunks anywhere: chunk i at chunks[i], counter counters[i].
+using GatheredFn = void (*)(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
+                            const Words8& key, std::uint32_t flags, Words8* out);
+
+void gathered_portable(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
+                       const Words8& key, std::uint32_t flags, Words8* out) {
+  for (std::size_t i = 0; i < n; ++i) hash_many_portable(chunks[i], 1, key, counters[i], flags, out + i);
+}
+
 #ifdef MITHRIL_BLAKE3_X86
 #define MITHRIL_AVX2 __attribute__((target("avx2")))
 
@@ -405,24 +439,19 @@ MITHRIL_AVX2 inline void compress8_asm(__m256i* h, __m256i* w, const __m256i* m)
 #undef B3_STEP
 #undef B3_Y
 
-// Eight consecutive whole chunks, one per lane; with Parent, eight parent
-// nodes instead: lane j's one block is the 64 bytes at data + 64 j (a pair
-// of chaining values), counter 0, flags | PARENT.
-template <bool Parent>
-MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::uint64_t counter,
-                             std::uint32_t flags, Words8* out) {
-  constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
+// Eight whole chunks, one per lane; with Parent, eight parent nodes
+// instead: lane j's one block is the 64 bytes at l.ptr[j] (a pair of
+// chaining values), counter 0, flags | PARENT. Strided: the inputs lie one
+// after another from l.ptr[0] (addressed from one register: 5% faster on
+// AMD Zen 4 than eight pointers).
+template <bool Parent, bool Strided>
+MITHRIL_AVX2 void hash8_avx2(const Lanes<8>& l, const Words8& key, std::uint32_t flags, Words8* out) {
   constexpr std::size_t blocks = Parent ? 1 : k_chunk_len / k_block_len;
+  constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
   alignas(32) __m256i h[8];
   for (int i = 0; i < 8; ++i) h[i] = _mm256_set1_epi32(static_cast<int>(key[i]));
-  const __m256i lane = Parent ? _mm256_setzero_si256() : _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i ctr_lo_base = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)));
-  const __m256i ctr_lo = _mm256_add_epi32(ctr_lo_base, lane);
-  // Carry into the high word where the low word wrapped (unsigned compare via sign flip).
-  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-  const __m256i carry = _mm256_cmpgt_epi32(_mm256_xor_si256(ctr_lo_base, sign), _mm256_xor_si256(ctr_lo, sign));
-  const __m256i ctr_hi =
-      _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter >> 32))), carry);
+  const __m256i ctr_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(l.lo));
+  const __m256i ctr_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(l.hi));
   const __m256i blen = _mm256_set1_epi32(static_cast<int>(k_block_len));
   // compress8_asm's constants and v8's slot.
   alignas(32) __m256i work[9] = {_mm256_setzero_si256(),
@@ -435,17 +464,35 @@ MITHRIL_AVX2 void hash8_avx2(const std::uint8_t* data, const Words8& key, std::u
                                  _mm256_setzero_si256(),
                                  _mm256_set1_epi32(static_cast<int>(k_iv[0]))};
 
+  // (In registers: the assembly's memory clobber would reload l.ptr each
+  // block. Strided, lane j's input is computed from one base where it is
+  // used: the loads then fold into the transpose.)
+  struct Strides {  // (Strided)
+    const std::uint8_t* base;
+    const std::uint8_t* operator[](int j) const { return base + j * stride; }
+  };
+  using Addr = std::conditional_t<Strided, Strides, std::array<const std::uint8_t*, 8>>;
+  Addr lane;
+  if constexpr (Strided)
+    lane = Strides{l.ptr[0]};
+  else
+    std::copy_n(l.ptr, 8, lane.begin());
   for (std::size_t b = 0; b < blocks; ++b) {
-    __m256i m[16];
-    if constexpr (!Parent)  // eight streams 1 KiB apart (see hash16_avx512)
+    // (Loaded and transposed in r, which never escapes, then stored once in
+    // m, the assembly's input: loaded straight into m, GCC 12 also stored
+    // the untransposed words, 4% of the time.)
+    __m256i r[16];
+    if constexpr (!Parent)  // eight streams (see hash16_avx512)
       for (int j = 0; j < 8; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(data + j * stride + b * k_block_len + 256), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(lane[j] + b * k_block_len + 256), _MM_HINT_T0);
     for (int j = 0; j < 8; ++j)
-      m[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + j * stride + b * k_block_len));
+      r[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lane[j] + b * k_block_len));
     for (int j = 0; j < 8; ++j)
-      m[8 + j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + j * stride + b * k_block_len + 32));
-    transpose8(m);
-    transpose8(m + 8);
+      r[8 + j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lane[j] + b * k_block_len + 32));
+    transpose8(r);
+    transpose8(r + 8);
+    alignas(32) __m256i m[16];
+    std::copy_n(r, 16, m);
     const std::uint32_t f = Parent ? flags | k_parent
                                    : flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == blocks ? k_chunk_end : 0u);
     work[7] = _mm256_set1_epi32(static_cast<int>(f));
@@ -516,22 +563,20 @@ template <std::size_t... R>
   (round16<R>(v, m), ...);
 }
 
-// Sixteen consecutive whole chunks, one per lane; with Parent, sixteen
-// parent nodes (as hash8_avx2).
-template <bool Parent>
-MITHRIL_AVX512 void hash16_avx512(const std::uint8_t* data, const Words8& key, std::uint64_t counter,
-                                  std::uint32_t flags, Words8* out) {
-  constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
+// Sixteen whole chunks, one per lane; with Parent, sixteen parent nodes (as
+// hash8_avx2).
+template <bool Parent, bool Strided>
+MITHRIL_AVX512 void hash16_avx512(const Lanes<16>& l, const Words8& key, std::uint32_t flags, Words8* out) {
   constexpr std::size_t blocks = Parent ? 1 : k_chunk_len / k_block_len;
+  constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
+  const std::uint8_t* ptr[16];  // (as hash8_avx2)
+  for (int j = 0; j < 16; ++j) ptr[j] = l.ptr[j];
+  const std::uint8_t* const base = l.ptr[0];
+  const auto lane = [base, &ptr](int j) { return Strided ? base + j * stride : ptr[j]; };
   __m512i h[8];
   for (int i = 0; i < 8; ++i) h[i] = _mm512_set1_epi32(static_cast<int>(key[i]));
-  const __m512i lane =
-      Parent ? _mm512_setzero_si512() : _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i lo_base = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)));
-  const __m512i ctr_lo = _mm512_add_epi32(lo_base, lane);
-  const __mmask16 wrapped = _mm512_cmplt_epu32_mask(ctr_lo, lo_base);
-  const __m512i hi_base = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(counter >> 32)));
-  const __m512i ctr_hi = _mm512_mask_add_epi32(hi_base, wrapped, hi_base, _mm512_set1_epi32(1));
+  const __m512i ctr_lo = _mm512_load_si512(l.lo);
+  const __m512i ctr_hi = _mm512_load_si512(l.hi);
   const __m512i blen = _mm512_set1_epi32(static_cast<int>(k_block_len));
 
   for (std::size_t b = 0; b < blocks; ++b) {
@@ -542,8 +587,8 @@ MITHRIL_AVX512 void hash16_avx512(const std::uint8_t* data, const Words8& key, s
     // kernels do.
     if constexpr (!Parent)
       for (int j = 0; j < 16; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(data + j * stride + b * k_block_len + 256), _MM_HINT_T0);
-    for (int j = 0; j < 16; ++j) m[j] = _mm512_loadu_si512(data + j * stride + b * k_block_len);
+        _mm_prefetch(reinterpret_cast<const char*>(lane(j) + b * k_block_len + 256), _MM_HINT_T0);
+    for (int j = 0; j < 16; ++j) m[j] = _mm512_loadu_si512(lane(j) + b * k_block_len);
     transpose16(m);
     const std::uint32_t f = Parent ? flags | k_parent
                                    : flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == blocks ? k_chunk_end : 0u);
@@ -560,77 +605,125 @@ MITHRIL_AVX512 void hash16_avx512(const std::uint8_t* data, const Words8& key, s
     for (int i = 0; i < 8; ++i) out[j][i] = w[i][j];
 }
 
-void hash_many_avx2(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
-                    std::uint32_t flags, Words8* out);
-void parents_avx2(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
-                  Words8* out);
-
-void hash_many_avx512(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
-                      std::uint32_t flags, Words8* out) {
+// Inputs [0, n) in SIMD calls of N lanes: `at(i)` = {pointer, counter} of
+// input i; At::strided says they lie one after another. Full calls write
+// straight to out; a last, partial one (at least `min_live` inputs, else
+// `rest` hashes them) goes through a scratch output.
+template <std::size_t N, class Hash, class At, class Rest>
+void in_lanes(std::size_t n, std::size_t min_live, Hash hash, At at, Rest rest, Words8* out) {
   std::size_t i = 0;
-  for (; i + 16 <= n_chunks; i += 16) hash16_avx512<false>(data + i * k_chunk_len, key, counter + i, flags, out + i);
-  hash_many_avx2(data + i * k_chunk_len, n_chunks - i, key, counter + i, flags, out + i);
+  for (; i + N <= n; i += N)
+    hash(std::bool_constant<At::strided>{}, make_lanes<N>(N, [&](std::size_t j) { return at(i + j); }), out + i);
+  if (n - i >= min_live) {
+    Words8 scratch[N];
+    hash(std::false_type{}, make_lanes<N>(n - i, [&](std::size_t j) { return at(i + j); }), scratch);
+    std::copy_n(scratch, n - i, out + i);
+  } else if (n > i) {
+    rest(i);
+  }
 }
 
-// Words8 is eight little-endian-stored words with no padding, so a pair of
-// chaining values in memory is exactly a parent node's 64-byte block (x86).
-static_assert(sizeof(Words8) == 32);
+// Inputs i, i + 1, ... of `at`, as 0, 1, ...
+template <class At>
+struct Shifted {
+  static constexpr bool strided = At::strided;
+  At at;
+  std::size_t first;
+  auto operator()(std::size_t i) const { return at(first + i); }
+};
 
-void parents_avx512(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
-                    Words8* out) {
-  const auto* bytes = reinterpret_cast<const std::uint8_t*>(children);
-  std::size_t i = 0;
-  for (; i + 16 <= n_parents; i += 16) hash16_avx512<true>(bytes + i * k_block_len, key, 0, flags, out + i);
-  parents_avx2(children + 2 * i, n_parents - i, key, flags, out + i);
+// A chunk one lane at a time costs 16 compressions one by one, about what a
+// whole hash8_avx2 call of eight does (0.53 against 2.9 GB/s on AMD Zen 3):
+// from two chunks on the SIMD call wins, idle lanes and all. Likewise
+// hash16_avx512 over hash8_avx2 from nine on. Partial calls come from the
+// unaligned ends of tensors and the top levels of every subtree's parents.
+template <bool Parent, class At>
+void lanes_avx2(std::size_t n, const Words8& key, std::uint32_t flags, At at, Words8* out) {
+  in_lanes<8>(
+      n, 2, [&](auto strided, const Lanes<8>& l, Words8* o) { hash8_avx2<Parent, strided>(l, key, flags, o); }, at,
+      [&](std::size_t i) {
+        const auto [ptr, counter] = at(i);
+        if constexpr (Parent)
+          parents_portable(reinterpret_cast<const Words8*>(ptr), 1, key, flags, out + i);
+        else
+          hash_many_portable(ptr, 1, key, counter, flags, out + i);
+      },
+      out);
 }
 
-#pragma GCC diagnostic pop
-
-// The last 2..7 nodes of a batch in one hash8_avx2 over a zero-padded copy:
-// a 1 KiB chunk costs 16 compressions one at a time but one eighth of a
-// hash8_avx2 call (0.53 against 2.9 GB/s on AMD Zen 3), so from two nodes on
-// the idle lanes cost less than the portable loop. Tails come from the
-// unaligned ends of tensors (Blake3Tree pieces of 1, 2 and 4 chunks) and the
-// top levels of every subtree's parents.
-template <bool Parent>
-MITHRIL_AVX2 void hash_tail_avx2(const std::uint8_t* data, std::size_t n, const Words8& key,
-                                 std::uint64_t counter, std::uint32_t flags, Words8* out) {
-  constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
-  alignas(32) std::uint8_t padded[8 * stride];
-  std::memcpy(padded, data, n * stride);
-  std::memset(padded + n * stride, 0, (8 - n) * stride);
-  Words8 cvs[8];
-  hash8_avx2<Parent>(padded, key, counter, flags, cvs);
-  std::copy_n(cvs, n, out);
+template <bool Parent, class At>
+void lanes_avx512(std::size_t n, const Words8& key, std::uint32_t flags, At at, Words8* out) {
+  in_lanes<16>(
+      n, 9, [&](auto strided, const Lanes<16>& l, Words8* o) { hash16_avx512<Parent, strided>(l, key, flags, o); },
+      at,
+      [&](std::size_t i) {
+        lanes_avx2<Parent>(n - i, key, flags, Shifted<At>{at, i}, out + i);
+      },
+      out);
 }
 
+// Whole chunks at data + 1 KiB i, counters counter + i.
+struct ConsecutiveChunks {
+  static constexpr bool strided = true;
+  const std::uint8_t* data;
+  std::uint64_t counter;
+  std::pair<const std::uint8_t*, std::uint64_t> operator()(std::size_t i) const {
+    return {data + i * k_chunk_len, counter + i};
+  }
+};
+// Pairs of chaining values at children + 2 i (a pair in memory is a parent's
+// 64-byte block: Words8 is eight words, no padding, little-endian on x86).
+struct ChildPairs {
+  static constexpr bool strided = true;
+  const Words8* children;
+  std::pair<const std::uint8_t*, std::uint64_t> operator()(std::size_t i) const {
+    static_assert(sizeof(Words8) == 32);
+    return {reinterpret_cast<const std::uint8_t*>(children + 2 * i), 0};
+  }
+};
+
+struct GatheredChunks {
+  static constexpr bool strided = false;
+  const std::uint8_t* const* chunks;
+  const std::uint64_t* counters;
+  std::pair<const std::uint8_t*, std::uint64_t> operator()(std::size_t i) const { return {chunks[i], counters[i]}; }
+};
+
+// (Parents in place, children == out: every SIMD call loads its lanes'
+// children before it stores any output, and parent i lands at or before
+// child 2i, so a call never overwrites a later call's children.)
 void hash_many_avx2(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
                     std::uint32_t flags, Words8* out) {
-  std::size_t i = 0;
-  for (; i + 8 <= n_chunks; i += 8) hash8_avx2<false>(data + i * k_chunk_len, key, counter + i, flags, out + i);
-  if (n_chunks - i >= 2)
-    hash_tail_avx2<false>(data + i * k_chunk_len, n_chunks - i, key, counter + i, flags, out + i);
-  else
-    hash_many_portable(data + i * k_chunk_len, n_chunks - i, key, counter + i, flags, out + i);
+  lanes_avx2<false>(n_chunks, key, flags, ConsecutiveChunks{data, counter}, out);
 }
-
 void parents_avx2(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
                   Words8* out) {
-  const auto* bytes = reinterpret_cast<const std::uint8_t*>(children);
-  std::size_t i = 0;
-  for (; i + 8 <= n_parents; i += 8) hash8_avx2<true>(bytes + i * k_block_len, key, 0, flags, out + i);
-  // (In place, children == out: the tail's children are copied before any output is written.)
-  if (n_parents - i >= 2)
-    hash_tail_avx2<true>(bytes + i * k_block_len, n_parents - i, key, 0, flags, out + i);
-  else
-    parents_portable(children + 2 * i, n_parents - i, key, flags, out + i);
+  lanes_avx2<true>(n_parents, key, flags, ChildPairs{children}, out);
 }
+void hash_many_avx512(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
+                      std::uint32_t flags, Words8* out) {
+  lanes_avx512<false>(n_chunks, key, flags, ConsecutiveChunks{data, counter}, out);
+}
+void parents_avx512(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
+                    Words8* out) {
+  lanes_avx512<true>(n_parents, key, flags, ChildPairs{children}, out);
+}
+void gathered_avx2(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
+                   const Words8& key, std::uint32_t flags, Words8* out) {
+  lanes_avx2<false>(n, key, flags, GatheredChunks{chunks, counters}, out);
+}
+void gathered_avx512(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
+                     const Words8& key, std::uint32_t flags, Words8* out) {
+  lanes_avx512<false>(n, key, flags, GatheredChunks{chunks, counters}, out);
+}
+#pragma GCC diagnostic pop
 #endif
 
 struct Kernel {
   const char* name;
   HashManyFn fn;
   ParentsFn parents;
+  GatheredFn gathered;
   bool available;
 };
 
@@ -640,23 +733,24 @@ std::vector<Kernel> kernels() {
   __builtin_cpu_init();
   // (MITHRIL_ISA may cap them: util/simd_level.hpp.)
   const bool avx2 = simd_allows(SimdLevel::avx2) && __builtin_cpu_supports("avx2");
-  k.push_back({"avx512", hash_many_avx512, parents_avx512,
+  k.push_back({"avx512", hash_many_avx512, parents_avx512, gathered_avx512,
                avx2 && simd_allows(SimdLevel::avx512) && __builtin_cpu_supports("avx512f")});
-  k.push_back({"avx2", hash_many_avx2, parents_avx2, avx2});
+  k.push_back({"avx2", hash_many_avx2, parents_avx2, gathered_avx2, avx2});
 #endif
-  k.push_back({"portable", hash_many_portable, parents_portable, true});
+  k.push_back({"portable", hash_many_portable, parents_portable, gathered_portable, true});
   return k;
 }
 
 Kernel pick_kernel() {
   for (const auto& k : kernels())
     if (k.available) return k;
-  return {"portable", hash_many_portable, parents_portable, true};
+  return {"portable", hash_many_portable, parents_portable, gathered_portable, true};
 }
 
 const Kernel g_initial = pick_kernel();
 HashManyFn g_hash_many = g_initial.fn;
 ParentsFn g_parents = g_initial.parents;
+GatheredFn g_gathered = g_initial.gathered;
 
 Words8 key_words(std::span<const std::uint8_t, 32> key) {
   Words8 k;
@@ -904,6 +998,7 @@ bool set_blake3_kernel(std::string_view name) {
     if (k.name == name && k.available) {
       g_hash_many = k.fn;
       g_parents = k.parents;
+      g_gathered = k.gathered;
       return true;
     }
   return false;
@@ -915,6 +1010,70 @@ ChainingValue blake3_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, 
 
 ChainingValue blake3_parent_cv(const ChainingValue& left, const ChainingValue& right) {
   return parent_cv(left, right, k_iv, 0);
+}
+
+void blake3_chunk_cvs(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
+                      ChainingValue* out) {
+  g_gathered(chunks, counters, n, k_iv, 0, out);
+}
+
+void blake3_aligned_subtrees(const std::uint8_t* data, std::uint64_t first_chunk, std::uint64_t n_chunks,
+                             std::vector<SubtreeCv>& out) {
+  const std::uint64_t stop = first_chunk + n_chunks;
+  std::uint64_t c = first_chunk;
+  // A batch: the subtrees of up to k_leaf_batch chunks, then their leaves in
+  // one hash-many call and each level's parents in one parents call (in
+  // place: the subtrees still above one value are packed to the front, and
+  // each has an even count, so no pair crosses two of them).
+  while (c < stop) {
+    const std::size_t begin = out.size();
+    std::uint64_t batch = 0;
+    while (c < stop) {
+      const unsigned align = c == 0 ? 63u : static_cast<unsigned>(std::countr_zero(c));
+      const unsigned fits = static_cast<unsigned>(std::bit_width(stop - c) - 1);
+      const unsigned level = std::min(align, fits);
+      const std::uint64_t n = std::uint64_t{1} << level;
+      if (n > k_leaf_batch) {  // a whole batch of its own, through power_subtree_cv
+        if (batch != 0) break;
+        out.push_back({c, level, power_subtree_cv(data + (c - first_chunk) * k_chunk_len, n, k_iv, c, 0)});
+        c += n;
+        break;
+      }
+      if (batch + n > k_leaf_batch) break;
+      out.push_back({c, level, {}});
+      batch += n;
+      c += n;
+    }
+    if (batch == 0) continue;
+    const std::uint64_t from = out[begin].first_chunk;
+    Words8 cvs[k_leaf_batch];
+    g_hash_many(data + (from - first_chunk) * k_chunk_len, batch, k_iv, from, 0, cvs);
+    // Subtree out[open[k]] has count[k] values, packed in order at the front of cvs.
+    std::size_t open[k_leaf_batch];
+    std::size_t count[k_leaf_batch];
+    std::size_t n_open = 0;
+    for (std::size_t i = begin; i < out.size(); ++i) {
+      open[n_open] = i;
+      count[n_open++] = std::size_t{1} << out[i].level;
+    }
+    while (n_open != 0) {
+      std::size_t read = 0, write = 0, still = 0;
+      for (std::size_t k = 0; k < n_open; ++k) {
+        const std::size_t n = count[k];
+        if (n == 1) {
+          out[open[k]].cv = cvs[read];
+        } else {
+          if (write != read) std::memmove(&cvs[write], &cvs[read], n * sizeof(Words8));
+          write += n;
+          open[still] = open[k];
+          count[still++] = n / 2;
+        }
+        read += n;
+      }
+      n_open = still;
+      if (write != 0) g_parents(cvs, write / 2, k_iv, 0, cvs);
+    }
+  }
 }
 
 Digest blake3_root(std::span<const ChainingValue> stack, ByteSpan last_chunk, std::uint64_t last_counter) {

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "util/bytes.hpp"
 
@@ -77,6 +78,25 @@ using ChainingValue = std::array<std::uint32_t, 8>;
 // aligned (counter a multiple of n_chunks) and not the root.
 ChainingValue blake3_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, std::uint64_t counter);
 ChainingValue blake3_parent_cv(const ChainingValue& left, const ChainingValue& right);
+// Chaining values of whole 1 KiB chunks anywhere in memory: chunk i at
+// chunks[i], chunk number counters[i] (none of them the root), through the
+// SIMD kernel as one batch.
+void blake3_chunk_cvs(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
+                      ChainingValue* out);
+// The largest aligned power-of-two subtrees that tile whole chunks
+// [first_chunk, first_chunk + n_chunks), left to right (sizes rise, then
+// fall): their first chunk, level (2^level chunks) and chaining value.
+// `data` is chunk first_chunk's bytes. All their leaves go through the SIMD
+// kernel together and each level's parents of all subtrees in one pass, so a
+// run of chunks at an unaligned position (a tensor inside a file) costs about
+// what an aligned one does. REQUIRES: the run does not include the root.
+struct SubtreeCv {
+  std::uint64_t first_chunk = 0;
+  unsigned level = 0;
+  ChainingValue cv{};
+};
+void blake3_aligned_subtrees(const std::uint8_t* data, std::uint64_t first_chunk, std::uint64_t n_chunks,
+                             std::vector<SubtreeCv>& out);
 // The digest of an input whose complete left subtrees are `stack` (largest
 // first, as the incremental hasher keeps them) followed by its last chunk
 // (0..1024 bytes, chunk number `last_counter`).

@@ -18,23 +18,24 @@ constexpr std::uint64_t k_chunk = 1024;
 // stack does (spec §5.1.2): a node of 2^level chunks is pushed only at a
 // position aligned to its size, so the stack top is either larger or exactly
 // its sibling.
+//
+// The chunks that straddle two pieces (one per tensor boundary) are hashed
+// here, in batches of k_batch through the SIMD kernel (one at a time they
+// cost 16 compressions each, a quarter of a small file's hashing): nodes that
+// come after a chunk still waiting are queued behind it and reach the stack
+// in order once the batch is hashed.
 class Blake3Tree::Merger {
  public:
   explicit Merger(std::uint64_t last_chunk) : m_last(last_chunk) {}
 
+  // Checks that the node tiles on from the chunks so far and queues it.
   void push(unsigned level, detail::ChainingValue cv, std::uint64_t first_chunk) {
     flush_full();
     if (first_chunk != m_chunks || !m_partial.empty() || (first_chunk & ((std::uint64_t{1} << level) - 1)) != 0)
       throw Error(Errc::internal, "Blake3Tree: pieces do not tile the input");
     m_chunks += std::uint64_t{1} << level;
-    for (std::uint64_t t = m_chunks >> level; (t & 1) == 0; t >>= 1, ++level) {
-      if (m_stack.empty() || m_levels.back() != level) throw Error(Errc::internal, "Blake3Tree: bad merge");
-      cv = detail::blake3_parent_cv(m_stack.back(), cv);
-      m_stack.pop_back();
-      m_levels.pop_back();
-    }
-    m_stack.push_back(cv);
-    m_levels.push_back(level);
+    m_queue.push_back({level, cv, false});
+    if (m_waiting == 0) settle();
   }
 
   // Bytes that belong to chunks no piece hashed whole.
@@ -47,25 +48,73 @@ class Blake3Tree::Merger {
     }
   }
 
-  Digest finish(std::uint64_t total) const {
+  Digest finish(std::uint64_t total) {
+    settle();
     if (m_chunks != m_last || m_last * k_chunk + m_partial.size() != total)
       throw Error(Errc::internal, "Blake3Tree: pieces do not cover the input");
     return detail::blake3_root(m_stack, m_partial, m_last);
   }
 
  private:
-  // A complete chunk followed by more bytes is not the last: hash it.
+  static constexpr std::size_t k_batch = 16;
+  struct Queued {
+    unsigned level;
+    detail::ChainingValue cv;
+    bool waiting;  // a straddling chunk whose cv is not computed yet
+  };
+
+  // A complete chunk followed by more bytes is not the last: queue it.
   void flush_full() {
     if (m_partial.size() != k_chunk) return;
     if (m_chunks >= m_last) throw Error(Errc::internal, "Blake3Tree: more bytes than the input size");
-    const auto cv = detail::blake3_subtree_cv(reinterpret_cast<const std::uint8_t*>(m_partial.data()), 1, m_chunks);
+    m_waiting_bytes.insert(m_waiting_bytes.end(), m_partial.begin(), m_partial.end());
+    m_waiting_counters.push_back(m_chunks);
+    ++m_waiting;
+    ++m_chunks;
     m_partial.clear();
-    push(0, cv, m_chunks);
+    m_queue.push_back({0, {}, true});
+    if (m_waiting == k_batch) settle();
+  }
+
+  // Hashes the waiting chunks and merges the queue into the stack.
+  void settle() {
+    if (m_waiting != 0) {
+      const std::uint8_t* at[k_batch];
+      for (std::size_t i = 0; i < m_waiting; ++i)
+        at[i] = reinterpret_cast<const std::uint8_t*>(m_waiting_bytes.data()) + i * k_chunk;
+      detail::ChainingValue cvs[k_batch];
+      detail::blake3_chunk_cvs(at, m_waiting_counters.data(), m_waiting, cvs);
+      std::size_t next = 0;
+      for (auto& q : m_queue)
+        if (q.waiting) q.cv = cvs[next++];
+      m_waiting = 0;
+      m_waiting_bytes.clear();
+      m_waiting_counters.clear();
+    }
+    for (const auto& q : m_queue) merge(q.level, q.cv);
+    m_queue.clear();
+  }
+
+  void merge(unsigned level, detail::ChainingValue cv) {
+    m_merged += std::uint64_t{1} << level;
+    for (std::uint64_t t = m_merged >> level; (t & 1) == 0; t >>= 1, ++level) {
+      if (m_stack.empty() || m_levels.back() != level) throw Error(Errc::internal, "Blake3Tree: bad merge");
+      cv = detail::blake3_parent_cv(m_stack.back(), cv);
+      m_stack.pop_back();
+      m_levels.pop_back();
+    }
+    m_stack.push_back(cv);
+    m_levels.push_back(level);
   }
 
   std::uint64_t m_last;
-  std::uint64_t m_chunks = 0;  // chunks merged into the stack
+  std::uint64_t m_chunks = 0;  // chunks queued or merged
+  std::uint64_t m_merged = 0;  // chunks merged into the stack
   ByteVector m_partial;        // bytes of chunk number m_chunks
+  std::vector<Queued> m_queue;
+  std::size_t m_waiting = 0;
+  ByteVector m_waiting_bytes;  // the waiting chunks, 1 KiB each
+  std::vector<std::uint64_t> m_waiting_counters;
   std::vector<detail::ChainingValue> m_stack;
   std::vector<unsigned> m_levels;
 };
@@ -139,14 +188,7 @@ void Blake3Tree::add(std::size_t index, std::uint64_t offset, ByteSpan data) {
   p.head.assign(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(head));
   p.tail.assign(data.begin() + static_cast<std::ptrdiff_t>(tail_at), data.end());
   // Largest aligned power-of-two subtrees, left to right.
-  for (std::uint64_t c = first; c < stop;) {
-    const unsigned align = c == 0 ? 63u : static_cast<unsigned>(std::countr_zero(c));
-    const unsigned fits = static_cast<unsigned>(std::bit_width(stop - c) - 1);
-    const unsigned level = std::min(align, fits);
-    const std::uint64_t n = std::uint64_t{1} << level;
-    p.nodes.push_back({c, level, detail::blake3_subtree_cv(bytes + (c * k_chunk - offset), n, c)});
-    c += n;
-  }
+  detail::blake3_aligned_subtrees(bytes + head, first, stop - first, p.nodes);
   merge_ready(index);
 }
 

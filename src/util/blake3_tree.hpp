@@ -15,7 +15,7 @@
 // start and end anywhere (tensor data starts at arbitrary offsets).
 //
 // Memory: O(log piece size) chaining values + < 3 KiB per piece not yet
-// merged.
+// merged, + up to 16 KiB of chunks that straddle pieces, hashed in batches.
 // Thread-safety: add() may run concurrently for distinct piece indices;
 // digest() runs after every add() returned.
 #pragma once
@@ -85,17 +85,12 @@ class Blake3Tree {
   ~Blake3Tree();
 
  private:
-  struct Node {
-    std::uint64_t first_chunk = 0;
-    unsigned level = 0;  // covers 2^level chunks
-    detail::ChainingValue cv{};
-  };
   struct Piece {
     std::uint64_t offset = 0;
     std::uint64_t size = 0;
     bool added = false;
     ByteVector head;  // bytes before the first node (all bytes when no node)
-    std::vector<Node> nodes;
+    std::vector<detail::SubtreeCv> nodes;  // aligned subtrees of whole chunks
     ByteVector tail;  // bytes after the last node
   };
   class Merger;

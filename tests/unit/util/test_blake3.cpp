@@ -85,8 +85,10 @@ TEST_P(Blake3Kernel, AgreesWithPortable) {
   for (auto& b : in) b = std::byte(rng());
   // Tails of 1..7 chunks and parents after whole batches of 8, aligned
   // subtrees of 64 to 512 chunks (the last size: 1024 + 512 + 3 chunks).
+  // Then partial sixteen-lane calls (9..15 chunks after whole ones).
   const std::size_t sizes[] = {0,          1024,       3 * 1024,   7 * 1024 + 9, 8 * 1024,
-                               16 * 1024 + 1, 17 * 1024, 100 * 1024, 300 * 1024 + 123, in.size()};
+                               16 * 1024 + 1, 17 * 1024, 100 * 1024, 300 * 1024 + 123, in.size(),
+                               9 * 1024 + 1, 25 * 1024 + 7, 31 * 1024 + 1, 47 * 1024 + 1};
   ASSERT_TRUE(detail::set_blake3_kernel("portable"));
   std::vector<Digest> ref;
   for (std::size_t n : sizes) ref.push_back(blake3(ByteSpan(in).first(n)));
@@ -96,6 +98,41 @@ TEST_P(Blake3Kernel, AgreesWithPortable) {
   }
   std::size_t i = 0;
   for (std::size_t n : sizes) EXPECT_EQ(blake3(ByteSpan(in).first(n)), ref[i++]) << GetParam() << " n=" << n;
+  EXPECT_TRUE(detail::set_blake3_kernel(original));
+}
+
+// Chunks anywhere in memory, each with its own counter (Blake3Tree's chunks
+// that straddle two pieces): every count from 1 to 40 (whole and partial
+// SIMD calls), counters that cross 2^32 inside a call, against the portable
+// kernel and against the chunk hashed alone.
+TEST_P(Blake3Kernel, GatheredChunksAgreeWithPortable) {
+  const std::string_view original = detail::blake3_kernel();
+  std::mt19937_64 rng(17);
+  ByteVector in(64 * 1024);
+  for (auto& b : in) b = std::byte(rng());
+  std::vector<const std::uint8_t*> at;
+  std::vector<std::uint64_t> counters;
+  for (std::size_t i = 0; i < 40; ++i) {
+    at.push_back(reinterpret_cast<const std::uint8_t*>(in.data()) + (rng() % 63) * 1024 + rng() % 1024);
+    counters.push_back(i % 3 == 0 ? (std::uint64_t{1} << 32) - 2 + i / 3 : rng() % (std::uint64_t{1} << 40));
+  }
+  ASSERT_TRUE(detail::set_blake3_kernel("portable"));
+  std::vector<std::vector<detail::ChainingValue>> ref;
+  for (std::size_t n = 1; n <= at.size(); ++n) {
+    ref.emplace_back(n);
+    detail::blake3_chunk_cvs(at.data(), counters.data(), n, ref.back().data());
+  }
+  // A chunk alone is a one-chunk subtree at its counter.
+  for (std::size_t i = 0; i < at.size(); ++i) EXPECT_EQ(ref.back()[i], detail::blake3_subtree_cv(at[i], 1, counters[i]));
+  if (!detail::set_blake3_kernel(GetParam())) {
+    ASSERT_TRUE(detail::set_blake3_kernel(original));
+    GTEST_SKIP() << "CPU lacks " << GetParam() << ": BLAKE3 " << GetParam() << " kernel NOT tested on this machine";
+  }
+  for (std::size_t n = 1; n <= at.size(); ++n) {
+    std::vector<detail::ChainingValue> got(n);
+    detail::blake3_chunk_cvs(at.data(), counters.data(), n, got.data());
+    EXPECT_EQ(got, ref[n - 1]) << GetParam() << " n=" << n;
+  }
   EXPECT_TRUE(detail::set_blake3_kernel(original));
 }
 

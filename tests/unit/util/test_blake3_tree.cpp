@@ -136,6 +136,26 @@ TEST(Blake3Tree, EveryKernelGivesTheSameDigest) {
   detail::set_blake3_kernel(before);
 }
 
+// A file of many small tensors: pieces of 1 to 70 chunks at odd offsets, so
+// that dozens of chunks straddle two pieces (hashed in batches of 16 by the
+// merger, nodes queued behind them) and each piece's subtrees rise and fall
+// in size; every kernel, pieces added from one thread and from three.
+TEST(Blake3Tree, ManySmallUnalignedPiecesOnEveryKernel) {
+  std::mt19937_64 rng(23);
+  const ByteVector data = random_bytes(1900000, rng);
+  const Digest want = blake3(data);
+  std::vector<std::uint64_t> cuts;
+  for (std::uint64_t at = 8 + 1234; at < data.size(); at += 1 + rng() % 70000) cuts.push_back(at);
+  ASSERT_GT(cuts.size(), 40u);
+  const std::string before(detail::blake3_kernel());
+  for (const char* k : {"portable", "avx2", "avx512"}) {
+    if (!detail::set_blake3_kernel(k)) continue;
+    EXPECT_EQ(to_hex(tree_digest(data, cuts, rng, 1)), to_hex(want)) << k;
+    EXPECT_EQ(to_hex(tree_digest(data, cuts, rng, 3)), to_hex(want)) << k;
+  }
+  detail::set_blake3_kernel(before);
+}
+
 TEST(Blake3Tree, MissingOrOverlappingPiecesAreAnError) {
   std::mt19937_64 rng(3);
   const ByteVector data = random_bytes(5000, rng);
