@@ -56,33 +56,45 @@ constexpr std::size_t k_exact_estimate = 128 * 1024;
 
 template <unsigned W>
 void count_both_modes(util::ByteSpan in, std::array<Histogram, 8>& plain, std::array<Histogram, 8>& rotl1) {
-  // Eight bytes at a time (8 / W elements): each W-byte lane rotated left by
-  // one bit within the word; table j counts byte j of the word, 9 bits: the
-  // byte and, below it, bit 0 of its rotated self (the top bit of the byte
-  // below it in the element).
-  constexpr std::uint64_t k_low = W == 2 ? 0x0001000100010001ull : W == 4 ? 0x0000000100000001ull : 1ull;
+  // Byte k of each element is counted with 9 bits: the byte and, below it,
+  // bit 0 of its rotated self (the top bit of the byte below it in the
+  // element, or of the element for byte 0). A block of elements' indices is
+  // computed first, a plain loop over whole elements that the compiler
+  // vectorizes, then counted by 16-bit loads, two tables a plane: 3.0 GB/s
+  // on bf16 (1.75 for fp32) against 1.8 when each index was shifted out of a
+  // 64-bit word as it was counted (AMD Zen 4, LoRA tensors of 32 KiB).
+  using E = std::conditional_t<W == 2, std::uint16_t, std::conditional_t<W == 4, std::uint32_t, std::uint64_t>>;
   constexpr unsigned k_bits = 8 * W;
-  std::array<std::array<std::uint32_t, 512>, 8> joint{};
+  constexpr unsigned k_per_plane = W == 8 ? 1 : 2;  // tables
+  constexpr std::size_t k_block = 256;             // elements
+  std::array<std::array<std::uint32_t, 512>, W * k_per_plane> joint{};
   const auto* p = reinterpret_cast<const std::uint8_t*>(in.data());
   const std::size_t m = in.size() / W;
-  const std::size_t words = m * W / 8;
-  for (std::size_t i = 0; i < words; ++i) {
-    const auto v = util::load_le<std::uint64_t>(in.data() + 8 * i);
-    const std::uint64_t r = ((v << 1) & ~k_low) | ((v >> (k_bits - 1)) & k_low);
-    for (unsigned j = 0; j < 8; ++j) ++joint[j][((v >> (8 * j)) & 0xff) << 1 | ((r >> (8 * j)) & 1)];
-  }
-  for (std::size_t e = words * 8 / W; e < m; ++e) {
-    const std::uint8_t* x = p + e * W;
-    for (unsigned k = 0; k < W; ++k) ++joint[k][(unsigned{x[k]} << 1) | (x[(k + W - 1) % W] >> 7)];
+  alignas(64) std::uint16_t index[W][k_block];
+  for (std::size_t first = 0; first < m; first += k_block) {
+    const std::size_t n = std::min(k_block, m - first);
+    const std::uint8_t* q = p + first * W;
+    for (std::size_t e = 0; e < n; ++e) {
+      const E v = util::load_le<E>(reinterpret_cast<const std::byte*>(q + e * W));
+      index[0][e] = static_cast<std::uint16_t>(((v << 1) | (v >> (k_bits - 1))) & 0x1ff);
+      for (unsigned k = 1; k < W; ++k) index[k][e] = static_cast<std::uint16_t>((v >> (8 * k - 1)) & 0x1ff);
+    }
+    std::size_t e = 0;
+    for (; e + k_per_plane <= n; e += k_per_plane)
+      for (unsigned r = 0; r < k_per_plane; ++r)
+        for (unsigned k = 0; k < W; ++k) ++joint[k * k_per_plane + r][index[k][e + r]];
+    for (; e < n; ++e)
+      for (unsigned k = 0; k < W; ++k) ++joint[k * k_per_plane][index[k][e]];
   }
   for (unsigned k = 0; k < W; ++k) {
     plain[k].fill(0);
     rotl1[k].fill(0);
-    for (unsigned j = k + W; j < 8; j += W)
-      for (unsigned v = 0; v < 512; ++v) joint[k][v] += joint[j][v];
+    auto& sum = joint[k * k_per_plane];
+    for (unsigned r = 1; r < k_per_plane; ++r)
+      for (unsigned v = 0; v < 512; ++v) sum[v] += joint[k * k_per_plane + r][v];
     for (unsigned v = 0; v < 512; ++v) {
-      plain[k][v >> 1] += joint[k][v];
-      rotl1[k][v & 0xff] += joint[k][v];  // ((byte << 1) | bit) & 0xff
+      plain[k][v >> 1] += sum[v];
+      rotl1[k][v & 0xff] += sum[v];  // ((byte << 1) | bit) & 0xff
     }
   }
   for (std::size_t i = m * W; i < in.size(); ++i) {
