@@ -299,13 +299,16 @@ TEST(Rans, EncodeLanesGivesSmallBlocksEightLanes) {
 // symbol at a time.
 TEST(Rans, SmallBlocksGetLanesUpToARawSizeShare) {
   auto lanes_of = [](const ByteVector& block) { return 1u << (static_cast<unsigned>(block[1]) >> 4); };
-  // (raw size, lanes at least): 4 bytes a lane, at most n / 128 of them.
-  const std::pair<std::size_t, unsigned> cases[] = {{500, 1}, {1024, 2}, {2048, 4}, {5120, 8}, {8192, 16}, {20000, 16}};
+  // (raw size, lanes at least): 4 bytes a lane, at most 32 lanes and n / 64
+  // bytes of them.
+  const std::pair<std::size_t, unsigned> cases[] = {{250, 1},   {512, 2},    {1024, 4},   {2560, 8},
+                                                    {4096, 16}, {8192, 32},  {20000, 32}, {40000, 32}};
   for (const auto& [n, want] : cases) {
     const auto data = zeros_99(n, n);  // codes to ~0.1 bits a byte: its payload pays for 1 lane
     const ByteVector block = encode_by(rans::encode, data);
     EXPECT_GE(lanes_of(block), want) << n;
-    EXPECT_LE(4 * lanes_of(block), std::max<std::size_t>(n / 128, 4)) << n;
+    EXPECT_LE(4 * lanes_of(block), std::max<std::size_t>(n / 64, 4)) << n;
+    EXPECT_LE(lanes_of(block), 32u) << n;
     ByteVector back(n);
     rans::decode(block, back);
     EXPECT_EQ(back, data) << n;
