@@ -41,9 +41,7 @@ void ZstdCompressor::compress_append(util::ByteSpan in, util::ByteVector& out) {
   out.resize(start + *n);
 }
 
-ZstdDecompressor::ZstdDecompressor() : m_ctx(ZSTD_createDCtx()) {
-  if (!m_ctx) throw std::bad_alloc();
-}
+ZstdDecompressor::ZstdDecompressor() = default;
 ZstdDecompressor::~ZstdDecompressor() = default;
 ZstdDecompressor::ZstdDecompressor(ZstdDecompressor&&) noexcept = default;
 ZstdDecompressor& ZstdDecompressor::operator=(ZstdDecompressor&&) noexcept = default;
@@ -52,6 +50,10 @@ void ZstdDecompressor::decompress(util::ByteSpan frame, util::MutableByteSpan ou
   const unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN || content != out.size())
     throw Error(Errc::corrupt, "zstd frame: missing or wrong content size");
+  if (!m_ctx) {
+    m_ctx.reset(ZSTD_createDCtx());
+    if (!m_ctx) throw std::bad_alloc();
+  }
   const std::size_t n = ZSTD_decompressDCtx(m_ctx.get(), out.data(), out.size(), frame.data(), frame.size());
   if (ZSTD_isError(n)) throw Error(Errc::corrupt, std::string("zstd frame: ") + ZSTD_getErrorName(n));
   if (n != out.size()) throw Error(Errc::corrupt, "zstd frame: short content");

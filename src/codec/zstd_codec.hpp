@@ -47,6 +47,9 @@ class ZstdDecompressor {
   void decompress(util::ByteSpan frame, util::MutableByteSpan out);
 
  private:
+  // Made by the first decompress(): every chunk decoder has one, and most
+  // never meet a zstd plane (creating it was 1.4% of decompressing a 3 MB
+  // file of small tensors).
   struct Free {
     void operator()(ZSTD_DCtx_s* c) const noexcept;
   };
