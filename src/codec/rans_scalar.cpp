@@ -96,9 +96,10 @@ void build_encoder(const Freqs& freq, unsigned scale, EncTables& t) {
 void build_decoder(const Freqs& freq, unsigned scale, DecTables& t) {
   const u32 m = u32{1} << scale;
   t.scale = scale;
-  if (t.slots_capacity < m) {
-    t.slots = std::make_unique_for_overwrite<u32[]>(m);
-    t.slots_capacity = m;
+  // (Packed entries are written eight at a time, the last symbol's past m.)
+  if (t.slots_capacity < m + 8) {
+    t.slots = std::make_unique_for_overwrite<u32[]>(m + 8);
+    t.slots_capacity = m + 8;
   }
   const bool packed = scale <= k_packed_max_scale;
   if (!packed) {
@@ -114,7 +115,23 @@ void build_decoder(const Freqs& freq, unsigned scale, DecTables& t) {
     const u32 f = freq[s];
     if (f == 0) continue;
     if (packed) {
-      for (u32 b = 0; b < f; ++b) slots[cum + b] = s | (b << 8) | (f << 20);
+      // Eight entries a store, the symbol's run rounded up to eight: the
+      // next symbol's entries overwrite the excess (a table of 4096 entries
+      // and ~200 symbols, a small block's, in a third of the time of one
+      // entry at a time; a LoRA adapter's 96 planes spent 10% of their
+      // decoding here).
+      // (Two 16-byte vectors, stored through an unaligned vector type: a
+      // 32-byte one, or a memcpy, kept them on the stack.)
+      using V4 = u32 __attribute__((vector_size(16)));
+      using V4u [[gnu::aligned(4), gnu::may_alias]] = V4;
+      const u32 base = s | (f << 20);
+      V4 lo = V4{0, 1, 2, 3} << 8 | base, hi = V4{4, 5, 6, 7} << 8 | base;
+      for (u32 b = 0; b < f; b += 8) {
+        *reinterpret_cast<V4u*>(slots + cum + b) = lo;
+        *reinterpret_cast<V4u*>(slots + cum + b + 4) = hi;
+        lo += 8u << 8;
+        hi += 8u << 8;
+      }
     } else {
       for (u32 b = 0; b < f; ++b) slots[cum + b] = f | (b << 16);
       std::memset(t.sym.get() + cum, static_cast<int>(s), f);

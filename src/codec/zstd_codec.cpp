@@ -65,8 +65,15 @@ util::ByteVector zstd_decompress_bounded(util::ByteSpan frame, std::size_t max_s
     throw Error(Errc::corrupt, "zstd frame: missing or implausible content size");
   // The content size is the frame's word: the buffer grows with the bytes the
   // frame really decodes to, so a few bytes claiming gigabytes cost nothing.
-  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx(ZSTD_createDCtx(), &ZSTD_freeDCtx);
-  if (!ctx) throw std::bad_alloc();
+  // One context a thread, kept: creating one was 1.7% of decompressing a
+  // 3 MB file of small tensors (every .mcp index is a zstd frame).
+  thread_local std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx(nullptr, &ZSTD_freeDCtx);
+  if (!ctx) {
+    ctx.reset(ZSTD_createDCtx());
+    if (!ctx) throw std::bad_alloc();
+  } else if (ZSTD_isError(ZSTD_DCtx_reset(ctx.get(), ZSTD_reset_session_only))) {
+    throw Error(Errc::internal, "zstd: cannot reset a decompression context");
+  }
   util::ByteVector out;
   ZSTD_inBuffer in{frame.data(), frame.size(), 0};
   std::size_t produced = 0;
