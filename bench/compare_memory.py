@@ -6,8 +6,9 @@ Both get the same bytes: the whole checkpoint file read into memory once.
 ZipNN: ZipNN(bytearray_dtype=<the file's dominant float dtype>, threads=N)
 .compress(bytearray) and .decompress(bytes) — how ZipNN's own scripts use it
 (its compress rewrites its input, so it gets a fresh copy each run, made
-outside the timing). Mithril: mithril.compress(bytes, threads=N) (the image is
-planned tensor by tensor, as a file would be) and mithril.decompress(blob,
+outside the timing). Mithril: mithril.compress(bytearray, threads=N) of the
+same kind of fresh copy (the image is planned tensor by tensor, as a file
+would be) and mithril.decompress(blob,
 threads=N), which checks every chunk's XXH3 (ZipNN checks nothing), at
 each of --levels (default 3; "3,1" adds level 1's Huffman exponent planes);
 --check-digest adds a "mithril+blake3" row that also recomputes the
@@ -17,8 +18,11 @@ rounds (what restoring into existing memory costs; ZipNN's API has no such
 call, so its row stays new bytes). A "fresh copy" row times bytearray(data), the original
 bytes copied into newly allocated memory (allocation, first-touch page
 faults, the write of every byte), in the same rounds: what returning the
-bytes in new memory costs with no decoding at all. Every round trip
-is checked byte for byte. Methods run
+bytes in new memory costs with no decoding at all. Before every timed
+decompress and copy the free heap memory is handed back (glibc malloc_trim),
+so that no tool's output lands in a block the step before freed while
+another's is faulted in; each decompress's page faults are printed. Every
+round trip is checked byte for byte. Methods run
 round-robin, medians of --repeat; MiB/s of original bytes, by wall time
 and by the process's CPU time (user + sys, all threads: on a shared machine
 wall time also counts waiting for a core). The memcpy and
