@@ -689,33 +689,37 @@ struct GatheredChunks {
   std::pair<const std::uint8_t*, std::uint64_t> operator()(std::size_t i) const { return {chunks[i], counters[i]}; }
 };
 
-// (Parents in place, children == out: every SIMD call loads its lanes'
-// children before it stores any output, and parent i lands at or before
-// child 2i, so a call never overwrites a later call's children.)
-void hash_many_avx2(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
-                    std::uint32_t flags, Words8* out) {
-  lanes_avx2<false>(n_chunks, key, flags, ConsecutiveChunks{data, counter}, out);
-}
-void parents_avx2(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
-                  Words8* out) {
-  lanes_avx2<true>(n_parents, key, flags, ChildPairs{children}, out);
-}
-void hash_many_avx512(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
-                      std::uint32_t flags, Words8* out) {
-  lanes_avx512<false>(n_chunks, key, flags, ConsecutiveChunks{data, counter}, out);
-}
-void parents_avx512(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
-                    Words8* out) {
-  lanes_avx512<true>(n_parents, key, flags, ChildPairs{children}, out);
-}
-void gathered_avx2(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
-                   const Words8& key, std::uint32_t flags, Words8* out) {
-  lanes_avx2<false>(n, key, flags, GatheredChunks{chunks, counters}, out);
-}
-void gathered_avx512(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
-                     const Words8& key, std::uint32_t flags, Words8* out) {
-  lanes_avx512<false>(n, key, flags, GatheredChunks{chunks, counters}, out);
-}
+// One ISA's three entry points (HashManyFn, ParentsFn, GatheredFn) over its
+// lanes function. (Parents in place, children == out: every SIMD call loads
+// its lanes' children before it stores any output, and parent i lands at or
+// before child 2i, so a call never overwrites a later call's children.)
+template <class Isa>
+struct Entries {
+  static void hash_many(const std::uint8_t* data, std::size_t n_chunks, const Words8& key, std::uint64_t counter,
+                        std::uint32_t flags, Words8* out) {
+    Isa::template lanes<false>(n_chunks, key, flags, ConsecutiveChunks{data, counter}, out);
+  }
+  static void parents(const Words8* children, std::size_t n_parents, const Words8& key, std::uint32_t flags,
+                      Words8* out) {
+    Isa::template lanes<true>(n_parents, key, flags, ChildPairs{children}, out);
+  }
+  static void gathered(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
+                       const Words8& key, std::uint32_t flags, Words8* out) {
+    Isa::template lanes<false>(n, key, flags, GatheredChunks{chunks, counters}, out);
+  }
+};
+struct Avx2 {
+  template <bool Parent, class At>
+  static void lanes(std::size_t n, const Words8& key, std::uint32_t flags, At at, Words8* out) {
+    lanes_avx2<Parent>(n, key, flags, at, out);
+  }
+};
+struct Avx512 {
+  template <bool Parent, class At>
+  static void lanes(std::size_t n, const Words8& key, std::uint32_t flags, At at, Words8* out) {
+    lanes_avx512<Parent>(n, key, flags, at, out);
+  }
+};
 #pragma GCC diagnostic pop
 #endif
 
@@ -733,9 +737,9 @@ std::vector<Kernel> kernels() {
   __builtin_cpu_init();
   // (MITHRIL_ISA may cap them: util/simd_level.hpp.)
   const bool avx2 = simd_allows(SimdLevel::avx2) && __builtin_cpu_supports("avx2");
-  k.push_back({"avx512", hash_many_avx512, parents_avx512, gathered_avx512,
+  k.push_back({"avx512", Entries<Avx512>::hash_many, Entries<Avx512>::parents, Entries<Avx512>::gathered,
                avx2 && simd_allows(SimdLevel::avx512) && __builtin_cpu_supports("avx512f")});
-  k.push_back({"avx2", hash_many_avx2, parents_avx2, gathered_avx2, avx2});
+  k.push_back({"avx2", Entries<Avx2>::hash_many, Entries<Avx2>::parents, Entries<Avx2>::gathered, avx2});
 #endif
   k.push_back({"portable", hash_many_portable, parents_portable, gathered_portable, true});
   return k;
