@@ -442,8 +442,8 @@ MITHRIL_AVX2 inline void compress8_asm(__m256i* h, __m256i* w, const __m256i* m)
 // Eight whole chunks, one per lane; with Parent, eight parent nodes
 // instead: lane j's one block is the 64 bytes at l.ptr[j] (a pair of
 // chaining values), counter 0, flags | PARENT. Strided: the inputs lie one
-// after another from l.ptr[0] (addressed from one register: 5% faster on
-// AMD Zen 4 than eight pointers).
+// after another from l.ptr[0] (hash-many's whole batches), addressed from
+// that one base.
 template <bool Parent, bool Strided>
 MITHRIL_AVX2 void hash8_avx2(const Lanes<8>& l, const Words8& key, std::uint32_t flags, Words8* out) {
   constexpr std::size_t blocks = Parent ? 1 : k_chunk_len / k_block_len;
@@ -464,9 +464,8 @@ MITHRIL_AVX2 void hash8_avx2(const Lanes<8>& l, const Words8& key, std::uint32_t
                                  _mm256_setzero_si256(),
                                  _mm256_set1_epi32(static_cast<int>(k_iv[0]))};
 
-  // (In registers: the assembly's memory clobber would reload l.ptr each
-  // block. Strided, lane j's input is computed from one base where it is
-  // used: the loads then fold into the transpose.)
+  // (Copied out of l: the assembly's memory clobber would reload l.ptr each
+  // block.)
   struct Strides {  // (Strided)
     const std::uint8_t* base;
     const std::uint8_t* operator[](int j) const { return base + j * stride; }
@@ -569,7 +568,7 @@ template <bool Parent, bool Strided>
 MITHRIL_AVX512 void hash16_avx512(const Lanes<16>& l, const Words8& key, std::uint32_t flags, Words8* out) {
   constexpr std::size_t blocks = Parent ? 1 : k_chunk_len / k_block_len;
   constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
-  const std::uint8_t* ptr[16];  // (as hash8_avx2)
+  const std::uint8_t* ptr[16];  // Strided: only ptr[0], the base
   for (int j = 0; j < 16; ++j) ptr[j] = l.ptr[j];
   const std::uint8_t* const base = l.ptr[0];
   const auto lane = [base, &ptr](int j) { return Strided ? base + j * stride : ptr[j]; };
