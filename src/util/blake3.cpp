@@ -253,6 +253,30 @@ Lanes<N> make_lanes(std::size_t live, At at) {
   return l;
 }
 
+// Where each lane's input starts inside a SIMD call: one base and a fixed
+// stride (Strided: hash-many's whole batches, addressed from that one base),
+// or every lane's own pointer, copied out of the Lanes (the AVX2 kernel's
+// assembly clobbers memory, which would reload them every block).
+template <std::size_t N, bool Strided, std::size_t Stride>
+class LaneInputs {
+ public:
+  explicit LaneInputs(const Lanes<N>& l) noexcept {
+    if constexpr (Strided)
+      m_ptr[0] = l.ptr[0];
+    else
+      std::copy_n(l.ptr, N, m_ptr);
+  }
+  const std::uint8_t* operator[](std::size_t j) const noexcept {
+    if constexpr (Strided)
+      return m_ptr[0] + j * Stride;
+    else
+      return m_ptr[j];
+  }
+
+ private:
+  const std::uint8_t* m_ptr[Strided ? 1 : N];
+};
+
 // Whole chunks anywhere: chunk i at chunks[i], counter counters[i].
 using GatheredFn = void (*)(const std::uint8_t* const* chunks, const std::uint64_t* counters, std::size_t n,
                             const Words8& key, std::uint32_t flags, Words8* out);
@@ -464,18 +488,7 @@ MITHRIL_AVX2 void hash8_avx2(const Lanes<8>& l, const Words8& key, std::uint32_t
                                  _mm256_setzero_si256(),
                                  _mm256_set1_epi32(static_cast<int>(k_iv[0]))};
 
-  // (Copied out of l: the assembly's memory clobber would reload l.ptr each
-  // block.)
-  struct Strides {  // (Strided)
-    const std::uint8_t* base;
-    const std::uint8_t* operator[](int j) const { return base + j * stride; }
-  };
-  using Addr = std::conditional_t<Strided, Strides, std::array<const std::uint8_t*, 8>>;
-  Addr lane;
-  if constexpr (Strided)
-    lane = Strides{l.ptr[0]};
-  else
-    std::copy_n(l.ptr, 8, lane.begin());
+  const LaneInputs<8, Strided, stride> lane(l);
   for (std::size_t b = 0; b < blocks; ++b) {
     // (Loaded and transposed in r, which never escapes, then stored once in
     // m, the assembly's input: loaded straight into m, GCC 12 also stored
@@ -568,10 +581,7 @@ template <bool Parent, bool Strided>
 MITHRIL_AVX512 void hash16_avx512(const Lanes<16>& l, const Words8& key, std::uint32_t flags, Words8* out) {
   constexpr std::size_t blocks = Parent ? 1 : k_chunk_len / k_block_len;
   constexpr std::size_t stride = Parent ? k_block_len : k_chunk_len;
-  const std::uint8_t* ptr[16];  // Strided: only ptr[0], the base
-  for (int j = 0; j < 16; ++j) ptr[j] = l.ptr[j];
-  const std::uint8_t* const base = l.ptr[0];
-  const auto lane = [base, &ptr](int j) { return Strided ? base + j * stride : ptr[j]; };
+  const LaneInputs<16, Strided, stride> lane(l);
   __m512i h[8];
   for (int i = 0; i < 8; ++i) h[i] = _mm512_set1_epi32(static_cast<int>(key[i]));
   const __m512i ctr_lo = _mm512_load_si512(l.lo);
@@ -586,8 +596,8 @@ MITHRIL_AVX512 void hash16_avx512(const Lanes<16>& l, const Words8& key, std::ui
     // kernels do.
     if constexpr (!Parent)
       for (int j = 0; j < 16; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(lane(j) + b * k_block_len + 256), _MM_HINT_T0);
-    for (int j = 0; j < 16; ++j) m[j] = _mm512_loadu_si512(lane(j) + b * k_block_len);
+        _mm_prefetch(reinterpret_cast<const char*>(lane[j] + b * k_block_len + 256), _MM_HINT_T0);
+    for (int j = 0; j < 16; ++j) m[j] = _mm512_loadu_si512(lane[j] + b * k_block_len);
     transpose16(m);
     const std::uint32_t f = Parent ? flags | k_parent
                                    : flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == blocks ? k_chunk_end : 0u);
