@@ -1017,10 +1017,6 @@ bool set_blake3_kernel(std::string_view name) {
   return false;
 }
 
-ChainingValue blake3_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, std::uint64_t counter) {
-  return power_subtree_cv(data, n_chunks, k_iv, counter, 0);
-}
-
 ChainingValue blake3_parent_cv(const ChainingValue& left, const ChainingValue& right) {
   return parent_cv(left, right, k_iv, 0);
 }

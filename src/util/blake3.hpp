@@ -73,10 +73,6 @@ bool set_blake3_kernel(std::string_view name);
 // Building blocks of the tree (plain hash mode) for Blake3Tree
 // (util/blake3_tree.hpp), which hashes a file's pieces on several threads.
 using ChainingValue = std::array<std::uint32_t, 8>;
-// Chaining value of the subtree of `n_chunks` whole 1 KiB chunks starting at
-// chunk number `counter`. REQUIRES: n_chunks a power of two, the subtree
-// aligned (counter a multiple of n_chunks) and not the root.
-ChainingValue blake3_subtree_cv(const std::uint8_t* data, std::size_t n_chunks, std::uint64_t counter);
 ChainingValue blake3_parent_cv(const ChainingValue& left, const ChainingValue& right);
 // Chaining values of whole 1 KiB chunks anywhere in memory: chunk i at
 // chunks[i], chunk number counters[i] (none of them the root), through the

@@ -35,7 +35,7 @@ class Blake3Tree::Merger {
       throw Error(Errc::internal, "Blake3Tree: pieces do not tile the input");
     m_chunks += std::uint64_t{1} << level;
     m_queue.push_back({level, cv, false});
-    if (m_waiting == 0) settle();
+    if (m_waiting_counters.empty()) settle();
   }
 
   // Bytes that belong to chunks no piece hashed whole.
@@ -69,25 +69,23 @@ class Blake3Tree::Merger {
     if (m_chunks >= m_last) throw Error(Errc::internal, "Blake3Tree: more bytes than the input size");
     m_waiting_bytes.insert(m_waiting_bytes.end(), m_partial.begin(), m_partial.end());
     m_waiting_counters.push_back(m_chunks);
-    ++m_waiting;
     ++m_chunks;
     m_partial.clear();
     m_queue.push_back({0, {}, true});
-    if (m_waiting == k_batch) settle();
+    if (m_waiting_counters.size() == k_batch) settle();
   }
 
   // Hashes the waiting chunks and merges the queue into the stack.
   void settle() {
-    if (m_waiting != 0) {
+    if (const std::size_t waiting = m_waiting_counters.size(); waiting != 0) {
       const std::uint8_t* at[k_batch];
-      for (std::size_t i = 0; i < m_waiting; ++i)
+      for (std::size_t i = 0; i < waiting; ++i)
         at[i] = reinterpret_cast<const std::uint8_t*>(m_waiting_bytes.data()) + i * k_chunk;
       detail::ChainingValue cvs[k_batch];
-      detail::blake3_chunk_cvs(at, m_waiting_counters.data(), m_waiting, cvs);
+      detail::blake3_chunk_cvs(at, m_waiting_counters.data(), waiting, cvs);
       std::size_t next = 0;
       for (auto& q : m_queue)
         if (q.waiting) q.cv = cvs[next++];
-      m_waiting = 0;
       m_waiting_bytes.clear();
       m_waiting_counters.clear();
     }
@@ -112,8 +110,8 @@ class Blake3Tree::Merger {
   std::uint64_t m_merged = 0;  // chunks merged into the stack
   ByteVector m_partial;        // bytes of chunk number m_chunks
   std::vector<Queued> m_queue;
-  std::size_t m_waiting = 0;
-  ByteVector m_waiting_bytes;  // the waiting chunks, 1 KiB each
+  // The chunks waiting to be hashed, 1 KiB each, and their chunk numbers.
+  ByteVector m_waiting_bytes;
   std::vector<std::uint64_t> m_waiting_counters;
   std::vector<detail::ChainingValue> m_stack;
   std::vector<unsigned> m_levels;

@@ -123,7 +123,13 @@ TEST_P(Blake3Kernel, GatheredChunksAgreeWithPortable) {
     detail::blake3_chunk_cvs(at.data(), counters.data(), n, ref.back().data());
   }
   // A chunk alone is a one-chunk subtree at its counter.
-  for (std::size_t i = 0; i < at.size(); ++i) EXPECT_EQ(ref.back()[i], detail::blake3_subtree_cv(at[i], 1, counters[i]));
+  for (std::size_t i = 0; i < at.size(); ++i) {
+    std::vector<detail::SubtreeCv> one;
+    detail::blake3_aligned_subtrees(at[i], counters[i], 1, one);
+    ASSERT_EQ(one.size(), 1u);
+    EXPECT_EQ(one[0].level, 0u);
+    EXPECT_EQ(ref.back()[i], one[0].cv) << i;
+  }
   if (!detail::set_blake3_kernel(GetParam())) {
     ASSERT_TRUE(detail::set_blake3_kernel(original));
     GTEST_SKIP() << "CPU lacks " << GetParam() << ": BLAKE3 " << GetParam() << " kernel NOT tested on this machine";
