@@ -1,7 +1,7 @@
 // bench/bench_pipeline.cpp — the whole pipeline in memory (mithril/memory.hpp),
 // 1 and 2+ threads, on bf16-like data or a file given in MITHRIL_BENCH_FILE:
 // compress and decompress MiB/s of original bytes, no file system involved.
-// Prints the kernels in use (BLAKE3, byte grouping, rANS, XXH3, pairs) in the
+// Prints the kernels in use (BLAKE3, byte grouping, rANS, XXH3, pairs, split) in the
 // benchmark context; `bench_pipeline --kernels` prints only those.
 //
 //   build/bench_pipeline --benchmark_min_time=1
@@ -145,7 +145,7 @@ std::string kernels() {
   const auto k = mithril::kernels();
   const auto cap = mithril::isa_cap();
   return "blake3=" + k.blake3 + " byte_group=" + k.byte_grouping + " rans_encode=" + k.rans_encode +
-         " rans_decode=" + k.rans_decode + " xxh3=" + k.xxh3 + " pairs=" + k.pairs +
+         " rans_decode=" + k.rans_decode + " xxh3=" + k.xxh3 + " pairs=" + k.pairs + " split=" + k.split +
          (cap.level.empty() ? "" : " isa_cap=" + cap.level);
 }
 

@@ -21,6 +21,10 @@ struct Kernels {
   // Exponent planes coded two bytes a rANS symbol (plane codec 5): the
   // encoder's passes and the decoder's expansion, "avx2" or "scalar".
   std::string pairs;
+  // Planes split into high bits in pairs and stored low bits (plane codec 6,
+  // fp16 high bytes): the low bits' packing and merging, "avx512", "avx2"
+  // or "scalar".
+  std::string split;
 };
 Kernels kernels();
 

@@ -51,6 +51,7 @@ PYBIND11_MODULE(_core, m) {
     d["blake3"] = k.blake3;
     d["xxh3"] = k.xxh3;
     d["pairs"] = k.pairs;
+    d["split"] = k.split;
     d["isa_cap"] = isa_cap().level;
     return d;
   });

@@ -5,6 +5,7 @@
 #include "codec/byte_group.hpp"
 #include "codec/rans.hpp"
 #include "codec/rans_pairs.hpp"
+#include "codec/rans_split.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
 #include "util/interrupt.hpp"
@@ -19,7 +20,7 @@ Kernels kernels() {
   const auto rans = codec::rans::kernel_names();
   return {std::string(rans.encode), std::string(rans.decode), std::string(codec::byte_group_isa()),
           std::string(util::detail::blake3_kernel()), std::string(util::xxh3_kernel()),
-          std::string(codec::rans_pairs::expand_kernel_name())};
+          std::string(codec::rans_pairs::expand_kernel_name()), std::string(codec::rans_split::merge_kernel_name())};
 }
 
 std::string cpu_model() {

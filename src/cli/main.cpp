@@ -49,7 +49,8 @@ std::string version_text(int argc, char** argv) {
       text += fmt::format(" (capped at {} by MITHRIL_ISA)", cap.level);
     // Exponent planes: two bytes a rANS symbol (codec/rans_pairs.hpp), or at
     // levels 1-2 where pairs do not pay, one portable Huffman kernel (codec/huff.hpp).
-    text += fmt::format("\npairs: {}, two bytes a rANS symbol (exponent planes)", k.pairs);
+    text += fmt::format("\npairs: {}, two bytes a rANS symbol (exponent planes); split: {}, low bits stored (fp16 high bytes, levels 1-2)",
+                        k.pairs, k.split);
     text += "\nhuffman: portable, 6 streams, up to 6 symbols a lookup (levels 1-2)";
   }
   return text;

@@ -268,6 +268,18 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
         coded = {PlaneCodec::rans_pairs, scratch.first(best)};
       }
     }
+    // Too many values for pairs (an fp16 high byte): its high bits in
+    // pairs, its low bits as they are, where that costs little (more at
+    // levels 1-2, asked for speed).
+    if (pairs && m_level < 10 && coded.codec == PlaneCodec::stored) {
+      const double slack = m_level <= k_huff_max_level ? k_split_fast_slack : k_split_slack;
+      const double bar = (1.0 + slack) * (bits / 8.0 + 64.0);
+      const auto size = m_split.encode(plane, hist, scratch.first(best - 1), bar);
+      if (size && static_cast<double>(*size) <= bar) {
+        best = *size;
+        coded = {PlaneCodec::rans_split, scratch.first(best)};
+      }
+    }
     // Asked for speed, where pairs did not take the plane (under 64 KiB, or
     // too many values): Huffman where a table lookup gives several codes
     // (few bits a byte) and its whole-bit lengths cost little over rANS. (Its
@@ -296,6 +308,16 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
                                      1.002 * static_cast<double>(best))) {
         best = *size;
         coded = {PlaneCodec::rans_pairs, util::ByteSpan(m_alt.data(), best)};
+      }
+    }
+    if (pairs && m_level >= 10 && best > 1 && coded.codec != PlaneCodec::rans_pairs) {
+      if (m_alt.size() < best - 1) m_alt.resize(best - 1);
+      if (auto size = m_split.encode(plane, hist, util::MutableByteSpan(m_alt.data(), best - 1),
+                                     static_cast<double>(best))) {
+        if (*size < best) {
+          best = *size;
+          coded = {PlaneCodec::rans_split, util::ByteSpan(m_alt.data(), best)};
+        }
       }
     }
   }
@@ -512,6 +534,7 @@ void ChunkDecoder::check_payload(util::ByteSpan payload, const container::ChunkR
       case PlaneCodec::rans0_blocks:  // rANS codes any size from a few bytes: only emptiness is impossible
       case PlaneCodec::huff0:         // so does Huffman (a constant block is 2 bytes)
       case PlaneCodec::rans_pairs:    // and pairs (27 bytes and up)
+      case PlaneCodec::rans_split:    // and a split (a pair block and more)
         if (size == 0) fail(fmt::format("plane {}: empty rANS or Huffman block", k));
         break;
       default: fail(fmt::format("plane {}: unknown codec {}", k, static_cast<unsigned>(codec)));
@@ -530,6 +553,7 @@ void decode_whole(PlaneCodec codec, util::ByteSpan in, util::MutableByteSpan out
     case PlaneCodec::rans0_blocks: return rans_blocks::decode(in, out);
     case PlaneCodec::huff0: return huff::decode(in, out);
     case PlaneCodec::rans_pairs: return rans_pairs::decode(in, out);
+    case PlaneCodec::rans_split: return rans_split::decode(in, out);
     default: throw Error(Errc::internal, "decode_whole: not an entropy coder");
   }
 }
@@ -541,6 +565,7 @@ void ChunkDecoder::PieceDecoders::reserve(unsigned planes) {
   if (blocks.size() < planes) blocks.resize(planes);
   if (huff.size() < planes) huff.resize(planes);
   if (pairs.size() < planes) pairs.resize(planes);
+  if (split.size() < planes) split.resize(planes);
 }
 
 void ChunkDecoder::PieceDecoders::start(PlaneCodec codec, unsigned k, util::ByteSpan in, std::size_t len) {
@@ -549,6 +574,7 @@ void ChunkDecoder::PieceDecoders::start(PlaneCodec codec, unsigned k, util::Byte
     case PlaneCodec::rans0_blocks: return blocks[k].start(in, len);
     case PlaneCodec::huff0: return huff[k].start(in, len);
     case PlaneCodec::rans_pairs: return pairs[k].start(in, len);
+    case PlaneCodec::rans_split: return split[k].start(in, len);
     default: throw Error(Errc::internal, "PieceDecoders: not an entropy coder");
   }
 }
@@ -559,6 +585,7 @@ void ChunkDecoder::PieceDecoders::next(PlaneCodec codec, unsigned k, util::Mutab
     case PlaneCodec::rans0_blocks: return blocks[k].next(out);
     case PlaneCodec::huff0: return huff[k].next(out);
     case PlaneCodec::rans_pairs: return pairs[k].next(out);
+    case PlaneCodec::rans_split: return split[k].next(out);
     default: throw Error(Errc::internal, "PieceDecoders: not an entropy coder");
   }
 }
@@ -569,6 +596,7 @@ void ChunkDecoder::PieceDecoders::finish(PlaneCodec codec, unsigned k) {
     case PlaneCodec::rans0_blocks: return blocks[k].finish();
     case PlaneCodec::huff0: return huff[k].finish();
     case PlaneCodec::rans_pairs: return pairs[k].finish();
+    case PlaneCodec::rans_split: return split[k].finish();
     default: throw Error(Errc::internal, "PieceDecoders: not an entropy coder");
   }
 }
@@ -612,7 +640,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
     // chunks). Only zstd planes are decoded whole, into m_grouped.
     if (direct && hooks && hooks->prepare) hooks->prepare(out);
     std::array<util::ByteSpan, 8> planes{};  // stored and zstd planes, whole
-    std::array<PlaneCodec, 8> piecewise{};   // rans0 / rans0_blocks / huff0 / rans_pairs: a piece at a time
+    std::array<PlaneCodec, 8> piecewise{};   // the entropy coders' planes: a piece at a time
     if (!direct) {
       m_coders.reserve(width);
     }
@@ -657,6 +685,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
           case PlaneCodec::rans0_blocks:
           case PlaneCodec::huff0:
           case PlaneCodec::rans_pairs:
+          case PlaneCodec::rans_split:
             if (direct) {
               decode_whole(codec, in, out);
             } else {

@@ -22,6 +22,7 @@
 #include "codec/rans.hpp"
 #include "codec/rans_blocks.hpp"
 #include "codec/rans_pairs.hpp"
+#include "codec/rans_split.hpp"
 #include "codec/zstd_codec.hpp"
 #include "container/format.hpp"
 #include "util/bytes.hpp"
@@ -30,8 +31,12 @@ namespace mithril::codec {
 
 // rans0_blocks: several rANS blocks, one table each (rans_blocks.hpp);
 // huff0: a static Huffman block decoded several symbols a lookup (huff.hpp);
-// rans_pairs: two bytes per rANS symbol (rans_pairs.hpp).
-enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2, rans0_blocks = 3, huff0 = 4, rans_pairs = 5 };
+// rans_pairs: two bytes per rANS symbol (rans_pairs.hpp);
+// rans_split: the bytes' high bits in pairs, their low bits as they are
+// (rans_split.hpp).
+enum class PlaneCodec : std::uint8_t {
+  stored = 0, zstd = 1, rans0 = 2, rans0_blocks = 3, huff0 = 4, rans_pairs = 5, rans_split = 6
+};
 
 // A float tensor's plane that rans_pairs::worth_trying() takes (an exponent
 // plane) is coded in pairs at every level where that comes within
@@ -39,6 +44,21 @@ enum class PlaneCodec : std::uint8_t { stored = 0, zstd = 1, rans0 = 2, rans0_bl
 // one symbol a byte lands; levels 10 and up code it both ways and keep the
 // smaller.
 inline constexpr double k_pairs_slack = 0.004;
+
+// A float tensor's plane that pairs refuse as it is but take once its low
+// bits are split off (rans_split::low_bits_for: an fp16 high byte) is coded
+// so, for half the rANS symbols, where that comes within k_split_slack of
+// the plane's order-0 bound (plus 64 bytes), or within k_split_fast_slack at
+// levels 1-2 (asked for speed); levels 10 and up keep it only where it is
+// smaller. The bound is the whole byte's and the split stores its low bits
+// as they are: on the high bytes of fp16 weights (a GPT's, near normal, and
+// MiniLM's cast to fp16) the three mantissa bits are not uniform given the
+// exponent, and the split lands 1.3-1.5% over the bound (where one symbol a
+// byte lands ~0.06% over it) — so only levels 1-2 take it there: a trained
+// GPT's weights cast to fp16 decoded ~1.2x as fast for 0.6% of the file
+// (bench_pipeline, one thread, AMD Zen 4; docs/benchmarks.md, session 43).
+inline constexpr double k_split_slack = 0.005;
+inline constexpr double k_split_fast_slack = 0.02;
 
 // Levels at or below this one trade a little ratio for decoding speed: a
 // float tensor's planes of at least k_huff_min_plane bytes and at most
@@ -136,6 +156,7 @@ class ChunkEncoder {
   util::ByteVector m_coded;    // a plane's zstd coding
   util::ByteVector m_alt;      // levels >= 10: a plane's coding in pairs, beside its rANS coding
   rans_pairs::Encoder m_pairs;
+  rans_split::Encoder m_split;
 };
 
 class ChunkDecoder {
@@ -199,6 +220,7 @@ class ChunkDecoder {
     std::vector<rans_blocks::PieceDecoder> blocks;
     std::vector<huff::PieceDecoder> huff;
     std::vector<rans_pairs::PieceDecoder> pairs;
+    std::vector<rans_split::PieceDecoder> split;
     void reserve(unsigned planes);
     void start(PlaneCodec codec, unsigned k, util::ByteSpan in, std::size_t len);
     void next(PlaneCodec codec, unsigned k, util::MutableByteSpan out);

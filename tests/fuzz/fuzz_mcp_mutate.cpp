@@ -2,7 +2,9 @@
 // containers (the complement of fuzz_mcp, whose random bytes rarely get past
 // the footer): a few small containers (BF16/F32/I8 tensors, levels 3 and 19,
 // a delta with XOR/SUB residuals against a base, and a BF16 tensor whose
-// exponent plane is coded two bytes a rANS symbol, plane codec 5) are written
+// exponent plane is coded two bytes a rANS symbol, plane codec 5, format 1.1's
+// shared chunks, and an F16 tensor at level 1 whose high bytes are split,
+// plane codec 6) are written
 // once at start-up; each input picks one and overwrites regions of it. Built
 // and run by scripts/fuzz; replayed by ctest.
 //
@@ -29,7 +31,7 @@ using namespace mithril;
 namespace {
 
 struct Corpus {
-  std::vector<util::ByteVector> files;  // l3, l19, delta, pairs, shared
+  std::vector<util::ByteVector> files;  // l3, l19, delta, pairs, shared, split
   std::unique_ptr<checkpoint::BaseSource> base;  // of the delta
   static constexpr std::size_t k_delta = 2;
 };
@@ -127,6 +129,28 @@ void write_shared(const std::filesystem::path& out) {
   (void)compress_tensors(t, {}, out, o);
 }
 
+// 64K F16 weights at level 1: the high-byte plane, 64 KiB, is split (plane
+// codec 6: exponent bits in pairs, three mantissa bits stored).
+void write_split(const std::filesystem::path& out) {
+  const std::vector<float> w = weights(65536, 4, 0);
+  std::vector<std::byte> f16(w.size() * 2);
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    std::uint32_t x;
+    std::memcpy(&x, &w[i], 4);
+    const int e = static_cast<int>((x >> 23) & 0xff) - 127 + 15;  // truncated: any F16 bits do
+    const auto h = static_cast<std::uint16_t>(((x >> 16) & 0x8000u) |
+                                              (e >= 1 && e <= 30 ? (static_cast<std::uint32_t>(e) << 10) | ((x >> 13) & 0x3ffu) : 0u));
+    std::memcpy(f16.data() + 2 * i, &h, 2);
+  }
+  std::vector<TensorData> t{{"half", "F16", {256, 256}, f16}};
+  CompressOptions o;
+  o.level = 1;
+  o.threads = 1;
+  o.sync = false;
+  o.force = true;
+  (void)compress_tensors(t, {}, out, o);
+}
+
 Corpus& corpus() {
   static Corpus c = [] {
     Corpus k;
@@ -136,7 +160,8 @@ Corpus& corpus() {
     write(dir / "delta.mcp", 1e-4f, 19, dir / "l3.mcp");
     write_pairs(dir / "pairs.mcp");
     write_shared(dir / "shared.mcp");
-    for (const char* n : {"l3.mcp", "l19.mcp", "delta.mcp", "pairs.mcp", "shared.mcp"})
+    write_split(dir / "split.mcp");
+    for (const char* n : {"l3.mcp", "l19.mcp", "delta.mcp", "pairs.mcp", "shared.mcp", "split.mcp"})
       k.files.push_back(read_all(dir / n));
     k.base = std::make_unique<checkpoint::BaseSource>(dir / "l3.mcp", 1);
     return k;

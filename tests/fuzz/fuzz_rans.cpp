@@ -1,6 +1,7 @@
 // fuzz_rans — libFuzzer target for the rANS block decoder, the multi-block
 // plane decoder (plane codec 3), the Huffman block decoder (plane codec 4),
-// the pair decoder (plane codec 5), and round trips.
+// the pair decoder (plane codec 5), the split decoder (plane codec 6), and
+// round trips.
 // Built and run by scripts/fuzz (CMake option MITHRIL_FUZZ); replayed by ctest.
 //
 // Input: u16 output size (little-endian), then a block. The block is decoded
@@ -9,22 +10,27 @@
 // piece by piece (rans::PieceDecoder, pieces of a size taken from the input);
 // the same bytes read as codec 3 plane data must decode or throw, whole and
 // piece by piece alike, and so must the same bytes read as a Huffman block
-// and as a pair block (with both pair kernels, which must agree).
+// and as a pair block (with both pair kernels, which must agree) and as a
+// split block (with every merge kernel, which must agree).
 // Then the input itself is encoded with every kernel (identical blocks) and
 // decoded back exactly, and coded with Huffman and decoded back exactly; and
 // the input repeated to 64 KiB or more (so that the pair coder may take it)
-// is coded in pairs with both kernels (identical blocks) and decoded back.
+// is coded in pairs with both kernels (identical blocks) and decoded back,
+// and split with every kernel (identical blocks, where low_bits_for finds a
+// split) and decoded back.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "codec/huff.hpp"
 #include "codec/rans.hpp"
 #include "codec/rans_blocks.hpp"
 #include "codec/rans_pairs.hpp"
+#include "codec/rans_split.hpp"
 #include "mithril/error.hpp"
 
 namespace {
@@ -111,6 +117,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Result pair_pieces = try_pieces(pairs::PieceDecoder(k), block, n, piece);
     if (pair.ok != pair_pieces.ok || (pair.ok && pair.out != pair_pieces.out)) std::abort();
   }
+  namespace split = codec::rans_split;
+  constexpr std::array<split::detail::Kernel, 3> split_kernels{split::detail::Kernel::scalar, split::detail::Kernel::avx2,
+                                                               split::detail::Kernel::avx512};
+  const Result whole_split = try_whole(split::decode, block, n);
+  for (auto k : split_kernels) {
+    const Result split_pieces = try_pieces(split::PieceDecoder(k), block, n, piece);
+    if (whole_split.ok != split_pieces.ok || (whole_split.ok && whole_split.out != split_pieces.out)) std::abort();
+  }
 
   const util::ByteSpan input(reinterpret_cast<const std::byte*>(data), size);
   codec::Histogram hist{};
@@ -152,6 +166,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::abort();
     std::vector<std::byte> again(tiled.size());
     pairs::decode(out, again);
+    if (again != tiled) std::abort();
+  }
+  first.clear();
+  for (auto k : split_kernels) {
+    std::vector<std::byte> out(tiled.size() + 1024);
+    const auto w = split::Encoder(k).encode(tiled, th, out);
+    if (w.has_value() != (split::low_bits_for(th, tiled.size()) != 0)) std::abort();  // a generous buffer always fits
+    if (!w) break;
+    out.resize(*w);
+    if (first.empty())
+      first = out;
+    else if (out != first)
+      std::abort();
+    std::vector<std::byte> again(tiled.size());
+    split::decode(out, again);
     if (again != tiled) std::abort();
   }
   return 0;

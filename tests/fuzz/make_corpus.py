@@ -96,6 +96,8 @@ def checkpoint_seeds(mithril, tmp, rng):
     put("mcp_mutate", "pairs_patch", b"\x03" + struct.pack("<IB", 60000, 3) + b"\x00\x10\xff")
     put("mcp_mutate", "shared", b"\x04")  # format 1.1: small tensors sharing chunks
     put("mcp_mutate", "shared_patch", b"\x04" + struct.pack("<IB", 900, 4) + b"\x00\x01\x02\x03")
+    put("mcp_mutate", "split", b"\x05")  # an F16 tensor's high bytes split (codec 6)
+    put("mcp_mutate", "split_patch", b"\x05" + struct.pack("<IB", 70000, 3) + b"\x00\x20\xff")
 
     # A series: keyframe, delta, keyframe.
     series = tmp / "series"
@@ -191,6 +193,21 @@ def pairs_block(symbol, values, escapes):
             struct.pack("<IB", len(escapes), 0) + bytes(escapes))
 
 
+def split_block(n, high, low_bits):
+    """A split block (plane codec 6, src/codec/rans_split.cpp) written from the
+    format's description alone: tag, the low bits L, the high plane's size
+    and bytes (a pair block of one repeated pair of mapped values), then L
+    words a group of 64 bytes, word j's bit i = bit j of the group's byte i."""
+    assert n % 2 == 0
+    high_block = pairs_block(0x01, bytes(high), b"")
+    low = [i * 5 % (1 << low_bits) for i in range(n)]
+    words = b""
+    for g in range(0, n, 64):
+        for j in range(low_bits):
+            words += struct.pack("<Q", sum(((low[i] >> j) & 1) << (i - g) for i in range(g, min(g + 64, n))))
+    return bytes([0x20, low_bits]) + struct.pack("<I", len(high_block)) + high_block + words
+
+
 def rans_seeds():
     put("rans", "text", b"\x40\x00" + b"the quick brown fox jumps over the lazy dog " * 3)
     put("rans", "skewed", b"\x00\x01" + bytes([0] * 200 + [1, 2, 3] * 20))
@@ -207,6 +224,9 @@ def rans_seeds():
     # byte then "C" (code 2), with the odd last byte escaped too.
     put("rans", "pairs_ab", struct.pack("<H", 1000) + pairs_block(0x01, b"AB", b""))
     put("rans", "pairs_escapes", struct.pack("<H", 1001) + pairs_block(0xF2, b"ABC", bytes(range(250)) * 2 + b"!"))
+    # A split block: 1000 bytes, high values 5 and 9 alternating, 3 low bits
+    # (a last group of 40 bytes).
+    put("rans", "split", struct.pack("<H", 1000) + split_block(1000, [5, 9], 3))
 
 
 def main():

@@ -89,6 +89,7 @@ def main():
     more_v1(out, run, save_file)
     pairs_v1(out, run)
     shared_v11(out, run)
+    split_v1(out, run)
 
 
 def pairs_v1(out, run):
@@ -104,6 +105,21 @@ def pairs_v1(out, run):
         save_torch({"w": (torch.randn(65536, generator=g) * 0.02 * scale).to(torch.bfloat16).reshape(256, 256)}, path)
         os.chmod(path, 0o644)
     run("compress", path, "-o", f"{path}.mcp")
+
+
+def split_v1(out, run):
+    """Plane codec 6 (session 43): an F16 tensor of 256x256 ~ N(0, 0.02) at
+    level 1, whose 64 KiB high-byte plane (five exponent bits, three mantissa
+    bits: too many values for codec 5) is split: exponent bits in pairs, the
+    mantissa bits stored as bit planes."""
+    import torch
+    from safetensors.torch import save_file as save_torch
+    g = torch.Generator().manual_seed(4306)
+    path = f"{out}/v1_split.safetensors"
+    if not os.path.exists(path):
+        save_torch({"w": (torch.randn(256, 256, generator=g) * 0.02).to(torch.float16)}, path)
+        os.chmod(path, 0o644)
+    run("compress", path, "-o", f"{path}.mcp", "-l", "1")
 
 
 def shared_v11(out, run):

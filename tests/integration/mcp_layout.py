@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 MAGIC = b"\x89MCP\r\n\x1a\n"
 END_MAGIC = b"MCPIDX\x00\x01"
-PLANE_CODECS = {0: "stored", 1: "zstd", 2: "rans0", 3: "rans0_blocks", 4: "huff0", 5: "rans_pairs"}
+PLANE_CODECS = {0: "stored", 1: "zstd", 2: "rans0", 3: "rans0_blocks", 4: "huff0", 5: "rans_pairs", 6: "rans_split"}
 GROUP_MODES = {0: "plain", 1: "rotl1"}
 RESIDUALS = {0: "none", 1: "xor", 2: "sub"}
 

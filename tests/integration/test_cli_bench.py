@@ -69,6 +69,7 @@ def test_header_names_the_machine_and_kernels(weights):
     assert (f"rans encode {k['rans_encode']}, rans decode {k['rans_decode']}, byte grouping {k['byte_grouping']}, "
             f"blake3 {k['blake3']}, xxh3 {k['xxh3']}") in version
     assert f"pairs: {k['pairs']}," in version
+    assert f"split: {k['split']}," in version
 
 
 def test_table_output(weights, tmp_path):

@@ -55,6 +55,15 @@ def test_exponent_plane_in_pairs(mithril, tmp_path):
     assert chunks and all(c.layout == "planes" and c.planes[-1] == "rans_pairs" for c in chunks), chunks
 
 
+def test_fp16_high_bytes_split(mithril, tmp_path):
+    """Plane codec 6: an F16 tensor's high-byte plane at level 1 (make_golden.py split_v1)."""
+    mcp = GOLDEN / "v1_split.safetensors.mcp"
+    decodes(mithril, tmp_path, mcp, GOLDEN / "v1_split.safetensors")
+    chunks = tensor_chunks(read_layout(mcp), "w")
+    assert chunks and all(c.layout == "planes" and c.width == 2 and c.group_mode == "rotl1" and
+                          c.planes == ["stored", "rans_split"] for c in chunks), chunks
+
+
 def test_torch_source(mithril, tmp_path):
     mcp = GOLDEN / "v1_torch.pt.mcp"
     decodes(mithril, tmp_path, mcp, GOLDEN / "v1_torch.pt")

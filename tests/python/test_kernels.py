@@ -13,7 +13,7 @@ import mithril
 ROOT = Path(__file__).resolve().parents[2]
 MITHRIL_BIN = Path(os.environ.get("MITHRIL_BIN", ROOT / "build" / "mithril"))
 LEVELS = {"portable": 0, "scalar": 0, "sse2": 1, "avx2": 2, "avx2x": 2, "avx512": 3}
-KEYS = ("rans_encode", "rans_decode", "byte_grouping", "blake3", "xxh3", "pairs")
+KEYS = ("rans_encode", "rans_decode", "byte_grouping", "blake3", "xxh3", "pairs", "split")
 
 
 def in_fresh_python(code: str, isa: str | None) -> subprocess.CompletedProcess:
@@ -49,6 +49,8 @@ def test_kernels_match_the_cli():
     assert (k["byte_grouping"], k["blake3"], k["xxh3"]) == m.group(3, 4, 5)
     pairs = re.search(r"^pairs: (\w+),", r.stdout, re.M)
     assert pairs and pairs.group(1) == k["pairs"], r.stdout
+    split = re.search(r"; split: (\w+),", r.stdout)
+    assert split and split.group(1) == k["split"], r.stdout
     assert k["isa_cap"] == ""
 
 
