@@ -2,7 +2,9 @@
 // every kernel this CPU has (scalar, avx2, avx512, avx2x; the others are skipped),
 // of the Huffman coder (kernel:4, codec/huff.hpp) and of rANS in pairs
 // (kernel:5, codec/rans_pairs.hpp: two bytes a symbol, the default level's
-// coding of exponent planes) on the same planes.
+// coding of exponent planes) and of pairs-or-split (kernel:6,
+// codec/rans_split.hpp: high bits in pairs, low bits stored, levels 1-2's
+// coding of fp16 high bytes) on the same planes.
 //
 //   ./build/bench_rans --benchmark_min_time=0.5
 //   MITHRIL_BENCH_WEIGHTS=model.safetensors ./build/bench_rans --benchmark_filter=plane:3
@@ -41,6 +43,7 @@
 #include "codec/byte_group_kernels.hpp"
 #include "codec/huff.hpp"
 #include "codec/rans_pairs.hpp"
+#include "codec/rans_split.hpp"
 #include "codec/rans.hpp"
 #include "mithril/version.hpp"
 
@@ -148,11 +151,19 @@ constexpr std::int64_t k_huffman = 4;
 // take (an fp16 high byte: too many values) is coded one symbol a byte, as
 // the chunk encoder does.
 constexpr std::int64_t k_pairs = 5;
+// Kernel k_split: as k_pairs, and a block pairs refuse is split (high bits
+// in pairs, low bits stored: codec/rans_split.hpp, plane codec 6) where
+// low_bits_for finds a split, as levels 1-2 do with an fp16 high byte.
+constexpr std::int64_t k_split = 6;
 
-enum class Coder { rans, huffman, pairs };
+enum class Coder { rans, huffman, pairs, split };
 Coder coder_of(std::int64_t kernel) {
-  return kernel == k_huffman ? Coder::huffman : kernel == k_pairs ? Coder::pairs : Coder::rans;
+  return kernel == k_huffman ? Coder::huffman
+         : kernel == k_pairs ? Coder::pairs
+         : kernel == k_split ? Coder::split
+                             : Coder::rans;
 }
+enum class Block : std::uint8_t { rans, pairs, split };
 
 bool kernel_missing(benchmark::State& st, codec::rans::detail::Kernel k) {
   if (coder_of(static_cast<std::int64_t>(k)) != Coder::rans || codec::rans::detail::kernel_available(k)) return false;
@@ -162,7 +173,7 @@ bool kernel_missing(benchmark::State& st, codec::rans::detail::Kernel k) {
 
 struct Encoded {
   std::vector<ByteVector> blocks;  // empty vector entry = stored raw
-  std::vector<bool> in_pairs;      // Coder::pairs: the block is in pairs, else one symbol a byte
+  std::vector<Block> how;          // Coder::pairs and Coder::split: how each block is coded
   double bound = 0;
   std::size_t bytes = 0;
 };
@@ -170,14 +181,23 @@ struct Encoded {
 Encoded encode_all(const ByteVector& src, std::size_t block, Coder coder) {
   Encoded e;
   codec::rans_pairs::Encoder pairs;
+  codec::rans_split::Encoder split;
   for (std::size_t off = 0; off < src.size(); off += block) {
     const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
     const Histogram h = hist_of(in);
     e.bound += bound_bits(h) / 8;
     ByteVector out(in.size());
     std::optional<std::size_t> n;
-    if (coder == Coder::pairs) n = pairs.encode(in, h, out);
-    e.in_pairs.push_back(n.has_value());
+    Block how = Block::rans;
+    if (coder == Coder::pairs || coder == Coder::split) {
+      n = pairs.encode(in, h, out);
+      if (n) how = Block::pairs;
+    }
+    if (!n && coder == Coder::split) {
+      n = split.encode(in, h, out);
+      if (n) how = Block::split;
+    }
+    e.how.push_back(how);
     if (!n) n = coder == Coder::huffman ? codec::huff::encode(in, h, out) : codec::rans::encode(in, h, out);
     out.resize(n ? *n : 0);
     e.bytes += n ? *n : in.size();
@@ -205,14 +225,16 @@ void BM_encode(benchmark::State& st) {
   const Coder coder = coder_of(st.range(2));
   ByteVector out(block);
   codec::rans_pairs::Encoder pairs;
+  codec::rans_split::Encoder split;
   for (auto _ : st) {
     std::size_t i = 0;
     for (std::size_t off = 0; off < src.size(); off += block, ++i) {
       const util::ByteSpan in(src.data() + off, std::min(block, src.size() - off));
       if (coder == Coder::huffman) {
         benchmark::DoNotOptimize(codec::huff::encode(in, hists[i], out));
-      } else if (coder == Coder::pairs) {
-        if (!pairs.encode(in, hists[i], out)) benchmark::DoNotOptimize(codec::rans::encode(in, hists[i], out));
+      } else if (coder == Coder::pairs || coder == Coder::split) {
+        if (!pairs.encode(in, hists[i], out) && !(coder == Coder::split && split.encode(in, hists[i], out)))
+          benchmark::DoNotOptimize(codec::rans::encode(in, hists[i], out));
       } else {
         benchmark::DoNotOptimize(codec::rans::detail::encode_with(in, hists[i], out, kernel));
       }
@@ -239,8 +261,10 @@ void BM_decode(benchmark::State& st) {
         std::memcpy(out.data() + off, src.data() + off, n);  // stored raw
       else if (coder == Coder::huffman)
         codec::huff::decode(b, to);
-      else if (coder == Coder::pairs)
-        e.in_pairs[i] ? codec::rans_pairs::decode(b, to) : codec::rans::decode(b, to);
+      else if (coder == Coder::pairs || coder == Coder::split)
+        e.how[i] == Block::pairs   ? codec::rans_pairs::decode(b, to)
+        : e.how[i] == Block::split ? codec::rans_split::decode(b, to)
+                                   : codec::rans::decode(b, to);
       else
         codec::rans::detail::decode_with(b, to, kernel);
       off += n;
@@ -252,12 +276,12 @@ void BM_decode(benchmark::State& st) {
 }
 
 // kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x (rANS), 4 = Huffman,
-// 5 = rANS in pairs
+// 5 = rANS in pairs, 6 = pairs or split
 void kernel_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"plane", "block", "kernel"});
   for (int kind : {0, 1, 2, 3, 4})
     for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}})
-      for (int kernel : {0, 1, 2, 3, 4, 5}) b->Args({kind, block, kernel});
+      for (int kernel : {0, 1, 2, 3, 4, 5, 6}) b->Args({kind, block, kernel});
   b->Unit(benchmark::kMillisecond);
 }
 
@@ -305,7 +329,9 @@ int main(int argc, char** argv) {
                                                   std::string(names.decode) +
                                                   " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x; 4 = Huffman, levels 1-2;"
                                                   " 5 = pairs, expanded by " +
-                                                  codec::rans_pairs::expand_kernel_name() + ")");
+                                                  codec::rans_pairs::expand_kernel_name() +
+                                                  "; 6 = pairs or split, merged by " +
+                                                  codec::rans_split::merge_kernel_name() + ")");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
