@@ -268,12 +268,10 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
         coded = {PlaneCodec::rans_pairs, scratch.first(best)};
       }
     }
-    // Too many values for pairs (an fp16 high byte): its high bits in
-    // pairs, its low bits as they are, where that costs little (more at
-    // levels 1-2, asked for speed).
-    if (pairs && m_level < 10 && coded.codec == PlaneCodec::stored) {
-      const double slack = m_level <= k_huff_max_level ? k_split_fast_slack : k_split_slack;
-      const double bar = (1.0 + slack) * (bits / 8.0 + 64.0);
+    // Asked for speed, where pairs refuse the plane as it is (an fp16 high
+    // byte): its high bits in pairs, its low bits as they are.
+    if (pairs && m_level <= k_huff_max_level && coded.codec == PlaneCodec::stored) {
+      const double bar = (1.0 + k_split_slack) * (bits / 8.0 + 64.0);
       const auto size = m_split.encode(plane, hist, scratch.first(best - 1), bar);
       if (size && static_cast<double>(*size) <= bar) {
         best = *size;

@@ -47,18 +47,18 @@ inline constexpr double k_pairs_slack = 0.004;
 
 // A float tensor's plane that pairs refuse as it is but take once its low
 // bits are split off (rans_split::low_bits_for: an fp16 high byte) is coded
-// so, for half the rANS symbols, where that comes within k_split_slack of
-// the plane's order-0 bound (plus 64 bytes), or within k_split_fast_slack at
-// levels 1-2 (asked for speed); levels 10 and up keep it only where it is
-// smaller. The bound is the whole byte's and the split stores its low bits
-// as they are: on the high bytes of fp16 weights (a GPT's, near normal, and
-// MiniLM's cast to fp16) the three mantissa bits are not uniform given the
-// exponent, and the split lands 1.3-1.5% over the bound (where one symbol a
-// byte lands ~0.06% over it) — so only levels 1-2 take it there: a trained
+// so, for half the rANS symbols, at levels 1-2 (asked for speed) where that
+// comes within k_split_slack of the plane's order-0 bound (plus 64 bytes);
+// levels 10 and up keep it only where it is smaller. The bound is the whole
+// byte's and the split stores its low bits as they are: on the high bytes of
+// fp16 weights (a GPT's, near normal, and MiniLM's cast to fp16) the three
+// mantissa bits are not uniform given the exponent, and the split lands
+// 1.3-1.5% over the bound (where one symbol a byte lands ~0.06% over it): a
 // GPT's weights cast to fp16 decoded ~1.2x as fast for 0.6% of the file
 // (bench_pipeline, one thread, AMD Zen 4; docs/benchmarks.md, session 43).
-inline constexpr double k_split_slack = 0.005;
-inline constexpr double k_split_fast_slack = 0.02;
+// Levels 3-9 do not try it: with a bar of 0.5% it failed on every such
+// plane, after the pair passes, and cost fp16 compression 16%.
+inline constexpr double k_split_slack = 0.02;
 
 // Levels at or below this one trade a little ratio for decoding speed: a
 // float tensor's planes of at least k_huff_min_plane bytes and at most

@@ -22,6 +22,7 @@
 #include <array>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "mithril/error.hpp"
 #include "util/simd_level.hpp"
@@ -292,7 +293,16 @@ std::optional<std::size_t> Encoder::encode(util::ByteSpan in, const Histogram& h
   m_high.resize(n);
   const auto* src = reinterpret_cast<const u8*>(in.data());
   auto* high = reinterpret_cast<u8*>(m_high.data());
-  for (std::size_t i = 0; i < n; ++i) high[i] = static_cast<u8>(src[i] >> low);
+  // A constant shift, which the compiler vectorizes.
+  auto shift = [&](auto by) {
+    for (std::size_t i = 0; i < n; ++i) high[i] = static_cast<u8>(src[i] >> by.value);
+  };
+  switch (low) {
+    case 1: shift(std::integral_constant<unsigned, 1>{}); break;
+    case 2: shift(std::integral_constant<unsigned, 2>{}); break;
+    case 3: shift(std::integral_constant<unsigned, 3>{}); break;
+    default: shift(std::integral_constant<unsigned, 4>{}); break;
+  }
   Histogram hh{};
   for (unsigned v = 0; v < 256; ++v) hh[v >> low] += hist[v];
 

@@ -17,9 +17,9 @@
 // plane, ~0.1% on the file.
 //
 // The chunk codec takes the split where the pair coding refused the plane as
-// it is, for float tensors, when it comes within k_split_slack
-// (chunk_codec.hpp) of the plane's order-0 bound; levels 10 and up only
-// where it is smaller than one symbol a byte.
+// it is, for float tensors, at levels 1-2 when it comes within
+// k_split_slack (chunk_codec.hpp) of the plane's order-0 bound; levels 10
+// and up only where it is smaller than one symbol a byte.
 //
 // Thread-safety: Encoder and PieceDecoder objects are not shared; the free
 // functions are reentrant.

@@ -257,7 +257,7 @@ util::ByteVector fp16_weights(std::size_t n, std::uint64_t seed) {
 // An fp16 chunk's high-byte plane (too many values for pairs) is split at
 // levels 1-2 — its exponent bits in pairs, three mantissa bits stored —
 // for ~1.5% more on that plane; the default level keeps one symbol a byte
-// there (the split is over its 0.5% bar), and levels 10 and up the smaller.
+// there, and levels 10 and up the smaller (one symbol a byte here).
 TEST(ChunkCodec, FastLevelsSplitAnFp16HighByte) {
   const auto raw = fp16_weights((1 << 18) + 3, 41);
   const ChunkKind kind{2, true, true};
