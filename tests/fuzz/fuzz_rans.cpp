@@ -153,35 +153,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   while (tiled.size() < pairs::k_min_plane) tiled.insert(tiled.end(), input.begin(), input.end());
   codec::Histogram th{};
   for (std::byte b : tiled) ++th[static_cast<std::uint8_t>(b)];
-  std::vector<std::byte> first;
-  for (auto k : {pairs::detail::Kernel::scalar, pairs::detail::Kernel::avx2}) {
-    std::vector<std::byte> out(tiled.size() + 1024);
-    const auto w = pairs::Encoder(k).encode(tiled, th, out);
-    if (w.has_value() != pairs::worth_trying(th, tiled.size())) std::abort();  // a generous buffer always fits
-    if (!w) break;
-    out.resize(*w);
-    if (first.empty())
-      first = out;
-    else if (out != first)
-      std::abort();
-    std::vector<std::byte> again(tiled.size());
-    pairs::decode(out, again);
-    if (again != tiled) std::abort();
-  }
-  first.clear();
-  for (auto k : split_kernels) {
-    std::vector<std::byte> out(tiled.size() + 1024);
-    const auto w = split::Encoder(k).encode(tiled, th, out);
-    if (w.has_value() != (split::low_bits_for(th, tiled.size()) != 0)) std::abort();  // a generous buffer always fits
-    if (!w) break;
-    out.resize(*w);
-    if (first.empty())
-      first = out;
-    else if (out != first)
-      std::abort();
-    std::vector<std::byte> again(tiled.size());
-    split::decode(out, again);
-    if (again != tiled) std::abort();
-  }
+  // Coded by Encoder(k) for every kernel k: a block exactly where `takes`
+  // (a generous buffer always fits), the same bytes from every kernel, and
+  // `decode` gives the tiled input back.
+  auto every_kernel = [&](const auto& kernels, auto make_encoder, bool takes,
+                          void (*decode)(util::ByteSpan, util::MutableByteSpan)) {
+    std::vector<std::byte> first;
+    for (auto k : kernels) {
+      std::vector<std::byte> out(tiled.size() + 1024);
+      const auto w = make_encoder(k).encode(tiled, th, out);
+      if (w.has_value() != takes) std::abort();
+      if (!w) return;
+      out.resize(*w);
+      if (first.empty())
+        first = out;
+      else if (out != first)
+        std::abort();
+      std::vector<std::byte> again(tiled.size());
+      decode(out, again);
+      if (again != tiled) std::abort();
+    }
+  };
+  every_kernel(std::array<pairs::detail::Kernel, 2>{pairs::detail::Kernel::scalar, pairs::detail::Kernel::avx2},
+               [](auto k) { return pairs::Encoder(k); }, pairs::worth_trying(th, tiled.size()), pairs::decode);
+  every_kernel(split_kernels, [](auto k) { return split::Encoder(k); }, split::low_bits_for(th, tiled.size()) != 0,
+               split::decode);
   return 0;
 }

@@ -17,7 +17,9 @@ using namespace mithril::codec;
 
 namespace {
 
-util::ByteVector bf16_weights(std::size_t n, std::uint64_t seed) {
+// n floats ~ N(0, 0.02) as 16-bit values: `half` maps a float's bits to its own.
+template <class Half>
+util::ByteVector half_weights(std::size_t n, std::uint64_t seed, Half half) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, 0.02f);
   util::ByteVector out(n * 2);
@@ -25,10 +27,14 @@ util::ByteVector bf16_weights(std::size_t n, std::uint64_t seed) {
     const float f = dist(rng);
     std::uint32_t bits;
     std::memcpy(&bits, &f, 4);
-    const auto h = static_cast<std::uint16_t>(bits >> 16);
+    const auto h = static_cast<std::uint16_t>(half(bits));
     std::memcpy(out.data() + 2 * i, &h, 2);
   }
   return out;
+}
+
+util::ByteVector bf16_weights(std::size_t n, std::uint64_t seed) {
+  return half_weights(n, seed, [](std::uint32_t x) { return x >> 16; });
 }
 
 // fp32 weights ~ N(0, 0.02) whose runs of 64 are scaled by 1/4, 1 or 4 (rows
@@ -229,29 +235,20 @@ TEST(ChunkCodec, ExponentPlanesAreCodedInPairs) {
   EXPECT_THROW(dec.decode(bad, record_for(e, raw), out, {}, "chunk 4"), Error);
 }
 
-// fp16 weights ~ N(0, 0.02), rounded to nearest even.
+// fp16 weights ~ N(0, 0.02): normal values rounded to nearest even,
+// subnormal ones truncated.
 util::ByteVector fp16_weights(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 0.02f);
-  util::ByteVector out(n * 2);
-  for (std::size_t i = 0; i < n; ++i) {
-    const float f = dist(rng);
-    std::uint32_t x;
-    std::memcpy(&x, &f, 4);
+  return half_weights(n, seed, [](std::uint32_t x) {
     const std::uint32_t sign = (x >> 16) & 0x8000u;
     const int e = static_cast<int>((x >> 23) & 0xff) - 127 + 15;
-    std::uint32_t h = sign;  // |f| < 2^-24: zero
     if (e >= 1) {
       const std::uint32_t m = x & 0x7fffffu;
-      h = sign | ((static_cast<std::uint32_t>(e) << 10) + (m >> 13) + (((m >> 12) & 1u) & ((m & 0x2fffu) != 0 ? 1u : 0u)));
-    } else if (e >= -10) {
-      const std::uint32_t m = (x & 0x7fffffu) | 0x800000u;
-      h = sign | (m >> (14 - e));
+      const std::uint32_t round = ((m >> 12) & 1u) & ((m & 0x2fffu) != 0 ? 1u : 0u);
+      return sign | ((static_cast<std::uint32_t>(e) << 10) + (m >> 13) + round);
     }
-    const auto v = static_cast<std::uint16_t>(h);
-    std::memcpy(out.data() + 2 * i, &v, 2);
-  }
-  return out;
+    if (e >= -10) return sign | (((x & 0x7fffffu) | 0x800000u) >> (14 - e));
+    return sign;  // |f| < 2^-25: zero
+  });
 }
 
 // An fp16 chunk's high-byte plane (too many values for pairs) is split at

@@ -32,31 +32,9 @@ ByteVector correlated(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-ByteVector encode_or_fail(const ByteVector& in) {
-  ByteVector out(in.size() + 1024);
-  pairs::Encoder enc;
-  const auto size = enc.encode(in, hist_of(in), out);
-  EXPECT_TRUE(size.has_value());
-  out.resize(size.value_or(0));
-  return out;
-}
-
-ByteVector decode_pieces(const ByteVector& block, std::size_t n, std::size_t piece) {
-  ByteVector out(n, std::byte{0xAA});
-  pairs::PieceDecoder d;
-  d.start(block, n);
-  for (std::size_t at = 0; at < n; at += piece) {
-    EXPECT_EQ(d.position(), at);
-    d.next(util::MutableByteSpan(out.data() + at, std::min(piece, n - at)));
-  }
-  d.finish();
-  return out;
-}
-
-std::size_t rans0_size(const ByteVector& in) {
-  ByteVector out(in.size() + 1024);
-  return codec::rans::encode(in, hist_of(in), out).value();
-}
+const auto encode_or_fail = test::encode_or_fail<pairs::Encoder>;
+const auto decode_pieces = test::decode_pieces<pairs::PieceDecoder>;
+using test::rans0_size;
 
 // Offsets of the header fields (rans_pairs.cpp's format).
 constexpr std::size_t k_pairs_size_at = 16, k_pairs_at = 20;
@@ -65,15 +43,7 @@ std::size_t escape_header_at(const ByteVector& block) {
 }
 
 // "ok", or the name of the error's code.
-std::string decode_error(const ByteVector& block, std::size_t n) {
-  ByteVector out(n);
-  try {
-    pairs::decode(block, out);
-  } catch (const Error& e) {
-    return std::string(errc_name(e.code()));
-  }
-  return "ok";
-}
+std::string decode_error(const ByteVector& block, std::size_t n) { return test::decode_error(pairs::decode, block, n); }
 
 }  // namespace
 
@@ -175,21 +145,13 @@ TEST(RansPairs, TakesOnlyPlanesWithFewValues) {
 }
 
 TEST(RansPairs, MalformedBlocksThrowCorrupt) {
-  std::mt19937_64 rng(4);
   ByteVector in = test::exponent_bytes((1 << 17) + 1, 7);  // odd: the last byte is an escape
   for (std::size_t i = 0; i < in.size(); i += 300) in[i] = static_cast<std::byte>(250);
   const ByteVector block = encode_or_fail(in);
   const std::size_t n = in.size();
   const std::size_t esc_at = escape_header_at(block);
   ASSERT_GT(util::load_le<std::uint32_t>(block.data() + esc_at), 1u);
-  // Every truncation, and one byte more.
-  for (std::size_t len = 0; len < block.size(); len += (len < 64 ? 1 : 997))
-    EXPECT_EQ(decode_error(ByteVector(block.begin(), block.begin() + static_cast<std::ptrdiff_t>(len)), n),
-              "corrupt")
-        << len;
-  ByteVector longer = block;
-  longer.push_back(std::byte{0});
-  EXPECT_EQ(decode_error(longer, n), "corrupt");
+  test::expect_cut_or_longer_corrupt(pairs::decode, block, n);
   // Header fields: version, pair stream size, escape count (one more, one
   // fewer, more than the plane), escape coding.
   auto with = [&](std::size_t at, auto value) {
@@ -211,12 +173,7 @@ TEST(RansPairs, MalformedBlocksThrowCorrupt) {
   EXPECT_EQ(decode_error(block, 0), "corrupt");
   // Random damage: corrupt or (where the damage hits a mapped value) a
   // decoding, never anything else.
-  for (int t = 0; t < 300; ++t) {
-    ByteVector b = block;
-    b[rng() % b.size()] ^= static_cast<std::byte>(1 + rng() % 255);
-    const std::string e = decode_error(b, n);
-    EXPECT_TRUE(e == "corrupt" || e == "ok") << t << ": " << e;
-  }
+  test::expect_damage_corrupt_or_decoded(pairs::decode, block, n, 4);
 }
 
 TEST(RansPairs, AnEscapeStreamThatRunsOutIsCorrupt) {

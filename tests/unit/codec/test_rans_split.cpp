@@ -39,31 +39,9 @@ ByteVector fp16_high_bytes(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-ByteVector encode_or_fail(const ByteVector& in) {
-  ByteVector out(in.size() + 1024);
-  split::Encoder enc;
-  const auto size = enc.encode(in, hist_of(in), out);
-  EXPECT_TRUE(size.has_value());
-  out.resize(size.value_or(0));
-  return out;
-}
-
-ByteVector decode_pieces(const ByteVector& block, std::size_t n, std::size_t piece) {
-  ByteVector out(n, std::byte{0xAA});
-  split::PieceDecoder d;
-  d.start(block, n);
-  for (std::size_t at = 0; at < n; at += piece) {
-    EXPECT_EQ(d.position(), at);
-    d.next(util::MutableByteSpan(out.data() + at, std::min(piece, n - at)));
-  }
-  d.finish();
-  return out;
-}
-
-std::size_t rans0_size(const ByteVector& in) {
-  ByteVector out(in.size() + 1024);
-  return codec::rans::encode(in, hist_of(in), out).value();
-}
+const auto encode_or_fail = test::encode_or_fail<split::Encoder>;
+const auto decode_pieces = test::decode_pieces<split::PieceDecoder>;
+using test::rans0_size;
 
 // Offsets of the header fields (rans_split.cpp's format).
 constexpr std::size_t k_low_at = 1, k_high_size_at = 2, k_high_at = 6;
@@ -72,15 +50,7 @@ std::size_t bits_at(const ByteVector& block) {
 }
 
 // "ok", or the name of the error's code.
-std::string decode_error(const ByteVector& block, std::size_t n) {
-  ByteVector out(n);
-  try {
-    split::decode(block, out);
-  } catch (const Error& e) {
-    return std::string(errc_name(e.code()));
-  }
-  return "ok";
-}
+std::string decode_error(const ByteVector& block, std::size_t n) { return test::decode_error(split::decode, block, n); }
 
 }  // namespace
 
@@ -176,18 +146,10 @@ TEST(RansSplit, NeverReturnsABlockOverTheBarOrPastItsOutput) {
 }
 
 TEST(RansSplit, MalformedBlocksThrowCorrupt) {
-  std::mt19937_64 rng(4);
   const ByteVector in = fp16_high_bytes((1 << 17) + 17, 7);
   const ByteVector block = encode_or_fail(in);
   const std::size_t n = in.size();
-  // Every truncation, and one byte more.
-  for (std::size_t len = 0; len < block.size(); len += (len < 64 ? 1 : 997))
-    EXPECT_EQ(decode_error(ByteVector(block.begin(), block.begin() + static_cast<std::ptrdiff_t>(len)), n),
-              "corrupt")
-        << len;
-  ByteVector longer = block;
-  longer.push_back(std::byte{0});
-  EXPECT_EQ(decode_error(longer, n), "corrupt");
+  test::expect_cut_or_longer_corrupt(split::decode, block, n);
   auto with = [&](std::size_t at, auto value) {
     ByteVector b = block;
     util::store_le(b.data() + at, value);
@@ -211,12 +173,7 @@ TEST(RansSplit, MalformedBlocksThrowCorrupt) {
   EXPECT_EQ(decode_error(block, 0), "corrupt");
   // Random damage: corrupt or a decoding (damage to the stored bits, or to
   // a mapped value), never anything else.
-  for (int t = 0; t < 300; ++t) {
-    ByteVector b = block;
-    b[rng() % b.size()] ^= static_cast<std::byte>(1 + rng() % 255);
-    const std::string e = decode_error(b, n);
-    EXPECT_TRUE(e == "corrupt" || e == "ok") << t << ": " << e;
-  }
+  test::expect_damage_corrupt_or_decoded(split::decode, block, n, 4);
 }
 
 // The AVX-512 and AVX2 packing and merging write and read exactly the bytes
