@@ -1,12 +1,13 @@
 """MITHRIL_ISA caps every SIMD kernel (util/simd_level.hpp): `mithril --version
 -v` shows the kernels staying at or below the cap, and the whole pipeline —
 byte grouping, histograms, rANS, BLAKE3, XXH3, one thread and two, a delta
-against a base — writes the very same .mcp bytes at every cap and reads any
-of them back at any other. On a CPU with AVX-512 this runs, end to end, the
+against a base, level 1's split fp16 high bytes — writes the very same .mcp
+bytes at every cap and reads any of them back at any other. On a CPU with AVX-512 this runs, end to end, the
 code an AVX2-only or SSE2-only CPU would run."""
 import re
 
 import pytest
+from mcp_layout import read_layout
 import torch
 from safetensors.torch import save_file
 
@@ -90,11 +91,16 @@ def test_every_cap_writes_and_reads_the_same_bytes(mithril, monkeypatch, tmp_pat
         for threads in ("1", "2"):
             plain = tmp_path / f"p.{cap}.{threads}.mcp"
             delta = tmp_path / f"d.{cap}.{threads}.mcp"
+            fast = tmp_path / f"f.{cap}.{threads}.mcp"  # level 1: the fp16 high bytes split (plane codec 6)
             mithril("compress", base, "-o", plain, "-q", "-T", threads, check=True)
             mithril("compress", new, "--base", base, "-o", delta, "-q", "-T", threads, check=True)
-            written[(cap, threads)] = (plain.read_bytes(), delta.read_bytes())
+            mithril("compress", base, "-o", fast, "-q", "-T", threads, "-l", "1", check=True)
+            written[(cap, threads)] = (plain.read_bytes(), delta.read_bytes(), fast.read_bytes())
     assert len({v[0] for v in written.values()}) == 1, "caps wrote different containers"
     assert len({v[1] for v in written.values()}) == 1, "caps wrote different deltas"
+    assert len({v[2] for v in written.values()}) == 1, "caps wrote different level-1 containers"
+    fast = tmp_path / "f.avx512.1.mcp"
+    assert [c.planes for c in read_layout(fast).tensor_chunks("fp16")] == [["stored", "rans_split"]]
     # Read back under each cap what the widest kernels wrote (all the same bytes).
     plain = tmp_path / "p.avx512.1.mcp"
     delta = tmp_path / "d.avx512.1.mcp"
@@ -102,6 +108,8 @@ def test_every_cap_writes_and_reads_the_same_bytes(mithril, monkeypatch, tmp_pat
         monkeypatch.setenv("MITHRIL_ISA", cap)
         out = tmp_path / f"out.{cap}"
         mithril("decompress", plain, "-o", out, "-q", check=True)
+        assert out.read_bytes() == base.read_bytes()
+        mithril("decompress", fast, "-o", out, "-q", "-f", check=True)
         assert out.read_bytes() == base.read_bytes()
         out_d = tmp_path / f"out_d.{cap}"
         mithril("decompress", delta, "--base", base, "-o", out_d, "-q", check=True)
