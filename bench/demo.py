@@ -203,8 +203,8 @@ def main() -> int:
               f"writing the output file (mithril compress also fsyncs it before renaming it into place, its "
               f"default; zstd does not); ZipNN and mithril (Python API): bytes in memory to bytes in memory in "
               f"this process, threads={cpu_count()}, taking turns, median of {IN_MEMORY_ROUNDS}; -l1: level 1, "
-              f"exponent planes under 64 KiB in Huffman (faster to decode, a little larger; larger ones "
-              f"are two bytes a rANS symbol at every level).")
+              f"exponent planes under 64 KiB in Huffman and fp16 high bytes split (faster to decode, a little "
+              f"larger; larger exponent planes are two bytes a rANS symbol at every level).")
         if not a.full:
             print(f"† zstd -19 on a {SAMPLE_PIECES * SAMPLE_PIECE // MIB} MiB sample of each file ({SAMPLE_PIECES} pieces of "
                   f"{SAMPLE_PIECE >> 10} KiB spread evenly over it): an "
