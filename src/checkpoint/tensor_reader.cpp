@@ -23,6 +23,7 @@
 #include "storage/url.hpp"
 #include "util/blake3.hpp"
 #include "util/byte_io.hpp"
+#include "util/fresh_memory.hpp"
 #include "util/mapped_file.hpp"
 
 namespace mithril {
@@ -79,9 +80,12 @@ struct CheckpointReader::Impl {
   // payload: the chunk's stored bytes when the caller holds them already.
   // caller_memory: out is the caller's destination (it may hold old
   // contents: written with non-temporal stores where that pays), not a
-  // buffer of ours that is read right after.
+  // buffer of ours that is read right after. fresh: out lies in the
+  // caller's memory that has never been touched (a tensor just allocated),
+  // whose pages are mapped a piece at a time just before they are written.
   void decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out,
-                    std::optional<util::ByteSpan> payload = std::nullopt, bool caller_memory = false) const;
+                    std::optional<util::ByteSpan> payload = std::nullopt, bool caller_memory = false,
+                    util::FreshMemory* fresh = nullptr) const;
 
   // A shared chunk's bytes (format 1.1: small tensors coded together),
   // decoded and checked. The last one decoded is kept for the next read:
@@ -180,7 +184,8 @@ void CheckpointReader::Impl::open_safetensors() {
 }
 
 void CheckpointReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out,
-                                          std::optional<util::ByteSpan> payload, bool caller_memory) const {
+                                          std::optional<util::ByteSpan> payload, bool caller_memory,
+                                          util::FreshMemory* fresh) const {
   const auto& index = mcp->index();
   const auto& r = index.chunks[chunk];
   util::ByteSpan base_bytes;
@@ -191,7 +196,10 @@ void CheckpointReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::siz
   }
   util::ByteVector scratch;  // a remote chunk's fetched bytes (a local one is mapped)
   codec::ChunkDecoder::Hooks hooks;
-  hooks.cold_output = caller_memory && codec::ChunkDecoder::cold_output_pays(out);
+  if (fresh)
+    hooks.prepare = [fresh](util::MutableByteSpan piece) { fresh->prefault(piece.data(), piece.size()); };
+  else
+    hooks.cold_output = caller_memory && codec::ChunkDecoder::cold_output_pays(out);
   decoder.decode(payload ? *payload : mcp->payload(chunk, scratch), r, out, base_bytes,
                  path.string() + ": " + container::describe_chunk(index, chunk), &hooks);
 }
@@ -317,22 +325,34 @@ void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify
     std::size_t source;  // chunk number, or file offset
     util::MutableByteSpan out;
     std::vector<Part> parts;  // a shared chunk: the tensors wanted from it (out unused)
+    util::FreshMemory* fresh = nullptr;  // out lies in a destination never touched yet
   };
   std::vector<Job> jobs;
+  // Destinations never touched (tensors just allocated, as mithril.load's):
+  // their pages are mapped a piece at a time just before they are written,
+  // as huge pages where that pays (util/fresh_memory.hpp), rather than one
+  // page fault per 4 KiB as the decoder first writes them. One each, alive
+  // until every chunk is decoded (its destructor reports the timings).
+  std::vector<std::unique_ptr<util::FreshMemory>> fresh;
   if (im.mcp) {
     const auto& index = im.mcp->index();
     std::unordered_map<std::uint32_t, std::size_t> shared_job;  // chunk -> its job
     for (const auto& t : targets) {
       const auto& seg = index.segments[im.where[t.tensor]];
+      util::FreshMemory* fm = nullptr;
+      if (auto f = util::FreshMemory::if_untouched(t.out.data(), t.out.size(), codec::ChunkDecoder::k_prepare_piece)) {
+        fm = f.get();
+        fresh.push_back(std::move(f));
+      }
       for (std::uint32_t c = seg.first_chunk; c < seg.first_chunk + seg.chunk_count; ++c) {
         const auto& r = index.chunks[c];
         if (r.shared()) {
-          const auto [it, fresh] = shared_job.try_emplace(c, jobs.size());
-          if (fresh) jobs.push_back({c, {}, {}});
+          const auto [it, added] = shared_job.try_emplace(c, jobs.size());
+          if (added) jobs.push_back({c, {}, {}});
           jobs[it->second].parts.push_back({seg.offset - r.source_offset, t.out});
           continue;
         }
-        jobs.push_back({c, t.out.subspan(r.source_offset - seg.offset, r.raw_size), {}});
+        jobs.push_back({c, t.out.subspan(r.source_offset - seg.offset, r.raw_size), {}, fm});
       }
     }
   } else {
@@ -353,7 +373,7 @@ void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify
         if (!p.out.empty()) std::memcpy(p.out.data(), whole->data() + p.at, p.out.size());
       return;
     }
-    if (im.mcp) im.decode_chunk(decoders[s], job.source, job.out, std::nullopt, true);
+    if (im.mcp) im.decode_chunk(decoders[s], job.source, job.out, std::nullopt, true, job.fresh);
     else std::memcpy(job.out.data(), im.plain->bytes().data() + job.source, job.out.size());
   };
   checkpoint::parallel_for_index(jobs.size(), im.threads, run);

@@ -23,6 +23,7 @@
 #include "mithril/error.hpp"
 #include "mithril/torch_object.hpp"
 #include "storage/url.hpp"
+#include "util/fresh_memory.hpp"
 #include "util/mapped_file.hpp"
 #include "util/sparse_buffer.hpp"
 
@@ -79,11 +80,15 @@ struct TorchObjectReader::Impl {
 
   void open_mcp(const ReaderOptions& options);
   void read_object();
-  void decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out) const;
+  // fresh: out lies in a destination never touched yet (a storage just
+  // allocated), whose pages are mapped a piece at a time just before they
+  // are written (util/fresh_memory.hpp).
+  void decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out,
+                    util::FreshMemory* fresh = nullptr) const;
 };
 
-void TorchObjectReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk,
-                                           util::MutableByteSpan out) const {
+void TorchObjectReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::size_t chunk, util::MutableByteSpan out,
+                                           util::FreshMemory* fresh) const {
   const auto& index = mcp->index();
   const auto& r = index.chunks[chunk];
   util::ByteSpan base_bytes;
@@ -93,8 +98,10 @@ void TorchObjectReader::Impl::decode_chunk(codec::ChunkDecoder& decoder, std::si
     base_bytes = base->chunk_base(index.segments[r.segment], r);
   }
   util::ByteVector scratch;
+  codec::ChunkDecoder::Hooks hooks;
+  if (fresh) hooks.prepare = [fresh](util::MutableByteSpan piece) { fresh->prefault(piece.data(), piece.size()); };
   decoder.decode(mcp->payload(chunk, scratch), r, out, base_bytes,
-                 path.string() + ": " + container::describe_chunk(index, chunk));
+                 path.string() + ": " + container::describe_chunk(index, chunk), &hooks);
 }
 
 void TorchObjectReader::Impl::open_mcp(const ReaderOptions& options) {
@@ -198,8 +205,12 @@ void TorchObjectReader::read_storages(std::span<const Target> targets, const Pro
     bool chunk;
     std::uint64_t source;  // chunk number, or source offset
     util::MutableByteSpan out;
+    util::FreshMemory* fresh = nullptr;  // out lies in a destination never touched yet
   };
   std::vector<Job> jobs;
+  // Storages just allocated (the torch.load drop-in's): mapped a piece at a
+  // time before they are written, not one page fault per 4 KiB.
+  std::vector<std::unique_ptr<util::FreshMemory>> fresh;
   std::uint64_t total = 0;
   for (const auto& t : targets) {
     if (t.storage >= im.storages.size())
@@ -213,9 +224,14 @@ void TorchObjectReader::read_storages(std::span<const Target> targets, const Pro
     if (const auto seg_index = im.segment[t.storage]; seg_index != k_no_segment) {
       const auto& index = im.mcp->index();
       const auto& seg = index.segments[static_cast<std::size_t>(seg_index)];
+      util::FreshMemory* fm = nullptr;
+      if (auto f = util::FreshMemory::if_untouched(t.out.data(), t.out.size(), codec::ChunkDecoder::k_prepare_piece)) {
+        fm = f.get();
+        fresh.push_back(std::move(f));
+      }
       for (std::uint32_t c = seg.first_chunk; c < seg.first_chunk + seg.chunk_count; ++c) {
         const auto& r = index.chunks[c];
-        jobs.push_back({true, c, t.out.subspan(r.source_offset - seg.offset, r.raw_size)});
+        jobs.push_back({true, c, t.out.subspan(r.source_offset - seg.offset, r.raw_size), fm});
       }
     } else {
       for (std::size_t off = 0; off < t.out.size(); off += k_copy_piece)
@@ -228,7 +244,7 @@ void TorchObjectReader::read_storages(std::span<const Target> targets, const Pro
   std::vector<codec::ChunkDecoder> decoders(checkpoint::loop_slots(im.threads));
   const auto run = [&](std::size_t j, std::size_t s) {
     const Job& job = jobs[j];
-    if (job.chunk) im.decode_chunk(decoders[s], job.source, job.out);
+    if (job.chunk) im.decode_chunk(decoders[s], job.source, job.out, job.fresh);
     else std::memcpy(job.out.data(), im.file.data() + job.source, job.out.size());
     if (progress) {
       const std::lock_guard lock(progress_mutex);

@@ -15,9 +15,9 @@
 
 namespace mithril::util {
 
-bool mapped_and_resident(const void* p, std::size_t n) noexcept {
+Residency residency(const void* p, std::size_t n) noexcept {
 #if defined(__linux__)
-  if (!p || n == 0) return false;
+  if (!p || n == 0) return {};
   static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   const std::uintptr_t begin = a & ~(page - 1);
@@ -31,20 +31,22 @@ bool mapped_and_resident(const void* p, std::size_t n) noexcept {
     try {
       large.resize(pages);
     } catch (...) {
-      return false;
+      return {};
     }
     v = large.data();
   }
-  if (::mincore(reinterpret_cast<void*>(begin), end - begin, v) != 0) return false;
-  for (std::size_t i = 0; i < pages; ++i)
-    if (!(v[i] & 1)) return false;
-  return true;
+  if (::mincore(reinterpret_cast<void*>(begin), end - begin, v) != 0) return {};
+  Residency r{true, pages, 0};
+  for (std::size_t i = 0; i < pages; ++i) r.resident += v[i] & 1;
+  return r;
 #else
   (void)p;
   (void)n;
-  return false;
+  return {};
 #endif
 }
+
+bool mapped_and_resident(const void* p, std::size_t n) noexcept { return residency(p, n).all(); }
 
 void copy_streaming(void* dst, const void* src, std::size_t n) noexcept {
   if (n == 0) return;  // dst and src may be null (an empty chunk)

@@ -18,10 +18,21 @@
 
 namespace mithril::util {
 
-// True when every page of [p, p + n) is mapped and resident (mincore), so a
-// write into it faults nothing. False where that cannot be told (not Linux,
-// mincore failed) or for n == 0. One system call; meant for spans of at least
-// a few hundred KiB.
+// How many of the pages that [p, p + n) touches are mapped and resident
+// (mincore): all of them, and a write faults nothing; few, and the memory
+// was never written (a large allocation just made: only the page holding
+// the allocator's header is). known is false where that cannot be told (not
+// Linux, mincore failed, n == 0). One system call; meant for spans of at
+// least a few hundred KiB.
+struct Residency {
+  bool known = false;
+  std::size_t pages = 0, resident = 0;
+  bool all() const noexcept { return known && resident == pages; }
+  // At most 1/64 of the pages resident.
+  bool mostly_untouched() const noexcept { return known && resident * 64 <= pages; }
+};
+Residency residency(const void* p, std::size_t n) noexcept;
+// residency(p, n).all().
 bool mapped_and_resident(const void* p, std::size_t n) noexcept;
 
 // memcpy(dst, src, n) with non-temporal stores for the whole 16-byte blocks of

@@ -1,5 +1,7 @@
 #include "util/fresh_memory.hpp"
 
+#include "util/cold_memory.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -67,6 +69,11 @@ bool FreshMemory::huge_pages_on() noexcept {
 #else
   return false;
 #endif
+}
+
+std::unique_ptr<FreshMemory> FreshMemory::if_untouched(void* data, std::size_t size, std::size_t min_bytes) {
+  if (size < min_bytes || !residency(data, size).mostly_untouched()) return nullptr;
+  return std::make_unique<FreshMemory>(data, size);
 }
 
 FreshMemory::FreshMemory(void* data, std::size_t size) noexcept {

@@ -50,6 +50,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 namespace mithril::util {
 
@@ -124,6 +125,13 @@ class FreshMemory {
 
   // Whether fresh buffers get huge pages in this process now.
   static bool huge_pages_on() noexcept;
+
+  // A FreshMemory for a caller's destination that looks newly allocated —
+  // at least min_bytes, at most 1/64 of its pages resident (a large
+  // allocation just made has the page of the allocator's header only:
+  // util::residency) — and nullptr for anything else (memory that holds
+  // data, or that cannot be told).
+  static std::unique_ptr<FreshMemory> if_untouched(void* data, std::size_t size, std::size_t min_bytes);
 
  private:
   bool m_huge = false;

@@ -1,7 +1,9 @@
 // compress_tensors() and CheckpointReader, checked against the independent
 // file path: write_safetensors() + compress_file() / decompress_file().
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -12,6 +14,7 @@
 #include "mithril/error.hpp"
 #include "mithril/tensors.hpp"
 #include "test_helpers.hpp"
+#include "util/cold_memory.hpp"
 
 namespace mithril {
 namespace {
@@ -212,6 +215,41 @@ TEST(Tensors, ReadAllWithDigestAndRefusesPartialDigest) {
   }
   targets.pop_back();
   EXPECT_EQ(code_of([&] { reader.read_tensors(targets, true); }), Errc::invalid_argument);
+}
+
+// Tensors read into memory just allocated (never touched, as mithril.load's
+// torch.empty) go through util::FreshMemory: their pages mapped a piece at a
+// time before they are written. The same bytes as into a buffer that holds
+// old data, at any thread count.
+TEST(Tensors, ReadIntoFreshMemoryIsTheSameBytes) {
+  TempDir dir;
+  std::vector<Owned> owned;
+  owned.push_back({"a", "F32", {1000, 700}, smooth_f32(700000, 0.25f)});  // 2.7 MB
+  owned.push_back({"b", "BF16", {300, 1000}, random_bytes(600000, 3)});
+  CompressOptions o;
+  o.chunk_size = 1 << 20;  // several chunks per tensor
+  compress_tensors(views_of(owned), {}, dir / "m.mcp", o);
+  for (unsigned threads : {1u, 3u}) {
+    CheckpointReader reader(dir / "m.mcp", {std::nullopt, threads});
+    std::size_t total = 0;
+    for (const auto& t : reader.tensors()) total += t.bytes + 64;
+    void* map = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(map, MAP_FAILED);
+    std::vector<CheckpointReader::Target> targets;
+    auto* at = static_cast<std::byte*>(map) + 64;  // past a header's worth, like malloc's blocks
+    for (std::size_t i = 0; i < reader.tensors().size(); ++i) {
+      targets.push_back({i, std::span<std::byte>(at, reader.tensors()[i].bytes)});
+      at += reader.tensors()[i].bytes + 64;
+    }
+    ASSERT_TRUE(util::residency(map, total).mostly_untouched());
+    reader.read_tensors(targets, true);
+    for (const auto& t : targets) {
+      const auto& name = reader.tensors()[t.tensor].name;
+      const auto& want = std::find_if(owned.begin(), owned.end(), [&](const Owned& x) { return x.name == name; })->bytes;
+      EXPECT_TRUE(std::equal(t.out.begin(), t.out.end(), want.begin(), want.end())) << name << " " << threads;
+    }
+    ::munmap(map, total);
+  }
 }
 
 TEST(Tensors, DeltaAgainstBaseNeedsThatBase) {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -21,6 +22,33 @@ TEST(ColdMemory, ResidencyFollowsTheFirstWrite) {
   std::memset(b + n / 2, 2, n / 2);
   EXPECT_TRUE(mithril::util::mapped_and_resident(b, n));
   EXPECT_FALSE(mithril::util::mapped_and_resident(b, 0));
+  ::munmap(p, n);
+}
+
+// residency() counts the resident pages: an allocation just made has at most
+// its first page (the allocator's header) resident, "mostly untouched".
+TEST(ColdMemory, ResidencyCountsResidentPages) {
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t n = 256 * page;
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  auto* b = static_cast<std::byte*>(p);
+  auto r = mithril::util::residency(b + 64, n - 64);  // from inside the first page, like a malloc'd block
+  EXPECT_TRUE(r.known);
+  EXPECT_EQ(r.pages, 256u);
+  EXPECT_EQ(r.resident, 0u);
+  EXPECT_TRUE(r.mostly_untouched());
+  EXPECT_FALSE(r.all());
+  b[0] = std::byte{1};  // the header's page
+  r = mithril::util::residency(b + 64, n - 64);
+  EXPECT_EQ(r.resident, 1u);
+  EXPECT_TRUE(r.mostly_untouched());
+  std::memset(b, 1, 5 * page);  // more than 1/64 of it
+  EXPECT_FALSE(mithril::util::residency(b, n).mostly_untouched());
+  std::memset(b, 1, n);
+  EXPECT_TRUE(mithril::util::residency(b, n).all());
+  EXPECT_FALSE(mithril::util::residency(b, 0).known);
+  EXPECT_FALSE(mithril::util::residency(b, 0).mostly_untouched());
   ::munmap(p, n);
 }
 

@@ -151,6 +151,21 @@ TEST(FreshMemory, ConcurrentPiecesHoldWhatWasWritten) {
   ::munmap(map, size);
 }
 
+// if_untouched: a FreshMemory for memory just mapped (at least min_bytes),
+// none for memory that holds data or is too small.
+TEST(FreshMemory, OnlyForUntouchedMemoryOfTheMinimumSize) {
+  const std::size_t size = 8 * k_mib;
+  void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  auto* bytes = static_cast<unsigned char*>(map);
+  EXPECT_NE(FreshMemory::if_untouched(bytes + 16, size - 16, k_mib), nullptr);
+  EXPECT_EQ(FreshMemory::if_untouched(bytes + 16, size - 16, size), nullptr);  // under the minimum
+  std::memset(bytes, 1, size / 2);
+  EXPECT_EQ(FreshMemory::if_untouched(bytes, size, k_mib), nullptr);
+  EXPECT_EQ(FreshMemory::if_untouched(nullptr, 0, 0), nullptr);
+  ::munmap(map, size);
+}
+
 long minor_faults() {
   rusage u{};
   ::getrusage(RUSAGE_THREAD, &u);
