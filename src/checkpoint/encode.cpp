@@ -206,12 +206,13 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
   const std::size_t in_flight = threads == 1 ? 1 : 4 * static_cast<std::size_t>(threads) + 8;
   // An encoder per item in flight, taken from the pool when the item starts
   // and given back once it is written: its payload stays in the encoder's
-  // buffer, untouched, until then (no copy). The pool hands out the encoder
-  // given back last, so only as many encoders grow chunk-sized buffers as
-  // items are coded or waiting at once (~3-5 on 2 threads), not one per slot:
-  // with an encoder per slot (16 on 2 threads), a one-shot `mithril compress`
-  // of a 48.7 MiB bf16 file touched 7,700 pages (zero-filled as they grew)
-  // against 2,400 on one thread, and spent 83 ms of CPU against 53.
+  // buffer, untouched, until then (no copy). The pool hands out the waiting
+  // encoder whose buffers best fit the chunk, so only as many encoders grow
+  // chunk-sized buffers as large chunks are coded or waiting at once, not
+  // one per slot: with an encoder per slot (16 on 2 threads) a one-shot
+  // `mithril compress` of a 48.7 MiB bf16 file took 8,300-8,500 page faults
+  // (buffers zero-filled as they grew) against 2,400 on one thread; now
+  // 5,100-5,600 (docs/benchmarks.md, session 43).
   struct Slot {
     std::unique_ptr<codec::ChunkEncoder> encoder;
     codec::EncodedChunk encoded;
