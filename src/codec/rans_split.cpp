@@ -212,22 +212,18 @@ detail::Kernel best_kernel() {
   return k;
 }
 
-PackFn pack_fn(detail::Kernel k) {
+// Kernel k's packing and merging.
+struct KernelFns {
+  PackFn pack;
+  MergeFn merge;
+};
+KernelFns kernel_fns(detail::Kernel k) {
 #ifdef MITHRIL_SPLIT_X86
-  if (k == detail::Kernel::avx512) return pack_avx512;
-  if (k == detail::Kernel::avx2) return pack_avx2;
+  if (k == detail::Kernel::avx512) return {pack_avx512, merge_avx512};
+  if (k == detail::Kernel::avx2) return {pack_avx2, merge_avx2};
 #endif
   (void)k;
-  return pack_scalar;
-}
-
-MergeFn merge_fn(detail::Kernel k) {
-#ifdef MITHRIL_SPLIT_X86
-  if (k == detail::Kernel::avx512) return merge_avx512;
-  if (k == detail::Kernel::avx2) return merge_avx2;
-#endif
-  (void)k;
-  return merge_scalar;
+  return {pack_scalar, merge_scalar};
 }
 
 // The high values of bytes [pos, pos + m), in io, merged with their low
@@ -316,7 +312,7 @@ std::optional<std::size_t> Encoder::encode(util::ByteSpan in, const Histogram& h
   o[1] = static_cast<u8>(low);
   util::store_le<u32>(out.data() + 2, static_cast<u32>(*coded));
   u8* words = o + k_head + *coded;
-  const PackFn pack = pack_fn(m_kernel);
+  const PackFn pack = kernel_fns(m_kernel).pack;
   const std::size_t whole = n / k_group;
   pack(src, whole, low, words);
   if (n % k_group != 0) {
@@ -332,13 +328,13 @@ struct PieceDecoder::State {
   const u8* bits = nullptr;
   unsigned low = 0;
   std::size_t n = 0, pos = 0;
-  MergeFn merge = merge_fn(best_kernel());
+  MergeFn merge = kernel_fns(best_kernel()).merge;
   bool started = false;
 };
 
 PieceDecoder::PieceDecoder() : m_state(std::make_unique<State>()) {}
 PieceDecoder::PieceDecoder(detail::Kernel k) : m_state(std::make_unique<State>()) {
-  m_state->merge = merge_fn(usable(k));
+  m_state->merge = kernel_fns(usable(k)).merge;
   if (k == detail::Kernel::scalar) m_state->high = rans_pairs::PieceDecoder(rans_pairs::detail::Kernel::scalar);
 }
 PieceDecoder::~PieceDecoder() = default;
