@@ -100,6 +100,14 @@ inline void expect_cut_or_longer_corrupt(void (*decode)(util::ByteSpan, util::Mu
   EXPECT_EQ(decode_error(decode, longer, n), "corrupt");
 }
 
+// `block` decoded into a plane of the wrong size (`larger` > n, and n - 1),
+// or of fewer than 2 bytes, is corrupt.
+inline void expect_wrong_sizes_corrupt(void (*decode)(util::ByteSpan, util::MutableByteSpan),
+                                       const util::ByteVector& block, std::size_t n, std::size_t larger) {
+  for (std::size_t wrong : {n - 1, larger, std::size_t{1}, std::size_t{0}})
+    EXPECT_EQ(decode_error(decode, block, wrong), "corrupt") << wrong;
+}
+
 // `trials` random one-byte damages of `block`: each is corrupt or decodes
 // (where the damage hits a value that is stored or mapped), never anything else.
 inline void expect_damage_corrupt_or_decoded(void (*decode)(util::ByteSpan, util::MutableByteSpan),
