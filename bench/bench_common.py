@@ -401,7 +401,17 @@ def mithril_status(mithril: Path) -> dict:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (as `mithril::cpu_model()` reads it)."""
+    """The CPU as `mithril --version -v` describes it: the model name, then (x86-64)
+    its microarchitecture where known, CPUID family and model, and AVX-512 / AVX2 /
+    SSE2 — "AMD EPYC (Zen 4: family 25, model 17; AVX-512)" — since a VM's model
+    name alone may not tell an AVX2-only Zen 3 from a Zen 4. Without the mithril
+    module: the model name from /proc/cpuinfo."""
+    try:
+        from mithril import _core
+
+        return _core.cpu_model()
+    except ImportError:
+        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

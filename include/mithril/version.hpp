@@ -28,9 +28,13 @@ struct Kernels {
 };
 Kernels kernels();
 
-// The CPU's model name as /proc/cpuinfo gives it ("AMD EPYC", "Intel(R)
-// Xeon(R) Platinum 8481C CPU @ 2.70GHz"), "unknown CPU" where it has none:
-// for benchmark output, beside kernels().
+// The CPU, for benchmark output beside kernels(): its model name as
+// /proc/cpuinfo gives it, then (x86-64) its microarchitecture where known,
+// CPUID family and model, and the widest vector instruction set it has —
+// "AMD EPYC (Zen 4: family 25, model 17; AVX-512)", "Intel(R) Xeon(R)
+// Platinum 8481C CPU @ 2.70GHz (Sapphire Rapids: family 6, model 143;
+// AVX-512)" — since a virtual machine's model name alone may not tell an
+// AVX2-only Zen 3 from a Zen 4 (util/cpu_info.hpp).
 std::string cpu_model();
 
 // MITHRIL_ISA as this process reads it (once): `level` is the cap

@@ -56,6 +56,7 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
   m.def("isa_cap_rejected", [] { return isa_cap().rejected; });
+  m.def("cpu_model", [] { return cpu_model(); });
   bind_checkpoint(m);
   bind_cache(m);
   bind_series(m);

@@ -1,13 +1,12 @@
 #include "mithril/version.hpp"
 
-#include <fstream>
-
 #include "codec/byte_group.hpp"
 #include "codec/rans.hpp"
 #include "codec/rans_pairs.hpp"
 #include "codec/rans_split.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
+#include "util/cpu_info.hpp"
 #include "util/interrupt.hpp"
 #include "util/simd_level.hpp"
 #include "util/xxh3.hpp"
@@ -23,18 +22,7 @@ Kernels kernels() {
           std::string(codec::rans_pairs::expand_kernel_name()), std::string(codec::rans_split::merge_kernel_name())};
 }
 
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) {
-      const std::size_t colon = line.find(':');
-      if (colon == std::string::npos) continue;
-      std::string m = line.substr(colon + 1);
-      m.erase(0, m.find_first_not_of(" \t"));
-      if (!m.empty()) return m;
-    }
-  return "unknown CPU";
-}
+std::string cpu_model() { return util::cpu_description(); }
 
 IsaCap isa_cap() {
   IsaCap c;

@@ -35,7 +35,7 @@ void reraise_deferred_signal() {
 }
 
 // `mithril --version -v` (the flag may come before or after --version, which
-// CLI11 handles while parsing): also the kernels this CPU runs.
+// CLI11 handles while parsing): also the kernels this CPU runs, and the CPU.
 std::string version_text(int argc, char** argv) {
   std::string text = std::string("mithril ") + mithril::version();
   bool verbose = false;
@@ -52,6 +52,7 @@ std::string version_text(int argc, char** argv) {
     text += fmt::format("\npairs: {}, two bytes a rANS symbol (exponent planes); split: {}, low bits stored (fp16 high bytes, levels 1-2)",
                         k.pairs, k.split);
     text += "\nhuffman: portable, 6 streams, up to 6 symbols a lookup (levels 1-2)";
+    text += "\ncpu: " + mithril::cpu_model();
   }
   return text;
 }

@@ -52,6 +52,22 @@ def test_kernels_match_the_cli():
     split = re.search(r"; split: (\w+),", r.stdout)
     assert split and split.group(1) == k["split"], r.stdout
     assert k["isa_cap"] == ""
+    # And the CPU they were chosen for, described alike (bench output prints it).
+    cpu = re.search(r"^cpu: (.+)$", r.stdout, re.M)
+    assert cpu and cpu.group(1) == mithril._core.cpu_model(), r.stdout
+
+
+def test_cpu_model_names_the_cpu_kind():
+    d = mithril._core.cpu_model()
+    with open("/proc/cpuinfo") as f:
+        fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    assert d.startswith(fields.get("model name", ""))
+    if "cpu family" in fields:  # x86-64: CPUID's family and model, as Linux decodes them
+        assert re.search(rf"family {fields['cpu family']}, model {fields['model']}; (AVX-512|AVX2|SSE2)\)$", d), d
+        # MITHRIL_ISA caps the kernels, not the description of the CPU.
+        r = in_fresh_python("import mithril; print(mithril._core.cpu_model())", "scalar")
+        assert r.returncode == 0 and r.stdout.strip() == d, r
 
 
 def test_isa_cap_caps_every_kernel():
