@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
 import sys
 import time
 from pathlib import Path
@@ -49,38 +48,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bandwidth import measure_bandwidth, mithril_kernels  # noqa: E402
 from bench_common import (DEFAULT_MITHRIL, MIB, REPO, cpu_count, dominant_float_dtype, machine_description,  # noqa: E402
-                          md_table, median, mithril_status, read_layout, write_report)
+                          md_table, median, minor_faults, mithril_status, read_layout, trim_heap, write_report)
 from bench_inputs import pick_inputs  # noqa: E402
 
 ZIPNN_DTYPE = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
-
-
-def _load_malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def trim_heap() -> None:
-    """Hands the free heap memory back to the kernel (glibc malloc_trim) just
-    before a timed decompress or copy, for every method alike: otherwise a
-    block the run before freed (a compress input, a copy) may be reused for
-    one tool's output and not the other's, and small outputs are mostly page
-    faults on this VM (a 3 MB LoRA file: ~740 faults, about half the time of
-    a decompress). Each output then starts unmapped; the faults are counted."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-def minor_faults() -> int:
-    """Minor page faults of this process so far (a fresh output's pages)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def run_zipnn(data: bytes, dtype: str, threads: int) -> dict:
