@@ -143,7 +143,7 @@ TEST_P(Blake3Kernel, GatheredChunksAgreeWithPortable) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKernels, Blake3Kernel, ::testing::Values("avx2", "avx512"),
-                         [](const auto& info) { return std::string(info.param); });
+                         [](const auto& p) { return std::string(p.param); });
 
 TEST(Blake3, FinalizeDoesNotConsumeState) {
   auto in = vector_input(3000);
