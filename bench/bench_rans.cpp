@@ -1,6 +1,7 @@
 // bench_rans — single-thread rANS encode/decode throughput and ratio, for
-// every kernel this CPU has (scalar, avx2, avx512, avx2x; the others are skipped),
-// of the Huffman coder (kernel:4, codec/huff.hpp) and of rANS in pairs
+// every kernel this CPU has (scalar, avx2, avx512, avx2x and avx512x as
+// kernel:0-3 and 7; the others are skipped), of the Huffman coder (kernel:4,
+// codec/huff.hpp) and of rANS in pairs
 // (kernel:5, codec/rans_pairs.hpp: two bytes a symbol, the default level's
 // coding of exponent planes) and of pairs-or-split (kernel:6,
 // codec/rans_split.hpp: high bits in pairs, low bits stored, levels 1-2's
@@ -155,6 +156,12 @@ constexpr std::int64_t k_pairs = 5;
 // in pairs, low bits stored: codec/rans_split.hpp, plane codec 6) where
 // low_bits_for finds a split, as levels 1-2 do with an fp16 high byte.
 constexpr std::int64_t k_split = 6;
+// Kernel 7: the rANS kernel avx512x (added after the coders above had their
+// numbers); 0-3 are rans::detail::Kernel's own values.
+constexpr std::int64_t k_avx512x = 7;
+codec::rans::detail::Kernel rans_kernel_of(std::int64_t kernel) {
+  return kernel == k_avx512x ? codec::rans::detail::Kernel::avx512x : static_cast<codec::rans::detail::Kernel>(kernel);
+}
 
 enum class Coder { rans, huffman, pairs, split };
 Coder coder_of(std::int64_t kernel) {
@@ -165,8 +172,8 @@ Coder coder_of(std::int64_t kernel) {
 }
 enum class Block : std::uint8_t { rans, pairs, split };
 
-bool kernel_missing(benchmark::State& st, codec::rans::detail::Kernel k) {
-  if (coder_of(static_cast<std::int64_t>(k)) != Coder::rans || codec::rans::detail::kernel_available(k)) return false;
+bool kernel_missing(benchmark::State& st, std::int64_t kernel) {
+  if (coder_of(kernel) != Coder::rans || codec::rans::detail::kernel_available(rans_kernel_of(kernel))) return false;
   st.SkipWithError("kernel not available on this CPU");
   return true;
 }
@@ -217,8 +224,8 @@ void set_counters(benchmark::State& st, const ByteVector& src, const Encoded& e)
 void BM_encode(benchmark::State& st) {
   const ByteVector& src = plane(static_cast<int>(st.range(0)));
   const std::size_t block = static_cast<std::size_t>(st.range(1));
-  const auto kernel = static_cast<codec::rans::detail::Kernel>(st.range(2));
-  if (plane_missing(st, src) || kernel_missing(st, kernel)) return;
+  const auto kernel = rans_kernel_of(st.range(2));
+  if (plane_missing(st, src) || kernel_missing(st, st.range(2))) return;
   std::vector<Histogram> hists;
   for (std::size_t off = 0; off < src.size(); off += block)
     hists.push_back(hist_of(util::ByteSpan(src.data() + off, std::min(block, src.size() - off))));
@@ -246,8 +253,8 @@ void BM_encode(benchmark::State& st) {
 void BM_decode(benchmark::State& st) {
   const ByteVector& src = plane(static_cast<int>(st.range(0)));
   const std::size_t block = static_cast<std::size_t>(st.range(1));
-  const auto kernel = static_cast<codec::rans::detail::Kernel>(st.range(2));
-  if (plane_missing(st, src) || kernel_missing(st, kernel)) return;
+  const auto kernel = rans_kernel_of(st.range(2));
+  if (plane_missing(st, src) || kernel_missing(st, st.range(2))) return;
   const Coder coder = coder_of(st.range(2));
   const Encoded e = encode_all(src, block, coder);
   ByteVector out(src.size());
@@ -275,13 +282,13 @@ void BM_decode(benchmark::State& st) {
   set_counters(st, src, e);
 }
 
-// kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x (rANS), 4 = Huffman,
-// 5 = rANS in pairs, 6 = pairs or split
+// kernel: 0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x, 7 = avx512x (rANS),
+// 4 = Huffman, 5 = rANS in pairs, 6 = pairs or split
 void kernel_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"plane", "block", "kernel"});
   for (int kind : {0, 1, 2, 3, 4})
     for (std::int64_t block : {std::int64_t{1} << 20, std::int64_t{k_plane}})
-      for (int kernel : {0, 1, 2, 3, 4, 5, 6}) b->Args({kind, block, kernel});
+      for (int kernel : {0, 1, 2, 3, 7, 4, 5, 6}) b->Args({kind, block, kernel});
   b->Unit(benchmark::kMillisecond);
 }
 
@@ -327,7 +334,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("cpu_model", mithril::cpu_model());
   benchmark::AddCustomContext("rans_kernels", "encode " + std::string(names.encode) + ", decode " +
                                                   std::string(names.decode) +
-                                                  " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x; 4 = Huffman, levels 1-2;"
+                                                  " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x, 7 = avx512x; 4 = Huffman, levels 1-2;"
                                                   " 5 = pairs, expanded by " +
                                                   codec::rans_pairs::expand_kernel_name() +
                                                   "; 6 = pairs or split, merged by " +

@@ -47,12 +47,13 @@ std::optional<std::size_t> encode_lanes(util::ByteSpan in, const Histogram& hist
 // reads or writes out of bounds, whatever the input.
 void decode(util::ByteSpan block, util::MutableByteSpan out);
 
-// The kernels in use, e.g. {"avx512", "avx512"}: "scalar", "avx2", "avx2x"
-// or "avx512". Every kernel reads and writes exactly the same bytes; they differ
-// only in speed. Chosen once per process: MITHRIL_RANS_KERNEL=scalar|avx2|avx2x|avx512
-// forces one (falling back to the best available one when this CPU lacks it),
-// otherwise a short measurement at first use picks the fastest available one
-// for each direction (AVX2 gathers are slow on AMD cores, fast on Intel).
+// The kernels in use, e.g. {"avx512", "avx512"}: "scalar", "avx2", "avx2x",
+// "avx512" or "avx512x". Every kernel reads and writes exactly the same bytes;
+// they differ only in speed. Chosen once per process:
+// MITHRIL_RANS_KERNEL=scalar|avx2|avx2x|avx512|avx512x forces one (falling
+// back to the best available one when this CPU lacks it), otherwise a short
+// measurement at first use picks the fastest available one for each direction
+// (AVX2 and AVX-512 gathers are slow on AMD cores, fast on Intel).
 struct KernelNames {
   std::string_view encode;
   std::string_view decode;
@@ -62,9 +63,12 @@ KernelNames kernel_names();
 namespace detail {
 // avx2x is avx2 with the decoder's table gathers replaced by scalar loads and
 // the encoder's by lookups in registers where the block's symbols span at most
-// 32 byte values (AVX2 gathers are slow on AMD Zen).
-enum class Kernel : std::uint8_t { scalar, avx2, avx512, avx2x };
-inline constexpr Kernel k_all_kernels[] = {Kernel::scalar, Kernel::avx2, Kernel::avx2x, Kernel::avx512};
+// 32 byte values (AVX2 gathers are slow on AMD Zen). avx512x is avx512 with
+// the decoder's gathers replaced by scalar loads (AMD Zen 4); its encoder is
+// avx512's.
+enum class Kernel : std::uint8_t { scalar, avx2, avx512, avx2x, avx512x };
+inline constexpr Kernel k_all_kernels[] = {Kernel::scalar, Kernel::avx2, Kernel::avx2x, Kernel::avx512,
+                                           Kernel::avx512x};
 std::string_view kernel_name(Kernel k);
 // For tests and benchmarks: whether `k` can run here, and encode()/decode()
 // forced to use it (they fall back to scalar when it cannot).

@@ -142,6 +142,7 @@ void build_decoder(const Freqs& freq, unsigned scale, DecTables& t) {
 
 EncodeRoundsFn encode_rounds(Kernel k, unsigned lanes_log2) {
 #if defined(__x86_64__) && defined(__GNUC__)
+  if (k == Kernel::avx512x) k = Kernel::avx512;  // the same encoder
   if (k == Kernel::avx512)
     if (auto fn = encode_rounds_avx512(lanes_log2)) return fn;
   if (k == Kernel::avx2x)
@@ -161,6 +162,10 @@ DecodeRoundsFn decode_rounds(Kernel k, unsigned lanes_log2, bool packed) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (k == Kernel::avx512)
     if (auto fn = decode_rounds_avx512(lanes_log2, packed)) return fn;
+  if (k == Kernel::avx512x) {
+    if (auto fn = decode_rounds_avx512x(lanes_log2, packed)) return fn;
+    k = Kernel::avx2x;  // 8 lanes: AVX2's registers, the same loads
+  }
   if (k == Kernel::avx2x)
     if (auto fn = decode_rounds_avx2x(lanes_log2, packed)) return fn;
   if (k == Kernel::avx512 || k == Kernel::avx2)

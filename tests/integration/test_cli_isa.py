@@ -11,7 +11,7 @@ from mcp_layout import read_layout
 import torch
 from safetensors.torch import save_file
 
-LEVELS = {"portable": 0, "scalar": 0, "sse2": 1, "avx2": 2, "avx2x": 2, "avx512": 3}
+LEVELS = {"portable": 0, "scalar": 0, "sse2": 1, "avx2": 2, "avx2x": 2, "avx512": 3, "avx512x": 3}
 CAPS = ("avx512", "avx2", "sse2", "scalar")
 
 

@@ -6,7 +6,7 @@ import re
 import torch
 from safetensors.torch import save_file
 
-KERNELS = ("scalar", "avx2", "avx2x", "avx512")
+KERNELS = ("scalar", "avx2", "avx2x", "avx512", "avx512x")
 
 
 def kernels_line(mithril):

@@ -12,7 +12,7 @@ import mithril
 
 ROOT = Path(__file__).resolve().parents[2]
 MITHRIL_BIN = Path(os.environ.get("MITHRIL_BIN", ROOT / "build" / "mithril"))
-LEVELS = {"portable": 0, "scalar": 0, "sse2": 1, "avx2": 2, "avx2x": 2, "avx512": 3}
+LEVELS = {"portable": 0, "scalar": 0, "sse2": 1, "avx2": 2, "avx2x": 2, "avx512": 3, "avx512x": 3}
 KEYS = ("rans_encode", "rans_decode", "byte_grouping", "blake3", "xxh3", "pairs", "split")
 
 
