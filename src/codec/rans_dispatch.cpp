@@ -3,8 +3,8 @@
 // Vendor rules age badly (AVX2 gathers are slow on AMD Zen 1-3 and fast on
 // Intel, Zen 4 gathers are in between, AVX-512 may be split into two 256-bit
 // halves; hence two AVX2 decoders, avx2 with gathers and avx2x with scalar
-// loads, and two AVX2 encoders, likewise), so unless MITHRIL_RANS_KERNEL
-// forces one, the first encode (or decode) times every available encoder (or
+// loads, two AVX-512 ones likewise, avx512 and avx512x, and two AVX2
+// encoders), so unless MITHRIL_RANS_KERNEL forces one, the first encode (or decode) times every available encoder (or
 // decoder) and keeps the fastest (thread CPU time, best of 6, the kernels
 // taking turns), once per process; a process that only decodes never times
 // the encoders. Only the kernels' rounds are timed, on a synthetic bf16

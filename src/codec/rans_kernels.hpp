@@ -15,9 +15,8 @@
 // instantiated by rans_avx2.cpp, rans_avx2x.cpp, rans_avx2_decode.cpp and
 // rans_avx2x_decode.cpp, each with its own tuning; AVX-512's in
 // rans_avx512.cpp and, the decoder by scalar loads, rans_avx512x_decode.cpp)
-// built with function
-// target attributes, never -march, and is called only when the CPU has it
-// (kernel_available).
+// built with function target attributes, never -march, and is called only
+// when the CPU has it (kernel_available).
 #pragma once
 
 #include <array>
