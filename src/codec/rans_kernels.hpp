@@ -13,10 +13,9 @@
 // Each ISA lives in its own translation units (rans_<isa>.cpp; AVX2's
 // kernels as templates in rans_avx2_encode.hpp / rans_avx2_decode.hpp,
 // instantiated by rans_avx2.cpp, rans_avx2x.cpp, rans_avx2_decode.cpp and
-// rans_avx2x_decode.cpp, each with its own tuning; AVX-512's in
-// rans_avx512.cpp and, the decoder by scalar loads, rans_avx512x_decode.cpp)
-// built with function target attributes, never -march, and is called only
-// when the CPU has it (kernel_available).
+// rans_avx2x_decode.cpp, each with its own tuning; AVX-512's, avx512 and
+// avx512x, all in rans_avx512.cpp) built with function target attributes,
+// never -march, and is called only when the CPU has it (kernel_available).
 #pragma once
 
 #include <array>
