@@ -4,13 +4,13 @@
 // Intel, Zen 4 gathers are in between, AVX-512 may be split into two 256-bit
 // halves; hence two AVX2 decoders, avx2 with gathers and avx2x with scalar
 // loads, two AVX-512 ones likewise, avx512 and avx512x, and two AVX2
-// encoders), so unless MITHRIL_RANS_KERNEL forces one, the first encode (or decode) times every available encoder (or
-// decoder) and keeps the fastest (thread CPU time, best of 6, the kernels
-// taking turns), once per process; a process that only decodes never times
-// the encoders. Only the kernels' rounds are timed, on a synthetic bf16
-// exponent plane of 64 KiB, its second half as pair symbols (sample_plane),
-// with the tables built once (KernelBench): ~0.4-0.9
-// ms a direction on AMD Zen 3. Timing encode() and decode() whole, as before,
+// encoders), so unless MITHRIL_RANS_KERNEL forces one, the first encode (or
+// decode) times every available encoder (or decoder) and keeps the fastest
+// (thread CPU time, best of 6, the kernels taking turns), once per process;
+// a process that only decodes never times the encoders. Only the kernels'
+// rounds are timed, on a synthetic bf16 exponent plane of 64 KiB, its second
+// half as pair symbols (sample_plane), with the tables built once
+// (KernelBench): ~0.4-0.9 ms a direction on AMD Zen 3. Timing encode() and decode() whole, as before,
 // needed 256 KiB (the planner gives 64 lanes only from about that size) and
 // cost 2-4 ms a direction (`mithril --version -v`, both directions, `perf
 // stat -r 30`: 10.2-11.9 ms before, 6.4-7.7 after, 4.6-6.4 with
