@@ -211,16 +211,29 @@ Kernel measure(Direction dir) {
   // elsewhere on a shared machine then slows one try of each rather than
   // every try of one (timed one kernel after the other, a noisy AMD Zen 3
   // VM picked the gather encoder, 25% slower there, in one process of two).
-  // A kernel 25% ahead of every other after two turns has won (AMD Zen 3's
-  // gather and register-table encoders: 1.3-1.7x apart).
+  // After two turns a kernel 25% behind the fastest is out of the running
+  // (AMD Zen 3's gather and register-table encoders: 1.3-1.7x apart), and
+  // one left alone has won: on AMD Zen 4 the decoders' timing then takes
+  // avx512x and avx2x (24.5-24.8 us a turn) to six turns and drops avx512
+  // and avx2 (31-34 us), which had run all six (`mithril --version -v`,
+  // which times both directions, `perf stat -r 30-40`, session 45: 4.4 ms
+  // with all four decoders to the end, 3.9-4.2 pruned, 3.6-4.4 at the
+  // session's start with three decoders, 2.7-3.0 with MITHRIL_RANS_KERNEL
+  // set).
   std::vector<double> best(avail.size(), 1e30);
+  std::vector<bool> out(avail.size(), false);
   for (int rep = 0; rep < 6; ++rep) {
     if (rep >= 2) {
-      std::vector<double> sorted = best;
-      std::sort(sorted.begin(), sorted.end());
-      if (sorted[0] < 0.8 * sorted[1]) break;
+      const double fastest = *std::min_element(best.begin(), best.end());
+      std::size_t left = 0;
+      for (std::size_t i = 0; i < avail.size(); ++i) {
+        if (best[i] > 1.25 * fastest) out[i] = true;
+        left += !out[i];
+      }
+      if (left == 1) break;
     }
     for (std::size_t i = 0; i < avail.size(); ++i) {
+      if (out[i]) continue;
       const Kernel k = avail[i];
       const double t0 = thread_seconds();
       if (dir == Direction::encode)
