@@ -702,10 +702,38 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       // Each piecewise plane's next bytes go to its own part of m_pieces.
       const std::size_t room = k_hash_piece / width + 8;  // a piece's bytes of one plane, or the tail
       if (m_pieces.size() < width * room) m_pieces.resize(width * room);
+      // The first coded plane's decoding of a piece is cut in eighths, and
+      // before each an eighth of the next piece's stored (and zstd) planes is
+      // prefetched: those are then in cache when the next piece is
+      // ungrouped, instead of read from memory in one burst of misses, while
+      // the decoder's arithmetic hides the memory's latency. Measured (AMD
+      // Zen 4, one thread, bench_pipeline): decompression 5-10% faster for
+      // fp16, bf16, fp32 and AdamW state, into a reused buffer or new memory,
+      // and under MITHRIL_ISA=avx2; the whole piece prefetched at once gained
+      // half of that (the prefetches queued behind each other), and fp32 lost
+      // with prefetcht0 (util::prefetch).
+      unsigned first_coded = width;
+      for (unsigned k = 0; k < width && first_coded == width; ++k)
+        if (piecewise[k] != PlaneCodec::stored) first_coded = k;
+      const bool fetch_ahead = first_coded < width && std::any_of(piecewise.begin(), piecewise.begin() + width,
+                                                                   [](PlaneCodec c) { return c == PlaneCodec::stored; });
       auto plane = [&](unsigned k, std::size_t e, std::size_t n) -> util::ByteSpan {
         if (piecewise[k] == PlaneCodec::stored) return planes[k].subspan(e, n);
         const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
-        in_plane(k, [&] { m_coders.next(piecewise[k], k, buf); });
+        in_plane(k, [&] {
+          if (k != first_coded || !fetch_ahead) return m_coders.next(piecewise[k], k, buf);
+          constexpr std::size_t k_parts = 8;
+          const std::size_t part = std::max<std::size_t>(64, (n / k_parts + 63) / 64 * 64);
+          for (std::size_t a = 0; a < n; a += part) {
+            const std::size_t len = std::min(part, n - a);
+            for (unsigned s = 0; s < width; ++s) {
+              if (piecewise[s] != PlaneCodec::stored) continue;
+              const std::size_t from = std::min(e + n + a, planes[s].size());
+              util::prefetch(planes[s].data() + from, std::min(len, planes[s].size() - from));
+            }
+            m_coders.next(piecewise[k], k, buf.subspan(a, len));
+          }
+        });
         return buf;
       };
       m_checksum.reset();

@@ -74,6 +74,14 @@ void copy_streaming(void* dst, const void* src, std::size_t n) noexcept {
 #endif
 }
 
+void prefetch(const void* p, std::size_t n) noexcept {
+  if (n == 0) return;
+  const auto* b = static_cast<const char*>(p);
+  const auto first = reinterpret_cast<std::uintptr_t>(b) & ~std::uintptr_t{63};
+  const auto last = reinterpret_cast<std::uintptr_t>(b + n - 1) & ~std::uintptr_t{63};
+  for (std::uintptr_t a = first; a <= last; a += 64) __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 1);
+}
+
 void stream_fence() noexcept {
 #if defined(__SSE2__)
   _mm_sfence();

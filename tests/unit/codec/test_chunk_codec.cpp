@@ -99,6 +99,26 @@ TEST(ChunkCodec, RoundTripAllWidthsAndSizes) {
   }
 }
 
+// Stored planes beside a coded one: the decoder cuts each piece's coded
+// plane in parts and prefetches the stored planes' next piece between them;
+// the last piece of these chunks is 1 to 1000 elements long (a piece is
+// 32 KiB of output), shorter than one part or not a whole number of them.
+TEST(ChunkCodec, StoredBesideCodedPlanesRoundTripWhateverTheLastPiece) {
+  ChunkEncoder enc(3);
+  for (std::size_t last : {1u, 5u, 7u, 8u, 63u, 64u, 65u, 1000u}) {
+    const auto bf16 = bf16_weights(2 * 16384 + last, last);
+    const auto f32 = scaled_fp32(2 * 8192 + last, last);
+    for (const auto& [raw, width] : {std::pair{&bf16, 2u}, std::pair{&f32, 4u}}) {
+      const auto codecs = codecs_of(enc.encode(*raw, ChunkKind{width, true, true}));
+      ASSERT_EQ(codecs.size(), width) << last;
+      EXPECT_NE(std::count(codecs.begin(), codecs.end(), PlaneCodec::stored), 0) << width << " " << last;
+      EXPECT_NE(std::count(codecs.begin(), codecs.end(), PlaneCodec::stored), static_cast<long>(width))
+          << width << " " << last;
+      EXPECT_EQ(roundtrip(enc, *raw, ChunkKind{width, true, true}), *raw) << width << " " << last;
+    }
+  }
+}
+
 TEST(ChunkCodec, Bf16WeightsShrinkAndRoundTrip) {
   ChunkEncoder enc(3);
   const auto raw = bf16_weights(1 << 18, 7);
