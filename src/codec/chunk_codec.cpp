@@ -707,7 +707,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       // prefetched: those are then in cache when the next piece is
       // ungrouped, instead of read from memory in one burst of misses, while
       // the decoder's arithmetic hides the memory's latency. Measured (AMD
-      // Zen 4, one thread, bench_pipeline): decompression 5-10% faster for
+      // Zen 4, one thread, bench_pipeline): decompression 4-10% faster for
       // fp16, bf16, fp32 and AdamW state, into a reused buffer or new memory,
       // and under MITHRIL_ISA=avx2; the whole piece prefetched at once gained
       // half of that (the prefetches queued behind each other), and fp32 lost

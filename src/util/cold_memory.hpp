@@ -42,14 +42,14 @@ bool mapped_and_resident(const void* p, std::size_t n) noexcept;
 void copy_streaming(void* dst, const void* src, std::size_t n) noexcept;
 void stream_fence() noexcept;
 
-// Asks for the cache lines of [p, p + n) to be brought into cache
-// (prefetcht2 hints, the weakest temporal one: prefetcht0 into L1 measured
-// slower for fp32, whose three stored planes crowd L1; hints never fault,
-// and the CPU may drop them). For bytes that will
-// be read in a burst a little later, while the core computes something else
-// now: the burst then finds them in cache instead of waiting on memory (the
-// hardware prefetchers restart at each 4 KiB page). A few KiB at a time:
-// each line holds a miss buffer until it arrives.
+// Asks for the cache lines of [p, p + n) to be brought into cache, for
+// bytes that will be read in a burst a little later while the core computes
+// something else now: the burst then finds them in cache instead of waiting
+// on memory (the hardware prefetchers start again at each 4 KiB page). A
+// few KiB at a time: each line holds a miss buffer until it arrives.
+// prefetcht2 hints, the weakest temporal one (prefetcht0, into L1, measured
+// slower for fp32, whose three stored planes crowd L1). Hints never fault,
+// and the CPU may drop them.
 void prefetch(const void* p, std::size_t n) noexcept;
 
 }  // namespace mithril::util
