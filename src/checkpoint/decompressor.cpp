@@ -66,7 +66,7 @@ DecompressResult decompress_reader(const container::Reader& reader, const Output
                          options.sync ? util::Durability::sync : util::Durability::none);
     // Workers write each chunk at its source offset (the index's segments
     // cover the source exactly, checked when it was read).
-    out.truncate(reader.index().source.size);
+    out.reserve(reader.index().source.size);
     checkpoint::DecodeTarget to_file;
     to_file.consume = [&](std::size_t c, util::ByteSpan raw) {
       out.write_at(reader.index().chunks[c].source_offset, raw);

@@ -4,6 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#if defined(__linux__)
+#include <sys/statfs.h>
+#include <sys/vfs.h>
+#endif
 #include <unistd.h>
 
 #include <array>
@@ -11,6 +15,8 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+
+#include <fmt/format.h>
 
 #include "mithril/error.hpp"
 #include "util/stale_temporaries.hpp"
@@ -106,7 +112,25 @@ void AtomicFile::written(std::size_t bytes) noexcept {
 #endif
 }
 
-void AtomicFile::truncate(std::uint64_t size) {
+void AtomicFile::reserve(std::uint64_t size) {
+#if defined(__linux__)
+  constexpr decltype(statfs::f_type) k_ext4 = 0xEF53, k_xfs = 0x58465342;  // <linux/magic.h>
+  struct statfs fs {};
+  if (size > 0 && ::fstatfs(m_fd.get(), &fs) == 0 && (fs.f_type == k_ext4 || fs.f_type == k_xfs)) {
+    int rc;
+    do {
+      rc = ::fallocate(m_fd.get(), 0, 0, static_cast<off_t>(size));
+    } while (rc != 0 && errno == EINTR);
+    if (rc == 0) {
+      m_size = size;
+      return;
+    }
+    if (errno == ENOSPC || errno == EDQUOT)
+      throw Error(Errc::io, fmt::format("{}: no room for its {} bytes: {}", m_destination.string(), size,
+                                        std::strerror(errno)));
+    // Anything else (not supported here after all): resized only, below.
+  }
+#endif
   if (::ftruncate(m_fd.get(), static_cast<off_t>(size)) != 0) throw_errno(m_temporary, "cannot resize");
   m_size = size;
 }

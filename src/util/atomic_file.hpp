@@ -40,8 +40,14 @@ class AtomicFile {
   // Writes at an absolute offset (parallel writers, disjoint ranges).
   void write_at(std::uint64_t offset, ByteSpan data);
   std::uint64_t size() const noexcept { return m_size; }
-  // Sets the final size (e.g. before parallel write_at calls).
-  void truncate(std::uint64_t size);
+  // Sets the final size before parallel write_at calls. On ext4 and XFS the
+  // blocks are allocated now (fallocate): a disk without room for the file
+  // fails here, with Error(io) naming the destination, before any work is
+  // done, and the writes then skip delayed allocation's per-page accounting
+  // (measured on ext4, Linux 6.18: 48 MiB in 256 KiB pwrites into a new file
+  // at 6.0-6.7 GB/s against 4.1-4.7 after ftruncate). Elsewhere (tmpfs, where
+  // allocating first measured 9% slower; btrfs; ...) the file is only resized.
+  void reserve(std::uint64_t size);
 
   // fsync (Durability::sync) + rename into place. Throws Error(exists) if, with
   // Overwrite::refuse, the destination appeared meanwhile.
