@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 #if defined(__linux__)
 #include <sys/statfs.h>
-#include <sys/vfs.h>
 #endif
 #include <unistd.h>
 
