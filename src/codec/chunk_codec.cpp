@@ -712,16 +712,17 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       // and under MITHRIL_ISA=avx2; the whole piece prefetched at once gained
       // half of that (the prefetches queued behind each other), and fp32 lost
       // with prefetcht0 (util::prefetch).
-      unsigned first_coded = width;
-      for (unsigned k = 0; k < width && first_coded == width; ++k)
-        if (piecewise[k] != PlaneCodec::stored) first_coded = k;
-      const bool fetch_ahead = first_coded < width && std::any_of(piecewise.begin(), piecewise.begin() + width,
-                                                                   [](PlaneCodec c) { return c == PlaneCodec::stored; });
+      // That plane, or width where no stored plane lies beside a coded one.
+      const std::span<const PlaneCodec> codecs(piecewise.data(), width);
+      const auto first_coded = std::ranges::find_if(codecs, [](PlaneCodec c) { return c != PlaneCodec::stored; });
+      const auto fetching = std::ranges::find(codecs, PlaneCodec::stored) == codecs.end()
+                                ? width
+                                : static_cast<unsigned>(first_coded - codecs.begin());
       auto plane = [&](unsigned k, std::size_t e, std::size_t n) -> util::ByteSpan {
         if (piecewise[k] == PlaneCodec::stored) return planes[k].subspan(e, n);
         const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
         in_plane(k, [&] {
-          if (k != first_coded || !fetch_ahead) return m_coders.next(piecewise[k], k, buf);
+          if (k != fetching) return m_coders.next(piecewise[k], k, buf);
           constexpr std::size_t k_parts = 8;
           const std::size_t part = std::max<std::size_t>(64, (n / k_parts + 63) / 64 * 64);
           for (std::size_t a = 0; a < n; a += part) {
