@@ -11,7 +11,8 @@ const char* version() noexcept;
 // The SIMD kernels this process runs, by the names `mithril --version -v`
 // prints ("avx512", "avx2", "avx2x", "sse2", "scalar", "portable"). Each is
 // chosen once per process, at its first use, from what the CPU has, capped by
-// MITHRIL_ISA; the rANS kernels by timing them (a few ms, on the first call).
+// MITHRIL_ISA; the rANS kernels by timing them (about 1 ms a direction, on the
+// first call), once per build and CPU: later processes read the choice back.
 struct Kernels {
   std::string rans_encode;
   std::string rans_decode;
@@ -25,6 +26,10 @@ struct Kernels {
   // fp16 high bytes): the low bits' packing and merging, "avx512", "avx2"
   // or "scalar".
   std::string split;
+  // How the rANS kernels were chosen and where timed choices are
+  // remembered: "encode timed, decode remembered; remembered in
+  // /home/u/.cache/mithril/kernels" (MITHRIL_KERNEL_MEMO).
+  std::string rans_choice;
 };
 Kernels kernels();
 

@@ -58,11 +58,15 @@ __version__: str = _core.version()
 def kernels() -> dict:
     """The SIMD kernels this process runs, as ``mithril --version -v`` names them:
     ``{"rans_encode": "avx512", "rans_decode": "avx512", "byte_grouping": "avx512",
-    "blake3": "avx512", "xxh3": "avx512", "pairs": "avx2", "isa_cap": ""}`` (``pairs``:
-    the coding of exponent planes two bytes a rANS symbol, AVX2 at most). Chosen once per process
-    from what the CPU has (the rANS kernels by timing them, a few ms on the first
-    call); ``MITHRIL_ISA=avx2`` (or ``sse2``, ``scalar``), set before the first use,
-    caps them all (``isa_cap``). The bytes written never depend on them."""
+    "blake3": "avx512", "xxh3": "avx512", "pairs": "avx2", "split": "avx512", "rans_choice":
+    "encode remembered, decode timed; remembered in /home/u/.cache/mithril/kernels",
+    "isa_cap": ""}`` (``pairs``: the coding of exponent planes two bytes a rANS symbol, AVX2
+    at most). Chosen once per process from what the CPU has, the rANS kernels by timing
+    them (about 1 ms a direction on the first call) once per build and CPU: the choice is
+    written to ``$MITHRIL_KERNEL_MEMO`` (default ``~/.cache/mithril/kernels``; ``off``: not
+    written) and read back by later processes (``rans_choice`` says which happened).
+    ``MITHRIL_ISA=avx2`` (or ``sse2``, ``scalar``), set before the first use, caps them all
+    (``isa_cap``). The bytes written never depend on them."""
     return _core.kernels()
 
 

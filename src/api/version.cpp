@@ -8,6 +8,7 @@
 #include "util/blake3.hpp"
 #include "util/cpu_info.hpp"
 #include "util/interrupt.hpp"
+#include "util/kernel_memo.hpp"
 #include "util/simd_level.hpp"
 #include "util/xxh3.hpp"
 
@@ -15,11 +16,32 @@ namespace mithril {
 
 const char* version() noexcept { return MITHRIL_VERSION; }
 
+namespace {
+std::string_view source_name(codec::rans::KernelSource s) {
+  switch (s) {
+    case codec::rans::KernelSource::forced: return "forced by MITHRIL_RANS_KERNEL";
+    case codec::rans::KernelSource::only: return "the only candidate";
+    case codec::rans::KernelSource::timed: return "timed";
+    case codec::rans::KernelSource::remembered: return "remembered";
+  }
+  return "?";
+}
+}  // namespace
+
 Kernels kernels() {
   const auto rans = codec::rans::kernel_names();
-  return {std::string(rans.encode), std::string(rans.decode), std::string(codec::byte_group_isa()),
-          std::string(util::detail::blake3_kernel()), std::string(util::xxh3_kernel()),
-          std::string(codec::rans_pairs::expand_kernel_name()), std::string(codec::rans_split::merge_kernel_name())};
+  const auto memo = util::kernel_memo_path();
+  std::string choice = std::string("encode ") + std::string(source_name(rans.encode_source)) + ", decode " +
+                       std::string(source_name(rans.decode_source)) + "; " +
+                       (memo ? "remembered in " + memo->string() : std::string("not remembered (MITHRIL_KERNEL_MEMO)"));
+  return {std::string(rans.encode),
+          std::string(rans.decode),
+          std::string(codec::byte_group_isa()),
+          std::string(util::detail::blake3_kernel()),
+          std::string(util::xxh3_kernel()),
+          std::string(codec::rans_pairs::expand_kernel_name()),
+          std::string(codec::rans_split::merge_kernel_name()),
+          std::move(choice)};
 }
 
 std::string cpu_model() { return util::cpu_description(); }

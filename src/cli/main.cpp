@@ -52,6 +52,7 @@ std::string version_text(int argc, char** argv) {
     text += fmt::format("\npairs: {}, two bytes a rANS symbol (exponent planes); split: {}, low bits stored (fp16 high bytes, levels 1-2)",
                         k.pairs, k.split);
     text += "\nhuffman: portable, 6 streams, up to 6 symbols a lookup (levels 1-2)";
+    text += "\nrans kernels: " + k.rans_choice;
     text += "\ncpu: " + mithril::cpu_model();
   }
   return text;

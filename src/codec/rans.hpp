@@ -54,9 +54,15 @@ void decode(util::ByteSpan block, util::MutableByteSpan out);
 // back to the best available one when this CPU lacks it), otherwise a short
 // measurement at first use picks the fastest available one for each direction
 // (AVX2 and AVX-512 gathers are slow on AMD cores, fast on Intel).
+// How a kernel was chosen: forced by MITHRIL_RANS_KERNEL, the only one this
+// CPU (or cap) has, timed in this process, or timed by an earlier process
+// and remembered (util/kernel_memo.hpp).
+enum class KernelSource : std::uint8_t { forced, only, timed, remembered };
 struct KernelNames {
   std::string_view encode;
   std::string_view decode;
+  KernelSource encode_source = KernelSource::only;
+  KernelSource decode_source = KernelSource::only;
 };
 KernelNames kernel_names();
 

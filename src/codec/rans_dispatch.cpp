@@ -18,7 +18,10 @@
 // avx2x both ways, as before).
 // MITHRIL_ISA (util/simd_level.hpp) takes kernels above its level out of the
 // running. All kernels produce the same bytes, so the choice can never change
-// an output.
+// an output. A choice timed once is remembered for the next processes of the
+// same build on the same CPU (util/kernel_memo.hpp): timing it cost a
+// decompression ~1 ms (AMD Zen 4, `perf stat -r 40`, a 256 KiB bf16 file:
+// 5.0 ms timed, 4.0 ms with the kernel forced).
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -26,10 +29,12 @@
 #include <ctime>
 #include <cstdlib>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "codec/rans_kernels.hpp"
+#include "util/kernel_memo.hpp"
 #include "util/simd_level.hpp"
 
 namespace mithril::codec::rans {
@@ -176,9 +181,15 @@ struct KernelBench {
   }
 };
 
+struct Choice {
+  Kernel kernel;
+  KernelSource source;
+};
+
 // The fastest available kernel for one direction: only that direction is
-// timed, so decompression pays for decoder timings alone.
-Kernel measure(Direction dir) {
+// timed, so decompression pays for decoder timings alone; remembered from an
+// earlier process where one timed the same candidates.
+Choice measure(Direction dir) {
   // The scalar kernels ran 2.5-4x slower than every vector kernel on every
   // CPU measured (Intel Xeon AVX-512, AMD Zen 3 and Zen 5): they are not
   // timed where a vector kernel exists, which halves the cost of choosing.
@@ -203,10 +214,15 @@ Kernel measure(Direction dir) {
         (dir == Direction::encode ? encode_rounds(k, k_lanes_log2) != nullptr
                                   : decode_rounds(k, k_lanes_log2, true) != nullptr))
       avail.push_back(k);
-  if (avail.empty()) return Kernel::scalar;
-  if (avail.size() == 1) return avail.front();
+  if (avail.empty()) return {Kernel::scalar, KernelSource::only};
+  if (avail.size() == 1) return {avail.front(), KernelSource::only};
+  std::string question = dir == Direction::encode ? "rans-encode" : "rans-decode";
+  for (std::size_t i = 0; i < avail.size(); ++i) question += (i ? ',' : ' ') + std::string(kernel_name(avail[i]));
+  if (const auto answer = util::recall_kernel(question))
+    for (Kernel k : avail)
+      if (kernel_name(k) == *answer) return {k, KernelSource::remembered};
   KernelBench bench(64 * 1024);
-  if (dir == Direction::decode && !bench.encode(avail.back())) return avail.back();
+  if (dir == Direction::decode && !bench.encode(avail.back())) return {avail.back(), KernelSource::timed};
   // Best of 6 per kernel, the kernels taking turns: a burst of load from
   // elsewhere on a shared machine then slows one try of each rather than
   // every try of one (timed one kernel after the other, a noisy AMD Zen 3
@@ -248,10 +264,11 @@ Kernel measure(Direction dir) {
   for (std::size_t i = 0; i < avail.size(); ++i)
     // Ties go to the earlier kernel: a later one must be clearly faster (3%).
     if (best[i] < fastest * 0.97) fastest = best[i], pick = avail[i];
-  return pick;
+  util::remember_kernel(question, kernel_name(pick));
+  return {pick, KernelSource::timed};
 }
 
-Kernel choose(Direction dir) {
+Choice choose(Direction dir) {
   if (const char* env = std::getenv("MITHRIL_RANS_KERNEL"); env && *env && std::string_view(env) != "auto") {
     // An unknown or unavailable name gets the best the CPU has; kernel_names()
     // (mithril --version -v) shows what runs.
@@ -259,7 +276,7 @@ Kernel choose(Direction dir) {
     bool known = false;
     for (Kernel k : k_all_kernels)
       if (kernel_name(k) == env) forced = k, known = true;
-    if (known && cpu_has(forced)) return forced;
+    if (known && cpu_has(forced)) return {forced, KernelSource::forced};
   }
   return measure(dir);
 }
@@ -279,20 +296,26 @@ std::string_view kernel_name(Kernel k) {
 
 bool kernel_available(Kernel k) { return cpu_has(k); }
 
-Kernel active_encode_kernel() {
-  static const Kernel k = choose(Direction::encode);
-  return k;
+namespace {
+const Choice& encode_choice() {
+  static const Choice c = choose(Direction::encode);
+  return c;
 }
+const Choice& decode_choice() {
+  static const Choice c = choose(Direction::decode);
+  return c;
+}
+}  // namespace
 
-Kernel active_decode_kernel() {
-  static const Kernel k = choose(Direction::decode);
-  return k;
-}
+Kernel active_encode_kernel() { return encode_choice().kernel; }
+
+Kernel active_decode_kernel() { return decode_choice().kernel; }
 
 }  // namespace detail
 
 KernelNames kernel_names() {
-  return {detail::kernel_name(detail::active_encode_kernel()), detail::kernel_name(detail::active_decode_kernel())};
+  return {detail::kernel_name(detail::active_encode_kernel()), detail::kernel_name(detail::active_decode_kernel()),
+          detail::encode_choice().source, detail::decode_choice().source};
 }
 
 }  // namespace mithril::codec::rans

@@ -147,4 +147,14 @@ std::string cpu_description() {
                      sig->model, isa);
 }
 
+std::string cpu_identity() {
+  const auto sig = cpu_signature();
+  if (!sig) return "unknown";
+  std::string brand;
+#ifdef MITHRIL_HAVE_CPUID
+  brand = brand_string();
+#endif
+  return fmt::format("{} {} {} {} {}", sig->vendor, sig->family, sig->model, sig->stepping, brand);
+}
+
 }  // namespace mithril::util

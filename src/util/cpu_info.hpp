@@ -44,4 +44,9 @@ std::string_view microarchitecture(const CpuSignature& s) noexcept;
 // name alone.
 std::string cpu_description();
 
+// The CPU as exactly as a choice by timing depends on it: "VENDOR FAMILY
+// MODEL STEPPING BRAND" (decimal; CPUID's brand string), "unknown" off
+// x86-64.
+std::string cpu_identity();
+
 }  // namespace mithril::util

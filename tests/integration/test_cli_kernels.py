@@ -43,3 +43,53 @@ def test_forced_kernels_write_identical_containers(mithril, tmp_path, monkeypatc
         outputs[k] = mcp.read_bytes()
     assert "scalar" in outputs
     assert len(set(outputs.values())) == 1, "kernels wrote different containers"
+
+
+def choice_line(mithril):
+    r = mithril("--version", "-v", check=True)
+    m = re.search(r"rans kernels: encode ([\w ]+), decode ([\w ]+); (.*)", r.out)
+    assert m, r
+    return m.groups()
+
+
+def test_timed_choice_is_remembered_for_the_next_process(mithril, tmp_path, monkeypatch):
+    """One process times the rANS kernels and writes its choice down; the next
+    reads it instead of timing (about 1 ms a direction); a choice written
+    there is the one used; a file that cannot be written costs nothing but
+    the timing."""
+    memo = tmp_path / "cache" / "kernels"
+    monkeypatch.delenv("MITHRIL_RANS_KERNEL", raising=False)
+    monkeypatch.setenv("MITHRIL_KERNEL_MEMO", str(memo))
+    first = kernels_line(mithril)
+    enc_how, dec_how, where = choice_line(mithril)
+    if (enc_how, dec_how) == ("the only candidate", "the only candidate"):  # no SIMD kernels here
+        assert not memo.exists()
+        return
+    assert where == f"remembered in {memo}"
+    lines = [l.split("\t") for l in memo.read_text().splitlines() if not l.startswith("#")]
+    assert sorted(l[2].split()[0] for l in lines) == ["rans-decode", "rans-encode"]
+    assert all(len(l) == 4 for l in lines), lines
+    answers = {l[2].split()[0]: l[3] for l in lines}
+    assert answers == {"rans-encode": first[0], "rans-decode": first[1]}
+    # The first --version -v above timed; this one (a new process) remembered.
+    assert (enc_how, dec_how) == ("remembered", "remembered")
+    assert kernels_line(mithril)[:2] == first[:2]
+
+    # Another candidate written in as the decoder: the next process runs it.
+    decode = next(l for l in lines if l[2].startswith("rans-decode"))
+    other = next(k for k in decode[2].split()[1].split(",") if k != decode[3])
+    memo.write_text("".join("\t".join(decode[:3] + [other] if l is decode else l) + "\n" for l in lines))
+    assert kernels_line(mithril)[1] == other
+
+    # A name that is no candidate is no answer: timed again, and rewritten.
+    memo.write_text("".join("\t".join(l[:3] + ["no-such-kernel"]) + "\n" for l in lines))
+    assert choice_line(mithril)[:2] == ("timed", "timed")
+    assert "no-such-kernel" not in memo.read_text()
+
+    # Turned off, or unwritable: timed in every process, and no error.
+    monkeypatch.setenv("MITHRIL_KERNEL_MEMO", "off")
+    assert choice_line(mithril) == ("timed", "timed", "not remembered (MITHRIL_KERNEL_MEMO)")
+    monkeypatch.setenv("MITHRIL_KERNEL_MEMO", str(tmp_path / "file" / "kernels"))
+    (tmp_path / "file").write_text("a file where the directory would be")
+    assert choice_line(mithril)[:2] == ("timed", "timed")
+    assert (tmp_path / "file").is_file()

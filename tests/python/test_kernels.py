@@ -32,9 +32,12 @@ def kernels_in_fresh_python(isa: str | None) -> dict:
 
 def test_kernels_name_known_kernels():
     k = mithril.kernels()
-    assert set(k) == set(KEYS) | {"isa_cap"}
+    assert set(k) == set(KEYS) | {"isa_cap", "rans_choice"}
     for key in KEYS:
         assert k[key] in LEVELS, (key, k[key])
+    how = "(forced by MITHRIL_RANS_KERNEL|the only candidate|timed|remembered)"
+    assert re.fullmatch(f"encode {how}, decode {how}; (remembered in .+|not remembered \\(MITHRIL_KERNEL_MEMO\\))",
+                        k["rans_choice"]), k["rans_choice"]
 
 
 def test_kernels_match_the_cli():
