@@ -565,10 +565,55 @@ MITHRIL_AVX512 inline void transpose16(__m512i* r) {
   }
 }
 
+// Four G functions side by side, step by step (the column or the diagonal
+// half of a round): each step's four operations are independent, which the
+// core's schedulers then see together instead of four dependent chains one
+// after the other.
+template <int A0, int A1, int A2, int A3, int B0, int B1, int B2, int B3, int C0, int C1, int C2, int C3, int D0,
+          int D1, int D2, int D3>
+[[gnu::always_inline]] MITHRIL_AVX512 inline void g16x4(__m512i* v, __m512i x0, __m512i x1, __m512i x2, __m512i x3,
+                                                       __m512i y0, __m512i y1, __m512i y2, __m512i y3) {
+  v[A0] = _mm512_add_epi32(_mm512_add_epi32(v[A0], x0), v[B0]);
+  v[A1] = _mm512_add_epi32(_mm512_add_epi32(v[A1], x1), v[B1]);
+  v[A2] = _mm512_add_epi32(_mm512_add_epi32(v[A2], x2), v[B2]);
+  v[A3] = _mm512_add_epi32(_mm512_add_epi32(v[A3], x3), v[B3]);
+  v[D0] = _mm512_ror_epi32(_mm512_xor_si512(v[D0], v[A0]), 16);
+  v[D1] = _mm512_ror_epi32(_mm512_xor_si512(v[D1], v[A1]), 16);
+  v[D2] = _mm512_ror_epi32(_mm512_xor_si512(v[D2], v[A2]), 16);
+  v[D3] = _mm512_ror_epi32(_mm512_xor_si512(v[D3], v[A3]), 16);
+  v[C0] = _mm512_add_epi32(v[C0], v[D0]);
+  v[C1] = _mm512_add_epi32(v[C1], v[D1]);
+  v[C2] = _mm512_add_epi32(v[C2], v[D2]);
+  v[C3] = _mm512_add_epi32(v[C3], v[D3]);
+  v[B0] = _mm512_ror_epi32(_mm512_xor_si512(v[B0], v[C0]), 12);
+  v[B1] = _mm512_ror_epi32(_mm512_xor_si512(v[B1], v[C1]), 12);
+  v[B2] = _mm512_ror_epi32(_mm512_xor_si512(v[B2], v[C2]), 12);
+  v[B3] = _mm512_ror_epi32(_mm512_xor_si512(v[B3], v[C3]), 12);
+  v[A0] = _mm512_add_epi32(_mm512_add_epi32(v[A0], y0), v[B0]);
+  v[A1] = _mm512_add_epi32(_mm512_add_epi32(v[A1], y1), v[B1]);
+  v[A2] = _mm512_add_epi32(_mm512_add_epi32(v[A2], y2), v[B2]);
+  v[A3] = _mm512_add_epi32(_mm512_add_epi32(v[A3], y3), v[B3]);
+  v[D0] = _mm512_ror_epi32(_mm512_xor_si512(v[D0], v[A0]), 8);
+  v[D1] = _mm512_ror_epi32(_mm512_xor_si512(v[D1], v[A1]), 8);
+  v[D2] = _mm512_ror_epi32(_mm512_xor_si512(v[D2], v[A2]), 8);
+  v[D3] = _mm512_ror_epi32(_mm512_xor_si512(v[D3], v[A3]), 8);
+  v[C0] = _mm512_add_epi32(v[C0], v[D0]);
+  v[C1] = _mm512_add_epi32(v[C1], v[D1]);
+  v[C2] = _mm512_add_epi32(v[C2], v[D2]);
+  v[C3] = _mm512_add_epi32(v[C3], v[D3]);
+  v[B0] = _mm512_ror_epi32(_mm512_xor_si512(v[B0], v[C0]), 7);
+  v[B1] = _mm512_ror_epi32(_mm512_xor_si512(v[B1], v[C1]), 7);
+  v[B2] = _mm512_ror_epi32(_mm512_xor_si512(v[B2], v[C2]), 7);
+  v[B3] = _mm512_ror_epi32(_mm512_xor_si512(v[B3], v[C3]), 7);
+}
+
 template <std::size_t Round>
 [[gnu::always_inline]] MITHRIL_AVX512 inline void round16(__m512i* v, const __m512i* m) {
   constexpr auto s = k_schedule[Round];
-  MITHRIL_BLAKE3_ROUND(g16, v, m, s);
+  g16x4<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15>(v, m[s[0]], m[s[2]], m[s[4]], m[s[6]], m[s[1]],
+                                                             m[s[3]], m[s[5]], m[s[7]]);
+  g16x4<0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14>(v, m[s[8]], m[s[10]], m[s[12]], m[s[14]], m[s[9]],
+                                                             m[s[11]], m[s[13]], m[s[15]]);
 }
 template <std::size_t... R>
 [[gnu::always_inline]] MITHRIL_AVX512 inline void rounds16(__m512i* v, const __m512i* m, std::index_sequence<R...>) {
