@@ -607,6 +607,50 @@ template <int A0, int A1, int A2, int A3, int B0, int B1, int B2, int B3, int C0
   v[B3] = _mm512_ror_epi32(_mm512_xor_si512(v[B3], v[C3]), 7);
 }
 
+// Which input each lane of load_transposed16's words belongs to.
+alignas(64) constexpr std::int32_t k_lane_order[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+
+// One 64-byte block of each of the sixteen inputs (`lane`, at `offset`),
+// transposed: m[i] holds word i of every input, input k_lane_order[p] in lane
+// p. Inputs j and j + 8 share a register from the load on: the upper half
+// comes in by a masked broadcast, which the load unit does without the
+// shuffle a register stage would take, leaving two shuffle stages of 16
+// and one of 16 lane moves (against four of 16 in transpose16).
+template <class Lane>
+[[gnu::always_inline]] MITHRIL_AVX512 inline void load_transposed16(const Lane& lane, std::size_t offset, __m512i* m) {
+  __m512i t[16];  // t[j]: words 0-7 of inputs j, j + 8; t[8 + j]: words 8-15
+  for (int j = 0; j < 8; ++j) {
+    const std::uint8_t* a = lane[j] + offset;
+    const std::uint8_t* c = lane[j + 8] + offset;
+    t[j] = _mm512_mask_broadcast_i64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a))),
+                                       0xF0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    t[8 + j] = _mm512_mask_broadcast_i64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32))), 0xF0,
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
+  }
+  // 4x4 transposes inside each 128-bit lane, four registers at a time: s[4g + x]
+  // lane L then holds word 4 (L % 2) + x (+ 8 for g >= 2) of inputs 4 (g % 2)
+  // .. 4 (g % 2) + 3, plus 8 where L >= 2.
+  __m512i s[16];
+  for (int g = 0; g < 4; ++g) {
+    const __m512i* x = t + 4 * g;
+    const __m512i u0 = _mm512_unpacklo_epi32(x[0], x[1]), u1 = _mm512_unpackhi_epi32(x[0], x[1]);
+    const __m512i u2 = _mm512_unpacklo_epi32(x[2], x[3]), u3 = _mm512_unpackhi_epi32(x[2], x[3]);
+    s[4 * g + 0] = _mm512_unpacklo_epi64(u0, u2);
+    s[4 * g + 1] = _mm512_unpackhi_epi64(u0, u2);
+    s[4 * g + 2] = _mm512_unpacklo_epi64(u1, u3);
+    s[4 * g + 3] = _mm512_unpackhi_epi64(u1, u3);
+  }
+  // Word w = 8 h + 4 q + x: lanes q and q + 2 of inputs 0-3 (group 2 h) and
+  // of inputs 4-7 (group 2 h + 1): inputs 0-3, 8-11, 4-7, 12-15.
+  for (int h = 0; h < 2; ++h)
+    for (int x = 0; x < 4; ++x) {
+      const __m512i a = s[4 * (2 * h) + x], b = s[4 * (2 * h + 1) + x];
+      m[8 * h + x] = _mm512_shuffle_i32x4(a, b, 0x88);
+      m[8 * h + 4 + x] = _mm512_shuffle_i32x4(a, b, 0xDD);
+    }
+}
+
 template <std::size_t Round>
 [[gnu::always_inline]] MITHRIL_AVX512 inline void round16(__m512i* v, const __m512i* m) {
   constexpr auto s = k_schedule[Round];
@@ -629,8 +673,10 @@ MITHRIL_AVX512 void hash16_avx512(const Lanes<16>& l, const Words8& key, std::ui
   const LaneInputs<16, Strided, stride> lane(l);
   __m512i h[8];
   for (int i = 0; i < 8; ++i) h[i] = _mm512_set1_epi32(static_cast<int>(key[i]));
-  const __m512i ctr_lo = _mm512_load_si512(l.lo);
-  const __m512i ctr_hi = _mm512_load_si512(l.hi);
+  // Lane p computes input k_lane_order[p] (load_transposed16).
+  const __m512i order = _mm512_loadu_si512(k_lane_order);
+  const __m512i ctr_lo = _mm512_permutexvar_epi32(order, _mm512_load_si512(l.lo));
+  const __m512i ctr_hi = _mm512_permutexvar_epi32(order, _mm512_load_si512(l.hi));
   const __m512i blen = _mm512_set1_epi32(static_cast<int>(k_block_len));
 
   for (std::size_t b = 0; b < blocks; ++b) {
@@ -642,8 +688,7 @@ MITHRIL_AVX512 void hash16_avx512(const Lanes<16>& l, const Words8& key, std::ui
     if constexpr (!Parent)
       for (int j = 0; j < 16; ++j)
         _mm_prefetch(reinterpret_cast<const char*>(lane[j] + b * k_block_len + 256), _MM_HINT_T0);
-    for (int j = 0; j < 16; ++j) m[j] = _mm512_loadu_si512(lane[j] + b * k_block_len);
-    transpose16(m);
+    load_transposed16(lane, b * k_block_len, m);
     const std::uint32_t f = Parent ? flags | k_parent
                                    : flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == blocks ? k_chunk_end : 0u);
     __m512i v[16] = {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7],
@@ -656,7 +701,7 @@ MITHRIL_AVX512 void hash16_avx512(const Lanes<16>& l, const Words8& key, std::ui
   alignas(64) std::uint32_t w[8][16];
   for (int i = 0; i < 8; ++i) _mm512_store_si512(w[i], h[i]);
   for (int j = 0; j < 16; ++j)
-    for (int i = 0; i < 8; ++i) out[j][i] = w[i][j];
+    for (int i = 0; i < 8; ++i) out[j][i] = w[i][k_lane_order[j]];  // the order is its own inverse
 }
 
 // Inputs [0, n) in SIMD calls of N lanes: `at(i)` = {pointer, counter} of
