@@ -1,6 +1,9 @@
 #include "util/kernel_memo.hpp"
 
+#if defined(__linux__)
 #include <link.h>
+#define MITHRIL_HAVE_DL_ITERATE_PHDR 1
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -19,7 +22,9 @@ namespace {
 
 constexpr std::size_t k_max_lines = 64;
 constexpr std::uintmax_t k_max_file = 64 * 1024;  // a larger file is not ours: ignored
-constexpr std::uint32_t k_nt_gnu_build_id = 3;    // <elf.h>'s NT_GNU_BUILD_ID
+
+#ifdef MITHRIL_HAVE_DL_ITERATE_PHDR
+constexpr std::uint32_t k_nt_gnu_build_id = 3;  // <elf.h>'s NT_GNU_BUILD_ID
 
 struct Search {
   std::uintptr_t address;
@@ -62,6 +67,7 @@ int find_build_id(dl_phdr_info* info, std::size_t, void* data) {
   }
   return 1;  // ours, without a build id
 }
+#endif
 
 std::string one_field(std::string s) {
   std::replace_if(s.begin(), s.end(), [](char c) { return c == '\t' || c == '\n' || c == '\r'; }, ' ');
@@ -88,9 +94,13 @@ std::vector<std::string> read_lines(const std::filesystem::path& path) {
 }  // namespace
 
 std::string build_id() {
+#ifdef MITHRIL_HAVE_DL_ITERATE_PHDR
   Search s{reinterpret_cast<std::uintptr_t>(&find_build_id), {}};
   dl_iterate_phdr(find_build_id, &s);
   return s.id;
+#else
+  return {};  // no way to tell builds apart: nothing is remembered
+#endif
 }
 
 std::optional<std::filesystem::path> kernel_memo_path() {
