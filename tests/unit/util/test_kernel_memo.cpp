@@ -14,6 +14,7 @@
 
 #include <unistd.h>
 
+#include "test_helpers.hpp"
 #include "util/kernel_memo.hpp"
 
 namespace mithril::util {
@@ -41,15 +42,7 @@ class MemoEnv {
 
 class KernelMemo : public ::testing::Test {
  protected:
-  void SetUp() override {
-    m_dir = fs::temp_directory_path() /
-            ("mithril_memo_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(m_dir);
-    fs::create_directories(m_dir);
-  }
-  void TearDown() override { fs::remove_all(m_dir); }
-  fs::path m_dir;
+  test::TempDir m_dir;
 };
 
 std::vector<std::string> lines_of(const fs::path& p) {
@@ -77,7 +70,7 @@ TEST(BuildId, IsTheOneTheLinkerWrote) {
 }
 
 TEST_F(KernelMemo, RemembersOneAnswerPerQuestion) {
-  const fs::path file = m_dir / "not" / "yet" / "kernels";  // its directories are created
+  const fs::path file = m_dir.path() / "not" / "yet" / "kernels";  // its directories are created
   MemoEnv env(file.string());
   ASSERT_EQ(kernel_memo_path(), file);
   EXPECT_FALSE(recall_kernel("rans-decode avx2,avx2x"));
