@@ -175,8 +175,8 @@ std::filesystem::path AtomicFile::release() {
   return m_temporary;
 }
 
-void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite) {
-  AtomicFile f(path, overwrite);
+void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite, Durability durability) {
+  AtomicFile f(path, overwrite, durability);
   f.write(data);
   f.commit();
 }

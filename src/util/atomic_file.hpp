@@ -77,7 +77,9 @@ class AtomicFile {
 // SIGINT/SIGTERM handler right before the process dies.
 void remove_all_pending_temporaries() noexcept;
 
-// Writes data to path atomically (temp + fsync + rename).
-void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite);
+// Writes data to path atomically: a temporary, fsynced with Durability::sync,
+// renamed into place.
+void write_file_atomic(const std::filesystem::path& path, ByteSpan data, Overwrite overwrite,
+                       Durability durability = Durability::sync);
 
 }  // namespace mithril::util

@@ -140,10 +140,7 @@ bool remember_kernel(std::string_view question, std::string_view answer) {
     for (const auto& l : lines) text << l << '\n';
     std::error_code ec;
     std::filesystem::create_directories(path->parent_path(), ec);
-    AtomicFile out(*path, Overwrite::allow, Durability::none);
-    const std::string s = text.str();
-    out.write(ByteSpan(reinterpret_cast<const std::byte*>(s.data()), s.size()));
-    out.commit();
+    write_file_atomic(*path, as_bytes(text.str()), Overwrite::allow, Durability::none);
     return true;
   } catch (const std::exception&) {
     return false;
