@@ -129,6 +129,7 @@ void FreshMemory::prefault(void* data, std::size_t size) noexcept {
   const std::uint64_t bytes = m_huge_bytes.fetch_add(he - hb, std::memory_order_relaxed) + (he - hb);
   const std::uint64_t total_ns =
       m_huge_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed) + static_cast<std::uint64_t>(ns);
+  if (!policy().adaptive()) return;  // MITHRIL_THP=1: huge pages throughout
   // Slow on its first k_judge_bytes, or in a later piece: the rest of the
   // buffer gets 4 KiB pages (its later pieces are populated without huge pages).
   if (bytes < k_judge_bytes) return;

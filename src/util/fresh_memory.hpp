@@ -39,9 +39,17 @@
 // large buffer tries huge pages again, and a fast one turns them back on: a
 // loop that started in a slow phase finds the fast rate again, and a slow
 // VM pays for one slow buffer in eight.
+// The single slow piece has a cost in a loop that allocates nothing else: a
+// buffer sent to 4 KiB pages early frees few huge pages for the next one,
+// whose next huge page then comes from the host again (Intel Xeon VM, fp32
+// decompressed into new bytes in a Python loop: ~2.4 GB/s, against ~3.2 with
+// MITHRIL_THP=1). Judging 8 MiB windows instead (one slow page in four
+// passes) was tried and lost where other code allocates between the calls,
+// as bench/compare_memory.py's ZipNN and copies do: bf16 into new bytes
+// 2.64 → 1.27-1.68 GB/s, fp16 2.24 → 1.12-1.46, the kept pages being slow.
 // MITHRIL_THP=0 never advises huge pages (no probes either),
-// MITHRIL_THP=1 keeps them on whatever the timings say. Contents and results
-// never depend on any of this.
+// MITHRIL_THP=1 keeps them on whatever the timings say, for whole buffers.
+// Contents and results never depend on any of this.
 //
 // Thread-safety: prefault() may be called from any number of threads at once
 // for disjoint pieces of the buffer.
@@ -71,6 +79,8 @@ class HugePagePolicy {
   HugePagePolicy(bool on, bool adaptive) noexcept : m_on(on), m_adaptive(adaptive) {}
 
   bool on() const noexcept { return m_on.load(std::memory_order_relaxed); }
+  // Whether timings may turn huge pages off (MITHRIL_THP unset).
+  bool adaptive() const noexcept { return m_adaptive; }
   // Whether the next buffer gets huge pages: while on, yes; while turned off
   // by timings, every k_probe_every-th buffer (a probe); if set off, never.
   bool advise_next() noexcept;
