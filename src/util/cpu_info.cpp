@@ -113,8 +113,11 @@ std::optional<CpuSignature> cpu_signature() {
   std::memcpy(vendor, &b, 4);
   std::memcpy(vendor + 4, &d, 4);
   std::memcpy(vendor + 8, &c, 4);
-  if (a < 1 || !__get_cpuid(1, &a, &b, &c, &d)) return std::nullopt;
-  return decode_cpu_signature(vendor, a);
+  const unsigned max_leaf = a;
+  if (max_leaf < 1 || !__get_cpuid(1, &a, &b, &c, &d)) return std::nullopt;
+  CpuSignature s = decode_cpu_signature(vendor, a);
+  if (max_leaf >= 7 && __get_cpuid_count(7, 0, &a, &b, &c, &d)) s.amx = (d >> 24) & 1;
+  return s;
 #else
   return std::nullopt;
 #endif
@@ -122,8 +125,11 @@ std::optional<CpuSignature> cpu_signature() {
 
 std::string_view microarchitecture(const CpuSignature& s) noexcept {
   if (s.vendor == "AuthenticAMD") return amd(s.family, s.model);
-  if (s.vendor == "GenuineIntel") return intel(s.family, s.model, s.stepping);
-  return {};
+  if (s.vendor != "GenuineIntel") return {};
+  const std::string_view arch = intel(s.family, s.model, s.stepping);
+  if (s.amx && arch != "Sapphire Rapids" && arch != "Emerald Rapids" && arch != "Granite Rapids")
+    return "Sapphire Rapids or later, by its AMX";
+  return arch;
 }
 
 std::string cpu_description() {

@@ -24,6 +24,11 @@ namespace mithril::util {
 struct CpuSignature {
   std::string vendor;  // CPUID's vendor string: "AuthenticAMD", "GenuineIntel", ...
   unsigned family = 0, model = 0, stepping = 0;
+  // AMX tiles (CPUID leaf 7, EDX bit 24): only Intel's server cores from
+  // Sapphire Rapids on have them. A hypervisor may report another model
+  // number (a Xeon VM with AMX seen as family 6, model 167, Rocket Lake's,
+  // a desktop part that never had AMX); the features then tell.
+  bool amx = false;
 };
 
 // The signature from CPUID leaf 1's EAX and the vendor string.
@@ -33,7 +38,8 @@ CpuSignature decode_cpu_signature(std::string_view vendor, std::uint32_t eax) no
 std::optional<CpuSignature> cpu_signature();
 
 // The microarchitecture a signature belongs to ("Zen 4", "Sapphire Rapids"),
-// empty where this file does not know it.
+// empty where this file does not know it. An Intel signature with AMX whose
+// model number names a core without it: "Sapphire Rapids or later, by its AMX".
 std::string_view microarchitecture(const CpuSignature& s) noexcept;
 
 // "<model name> (<microarchitecture>: family F, model M; <ISA>)", e.g.

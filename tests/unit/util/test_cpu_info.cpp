@@ -49,6 +49,22 @@ TEST(CpuInfo, SignaturesDecodeAsDocumented) {
   }
 }
 
+// AMX is Intel's server cores' from Sapphire Rapids on: a model number that
+// names another core (a hypervisor's, as on a Xeon VM reported as Rocket
+// Lake's model 167) gives way to what the features say.
+TEST(CpuInfo, AmxOverridesAModelNumberWithoutIt) {
+  CpuSignature s = decode_cpu_signature("GenuineIntel", 0x000A0671);  // family 6, model 167
+  EXPECT_EQ(microarchitecture(s), "Rocket Lake");
+  s.amx = true;
+  EXPECT_EQ(microarchitecture(s), "Sapphire Rapids or later, by its AMX");
+  CpuSignature spr = decode_cpu_signature("GenuineIntel", 0x000806F8);
+  spr.amx = true;
+  EXPECT_EQ(microarchitecture(spr), "Sapphire Rapids");
+  CpuSignature amd = decode_cpu_signature("AuthenticAMD", 0x00A10F11);
+  amd.amx = true;  // no AMD core has it; the table's name stands
+  EXPECT_EQ(microarchitecture(amd), "Zen 4");
+}
+
 // The fields Linux decoded from the same CPUID leaf, in /proc/cpuinfo.
 std::map<std::string, std::string> proc_cpuinfo_first_cpu() {
   std::map<std::string, std::string> fields;
@@ -89,6 +105,7 @@ TEST(CpuInfo, ThisMachineAgreesWithProcCpuinfo) {
   const bool avx512 = flags.find(" avx512f ") != std::string::npos && flags.find(" avx512bw ") != std::string::npos;
   const bool avx2 = flags.find(" avx2 ") != std::string::npos;
   EXPECT_EQ(m[4].str(), avx512 ? "AVX-512" : avx2 ? "AVX2" : "SSE2");
+  EXPECT_EQ(s->amx, flags.find(" amx_tile ") != std::string::npos);
 #else
   EXPECT_FALSE(cpu_signature().has_value());
 #endif
