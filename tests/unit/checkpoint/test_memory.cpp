@@ -82,29 +82,52 @@ TEST(Memory, SameContainerAsTheFilePathForAnyThreadCount) {
 // The output buffer's two ways in (encode.cpp): pages not mapped yet (an
 // untouched mapping: prefaulted piece by piece, ordinary stores) and pages
 // already mapped with old contents (non-temporal stores): the same bytes.
+// A new output buffer (untouched pages, mapped a piece at a time as huge
+// pages where that pays) and a reused one (written by non-temporal stores)
+// get the same bytes, for plain float data with stored chunks among them and
+// for a safetensors image (header, tensors of 2 and 4 bytes, small ones
+// sharing chunks), on one thread and two.
 TEST(Memory, FreshAndReusedOutputBuffersGetTheSameBytes) {
-  util::ByteVector data = smooth_f32(600000);
+  util::ByteVector floats = smooth_f32(600000);
   const auto noise = random_bytes(300000, 5);
-  data.insert(data.end(), noise.begin(), noise.end());
-  for (unsigned threads : {1u, 2u}) {
-    std::vector<std::byte> reused;
-    const auto reused_size = compress_to_memory(data, "F32", opts(threads, 1 << 18), [&](std::uint64_t bound) {
-      reused.assign(bound, std::byte{0xab});  // resident, holding something else
-      return std::span<std::byte>(reused);
-    });
-    void* fresh = MAP_FAILED;
-    std::size_t fresh_bytes = 0;
-    const auto fresh_size = compress_to_memory(data, "F32", opts(threads, 1 << 18), [&](std::uint64_t bound) {
-      fresh_bytes = bound;
-      fresh = ::mmap(nullptr, bound, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (fresh == MAP_FAILED) throw std::bad_alloc();
-      return std::span<std::byte>(static_cast<std::byte*>(fresh), bound);
-    });
-    ASSERT_NE(fresh, MAP_FAILED);
-    ASSERT_EQ(fresh_size, reused_size) << threads;
-    EXPECT_EQ(std::memcmp(fresh, reused.data(), reused_size), 0) << threads;
-    EXPECT_EQ(decompress_buffer(std::span<const std::byte>(reused.data(), reused_size), {}), data);
-    ::munmap(fresh, fresh_bytes);
+  floats.insert(floats.end(), noise.begin(), noise.end());
+  TempDir dir;
+  const auto w = smooth_f32(200000);
+  util::ByteVector h(w.begin(), w.begin() + 300000);  // as bf16: the f32s' halves
+  const auto b = random_bytes(600, 5);
+  const std::vector<TensorData> tensors = {
+      {"w", "F32", {200000}, w}, {"b", "BF16", {300}, b}, {"h", "BF16", {150000}, h}, {"n", "F32", {25}, smooth_f32(25)}};
+  compress_tensors(tensors, {{"k", "v"}}, dir / "t.mcp", opts(1));
+  DecompressOptions d;
+  decompress_file(dir / "t.mcp", dir / "t.safetensors", d);
+  const util::ByteVector image = read_file(dir / "t.safetensors");
+  struct Case {
+    const util::ByteVector* data;
+    std::string_view dtype;
+  };
+  for (const Case& c : {Case{&floats, "F32"}, Case{&image, ""}}) {
+    for (unsigned threads : {1u, 2u}) {
+      SCOPED_TRACE(::testing::Message() << "dtype '" << c.dtype << "', threads " << threads);
+      std::vector<std::byte> reused;
+      const auto reused_size = compress_to_memory(*c.data, c.dtype, opts(threads, 1 << 18), [&](std::uint64_t bound) {
+        reused.assign(bound, std::byte{0xab});  // resident, holding something else
+        return std::span<std::byte>(reused);
+      });
+      void* fresh = MAP_FAILED;
+      std::size_t fresh_bytes = 0;
+      const auto fresh_size = compress_to_memory(*c.data, c.dtype, opts(threads, 1 << 18), [&](std::uint64_t bound) {
+        fresh_bytes = bound;
+        fresh = ::mmap(nullptr, bound, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (fresh == MAP_FAILED) throw std::bad_alloc();
+        return std::span<std::byte>(static_cast<std::byte*>(fresh), bound);
+      });
+      ASSERT_NE(fresh, MAP_FAILED);
+      ASSERT_EQ(fresh_size, reused_size);
+      EXPECT_EQ(std::memcmp(fresh, reused.data(), reused_size), 0);
+      EXPECT_EQ(decompress_buffer(std::span<const std::byte>(static_cast<const std::byte*>(fresh), fresh_size), {}),
+                *c.data);
+      ::munmap(fresh, fresh_bytes);
+    }
   }
 }
 

@@ -107,7 +107,9 @@ TEST(CpuInfo, ThisMachineAgreesWithProcCpuinfo) {
   EXPECT_EQ(m[4].str(), avx512 ? "AVX-512" : avx2 ? "AVX2" : "SSE2");
   // Linux lists amx_tile only where CPUID has it (and may leave it out where
   // the kernel cannot enable the tiles' state).
-  if (flags.find(" amx_tile ") != std::string::npos) EXPECT_TRUE(s->amx);
+  if (flags.find(" amx_tile ") != std::string::npos) {
+    EXPECT_TRUE(s->amx);
+  }
 #else
   EXPECT_FALSE(cpu_signature().has_value());
 #endif
