@@ -95,8 +95,9 @@ TEST(Memory, FreshAndReusedOutputBuffersGetTheSameBytes) {
   const auto w = smooth_f32(200000);
   util::ByteVector h(w.begin(), w.begin() + 300000);  // as bf16: the f32s' halves
   const auto b = random_bytes(600, 5);
+  const auto n = smooth_f32(25);  // TensorData holds a view: the bytes must outlive it
   const std::vector<TensorData> tensors = {
-      {"w", "F32", {200000}, w}, {"b", "BF16", {300}, b}, {"h", "BF16", {150000}, h}, {"n", "F32", {25}, smooth_f32(25)}};
+      {"w", "F32", {200000}, w}, {"b", "BF16", {300}, b}, {"h", "BF16", {150000}, h}, {"n", "F32", {25}, n}};
   compress_tensors(tensors, {{"k", "v"}}, dir / "t.mcp", opts(1));
   DecompressOptions d;
   decompress_file(dir / "t.mcp", dir / "t.safetensors", d);
