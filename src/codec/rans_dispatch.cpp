@@ -18,10 +18,10 @@
 // avx2x both ways, as before).
 // MITHRIL_ISA (util/simd_level.hpp) takes kernels above its level out of the
 // running. All kernels produce the same bytes, so the choice can never change
-// an output. A choice timed once is remembered for the next processes of the
-// same build on the same CPU (util/kernel_memo.hpp): timing it cost a
-// decompression ~1 ms (AMD Zen 4, `perf stat -r 40`, a 256 KiB bf16 file:
-// 5.0 ms timed, 4.0 ms with the kernel forced).
+// an output. A choice that two processes' timings agreed on is remembered for
+// the next processes of the same build on the same CPU (util/kernel_memo.hpp):
+// timing it cost a decompression ~1 ms (AMD Zen 4, `perf stat -r 40`, a
+// 256 KiB bf16 file: 5.0 ms timed, 4.0 ms with the kernel forced).
 #include <algorithm>
 #include <array>
 #include <bit>

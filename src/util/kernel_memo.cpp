@@ -116,13 +116,33 @@ std::optional<std::filesystem::path> kernel_memo_path() {
   return std::nullopt;
 }
 
+namespace {
+
+// The answer of `line` to the question whose key it starts with, and how
+// many timings in a row gave it: "KEY" + "ANSWER\tN". Nullopt for another
+// question's line or one that does not parse.
+struct Answer {
+  std::string kernel;
+  int timings = 0;
+};
+std::optional<Answer> answer_of(const std::string& line, const std::string& key) {
+  if (line.size() <= key.size() || line.compare(0, key.size(), key) != 0) return std::nullopt;
+  const std::string_view rest = std::string_view(line).substr(key.size());
+  const std::size_t tab = rest.find('\t');
+  if (tab == 0 || tab == std::string_view::npos || rest.size() != tab + 2 || (rest[tab + 1] != '1' && rest[tab + 1] != '2'))
+    return std::nullopt;
+  return Answer{std::string(rest.substr(0, tab)), rest[tab + 1] - '0'};
+}
+
+}  // namespace
+
 std::optional<std::string> recall_kernel(std::string_view question) {
   const auto path = kernel_memo_path();
   if (!path) return std::nullopt;
   const std::string key = line_key(question);
   std::optional<std::string> answer;
   for (const auto& line : read_lines(*path))
-    if (line.size() > key.size() && line.compare(0, key.size(), key) == 0) answer = line.substr(key.size());
+    if (const auto a = answer_of(line, key)) answer = a->timings >= 2 ? std::optional(a->kernel) : std::nullopt;
   return answer;
 }
 
@@ -131,10 +151,15 @@ bool remember_kernel(std::string_view question, std::string_view answer) {
   if (!path) return false;
   try {
     const std::string key = line_key(question);
+    const std::string kernel = one_field(std::string(answer));
     std::vector<std::string> lines = read_lines(*path);
+    // The same answer as the last timing's: now two in a row agree.
+    int timings = 1;
+    for (const auto& line : lines)
+      if (const auto a = answer_of(line, key)) timings = a->kernel == kernel ? 2 : 1;
     std::erase_if(lines, [&](const std::string& l) { return l.compare(0, key.size(), key) == 0; });
     if (lines.size() >= k_max_lines) lines.erase(lines.begin(), lines.end() - (k_max_lines - 1));
-    lines.push_back(key + one_field(std::string(answer)));
+    lines.push_back(key + kernel + '\t' + std::to_string(timings));
     std::ostringstream text;
     text << "# Mithril's kernel choices, made by timing them (mithril --version -v); delete to time again\n";
     for (const auto& l : lines) text << l << '\n';

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "test_helpers.hpp"
+#include "util/cpu_info.hpp"
 #include "util/kernel_memo.hpp"
 
 namespace mithril::util {
@@ -74,19 +75,31 @@ TEST_F(KernelMemo, RemembersOneAnswerPerQuestion) {
   MemoEnv env(file.string());
   ASSERT_EQ(kernel_memo_path(), file);
   EXPECT_FALSE(recall_kernel("rans-decode avx2,avx2x"));
+  // One timing is not trusted yet; a second that agrees is.
+  ASSERT_TRUE(remember_kernel("rans-decode avx2,avx2x", "avx2x"));
+  EXPECT_FALSE(recall_kernel("rans-decode avx2,avx2x"));
   ASSERT_TRUE(remember_kernel("rans-decode avx2,avx2x", "avx2x"));
   EXPECT_EQ(recall_kernel("rans-decode avx2,avx2x"), "avx2x");
-  // Another question, and the same question answered anew.
+  // Another question, and the same question answered anew: a different
+  // answer starts over, and two more timings must agree on it.
   ASSERT_TRUE(remember_kernel("rans-encode avx2,avx2x", "avx2"));
   ASSERT_TRUE(remember_kernel("rans-decode avx2,avx2x", "avx2"));
-  EXPECT_EQ(recall_kernel("rans-decode avx2,avx2x"), "avx2");
+  EXPECT_FALSE(recall_kernel("rans-decode avx2,avx2x"));
+  ASSERT_TRUE(remember_kernel("rans-decode avx2,avx2x", "avx2x"));
+  EXPECT_FALSE(recall_kernel("rans-decode avx2,avx2x"));  // avx2, then avx2x: no two agree
+  ASSERT_TRUE(remember_kernel("rans-decode avx2,avx2x", "avx2x"));
+  EXPECT_EQ(recall_kernel("rans-decode avx2,avx2x"), "avx2x");
+  ASSERT_TRUE(remember_kernel("rans-decode avx2,avx2x", "avx2x"));  // a third stays trusted
+  EXPECT_EQ(recall_kernel("rans-decode avx2,avx2x"), "avx2x");
+  EXPECT_FALSE(recall_kernel("rans-encode avx2,avx2x"));
+  ASSERT_TRUE(remember_kernel("rans-encode avx2,avx2x", "avx2"));
   EXPECT_EQ(recall_kernel("rans-encode avx2,avx2x"), "avx2");
   EXPECT_FALSE(recall_kernel("rans-decode avx2"));  // other candidates: another question
   const auto lines = lines_of(file);
   ASSERT_EQ(lines.size(), 2u);
-  // BUILD \t CPU \t QUESTION \t ANSWER
+  // BUILD \t CPU \t QUESTION \t ANSWER \t TIMINGS
   EXPECT_EQ(lines[1].rfind(build_id() + "\t", 0), 0u) << lines[1];
-  EXPECT_TRUE(lines[1].ends_with("\trans-decode avx2,avx2x\tavx2")) << lines[1];
+  EXPECT_TRUE(lines[1].ends_with("\trans-encode avx2,avx2x\tavx2\t2")) << lines[1];
   // Nothing left beside it.
   for (const auto& e : fs::directory_iterator(file.parent_path())) EXPECT_EQ(e.path(), file);
 }
@@ -94,7 +107,8 @@ TEST_F(KernelMemo, RemembersOneAnswerPerQuestion) {
 TEST_F(KernelMemo, KeepsTheLast64Lines) {
   const fs::path file = m_dir / "kernels";
   MemoEnv env(file.string());
-  for (int i = 0; i < 100; ++i) ASSERT_TRUE(remember_kernel("q" + std::to_string(i), "a" + std::to_string(i)));
+  for (int i = 0; i < 100; ++i)
+    for (int twice = 0; twice < 2; ++twice) ASSERT_TRUE(remember_kernel("q" + std::to_string(i), "a" + std::to_string(i)));
   EXPECT_EQ(lines_of(file).size(), 64u);
   EXPECT_FALSE(recall_kernel("q35"));
   EXPECT_EQ(recall_kernel("q36"), "a36");
@@ -109,9 +123,19 @@ TEST_F(KernelMemo, LinesOfOtherBuildsAndJunkAreNoAnswer) {
     out << "0000000000000000000000000000000000000000\tAuthenticAMD 25 17 1 AMD EPYC\trans-decode avx2,avx2x\tavx2\n"
         << "no tabs at all\n"
         << std::string("\0\xff\t\t\n", 5) << build_id() << "\n"
-        << build_id() << "\tsome other CPU\trans-decode avx2,avx2x\tavx2\n";
+        << build_id() << "\tsome other CPU\trans-decode avx2,avx2x\tavx2\t2\n";
   }
   EXPECT_FALSE(recall_kernel("rans-decode avx2,avx2x"));
+  // This build's line with no count of timings, a count that is no count,
+  // or none to agree with: no answer.
+  for (const char* tail : {"\tavx2x", "\tavx2x\t", "\tavx2x\t3", "\tavx2x\t22", "\t\t2", "\tavx2x\tx"}) {
+    {
+      std::ofstream out(file, std::ios::app);
+      out << build_id() << '\t' << cpu_identity() << "\trans-decode avx2,avx2x" << tail << '\n';
+    }
+    EXPECT_FALSE(recall_kernel("rans-decode avx2,avx2x")) << tail;
+  }
+  ASSERT_TRUE(remember_kernel("rans-decode avx2,avx2x", "avx2x"));
   ASSERT_TRUE(remember_kernel("rans-decode avx2,avx2x", "avx2x"));
   EXPECT_EQ(recall_kernel("rans-decode avx2,avx2x"), "avx2x");
   EXPECT_EQ(lines_of(file).size(), 6u);  // the others' lines are kept
@@ -121,12 +145,15 @@ TEST_F(KernelMemo, AnOversizedFileIsNotRead) {
   const fs::path file = m_dir / "kernels";
   MemoEnv env(file.string());
   ASSERT_TRUE(remember_kernel("q", "a"));
+  ASSERT_TRUE(remember_kernel("q", "a"));
+  ASSERT_TRUE(recall_kernel("q"));
   {
     std::ofstream out(file, std::ios::app);
     out << std::string(70 * 1024, '#') << "\n";
   }
   EXPECT_FALSE(recall_kernel("q"));
   ASSERT_TRUE(remember_kernel("q", "b"));  // written anew, small again
+  ASSERT_TRUE(remember_kernel("q", "b"));
   EXPECT_EQ(recall_kernel("q"), "b");
   EXPECT_LT(fs::file_size(file), 1024u);
 }
