@@ -19,7 +19,7 @@
 // two processes' timings agreed on it: a single timing taken while the
 // machine was busy elsewhere could pick a slower kernel (on an Intel Xeon VM,
 // 5 of 18 builds, most timed while builds and tests loaded both cores, had
-// remembered avx2 or avx2x as their encoder, which bench_rans puts 12-52%
+// remembered avx2 or avx2x as their encoder, which bench_rans puts 12-54%
 // behind avx512 there), and a remembered choice is never timed again.
 // Another build (its build id differs), CPU or cap asks anew. A file that
 // cannot be read or written, or a line that does not parse, is as good as no
