@@ -91,6 +91,32 @@ TEST(RansPairs, EscapesRareValuesAndRarePairs) {
   EXPECT_EQ(decode_pieces(block, in.size(), 1000), in);
 }
 
+TEST(RansPairs, PairsItsSampleDidNotShowAreEscapedNotLost) {
+  // The encoder counts only some of a large plane's pairs before coding
+  // (detail::pair_in_sample). Here the counted pairs are all (A, A), and a
+  // third of the others (A, B): a quarter of the plane's pairs that the
+  // counts never saw. They must reach the decoder intact (as escapes).
+  for (const std::size_t n : {std::size_t{1} << 20, (std::size_t{1} << 20) + 40001}) {
+    const std::size_t half = n / 2;
+    ByteVector in(n, std::byte{0x7e});
+    std::size_t unseen = 0;
+    for (std::size_t j = 0; j < half; ++j)
+      if (!pairs::detail::pair_in_sample(j, half) && j % 3 == 0) {
+        in[2 * j + 1] = std::byte{0x7f};
+        ++unseen;
+      }
+    ASSERT_GT(unseen, half / 5) << n;
+    const ByteVector block = encode_or_fail(in);
+    EXPECT_GE(util::load_le<std::uint32_t>(block.data() + escape_header_at(block)), 2 * unseen) << n;
+    ByteVector out(n);
+    pairs::decode(block, out);
+    EXPECT_EQ(out, in) << n;
+    EXPECT_EQ(decode_pieces(block, n, 4096), in) << n;
+  }
+  // Small planes are counted whole.
+  for (std::size_t j = 0; j < 1000; ++j) EXPECT_TRUE(pairs::detail::pair_in_sample(j, 1000));
+}
+
 TEST(RansPairs, NeverReturnsABlockOverTheBarItsEscapesLeaveRoomFor) {
   // With escapes (coded and stored ones), the block at an unbounded bar is
   // S bytes: a bar of S gives the same bytes; a bar of S - 1 gives nothing
