@@ -55,7 +55,8 @@ void grouped_histograms(util::ByteSpan in, unsigned width, GroupMode mode, std::
 constexpr std::size_t k_exact_estimate = 128 * 1024;
 
 template <unsigned W>
-void count_both_modes(util::ByteSpan in, std::array<Histogram, 8>& plain, std::array<Histogram, 8>& rotl1) {
+void count_both_modes(std::span<const util::ByteSpan> pieces, std::array<Histogram, 8>& plain,
+                      std::array<Histogram, 8>& rotl1) {
   // Byte k of each element is counted with 9 bits: the byte and, below it,
   // bit 0 of its rotated self (the top bit of the byte below it in the
   // element, or of the element for byte 0). A block of elements' indices is
@@ -68,23 +69,25 @@ void count_both_modes(util::ByteSpan in, std::array<Histogram, 8>& plain, std::a
   constexpr unsigned k_per_plane = W == 8 ? 1 : 2;  // tables
   constexpr std::size_t k_block = 256;             // elements
   std::array<std::array<std::uint32_t, 512>, W * k_per_plane> joint{};
-  const auto* p = reinterpret_cast<const std::uint8_t*>(in.data());
-  const std::size_t m = in.size() / W;
   alignas(64) std::uint16_t index[W][k_block];
-  for (std::size_t first = 0; first < m; first += k_block) {
-    const std::size_t n = std::min(k_block, m - first);
-    const std::uint8_t* q = p + first * W;
-    for (std::size_t e = 0; e < n; ++e) {
-      const E v = util::load_le<E>(reinterpret_cast<const std::byte*>(q + e * W));
-      index[0][e] = static_cast<std::uint16_t>(((v << 1) | (v >> (k_bits - 1))) & 0x1ff);
-      for (unsigned k = 1; k < W; ++k) index[k][e] = static_cast<std::uint16_t>((v >> (8 * k - 1)) & 0x1ff);
+  for (const util::ByteSpan in : pieces) {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(in.data());
+    const std::size_t m = in.size() / W;
+    for (std::size_t first = 0; first < m; first += k_block) {
+      const std::size_t n = std::min(k_block, m - first);
+      const std::uint8_t* q = p + first * W;
+      for (std::size_t e = 0; e < n; ++e) {
+        const E v = util::load_le<E>(reinterpret_cast<const std::byte*>(q + e * W));
+        index[0][e] = static_cast<std::uint16_t>(((v << 1) | (v >> (k_bits - 1))) & 0x1ff);
+        for (unsigned k = 1; k < W; ++k) index[k][e] = static_cast<std::uint16_t>((v >> (8 * k - 1)) & 0x1ff);
+      }
+      std::size_t e = 0;
+      for (; e + k_per_plane <= n; e += k_per_plane)
+        for (unsigned r = 0; r < k_per_plane; ++r)
+          for (unsigned k = 0; k < W; ++k) ++joint[k * k_per_plane + r][index[k][e + r]];
+      for (; e < n; ++e)
+        for (unsigned k = 0; k < W; ++k) ++joint[k * k_per_plane][index[k][e]];
     }
-    std::size_t e = 0;
-    for (; e + k_per_plane <= n; e += k_per_plane)
-      for (unsigned r = 0; r < k_per_plane; ++r)
-        for (unsigned k = 0; k < W; ++k) ++joint[k * k_per_plane + r][index[k][e + r]];
-    for (; e < n; ++e)
-      for (unsigned k = 0; k < W; ++k) ++joint[k * k_per_plane][index[k][e]];
   }
   for (unsigned k = 0; k < W; ++k) {
     plain[k].fill(0);
@@ -97,22 +100,30 @@ void count_both_modes(util::ByteSpan in, std::array<Histogram, 8>& plain, std::a
       rotl1[k][v & 0xff] += sum[v];  // ((byte << 1) | bit) & 0xff
     }
   }
-  for (std::size_t i = m * W; i < in.size(); ++i) {
-    ++plain[W - 1][p[i]];
-    ++rotl1[W - 1][p[i]];
+  for (const util::ByteSpan in : pieces) {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(in.data());
+    for (std::size_t i = in.size() / W * W; i < in.size(); ++i) {
+      ++plain[W - 1][p[i]];
+      ++rotl1[W - 1][p[i]];
+    }
   }
 }
 
 }  // namespace
 
-void detail::both_modes_histograms(util::ByteSpan in, unsigned width, std::array<Histogram, 8>& plain,
-                                   std::array<Histogram, 8>& rotl1) {
+void detail::both_modes_histograms(std::span<const util::ByteSpan> pieces, unsigned width,
+                                   std::array<Histogram, 8>& plain, std::array<Histogram, 8>& rotl1) {
   switch (width) {
-    case 2: return count_both_modes<2>(in, plain, rotl1);
-    case 4: return count_both_modes<4>(in, plain, rotl1);
-    case 8: return count_both_modes<8>(in, plain, rotl1);
+    case 2: return count_both_modes<2>(pieces, plain, rotl1);
+    case 4: return count_both_modes<4>(pieces, plain, rotl1);
+    case 8: return count_both_modes<8>(pieces, plain, rotl1);
     default: throw Error(Errc::internal, "both_modes_histograms: width must be 2, 4 or 8");
   }
+}
+
+void detail::both_modes_histograms(util::ByteSpan in, unsigned width, std::array<Histogram, 8>& plain,
+                                   std::array<Histogram, 8>& rotl1) {
+  both_modes_histograms(std::span<const util::ByteSpan>(&in, 1), width, plain, rotl1);
 }
 
 namespace {
@@ -124,16 +135,27 @@ namespace {
 // plane_bpb receives each plane's order-0 bits per byte on the sample, and
 // hists the planes' histograms, which are exact (the whole input counted)
 // when it returns with exact set.
-// `counted`: the exact histograms of `in` in `mode`, when the caller has them
-// (both_modes_histograms), for an input of up to k_exact_estimate bytes.
+// `counted`: the histograms of `in` in `mode` when the caller has them
+// (both_modes_histograms): of all of it for an input of up to
+// k_exact_estimate bytes, else of its sample_slices().
 double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb,
                         std::array<Histogram, 8>& hists, bool& exact, const std::array<Histogram, 8>* counted);
 
+constexpr std::size_t k_slices = 8;
+constexpr std::size_t k_slice = 8 * 1024;  // a multiple of every width
+static_assert(k_exact_estimate == 2 * k_slices * k_slice);
+
+// The evenly spaced slices an input of more than k_exact_estimate bytes is
+// estimated from: whole elements of every width, no tails.
+std::array<util::ByteSpan, k_slices> sample_slices(util::ByteSpan in) {
+  const std::size_t stride = (in.size() / k_slices) / k_slice * k_slice;
+  std::array<util::ByteSpan, k_slices> slices;
+  for (std::size_t s = 0; s < k_slices; ++s) slices[s] = in.subspan(s * stride, k_slice);
+  return slices;
+}
+
 double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, PlaneBits& plane_bpb,
                         std::array<Histogram, 8>& hists, bool& exact, const std::array<Histogram, 8>* counted) {
-  constexpr std::size_t k_slices = 8;
-  constexpr std::size_t k_slice = 8 * 1024;  // a multiple of every width
-  static_assert(k_exact_estimate == 2 * k_slices * k_slice);
   exact = in.size() <= k_exact_estimate;
   // Each plane's bits per byte into plane_bpb; returns the planes' estimated
   // bytes in all (n bytes counted).
@@ -155,11 +177,12 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
       grouped_histograms(in, width, mode, hists);
     return estimate_counted(in.size());
   }
-  // The slices are whole elements of every width: no tails, counted at once.
-  const std::size_t stride = (in.size() / k_slices) / k_slice * k_slice;
-  std::array<util::ByteSpan, k_slices> slices;
-  for (std::size_t s = 0; s < k_slices; ++s) slices[s] = in.subspan(s * stride, k_slice);
-  plane_histograms(slices, width, mode, std::span<Histogram>(hists.data(), width));
+  if (counted) {
+    std::copy_n(counted->begin(), width, hists.begin());
+  } else {
+    const auto slices = sample_slices(in);
+    plane_histograms(slices, width, mode, std::span<Histogram>(hists.data(), width));
+  }
   const std::size_t sampled = k_slices * k_slice;
   return estimate_counted(sampled) * (static_cast<double>(in.size()) / static_cast<double>(sampled));
 }
@@ -456,14 +479,24 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
       have_best = true;
     }
   };
-  // A float input in both grouping modes; a small one (estimated from all
-  // its bytes) counted once for the two (detail::both_modes_histograms).
+  // A float input in both grouping modes, its bytes (a small one) or its
+  // sample's counted once for the two (detail::both_modes_histograms: on a
+  // bf16 checkpoint, 4 MiB chunks, compression 1-2% faster than counting
+  // the sample once a mode).
   auto consider_modes = [&](util::ByteSpan input, Residual residual) {
     if (!try_rotl1) return consider(input, residual, GroupMode::plain);
-    const bool small = !input.empty() && input.size() <= k_exact_estimate;
-    if (small) detail::both_modes_histograms(input, width, m_mode_hists[0], m_mode_hists[1]);
-    consider(input, residual, GroupMode::plain, small ? &m_mode_hists[0] : nullptr);
-    consider(input, residual, GroupMode::rotl1, small ? &m_mode_hists[1] : nullptr);
+    if (input.empty()) {
+      consider(input, residual, GroupMode::plain);
+      return consider(input, residual, GroupMode::rotl1);
+    }
+    if (input.size() <= k_exact_estimate) {
+      detail::both_modes_histograms(input, width, m_mode_hists[0], m_mode_hists[1]);
+    } else {
+      const auto slices = sample_slices(input);
+      detail::both_modes_histograms(slices, width, m_mode_hists[0], m_mode_hists[1]);
+    }
+    consider(input, residual, GroupMode::plain, &m_mode_hists[0]);
+    consider(input, residual, GroupMode::rotl1, &m_mode_hists[1]);
   };
 
   consider_modes(raw, Residual::none);

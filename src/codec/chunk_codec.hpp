@@ -243,6 +243,9 @@ namespace detail {
 // thread (Zen 3, session 40), the same bytes.
 void both_modes_histograms(util::ByteSpan in, unsigned width, std::array<Histogram, 8>& plain,
                            std::array<Histogram, 8>& rotl1);
+// The same summed over pieces (each one's tail counted as above).
+void both_modes_histograms(std::span<const util::ByteSpan> pieces, unsigned width, std::array<Histogram, 8>& plain,
+                           std::array<Histogram, 8>& rotl1);
 
 }  // namespace detail
 

@@ -654,3 +654,32 @@ TEST(ChunkCodec, BothModesHistogramsEqualEachModeCountedAlone) {
   std::array<Histogram, 8> a{}, b{};
   EXPECT_THROW(detail::both_modes_histograms(util::ByteVector(6), 3, a, b), Error);
 }
+
+// Over several pieces (a large chunk's sample slices): the sums of each
+// piece counted alone, each piece's tail in the last plane.
+TEST(ChunkCodec, BothModesHistogramsOfPiecesSumThePieces) {
+  std::mt19937_64 rng(41);
+  util::ByteVector bytes(70000);
+  for (auto& b : bytes) b = std::byte(rng() % 3 == 0 ? rng() & 0xff : 0x3c | (rng() & 0x81));
+  const util::ByteSpan all(bytes);
+  for (const unsigned width : {2u, 4u, 8u}) {
+    const std::array<util::ByteSpan, 4> pieces{all.subspan(0, 8192), all.subspan(9000, 4096 + 3),
+                                               all.subspan(20000, 0), all.subspan(30001, 40000 - 1)};
+    std::array<Histogram, 8> plain{}, rotl1{};
+    detail::both_modes_histograms(pieces, width, plain, rotl1);
+    std::array<Histogram, 8> want_plain{}, want_rotl1{};
+    for (const auto& piece : pieces) {
+      std::array<Histogram, 8> p{}, r{};
+      detail::both_modes_histograms(piece, width, p, r);
+      for (unsigned k = 0; k < width; ++k)
+        for (unsigned v = 0; v < 256; ++v) {
+          want_plain[k][v] += p[k][v];
+          want_rotl1[k][v] += r[k][v];
+        }
+    }
+    for (unsigned k = 0; k < width; ++k) {
+      EXPECT_EQ(plain[k], want_plain[k]) << "width " << width << " plane " << k;
+      EXPECT_EQ(rotl1[k], want_rotl1[k]) << "width " << width << " plane " << k;
+    }
+  }
+}
