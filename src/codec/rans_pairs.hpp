@@ -16,8 +16,10 @@
 // large plane (a 4 KiB slice in every 16 KiB): those counts pick the rare
 // pairs (a pair the sample did not show is escaped like a rare one) and,
 // scaled, make the table; the escape pass counts the pairs it rewrites
-// exactly. On a bf16 checkpoint (bench/data, 4 MiB chunks) that made
-// compression in memory 5-10% faster for 0.002% more bytes. Measured on AMD EPYC Zen 3 (AVX2, scalar-load decoder;
+// exactly. Compression in memory, one thread, Intel Xeon (AVX-512), 4 MiB
+// chunks: bf16 (bench/data) 7-9% faster (bench_pipeline 40.0-42.1 -> 37.4-
+// 38.5 ms), fp32 and AdamW state and MiniLM 1-5%, for 0.001-0.003% more
+// bytes. Measured on AMD EPYC Zen 3 (AVX2, scalar-load decoder;
 // bench_rans kernel:5, bf16 exponent planes of MiniLM and of N(0, 0.02), 1
 // and 16 MiB blocks): decoded at 2.69-2.92 GB/s against 2.01-2.09 for one
 // symbol a byte; in a prototype on a trained GPT's bf16 / fp32 exponent
