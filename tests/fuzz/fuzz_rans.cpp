@@ -17,7 +17,8 @@
 // the input repeated to 64 KiB or more (so that the pair coder may take it)
 // is coded in pairs with both kernels (identical blocks) and decoded back,
 // and split with every kernel (identical blocks, where low_bits_for finds a
-// split) and decoded back.
+// split) and decoded back; and repeated to 129 KiB, with pairs outside the
+// pair encoder's counted sample altered, coded in pairs and decoded back.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -156,12 +157,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Coded by Encoder(k) for every kernel k: a block exactly where `takes`
   // (a generous buffer always fits), the same bytes from every kernel, and
   // `decode` gives the tiled input back.
-  auto every_kernel = [&](const auto& kernels, auto make_encoder, bool takes,
-                          void (*decode)(util::ByteSpan, util::MutableByteSpan)) {
+  auto every_kernel = [&](const std::vector<std::byte>& plane, const codec::Histogram& ph, const auto& kernels,
+                          auto make_encoder, bool takes, void (*decode)(util::ByteSpan, util::MutableByteSpan)) {
     std::vector<std::byte> first;
     for (auto k : kernels) {
-      std::vector<std::byte> out(tiled.size() + 1024);
-      const auto w = make_encoder(k).encode(tiled, th, out);
+      std::vector<std::byte> out(plane.size() + 1024);
+      const auto w = make_encoder(k).encode(plane, ph, out);
       if (w.has_value() != takes) std::abort();
       if (!w) return;
       out.resize(*w);
@@ -169,14 +170,35 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         first = out;
       else if (out != first)
         std::abort();
-      std::vector<std::byte> again(tiled.size());
+      std::vector<std::byte> again(plane.size());
       decode(out, again);
-      if (again != tiled) std::abort();
+      if (again != plane) std::abort();
     }
   };
-  every_kernel(std::array<pairs::detail::Kernel, 2>{pairs::detail::Kernel::scalar, pairs::detail::Kernel::avx2},
-               [](auto k) { return pairs::Encoder(k); }, pairs::worth_trying(th, tiled.size()), pairs::decode);
-  every_kernel(split_kernels, [](auto k) { return split::Encoder(k); }, split::low_bits_for(th, tiled.size()) != 0,
-               split::decode);
+  constexpr std::array<pairs::detail::Kernel, 2> pair_kernels{pairs::detail::Kernel::scalar,
+                                                              pairs::detail::Kernel::avx2};
+  const auto pair_encoder = [](auto k) { return pairs::Encoder(k); };
+  every_kernel(tiled, th, pair_kernels, pair_encoder, pairs::worth_trying(th, tiled.size()), pairs::decode);
+  every_kernel(tiled, th, split_kernels, [](auto k) { return split::Encoder(k); },
+               split::low_bits_for(th, tiled.size()) != 0, split::decode);
+
+  // A plane large enough that the pair encoder counts only a sample of its
+  // pairs (detail::pair_in_sample), whose pairs outside the sample differ
+  // from the tiled input's (a byte of the input added to every third one's
+  // second byte): pairs the counts never saw must come back intact.
+  std::vector<std::byte> far;
+  while (far.size() < (std::size_t{129} << 10) + 3) far.insert(far.end(), input.begin(), input.end());
+  const std::size_t half = far.size() / 2;
+  const auto bump = static_cast<std::uint8_t>(data[size - 1] | 1);
+  bool unseen = false;
+  for (std::size_t j = 0; j < half; j += 3)
+    if (!pairs::detail::pair_in_sample(j, half)) {
+      far[2 * j + 1] = static_cast<std::byte>(static_cast<std::uint8_t>(far[2 * j + 1]) + bump);
+      unseen = true;
+    }
+  if (!unseen) std::abort();  // the sample grew: this check no longer reaches the unsampled pairs
+  codec::Histogram fh{};
+  for (std::byte b : far) ++fh[static_cast<std::uint8_t>(b)];
+  every_kernel(far, fh, pair_kernels, pair_encoder, pairs::worth_trying(fh, far.size()), pairs::decode);
   return 0;
 }
