@@ -180,8 +180,7 @@ double estimate_sampled(util::ByteSpan in, unsigned width, GroupMode mode, Plane
   if (counted) {
     std::copy_n(counted->begin(), width, hists.begin());
   } else {
-    const auto slices = sample_slices(in);
-    plane_histograms(slices, width, mode, std::span<Histogram>(hists.data(), width));
+    plane_histograms(sample_slices(in), width, mode, std::span<Histogram>(hists.data(), width));
   }
   const std::size_t sampled = k_slices * k_slice;
   return estimate_counted(sampled) * (static_cast<double>(in.size()) / static_cast<double>(sampled));
@@ -485,16 +484,10 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
   // the sample once a mode).
   auto consider_modes = [&](util::ByteSpan input, Residual residual) {
     if (!try_rotl1) return consider(input, residual, GroupMode::plain);
-    if (input.empty()) {
-      consider(input, residual, GroupMode::plain);
-      return consider(input, residual, GroupMode::rotl1);
-    }
-    if (input.size() <= k_exact_estimate) {
+    if (input.size() <= k_exact_estimate)
       detail::both_modes_histograms(input, width, m_mode_hists[0], m_mode_hists[1]);
-    } else {
-      const auto slices = sample_slices(input);
-      detail::both_modes_histograms(slices, width, m_mode_hists[0], m_mode_hists[1]);
-    }
+    else
+      detail::both_modes_histograms(sample_slices(input), width, m_mode_hists[0], m_mode_hists[1]);
     consider(input, residual, GroupMode::plain, &m_mode_hists[0]);
     consider(input, residual, GroupMode::rotl1, &m_mode_hists[1]);
   };

@@ -382,14 +382,14 @@ std::optional<std::size_t> Encoder::encode(util::ByteSpan in, const Histogram& h
   if (rest < unmarked) throw Error(Errc::internal, "rans pairs: more sampled pairs than pairs");
   if (unmarked != 0) {
     std::uint64_t given = 0;
-    unsigned largest = 0;
+    unsigned largest = 256;  // none yet (unmarked != 0: the loop finds one)
     for (unsigned s = 0; s < 256; ++s) {
       if (marked(s) || counted[s] == 0) continue;
       ph[s] = static_cast<std::uint32_t>(std::uint64_t{counted[s]} * rest / unmarked);
       given += ph[s];
-      if (ph[s] > ph[largest] || marked(largest)) largest = s;
+      if (largest == 256 || ph[s] > ph[largest]) largest = s;
     }
-    ph[largest] += static_cast<std::uint32_t>(rest - given);
+    ph[largest] += static_cast<std::uint32_t>(rest - given);  // the rounding's remainder
   } else if (rest != 0) {
     throw Error(Errc::internal, "rans pairs: pairs the sample did not account for");
   }
