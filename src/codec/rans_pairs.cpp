@@ -47,15 +47,20 @@ constexpr u8 k_tag = 0x10;
 constexpr unsigned k_escape = 15;
 constexpr std::size_t k_head = 1 + 15 + 4;  // tag, map, pairs_size
 constexpr std::size_t k_sub = 8192;         // pair symbols decoded at a time (into L1)
-// The encoder counts the pair symbols of one slice in every k_sample_every
+// The encoder counts the pair symbols of one slice in every k_sample_stride
 // (planes of k_sample_from pair symbols and up; smaller ones whole): the
 // counts only shape the rANS table and pick the rare pairs, the escape pass
 // counts every pair it rewrites exactly, and the slices' scaled counts
 // cost 0.001-0.003% in size against exact ones (bench/data's files and
 // MiniLM, 4 MiB chunks; rans_pairs.hpp).
 constexpr std::size_t k_sample_slice = 4096;
-constexpr std::size_t k_sample_every = 4;
+constexpr std::size_t k_sample_stride = 4 * k_sample_slice;  // one slice in every four
 constexpr std::size_t k_sample_from = 64 * 1024;
+
+// How many slices of a plane of `half` pair symbols are counted: slice i is
+// symbols [i * k_sample_stride, i * k_sample_stride + k_sample_slice); 0 for
+// a plane counted whole.
+std::size_t sampled_slices(std::size_t half) { return half < k_sample_from ? 0 : half / k_sample_stride; }
 
 [[noreturn]] void corrupt(const char* what) { throw Error(Errc::corrupt, std::string("rans pairs block: ") + what); }
 
@@ -278,21 +283,19 @@ void escape_pass(const u8* src, std::size_t half, const std::array<u8, 256>& rem
   escape_pass_scalar(src, half, remap, attention, pairs, out);
 }
 
-// The pair symbols' histogram from one slice of k_sample_slice symbols in
-// every k_sample_every (all of them under k_sample_from symbols); returns
-// how many were counted.
+// The pair symbols' histogram over sampled_slices() (all of them where that
+// is 0); returns how many were counted.
 std::size_t sample_pairs(const u8* pairs, std::size_t half, Histogram& counted) {
-  if (half < k_sample_from) {
+  const std::size_t n = sampled_slices(half);
+  if (n == 0) {
     histogram(util::ByteSpan(reinterpret_cast<const std::byte*>(pairs), half), counted);
     return half;
   }
-  const std::size_t stride = k_sample_slice * k_sample_every;
-  std::vector<util::ByteSpan> slices;
-  slices.reserve(half / stride);
-  for (std::size_t at = 0; at + stride <= half; at += stride)
-    slices.emplace_back(reinterpret_cast<const std::byte*>(pairs + at), k_sample_slice);
+  std::vector<util::ByteSpan> slices(n);
+  for (std::size_t i = 0; i < n; ++i)
+    slices[i] = util::ByteSpan(reinterpret_cast<const std::byte*>(pairs + i * k_sample_stride), k_sample_slice);
   plane_histograms(slices, 1, GroupMode::plain, std::span<Histogram>(&counted, 1));
-  return slices.size() * k_sample_slice;
+  return n * k_sample_slice;
 }
 
 }  // namespace
@@ -302,9 +305,8 @@ const char* expand_kernel_name() { return avx2_expands() ? "avx2" : "scalar"; }
 namespace detail {
 bool kernel_available(Kernel k) { return k == Kernel::scalar || avx2_expands(); }
 bool pair_in_sample(std::size_t j, std::size_t half) {
-  if (half < k_sample_from) return j < half;
-  const std::size_t stride = k_sample_slice * k_sample_every;
-  return j < half / stride * stride && j % stride < k_sample_slice;
+  const std::size_t n = sampled_slices(half);
+  return n == 0 ? j < half : j / k_sample_stride < n && j % k_sample_stride < k_sample_slice;
 }
 }  // namespace detail
 
