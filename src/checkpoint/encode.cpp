@@ -247,13 +247,18 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
         // encoder groups each piece: a piece is read from memory once for the
         // two checksums and the grouping, instead of three passes over a
         // 4 MiB chunk (two workers share the memory bandwidth; cache-resident
-        // work scales).
+        // work scales). BLAKE3 reads each piece first: its kernels prefetch
+        // ahead, so the fetch from memory hides behind the hashing, and XXH3
+        // then finds the piece in L2 (XXH3 first took 11% of bf16
+        // compression under MITHRIL_ISA=avx2 waiting on memory; BLAKE3 first,
+        // with the prefetch reaching into the next batch, 49 -> 45 ms;
+        // docs/benchmarks.md, session 50).
         util::Blake3Tree::Feeder feed(digest, first_piece[i], c.source_offset, raw);
         slot.xxh3_stream.reset();
         const codec::ChunkEncoder::Reader read = [&](std::size_t at) {
           const std::size_t end = feed.piece_end(at);
-          slot.xxh3_stream.update(raw.subspan(at, end - at));
           feed.advance(end);
+          slot.xxh3_stream.update(raw.subspan(at, end - at));
           return end;
         };
         slot.encoded = slot.encoder->encode(raw, c.kind, base_bytes, &read, /*apart=*/true);

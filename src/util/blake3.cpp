@@ -289,6 +289,22 @@ void gathered_portable(const std::uint8_t* const* chunks, const std::uint64_t* c
 #ifdef MITHRIL_BLAKE3_X86
 #define MITHRIL_AVX2 __attribute__((target("avx2")))
 
+// Prefetch for block b of a chunk batch: the block k_ahead blocks on in each
+// lane. A strided batch's last blocks fetch the start of the next batch's
+// lanes instead (which lie right after this batch: hash-many's whole
+// batches), where the reading of block 0 would otherwise wait on memory.
+// Prefetching past the input's end is harmless (no fault).
+template <std::size_t N, bool Strided, std::size_t Stride>
+[[gnu::always_inline]] inline void prefetch_ahead(const LaneInputs<N, Strided, Stride>& lane, std::size_t b) {
+  constexpr std::size_t k_ahead = 4;
+  constexpr std::size_t blocks = Stride / k_block_len;
+  for (std::size_t j = 0; j < N; ++j) {
+    std::uintptr_t at = reinterpret_cast<std::uintptr_t>(lane[j]) + (b + k_ahead) * k_block_len;
+    if (Strided && b + k_ahead >= blocks) at += (N - 1) * Stride;
+    _mm_prefetch(reinterpret_cast<const char*>(at), _MM_HINT_T0);
+  }
+}
+
 // vpshufb masks of the rotations by 16 and 8 bits (memory operands of
 // compress8_asm).
 alignas(32) constexpr std::uint8_t k_rot16[32] = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
@@ -494,9 +510,7 @@ MITHRIL_AVX2 void hash8_avx2(const Lanes<8>& l, const Words8& key, std::uint32_t
     // m, the assembly's input: loaded straight into m, GCC 12 also stored
     // the untransposed words, 4% of the time.)
     __m256i r[16];
-    if constexpr (!Parent)  // eight streams (see hash16_avx512)
-      for (int j = 0; j < 8; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(lane[j] + b * k_block_len + 256), _MM_HINT_T0);
+    if constexpr (!Parent) prefetch_ahead(lane, b);  // eight streams (see hash16_avx512)
     for (int j = 0; j < 8; ++j)
       r[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lane[j] + b * k_block_len));
     for (int j = 0; j < 8; ++j)
@@ -630,9 +644,7 @@ MITHRIL_AVX512 void hash16_avx512(const Lanes<16>& l, const Words8& key, std::ui
     // hardware prefetcher does not keep up with them (the loads were ~40% of
     // the kernel's time). Fetch four blocks ahead, as BLAKE3's reference
     // kernels do.
-    if constexpr (!Parent)
-      for (int j = 0; j < 16; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(lane[j] + b * k_block_len + 256), _MM_HINT_T0);
+    if constexpr (!Parent) prefetch_ahead(lane, b);
     load_transposed16(lane, b * k_block_len, m);
     const std::uint32_t f = Parent ? flags | k_parent
                                    : flags | (b == 0 ? k_chunk_start : 0u) | (b + 1 == blocks ? k_chunk_end : 0u);
