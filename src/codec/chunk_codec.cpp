@@ -728,6 +728,17 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       // Each piecewise plane's next bytes go to its own part of m_pieces.
       const std::size_t room = k_hash_piece / width + 8;  // a piece's bytes of one plane, or the tail
       if (m_pieces.size() < width * room) m_pieces.resize(width * room);
+      // Staged for elements of 2 bytes or more: measured (one thread,
+      // Intel AVX-512, 4 MiB chunks into a reused buffer) fp32 AdamW state
+      // +24-30%, fp32 weights +6-27%, and later bf16 +8-13% and fp16
+      // +9-11% (bench_pipeline; +6-10% through Python's decompress(out=)),
+      // level under MITHRIL_ISA=avx2 (+0-3%). (A first measurement of the
+      // 2-byte case had it 4-10% slower; it did not repeat.)
+      std::byte* stage = nullptr;
+      if (cold && width >= 2) {
+        if (m_stage.size() < k_hash_piece) m_stage.resize(k_hash_piece);
+        stage = m_stage.data();
+      }
       // The first coded plane's decoding of a piece is cut in eighths, and
       // before each an eighth of the next piece's stored (and zstd) planes is
       // prefetched: those are then in cache when the next piece is
@@ -738,12 +749,20 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       // and under MITHRIL_ISA=avx2; the whole piece prefetched at once gained
       // half of that (the prefetches queued behind each other), and fp32 lost
       // with prefetcht0 (util::prefetch).
-      // That plane, or width where no stored plane lies beside a coded one.
+      // Unless staged, an eighth of the next piece's output is prefetched
+      // too: the ungrouping's stores then find their lines in L2 instead of
+      // each waiting on memory for its line. Measured (Intel Xeon with AMX,
+      // one thread, bench_pipeline with the whole-file digest, into a reused
+      // buffer): 2-9% faster on bf16, fp16, fp32, AdamW state and MiniLM
+      // (0-7% under MITHRIL_ISA=avx2, fp16 there level), two threads 5-9%;
+      // prefetchw there was slower than this read hint (docs/benchmarks.md,
+      // session 50).
+      // The plane cut in eighths: the first coded one, or none (width) where
+      // nothing is to be fetched.
       const std::span<const PlaneCodec> codecs(piecewise.data(), width);
       const auto first_coded = std::ranges::find_if(codecs, [](PlaneCodec c) { return c != PlaneCodec::stored; });
-      const auto fetching = std::ranges::find(codecs, PlaneCodec::stored) == codecs.end()
-                                ? width
-                                : static_cast<unsigned>(first_coded - codecs.begin());
+      const bool fetch_planes = std::ranges::find(codecs, PlaneCodec::stored) != codecs.end();
+      const auto fetching = fetch_planes || !stage ? static_cast<unsigned>(first_coded - codecs.begin()) : width;
       auto plane = [&](unsigned k, std::size_t e, std::size_t n) -> util::ByteSpan {
         if (piecewise[k] == PlaneCodec::stored) return planes[k].subspan(e, n);
         const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
@@ -758,23 +777,16 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
               const std::size_t from = std::min(e + n + a, planes[s].size());
               util::prefetch(planes[s].data() + from, std::min(len, planes[s].size() - from));
             }
+            if (!stage) {
+              const std::size_t from = std::min((e + n + a) * width, out.size());
+              util::prefetch(out.data() + from, std::min(len * width, out.size() - from));
+            }
             m_coders.next(piecewise[k], k, buf.subspan(a, len));
           }
         });
         return buf;
       };
       m_checksum.reset();
-      // Staged for elements of 2 bytes or more: measured (one thread,
-      // Intel AVX-512, 4 MiB chunks into a reused buffer) fp32 AdamW state
-      // +24-30%, fp32 weights +6-27%, and later bf16 +8-13% and fp16
-      // +9-11% (bench_pipeline; +6-10% through Python's decompress(out=)),
-      // level under MITHRIL_ISA=avx2 (+0-3%). (A first measurement of the
-      // 2-byte case had it 4-10% slower; it did not repeat.)
-      std::byte* stage = nullptr;
-      if (cold && width >= 2) {
-        if (m_stage.size() < k_hash_piece) m_stage.resize(k_hash_piece);
-        stage = m_stage.data();
-      }
       ungroup_and_hash(plane, out, width, static_cast<GroupMode>(rec.group_mode), rec.residual, base, m_checksum,
                        hooks, stage);
       if (stage) util::stream_fence();
