@@ -739,8 +739,8 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
         if (m_stage.size() < k_hash_piece) m_stage.resize(k_hash_piece);
         stage = m_stage.data();
       }
-      // The first coded plane's decoding of a piece is cut in eighths, and
-      // before each an eighth of the next piece's stored (and zstd) planes is
+      // The first coded plane's decoding of a piece is cut in 32 parts, and
+      // before each a 32nd of the next piece's stored (and zstd) planes is
       // prefetched: those are then in cache when the next piece is
       // ungrouped, instead of read from memory in one burst of misses, while
       // the decoder's arithmetic hides the memory's latency. Measured (AMD
@@ -748,16 +748,20 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       // fp16, bf16, fp32 and AdamW state, into a reused buffer or new memory,
       // and under MITHRIL_ISA=avx2; the whole piece prefetched at once gained
       // half of that (the prefetches queued behind each other), and fp32 lost
-      // with prefetcht0 (util::prefetch).
-      // Unless staged, an eighth of the next piece's output is prefetched
-      // too: the ungrouping's stores then find their lines in L2 instead of
-      // each waiting on memory for its line. Measured (Intel Xeon with AMX,
-      // one thread, bench_pipeline with the whole-file digest, into a reused
-      // buffer): 2-9% faster on bf16, fp16, fp32, AdamW state and MiniLM
-      // (0-7% under MITHRIL_ISA=avx2, fp16 there level), two threads 5-9%;
-      // prefetchw there was slower than this read hint (docs/benchmarks.md,
-      // session 50).
-      // The plane cut in eighths: the first coded one, or none (width) where
+      // with prefetcht0 (util::prefetch). Unless staged, the same part of the
+      // next piece's output is prefetched too: the ungrouping's stores then
+      // find their lines in L2 instead of each waiting on memory for its
+      // line. With the output, eighths made bursts of ~100 lines that stalled
+      // on the core's miss buffers (util::prefetch 17% of a bf16 profile);
+      // 32 parts keep each burst to ~25. Measured against neither (Intel Xeon
+      // with AMX, one thread, bench_pipeline, medians of 3, two alternations):
+      // into a reused buffer with the whole-file digest 12-16% faster on
+      // bf16, fp16, fp32, AdamW state and MiniLM (10-15% under
+      // MITHRIL_ISA=avx2, MiniLM 1-10%), two threads 9-16%, into new memory
+      // 2-16%; staged (no digest) level. 64 parts were level with 32, 128
+      // (64-element parts) 2.6x slower on fp32; prefetchw slower than this
+      // read hint (docs/benchmarks.md, session 50).
+      // The plane cut in parts: the first coded one, or none (width) where
       // nothing is to be fetched.
       const std::span<const PlaneCodec> codecs(piecewise.data(), width);
       const auto first_coded = std::ranges::find_if(codecs, [](PlaneCodec c) { return c != PlaneCodec::stored; });
@@ -768,7 +772,7 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
         const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
         in_plane(k, [&] {
           if (k != fetching) return m_coders.next(piecewise[k], k, buf);
-          constexpr std::size_t k_parts = 8;
+          constexpr std::size_t k_parts = 32;
           const std::size_t part = std::max<std::size_t>(64, (n / k_parts + 63) / 64 * 64);
           for (std::size_t a = 0; a < n; a += part) {
             const std::size_t len = std::min(part, n - a);
