@@ -739,9 +739,9 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
         if (m_stage.size() < k_hash_piece) m_stage.resize(k_hash_piece);
         stage = m_stage.data();
       }
-      // The first coded plane's decoding of a piece is cut in 32 parts, and
-      // before each a 32nd of the next piece's stored (and zstd) planes is
-      // prefetched: those are then in cache when the next piece is
+      // The first coded plane's decoding of a piece is cut in parts, and
+      // before each the same part of the next piece's stored (and zstd)
+      // planes is prefetched: those are then in cache when the next piece is
       // ungrouped, instead of read from memory in one burst of misses, while
       // the decoder's arithmetic hides the memory's latency. Measured (AMD
       // Zen 4, one thread, bench_pipeline): decompression 4-10% faster for
@@ -751,9 +751,12 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
       // with prefetcht0 (util::prefetch). Unless staged, the same part of the
       // next piece's output is prefetched too: the ungrouping's stores then
       // find their lines in L2 instead of each waiting on memory for its
-      // line. With the output, eighths made bursts of ~100 lines that stalled
-      // on the core's miss buffers (util::prefetch 17% of a bf16 profile);
-      // 32 parts keep each burst to ~25. Measured against neither (Intel Xeon
+      // line. The parts are eighths where the output is staged (not
+      // fetched); with the output, eighths made bursts of ~100 lines that
+      // stalled on the core's miss buffers (util::prefetch 17% of a bf16
+      // profile), so there 32 parts keep each burst to ~25 (32 parts in the
+      // staged case: 0-5% slower on AdamW state and MiniLM under
+      // MITHRIL_ISA=avx2). Measured against neither (Intel Xeon
       // with AMX, one thread, bench_pipeline, medians of 3, two alternations):
       // into a reused buffer with the whole-file digest 12-16% faster on
       // bf16, fp16, fp32, AdamW state and MiniLM (10-15% under
@@ -772,8 +775,8 @@ void ChunkDecoder::decode(util::ByteSpan payload, const container::ChunkRecord& 
         const util::MutableByteSpan buf(m_pieces.data() + k * room, n);
         in_plane(k, [&] {
           if (k != fetching) return m_coders.next(piecewise[k], k, buf);
-          constexpr std::size_t k_parts = 32;
-          const std::size_t part = std::max<std::size_t>(64, (n / k_parts + 63) / 64 * 64);
+          const std::size_t parts = stage ? 8 : 32;
+          const std::size_t part = std::max<std::size_t>(64, (n / parts + 63) / 64 * 64);
           for (std::size_t a = 0; a < n; a += part) {
             const std::size_t len = std::min(part, n - a);
             for (unsigned s = 0; s < width; ++s) {
