@@ -45,11 +45,18 @@ void write_all(int fd, const void* data, std::size_t size, const std::filesystem
   }
 }
 
+// pwrite_all()'s pieces end at file offsets that are multiples of
+// k_write_piece (the first one may be shorter): every piece after it then
+// covers whole pages, and those of one page lie in one call. Offsets off by
+// a safetensors header (848 bytes) made a new 48 MiB file's 256 KiB pwrites
+// 15-20% slower (ext4, Linux 6.18, fallocated, one or two threads: 11.6-14.6
+// ms against 9.5-11.3 with the pieces aligned; session 51).
 void pwrite_all(int fd, const void* data, std::size_t size, std::uint64_t offset,
                 const std::filesystem::path& path) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {
-    const ssize_t n = ::pwrite(fd, p, std::min(size, k_write_piece), static_cast<off_t>(offset));
+    const std::size_t piece = k_write_piece - static_cast<std::size_t>(offset % k_write_piece);
+    const ssize_t n = ::pwrite(fd, p, std::min(size, piece), static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno(path, "write failed");

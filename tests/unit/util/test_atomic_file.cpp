@@ -125,6 +125,29 @@ TEST(AtomicFile, ReserveSizesTheFileForParallelWrites) {
   EXPECT_EQ(count_entries(dir.path()), 1u);
 }
 
+// write_at() at offsets off the 256 KiB pieces it writes in (their ends fall
+// on multiples of 256 KiB in the file): every byte lands where it belongs,
+// whether a write starts just before a piece's end, on it, or well inside.
+TEST(AtomicFile, WritesAtUnalignedOffsetsLandInPlace) {
+  TempDir dir;
+  const auto dest = dir / "out.bin";
+  constexpr std::size_t k_piece = 256 * 1024;
+  constexpr std::size_t k_size = 5 * k_piece + 4321;
+  std::vector<std::byte> want(k_size);
+  for (std::size_t i = 0; i < k_size; ++i) want[i] = static_cast<std::byte>(i * 37 + i / 4093);
+  // [0, 848) header, then one write across three piece ends, then one
+  // starting a byte before a piece's end, then one starting on a piece's end.
+  const std::size_t cuts[] = {0, 848, 3 * k_piece - 1, 4 * k_piece, k_size};
+  {
+    util::AtomicFile f(dest, util::Overwrite::refuse);
+    f.reserve(k_size);
+    for (std::size_t j = 4; j-- > 0;)  // last range first: the order does not matter
+      f.write_at(cuts[j], util::ByteSpan(want.data() + cuts[j], cuts[j + 1] - cuts[j]));
+    f.commit();
+  }
+  EXPECT_EQ(test::read_file(dest), want);
+}
+
 TEST(AtomicFile, PendingTemporariesRemovedOnSignalPath) {
   TempDir dir;
   util::AtomicFile f(dir / "out.bin", util::Overwrite::refuse);
