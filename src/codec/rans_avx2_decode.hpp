@@ -93,8 +93,11 @@ struct DecConsts {
 // One group of eight lanes: one decoding step and the renormalisation of x,
 // whose words come from p (advanced past them). Returns the symbols, one per
 // dword, each < 256. The group's 16-byte load stays within the 2 * lanes
-// bytes that a round requires.
-template <bool Packed, Lookup L>
+// bytes that a round requires. Lean (packed table): each symbol comes with
+// its table entry's high bits (the caller keeps the low byte), and the bias
+// is cut out of the entry by two shifts rather than a shift and a mask: two
+// constants fewer held in registers, for the gather kernel's unrolled rounds.
+template <bool Packed, Lookup L, bool Lean = false>
 __attribute__((always_inline, target("avx2,popcnt"))) inline __m256i decode_group(__m256i& x, const u8*& p,
                                                                                    const DecConsts& k) {
   const __m256i slot = _mm256_and_si256(x, k.mask);
@@ -104,9 +107,11 @@ __attribute__((always_inline, target("avx2,popcnt"))) inline __m256i decode_grou
   else
     e = lookup_loads(k.slots, slot);
   if constexpr (Packed) {
-    s = _mm256_and_si256(e, _mm256_set1_epi32(0xff));
+    s = Lean ? e : _mm256_and_si256(e, _mm256_set1_epi32(0xff));
     y = _mm256_mullo_epi32(_mm256_srli_epi32(e, 20), _mm256_srl_epi32(x, k.shift));
-    y = _mm256_add_epi32(y, _mm256_and_si256(_mm256_srli_epi32(e, 8), _mm256_set1_epi32(0xfff)));
+    const __m256i bias = Lean ? _mm256_srli_epi32(_mm256_slli_epi32(e, 12), 20)
+                              : _mm256_and_si256(_mm256_srli_epi32(e, 8), _mm256_set1_epi32(0xfff));
+    y = _mm256_add_epi32(y, bias);
   } else {
     if constexpr (L == Lookup::gather)
       s = _mm256_and_si256(_mm256_i32gather_epi32(reinterpret_cast<const int*>(k.sym), slot, 1),
@@ -146,10 +151,20 @@ __attribute__((always_inline, target("avx2,popcnt"))) inline void decode_quad(__
 
 // Same arithmetic as the scalar decoder, eight lanes per register; a round
 // starts only when 2 * Lanes bytes remain, which covers every group's load.
-// With scalar loads the groups are fully unrolled; with gathers they are
-// not: on Zen 5 (MiniLM exponents, 64 lanes) the gather kernel ran at
-// 1.05 GB/s with four groups unrolled and 1.67 GB/s rolled; scalar loads
-// measured 2.0-2.5 GB/s either way (within the noise of the shared machine).
+// With scalar loads the groups are fully unrolled, four at a time storing
+// their symbols together (decode_quad). The gather kernel's groups are
+// unrolled too, each storing its own eight symbols and decoded Lean: on
+// Zen 5 (MiniLM exponents, 64 lanes) it ran at 1.05 GB/s unrolled in quads
+// and 1.67 GB/s rolled (scalar loads 2.0-2.5 GB/s either way, within the
+// noise of the shared machine; AMD CPUs time it slower than avx2x, which
+// they then run). On the Intel Xeon with AMX (MITHRIL_ISA=avx2, session
+// 51), rolled with quads against unrolled Lean groups, bench_rans medians
+// of 6-8 alternations, 1 MiB blocks: bf16 exponents 7.73 -> 7.04 ms, fp16
+// high bytes 7.95 -> 7.15, MiniLM's exponents 8.06 -> 7.25 (2.2 -> 2.4
+// GB/s); the rolled loop unrolled by 2 or 4 was level, quads unrolled 1.35x
+// slower, every other group by scalar loads 1.15-1.2x slower. Unrolled
+// without Lean, the eight states and nine constants outnumber the sixteen
+// ymm registers more (2-4% slower than Lean).
 //
 // On AMD Zen 3 (2.45 GHz, quiet; bench_rans best of 5 rounds, 64 lanes, bf16
 // exponents) avx2x decoded at 1.64-1.70 GB/s: ~11.7 cycles per group of
@@ -197,18 +212,12 @@ __attribute__((target("avx2,popcnt"))) void decode_rounds_v(const DecTables& t, 
   std::size_t r = c.round;
   for (; r < c.rounds && c.end - p >= static_cast<std::ptrdiff_t>(2 * Lanes); ++r) {
     u8* o = c.out + r * Lanes;
-    if constexpr (V % 4 != 0) {
+    if constexpr (V % 4 != 0 || L == Lookup::gather) {
+#pragma GCC unroll 8
       for (unsigned v = 0; v < V; ++v) {
-        const __m256i s = decode_group<Packed, L>(x[v], p, k);
+        const __m256i s = decode_group<Packed, L, L == Lookup::gather>(x[v], p, k);
         const __m256i b = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(s, pack_bytes), pack_halves);
         _mm_storel_epi64(reinterpret_cast<__m128i*>(o + 8 * v), _mm256_castsi256_si128(b));
-      }
-    } else if constexpr (L == Lookup::gather) {
-      __m256i sv[4];
-#pragma GCC unroll 1
-      for (unsigned v = 0; v < V; ++v) {
-        sv[v % 4] = decode_group<Packed, L>(x[v], p, k);
-        if (v % 4 == 3) store_quad(sv, o + 8 * (v - 3));
       }
     } else {
 #pragma GCC unroll 8
