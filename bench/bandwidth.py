@@ -101,17 +101,21 @@ def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> di
 
     try:
         out["pagecache_write_mib_s"] = size / MIB / median_of(lambda: write_file(1))
-        out["pagecache_write_nt_mib_s"] = size / MIB / median_of(lambda: write_file(threads))
+        out["pagecache_write_nt_mib_s"] = (size / MIB / median_of(lambda: write_file(threads)) if threads > 1
+                                           else out["pagecache_write_mib_s"])
         out["pagecache_read_mib_s"] = size / MIB / _best_of(read_file)
     finally:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-    out["line"] = (f"memcpy {out['memcpy_1t_mib_s']:.0f} MiB/s (1 thread), {out['memcpy_nt_mib_s']:.0f} MiB/s "
-                   f"({threads} threads); page cache, a new {size >> 20} MiB file without fsync: write "
-                   f"{out['pagecache_write_mib_s']:.0f} MiB/s (1 thread), {out['pagecache_write_nt_mib_s']:.0f} MiB/s "
-                   f"({threads} threads), read {out['pagecache_read_mib_s']:.0f} MiB/s (1 thread)")
+    def rates(one: float, many: float) -> str:
+        return f"{one:.0f} MiB/s (1 thread)" + (f", {many:.0f} MiB/s ({threads} threads)" if threads > 1 else "")
+
+    out["line"] = (f"memcpy {rates(out['memcpy_1t_mib_s'], out['memcpy_nt_mib_s'])}; page cache, a new "
+                   f"{size >> 20} MiB file without fsync: write "
+                   f"{rates(out['pagecache_write_mib_s'], out['pagecache_write_nt_mib_s'])}, "
+                   f"read {out['pagecache_read_mib_s']:.0f} MiB/s (1 thread)")
     return out
 
 
