@@ -25,14 +25,19 @@ import numpy as np
 MIB = float(1 << 20)
 
 
-def _best_of(fn, runs: int = 5) -> float:
-    ts = []
-    for _ in range(runs):
+def _median_of(timed, runs: int = 5) -> float:
+    """The median of `runs` calls of timed(), which returns the seconds it measured."""
+    ts = sorted(timed() for _ in range(runs))
+    return ts[len(ts) // 2]
+
+
+def _median_time(fn, runs: int = 5) -> float:
+    """The median wall time of `runs` calls of fn()."""
+    def timed() -> float:
         t0 = time.perf_counter()
         fn()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]  # median
+        return time.perf_counter() - t0
+    return _median_of(timed, runs)
 
 
 def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> dict:
@@ -50,8 +55,8 @@ def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> di
             list(ex.map(lambda b: np.copyto(dst[b[0]:b[1]], src[b[0]:b[1]]), bounds))
 
     out = {"bytes": size, "threads": threads}
-    out["memcpy_1t_mib_s"] = size / MIB / _best_of(lambda: np.copyto(dst, src))
-    out["memcpy_nt_mib_s"] = size / MIB / _best_of(copy_parallel)
+    out["memcpy_1t_mib_s"] = size / MIB / _median_time(lambda: np.copyto(dst, src))
+    out["memcpy_nt_mib_s"] = size / MIB / _median_time(copy_parallel)
     work.mkdir(parents=True, exist_ok=True)
     path = work / "bandwidth.bin"
     view = memoryview(src)
@@ -83,10 +88,6 @@ def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> di
             os.close(fd)
         return time.perf_counter() - t0
 
-    def median_of(fn, runs: int = 5) -> float:
-        ts = sorted(fn() for _ in range(runs))
-        return ts[len(ts) // 2]
-
     buf = bytearray(size)
     bview = memoryview(buf)
 
@@ -100,10 +101,10 @@ def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> di
             os.close(fd)
 
     try:
-        out["pagecache_write_mib_s"] = size / MIB / median_of(lambda: write_file(1))
-        out["pagecache_write_nt_mib_s"] = (size / MIB / median_of(lambda: write_file(threads)) if threads > 1
+        out["pagecache_write_mib_s"] = size / MIB / _median_of(lambda: write_file(1))
+        out["pagecache_write_nt_mib_s"] = (size / MIB / _median_of(lambda: write_file(threads)) if threads > 1
                                            else out["pagecache_write_mib_s"])
-        out["pagecache_read_mib_s"] = size / MIB / _best_of(read_file)
+        out["pagecache_read_mib_s"] = size / MIB / _median_time(read_file)
     finally:
         try:
             os.unlink(path)
