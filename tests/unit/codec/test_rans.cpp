@@ -575,8 +575,9 @@ TEST(Rans, KernelsAgreeOnValidAndCorruptBlocks) {
 // Every vector decoder (avx2 and avx512 with gathers, avx2x and avx512x with
 // scalar loads) at every lane count its registers allow (8, 16, 32 and 64
 // lanes: 1, 2, 4 and 8 AVX2 registers, 1, 2 and 4 AVX-512 ones — 8 lanes
-// there go to the AVX2 kernel of the same lookup; the 4- and 8-register AVX2
-// ones store 32 lanes' symbols at once), both table layouts, and blocks cut
+// there go to the AVX2 kernel of the same lookup; the 4- and 8-register
+// avx2x ones store 32 lanes' symbols at once, the gather ones each register's
+// eight from the Lean step), both table layouts, and blocks cut
 // short or with a byte changed anywhere, in particular in the last words,
 // where a round may start only when 2 * lanes bytes remain. Each block is
 // decoded from a buffer of its exact size, so that a sanitizer build sees any
