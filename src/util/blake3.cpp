@@ -300,7 +300,9 @@ template <std::size_t N, bool Strided, std::size_t Stride>
   constexpr std::size_t blocks = Stride / k_block_len;
   for (std::size_t j = 0; j < N; ++j) {
     std::uintptr_t at = reinterpret_cast<std::uintptr_t>(lane[j]) + (b + k_ahead) * k_block_len;
-    if (Strided && b + k_ahead >= blocks) at += (N - 1) * Stride;
+    if constexpr (Strided) {
+      if (b + k_ahead >= blocks) at += (N - 1) * Stride;
+    }
     _mm_prefetch(reinterpret_cast<const char*>(at), _MM_HINT_T0);
   }
 }
