@@ -363,6 +363,10 @@ SourcePlan plan_source(util::ByteSpan file, std::string_view file_name, std::siz
       plan.note = std::string(e.what()) + "; compressing it as raw bytes";
     }
   }
+  // Named as one, but not even its first bytes are (a truncated download).
+  if (plan.note.empty() && file_name.ends_with(".safetensors"))
+    plan.note = fmt::format("{}: not a safetensors file ({}); compressing it as raw bytes", file_name,
+                            formats::safetensors_sniff_failure(file));
   add_raw(plan, 0, file.size(), chunk_size);
   return plan;
 }

@@ -515,6 +515,21 @@ bool looks_like_safetensors(util::ByteSpan file) noexcept {
          file[k_length_bytes] == std::byte{'{'};
 }
 
+std::string safetensors_sniff_failure(util::ByteSpan file) {
+  if (looks_like_safetensors(file)) return {};
+  if (file.size() < k_length_bytes + 2)
+    return fmt::format("{} bytes, too short for a header length and a header", file.size());
+  const auto n = util::load_le<std::uint64_t>(file.data());
+  if (n < 2) return fmt::format("the header length field says {} bytes", n);
+  if (n > k_safetensors_max_header)
+    return fmt::format("the header length field says {} bytes, over the format's limit of {}", n,
+                       k_safetensors_max_header);
+  if (n > file.size() - k_length_bytes)
+    return fmt::format("the header length field says {} bytes, past the end of the {}-byte file: truncated?", n,
+                       file.size());
+  return "the header does not start with '{'";
+}
+
 util::ByteVector build_safetensors_header(const std::vector<TensorView>& tensors,
                                           const std::map<std::string, std::string>& metadata,
                                           std::vector<std::size_t>* order) {

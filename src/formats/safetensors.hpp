@@ -64,6 +64,10 @@ SafetensorsHeader parse_safetensors(util::ByteSpan file, std::string_view file_n
 // Cheap sniff: true if the first bytes look like a safetensors header
 // (plausible length followed by '{'). A true result still needs parsing.
 bool looks_like_safetensors(util::ByteSpan file) noexcept;
+// Why looks_like_safetensors(file) is false, in words ("the header length
+// field says 8864 bytes, past the end of the 1000-byte file"); empty when it
+// is true. For the note about a file named *.safetensors that is not one.
+std::string safetensors_sniff_failure(util::ByteSpan file);
 
 struct TensorView {
   std::string name;

@@ -127,6 +127,40 @@ TEST(PlanTorch, SharedStorageListsEveryView) {
   EXPECT_GT(shared, 0u) << "views.pt should hold shared storages";
 }
 
+// A file named .safetensors whose first bytes are not even a header (a
+// truncated download) is still compressed, as bytes, and the note says why;
+// a torch.save file of that name is planned as one, with no note.
+TEST(PlanSource, ANamedSafetensorsFileThatIsNotOneGetsANote) {
+  struct Case {
+    util::ByteVector file;
+    const char* why;
+  };
+  auto with_length = [](std::uint64_t n, std::size_t size, char first) {
+    util::ByteVector f(size, std::byte{'x'});
+    for (unsigned i = 0; i < 8; ++i) f[i] = static_cast<std::byte>(n >> (8 * i) & 0xff);
+    if (size > 8) f[8] = static_cast<std::byte>(first);
+    return f;
+  };
+  for (const Case& c : {Case{with_length(8864, 1000, '{'), "says 8864 bytes, past the end of the 1000-byte file"},
+                        Case{with_length(20, 100, '['), "does not start with '{'"},
+                        Case{with_length(1ull << 40, 100, '{'), "over the format's limit"},
+                        Case{util::ByteVector(5), "5 bytes, too short"}}) {
+    SCOPED_TRACE(c.why);
+    const auto plan = plan_source(c.file, "model.safetensors", 1 << 20);
+    EXPECT_EQ(plan.kind, "raw");
+    EXPECT_NE(plan.note.find("model.safetensors: not a safetensors file"), std::string::npos) << plan.note;
+    EXPECT_NE(plan.note.find(c.why), std::string::npos) << plan.note;
+    EXPECT_NE(plan.note.find("raw bytes"), std::string::npos) << plan.note;
+    check_tiling(plan, c.file.size());
+    // Under another name the same bytes are just bytes.
+    EXPECT_TRUE(plan_source(c.file, "model.bin", 1 << 20).note.empty());
+  }
+  const auto torch_file = read_torch_fixture("training.pt");
+  const auto plan = plan_source(torch_file, "training.safetensors", 1 << 20);
+  EXPECT_EQ(plan.kind, "torch");
+  EXPECT_TRUE(plan.note.empty()) << plan.note;
+}
+
 TEST(PlanTorch, RefusedFilesArePlannedAsRawWithANote) {
   struct Case {
     const char* file;
