@@ -26,6 +26,10 @@ struct Kernels {
   // fp16 high bytes): the low bits' packing and merging, "avx512", "avx2"
   // or "scalar".
   std::string split;
+  // Output written around the cache (non-temporal stores: a decode into
+  // memory that holds something old, a compression into a reused buffer):
+  // "avx2" or "sse2" on x86-64, else "portable".
+  std::string streaming_copy;
   // How the rANS kernels were chosen and where timed choices are
   // remembered: "encode timed, decode remembered; remembered in
   // /home/u/.cache/mithril/kernels" (MITHRIL_KERNEL_MEMO).

@@ -52,6 +52,7 @@ PYBIND11_MODULE(_core, m) {
     d["xxh3"] = k.xxh3;
     d["pairs"] = k.pairs;
     d["split"] = k.split;
+    d["streaming_copy"] = k.streaming_copy;
     d["rans_choice"] = k.rans_choice;
     d["isa_cap"] = isa_cap().level;
     return d;

@@ -58,10 +58,12 @@ __version__: str = _core.version()
 def kernels() -> dict:
     """The SIMD kernels this process runs, as ``mithril --version -v`` names them:
     ``{"rans_encode": "avx512", "rans_decode": "avx512", "byte_grouping": "avx512",
-    "blake3": "avx512", "xxh3": "avx512", "pairs": "avx2", "split": "avx512", "rans_choice":
+    "blake3": "avx512", "xxh3": "avx512", "pairs": "avx2", "split": "avx512",
+    "streaming_copy": "avx2", "rans_choice":
     "encode remembered, decode timed; remembered in /home/u/.cache/mithril/kernels",
     "isa_cap": ""}`` (``pairs``: the coding of exponent planes two bytes a rANS symbol, AVX2
-    at most). Chosen once per process from what the CPU has, the rANS kernels by timing
+    at most; ``streaming_copy``: the non-temporal stores that write output around the cache,
+    AVX2 at most). Chosen once per process from what the CPU has, the rANS kernels by timing
     them (about 1 ms a direction on the first call) once per build and CPU: the choice is
     written to ``$MITHRIL_KERNEL_MEMO`` (default ``~/.cache/mithril/kernels``; ``off``: not
     written) and read back by later processes (``rans_choice`` says which happened).

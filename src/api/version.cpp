@@ -6,6 +6,7 @@
 #include "codec/rans_split.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
+#include "util/cold_memory.hpp"
 #include "util/cpu_info.hpp"
 #include "util/interrupt.hpp"
 #include "util/kernel_memo.hpp"
@@ -41,6 +42,7 @@ Kernels kernels() {
           std::string(util::xxh3_kernel()),
           std::string(codec::rans_pairs::expand_kernel_name()),
           std::string(codec::rans_split::merge_kernel_name()),
+          std::string(util::streaming_copy_kernel()),
           std::move(choice)};
 }
 

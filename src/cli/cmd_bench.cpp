@@ -269,8 +269,9 @@ void run_bench(const BenchArgs& a) {
   const auto k = kernels();
   const std::string cpu = mithril::cpu_model();
   const std::string kernel_text =
-      fmt::format("rans encode {}, rans decode {}, byte grouping {}, blake3 {}, xxh3 {}, pairs {}, split {}",
-                  k.rans_encode, k.rans_decode, k.byte_grouping, k.blake3, k.xxh3, k.pairs, k.split);
+      fmt::format("rans encode {}, rans decode {}, byte grouping {}, blake3 {}, xxh3 {}, pairs {}, split {}, "
+                  "streaming copy {}",
+                  k.rans_encode, k.rans_decode, k.byte_grouping, k.blake3, k.xxh3, k.pairs, k.split, k.streaming_copy);
   const std::string checks = a.no_digest ? "every chunk's XXH3" : "every chunk's XXH3 and the whole-file BLAKE3";
   std::size_t name_width = 4;
   for (const auto& f : a.files) name_width = std::max(name_width, fs::path(f).filename().string().size());
@@ -311,7 +312,8 @@ void run_bench(const BenchArgs& a) {
                                              {"blake3", k.blake3},
                                              {"xxh3", k.xxh3},
                                              {"pairs", k.pairs},
-                                             {"split", k.split}}},
+                                             {"split", k.split},
+                                             {"streaming_copy", k.streaming_copy}}},
                                 {"seconds", a.seconds},
                                 {"decompress_checks_digest", !a.no_digest},
                                 {"zstd_version", a.zstd_level ? ZSTD_versionString() : ""},

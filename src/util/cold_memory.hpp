@@ -15,6 +15,8 @@
 #pragma once
 
 #include <cstddef>
+#include <string_view>
+#include <vector>
 
 namespace mithril::util {
 
@@ -39,8 +41,21 @@ bool mapped_and_resident(const void* p, std::size_t n) noexcept;
 // dst (a plain memcpy elsewhere, and on CPUs without SSE2). The stores are
 // weakly ordered: call stream_fence() before another thread may read dst (this
 // thread sees them at once).
+// Kernels: 32-byte stores where the CPU has AVX2 (and MITHRIL_ISA allows
+// it), else SSE2's 16-byte ones (x86-64's baseline), else memcpy.
 void copy_streaming(void* dst, const void* src, std::size_t n) noexcept;
 void stream_fence() noexcept;
+// The kernel copy_streaming() runs: "avx2", "sse2" or "portable".
+std::string_view streaming_copy_kernel() noexcept;
+
+namespace detail {
+struct StreamingCopy {
+  std::string_view name;
+  void (*fn)(void* dst, const void* src, std::size_t n) noexcept;
+};
+// Every kernel this CPU may run, the one copy_streaming() uses first (tests).
+std::vector<StreamingCopy> streaming_copy_kernels();
+}  // namespace detail
 
 // Asks for the cache lines of [p, p + n) to be brought into cache, for
 // bytes that will be read in a burst a little later while the core computes

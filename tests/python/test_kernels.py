@@ -13,7 +13,9 @@ import mithril
 ROOT = Path(__file__).resolve().parents[2]
 MITHRIL_BIN = Path(os.environ.get("MITHRIL_BIN", ROOT / "build" / "mithril"))
 LEVELS = {"portable": 0, "scalar": 0, "sse2": 1, "avx2": 2, "avx2x": 2, "avx512": 3, "avx512x": 3}
-KEYS = ("rans_encode", "rans_decode", "byte_grouping", "blake3", "xxh3", "pairs", "split")
+KEYS = ("rans_encode", "rans_decode", "byte_grouping", "blake3", "xxh3", "pairs", "split", "streaming_copy")
+# x86-64's baseline is SSE2: these kernels use it whatever the cap says.
+BASELINE_SSE2 = ("xxh3", "streaming_copy")
 
 
 def in_fresh_python(code: str, isa: str | None) -> subprocess.CompletedProcess:
@@ -44,12 +46,12 @@ def test_kernels_match_the_cli():
     k = kernels_in_fresh_python(None)
     r = subprocess.run([str(MITHRIL_BIN), "--version", "-v"], capture_output=True, text=True, timeout=60,
                        env={key: v for key, v in os.environ.items() if key != "MITHRIL_ISA"})
-    m = re.search(r"kernels: rans encode (\w+), rans decode (\w+), byte grouping (\w+), blake3 (\w+), xxh3 (\w+)",
-                  r.stdout)
+    m = re.search(r"kernels: rans encode (\w+), rans decode (\w+), byte grouping (\w+), blake3 (\w+), xxh3 (\w+), "
+                  r"streaming copy (\w+)", r.stdout)
     assert m, r.stdout
     # The rANS kernels are chosen by timing, in each process anew (close ones
     # may differ between two processes): the others must be the same.
-    assert (k["byte_grouping"], k["blake3"], k["xxh3"]) == m.group(3, 4, 5)
+    assert (k["byte_grouping"], k["blake3"], k["xxh3"], k["streaming_copy"]) == m.group(3, 4, 5, 6)
     pairs = re.search(r"^pairs: (\w+),", r.stdout, re.M)
     assert pairs and pairs.group(1) == k["pairs"], r.stdout
     split = re.search(r"; split: (\w+),", r.stdout)
@@ -80,11 +82,11 @@ def test_isa_cap_caps_every_kernel():
         k = kernels_in_fresh_python(cap)
         assert k["isa_cap"] == cap
         for key in KEYS:
-            limit = max(LEVELS[cap], LEVELS["sse2"]) if key == "xxh3" else LEVELS[cap]
+            limit = max(LEVELS[cap], LEVELS["sse2"]) if key in BASELINE_SSE2 else LEVELS[cap]
             assert LEVELS[k[key]] <= limit, (cap, key, k[key])
         if LEVELS[cap] >= widest:
-            assert {key: k[key] for key in ("byte_grouping", "blake3", "xxh3")} == \
-                {key: uncapped[key] for key in ("byte_grouping", "blake3", "xxh3")}
+            same = ("byte_grouping", "blake3", "xxh3", "streaming_copy")
+            assert {key: k[key] for key in same} == {key: uncapped[key] for key in same}
 
 
 def test_capped_round_trip_is_the_same_bytes():

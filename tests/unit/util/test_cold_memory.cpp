@@ -55,16 +55,25 @@ TEST(ColdMemory, ResidencyCountsResidentPages) {
 TEST(ColdMemory, StreamingCopyMatchesMemcpyAtEveryAlignment) {
   std::vector<std::byte> src(5000);
   for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<std::byte>(i * 131 + 7);
-  for (std::size_t from : {0u, 1u, 3u, 15u, 16u}) {
-    for (std::size_t to : {0u, 1u, 9u, 16u, 33u}) {
-      for (std::size_t n : {0u, 1u, 15u, 16u, 17u, 63u, 64u, 65u, 1000u, 4000u}) {
-        std::vector<std::byte> dst(n + 64, std::byte{0xee});
-        mithril::util::copy_streaming(dst.data() + to % 32, src.data() + from, n);
-        mithril::util::stream_fence();
-        ASSERT_TRUE(std::equal(src.begin() + from, src.begin() + from + n, dst.begin() + to % 32))
-            << from << " " << to << " " << n;
-        for (std::size_t i = 0; i < to % 32; ++i) ASSERT_EQ(dst[i], std::byte{0xee});
-        for (std::size_t i = to % 32 + n; i < dst.size(); ++i) ASSERT_EQ(dst[i], std::byte{0xee});
+  const auto kernels = mithril::util::detail::streaming_copy_kernels();
+  ASSERT_FALSE(kernels.empty());
+  EXPECT_EQ(kernels.front().name, mithril::util::streaming_copy_kernel());
+  // Every kernel the CPU has, and the dispatching entry point.
+  auto copies = std::vector<mithril::util::detail::StreamingCopy>(kernels);
+  copies.push_back({"copy_streaming", mithril::util::copy_streaming});
+  for (const auto& k : copies) {
+    SCOPED_TRACE(k.name);
+    for (std::size_t from : {0u, 1u, 3u, 15u, 16u, 32u}) {
+      for (std::size_t to : {0u, 1u, 9u, 16u, 33u, 48u, 63u}) {
+        for (std::size_t n : {0u, 1u, 15u, 16u, 17u, 31u, 32u, 63u, 64u, 65u, 127u, 128u, 129u, 1000u, 4000u}) {
+          std::vector<std::byte> dst(n + 128, std::byte{0xee});
+          k.fn(dst.data() + to, src.data() + from, n);
+          mithril::util::stream_fence();
+          ASSERT_TRUE(std::equal(src.begin() + from, src.begin() + from + n, dst.begin() + to))
+              << from << " " << to << " " << n;
+          for (std::size_t i = 0; i < to; ++i) ASSERT_EQ(dst[i], std::byte{0xee});
+          for (std::size_t i = to + n; i < dst.size(); ++i) ASSERT_EQ(dst[i], std::byte{0xee});
+        }
       }
     }
   }
