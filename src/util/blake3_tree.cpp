@@ -117,32 +117,36 @@ class Blake3Tree::Merger {
   std::vector<unsigned> m_levels;
 };
 
-Blake3Tree::Blake3Tree(std::uint64_t total_size, std::size_t pieces)
+Blake3Tree::Blake3Tree(std::uint64_t total_size, std::size_t pieces, std::uint64_t piece_size)
     : m_total(total_size),
+      m_piece_size(piece_size == 0 ? k_range_piece : piece_size),
       m_last_chunk(total_size == 0 ? 0 : (total_size - 1) / k_chunk),
       m_pieces(pieces),
       m_merger(std::make_unique<Merger>(m_last_chunk)) {}
 
 Blake3Tree::~Blake3Tree() = default;
 
-std::size_t Blake3Tree::pieces_in(std::uint64_t offset, std::uint64_t size) noexcept {
+std::size_t Blake3Tree::pieces_in(std::uint64_t offset, std::uint64_t size, std::uint64_t piece) noexcept {
   if (size == 0) return 1;
-  return static_cast<std::size_t>((offset + size + k_range_piece - 1) / k_range_piece - offset / k_range_piece);
+  if (piece == 0) piece = k_range_piece;
+  return static_cast<std::size_t>((offset + size + piece - 1) / piece - offset / piece);
 }
 
 std::vector<std::size_t> Blake3Tree::first_pieces(
-    std::size_t n, const std::function<std::pair<std::uint64_t, std::uint64_t>(std::size_t)>& range) {
+    std::size_t n, const std::function<std::pair<std::uint64_t, std::uint64_t>(std::size_t)>& range,
+    std::uint64_t piece_size) {
   std::vector<std::size_t> first(n + 1, 0);
   for (std::size_t i = 0; i < n; ++i) {
     const auto [offset, size] = range(i);
-    first[i + 1] = first[i] + pieces_in(offset, size);
+    first[i + 1] = first[i] + pieces_in(offset, size, piece_size);
   }
   return first;
 }
 
 std::size_t Blake3Tree::Feeder::piece_end(std::size_t at) const noexcept {
+  const std::uint64_t piece = m_tree.m_piece_size;
   const std::uint64_t pos = m_offset + at;
-  const std::uint64_t room = (pos / k_range_piece + 1) * k_range_piece - pos;
+  const std::uint64_t room = (pos / piece + 1) * piece - pos;
   return at + static_cast<std::size_t>(std::min<std::uint64_t>(room, m_range.size() - at));
 }
 

@@ -36,23 +36,27 @@ namespace mithril::util {
 
 class Blake3Tree {
  public:
-  // The input is `total_size` bytes cut into `pieces` consecutive pieces.
-  Blake3Tree(std::uint64_t total_size, std::size_t pieces);
+  // The input is `total_size` bytes cut into `pieces` consecutive pieces;
+  // Feeders cut their ranges at multiples of `piece_size` of the input (as
+  // first_pieces() was told).
+  Blake3Tree(std::uint64_t total_size, std::size_t pieces, std::uint64_t piece_size = k_range_piece);
 
   // Piece `index` is the bytes [offset, offset + data.size()).
   void add(std::size_t index, std::uint64_t offset, ByteSpan data);
 
-  // Ranges (a container's chunks) cut into pieces at multiples of
-  // k_range_piece of the input: a piece is hashed while its bytes are still
-  // in cache after whoever produced or checked them. pieces_in() of each
-  // range, summed in order, gives the piece indices (an empty range is one
-  // empty piece).
+  // Ranges (a container's chunks) cut into pieces at multiples of a piece
+  // size (k_range_piece unless told otherwise) of the input: a piece is
+  // hashed while its bytes are still in cache after whoever produced or
+  // checked them. pieces_in() of each range, summed in order, gives the
+  // piece indices (an empty range is one empty piece).
   static constexpr std::uint64_t k_range_piece = std::uint64_t{512} << 10;
-  static std::size_t pieces_in(std::uint64_t offset, std::uint64_t size) noexcept;
+  static std::size_t pieces_in(std::uint64_t offset, std::uint64_t size,
+                               std::uint64_t piece_size = k_range_piece) noexcept;
   // For n consecutive ranges, range(i) = {offset, size}: each range's first
   // piece index, then the total number of pieces (n + 1 entries).
   static std::vector<std::size_t> first_pieces(
-      std::size_t n, const std::function<std::pair<std::uint64_t, std::uint64_t>(std::size_t)>& range);
+      std::size_t n, const std::function<std::pair<std::uint64_t, std::uint64_t>(std::size_t)>& range,
+      std::uint64_t piece_size = k_range_piece);
 
   // Adds one range [offset, offset + range.size()) as pieces first, first + 1,
   // ... while it is being written front to back: advance(n) says its first n
@@ -99,6 +103,7 @@ class Blake3Tree {
   void merge_ready(std::size_t index);
 
   std::uint64_t m_total;
+  std::uint64_t m_piece_size;
   std::uint64_t m_last_chunk;  // never part of a node: it may be the root
   std::vector<Piece> m_pieces;
   // Guards Piece::added, m_next, m_merging and m_failure; the merger and the

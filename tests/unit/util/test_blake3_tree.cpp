@@ -78,34 +78,44 @@ TEST(Blake3Tree, LargeUnalignedPiecesLikeTensorChunks) {
 }
 
 // Ranges (chunks) fed through Feeders while "written" in odd steps, pieces cut
-// at 512 KiB of the input: the digest of the whole, whatever the steps.
+// at 512 KiB of the input (the default), 128 KiB (compression's) or an odd
+// size: the digest of the whole, whatever the steps.
 TEST(Blake3Tree, FeedersOfRangesWrittenInSteps) {
   std::mt19937_64 rng(21);
   const ByteVector data = random_bytes((3u << 20) + 4321, rng);
-  for (std::uint64_t range : {std::uint64_t{300007}, std::uint64_t{1} << 20, (std::uint64_t{4} << 20)}) {
-    std::vector<std::uint64_t> starts = {0, 777};
-    for (std::uint64_t at = 777 + range; at < data.size(); at += range) starts.push_back(at);
-    starts.push_back(data.size());  // an empty range at the end
-    std::vector<std::size_t> first(starts.size() + 1, 0);
-    for (std::size_t i = 0; i < starts.size(); ++i) {
-      const std::uint64_t end = i + 1 < starts.size() ? starts[i + 1] : data.size();
-      first[i + 1] = first[i] + Blake3Tree::pieces_in(starts[i], end - starts[i]);
+  for (std::uint64_t piece : {Blake3Tree::k_range_piece, std::uint64_t{128} << 10, std::uint64_t{100003}}) {
+    for (std::uint64_t range : {std::uint64_t{300007}, std::uint64_t{1} << 20, (std::uint64_t{4} << 20)}) {
+      std::vector<std::uint64_t> starts = {0, 777};
+      for (std::uint64_t at = 777 + range; at < data.size(); at += range) starts.push_back(at);
+      starts.push_back(data.size());  // an empty range at the end
+      std::vector<std::size_t> first(starts.size() + 1, 0);
+      for (std::size_t i = 0; i < starts.size(); ++i) {
+        const std::uint64_t end = i + 1 < starts.size() ? starts[i + 1] : data.size();
+        first[i + 1] = first[i] + Blake3Tree::pieces_in(starts[i], end - starts[i], piece);
+      }
+      const auto listed = Blake3Tree::first_pieces(starts.size(), [&](std::size_t i) {
+        const std::uint64_t end = i + 1 < starts.size() ? starts[i + 1] : data.size();
+        return std::pair<std::uint64_t, std::uint64_t>{starts[i], end - starts[i]};
+      }, piece);
+      EXPECT_EQ(listed, first);
+      Blake3Tree tree(data.size(), first.back(), piece);
+      for (std::size_t i = starts.size(); i-- > 0;) {  // ranges in reverse order
+        const std::uint64_t end = i + 1 < starts.size() ? starts[i + 1] : data.size();
+        const ByteSpan r = ByteSpan(data).subspan(starts[i], end - starts[i]);
+        Blake3Tree::Feeder feed(tree, first[i], starts[i], r);
+        for (std::size_t n = 0; n < r.size(); n += 1 + rng() % 100000) feed.advance(n);
+        feed.advance(r.size() / 2);  // going back is a no-op
+        feed.finish();
+        feed.finish();  // and so is finishing twice
+      }
+      EXPECT_EQ(to_hex(tree.digest()), to_hex(blake3(data))) << range << " " << piece;
     }
-    Blake3Tree tree(data.size(), first.back());
-    for (std::size_t i = starts.size(); i-- > 0;) {  // ranges in reverse order
-      const std::uint64_t end = i + 1 < starts.size() ? starts[i + 1] : data.size();
-      const ByteSpan r = ByteSpan(data).subspan(starts[i], end - starts[i]);
-      Blake3Tree::Feeder feed(tree, first[i], starts[i], r);
-      for (std::size_t n = 0; n < r.size(); n += 1 + rng() % 100000) feed.advance(n);
-      feed.advance(r.size() / 2);  // going back is a no-op
-      feed.finish();
-      feed.finish();  // and so is finishing twice
-    }
-    EXPECT_EQ(to_hex(tree.digest()), to_hex(blake3(data))) << range;
   }
   EXPECT_EQ(Blake3Tree::pieces_in(0, 0), 1u);
   EXPECT_EQ(Blake3Tree::pieces_in(0, Blake3Tree::k_range_piece), 1u);
   EXPECT_EQ(Blake3Tree::pieces_in(1, Blake3Tree::k_range_piece), 2u);
+  EXPECT_EQ(Blake3Tree::pieces_in(0, 4u << 20, 128u << 10), 32u);
+  EXPECT_EQ(Blake3Tree::pieces_in(1, 4u << 20, 128u << 10), 33u);
 }
 
 // Pieces are merged by whichever add() completes a run of them, while other
