@@ -106,29 +106,39 @@ __attribute__((target("avx2"))) void copy_avx2(void* dst, const void* src, std::
 }
 #endif
 
-std::vector<detail::StreamingCopy> available() {
-  std::vector<detail::StreamingCopy> k;
-#if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && simd_allows(SimdLevel::avx2)) k.push_back({"avx2", copy_avx2});
-#endif
+// The x86-64 baseline, whatever MITHRIL_ISA says.
+constexpr detail::StreamingCopy k_baseline{
 #if defined(__SSE2__)
-  k.push_back({"sse2", copy_sse2});  // the x86-64 baseline, whatever MITHRIL_ISA says
+    "sse2",
 #else
-  k.push_back({"portable", copy_sse2});
+    "portable",
 #endif
-  return k;
+    copy_sse2};
+
+// The widest kernel the CPU has and MITHRIL_ISA allows, if wider than the baseline.
+const detail::StreamingCopy* wider() noexcept {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static constexpr detail::StreamingCopy avx2{"avx2", copy_avx2};
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && simd_allows(SimdLevel::avx2)) return &avx2;
+#endif
+  return nullptr;
 }
 
 const detail::StreamingCopy& chosen() noexcept {
-  static const detail::StreamingCopy c = available().front();
-  return c;
+  static const detail::StreamingCopy* const w = wider();
+  return w ? *w : k_baseline;
 }
 
 }  // namespace
 
 namespace detail {
-std::vector<StreamingCopy> streaming_copy_kernels() { return available(); }
+std::vector<StreamingCopy> streaming_copy_kernels() {
+  std::vector<StreamingCopy> k;
+  if (const StreamingCopy* w = wider()) k.push_back(*w);
+  k.push_back(k_baseline);
+  return k;
+}
 }  // namespace detail
 
 std::string_view streaming_copy_kernel() noexcept { return chosen().name; }

@@ -37,12 +37,12 @@ Residency residency(const void* p, std::size_t n) noexcept;
 // residency(p, n).all().
 bool mapped_and_resident(const void* p, std::size_t n) noexcept;
 
-// memcpy(dst, src, n) with non-temporal stores for the whole 16-byte blocks of
-// dst (a plain memcpy elsewhere, and on CPUs without SSE2). The stores are
-// weakly ordered: call stream_fence() before another thread may read dst (this
-// thread sees them at once).
-// Kernels: 32-byte stores where the CPU has AVX2 (and MITHRIL_ISA allows
-// it), else SSE2's 16-byte ones (x86-64's baseline), else memcpy.
+// memcpy(dst, src, n) with non-temporal stores for the whole 64-byte lines
+// of dst, two 32-byte stores a line, where the CPU has AVX2 (and
+// MITHRIL_ISA allows it); else for its whole 16-byte blocks (SSE2, x86-64's
+// baseline); a plain memcpy elsewhere, and on CPUs without SSE2. The stores
+// are weakly ordered: call stream_fence() before another thread may read dst
+// (this thread sees them at once).
 void copy_streaming(void* dst, const void* src, std::size_t n) noexcept;
 void stream_fence() noexcept;
 // The kernel copy_streaming() runs: "avx2", "sse2" or "portable".
