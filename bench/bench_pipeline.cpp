@@ -180,7 +180,8 @@ std::string kernels() {
   const auto k = mithril::kernels();
   const auto cap = mithril::isa_cap();
   return "blake3=" + k.blake3 + " byte_group=" + k.byte_grouping + " rans_encode=" + k.rans_encode +
-         " rans_decode=" + k.rans_decode + " xxh3=" + k.xxh3 + " pairs=" + k.pairs + " split=" + k.split + " streaming_copy=" + k.streaming_copy +
+         " rans_decode=" + k.rans_decode + " xxh3=" + k.xxh3 + " pairs=" + k.pairs + " split=" + k.split +
+         " streaming_copy=" + k.streaming_copy +
          (cap.level.empty() ? "" : " isa_cap=" + cap.level);
 }
 

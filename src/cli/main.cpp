@@ -43,8 +43,9 @@ std::string version_text(int argc, char** argv) {
     verbose |= std::string_view(argv[i]) == "-v" || std::string_view(argv[i]) == "--verbose";
   if (verbose) {
     const auto k = mithril::kernels();
-    text += fmt::format("\nkernels: rans encode {}, rans decode {}, byte grouping {}, blake3 {}, xxh3 {}, streaming copy {}",
-                        k.rans_encode, k.rans_decode, k.byte_grouping, k.blake3, k.xxh3, k.streaming_copy);
+    text += fmt::format(
+        "\nkernels: rans encode {}, rans decode {}, byte grouping {}, blake3 {}, xxh3 {}, streaming copy {}",
+        k.rans_encode, k.rans_decode, k.byte_grouping, k.blake3, k.xxh3, k.streaming_copy);
     if (const auto cap = mithril::isa_cap(); !cap.level.empty())
       text += fmt::format(" (capped at {} by MITHRIL_ISA)", cap.level);
     // Exponent planes: two bytes a rANS symbol (codec/rans_pairs.hpp), or at
