@@ -64,6 +64,27 @@ struct ContainerStart {
   const BaseSource* base_source() const noexcept { return base ? &*base : nullptr; }
 };
 
+}  // namespace
+
+std::size_t detail::pick_encoder(std::span<const WaitingEncoder> waiting, int level, std::size_t chunk_bytes) {
+  const std::size_t need = 2 * chunk_bytes;
+  std::size_t best = waiting.size();
+  for (std::size_t i = 0; i < waiting.size(); ++i) {
+    const std::size_t have = waiting[i].buffer_bytes;
+    if (waiting[i].level != level || (have >= k_grown_encoder && have / 16 > need)) continue;
+    if (best == waiting.size()) {
+      best = i;
+      continue;
+    }
+    const std::size_t held = waiting[best].buffer_bytes;
+    const bool fits = have >= need, best_fits = held >= need;
+    if (fits ? (!best_fits || have < held) : (!best_fits && have > held)) best = i;
+  }
+  return best;
+}
+
+namespace {
+
 // Encoders kept between compressions. A worker grows its encoder's buffers
 // (the payload and a plane's coding: about twice a chunk) in that worker's
 // malloc arena, and glibc gives a worker arena's free memory back to the
@@ -77,27 +98,14 @@ class EncoderPool {
  public:
   static constexpr std::size_t k_kept_bytes = std::size_t{64} << 20;
 
-  // An encoder of `level` for a chunk of `chunk_bytes`: of those waiting,
-  // the one with the fewest buffer bytes that hold twice the chunk (what
-  // coding it takes), else the one with the most; a new one if none waits.
-  // So a small tensor's chunk does not take (and hold, while it waits to be
-  // written in order) an encoder grown by a large one, which the next large
-  // chunk would then have to grow anew.
+  // An encoder of `level` for a chunk of `chunk_bytes` (pick_encoder), a
+  // new one if none of those waiting will do.
   std::unique_ptr<codec::ChunkEncoder> take(int level, std::size_t chunk_bytes) {
     {
       const std::lock_guard lock(m_mutex);
-      const std::size_t need = 2 * chunk_bytes;
-      std::size_t best = m_free.size();
-      for (std::size_t i = 0; i < m_free.size(); ++i) {
-        if (m_free[i]->level() != level) continue;
-        if (best == m_free.size()) {
-          best = i;
-          continue;
-        }
-        const std::size_t have = m_free[i]->buffer_bytes(), held = m_free[best]->buffer_bytes();
-        const bool fits = have >= need, best_fits = held >= need;
-        if (fits ? (!best_fits || have < held) : (!best_fits && have > held)) best = i;
-      }
+      m_candidates.clear();
+      for (const auto& e : m_free) m_candidates.push_back({e->level(), e->buffer_bytes()});
+      const std::size_t best = detail::pick_encoder(m_candidates, level, chunk_bytes);
       if (best != m_free.size()) {
         auto e = std::move(m_free[best]);
         m_free.erase(m_free.begin() + static_cast<std::ptrdiff_t>(best));
@@ -133,6 +141,7 @@ class EncoderPool {
  private:
   std::mutex m_mutex;
   std::vector<std::unique_ptr<codec::ChunkEncoder>> m_free;
+  std::vector<detail::WaitingEncoder> m_candidates;  // m_free's, for pick_encoder
   std::size_t m_bytes = 0;
 };
 
