@@ -542,18 +542,29 @@ double log2_portable(std::uint64_t v) {
 // Remembered values (rANS frequencies are at most 2^16 + 1; small counts
 // recur in every histogram). 0 marks "not yet" (log2(1) = 0 is answered
 // before the table). Relaxed atomics: two threads may store the same value.
+// The table's 512 KiB are written (zeroed) when it is made, not left to
+// first use: a page first read maps the kernel's shared zero page, and the
+// first store to it then replaces that mapping, which flushes the TLB of
+// every CPU running the process — an interprocessor interrupt per page, each
+// a VM exit on a virtual machine (2% of a 2-thread compression's CPU time
+// on a 2-vCPU KVM guest, in the stores here).
 constexpr std::uint64_t k_log2_cached = (std::uint64_t{1} << 16) + 2;
-std::atomic<std::uint64_t> g_log2_bits[k_log2_cached];
+
+std::atomic<std::uint64_t>* log2_table() {
+  static std::atomic<std::uint64_t>* const table = new std::atomic<std::uint64_t>[k_log2_cached]();
+  return table;
+}
 
 }  // namespace
 
 double log2_count(std::uint64_t v) {
   if (v <= 1) return 0.0;
   if (v >= k_log2_cached) return log2_portable(v);
-  const std::uint64_t bits = g_log2_bits[v].load(std::memory_order_relaxed);
+  std::atomic<std::uint64_t>& slot = log2_table()[v];
+  const std::uint64_t bits = slot.load(std::memory_order_relaxed);
   if (bits != 0) return std::bit_cast<double>(bits);
   const double l = log2_portable(v);
-  g_log2_bits[v].store(std::bit_cast<std::uint64_t>(l), std::memory_order_relaxed);
+  slot.store(std::bit_cast<std::uint64_t>(l), std::memory_order_relaxed);
   return l;
 }
 
