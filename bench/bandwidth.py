@@ -1,6 +1,9 @@
 """What the machine itself allows, measured in the same run as the codecs:
 memcpy (numpy copyto, 1 and N threads) and page-cache write / read, in MiB/s;
-and the kernels mithril reports. The write figure is a new file written as
+the kernels mithril reports; and the host's clock at the start and end of
+the measurement (`bench_pipeline --host-clock`: the rate of dependent adds,
+which on a shared VM moves with the host's load — absolute MiB/s of two runs
+compare only beside it). The write figure is a new file written as
 `mithril decompress` writes its output: created (the old one unlinked
 outside the timing), its blocks allocated up front (fallocate), 256 KiB
 pwrites whose ends fall on 256 KiB offsets, closed, no fsync; by 1 and by N
@@ -40,7 +43,18 @@ def _median_time(fn, runs: int = 5) -> float:
     return _median_of(timed, runs)
 
 
+def host_clock() -> str:
+    """`bench_pipeline --host-clock` of this tree's build: "2.41 GHz best, 2.30 median (...)", or "n/a"."""
+    exe = Path(__file__).resolve().parents[1] / "build" / "bench_pipeline"
+    try:
+        r = subprocess.run([str(exe), "--host-clock"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return "n/a"
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "n/a"
+
+
 def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> dict:
+    clock_before = host_clock()
     src = np.random.default_rng(1).integers(0, 255, size, dtype=np.uint8)
     dst = np.empty_like(src)
     np.copyto(dst, src)  # fault the pages in first
@@ -113,7 +127,9 @@ def measure_bandwidth(work: Path, size: int = 256 << 20, threads: int = 2) -> di
     def rates(one: float, many: float) -> str:
         return f"{one:.0f} MiB/s (1 thread)" + (f", {many:.0f} MiB/s ({threads} threads)" if threads > 1 else "")
 
-    out["line"] = (f"memcpy {rates(out['memcpy_1t_mib_s'], out['memcpy_nt_mib_s'])}; page cache, a new "
+    out["host_clock"] = [clock_before, host_clock()]
+    out["line"] = (f"host clock {clock_before}; at the end {out['host_clock'][1].split(' (')[0]}; "
+                   f"memcpy {rates(out['memcpy_1t_mib_s'], out['memcpy_nt_mib_s'])}; page cache, a new "
                    f"{size >> 20} MiB file without fsync: write "
                    f"{rates(out['pagecache_write_mib_s'], out['pagecache_write_nt_mib_s'])}, "
                    f"read {out['pagecache_read_mib_s']:.0f} MiB/s (1 thread)")

@@ -2,7 +2,8 @@
 // 1 and 2+ threads, on bf16-like data or a file given in MITHRIL_BENCH_FILE:
 // compress and decompress MiB/s of original bytes, no file system involved.
 // Prints the kernels in use (BLAKE3, byte grouping, rANS, XXH3, pairs, split) in the
-// benchmark context; `bench_pipeline --kernels` prints only those.
+// benchmark context; `bench_pipeline --kernels` prints only those, `--host-clock`
+// only the host's clock (bench/host_clock.hpp), which the context also holds.
 //
 //   build/bench_pipeline --benchmark_min_time=1
 //   MITHRIL_BENCH_FILE=bench/data/step_000030/model_bf16.safetensors build/bench_pipeline
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "host_clock.hpp"
 #include "mithril/memory.hpp"
 #include "mithril/version.hpp"
 
@@ -192,8 +194,12 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--kernels") {
       std::cout << kernels() << "\n";
       return 0;
+    } else if (std::string(argv[i]) == "--host-clock") {
+      std::cout << mithril::bench::describe(mithril::bench::measure_host_clock()) << "\n";
+      return 0;
     }
   benchmark::AddCustomContext("cpu_model", mithril::cpu_model());
+  benchmark::AddCustomContext("host_clock", mithril::bench::describe(mithril::bench::measure_host_clock()));
   benchmark::AddCustomContext("kernels", kernels());
   if (!register_benchmarks()) return 2;
   benchmark::Initialize(&argc, argv);

@@ -46,6 +46,7 @@
 #include "codec/rans_pairs.hpp"
 #include "codec/rans_split.hpp"
 #include "codec/rans.hpp"
+#include "host_clock.hpp"
 #include "mithril/version.hpp"
 
 namespace {
@@ -332,6 +333,7 @@ BENCHMARK(BM_histogram)
 int main(int argc, char** argv) {
   const auto names = codec::rans::kernel_names();
   benchmark::AddCustomContext("cpu_model", mithril::cpu_model());
+  benchmark::AddCustomContext("host_clock", mithril::bench::describe(mithril::bench::measure_host_clock()));
   benchmark::AddCustomContext("rans_kernels", "encode " + std::string(names.encode) + ", decode " +
                                                   std::string(names.decode) +
                                                   " (0 = scalar, 1 = avx2, 2 = avx512, 3 = avx2x, 7 = avx512x; 4 = Huffman, levels 1-2;"

@@ -7,6 +7,7 @@ exact, the ratios what the formats give, every method present, and the
 machine described as `mithril --version -v` describes it. No speed is asserted
 (speeds are for the benchmarks' own runs, not for tests)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -54,6 +55,14 @@ def test_compare_memory(weights, tmp_path):
             assert 1.3 < r["ratio"] < 1.7, (name, r["ratio"])  # bf16 N(0, σ): the exponent byte codes to ~1/3
             assert r["decompress_faults"] >= 0
     assert rows["mithril"]["compressed_bytes"] == rows["mithril out=reused"]["compressed_bytes"]
+    # The host's clock at the start and end of the bandwidth measurement (bench_pipeline --host-clock).
+    clocks = doc["bandwidth"]["host_clock"]
+    assert len(clocks) == 2
+    for c in clocks:
+        m = re.fullmatch(r"(\d+\.\d\d) GHz best, (\d+\.\d\d) median \(dependent adds, 7 windows of 10 ms\)", c)
+        assert m, c
+        assert 0.05 < float(m[2]) <= float(m[1]) < 20, c
+    assert f"host clock {clocks[0]}" in doc["bandwidth"]["line"]
     assert "Mithril vs ZipNN" in out and (tmp_path / "r.md").read_text().strip()
 
 
