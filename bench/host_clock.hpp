@@ -22,9 +22,11 @@ struct HostClock {
   double best_ghz = 0;    // the fastest window
   double median_ghz = 0;  // the median window
   int windows = 0;
+  double window_ms = 0;
 };
 
-inline HostClock measure_host_clock(int windows = 7, std::chrono::microseconds window = std::chrono::microseconds(10000)) {
+inline HostClock measure_host_clock(int windows = 7,
+                                    std::chrono::microseconds window = std::chrono::microseconds(10000)) {
   using clock = std::chrono::steady_clock;
   constexpr std::uint64_t k_batch = 1u << 16;
   std::vector<double> rates;
@@ -41,11 +43,13 @@ inline HostClock measure_host_clock(int windows = 7, std::chrono::microseconds w
       adds += k_batch;
       t = clock::now();
     } while (t - t0 < window);
-    rates.push_back(static_cast<double>(adds) / static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t - t0).count()));
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t - t0).count();
+    rates.push_back(static_cast<double>(adds) / static_cast<double>(ns));
   }
   std::sort(rates.begin(), rates.end());
   HostClock c;
   c.windows = windows;
+  c.window_ms = static_cast<double>(window.count()) / 1000.0;
   if (rates.empty()) return c;
   c.best_ghz = rates.back();
   c.median_ghz = rates[rates.size() / 2];
@@ -54,8 +58,8 @@ inline HostClock measure_host_clock(int windows = 7, std::chrono::microseconds w
 
 inline std::string describe(const HostClock& c) {
   char text[128];
-  std::snprintf(text, sizeof text, "%.2f GHz best, %.2f median (dependent adds, %d windows of 10 ms)", c.best_ghz,
-                c.median_ghz, c.windows);
+  std::snprintf(text, sizeof text, "%.2f GHz best, %.2f median (dependent adds, %d windows of %g ms)", c.best_ghz,
+                c.median_ghz, c.windows, c.window_ms);
   return text;
 }
 
