@@ -62,6 +62,15 @@ struct ContainerStart {
   ContainerStart& operator=(const ContainerStart&) = delete;
 
   const BaseSource* base_source() const noexcept { return base ? &*base : nullptr; }
+
+  // The container's size at most: a payload is never larger than its raw
+  // bytes (the coder falls back to the raw layout), and the index's size
+  // does not depend on the coding.
+  std::uint64_t output_bound(const SourcePlan& plan) const {
+    std::uint64_t bound = container::k_header_size + container::Writer::max_tail_size(index, &prepared);
+    for (const auto& c : plan.chunks) bound += c.size;
+    return bound;
+  }
 };
 
 }  // namespace
@@ -370,6 +379,10 @@ CompressResult write_to_sink(util::ByteSink& sink, SourcePlan plan, const std::s
                              std::uint64_t source_size, const ChunkSource& chunk_bytes,
                              const CompressOptions& options, std::chrono::steady_clock::time_point started) {
   ContainerStart start(plan, source_name, source_size, options, chunk_bytes);
+  // A local file's blocks allocated for the bound up front, cut back at the
+  // end: the workers' writes then skip ext4's delayed allocation
+  // (AtomicFile::preallocate).
+  if (sink.can_write_at()) sink.preallocate(start.output_bound(plan));
   container::Writer writer =
       sink.can_write_at()
           ? container::Writer::positional([&sink](std::uint64_t at, util::ByteSpan b) { sink.write_at(at, b); },
@@ -411,10 +424,7 @@ CompressResult write_container_to_memory(SourcePlan plan, const std::string& sou
                                          std::chrono::steady_clock::time_point started,
                                          const OutputAllocator& allocate) {
   ContainerStart start(plan, source_name, source_size, options, chunk_bytes);
-  // A payload is never larger than its raw bytes (the coder falls back to the
-  // raw layout), and the index's size does not depend on the coding.
-  std::uint64_t bound = container::k_header_size + container::Writer::max_tail_size(start.index, &start.prepared);
-  for (const auto& c : plan.chunks) bound += c.size;
+  const std::uint64_t bound = start.output_bound(plan);
   const util::MutableByteSpan memory = allocate(bound);
   if (memory.size() < bound) throw Error(Errc::internal, "in-memory compress: output buffer smaller than its bound");
   // A new buffer: a payload's pages are mapped a piece at a time just before

@@ -80,6 +80,7 @@ class LocalSink final : public util::ByteSink {
   void write(util::ByteSpan data) override { m_sink.write(data); }
   bool can_write_at() const noexcept override { return true; }
   void write_at(std::uint64_t offset, util::ByteSpan data) override { m_sink.write_at(offset, data); }
+  void preallocate(std::uint64_t bound) override { m_sink.preallocate(bound); }
   void commit() override { m_sink.commit(); }
   std::string detach() override {
     const auto size = m_sink.size();

@@ -94,6 +94,10 @@ void AtomicFile::write(ByteSpan data) {
 
 void AtomicFile::write_at(std::uint64_t offset, ByteSpan data) {
   pwrite_all(m_fd.get(), data.data(), data.size(), offset, m_temporary);
+  const std::uint64_t end = offset + data.size();
+  std::uint64_t seen = m_end.load(std::memory_order_relaxed);
+  while (seen < end && !m_end.compare_exchange_weak(seen, end, std::memory_order_relaxed)) {
+  }
   written(data.size());
 }
 
@@ -111,31 +115,63 @@ void AtomicFile::written(std::size_t bytes) noexcept {
 #endif
 }
 
-void AtomicFile::reserve(std::uint64_t size) {
+bool AtomicFile::allocates_blocks() const noexcept {
 #if defined(__linux__)
   constexpr decltype(statfs::f_type) k_ext4 = 0xEF53, k_xfs = 0x58465342;  // <linux/magic.h>
   struct statfs fs {};
-  if (size > 0 && ::fstatfs(m_fd.get(), &fs) == 0 && (fs.f_type == k_ext4 || fs.f_type == k_xfs)) {
-    int rc;
-    do {
-      rc = ::fallocate(m_fd.get(), 0, 0, static_cast<off_t>(size));
-    } while (rc != 0 && errno == EINTR);
-    if (rc == 0) {
+  return ::fstatfs(m_fd.get(), &fs) == 0 && (fs.f_type == k_ext4 || fs.f_type == k_xfs);
+#else
+  return false;
+#endif
+}
+
+int AtomicFile::allocate(std::uint64_t size) noexcept {
+#if defined(__linux__)
+  int rc;
+  do {
+    rc = ::fallocate(m_fd.get(), 0, 0, static_cast<off_t>(size));
+  } while (rc != 0 && errno == EINTR);
+  return rc == 0 ? 0 : errno;
+#else
+  (void)size;
+  return EOPNOTSUPP;
+#endif
+}
+
+void AtomicFile::reserve(std::uint64_t size) {
+  if (size > 0 && allocates_blocks()) {
+    const int err = allocate(size);
+    if (err == 0) {
       m_size = size;
       return;
     }
-    if (errno == ENOSPC || errno == EDQUOT)
+    if (err == ENOSPC || err == EDQUOT)
       throw Error(Errc::io, fmt::format("{}: no room for its {} bytes: {}", m_destination.string(), size,
-                                        std::strerror(errno)));
+                                        std::strerror(err)));
     // Anything else (not supported here after all): resized only, below.
   }
-#endif
   if (::ftruncate(m_fd.get(), static_cast<off_t>(size)) != 0) throw_errno(m_temporary, "cannot resize");
   m_size = size;
 }
 
+void AtomicFile::preallocate(std::uint64_t bound) {
+  if (bound <= size() || !allocates_blocks()) return;
+  // Cut back even after a failure: a fallocate() that ran out of room part
+  // of the way may have allocated some blocks (ext4 frees blocks past the
+  // end on a truncation to the same size, too).
+  m_cut_back = true;
+  if (allocate(bound) != 0) cut_back();
+}
+
+void AtomicFile::cut_back() {
+  if (!m_cut_back) return;
+  if (::ftruncate(m_fd.get(), static_cast<off_t>(size())) != 0) throw_errno(m_temporary, "cannot resize");
+  m_cut_back = false;
+}
+
 void AtomicFile::commit() {
   if (m_committed) throw Error(Errc::internal, m_destination.string() + ": committed twice");
+  cut_back();
   if (m_durability == Durability::sync && ::fsync(m_fd.get()) != 0) throw_errno(m_temporary, "fsync failed");
   if (m_overwrite == Overwrite::refuse) {
     // link() fails with EEXIST if the destination appeared since we checked:
@@ -168,6 +204,7 @@ void AtomicFile::commit() {
 
 std::filesystem::path AtomicFile::release() {
   if (m_committed) throw Error(Errc::internal, m_destination.string() + ": released after commit");
+  cut_back();
   if (m_durability == Durability::sync && ::fsync(m_fd.get()) != 0) throw_errno(m_temporary, "fsync failed");
   unregister_pending(m_temporary.c_str());
   m_committed = true;  // the destructor leaves the temporary alone

@@ -11,6 +11,7 @@
 // disjoint ranges; everything else is single-threaded.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -39,7 +40,9 @@ class AtomicFile {
   void write(ByteSpan data);
   // Writes at an absolute offset (parallel writers, disjoint ranges).
   void write_at(std::uint64_t offset, ByteSpan data);
-  std::uint64_t size() const noexcept { return m_size; }
+  // The file's size: the end of what write() appended, of what write_at()
+  // wrote, or reserve()'s size, whichever is largest.
+  std::uint64_t size() const noexcept { return std::max(m_size, m_end.load(std::memory_order_relaxed)); }
   // Sets the final size before parallel write_at calls. On ext4 and XFS the
   // blocks are allocated now (fallocate): a disk without room for the file
   // fails here, with Error(io) naming the destination, before any work is
@@ -48,6 +51,16 @@ class AtomicFile {
   // at 6.0-6.7 GB/s against 4.1-4.7 after ftruncate). Elsewhere (tmpfs, where
   // allocating first measured 9% slower; btrfs; ...) the file is only resized.
   void reserve(std::uint64_t size);
+  // A hint before parallel write_at() calls whose final size is known only at
+  // the end (a compressed file): at most `bound` bytes, at offsets below it.
+  // On ext4 and XFS the blocks are allocated now, as for reserve(), and
+  // commit() and release() cut the file back to size(). Measured on ext4,
+  // Linux 6.18 (a new file, 33 MiB in 256 KiB pwrites from one or two
+  // threads, 48 MiB allocated, cut back at the end): 11 ms against 14.5 on
+  // one thread, 11.5 against 15.5 on two. Best effort: on a disk without room
+  // for the bound (the file itself may well fit) or elsewhere, nothing is
+  // allocated and the writes go on as before.
+  void preallocate(std::uint64_t bound);
 
   // fsync (Durability::sync) + rename into place. Throws Error(exists) if, with
   // Overwrite::refuse, the destination appeared meanwhile.
@@ -67,10 +80,18 @@ class AtomicFile {
   Durability m_durability = Durability::sync;
   UniqueFd m_fd;
   std::uint64_t m_size = 0;
+  std::atomic<std::uint64_t> m_end{0};  // the end of the furthest write_at()
   bool m_committed = false;
+  bool m_cut_back = false;  // preallocate() allocated blocks past the end to come
   std::atomic<std::uint64_t> m_unflushed{0};  // bytes written since writeback last started
 
   void written(std::size_t bytes) noexcept;
+  // Whether fallocate() allocates blocks on this file's filesystem (ext4, XFS).
+  bool allocates_blocks() const noexcept;
+  // fallocate(0, size) retried on EINTR; 0 or the errno.
+  int allocate(std::uint64_t size) noexcept;
+  // preallocate()'s cut back to size(), before commit() or release().
+  void cut_back();
 };
 
 // Unlinks every temporary of a live AtomicFile. Async-signal-safe: meant for a

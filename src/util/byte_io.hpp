@@ -127,6 +127,9 @@ class ByteSink {
   // place of write() (one sink uses one or the other). The default throws.
   virtual bool can_write_at() const noexcept { return false; }
   virtual void write_at(std::uint64_t offset, ByteSpan data);
+  // A hint before write_at() calls: at most `bound` bytes will be written,
+  // at offsets below it (AtomicFile::preallocate). The default ignores it.
+  virtual void preallocate(std::uint64_t bound) { (void)bound; }
   // Publishes the output. Throws Error(exists) when it appeared meanwhile
   // and overwriting was refused, or when it cannot be stored.
   virtual void commit() = 0;
@@ -146,6 +149,7 @@ class FileSink final : public ByteSink {
   void write(ByteSpan data) override { m_file.write(data); }
   bool can_write_at() const noexcept override { return true; }
   void write_at(std::uint64_t offset, ByteSpan data) override { m_file.write_at(offset, data); }
+  void preallocate(std::uint64_t bound) override { m_file.preallocate(bound); }
   void commit() override { m_file.commit(); }
   // The temporary, kept unrenamed (AtomicFile::release()).
   std::filesystem::path release() { return m_file.release(); }

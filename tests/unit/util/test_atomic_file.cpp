@@ -125,6 +125,70 @@ TEST(AtomicFile, ReserveSizesTheFileForParallelWrites) {
   EXPECT_EQ(count_entries(dir.path()), 1u);
 }
 
+namespace {
+
+bool allocating_filesystem(const std::filesystem::path& dir) {
+  struct statfs fs {};
+  return ::statfs(dir.c_str(), &fs) == 0 && (fs.f_type == 0xEF53 || fs.f_type == 0x58465342);  // ext4, XFS
+}
+
+}  // namespace
+
+// preallocate(): blocks for a bound (ext4, XFS), writes from several threads
+// ending well short of it, and the committed file is cut back to the end of
+// the writes: its size, its contents and no blocks past its end.
+TEST(AtomicFile, PreallocateIsCutBackToWhatWasWritten) {
+  TempDir dir;
+  const auto dest = dir / "out.bin";
+  constexpr std::size_t k_piece = 100'003, k_pieces = 9, k_size = k_pieces * k_piece, k_bound = 16u << 20;
+  std::vector<std::byte> want(k_size);
+  for (std::size_t i = 0; i < k_size; ++i) want[i] = static_cast<std::byte>(i * 29 + i / 1013);
+  {
+    util::AtomicFile f(dest, util::Overwrite::refuse, util::Durability::none);
+    f.preallocate(k_bound);
+    struct stat st {};
+    ASSERT_EQ(::stat(f.temporary().c_str(), &st), 0);
+    if (allocating_filesystem(dir.path())) {
+      EXPECT_GE(static_cast<std::size_t>(st.st_blocks) * 512, k_bound);
+    }
+    EXPECT_EQ(f.size(), 0u);  // what was written, not what was allocated
+    std::vector<std::thread> writers;
+    for (unsigned t = 0; t < 2; ++t)
+      writers.emplace_back([&, t] {
+        for (std::size_t p = k_pieces; p-- > 0;)
+          if (p % 2 == t) f.write_at(p * k_piece, util::ByteSpan(want.data() + p * k_piece, k_piece));
+      });
+    for (auto& w : writers) w.join();
+    EXPECT_EQ(f.size(), k_size);
+    f.commit();
+  }
+  EXPECT_EQ(test::read_file(dest), want);
+  struct stat st {};
+  ASSERT_EQ(::stat(dest.c_str(), &st), 0);
+  EXPECT_EQ(static_cast<std::size_t>(st.st_size), k_size);
+  EXPECT_LT(static_cast<std::size_t>(st.st_blocks) * 512, k_size + (1u << 20));  // the rest freed
+}
+
+// release() cuts back too; a bound no disk can hold (fallocate fails) is a
+// hint ignored, not an error: the writes go on and the file is whole.
+TEST(AtomicFile, PreallocateReleasedOrTooLargeLeavesTheWrittenFile) {
+  TempDir dir;
+  const std::string text = "the payload, then the index";
+  for (const std::uint64_t bound : {std::uint64_t{8} << 20, std::uint64_t{1} << 60}) {
+    const auto dest = dir / ("out" + std::to_string(bound));
+    util::AtomicFile f(dest, util::Overwrite::refuse, util::Durability::none);
+    f.preallocate(bound);
+    f.write_at(4, util::as_bytes(text.substr(4)));
+    f.write_at(0, util::as_bytes(text.substr(0, 4)));
+    const auto kept = f.release();
+    EXPECT_EQ(util::as_chars(test::read_file(kept)), text);
+    struct stat st {};
+    ASSERT_EQ(::stat(kept.c_str(), &st), 0);
+    EXPECT_LT(static_cast<std::size_t>(st.st_blocks) * 512, std::size_t{1} << 20);
+    std::filesystem::remove(kept);
+  }
+}
+
 // write_at() at offsets off the 256 KiB pieces it writes in (their ends fall
 // on multiples of 256 KiB in the file): every byte lands where it belongs,
 // whether a write starts just before a piece's end, on it, or well inside.
