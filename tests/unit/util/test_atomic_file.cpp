@@ -137,7 +137,7 @@ bool allocating_filesystem(const std::filesystem::path& dir) {
 // preallocate(): blocks for a bound (ext4, XFS), writes from several threads
 // ending well short of it, and the committed file is cut back to the end of
 // the writes: its size, its contents and no blocks past its end.
-TEST(AtomicFile, PreallocateIsCutBackToWhatWasWritten) {
+TEST(AtomicFile, PreallocateThenParallelWritesAreCutBackToTheirEnd) {
   TempDir dir;
   const auto dest = dir / "out.bin";
   constexpr std::size_t k_piece = 100'003, k_pieces = 9, k_size = k_pieces * k_piece, k_bound = 16u << 20;
