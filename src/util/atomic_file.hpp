@@ -56,8 +56,10 @@ class AtomicFile {
   // On ext4 and XFS the blocks are allocated now, as for reserve(), and
   // commit() and release() cut the file back to size(). Measured on ext4,
   // Linux 6.18 (a new file, 33 MiB in 256 KiB pwrites from one or two
-  // threads, 48 MiB allocated, cut back at the end): 11 ms against 14.5 on
-  // one thread, 11.5 against 15.5 on two. Best effort: on a disk without room
+  // threads, 48 MiB allocated, cut back at the end; medians of 9, three
+  // rounds): 11.1-11.4 ms against 14.1-14.6 on one thread, 10.9-11.9
+  // against 14.9-16.4 on two; `mithril compress` 2-14% faster (docs/
+  // benchmarks.md, session 55). Best effort: on a disk without room
   // for the bound (the file itself may well fit) or elsewhere, nothing is
   // allocated and the writes go on as before.
   void preallocate(std::uint64_t bound);
