@@ -115,12 +115,15 @@ void AtomicFile::written(std::size_t bytes) noexcept {
 #endif
 }
 
-bool AtomicFile::allocates_blocks() const noexcept {
+bool AtomicFile::allocates_blocks(std::uint64_t* available) const noexcept {
 #if defined(__linux__)
   constexpr decltype(statfs::f_type) k_ext4 = 0xEF53, k_xfs = 0x58465342;  // <linux/magic.h>
   struct statfs fs {};
-  return ::fstatfs(m_fd.get(), &fs) == 0 && (fs.f_type == k_ext4 || fs.f_type == k_xfs);
+  if (::fstatfs(m_fd.get(), &fs) != 0 || (fs.f_type != k_ext4 && fs.f_type != k_xfs)) return false;
+  if (available) *available = static_cast<std::uint64_t>(fs.f_bavail) * static_cast<std::uint64_t>(fs.f_bsize);
+  return true;
 #else
+  (void)available;
   return false;
 #endif
 }
@@ -155,7 +158,8 @@ void AtomicFile::reserve(std::uint64_t size) {
 }
 
 void AtomicFile::preallocate(std::uint64_t bound) {
-  if (bound <= size() || !allocates_blocks()) return;
+  std::uint64_t available = 0;
+  if (bound <= size() || !allocates_blocks(&available) || !room_to_preallocate(bound, available)) return;
   // Cut back even after a failure: a fallocate() that ran out of room part
   // of the way may have allocated some blocks (ext4 frees blocks past the
   // end on a truncation to the same size, too).

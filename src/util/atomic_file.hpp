@@ -59,10 +59,17 @@ class AtomicFile {
   // threads, 48 MiB allocated, cut back at the end; medians of 9, three
   // rounds): 11.1-11.4 ms against 14.1-14.6 on one thread, 10.9-11.9
   // against 14.9-16.4 on two; `mithril compress` 2-14% faster (docs/
-  // benchmarks.md, session 55). Best effort: on a disk without room
-  // for the bound (the file itself may well fit) or elsewhere, nothing is
-  // allocated and the writes go on as before.
+  // benchmarks.md, session 55). Best effort: nothing is allocated, and the
+  // writes go on as before, elsewhere, where fallocate() fails, and where
+  // the bound is more than a quarter of the space left (room_to_preallocate):
+  // a compressed file needs only part of its bound, and a reservation near
+  // the end of a disk could make another writer (a DCP save's other ranks)
+  // run out of room while the files would all have fitted.
   void preallocate(std::uint64_t bound);
+  // preallocate()'s rule: `bound` at most a quarter of the `available` bytes.
+  static bool room_to_preallocate(std::uint64_t bound, std::uint64_t available) noexcept {
+    return bound <= available / 4;
+  }
 
   // fsync (Durability::sync) + rename into place. Throws Error(exists) if, with
   // Overwrite::refuse, the destination appeared meanwhile.
@@ -88,8 +95,9 @@ class AtomicFile {
   std::atomic<std::uint64_t> m_unflushed{0};  // bytes written since writeback last started
 
   void written(std::size_t bytes) noexcept;
-  // Whether fallocate() allocates blocks on this file's filesystem (ext4, XFS).
-  bool allocates_blocks() const noexcept;
+  // Whether fallocate() allocates blocks on this file's filesystem (ext4, XFS);
+  // if so, and `available` is given, the bytes an unprivileged writer has left there.
+  bool allocates_blocks(std::uint64_t* available = nullptr) const noexcept;
   // fallocate(0, size) retried on EINTR; 0 or the errno.
   int allocate(std::uint64_t size) noexcept;
   // preallocate()'s cut back to size(), before commit() or release().

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -169,8 +170,8 @@ TEST(AtomicFile, PreallocateThenParallelWritesAreCutBackToTheirEnd) {
   EXPECT_LT(static_cast<std::size_t>(st.st_blocks) * 512, k_size + (1u << 20));  // the rest freed
 }
 
-// release() cuts back too; a bound no disk can hold (fallocate fails) is a
-// hint ignored, not an error: the writes go on and the file is whole.
+// release() cuts back too; a bound no disk can hold is a hint ignored, not
+// an error: the writes go on and the file is whole.
 TEST(AtomicFile, PreallocateReleasedOrTooLargeLeavesTheWrittenFile) {
   TempDir dir;
   const std::string text = "the payload, then the index";
@@ -187,6 +188,30 @@ TEST(AtomicFile, PreallocateReleasedOrTooLargeLeavesTheWrittenFile) {
     EXPECT_LT(static_cast<std::size_t>(st.st_blocks) * 512, std::size_t{1} << 20);
     std::filesystem::remove(kept);
   }
+}
+
+// Blocks are allocated only for a bound of at most a quarter of the space
+// left: never the last of a disk's room, which other writers may need.
+TEST(AtomicFile, PreallocatesOnlyWithRoomToSpare) {
+  constexpr std::uint64_t k_gib = std::uint64_t{1} << 30;
+  EXPECT_TRUE(util::AtomicFile::room_to_preallocate(k_gib, 4 * k_gib));
+  EXPECT_TRUE(util::AtomicFile::room_to_preallocate(0, 0));
+  EXPECT_FALSE(util::AtomicFile::room_to_preallocate(k_gib + 1, 4 * k_gib));
+  EXPECT_FALSE(util::AtomicFile::room_to_preallocate(k_gib, 3 * k_gib));
+  EXPECT_FALSE(util::AtomicFile::room_to_preallocate(1, 0));
+  // Where blocks are allocated: a bound of more than a quarter of the room
+  // left is not allocated (the temporary stays empty).
+  TempDir dir;
+  if (!allocating_filesystem(dir.path())) GTEST_SKIP() << "no block allocation on this filesystem";
+  struct statvfs vfs {};
+  ASSERT_EQ(::statvfs(dir.path().c_str(), &vfs), 0);
+  const std::uint64_t available = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  util::AtomicFile f(dir / "out.bin", util::Overwrite::refuse, util::Durability::none);
+  f.preallocate(available / 4 + available / 8);
+  struct stat st {};
+  ASSERT_EQ(::stat(f.temporary().c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 0);
+  EXPECT_EQ(st.st_blocks, 0);
 }
 
 // write_at() at offsets off the 256 KiB pieces it writes in (their ends fall
