@@ -10,6 +10,9 @@ page cache.
 Methods (--methods, comma-separated):
   mithril  build/mithril compress IN -o OUT -T N -f -q --no-sync [-l L]; decompress likewise
            (neither fsyncs, like zstd and ZipNN).
+  mithril-nc the same, decompressing with --no-check (every chunk's XXH3-64 checked, the
+           whole-file BLAKE3 not recomputed: as zstd -d --no-check; mithril's default
+           recomputes it).
            Thread counts: --threads (default "1,all"; all = the cores of this machine).
            Skipped with a notice while the CLI has no compress command.
   zstd     zstd -T1 and -T0 (all cores) for each of --zstd-levels (default 1,3,19);
@@ -81,18 +84,20 @@ def build_methods(args, path: Path, layout, mithril: dict, notices: list[str]) -
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
     methods: list[Method] = []
     for w in wanted:
-        if w == "mithril":
+        if w in ("mithril", "mithril-nc"):
             if not mithril["compress"]:
                 note = f"mithril skipped: {mithril['why']}"
                 if note not in notices:
                     notices.append(note)
                 continue
             lvl = ["-l", str(args.mithril_level)] if args.mithril_level is not None else []
+            no_check = ["--no-check"] if w == "mithril-nc" else []
             for n in threads:
                 methods.append(Method(
-                    "mithril" + (f" -l{args.mithril_level}" if lvl else ""), str(n),
+                    "mithril" + (f" -l{args.mithril_level}" if lvl else "") + (" --no-check" if no_check else ""),
+                    str(n),
                     [args.mithril, "compress", "{in}", "-o", "{out}", "-T", str(n), "-f", "-q", "--no-sync", *lvl],
-                    [args.mithril, "decompress", "{in}", "-o", "{out}", "-T", str(n), "-f", "-q"]))
+                    [args.mithril, "decompress", "{in}", "-o", "{out}", "-T", str(n), "-f", "-q", *no_check]))
         elif w == "zstd":
             if not zstd_version():
                 notices.append("zstd skipped: no zstd on PATH")
@@ -123,7 +128,7 @@ def build_methods(args, path: Path, layout, mithril: dict, notices: list[str]) -
                     timed_by_worker=True,
                     notes=[f"bytearray_dtype={dtype}"] if mode == "file" else []))
         else:
-            sys.exit(f"compare: unknown method {w!r} (mithril, zstd, zipnn, zipnn-st)")
+            sys.exit(f"compare: unknown method {w!r} (mithril, mithril-nc, zstd, zipnn, zipnn-st)")
     return methods
 
 
@@ -226,13 +231,13 @@ def vs_zipnn_table(files: list[dict]) -> list[str]:
             z = next((r for r in f["results"] if r["method"] == "zipnn" and r["threads"] == m["threads"]
                       and "error" not in r), None)
             if z:
-                rows.append([f["kind"], m["threads"], f"{m['ratio'] / z['ratio']:.4f}",
+                rows.append([f["kind"], m["method"], m["threads"], f"{m['ratio'] / z['ratio']:.4f}",
                              f"{m['compress_mib_s'] / z['compress_mib_s']:.2f}x",
                              f"{m['decompress_mib_s'] / z['decompress_mib_s']:.2f}x"])
     if not rows:
         return []
     return ["mithril vs ZipNN, file to file (target >= 2.5x both directions):", "",
-            md_table(["file", "threads", "ratio / ZipNN's", "compress speed", "decompress speed"], rows), ""]
+            md_table(["file", "method", "threads", "ratio / ZipNN's", "compress speed", "decompress speed"], rows), ""]
 
 
 def main() -> int:

@@ -109,10 +109,10 @@ struct DecompressOptions {
   RemoteOptions remote;
   // Recompute the whole-file BLAKE3 and compare it with the index's. Every
   // chunk is checked against its XXH3-64 either way, which catches any
-  // damage short of a deliberate collision; the BLAKE3 pass (~20-25% of
+  // damage short of a deliberate collision; the BLAKE3 pass (~25-35% of
   // decompression CPU) adds a cryptographic check of the whole output.
-  // Only the in-memory API (memory.hpp) honours `false`: files are always
-  // fully checked (docs/format.md, Integrity).
+  // `false` (`mithril decompress --no-check`, as zstd's `-d --no-check`)
+  // skips it (docs/format.md, Integrity); `mithril verify` always does it.
   bool check_digest = true;
 };
 

@@ -113,12 +113,13 @@ void bind_checkpoint(py::module_& m) {
   m.def(
       "decompress_file",
       [](const Path& input, const Path& output, unsigned threads, bool force, bool sync, const OptPath& base,
-         const py::object& progress) {
+         const py::object& progress, bool check_digest) {
         DecompressOptions o;
         o.threads = threads;
         o.force = force;
         o.sync = sync;
         o.base = base;
+        o.check_digest = check_digest;
         PyProgress report(progress);
         o.progress = report.callback();
         DecompressResult r;
@@ -130,7 +131,7 @@ void bind_checkpoint(py::module_& m) {
         return d;
       },
       py::arg("input"), py::arg("output"), py::arg("threads"), py::arg("force"), py::arg("sync"), py::arg("base"),
-      py::arg("progress") = py::none());
+      py::arg("progress") = py::none(), py::arg("check_digest") = true);
 
   m.def(
       "verify_file",

@@ -83,6 +83,7 @@ struct DecompressArgs {
   unsigned threads = 0;
   bool force = false;
   bool sync = false;
+  bool no_check = false;
 };
 
 // "dir/" -> "dir", so that "dir/" + ".mcp" names a sibling, not a file inside.
@@ -210,6 +211,7 @@ void run_decompress(const DecompressArgs& a, const GlobalOptions& g) {
   o.force = a.force;
   o.remote.endpoint = a.endpoint;
   o.sync = a.sync;
+  o.check_digest = !a.no_check;
   if (!a.base.empty()) o.base = a.base;
   ProgressBar bar("decompress", !g.quiet);
   o.progress = [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); };
@@ -479,6 +481,9 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
   decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");
   decompress->add_flag("--sync", d->sync, "fsync the restored file before renaming it into place");
+  decompress->add_flag("--no-check", d->no_check,
+                       "Skip recomputing the whole-file BLAKE3 (a quarter to a third of the CPU); every chunk's "
+                       "XXH3-64 is still checked (`mithril verify` does both)");
   decompress->add_option("--base", d->base, "The base checkpoint of a delta file");
   decompress->add_option("--endpoint", d->endpoint, "S3 endpoint URL for s3:// inputs (default: $AWS_ENDPOINT_URL)");
   decompress->callback([d, &global] { run_decompress(*d, global); });

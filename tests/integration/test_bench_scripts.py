@@ -67,14 +67,15 @@ def test_compare_memory(weights, tmp_path):
 
 
 def test_compare_file_to_file(weights, tmp_path):
-    run_script("compare.py", weights, "--methods", "mithril,zipnn,zstd", "--zstd-levels", "3", "--threads", "1",
+    run_script("compare.py", weights, "--methods", "mithril,mithril-nc,zipnn,zstd", "--zstd-levels", "3", "--threads", "1",
                "--repeat", "1", "--no-bound", "--mithril", MITHRIL, "--workdir", tmp_path,
                "--json", tmp_path / "r.json", "--md", tmp_path / "r.md")
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["machine"]["cpu"] == cli_cpu_line()
     [f] = doc["files"]
     rows = {r["method"]: r for r in f["results"]}
-    assert {"mithril", "zipnn"} <= set(rows) and any(m.startswith("zstd") for m in rows), rows.keys()
+    assert {"mithril", "mithril --no-check", "zipnn"} <= set(rows) and any(m.startswith("zstd") for m in rows), rows.keys()
+    assert rows["mithril --no-check"]["compressed_bytes"] == rows["mithril"]["compressed_bytes"]
     for name, r in rows.items():
         assert r["exact"] is True, name
         assert r["ratio"] > 1.0, (name, r["ratio"])

@@ -2,13 +2,14 @@
 import json
 import os
 import random
+import subprocess
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import run_mithril
+from conftest import MITHRIL, run_mithril
 
 ALL_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
               torch.float16, torch.bfloat16, torch.float32, torch.float64,
@@ -194,11 +195,28 @@ def test_every_corrupted_byte_is_detected(mithril, tmp_path):
         bad.write_bytes(bytes(data))
         r = mithril("verify", bad, check=False)
         assert r.code in (3, 6), f"flip at {pos} not detected by verify (exit {r.code})"
-        r = mithril("decompress", bad, "-o", tmp_path / "out", check=False)
-        assert r.code in (3, 6), f"flip at {pos} not detected by decompress (exit {r.code})"
-        assert "mithril: error:" in r.err
-        assert not (tmp_path / "out").exists()
+        # Without the whole-file BLAKE3 too: the chunks' XXH3 and the index's
+        # checksum catch every flip.
+        for extra in ([], ["--no-check"]):
+            r = mithril("decompress", bad, "-o", tmp_path / "out", *extra, check=False)
+            assert r.code in (3, 6), f"flip at {pos} not detected by decompress {extra} (exit {r.code})"
+            assert "mithril: error:" in r.err
+            assert not (tmp_path / "out").exists()
     assert_no_leftovers(tmp_path, ["c.safetensors", "c.mcp", "bad.mcp"])
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_no_check_restores_the_same_bytes(mithril, tmp_path, threads):
+    path = small_checkpoint(tmp_path)
+    mcp = tmp_path / "c.mcp"
+    mithril("compress", path, "-o", mcp, "-q", "--chunk-size", "4K", check=True)
+    for out, extra in ((tmp_path / "full", []), (tmp_path / "fast", ["--no-check"])):
+        mithril("decompress", mcp, "-o", out, "-T", threads, "-q", *extra, check=True)
+        assert out.read_bytes() == path.read_bytes()
+    piped = subprocess.run([str(MITHRIL), "decompress", str(mcp), "-o", "-", "-T", threads, "--no-check"],
+                           capture_output=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == path.read_bytes()
 
 
 def test_damage_names_chunk_and_tensor(mithril, tmp_path):

@@ -84,11 +84,13 @@ def test_wrong_or_missing_base_is_refused(mithril, tmp_path):
     save_file(other, str(po))
     d = delta_roundtrip(mithril, tmp_path, pb, pa)
     out = tmp_path / "x.safetensors"
-    r = mithril("decompress", d, "--base", po, "-o", out, check=False)
-    assert "wrong base" in r.err and "o.safetensors" in r.err and "a.safetensors" in r.err
-    # both digests are shown
-    assert r.err.count("BLAKE3") >= 2
-    assert not out.exists()
+    # (--no-check skips only the restored file's BLAKE3, never the base's check.)
+    for extra in ([], ["--no-check"]):
+        r = mithril("decompress", d, "--base", po, "-o", out, *extra, check=False)
+        assert "wrong base" in r.err and "o.safetensors" in r.err and "a.safetensors" in r.err
+        # both digests are shown
+        assert r.err.count("BLAKE3") >= 2
+        assert not out.exists()
     r = mithril("decompress", d, "-o", out, check=False)
     assert "a.safetensors" in r.err and "--base" in r.err and not out.exists()
     r = mithril("verify", d, check=False)

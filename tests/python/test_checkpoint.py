@@ -299,6 +299,15 @@ def test_file_functions(tmp_path):
         mithril.decompress_file(tmp_path / "m.safetensors.mcp", tmp_path / "out.safetensors")
     with pytest.raises(mithril.InvalidArgumentError, match="does not end in .mcp"):
         mithril.decompress_file(tmp_path / "m.safetensors")
+    # Without the whole-file BLAKE3: the same bytes, and damage still caught.
+    d = mithril.decompress_file(tmp_path / "m.safetensors.mcp", tmp_path / "fast.safetensors", check_digest=False)
+    assert (tmp_path / "fast.safetensors").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
+    offset, _ = tensor_payload_offset(i, "w")
+    flip_byte(tmp_path / "m.safetensors.mcp", offset + 100)
+    for check in (True, False):
+        with pytest.raises(mithril.CorruptError, match="checksum mismatch"):
+            mithril.decompress_file(tmp_path / "m.safetensors.mcp", tmp_path / "bad.safetensors", check_digest=check)
+        assert not (tmp_path / "bad.safetensors").exists()
 
 
 def test_long_calls_release_the_gil(tmp_path):

@@ -250,12 +250,10 @@ TEST(Memory, ChecksumsOfChunksCutAnywhere) {
   }
 }
 
-// A container whose chunks are intact but whose index records another
-// whole-file BLAKE3 (index checksum recomputed, as a forger would): only
-// the whole-file check notices, so check_digest decides the outcome.
-TEST(Memory, CheckDigestRecomputesTheWholeFileBlake3) {
-  const auto data = smooth_f32(40000);
-  const auto mcp = compress_buffer(data, "F32", opts(2));
+// `mcp` with intact chunks but an index that records another whole-file
+// BLAKE3 (the index's checksum recomputed, as a forger would): only the
+// whole-file check notices.
+std::vector<std::byte> with_another_blake3(const std::vector<std::byte>& mcp) {
   const TempDir dir;
   test::write_file(dir / "t.mcp", mcp);
   const container::Reader reader(dir / "t.mcp");
@@ -270,6 +268,14 @@ TEST(Memory, CheckDigestRecomputesTheWholeFileBlake3) {
   forged.insert(forged.end(), raw_index.begin(), raw_index.end());
   const auto footer = container::encode_footer(f);
   forged.insert(forged.end(), footer.begin(), footer.end());
+  return forged;
+}
+
+// So check_digest decides the outcome.
+TEST(Memory, CheckDigestRecomputesTheWholeFileBlake3) {
+  const auto data = smooth_f32(40000);
+  const auto mcp = compress_buffer(data, "F32", opts(2));
+  const auto forged = with_another_blake3(mcp);
 
   DecompressOptions full;
   EXPECT_EQ(decompress_buffer(mcp, full), data);
@@ -291,6 +297,62 @@ TEST(Memory, CheckDigestRecomputesTheWholeFileBlake3) {
   auto bad = mcp;
   bad[container::k_header_size + 40] ^= std::byte{0x41};
   EXPECT_EQ(code_of([&] { decompress_buffer(bad, chunks); }), Errc::corrupt);
+}
+
+// The same for files (`mithril decompress --no-check`): restored into a new
+// file or handed to a writer in order, the whole-file BLAKE3 is recomputed
+// unless check_digest is off; chunk damage fails either way, and a failed
+// restore leaves no file.
+TEST(Memory, FileRestoresCheckTheWholeFileBlake3UnlessTold) {
+  const auto data = smooth_f32(40000);
+  const auto mcp = compress_buffer(data, "F32", opts(2));
+  const TempDir dir;
+  test::write_file(dir / "good.mcp", mcp);
+  test::write_file(dir / "forged.mcp", with_another_blake3(mcp));
+  auto bad = mcp;
+  bad[container::k_header_size + 40] ^= std::byte{0x41};
+  test::write_file(dir / "bad.mcp", bad);
+
+  for (unsigned threads : {1u, 2u}) {
+    SCOPED_TRACE(threads);
+    for (const bool check : {true, false}) {
+      SCOPED_TRACE(check);
+      DecompressOptions o;
+      o.threads = threads;
+      o.check_digest = check;
+      o.force = true;
+      decompress_file(dir / "good.mcp", dir / "good.out", o);
+      EXPECT_EQ(read_file(dir / "good.out"), data);
+
+      const auto forged_out = dir / "forged.out";
+      std::filesystem::remove(forged_out);
+      if (check) {
+        try {
+          decompress_file(dir / "forged.mcp", forged_out, o);
+          ADD_FAILURE() << "a wrong whole-file BLAKE3 passed";
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), Errc::corrupt);
+          EXPECT_NE(std::string(e.what()).find("BLAKE3"), std::string::npos) << e.what();
+        }
+        EXPECT_FALSE(std::filesystem::exists(forged_out));
+      } else {
+        decompress_file(dir / "forged.mcp", forged_out, o);
+        EXPECT_EQ(read_file(forged_out), data);
+      }
+      std::vector<std::byte> streamed;
+      const OrderedWriter to_memory = [&](std::span<const std::byte> b) { streamed.insert(streamed.end(), b.begin(), b.end()); };
+      if (check) {
+        EXPECT_EQ(code_of([&] { decompress_file(dir / "forged.mcp", to_memory, o); }), Errc::corrupt);
+      } else {
+        decompress_file(dir / "forged.mcp", to_memory, o);
+        EXPECT_EQ(streamed, data);
+      }
+
+      const auto bad_out = dir / "bad.out";
+      EXPECT_EQ(code_of([&] { decompress_file(dir / "bad.mcp", bad_out, o); }), Errc::corrupt);
+      EXPECT_FALSE(std::filesystem::exists(bad_out));
+    }
+  }
 }
 
 TEST(Memory, BadArgumentsAreClearErrors) {
