@@ -332,7 +332,8 @@ void register_bench_command(CLI::App& app) {
   bench->add_option("-T,--threads", a->threads, "Worker threads: 1, 1,2 or 1-4; 0 = all cores (default 0)");
   bench->add_option("-i,--seconds", a->seconds, "Timed seconds each way per row, after one warm-up round (default 1)");
   bench->add_option("--zstd", a->zstd_level, "Also measure libzstd at this level on the same bytes, in memory (default 0: no zstd rows)");
-  bench->add_flag("--no-digest", a->no_digest, "Decompression checks chunk checksums only, not the whole-file BLAKE3");
+  bench->add_flag("--no-check,--no-digest", a->no_digest,
+                  "Decompression checks chunk checksums only, not the whole-file BLAKE3 (as decompress --no-check)");
   bench->add_option("--chunk-size", a->chunk_size, "Chunk size, e.g. 4M (default 4 MiB)");
   bench->add_flag("--json", a->json, "One JSON document (machine, kernels, rows) instead of the table");
   bench->callback([a] { run_bench(*a); });

@@ -481,7 +481,7 @@ void register_checkpoint_commands(CLI::App& app, const GlobalOptions& global, in
   decompress->add_option("-T,--threads", d->threads, "Worker threads (default: all cores)");
   decompress->add_flag("-f,--force", d->force, "Overwrite an existing output");
   decompress->add_flag("--sync", d->sync, "fsync the restored file before renaming it into place");
-  decompress->add_flag("--no-check", d->no_check,
+  decompress->add_flag("--no-check,--no-digest", d->no_check,
                        "Skip recomputing the whole-file BLAKE3 (a quarter to a third of the CPU); every chunk's "
                        "XXH3-64 is still checked (`mithril verify` does both)");
   decompress->add_option("--base", d->base, "The base checkpoint of a delta file");

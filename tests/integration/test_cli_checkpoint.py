@@ -210,7 +210,7 @@ def test_no_check_restores_the_same_bytes(mithril, tmp_path, threads):
     path = small_checkpoint(tmp_path)
     mcp = tmp_path / "c.mcp"
     mithril("compress", path, "-o", mcp, "-q", "--chunk-size", "4K", check=True)
-    for out, extra in ((tmp_path / "full", []), (tmp_path / "fast", ["--no-check"])):
+    for out, extra in ((tmp_path / "full", []), (tmp_path / "fast", ["--no-check"]), (tmp_path / "alias", ["--no-digest"])):
         mithril("decompress", mcp, "-o", out, "-T", threads, "-q", *extra, check=True)
         assert out.read_bytes() == path.read_bytes()
     piped = subprocess.run([str(MITHRIL), "decompress", str(mcp), "-o", "-", "-T", threads, "--no-check"],
