@@ -10,11 +10,11 @@ page cache.
 Methods (--methods, comma-separated):
   mithril  build/mithril compress IN -o OUT -T N -f -q --no-sync [-l L]; decompress likewise
            (neither fsyncs, like zstd and ZipNN).
+           Thread counts: --threads (default "1,all"; all = the cores of this machine).
+           Skipped with a notice while the CLI has no compress command.
   mithril-nc the same, decompressing with --no-check (every chunk's XXH3-64 checked, the
            whole-file BLAKE3 not recomputed: as zstd -d --no-check; mithril's default
            recomputes it).
-           Thread counts: --threads (default "1,all"; all = the cores of this machine).
-           Skipped with a notice while the CLI has no compress command.
   zstd     zstd -T1 and -T0 (all cores) for each of --zstd-levels (default 1,3,19);
            decompression is `zstd -d` (single-threaded in zstd whatever -T says).
   zipnn    ZipNN (PyPI zipnn) in a worker process (bench/zipnn_worker.py), file mode:
