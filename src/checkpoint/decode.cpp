@@ -12,6 +12,7 @@
 #include "codec/chunk_codec.hpp"
 #include "mithril/error.hpp"
 #include "util/blake3_tree.hpp"
+#include "util/fresh_memory.hpp"
 
 namespace mithril::checkpoint {
 namespace {
@@ -75,7 +76,7 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
       // A buffer is sized from the record only once the payload can fill it.
       codec::ChunkDecoder::check_payload(payload, r, what);
       if (!target.place) {
-        if (slot.raw.size() < r.raw_size) slot.raw.resize(r.raw_size);
+        util::grow_populated(slot.raw, r.raw_size);
         out = util::MutableByteSpan(slot.raw.data(), r.raw_size);
       }
       codec::ChunkDecoder::Hooks hooks;

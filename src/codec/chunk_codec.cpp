@@ -12,6 +12,7 @@
 #include "codec/rans_blocks.hpp"
 #include "mithril/error.hpp"
 #include "util/cold_memory.hpp"
+#include "util/fresh_memory.hpp"
 #include "util/xxh3.hpp"
 
 namespace mithril::codec {
@@ -275,7 +276,7 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
   std::size_t best = n;
   CodedPlane coded{PlaneCodec::stored, plane};
   if (n == 0) return coded;
-  if (m_scratch.size() < n) m_scratch.resize(n);
+  util::grow_populated(m_scratch, n);
   util::MutableByteSpan scratch(m_scratch.data(), n);
 
   const double bits = order0_bits(hist);
@@ -335,7 +336,7 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
       }
     }
     if (pairs && m_level >= 10 && best > 1) {
-      if (m_alt.size() < best - 1) m_alt.resize(best - 1);
+      util::grow_populated(m_alt, best - 1);
       // (Not coded at all where the pairs' order-0 estimate is clearly over.)
       if (auto size = m_pairs.encode(plane, hist, util::MutableByteSpan(m_alt.data(), best - 1),
                                      1.002 * static_cast<double>(best))) {
@@ -344,7 +345,7 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
       }
     }
     if (pairs && m_level >= 10 && best > 1 && coded.codec != PlaneCodec::rans_pairs) {
-      if (m_alt.size() < best - 1) m_alt.resize(best - 1);
+      util::grow_populated(m_alt, best - 1);
       if (auto size = m_split.encode(plane, hist, util::MutableByteSpan(m_alt.data(), best - 1),
                                      static_cast<double>(best))) {
         if (*size < best) {
@@ -359,7 +360,7 @@ ChunkEncoder::CodedPlane ChunkEncoder::encode_plane(util::ByteSpan plane, const 
   // everywhere at high levels.
   const bool try_zstd = !kind.is_tensor || !kind.is_float || m_level >= 10 || bits_per_byte < 1.0;
   if (try_zstd && best > 1) {
-    if (m_coded.size() < best - 1) m_coded.resize(best - 1);
+    util::grow_populated(m_coded, best - 1);
     if (auto size = m_zstd.compress(plane, util::MutableByteSpan(m_coded.data(), best - 1)))
       coded = {PlaneCodec::zstd, util::ByteSpan(m_coded.data(), *size)};
   }
@@ -392,7 +393,7 @@ EncodedChunk ChunkEncoder::encode_grouped(util::ByteSpan input, const ChunkKind&
   // is stored too: the coded planes of floats are their last ones (the
   // exponent's byte), so the mantissa planes are written once.
   const std::size_t dir_size = 1 + 5 * width;
-  if (m_payload.size() < dir_size + input.size()) m_payload.resize(dir_size + input.size());
+  util::grow_populated(m_payload, dir_size + input.size());
   std::byte* const payload = m_payload.data();
   const util::MutableByteSpan grouped(payload + dir_size, input.size());
   if (read) {
@@ -510,7 +511,7 @@ EncodedChunk ChunkEncoder::encode(util::ByteSpan raw, const ChunkKind& kind, uti
   util::ByteVector sub_buf;
   if (!base.empty()) {
     if (base.size() != raw.size()) throw Error(Errc::internal, "base chunk size mismatch");
-    if (m_residual.size() < raw.size()) m_residual.resize(raw.size());
+    util::grow_populated(m_residual, raw.size());
     util::MutableByteSpan xr(m_residual.data(), raw.size());
     xor_residual(raw, base, xr);
     consider_modes(xr, Residual::xor_);

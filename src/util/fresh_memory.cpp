@@ -63,6 +63,23 @@ bool FreshMemory::too_slow(std::uint64_t piece_bytes, std::uint64_t piece_ns, st
   return piece_bytes >= k_judge_piece_bytes && HugePagePolicy::slow(piece_bytes, piece_ns);
 }
 
+void grow_populated(std::vector<std::byte>& v, std::size_t size) {
+  if (v.size() >= size) return;
+#if defined(__linux__)
+  if (v.capacity() < size) {
+    // (As resize() would: at least twice the old capacity, so that a buffer
+    // growing by steps is not moved at every step. The bytes past `size`
+    // stay untouched.)
+    v.reserve(std::max(size, 2 * v.capacity()));
+    const std::uintptr_t page = page_size();
+    const auto b = (reinterpret_cast<std::uintptr_t>(v.data() + v.size()) + page - 1) / page * page;
+    const auto e = reinterpret_cast<std::uintptr_t>(v.data() + size) / page * page;
+    if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, k_populate_write);
+  }
+#endif
+  v.resize(size);
+}
+
 bool FreshMemory::huge_pages_on() noexcept {
 #if defined(__linux__)
   return policy().on();

@@ -59,6 +59,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace mithril::util {
 
@@ -152,5 +153,15 @@ class FreshMemory {
   std::atomic<std::uint64_t> m_huge_bytes{0};
   std::atomic<std::uint64_t> m_huge_ns{0};
 };
+
+// Grows `v` to at least `size` bytes (as v.resize(size), new bytes zero)
+// and, when that takes new storage, maps the new storage's pages in one
+// madvise(MADV_POPULATE_WRITE) first rather than one page fault per 4 KiB
+// page as resize() zeroes them. For a coder's buffers that grow with the
+// chunks they hold: on a virtual machine a first touch costs ~3.5 us a page
+// and a populate ~2.2 (AMD EPYC Zen 3 under KVM); a two-thread compression
+// of a 97.5 MiB fp32 file 82.1 -> 77.0 ms (docs/benchmarks.md, session 56).
+// No-op beyond resize() where the kernel lacks it, and off Linux.
+void grow_populated(std::vector<std::byte>& v, std::size_t size);
 
 }  // namespace mithril::util

@@ -226,3 +226,32 @@ TEST(FreshMemory, SmallAndEmptyBuffersAreLeftAlone) {
 }
 
 }  // namespace
+
+// grow_populated() is resize() for growing: what the buffer held stays, the
+// new bytes are zero, a smaller size changes nothing, and new storage is at
+// least twice the old capacity, so that a buffer grown by small steps is not
+// moved at each step.
+TEST(GrowPopulated, KeepsTheBytesAndZeroesTheRest) {
+  std::vector<std::byte> v;
+  mithril::util::grow_populated(v, 0);
+  EXPECT_TRUE(v.empty());
+  mithril::util::grow_populated(v, 5 * k_mib + 3);
+  ASSERT_EQ(v.size(), 5 * k_mib + 3);
+  EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](std::byte b) { return b == std::byte{0}; }));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::byte>(i * 7 + 1);
+  mithril::util::grow_populated(v, k_mib);  // smaller: nothing changes
+  ASSERT_EQ(v.size(), 5 * k_mib + 3);
+  const std::size_t held = v.size();
+  mithril::util::grow_populated(v, 9 * k_mib + 1);
+  ASSERT_EQ(v.size(), 9 * k_mib + 1);
+  EXPECT_GE(v.capacity(), 2 * held);
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < held; ++i) wrong += v[i] != static_cast<std::byte>(i * 7 + 1);
+  for (std::size_t i = held; i < v.size(); ++i) wrong += v[i] != std::byte{0};
+  EXPECT_EQ(wrong, 0u);
+  const std::byte* at = v.data();
+  mithril::util::grow_populated(v, 10 * k_mib);  // within the capacity: not moved
+  EXPECT_EQ(v.data(), at);
+  EXPECT_EQ(v.size(), 10 * k_mib);
+  EXPECT_TRUE(std::all_of(v.begin() + 9 * k_mib + 1, v.end(), [](std::byte b) { return b == std::byte{0}; }));
+}
