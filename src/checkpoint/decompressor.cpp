@@ -55,10 +55,6 @@ FileInfo describe_torch(const std::filesystem::path& path, util::ByteSpan bytes)
 
 namespace {
 
-checkpoint::DigestCheck digest_check(const DecompressOptions& options) {
-  return options.check_digest ? checkpoint::DigestCheck::whole_file : checkpoint::DigestCheck::chunks_only;
-}
-
 // Every chunk of `reader` restored into a new local file (atomically, by
 // the workers at known offsets) or handed to an OrderedWriter in order.
 template <class Output>
@@ -76,13 +72,13 @@ DecompressResult decompress_reader(const container::Reader& reader, const Output
       out.write_at(reader.index().chunks[c].source_offset, raw);
     };
     checkpoint::decode_container(reader, base.get(), options.threads, to_file, nullptr, options.progress,
-                                 digest_check(options));
+                                 checkpoint::digest_check(options.check_digest));
     out.commit();
   } else {
     checkpoint::DecodeTarget in_order;
     in_order.consume_in_order = [&output](std::size_t, util::ByteSpan raw) { output(raw); };
     checkpoint::decode_container(reader, base.get(), options.threads, in_order, nullptr, options.progress,
-                                 digest_check(options));
+                                 checkpoint::digest_check(options.check_digest));
   }
   DecompressResult r;
   r.input_bytes = reader.file_size();

@@ -86,7 +86,7 @@ void decode_into(const container::Reader& reader, std::span<std::byte> out, cons
     target.prepare = [&fm = *fresh_memory](util::MutableByteSpan piece) { fm.prefault(piece.data(), piece.size()); };
   checkpoint::decode_container(
       reader, base.get(), options.threads, target, nullptr, options.progress,
-      options.check_digest ? checkpoint::DigestCheck::whole_file : checkpoint::DigestCheck::chunks_only);
+      checkpoint::digest_check(options.check_digest));
 }
 
 }  // namespace

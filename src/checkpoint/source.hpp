@@ -98,6 +98,11 @@ struct DecodeTarget {
 // What decode_container() checks besides every chunk's XXH3-64.
 enum class DigestCheck { whole_file, chunks_only };
 
+// DecompressOptions::check_digest as a DigestCheck.
+inline DigestCheck digest_check(bool check_digest) {
+  return check_digest ? DigestCheck::whole_file : DigestCheck::chunks_only;
+}
+
 // Decodes every chunk of an .mcp in parallel into `target`, then checks the
 // whole-file BLAKE3 (hashed by the workers, util/blake3_tree.hpp) unless
 // `digest` is chunks_only. With
