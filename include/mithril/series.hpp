@@ -53,9 +53,14 @@ SeriesMember series_add(const std::filesystem::path& dir, const std::filesystem:
 // Members in step order. Throws Error(not_found) if DIR holds no series.
 std::vector<SeriesMember> series_list(const std::filesystem::path& dir);
 
-// Restores the member with this step to `output`.
+// Restores the member with this step to `output`. The BLAKE3 that series.json
+// records for the step must be the one the member's container records (a member
+// file replaced by another checkpoint is refused before anything is written);
+// with `check_digest` the restored bytes are then hashed and compared with it,
+// so the restore is checked end to end against the manifest's copy. Without it
+// every chunk's XXH3-64 is still checked (as `mithril decompress --no-check`).
 void series_restore(const std::filesystem::path& dir, std::uint64_t step, const std::filesystem::path& output,
-                    bool force, unsigned threads);
+                    bool force, unsigned threads, bool check_digest = true);
 
 // The commit point of a member written by the caller (e.g. mithril.save of a
 // training state into DIR/FILE): records FILE as member `step`. A delta

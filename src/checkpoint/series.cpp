@@ -218,20 +218,30 @@ SeriesMember series_add(const fs::path& dir, const fs::path& checkpoint, std::op
   return member;
 }
 
-void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& output, bool force, unsigned threads) {
+void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& output, bool force, unsigned threads,
+                    bool check_digest) {
   const auto members = load(dir);
   const SeriesMember* m = find_step(members, step);
   if (!m) throw Error(Errc::not_found, fmt::format("{}: no step {} in the series", dir.string(), step));
+  const fs::path file = dir / m->file;
+  if (!m->blake3.empty()) {
+    const auto recorded = describe_file(file).source_blake3;
+    if (recorded != m->blake3)
+      throw Error(Errc::corrupt,
+                  fmt::format("{}: holds a checkpoint with BLAKE3 {}, but {} records {} for step {}", file.string(),
+                              recorded, (dir / k_manifest).string(), m->blake3, step));
+  }
   DecompressOptions o;
   o.threads = threads;
   o.force = force;
+  o.check_digest = check_digest;
   if (!m->keyframe) {
     const SeriesMember* k = m->base_step ? find_step(members, *m->base_step) : nullptr;
     if (!k)
       throw Error(Errc::corrupt, fmt::format("{}: step {} is a delta whose keyframe is missing", dir.string(), step));
     o.base = dir / k->file;
   }
-  decompress_file(dir / m->file, output, o);
+  decompress_file(file, output, o);
 }
 
 std::vector<SeriesMember> series_prune(const fs::path& dir, std::size_t keep) {

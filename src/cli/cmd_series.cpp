@@ -84,7 +84,7 @@ void register_series_commands(CLI::App& app, const GlobalOptions& global, int&) 
   struct RestoreArgs {
     std::string dir, output;
     std::uint64_t step = 0;
-    bool force = false;
+    bool force = false, no_check = false;
     unsigned threads = 0;
   };
   auto r = std::make_shared<RestoreArgs>();
@@ -94,7 +94,10 @@ void register_series_commands(CLI::App& app, const GlobalOptions& global, int&) 
   restore->add_option("-o,--output", r->output, "Output file")->required();
   restore->add_flag("-f,--force", r->force, "Overwrite an existing output");
   restore->add_option("-T,--threads", r->threads, "Worker threads (default: all cores)");
-  restore->callback([r] { series_restore(r->dir, r->step, r->output, r->force, r->threads); });
+  restore->add_flag("--no-check,--no-digest", r->no_check,
+                    "Skip recomputing the whole-file BLAKE3; every chunk's XXH3-64 is still checked (as "
+                    "decompress --no-check)");
+  restore->callback([r] { series_restore(r->dir, r->step, r->output, r->force, r->threads, !r->no_check); });
 
   struct PruneArgs {
     std::string dir;

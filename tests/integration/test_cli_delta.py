@@ -177,6 +177,37 @@ def test_series_add_list_restore_prune(mithril, tmp_path):
     assert files <= {"series.json", ".lock"} | {m["file"] for m in left}
 
 
+def test_series_restore_checks_the_manifests_digest(mithril, tmp_path):
+    """series restore compares the BLAKE3 series.json records with the member's
+    own, so a member file replaced by another valid checkpoint is refused (not
+    restored as the wrong step), with or without --no-check; --no-check (and
+    --no-digest) restore the same bytes as the default."""
+    paths = make_series_members(tmp_path, 3, seed=11)
+    s = tmp_path / "series"
+    for i, p in enumerate(paths):
+        mithril("series", "add", s, p, "--step", i + 1, "--max-deltas", 0, "-q", check=True)
+    members = series_list(mithril, s)["members"]
+    assert [m["kind"] for m in members] == ["keyframe"] * 3
+    for flag in ("--no-check", "--no-digest"):
+        out = tmp_path / f"nc{flag}"
+        mithril("series", "restore", s, 2, "-o", out, flag, "-q", "-T", 1, check=True)
+        assert out.read_bytes() == paths[1].read_bytes()
+    # step 2's file replaced by step 3's: a valid container, the wrong checkpoint
+    f2, f3 = s / members[1]["file"], s / members[2]["file"]
+    f2.write_bytes(f3.read_bytes())
+    for extra in ((), ("--no-check",)):
+        out = tmp_path / "wrong"
+        r = mithril("series", "restore", s, 2, "-o", out, *extra, check=False)
+        assert r.code == 3, r.err
+        assert members[1]["file"] in r.err and "series.json" in r.err and members[1]["blake3"] in r.err
+        assert not out.exists()
+        assert not [f for f in tmp_path.iterdir() if f.name.startswith(".wrong")]
+    # the other members still restore
+    out = tmp_path / "r3"
+    mithril("series", "restore", s, 3, "-o", out, "-q", check=True)
+    assert out.read_bytes() == paths[2].read_bytes()
+
+
 def test_series_add_killed_midway_leaves_series_valid(tmp_path):
     paths = make_series_members(tmp_path, 3, seed=8, shape=(2048, 2048))
     s = tmp_path / "series"

@@ -124,6 +124,23 @@ def test_restore_round_trip_and_into(tmp_path):
     mgr.close()
 
 
+def test_restore_refuses_a_member_file_that_is_another_step(tmp_path):
+    """series.json records each step's BLAKE3: a member file replaced by
+    another valid checkpoint is refused, not loaded as the wrong step."""
+    mgr = mithril.CheckpointManager(tmp_path / "c", max_deltas=0, async_save=False)
+    for s in (0, 1):
+        assert mgr.save(s, small_state(s))
+    members = json.loads((tmp_path / "c" / "series.json").read_text())["members"]
+    assert [m["kind"] for m in members] == ["keyframe", "keyframe"]
+    f0, f1 = (tmp_path / "c" / m["file"] for m in members)
+    f0.write_bytes(f1.read_bytes())
+    with pytest.raises(mithril.CorruptError, match="series.json") as e:
+        mgr.restore(0)
+    assert members[0]["blake3"] in str(e.value) and members[0]["file"] in str(e.value)
+    assert torch.equal(mgr.restore(1)["model"]["w"], small_state(1)["model"]["w"])
+    mgr.close()
+
+
 def test_deltas_keyframes_and_interval(tmp_path):
     mgr = mithril.CheckpointManager(tmp_path / "c", save_interval_steps=10, max_deltas=2, async_save=False)
     saved = [s for s in range(0, 61) if mgr.save(s, small_state(s))]
