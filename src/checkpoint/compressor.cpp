@@ -41,7 +41,7 @@ CompressResult compress_path(const std::filesystem::path& input, const Output& o
       throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
   }
   util::MappedFile source(input);
-  source.advise_sequential();
+  source.advise_will_read();
   return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0);
 }
 

@@ -47,8 +47,11 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   return *this;
 }
 
-void MappedFile::advise_sequential() const noexcept {
-  if (m_data) ::madvise(m_data, m_size, MADV_SEQUENTIAL | MADV_WILLNEED);
+void MappedFile::advise_will_read() const noexcept {
+  // (This was `MADV_SEQUENTIAL | MADV_WILLNEED`, but advice values are not
+  // flags: 2 | 3 is 3, MADV_WILLNEED alone. Adding MADV_SEQUENTIAL made no
+  // difference to compress's time, 21 alternated rounds, session 57.)
+  if (m_data) ::madvise(m_data, m_size, MADV_WILLNEED);
 }
 
 void MappedFile::release(std::uint64_t offset, std::uint64_t length) const noexcept {

@@ -25,8 +25,9 @@ class MappedFile {
   std::size_t size() const noexcept { return m_size; }
   const std::filesystem::path& path() const noexcept { return m_path; }
 
-  // Hint the kernel that the mapping will be read sequentially (readahead).
-  void advise_sequential() const noexcept;
+  // Hint the kernel that the whole mapping will be read soon (readahead of
+  // what is not in the page cache yet).
+  void advise_will_read() const noexcept;
   // Bytes [offset, offset + length) will not be read again soon: their whole
   // pages leave this process's memory (RSS); the page cache keeps them, so a
   // later read just maps them again. Out-of-range parts are ignored.
