@@ -28,7 +28,7 @@ from torch.futures import Future
 from . import _core
 from . import dcp as _dcp
 from ._dcp_storage import _Prefix, _load_metadata, _write_atomic
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import CorruptError, InvalidArgumentError, NotFoundError
 
 _METADATA = re.compile(r"^step-(\d{10})\.metadata$")
 _METADATA_TMP = re.compile(r"^\.step-\d{10}\.metadata\..*\.tmp$")
@@ -128,15 +128,31 @@ class StepReader(_dcp.Reader):
         metadata.storage_meta.load_id = self.load_id
         return metadata
 
-    def _base_file(self, relative_path: str, recorded_base: Optional[str]) -> Optional[str]:
+    def _member(self, relative_path: str) -> Tuple[str, Dict[str, Any]]:
         rank, file = relative_path.split("/", 1)
         directory = os.path.join(self.path, rank)
         if rank not in self._series:
             self._series[rank] = {m["file"]: m for m in _core.series_list(directory)}
-        members = self._series[rank]
-        member = members.get(file)
+        member = self._series[rank].get(file)
         if member is None:
             raise NotFoundError(f"{directory}: {file} is not in the series (removed by a prune?)")
+        return directory, member
+
+    def _open(self, relative_path: str, recorded_base: Optional[str]) -> Any:
+        # The rank's series.json records the digest of each step's file: a file
+        # replaced by another step's is refused, not read as this step.
+        directory, member = self._member(relative_path)
+        if member.get("blake3"):
+            where = os.path.join(self.path, relative_path)
+            recorded = _core.describe_file(where)["source_blake3"]
+            if recorded != member["blake3"]:
+                raise CorruptError(f"{where}: holds a checkpoint with BLAKE3 {recorded}, but "
+                                   f"{os.path.join(directory, 'series.json')} records {member['blake3']} for step "
+                                   f"{member['step']}")
+        return super()._open(relative_path, recorded_base)
+
+    def _base_file(self, relative_path: str, recorded_base: Optional[str]) -> Optional[str]:
+        directory, member = self._member(relative_path)
         if member["keyframe"]:
             return None
         return os.path.join(directory, _core.series_member_file(member["base_step"]))

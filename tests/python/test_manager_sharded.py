@@ -130,6 +130,23 @@ def test_sharded_retention_same_on_every_rank(tmp_path):
     assert all("RESUMED 60 step 60" in o for o in outs)
 
 
+def test_sharded_restore_refuses_a_rank_file_of_another_step(tmp_path):
+    """Each rank's series.json records its files' BLAKE3: rank 1's file of the
+    latest step replaced by its file of the step before is refused (the same
+    tensor names, the wrong values), not loaded."""
+    directory = tmp_path / "c"
+    finish(launch(directory, 25, "--every", 10))
+    assert complete_steps(directory) == [0, 10, 20]
+    rank1 = directory / "rank-0001"
+    members = {m["step"]: m for m in json.loads((rank1 / "series.json").read_text())["members"]}
+    (rank1 / members[20]["file"]).write_bytes((rank1 / members[10]["file"]).read_bytes())
+    procs = launch(directory, 30)
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert procs[1].returncode != 0
+    err = outs[1][1]
+    assert "CorruptError" in err and members[20]["blake3"] in err and "series.json" in err, err
+
+
 def test_sharded_needs_torch_distributed_and_every_rank(tmp_path):
     with pytest.raises(mithril.InvalidArgumentError, match="init_process_group"):
         mithril.CheckpointManager(tmp_path / "c", sharded=True)
