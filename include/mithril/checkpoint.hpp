@@ -75,6 +75,7 @@ struct CompressResult {
   std::size_t chunks = 0;
   double seconds = 0;
   std::string upload_token;  // CompressOptions::detach: the detached upload (JSON)
+  std::string source_blake3; // hex BLAKE3 of the original bytes, as the index records it
 };
 
 // `input` is a local file; `output` a local path or a URL.

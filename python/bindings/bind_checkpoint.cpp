@@ -11,7 +11,6 @@
 #include "progress.hpp"
 
 namespace mithril::python {
-namespace {
 
 py::dict compress_result(const CompressResult& r) {
   py::dict d;
@@ -21,10 +20,12 @@ py::dict compress_result(const CompressResult& r) {
   d["tensors"] = r.tensors;
   d["chunks"] = r.chunks;
   d["seconds"] = r.seconds;
+  d["source_blake3"] = r.source_blake3;
   if (!r.upload_token.empty()) d["upload_token"] = r.upload_token;
   return d;
 }
 
+namespace {
 
 py::dict file_info(const FileInfo& info) {
   py::dict d;

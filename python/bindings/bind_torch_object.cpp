@@ -40,14 +40,7 @@ void bind_torch_object(py::module_& m) {
         }
         CompressResult r;
         report.run([&] { r = compress_torch_object(pkl.bytes(), data, output, o); });
-        py::dict d;
-        d["source_bytes"] = r.source_bytes;
-        d["output_bytes"] = r.output_bytes;
-        d["source_kind"] = r.source_kind;
-        d["tensors"] = r.tensors;
-        d["chunks"] = r.chunks;
-        d["seconds"] = r.seconds;
-        return d;
+        return compress_result(r);
       },
       py::arg("pickle"), py::arg("storages"), py::arg("output"), py::arg("level"), py::arg("threads"),
       py::arg("chunk_size"), py::arg("force"), py::arg("sync"), py::arg("base"), py::arg("metadata"),

@@ -40,6 +40,9 @@ inline CompressOptions compress_options(int level, unsigned threads, std::size_t
   return o;
 }
 
+// A CompressResult as the dict the Python layer turns into its CompressResult.
+py::dict compress_result(const CompressResult& r);
+
 void bind_checkpoint(py::module_& m);
 void bind_cache(py::module_& m);
 void bind_series(py::module_& m);

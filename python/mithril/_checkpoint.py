@@ -43,6 +43,7 @@ class CompressResult:
     tensors: int
     chunks: int
     seconds: float
+    source_blake3: str = ""  #: BLAKE3 of the original bytes (hex), as the .mcp records it
 
     @property
     def ratio(self) -> float:

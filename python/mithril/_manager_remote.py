@@ -63,11 +63,13 @@ class RemoteSeries:
                 entry["base_step"] = m["base_step"]
             if m["metrics"]:
                 entry["metrics"] = m["metrics"]
+            if m["blake3"]:
+                entry["blake3"] = m["blake3"]
             doc["members"].append(entry)
         _core.put_object(self.location(MANIFEST), json.dumps(doc, indent=2, sort_keys=True).encode())
 
     def register(self, step: int, file: str, base_step: Optional[int], metrics: Dict[str, float],
-                 source_bytes: int) -> None:
+                 source_bytes: int, blake3: str = "") -> None:
         """Lists a member whose object was written whole (the commit point)."""
         stored = _core.stat_object(self.location(file))
         if stored is None:
@@ -75,7 +77,7 @@ class RemoteSeries:
         members = [m for m in self.members() if m["step"] != step]
         members.append({"step": step, "file": file, "keyframe": base_step is None, "base_step": base_step,
                         "source_bytes": source_bytes, "stored_bytes": int(stored), "source_name": "",
-                        "blake3": "", "metrics": metrics})
+                        "blake3": blake3, "metrics": metrics})
         self._write(sorted(members, key=lambda m: m["step"]))
 
     def remove(self, steps: List[int]) -> None:

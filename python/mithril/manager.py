@@ -262,7 +262,7 @@ class CheckpointManager:
 
     def _register(self, step: int, file: str, base_step: Optional[int], metrics: Dict[str, float], r: Any) -> None:
         if self._remote is not None:
-            self._remote.register(step, file, base_step, metrics, r.source_bytes)
+            self._remote.register(step, file, base_step, metrics, r.source_bytes, r.source_blake3)
         else:
             _core.series_register(self.directory, step, file, base_step, metrics)
 
@@ -446,12 +446,13 @@ class CheckpointManager:
                 raise NotFoundError(f"{self.directory}: step {m['step']} needs keyframe {m['base_step']}, which is gone")
             base = self._location(k["file"])
         location = self._location(m["file"])
-        if self._remote is None and m.get("blake3"):
+        if m.get("blake3"):
             # series.json's copy of the digest against the member's own: a
             # member file replaced by another checkpoint is not loaded as this step.
             recorded = _core.describe_file(location)["source_blake3"]
             if recorded != m["blake3"]:
-                manifest = os.path.join(self._series_dir, "series.json")
+                manifest = (self._remote.location("series.json") if self._remote is not None
+                            else os.path.join(self._series_dir, "series.json"))
                 raise CorruptError(f"{location}: holds a checkpoint with BLAKE3 {recorded}, but {manifest} "
                                    f"records {m['blake3']} for step {m['step']}")
         state = load_object(location, map_location, base=base)

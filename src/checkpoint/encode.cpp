@@ -338,6 +338,7 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
   result.source_bytes = source_size;
   result.output_bytes = writer.finish(index, &start.prepared);
   result.source_kind = plan.kind;
+  result.source_blake3 = util::to_hex(index.source.blake3);
   result.tensors = plan.tensor_count;
   result.chunks = plan.chunks.size();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

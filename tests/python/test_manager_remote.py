@@ -71,6 +71,28 @@ def test_save_retain_restore_on_s3(s3_env):
     again.close()
 
 
+def test_restore_on_s3_refuses_an_object_of_another_step(s3_env):
+    """The manifest records each member's BLAKE3 (from the save itself): an
+    object replaced by another step's is refused, not restored as this step."""
+    s3 = s3_env
+    s3.bucket("mgr-d")
+    mgr = mithril.CheckpointManager("s3://mgr-d/run", max_deltas=0)
+    for step in (0, 1):
+        mgr.save(step, small_state(step))
+    mgr.wait()
+    manifest = json.loads(s3.s3.get_object(Bucket="mgr-d", Key="run/series.json")["Body"].read())
+    members = {m["step"]: m for m in manifest["members"]}
+    for step in (0, 1):
+        assert members[step]["blake3"] == mithril.info(f"s3://mgr-d/run/{members[step]['file']}")["source_blake3"]
+    other = s3.s3.get_object(Bucket="mgr-d", Key=f"run/{members[1]['file']}")["Body"].read()
+    s3.s3.put_object(Bucket="mgr-d", Key=f"run/{members[0]['file']}", Body=other)
+    with pytest.raises(mithril.CorruptError, match="series.json") as e:
+        mgr.restore(0)
+    assert members[0]["blake3"] in str(e.value)
+    assert torch.equal(mgr.restore(1)["model"]["w"], small_state(1)["model"]["w"])
+    mgr.close()
+
+
 def _wait_until_listing_settles(s3, bucket, prefix, quiet=2.0, limit=60.0):
     last, since, start = None, time.monotonic(), time.monotonic()
     while time.monotonic() - start < limit:

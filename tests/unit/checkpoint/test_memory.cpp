@@ -59,7 +59,10 @@ TEST(Memory, SameContainerAsTheFilePathForAnyThreadCount) {
   const auto noise = random_bytes(5000, 3);
   data.insert(data.end(), noise.begin(), noise.end());  // stored chunks too
   test::write_file(dir / "raw.bin", data);
-  compress_file(dir / "raw.bin", dir / "raw.mcp", opts(1));
+  const CompressResult r = compress_file(dir / "raw.bin", dir / "raw.mcp", opts(1));
+  // The result names the digest the index records: the original bytes' BLAKE3.
+  EXPECT_EQ(r.source_blake3, util::to_hex(util::blake3(data)));
+  EXPECT_EQ(r.source_blake3, describe_file(dir / "raw.mcp").source_blake3);
   const auto want = read_file(dir / "raw.mcp");
   for (unsigned threads : {1u, 2u, 3u, 8u}) {
     std::vector<std::byte> got;
@@ -379,7 +382,10 @@ TEST(Streams, ParallelWritersGetTheFileBytesInOrder) {
   const auto noise = random_bytes(30000, 4);
   data.insert(data.end(), noise.begin(), noise.end());
   test::write_file(dir / "raw.bin", data);
-  compress_file(dir / "raw.bin", dir / "raw.mcp", opts(1));
+  const CompressResult r = compress_file(dir / "raw.bin", dir / "raw.mcp", opts(1));
+  // The result names the digest the index records: the original bytes' BLAKE3.
+  EXPECT_EQ(r.source_blake3, util::to_hex(util::blake3(data)));
+  EXPECT_EQ(r.source_blake3, describe_file(dir / "raw.mcp").source_blake3);
   const auto want = read_file(dir / "raw.mcp");
   for (unsigned threads : {1u, 2u, 4u}) {
     std::vector<std::byte> got;
