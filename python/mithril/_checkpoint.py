@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 from . import _core, _sharded
 from ._dtypes import numpy_to_safetensors, safetensors_to_numpy, safetensors_to_torch, torch_to_safetensors
 from ._progress import reporter
-from .errors import InvalidArgumentError, TensorNotFoundError, UnsupportedError
+from .errors import CorruptError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -471,3 +471,18 @@ def info(path: PathLike) -> Dict[str, Any]:
     """What an .mcp or safetensors file holds (as ``mithril info --json``):
     source, base, metadata, and each tensor's dtype, shape and sizes."""
     return dict(_core.describe_file(os.fspath(path)))
+
+
+def check_member_digest(location: str, member: Mapping[str, Any], manifest: str) -> None:
+    """A series member against its manifest's copy of its digest: the BLAKE3
+    that ``manifest`` records for it must be the one the member's own index
+    records, so a member file replaced by another step's (a valid checkpoint,
+    the wrong values) is refused instead of loaded as this step. Members
+    listed without a digest are not checked."""
+    expected = member.get("blake3")
+    if not expected:
+        return
+    recorded = _core.describe_file(location)["source_blake3"]
+    if recorded != expected:
+        raise CorruptError(f"{location}: holds a checkpoint with BLAKE3 {recorded}, but {manifest} records "
+                           f"{expected} for step {member['step']}")

@@ -28,7 +28,8 @@ from torch.futures import Future
 from . import _core
 from . import dcp as _dcp
 from ._dcp_storage import _Prefix, _load_metadata, _write_atomic
-from .errors import CorruptError, InvalidArgumentError, NotFoundError
+from ._checkpoint import check_member_digest
+from .errors import InvalidArgumentError, NotFoundError
 
 _METADATA = re.compile(r"^step-(\d{10})\.metadata$")
 _METADATA_TMP = re.compile(r"^\.step-\d{10}\.metadata\..*\.tmp$")
@@ -142,13 +143,7 @@ class StepReader(_dcp.Reader):
         # The rank's series.json records the digest of each step's file: a file
         # replaced by another step's is refused, not read as this step.
         directory, member = self._member(relative_path)
-        if member.get("blake3"):
-            where = os.path.join(self.path, relative_path)
-            recorded = _core.describe_file(where)["source_blake3"]
-            if recorded != member["blake3"]:
-                raise CorruptError(f"{where}: holds a checkpoint with BLAKE3 {recorded}, but "
-                                   f"{os.path.join(directory, 'series.json')} records {member['blake3']} for step "
-                                   f"{member['step']}")
+        check_member_digest(os.path.join(self.path, relative_path), member, os.path.join(directory, "series.json"))
         return super()._open(relative_path, recorded_base)
 
     def _base_file(self, relative_path: str, recorded_base: Optional[str]) -> Optional[str]:

@@ -49,7 +49,8 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
 from . import _core
-from .errors import CorruptError, ExistsError, InvalidArgumentError, NotFoundError, UnsupportedError
+from ._checkpoint import check_member_digest
+from .errors import ExistsError, InvalidArgumentError, NotFoundError, UnsupportedError
 
 __all__ = ["CheckpointManager"]
 
@@ -446,15 +447,8 @@ class CheckpointManager:
                 raise NotFoundError(f"{self.directory}: step {m['step']} needs keyframe {m['base_step']}, which is gone")
             base = self._location(k["file"])
         location = self._location(m["file"])
-        if m.get("blake3"):
-            # series.json's copy of the digest against the member's own: a
-            # member file replaced by another checkpoint is not loaded as this step.
-            recorded = _core.describe_file(location)["source_blake3"]
-            if recorded != m["blake3"]:
-                manifest = (self._remote.location("series.json") if self._remote is not None
+        check_member_digest(location, m, self._remote.location("series.json") if self._remote is not None
                             else os.path.join(self._series_dir, "series.json"))
-                raise CorruptError(f"{location}: holds a checkpoint with BLAKE3 {recorded}, but {manifest} "
-                                   f"records {m['blake3']} for step {m['step']}")
         state = load_object(location, map_location, base=base)
         if into is not None:
             _restore_into(into, state, "")
