@@ -62,6 +62,15 @@ std::vector<SeriesMember> series_list(const std::filesystem::path& dir);
 void series_restore(const std::filesystem::path& dir, std::uint64_t step, const std::filesystem::path& output,
                     bool force, unsigned threads, bool check_digest = true);
 
+// The manifest's copy of a member's digest against the member's own: throws
+// Error(corrupt), naming `location`, `manifest`, `step` and both digests, unless
+// the .mcp at `location` (a path or URL) records `expected_blake3` as its
+// original's BLAKE3 (a member file replaced by another step's is a valid
+// checkpoint with the wrong values). An empty `expected_blake3` (a member
+// listed without a digest) is not checked.
+void series_check_member(const std::filesystem::path& location, const std::string& expected_blake3,
+                         const std::string& manifest, std::uint64_t step);
+
 // The commit point of a member written by the caller (e.g. mithril.save of a
 // training state into DIR/FILE): records FILE as member `step`. A delta
 // (its .mcp names a base) must give `base_step`, a keyframe of the series

@@ -58,6 +58,14 @@ void bind_series(py::module_& m) {
       },
       py::arg("dir"), py::arg("step"), py::arg("file"), py::arg("base_step"), py::arg("metrics"));
   m.def(
+      "series_check_member",
+      [](const std::filesystem::path& location, const std::string& expected_blake3, const std::string& manifest,
+         std::uint64_t step) {
+        py::gil_scoped_release release;
+        series_check_member(location, expected_blake3, manifest, step);
+      },
+      py::arg("location"), py::arg("expected_blake3"), py::arg("manifest"), py::arg("step"));
+  m.def(
       "series_remove_stale_temporaries",
       [](const std::filesystem::path& dir) {
         py::gil_scoped_release release;

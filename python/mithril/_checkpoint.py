@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 from . import _core, _sharded
 from ._dtypes import numpy_to_safetensors, safetensors_to_numpy, safetensors_to_torch, torch_to_safetensors
 from ._progress import reporter
-from .errors import CorruptError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
+from .errors import InvalidArgumentError, TensorNotFoundError, UnsupportedError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -474,15 +474,8 @@ def info(path: PathLike) -> Dict[str, Any]:
 
 
 def check_member_digest(location: str, member: Mapping[str, Any], manifest: str) -> None:
-    """A series member against its manifest's copy of its digest: the BLAKE3
-    that ``manifest`` records for it must be the one the member's own index
-    records, so a member file replaced by another step's (a valid checkpoint,
-    the wrong values) is refused instead of loaded as this step. Members
-    listed without a digest are not checked."""
-    expected = member.get("blake3")
-    if not expected:
-        return
-    recorded = _core.describe_file(location)["source_blake3"]
-    if recorded != expected:
-        raise CorruptError(f"{location}: holds a checkpoint with BLAKE3 {recorded}, but {manifest} records "
-                           f"{expected} for step {member['step']}")
+    """A series member against its manifest's copy of its digest (as ``mithril
+    series restore`` checks it): a member file replaced by another step's (a
+    valid checkpoint, the wrong values) raises CorruptError instead of being
+    loaded as this step. Members listed without a digest are not checked."""
+    _core.series_check_member(location, member.get("blake3") or "", manifest, int(member["step"]))

@@ -224,13 +224,7 @@ void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& out
   const SeriesMember* m = find_step(members, step);
   if (!m) throw Error(Errc::not_found, fmt::format("{}: no step {} in the series", dir.string(), step));
   const fs::path file = dir / m->file;
-  if (!m->blake3.empty()) {
-    const auto recorded = describe_file(file).source_blake3;
-    if (recorded != m->blake3)
-      throw Error(Errc::corrupt,
-                  fmt::format("{}: holds a checkpoint with BLAKE3 {}, but {} records {} for step {}", file.string(),
-                              recorded, (dir / k_manifest).string(), m->blake3, step));
-  }
+  series_check_member(file, m->blake3, (dir / k_manifest).string(), step);
   DecompressOptions o;
   o.threads = threads;
   o.force = force;
@@ -242,6 +236,15 @@ void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& out
     o.base = dir / k->file;
   }
   decompress_file(file, output, o);
+}
+
+void series_check_member(const fs::path& location, const std::string& expected_blake3, const std::string& manifest,
+                         std::uint64_t step) {
+  if (expected_blake3.empty()) return;
+  const auto recorded = describe_file(location).source_blake3;
+  if (recorded != expected_blake3)
+    throw Error(Errc::corrupt, fmt::format("{}: holds a checkpoint with BLAKE3 {}, but {} records {} for step {}",
+                                           location.string(), recorded, manifest, expected_blake3, step));
 }
 
 std::vector<SeriesMember> series_prune(const fs::path& dir, std::size_t keep) {
