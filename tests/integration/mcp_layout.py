@@ -65,3 +65,36 @@ def read_layout(path):
             c.planes = [PLANE_CODECS.get(data[fo + 1 + 5 * k], f"codec{data[fo + 1 + 5 * k]}") for k in range(n)]
         chunks.append(c)
     return Layout(index, chunks)
+
+
+def with_recorded_blake3(src, dst, blake3_hex):
+    """Writes to `dst` a copy of the .mcp `src` whose index records
+    `blake3_hex` as the source's BLAKE3, the index's own XXH3-64 recomputed:
+    a container that passes every chunk and index check and fails only the
+    whole-file digest (what ``decompress --no-check`` leaves out)."""
+    import xxhash
+
+    data = open(src, "rb").read()
+    (index_offset, stored, raw_size, _xxh3, major, minor, codec) = struct.unpack_from("<QQQQHHB", data, len(data) - 48)
+    blob = data[index_offset:index_offset + stored]
+    if codec == 1:
+        blob = subprocess.run(["zstd", "-dc"], input=blob, capture_output=True, check=True).stdout
+    (json_size,) = struct.unpack_from("<I", blob, 0)
+    index = json.loads(blob[4:4 + json_size])
+    old = index["source"]["blake3"].encode()
+    assert len(blake3_hex) == len(old) and blob.count(old) >= 1
+    head = blob[4:4 + json_size].replace(b'"blake3": "' + old, b'"blake3": "' + blake3_hex.encode(), 1)
+    if head == blob[4:4 + json_size]:  # compact JSON
+        head = blob[4:4 + json_size].replace(b'"blake3":"' + old, b'"blake3":"' + blake3_hex.encode(), 1)
+    assert head != blob[4:4 + json_size] and json.loads(head)["source"]["blake3"] == blake3_hex
+    blob = blob[:4] + head + blob[4 + json_size:]
+    if codec == 1:
+        import zstandard  # (its frames record their content size, as the reader requires)
+
+        blob_stored = zstandard.ZstdCompressor().compress(blob)
+    else:
+        blob_stored = blob
+    footer = struct.pack("<QQQQHHB3s", index_offset, len(blob_stored), len(blob), xxhash.xxh3_64_intdigest(blob_stored),
+                         major, minor, codec, b"\0\0\0") + END_MAGIC
+    with open(dst, "wb") as f:
+        f.write(data[:index_offset] + blob_stored + footer)

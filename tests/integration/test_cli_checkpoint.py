@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import MITHRIL, run_mithril
+from mcp_layout import with_recorded_blake3
 
 ALL_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
               torch.float16, torch.bfloat16, torch.float32, torch.float64,
@@ -217,6 +218,15 @@ def test_no_check_restores_the_same_bytes(mithril, tmp_path, threads):
                            capture_output=True, timeout=120)
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout == path.read_bytes()
+    # A container whose index records another BLAKE3 (its checksum redone):
+    # refused by default, restored exactly with --no-check.
+    forged = tmp_path / "forged.mcp"
+    with_recorded_blake3(mcp, forged, "ab" * 32)
+    r = mithril("decompress", forged, "-o", tmp_path / "refused", "-T", threads, check=False)
+    assert r.code == 3 and "BLAKE3" in r.err and "ab" * 32 in r.err, r
+    assert not (tmp_path / "refused").exists()
+    mithril("decompress", forged, "-o", tmp_path / "unchecked", "-T", threads, "-q", "--no-check", check=True)
+    assert (tmp_path / "unchecked").read_bytes() == path.read_bytes()
 
 
 def test_damage_names_chunk_and_tensor(mithril, tmp_path):

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import MITHRIL, run_mithril
+from mcp_layout import with_recorded_blake3
 from test_cli_checkpoint import ALL_DTYPES, make_tensor
 
 
@@ -192,6 +193,20 @@ def test_series_restore_checks_the_manifests_digest(mithril, tmp_path):
         out = tmp_path / f"nc{flag}"
         mithril("series", "restore", s, 2, "-o", out, flag, "-q", "-T", 1, check=True)
         assert out.read_bytes() == paths[1].read_bytes()
+    # step 1's file recording another digest, and series.json agreeing with it:
+    # the restored bytes' BLAKE3 is refused by default, not looked at with --no-check
+    f1 = s / members[0]["file"]
+    original = f1.read_bytes()
+    with_recorded_blake3(f1, f1, "cd" * 32)
+    manifest = s / "series.json"
+    text = manifest.read_text()
+    manifest.write_text(text.replace(members[0]["blake3"], "cd" * 32))
+    r = mithril("series", "restore", s, 1, "-o", tmp_path / "digest", check=False)
+    assert r.code == 3 and "cd" * 32 in r.err and not (tmp_path / "digest").exists(), r
+    mithril("series", "restore", s, 1, "-o", tmp_path / "digest", "--no-check", "-q", check=True)
+    assert (tmp_path / "digest").read_bytes() == paths[0].read_bytes()
+    f1.write_bytes(original)
+    manifest.write_text(text)
     # step 2's file replaced by step 3's: a valid container, the wrong checkpoint
     f2, f3 = s / members[1]["file"], s / members[2]["file"]
     f2.write_bytes(f3.read_bytes())

@@ -3,13 +3,18 @@ references: safetensors' own writer and reader, torch's tensors byte for
 byte, and the mithril CLI."""
 import json
 import os
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import mithril
 from helpers import cli, flip_byte, run_python, tensor_payload_offset  # noqa: F401 (cli: fixture)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from mcp_layout import with_recorded_blake3  # noqa: E402
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
@@ -302,6 +307,13 @@ def test_file_functions(tmp_path):
     # Without the whole-file BLAKE3: the same bytes, and damage still caught.
     d = mithril.decompress_file(tmp_path / "m.safetensors.mcp", tmp_path / "fast.safetensors", check_digest=False)
     assert (tmp_path / "fast.safetensors").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
+    # An index recording another BLAKE3 (its checksum redone) fails only that check.
+    with_recorded_blake3(tmp_path / "m.safetensors.mcp", tmp_path / "forged.mcp", "ef" * 32)
+    with pytest.raises(mithril.CorruptError, match="ef" * 32):
+        mithril.decompress_file(tmp_path / "forged.mcp", tmp_path / "refused.safetensors")
+    assert not (tmp_path / "refused.safetensors").exists()
+    mithril.decompress_file(tmp_path / "forged.mcp", tmp_path / "unchecked.safetensors", check_digest=False)
+    assert (tmp_path / "unchecked.safetensors").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
     offset, _ = tensor_payload_offset(i, "w")
     flip_byte(tmp_path / "m.safetensors.mcp", offset + 100)
     for check in (True, False):
