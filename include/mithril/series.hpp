@@ -67,8 +67,10 @@ void series_restore(const std::filesystem::path& dir, std::uint64_t step, const 
 // the .mcp at `location` (a path or URL) records `expected_blake3` as its
 // original's BLAKE3 (a member file replaced by another step's is a valid
 // checkpoint with the wrong values). An empty `expected_blake3` (a member
-// listed without a digest) is not checked.
-void series_check_member(const std::filesystem::path& location, const std::string& expected_blake3,
+// listed without a digest) is not checked. Returns the member's description
+// (describe_file()), so that a caller that goes on to load it need not read
+// its index again (a request or two more on object storage).
+FileInfo series_check_member(const std::filesystem::path& location, const std::string& expected_blake3,
                          const std::string& manifest, std::uint64_t step);
 
 // The commit point of a member written by the caller (e.g. mithril.save of a

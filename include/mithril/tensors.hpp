@@ -9,9 +9,10 @@
 // CheckpointReader opens an .mcp holding a safetensors checkpoint (or a plain
 // safetensors file) and decodes any tensor straight into caller-owned memory,
 // touching only that tensor's chunks. The .mcp may be in object storage
-// (s3://, redis://, file:// URL, docs/storage.md): opening then costs a HEAD
-// and ranged reads of the header, footer, index and the safetensors header
-// chunk; each tensor read fetches only that tensor's chunks.
+// (s3://, redis://, file:// URL, docs/storage.md): opening then costs two
+// ranged reads, of the object's last 64 KiB (footer, index, and the size) and
+// its first 4 KiB (header), and one of the safetensors header chunk where
+// those do not hold it; each tensor read fetches only that tensor's chunks.
 //
 // Errors: every function throws mithril::Error (error.hpp) with context.
 #pragma once

@@ -25,8 +25,6 @@ py::dict compress_result(const CompressResult& r) {
   return d;
 }
 
-namespace {
-
 py::dict file_info(const FileInfo& info) {
   py::dict d;
   d["path"] = info.path;
@@ -64,6 +62,8 @@ py::dict file_info(const FileInfo& info) {
   d["other_stored_bytes"] = info.other_stored_bytes ? py::cast(*info.other_stored_bytes) : py::none();
   return d;
 }
+
+namespace {
 
 // (name, dtype, shape, buffer) tuples -> TensorData over the held buffers.
 struct HeldTensors {

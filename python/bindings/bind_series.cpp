@@ -61,8 +61,12 @@ void bind_series(py::module_& m) {
       "series_check_member",
       [](const std::filesystem::path& location, const std::string& expected_blake3, const std::string& manifest,
          std::uint64_t step) {
-        py::gil_scoped_release release;
-        series_check_member(location, expected_blake3, manifest, step);
+        FileInfo info;
+        {
+          py::gil_scoped_release release;
+          info = series_check_member(location, expected_blake3, manifest, step);
+        }
+        return file_info(info);
       },
       py::arg("location"), py::arg("expected_blake3"), py::arg("manifest"), py::arg("step"));
   m.def(

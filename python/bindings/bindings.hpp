@@ -42,6 +42,8 @@ inline CompressOptions compress_options(int level, unsigned threads, std::size_t
 
 // A CompressResult as the dict the Python layer turns into its CompressResult.
 py::dict compress_result(const CompressResult& r);
+// A FileInfo as the dict of describe_file() / mithril.info().
+py::dict file_info(const FileInfo& info);
 
 void bind_checkpoint(py::module_& m);
 void bind_cache(py::module_& m);

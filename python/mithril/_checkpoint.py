@@ -473,9 +473,18 @@ def info(path: PathLike) -> Dict[str, Any]:
     return dict(_core.describe_file(os.fspath(path)))
 
 
-def check_member_digest(location: str, member: Mapping[str, Any], manifest: str) -> None:
+URL_SCHEMES = ("s3://", "redis://", "file://")
+
+
+def is_url(path: str) -> bool:
+    """An object-store URL (s3://, redis://, file://), not a local path."""
+    return path.startswith(URL_SCHEMES)
+
+
+def check_member_digest(location: str, member: Mapping[str, Any], manifest: str) -> Dict[str, Any]:
     """A series member against its manifest's copy of its digest (as ``mithril
     series restore`` checks it): a member file replaced by another step's (a
     valid checkpoint, the wrong values) raises CorruptError instead of being
-    loaded as this step. Members listed without a digest are not checked."""
-    _core.series_check_member(location, member.get("blake3") or "", manifest, int(member["step"]))
+    loaded as this step. Members listed without a digest are not checked.
+    Returns the member's :func:`info`."""
+    return dict(_core.series_check_member(location, member.get("blake3") or "", manifest, int(member["step"])))

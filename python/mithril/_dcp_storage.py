@@ -16,12 +16,12 @@ from typing import List, Optional, Union
 from torch.distributed.checkpoint.metadata import Metadata
 
 from . import _core
+from ._checkpoint import is_url as _is_url
 from .errors import CorruptError, Error, InvalidArgumentError, NotFoundError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 METADATA_NAME = ".metadata"
-_URL_SCHEMES = ("s3://", "redis://", "file://")
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,6 @@ class _Item:
 @dataclass(frozen=True)
 class _Prefix:
     prefix: str  #: "__{rank}_"
-
-
-def _is_url(loc: str) -> bool:
-    return loc.startswith(_URL_SCHEMES)
 
 
 def _join(loc: str, name: str) -> str:

@@ -30,6 +30,7 @@ from ._checkpoint import (
     _opt_path,
     _str_map,
     _threads,
+    is_url,
     load_state_dict,
     save_state_dict,
 )
@@ -121,6 +122,8 @@ def save(
 
 def _kind(path: str) -> str:
     """'mcp:<source kind>', 'safetensors', 'torch' or 'unknown'."""
+    if is_url(path):  # an object is read as an .mcp: one open, not a check of its magic first
+        return "mcp:" + str(_core.describe_file(path)["source_kind"])
     if _core.is_mcp_file(path):
         return "mcp:" + str(_core.describe_file(path)["source_kind"])
     try:
@@ -180,6 +183,15 @@ def load(
             os.unlink(tmp)  # a mapped file stays valid after unlinking
     path = os.fspath(f)
     kind = "safetensors" if _sharded.is_sharded(path) else _kind(path)  # a directory of shards: its index
+    return load_kind(path, kind, map_location, base=base, mmap=mmap, framework=framework, device=device,
+                     threads=threads, verify=verify, progress=progress)
+
+
+def load_kind(path: str, kind: str, map_location: Any = None, *, base: Optional[Any] = None, mmap: bool = False,
+              framework: str = "torch", device: Any = None, threads: Optional[int] = None, verify: bool = False,
+              progress: Any = None) -> Any:
+    """:func:`load` of a path whose kind (as ``_kind()`` gives it) the caller
+    already knows: a checkpoint manager has described the member it restores."""
     if kind in ("mcp:safetensors", "safetensors"):
         if device is None and map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             device = map_location

@@ -423,7 +423,7 @@ class CheckpointManager:
         """Loads a checkpoint (the latest complete one by default; a save in
         flight is waited for first) and returns it. ``into``: an object with
         ``load_state_dict`` or a dict of them / of tensors, filled in place."""
-        from . import load as load_object
+        from ._dropin import load_kind
 
         self.wait()
         if self._sharded is not None:
@@ -447,9 +447,9 @@ class CheckpointManager:
                 raise NotFoundError(f"{self.directory}: step {m['step']} needs keyframe {m['base_step']}, which is gone")
             base = self._location(k["file"])
         location = self._location(m["file"])
-        check_member_digest(location, m, self._remote.location("series.json") if self._remote is not None
-                            else os.path.join(self._series_dir, "series.json"))
-        state = load_object(location, map_location, base=base)
+        described = check_member_digest(location, m, self._remote.location("series.json") if self._remote is not None
+                                         else os.path.join(self._series_dir, "series.json"))
+        state = load_kind(location, "mcp:" + str(described["source_kind"]), map_location, base=base)
         if into is not None:
             _restore_into(into, state, "")
         return state

@@ -220,7 +220,7 @@ FileInfo describe_container(const container::Reader& reader, const std::string& 
 
 FileInfo describe_file(const std::filesystem::path& path, const RemoteOptions& remote) {
   if (storage::is_url(path.string())) {
-    // Header, footer and index: three ranged reads (the header check
+    // Header, footer and index: two ranged reads (the header check
     // refuses anything that is not an .mcp).
     return checkpoint::describe_container(container::Reader(checkpoint::open_container_source(path, remote)),
                                           path.string());

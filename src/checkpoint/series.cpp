@@ -238,13 +238,15 @@ void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& out
   decompress_file(file, output, o);
 }
 
-void series_check_member(const fs::path& location, const std::string& expected_blake3, const std::string& manifest,
-                         std::uint64_t step) {
-  if (expected_blake3.empty()) return;
-  const auto recorded = describe_file(location).source_blake3;
+FileInfo series_check_member(const fs::path& location, const std::string& expected_blake3,
+                             const std::string& manifest, std::uint64_t step) {
+  FileInfo info = describe_file(location);
+  if (expected_blake3.empty()) return info;
+  const auto& recorded = info.source_blake3;
   if (recorded != expected_blake3)
     throw Error(Errc::corrupt, fmt::format("{}: holds a checkpoint with BLAKE3 {}, but {} records {} for step {}",
                                            location.string(), recorded, manifest, expected_blake3, step));
+  return info;
 }
 
 std::vector<SeriesMember> series_prune(const fs::path& dir, std::size_t keep) {

@@ -1,7 +1,8 @@
 // container/reader.hpp — random-access reader of an .mcp file.
 //
 // Reads and checks header and footer, loads and validates the index — three
-// reads at known offsets, so a remote container costs three ranged GETs. Chunk
+// reads at known offsets (a remote source answers them with two requests:
+// storage/remote_io.cpp keeps the object's first and last bytes). Chunk
 // payloads are then read by number: a local file hands out its memory map,
 // a remote one fetches exactly the chunk's bytes.
 //

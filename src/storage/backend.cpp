@@ -2,6 +2,7 @@
 // backends, and the environment's say on options.
 #include "storage/backend.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <fmt/core.h>
@@ -44,6 +45,20 @@ std::optional<util::ByteVector> Backend::get_at_most(std::string_view key, std::
     throw Error(Errc::corrupt, endpoint() + ": " + std::string(key) + ": " + std::to_string(v->size()) +
                                    " bytes, larger than the " + std::to_string(max_bytes) + " expected");
   return v;
+}
+
+std::optional<ObjectTail> Backend::get_tail(std::string_view key, std::uint64_t length) {
+  const auto info = stat(key);
+  if (!info) return std::nullopt;
+  ObjectTail tail;
+  tail.size = info->size;
+  const std::uint64_t n = std::min(length, info->size);
+  auto bytes = get_range(key, info->size - n, n);
+  if (!bytes) return std::nullopt;  // removed in between
+  if (bytes->size() != n)
+    throw Error(Errc::corrupt, endpoint() + ": " + std::string(key) + ": changed size while being read");
+  tail.bytes = std::move(*bytes);
+  return tail;
 }
 
 Options options_from_env(Options o) {

@@ -50,6 +50,12 @@ struct ObjectInfo {
   std::uint64_t size = 0;
 };
 
+// The end of an object and its size, from one call where the store allows.
+struct ObjectTail {
+  util::ByteVector bytes;  // the last min(length asked, size) bytes
+  std::uint64_t size = 0;  // of the whole object
+};
+
 // A streaming write of one object (S3 multipart upload, a Redis temporary
 // key, a local temporary file). Memory is bounded by a few part sizes.
 class Upload {
@@ -91,6 +97,12 @@ class Backend {
   // past it); nullopt when the object does not exist.
   virtual std::optional<util::ByteVector> get_range(std::string_view key, std::uint64_t offset,
                                                     std::uint64_t length) = 0;
+  // The last `length` bytes of the object (all of it when it is shorter)
+  // and its size; nullopt when it does not exist. S3 answers with one
+  // request (a suffix range, RFC 9110 14.1.1), where stat() and get_range()
+  // take two: opening an .mcp by URL reads its footer and index this way.
+  // The default is stat() then get_range().
+  virtual std::optional<ObjectTail> get_tail(std::string_view key, std::uint64_t length);
   // Size of the object; nullopt when it does not exist.
   virtual std::optional<ObjectInfo> stat(std::string_view key) = 0;
   bool exists(std::string_view key) { return stat(key).has_value(); }

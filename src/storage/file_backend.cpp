@@ -61,6 +61,22 @@ class FileBackend final : public Backend {
     return out;
   }
 
+  std::optional<ObjectTail> get_tail(std::string_view key, std::uint64_t length) override {
+    const auto p = path(key);
+    util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+      util::throw_errno(p, "cannot open");
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) util::throw_errno(p, "cannot stat");
+    ObjectTail t;
+    t.size = static_cast<std::uint64_t>(st.st_size);
+    t.bytes.resize(static_cast<std::size_t>(std::min(length, t.size)));
+    util::pread_exact(fd.get(), t.bytes.data(), t.bytes.size(), t.size - t.bytes.size(), p);
+    return t;
+  }
+
   std::optional<util::ByteVector> get_range(std::string_view key, std::uint64_t offset, std::uint64_t length) override {
     const auto p = path(key);
     util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));

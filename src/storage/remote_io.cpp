@@ -13,14 +13,29 @@ namespace mithril::storage {
 namespace {
 
 // Concurrent reads (the decoder's workers) each borrow a connection from a
-// pool that grows on demand; the prototype only answers the first HEAD and
-// is cloned for the pool.
+// pool that grows on demand; the prototype only answers the first request
+// and is cloned for the pool.
+//
+// Opening reads the object's last k_open_tail bytes and its size in one
+// request (Backend::get_tail) and keeps them: an .mcp's footer and index lie
+// there (a few KiB for a checkpoint of tens of MiB), so a reader opened by
+// URL costs one request and the header's read, not a HEAD and three ranged
+// GETs, and an object no larger than the tail is read whole by that request.
+// The first read within the object's first k_head bytes fetches all of them
+// and keeps them too: an .mcp's header is read by each of several callers
+// (the magic check, the reader), and each would cost a request.
 class RemoteSource final : public util::ByteSource {
  public:
+  static constexpr std::uint64_t k_open_tail = 64 << 10;
+  static constexpr std::uint64_t k_head = 4 << 10;
+
   explicit RemoteSource(Location loc) : m_name(loc.url), m_key(std::move(loc.key)), m_prototype(std::move(loc.backend)) {
-    auto info = m_prototype->stat(m_key);
-    if (!info) throw Error(Errc::not_found, m_name + ": no such object (at " + m_prototype->endpoint() + ")");
-    m_size = info->size;
+    auto tail = m_prototype->get_tail(m_key, k_open_tail);
+    if (!tail) throw Error(Errc::not_found, m_name + ": no such object (at " + m_prototype->endpoint() + ")");
+    m_size = tail->size;
+    m_tail = std::move(tail->bytes);
+    m_tail_offset = m_size - m_tail.size();
+    m_bytes_read += m_tail.size();
   }
 
   std::uint64_t size() const noexcept override { return m_size; }
@@ -29,6 +44,18 @@ class RemoteSource final : public util::ByteSource {
   util::ByteSpan read(std::uint64_t offset, std::size_t length, util::ByteVector& scratch) const override {
     if (offset > m_size || length > m_size - offset) throw_truncated(offset, length);
     if (length == 0) return {};
+    if (offset >= m_tail_offset)  // held since the open
+      return util::ByteSpan(m_tail.data() + (offset - m_tail_offset), length);
+    if (offset + length <= std::min(k_head, m_tail_offset)) {
+      std::call_once(m_head_once, [&] { m_head = fetch(0, static_cast<std::size_t>(std::min(k_head, m_tail_offset))); });
+      return util::ByteSpan(m_head.data() + offset, length);
+    }
+    scratch = fetch(offset, length);
+    return scratch;
+  }
+
+ private:
+  util::ByteVector fetch(std::uint64_t offset, std::size_t length) const {
     auto backend = acquire();
     std::optional<util::ByteVector> got;
     try {
@@ -41,12 +68,10 @@ class RemoteSource final : public util::ByteSource {
     if (!got) throw Error(Errc::not_found, m_name + ": the object disappeared while it was being read");
     if (got->size() != length)
       throw Error(Errc::corrupt, m_name + ": short read at offset " + std::to_string(offset) + " (the object changed?)");
-    scratch = std::move(*got);
     m_bytes_read += length;
-    return scratch;
+    return std::move(*got);
   }
 
- private:
   std::unique_ptr<Backend> acquire() const {
     {
       std::lock_guard lock(m_mutex);
@@ -66,6 +91,10 @@ class RemoteSource final : public util::ByteSource {
   std::string m_name, m_key;
   std::unique_ptr<Backend> m_prototype;
   std::uint64_t m_size = 0;
+  util::ByteVector m_tail;  // the object's bytes from m_tail_offset to its end
+  std::uint64_t m_tail_offset = 0;
+  mutable std::once_flag m_head_once;
+  mutable util::ByteVector m_head;  // the object's first bytes, once read
   mutable std::mutex m_mutex;
   mutable std::vector<std::unique_ptr<Backend>> m_idle;
 };

@@ -3,7 +3,8 @@
 // writes both the same way.
 //
 //   open_source("ckpt.mcp")          a memory map
-//   open_source("s3://b/ckpt.mcp")   ranged GETs (one HEAD for the size first);
+//   open_source("s3://b/ckpt.mcp")   ranged GETs (the first, of the last 64 KiB,
+//                                    also gives the size and is kept);
 //                                    concurrent reads use a pool of connections
 //   open_sink("out.mcp")             an AtomicFile (temporary + rename)
 //   open_sink("s3://b/out.mcp")      a streaming multipart upload: parts are

@@ -1,6 +1,8 @@
 #include "storage/s3_backend.hpp"
 
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -259,6 +261,47 @@ class S3Backend final : public Backend {
       }
       return std::move(r.body);
     });
+  }
+
+  // One GET with a suffix range: 206 and "Content-Range: bytes
+  // first-last/size" (the whole object when it is shorter than asked), 200
+  // where a server ignores ranges, 416 for an empty object (nothing to cut a
+  // suffix from: RFC 9110 15.5.17), answered with stat().
+  std::optional<ObjectTail> get_tail(std::string_view key, std::uint64_t length) override {
+    if (length == 0) return Backend::get_tail(key, length);
+    bool unsatisfiable = false;
+    auto tail = retry("GET " + std::string(key) + " (tail)", [&]() -> std::optional<ObjectTail> {
+      const HeaderList extra{{"range", fmt::format("bytes=-{}", length)}};
+      auto r = request(m_client, "GET", key, {}, extra, {});
+      if (r.status == 404) {
+        miss_or_fail(r);
+        return std::nullopt;
+      }
+      if (r.status == 416) {
+        unsatisfiable = true;
+        return std::nullopt;
+      }
+      expect_ok(r, "GET " + std::string(key));
+      ObjectTail t;
+      if (r.status == 200) {  // the whole object
+        t.size = r.body.size();
+        if (t.size > length) r.body.erase(r.body.begin(), r.body.end() - static_cast<std::ptrdiff_t>(length));
+        t.bytes = std::move(r.body);
+        return t;
+      }
+      const auto range = r.header("content-range");
+      std::uint64_t first = 0, last = 0, size = 0;
+      if (std::sscanf(range.c_str(), "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &first, &last, &size) != 3 ||
+          last + 1 != size || first > last || last - first + 1 != r.body.size() || r.body.size() > length)
+        throw Error(Errc::remote_unavailable,
+                    fmt::format("{}: GET {} (tail): an answer of {} bytes with Content-Range '{}'", m_name, key,
+                                r.body.size(), range));
+      t.size = size;
+      t.bytes = std::move(r.body);
+      return t;
+    });
+    if (unsatisfiable) return Backend::get_tail(key, length);
+    return tail;
   }
 
   std::optional<ObjectInfo> stat(std::string_view key) override {

@@ -16,7 +16,7 @@ import torch
 import mithril
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from remote_servers import MotoS3Server, have_moto  # noqa: E402
+from remote_servers import CountingProxy, MotoS3Server, have_moto  # noqa: E402
 
 from test_manager import small_state  # noqa: E402
 
@@ -91,6 +91,38 @@ def test_restore_on_s3_refuses_an_object_of_another_step(s3_env):
     assert members[0]["blake3"] in str(e.value)
     assert torch.equal(mgr.restore(1)["model"]["w"], small_state(1)["model"]["w"])
     mgr.close()
+
+
+def test_restore_on_s3_costs_a_request_a_file(s3_env, monkeypatch):
+    """A restore reads the manifest, then opens each file it needs (the
+    digest check describes the member; the load reuses that description):
+    a file of 64 KiB or less comes whole with its open, so a keyframe costs
+    three GETs and a delta four — before, 20 and 27 (a HEAD and three ranged
+    GETs for each of four opens of the member, then its chunks one by one)."""
+    s3 = s3_env
+    s3.bucket("mgr-e")
+    mgr = mithril.CheckpointManager("s3://mgr-e/run", max_deltas=1)
+    for step in (0, 1):
+        mgr.save(step, small_state(step))
+    mgr.close()
+    manifest = json.loads(s3.s3.get_object(Bucket="mgr-e", Key="run/series.json")["Body"].read())
+    members = {m["step"]: m for m in manifest["members"]}
+    assert members[1]["kind"] == "delta" and members[1]["base_step"] == 0
+    for m in members.values():
+        assert s3.s3.head_object(Bucket="mgr-e", Key="run/" + m["file"])["ContentLength"] <= 64 << 10
+    proxy = CountingProxy(s3.port)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        mgr = mithril.CheckpointManager("s3://mgr-e/run")
+        f0, f1 = members[0]["file"], members[1]["file"]
+        for step, files in ((0, [f0, f0]), (1, [f1, f1, f0])):  # the member twice, then its keyframe
+            proxy.reset()
+            assert torch.equal(mgr.restore(step)["model"]["w"], small_state(step)["model"]["w"])
+            got = sorted((r["method"], r["path"].split("?")[0]) for r in proxy.requests)
+            assert got == sorted([("GET", "/mgr-e/run/series.json")] + [("GET", "/mgr-e/run/" + f) for f in files])
+        mgr.close()
+    finally:
+        proxy.stop()
 
 
 def _wait_until_listing_settles(s3, bucket, prefix, quiet=2.0, limit=60.0):

@@ -93,6 +93,33 @@ TEST_P(BackendTest, PutGetRangeStatRemove) {
   EXPECT_FALSE(b().get(key("a/obj")));
 }
 
+TEST_P(BackendTest, GetTailGivesTheEndAndTheSize) {
+  const auto data = test::random_bytes(100000, 2);
+  b().put(key("obj"), data);
+  auto t = b().get_tail(key("obj"), 4000);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->size, data.size());
+  EXPECT_EQ(t->bytes, util::ByteVector(data.end() - 4000, data.end()));
+  t = b().get_tail(key("obj"), 100000);  // exactly the object
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->size, data.size());
+  EXPECT_EQ(t->bytes, data);
+  t = b().get_tail(key("obj"), 1 << 20);  // more than the object: all of it
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->size, data.size());
+  EXPECT_EQ(t->bytes, data);
+  t = b().get_tail(key("obj"), 0);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->size, data.size());
+  EXPECT_TRUE(t->bytes.empty());
+  b().put(key("empty"), {});
+  t = b().get_tail(key("empty"), 4000);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->size, 0u);
+  EXPECT_TRUE(t->bytes.empty());
+  EXPECT_FALSE(b().get_tail(key("absent"), 4000));
+}
+
 TEST_P(BackendTest, ListByPrefixSorted) {
   for (const char* k : {"x/2", "x/1", "x/sub/3", "y/1", "xz"}) b().put(key(k), util::as_bytes(k));
   EXPECT_EQ(b().list(key("x/")), (std::vector<std::string>{key("x/1"), key("x/2"), key("x/sub/3")}));
