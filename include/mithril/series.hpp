@@ -59,8 +59,11 @@ std::vector<SeriesMember> series_list(const std::filesystem::path& dir);
 // with `check_digest` the restored bytes are then hashed and compared with it,
 // so the restore is checked end to end against the manifest's copy. Without it
 // every chunk's XXH3-64 is still checked (as `mithril decompress --no-check`).
-void series_restore(const std::filesystem::path& dir, std::uint64_t step, const std::filesystem::path& output,
-                    bool force, unsigned threads, bool check_digest = true);
+// `progress` as DecompressOptions::progress. Returns what decompress_file()
+// returns for the member.
+DecompressResult series_restore(const std::filesystem::path& dir, std::uint64_t step,
+                                const std::filesystem::path& output, bool force, unsigned threads,
+                                bool check_digest = true, ProgressCallback progress = {});
 
 // The manifest's copy of a member's digest against the member's own: throws
 // Error(corrupt), naming `location`, `manifest`, `step` and both digests, unless

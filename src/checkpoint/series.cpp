@@ -218,8 +218,8 @@ SeriesMember series_add(const fs::path& dir, const fs::path& checkpoint, std::op
   return member;
 }
 
-void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& output, bool force, unsigned threads,
-                    bool check_digest) {
+DecompressResult series_restore(const fs::path& dir, std::uint64_t step, const fs::path& output, bool force,
+                                unsigned threads, bool check_digest, ProgressCallback progress) {
   const auto members = load(dir);
   const SeriesMember* m = find_step(members, step);
   if (!m) throw Error(Errc::not_found, fmt::format("{}: no step {} in the series", dir.string(), step));
@@ -229,13 +229,14 @@ void series_restore(const fs::path& dir, std::uint64_t step, const fs::path& out
   o.threads = threads;
   o.force = force;
   o.check_digest = check_digest;
+  o.progress = std::move(progress);
   if (!m->keyframe) {
     const SeriesMember* k = m->base_step ? find_step(members, *m->base_step) : nullptr;
     if (!k)
       throw Error(Errc::corrupt, fmt::format("{}: step {} is a delta whose keyframe is missing", dir.string(), step));
     o.base = dir / k->file;
   }
-  decompress_file(file, output, o);
+  return decompress_file(file, output, o);
 }
 
 FileInfo series_check_member(const fs::path& location, const std::string& expected_blake3,

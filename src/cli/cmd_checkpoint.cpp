@@ -40,10 +40,6 @@ double ratio(std::uint64_t orig, std::uint64_t stored) {
   return stored ? static_cast<double>(orig) / static_cast<double>(stored) : 0.0;
 }
 
-double mib_per_s(std::uint64_t bytes, double seconds) {
-  return seconds > 0 ? static_cast<double>(bytes) / seconds / (1 << 20) : 0.0;
-}
-
 bool is_url(const std::string& s) {
   for (const char* scheme : {"s3://", "redis://", "file://"})
     if (s.rfind(scheme, 0) == 0) return true;

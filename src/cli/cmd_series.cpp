@@ -97,7 +97,16 @@ void register_series_commands(CLI::App& app, const GlobalOptions& global, int&) 
   restore->add_flag("--no-check,--no-digest", r->no_check,
                     "Skip recomputing the whole-file BLAKE3; every chunk's XXH3-64 is still checked (as "
                     "decompress --no-check)");
-  restore->callback([r] { series_restore(r->dir, r->step, r->output, r->force, r->threads, !r->no_check); });
+  restore->callback([r, &global] {
+    ProgressBar bar("series restore", !global.quiet);
+    const auto res = series_restore(r->dir, r->step, r->output, r->force, r->threads, !r->no_check,
+                                    [&](std::uint64_t d, std::uint64_t t) { bar.update(d, t); });
+    bar.finish();
+    if (!global.quiet)
+      fmt::print(stderr, "{}: step {}: {} -> {} in {:.2f} s, {:.0f} MiB/s -> {}\n", r->dir, r->step,
+                 format_bytes(res.input_bytes), format_bytes(res.output_bytes), res.seconds,
+                 mib_per_s(res.output_bytes, res.seconds), r->output);
+  });
 
   struct PruneArgs {
     std::string dir;

@@ -34,6 +34,8 @@ class ProgressBar {
 };
 
 std::string format_bytes(std::uint64_t bytes);
+// MiB/s for a summary line (0 for no time).
+double mib_per_s(std::uint64_t bytes, double seconds);
 // "7 s", "1:05", "2:03:04": a duration for the ETA.
 std::string format_eta(double seconds);
 
