@@ -10,7 +10,7 @@ it: a process killed at any point leaves the previous manifest, whose
 members all exist. Removal rewrites the manifest first, then deletes the
 objects. Member objects no manifest lists (a killed save's) are deleted when
 the next manager opens the URL. The manifest has the schema of a local
-``series.json`` (without the members' digests). One writer per URL: object
+``series.json``, the members' BLAKE3 digests included. One writer per URL: object
 stores have no lock, so two jobs must not share a URL.
 """
 from __future__ import annotations
@@ -69,16 +69,18 @@ class RemoteSeries:
         _core.put_object(self.location(MANIFEST), json.dumps(doc, indent=2, sort_keys=True).encode())
 
     def register(self, step: int, file: str, base_step: Optional[int], metrics: Dict[str, float],
-                 source_bytes: int, blake3: str = "") -> None:
-        """Lists a member whose object was written whole (the commit point)."""
-        stored = _core.stat_object(self.location(file))
-        if stored is None:
-            raise CorruptError(f"{self.location(file)}: the member just written is not there")
-        members = [m for m in self.members() if m["step"] != step]
-        members.append({"step": step, "file": file, "keyframe": base_step is None, "base_step": base_step,
-                        "source_bytes": source_bytes, "stored_bytes": int(stored), "source_name": "",
-                        "blake3": blake3, "metrics": metrics})
-        self._write(sorted(members, key=lambda m: m["step"]))
+                 source_bytes: int, stored_bytes: int, blake3: str,
+                 members: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+        """Lists a member whose object was written whole (its upload completed:
+        the commit point) in the manifest, read again unless ``members`` (read
+        by the same save) is given; returns the members now listed."""
+        listed = [m for m in (self.members() if members is None else members) if m["step"] != step]
+        listed.append({"step": step, "file": file, "keyframe": base_step is None, "base_step": base_step,
+                       "source_bytes": source_bytes, "stored_bytes": stored_bytes, "source_name": "",
+                       "blake3": blake3, "metrics": metrics})
+        listed.sort(key=lambda m: m["step"])
+        self._write(listed)
+        return listed
 
     def remove(self, steps: List[int]) -> None:
         """Unlists, then deletes; refuses a keyframe a remaining delta needs."""

@@ -261,11 +261,16 @@ class CheckpointManager:
     def _location(self, file: str) -> str:
         return self._remote.location(file) if self._remote is not None else os.path.join(self.directory, file)
 
-    def _register(self, step: int, file: str, base_step: Optional[int], metrics: Dict[str, float], r: Any) -> None:
+    def _register(self, step: int, file: str, base_step: Optional[int], metrics: Dict[str, float], r: Any,
+                  members: List[Dict[str, Any]]) -> Optional[List[Dict[str, Any]]]:
+        """Lists the member just written; returns the members now listed where
+        that costs nothing (object storage: the manifest just written), so
+        that retention need not read it again."""
         if self._remote is not None:
-            self._remote.register(step, file, base_step, metrics, r.source_bytes, r.source_blake3)
-        else:
-            _core.series_register(self.directory, step, file, base_step, metrics)
+            return self._remote.register(step, file, base_step, metrics, r.source_bytes, r.output_bytes,
+                                         r.source_blake3, members)
+        _core.series_register(self.directory, step, file, base_step, metrics)
+        return None
 
     def _members(self) -> List[Dict[str, Any]]:
         if self._remote is not None:
@@ -337,10 +342,10 @@ class CheckpointManager:
         except BaseException as e:  # surfaced by the next call
             self._error = e
 
-    def _keyframe(self) -> Optional[Dict[str, Any]]:
+    def _keyframe(self, members: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         """The keyframe the next save is a delta against (None: a keyframe)."""
         keyframe, deltas = None, 0
-        for m in self._members():
+        for m in members:
             if m["keyframe"]:
                 keyframe, deltas = m, 0
             elif keyframe is not None and m["base_step"] == keyframe["step"]:
@@ -350,7 +355,10 @@ class CheckpointManager:
     def _write(self, step: int, state: Any, metrics: Dict[str, float]) -> None:
         from . import save as save_object
 
-        keyframe = self._keyframe()
+        # The manifest is read once a save (one writer per series): on object
+        # storage each read is a request.
+        members = self._members()
+        keyframe = self._keyframe(members)
         if self._sharded is not None:
             self._sharded.write(step, state, metrics, keyframe, self.keyframe_threshold,
                                 dict(level=self._level, sync_files=self._sync))
@@ -364,15 +372,14 @@ class CheckpointManager:
             r = save_object(state, path, base, **options)
             keyframe_ratio = keyframe["source_bytes"] / keyframe["stored_bytes"] if keyframe["stored_bytes"] else 1.0
             if r.output_bytes <= self.keyframe_threshold * (r.source_bytes / keyframe_ratio):
-                self._register(step, file, keyframe["step"], metrics, r)
-                self._retain()
+                self._retain(self._register(step, file, keyframe["step"], metrics, r, members))
                 return
         r = save_object(state, path, None, **options)
-        self._register(step, file, None, metrics, r)
-        self._retain()
+        self._retain(self._register(step, file, None, metrics, r, members))
 
-    def _retain(self) -> None:
-        members = self._members()
+    def _retain(self, members: Optional[List[Dict[str, Any]]] = None) -> None:
+        if members is None:
+            members = self._members()
         if not members:
             return
         keep = self._promised(members)

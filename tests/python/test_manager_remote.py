@@ -93,33 +93,47 @@ def test_restore_on_s3_refuses_an_object_of_another_step(s3_env):
     mgr.close()
 
 
-def test_restore_on_s3_costs_a_request_a_file(s3_env, monkeypatch):
-    """A restore reads the manifest, then opens each file it needs (the
-    digest check describes the member; the load reuses that description):
-    a file of 64 KiB or less comes whole with its open, so a keyframe costs
-    three GETs and a delta four — before, 20 and 27 (a HEAD and three ranged
-    GETs for each of four opens of the member, then its chunks one by one)."""
+def test_requests_of_a_save_and_a_restore_on_s3(s3_env, monkeypatch):
+    """A save reads the manifest twice (the step's check on the caller's
+    thread, then once in the background), reads the keyframe's index (a
+    delta), uploads the member and replaces the manifest: 4 requests for a
+    small keyframe, 5 for a delta (were 7 and 8: the manifest read three
+    times in the background and a HEAD of the member). A restore reads the
+    manifest, then opens the member twice (the digest check describes it; the
+    load reuses that description) and its keyframe once: a file of 64 KiB or
+    less comes whole with its open, so 3 GETs for a keyframe and 4 for a delta
+    (were 20 and 27: a HEAD and three ranged GETs for each of four opens of
+    the member, then its chunks one by one)."""
     s3 = s3_env
     s3.bucket("mgr-e")
-    mgr = mithril.CheckpointManager("s3://mgr-e/run", max_deltas=1)
-    for step in (0, 1):
-        mgr.save(step, small_state(step))
-    mgr.close()
-    manifest = json.loads(s3.s3.get_object(Bucket="mgr-e", Key="run/series.json")["Body"].read())
-    members = {m["step"]: m for m in manifest["members"]}
-    assert members[1]["kind"] == "delta" and members[1]["base_step"] == 0
-    for m in members.values():
-        assert s3.s3.head_object(Bucket="mgr-e", Key="run/" + m["file"])["ContentLength"] <= 64 << 10
     proxy = CountingProxy(s3.port)
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        mgr = mithril.CheckpointManager("s3://mgr-e/run", max_deltas=1)
+        saves = []
+        for step in (0, 1):
+            proxy.reset()
+            mgr.save(step, small_state(step))
+            mgr.wait()
+            saves.append(sorted((r["method"], r["path"].split("?")[0]) for r in proxy.requests))
+        mgr.close()
+        manifest = json.loads(s3.s3.get_object(Bucket="mgr-e", Key="run/series.json")["Body"].read())
+        members = {m["step"]: m for m in manifest["members"]}
+        assert members[1]["kind"] == "delta" and members[1]["base_step"] == 0
+        f0, f1 = "/mgr-e/run/" + members[0]["file"], "/mgr-e/run/" + members[1]["file"]
+        listing = "/mgr-e/run/series.json"
+        assert saves[0] == sorted([("GET", listing)] * 2 + [("PUT", f0), ("PUT", listing)])
+        assert saves[1] == sorted([("GET", listing)] * 2 + [("GET", f0), ("PUT", f1), ("PUT", listing)])
+        for m in members.values():
+            size = s3.s3.head_object(Bucket="mgr-e", Key="run/" + m["file"])["ContentLength"]
+            assert m["stored_bytes"] == size and size <= 64 << 10
+
         mgr = mithril.CheckpointManager("s3://mgr-e/run")
-        f0, f1 = members[0]["file"], members[1]["file"]
         for step, files in ((0, [f0, f0]), (1, [f1, f1, f0])):  # the member twice, then its keyframe
             proxy.reset()
             assert torch.equal(mgr.restore(step)["model"]["w"], small_state(step)["model"]["w"])
             got = sorted((r["method"], r["path"].split("?")[0]) for r in proxy.requests)
-            assert got == sorted([("GET", "/mgr-e/run/series.json")] + [("GET", "/mgr-e/run/" + f) for f in files])
+            assert got == sorted([("GET", listing)] + [("GET", f) for f in files])
         mgr.close()
     finally:
         proxy.stop()
