@@ -1,6 +1,7 @@
 #include "util/byte_io.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 #include "mithril/error.hpp"
 
@@ -32,34 +33,52 @@ ReadAheadSource::ReadAheadSource(const ByteSource& inner, std::size_t window, st
 
 ByteSpan ReadAheadSource::read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const {
   if (offset > size() || length > size() - offset) throw_truncated(offset, length);
+  scratch.resize(length);
+  const std::uint64_t stop = offset + length;
+  std::uint64_t pos = offset;  // what is not copied yet: [pos, stop)
   std::unique_lock lock(m_mutex);
-  for (;;) {
+  while (pos < stop) {
+    // The window holding `pos`, fetched or in flight: its part of the range.
     std::shared_ptr<Window> w;
     for (const auto& c : m_windows)
-      if (c->begin <= offset && offset + length <= c->end) w = c;
+      if (c->begin <= pos && pos < c->end) w = c;
     if (w) {
       if (!w->ready) {
         m_cv.wait(lock);
         continue;
       }
       if (w->error) std::rethrow_exception(w->error);
-      const auto* p = w->data.data() + (offset - w->begin);
-      scratch.assign(p, p + length);
-      m_bytes_read += length;
-      return scratch;
+      const auto n = std::min(stop, w->end) - pos;
+      std::memcpy(scratch.data() + (pos - offset), w->data.data() + (pos - w->begin), static_cast<std::size_t>(n));
+      w->consumed += n;
+      pos += n;
+      continue;
     }
-    // Make room: drop the oldest finished window; wait when all are in flight.
+    // Make room: drop the oldest window read to its end (each byte handed
+    // out once, as a decoder reads every chunk once), else the oldest fetched
+    // one (a reader still to come for it fetches its part again); wait when
+    // all are in flight.
     if (m_windows.size() >= m_max_windows) {
-      auto it = std::find_if(m_windows.begin(), m_windows.end(), [](const auto& c) { return c->ready; });
+      auto it = std::find_if(m_windows.begin(), m_windows.end(),
+                             [](const auto& c) { return c->ready && c->consumed >= c->end - c->begin; });
+      if (it == m_windows.end())
+        it = std::find_if(m_windows.begin(), m_windows.end(), [](const auto& c) { return c->ready; });
       if (it == m_windows.end()) {
         m_cv.wait(lock);
         continue;
       }
       m_windows.erase(it);
     }
+    // A window from `pos`, up to the next one already fetched or in flight:
+    // windows never overlap, so no byte is fetched twice while its window is
+    // kept (threads that start out of order, say at chunks 1 and 0, used to
+    // fetch all that follows twice), and a range across a window's end takes
+    // the rest from the next window.
     auto fresh = std::make_shared<Window>();
-    fresh->begin = offset;
-    fresh->end = offset + std::max<std::uint64_t>(length, std::min<std::uint64_t>(m_window, size() - offset));
+    fresh->begin = pos;
+    fresh->end = pos + std::min<std::uint64_t>(m_window, size() - pos);
+    for (const auto& c : m_windows)
+      if (c->begin > pos) fresh->end = std::min(fresh->end, c->begin);
     m_windows.push_back(fresh);
     lock.unlock();
     ByteVector data;
@@ -80,6 +99,8 @@ ByteSpan ReadAheadSource::read(std::uint64_t offset, std::size_t length, ByteVec
       std::rethrow_exception(error);
     }
   }
+  m_bytes_read += length;
+  return scratch;
 }
 
 }  // namespace mithril::util

@@ -93,7 +93,9 @@ class SpanSource final : public ByteSource {
 // is fetched once with one read of the inner source, up to `max_windows` are
 // kept (memory: max_windows x window), and readers of a window being fetched
 // wait for it instead of fetching their own piece. Windows needed by
-// different threads are fetched in parallel.
+// different threads are fetched in parallel. Windows never overlap (a read
+// across a window's end is served from two), and the first to be dropped is
+// one read to its end.
 class ReadAheadSource final : public ByteSource {
  public:
   ReadAheadSource(const ByteSource& inner, std::size_t window, std::size_t max_windows);
@@ -105,6 +107,7 @@ class ReadAheadSource final : public ByteSource {
  private:
   struct Window {
     std::uint64_t begin = 0, end = 0;
+    std::uint64_t consumed = 0;  // bytes handed out from it
     ByteVector data;
     bool ready = false;
     std::exception_ptr error;

@@ -170,6 +170,30 @@ def test_one_tensor_fetches_only_its_chunks(tmp_path, s3_server, bucket):
         proxy.stop()
 
 
+def test_decompress_and_verify_fetch_each_byte_once(tmp_path, s3_server, bucket):
+    """Workers that start out of order (one at chunk 1, another at chunk 0)
+    used to open two read-ahead windows that both ran to the end: the payload
+    downloaded twice. Windows are now kept apart."""
+    checkpoint(tmp_path / "m.safetensors")
+    url = f"s3://{bucket}/once.mcp"
+    run("compress", tmp_path / "m.safetensors", "-o", url, "--chunk-size", "256K", "-q", env=s3_server.env())
+    size = s3_server.s3.head_object(Bucket=bucket, Key="once.mcp")["ContentLength"]
+    proxy = CountingProxy(s3_server.port)
+    try:
+        env = s3_server.env(proxy.endpoint)
+        for threads in (2, 4, 8, 2, 4, 8):
+            for command in (["decompress", url, "-o", tmp_path / "back", "-f", "-q"], ["verify", url, "-q"]):
+                proxy.reset()
+                run(*command, "-T", threads, env=env)
+                # the open's two requests (the object's first 4 KiB and last
+                # 64 KiB), then each payload byte once, in one window here
+                assert proxy.bytes_fetched() <= size + HEAD + OPEN_TAIL, (command, threads, proxy.requests)
+                assert len(proxy.requests) <= 4, (command, threads, proxy.requests)
+        assert (tmp_path / "back").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
+    finally:
+        proxy.stop()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_upload_leaves_no_object(tmp_path, s3_server, bucket, sig):
     src = tmp_path / "big.bin"
