@@ -54,6 +54,7 @@ struct ObjectInfo {
 struct ObjectTail {
   util::ByteVector bytes;  // the last min(length asked, size) bytes
   std::uint64_t size = 0;  // of the whole object
+  std::string version;     // which version of the object answered (S3: its ETag); empty if unknown
 };
 
 // A streaming write of one object (S3 multipart upload, a Redis temporary
@@ -103,6 +104,15 @@ class Backend {
   // take two: opening an .mcp by URL reads its footer and index this way.
   // The default is stat() then get_range().
   virtual std::optional<ObjectTail> get_tail(std::string_view key, std::uint64_t length);
+  // get_range() of the version a get_tail() saw (ObjectTail::version): an
+  // object replaced since throws Error(corrupt) saying so, instead of handing
+  // out another object's bytes (S3: If-Match, 412). Stores that give no
+  // version, or an empty `version`, read whatever is there (the default).
+  virtual std::optional<util::ByteVector> get_range_if(std::string_view key, std::uint64_t offset,
+                                                       std::uint64_t length, std::string_view version) {
+    (void)version;
+    return get_range(key, offset, length);
+  }
   // Size of the object; nullopt when it does not exist.
   virtual std::optional<ObjectInfo> stat(std::string_view key) = 0;
   bool exists(std::string_view key) { return stat(key).has_value(); }

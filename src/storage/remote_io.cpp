@@ -21,6 +21,9 @@ namespace {
 // there (a few KiB for a checkpoint of tens of MiB), so a reader opened by
 // URL costs one request and the header's read, not a HEAD and three ranged
 // GETs, and an object no larger than the tail is read whole by that request.
+// Every later read is of the version that answered then (S3: If-Match its
+// ETag): an object replaced meanwhile is an error that says so, not chunks
+// of two objects.
 // The first read within the object's first k_head bytes fetches all of them
 // and keeps them too: an .mcp's header is read by each of several callers
 // (the magic check, the reader), and each would cost a request.
@@ -33,6 +36,7 @@ class RemoteSource final : public util::ByteSource {
     auto tail = m_prototype->get_tail(m_key, k_open_tail);
     if (!tail) throw Error(Errc::not_found, m_name + ": no such object (at " + m_prototype->endpoint() + ")");
     m_size = tail->size;
+    m_version = std::move(tail->version);
     m_tail = std::move(tail->bytes);
     m_tail_offset = m_size - m_tail.size();
     m_bytes_read += m_tail.size();
@@ -59,7 +63,7 @@ class RemoteSource final : public util::ByteSource {
     auto backend = acquire();
     std::optional<util::ByteVector> got;
     try {
-      got = backend->get_range(m_key, offset, length);
+      got = backend->get_range_if(m_key, offset, length, m_version);
     } catch (...) {
       release(std::move(backend));
       throw;
@@ -91,6 +95,7 @@ class RemoteSource final : public util::ByteSource {
   std::string m_name, m_key;
   std::unique_ptr<Backend> m_prototype;
   std::uint64_t m_size = 0;
+  std::string m_version;    // the object's version at the open: every read is of it
   util::ByteVector m_tail;  // the object's bytes from m_tail_offset to its end
   std::uint64_t m_tail_offset = 0;
   mutable std::once_flag m_head_once;

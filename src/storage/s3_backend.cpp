@@ -243,14 +243,25 @@ class S3Backend final : public Backend {
   }
 
   std::optional<util::ByteVector> get_range(std::string_view key, std::uint64_t offset, std::uint64_t length) override {
+    return get_range_if(key, offset, length, {});
+  }
+
+  // With a version, If-Match its ETag: 412 when the object was replaced.
+  std::optional<util::ByteVector> get_range_if(std::string_view key, std::uint64_t offset, std::uint64_t length,
+                                               std::string_view version) override {
     if (length == 0) {
       if (!stat(key)) return std::nullopt;
       return util::ByteVector{};
     }
     return retry("GET " + std::string(key) + " (range)", [&]() -> std::optional<util::ByteVector> {
-      const HeaderList extra{{"range", fmt::format("bytes={}-{}", offset, offset + length - 1)}};
+      HeaderList extra{{"range", fmt::format("bytes={}-{}", offset, offset + length - 1)}};
+      if (!version.empty()) extra.emplace_back("if-match", std::string(version));
       auto r = request(m_client, "GET", key, {}, extra, {});
       if (r.status == 404) return miss_or_fail(r);
+      if (r.status == 412)
+        throw Error(Errc::corrupt, fmt::format("{}: {} was replaced while it was being read (ETag {} when opened, "
+                                               "{} now); read it again",
+                                               m_name, key, version, r.header("etag").empty() ? "another" : r.header("etag")));
       if (r.status == 416) return util::ByteVector{};  // starts past the end
       expect_ok(r, "GET " + std::string(key));
       if (r.status == 200) {  // the server ignored the range: cut it ourselves
@@ -283,6 +294,7 @@ class S3Backend final : public Backend {
       }
       expect_ok(r, "GET " + std::string(key));
       ObjectTail t;
+      t.version = r.header("etag");
       if (r.status == 200) {  // the whole object
         t.size = r.body.size();
         if (t.size > length) r.body.erase(r.body.begin(), r.body.end() - static_cast<std::ptrdiff_t>(length));

@@ -194,6 +194,34 @@ def test_decompress_and_verify_fetch_each_byte_once(tmp_path, s3_server, bucket)
         proxy.stop()
 
 
+def test_an_object_replaced_while_open_is_an_error_that_says_so(tmp_path, s3_server, bucket):
+    """A reader keeps the index it read at open; every later read is of that
+    version of the object (If-Match its ETag). An object replaced meanwhile
+    by another checkpoint used to hand out the other one's bytes at the old
+    offsets (a chunk checksum error, if the chunks differed)."""
+    tensors = checkpoint(tmp_path / "a.safetensors")
+    checkpoint(tmp_path / "b.safetensors", seed=1)
+    url = f"s3://{bucket}/live.mcp"
+    run("compress", tmp_path / "a.safetensors", "-o", url, "--chunk-size", "256K", "-q", env=s3_server.env())
+    run("compress", tmp_path / "b.safetensors", "-o", tmp_path / "b.mcp", "--chunk-size", "256K", "-q")
+    code = ("import boto3, mithril, numpy, sys\n"
+            "f = mithril.open(sys.argv[1], framework='numpy')\n"
+            "numpy.save(sys.argv[2], f['layer5.w'])\n"
+            "s3 = boto3.client('s3', endpoint_url=sys.argv[4], region_name='us-east-1')\n"
+            "s3.put_object(Bucket=sys.argv[5], Key='live.mcp', Body=open(sys.argv[3], 'rb').read())\n"
+            "try:\n"
+            "    f['layer2.w']\n"
+            "except mithril.CorruptError as e:\n"
+            "    print('REFUSED', e)\n")
+    python = os.environ.get("MITHRIL_PYTHON", sys.executable)
+    p = subprocess.run([python, "-c", code, url, str(tmp_path / "l5.npy"), str(tmp_path / "b.mcp"),
+                        s3_server.endpoint, bucket], env={**os.environ, **s3_server.env()}, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert np.array_equal(np.load(tmp_path / "l5.npy"), tensors["layer5.w"])
+    assert "REFUSED" in p.stdout and "live.mcp was replaced while it was being read" in p.stdout, p.stdout
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_upload_leaves_no_object(tmp_path, s3_server, bucket, sig):
     src = tmp_path / "big.bin"

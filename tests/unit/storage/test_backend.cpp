@@ -120,6 +120,37 @@ TEST_P(BackendTest, GetTailGivesTheEndAndTheSize) {
   EXPECT_FALSE(b().get_tail(key("absent"), 4000));
 }
 
+TEST_P(BackendTest, RangesOfTheVersionOpenedOnly) {
+  const auto first = test::random_bytes(10000, 3), second = test::random_bytes(10000, 4);
+  b().put(key("obj"), first);
+  const auto t = b().get_tail(key("obj"), 100);
+  ASSERT_TRUE(t);
+  if (GetParam().starts_with("s3://")) EXPECT_FALSE(t->version.empty()) << "no ETag from S3";
+  auto r = b().get_range_if(key("obj"), 10, 20, t->version);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, util::ByteVector(first.begin() + 10, first.begin() + 30));
+  b().put(key("obj"), second);  // replaced: same size, other bytes
+  if (t->version.empty()) {  // a store without versions reads what is there
+    r = b().get_range_if(key("obj"), 10, 20, t->version);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, util::ByteVector(second.begin() + 10, second.begin() + 30));
+    return;
+  }
+  try {
+    b().get_range_if(key("obj"), 10, 20, t->version);
+    FAIL() << "read a replaced object as the version opened";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::corrupt);
+    EXPECT_NE(std::string(e.what()).find("replaced while it was being read"), std::string::npos) << e.what();
+  }
+  const auto again = b().get_tail(key("obj"), 100);
+  ASSERT_TRUE(again);
+  EXPECT_NE(again->version, t->version);
+  r = b().get_range_if(key("obj"), 10, 20, again->version);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, util::ByteVector(second.begin() + 10, second.begin() + 30));
+}
+
 TEST_P(BackendTest, ListByPrefixSorted) {
   for (const char* k : {"x/2", "x/1", "x/sub/3", "y/1", "xz"}) b().put(key(k), util::as_bytes(k));
   EXPECT_EQ(b().list(key("x/")), (std::vector<std::string>{key("x/1"), key("x/2"), key("x/sub/3")}));
