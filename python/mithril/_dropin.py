@@ -122,9 +122,7 @@ def save(
 
 def _kind(path: str) -> str:
     """'mcp:<source kind>', 'safetensors', 'torch' or 'unknown'."""
-    if is_url(path):  # an object is read as an .mcp: one open, not a check of its magic first
-        return "mcp:" + str(_core.describe_file(path)["source_kind"])
-    if _core.is_mcp_file(path):
+    if is_url(path) or _core.is_mcp_file(path):  # an object is read as an .mcp: not opened twice
         return "mcp:" + str(_core.describe_file(path)["source_kind"])
     try:
         with open(path, "rb") as fh:
