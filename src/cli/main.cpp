@@ -79,6 +79,10 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_fatal_signal);
   std::signal(SIGTERM, on_fatal_signal);
   std::signal(SIGHUP, on_fatal_signal);
+  // A write past `ulimit -f` fails with EFBIG, reported naming the file with
+  // the partial output removed, instead of SIGXFSZ killing the process and
+  // leaving its temporary behind (CPython ignores it the same way).
+  std::signal(SIGXFSZ, SIG_IGN);
   // As zstd does with a ZSTD_CLEVEL it cannot read: said, then ignored.
   if (const auto cap = mithril::isa_cap(); !cap.rejected.empty())
     fmt::print(stderr, "mithril: warning: ignoring MITHRIL_ISA={}: expected auto, avx512, avx2, sse2 or scalar\n",

@@ -87,13 +87,13 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::write(ByteSpan data) {
-  pwrite_all(m_fd.get(), data.data(), data.size(), m_size, m_temporary);
+  pwrite_all(m_fd.get(), data.data(), data.size(), m_size, m_destination);
   m_size += data.size();
   written(data.size());
 }
 
 void AtomicFile::write_at(std::uint64_t offset, ByteSpan data) {
-  pwrite_all(m_fd.get(), data.data(), data.size(), offset, m_temporary);
+  pwrite_all(m_fd.get(), data.data(), data.size(), offset, m_destination);
   const std::uint64_t end = offset + data.size();
   std::uint64_t seen = m_end.load(std::memory_order_relaxed);
   while (seen < end && !m_end.compare_exchange_weak(seen, end, std::memory_order_relaxed)) {
@@ -153,7 +153,7 @@ void AtomicFile::reserve(std::uint64_t size) {
                                         std::strerror(err)));
     // Anything else (not supported here after all): resized only, below.
   }
-  if (::ftruncate(m_fd.get(), static_cast<off_t>(size)) != 0) throw_errno(m_temporary, "cannot resize");
+  if (::ftruncate(m_fd.get(), static_cast<off_t>(size)) != 0) throw_errno(m_destination, "cannot resize");
   m_size = size;
 }
 
@@ -169,14 +169,14 @@ void AtomicFile::preallocate(std::uint64_t bound) {
 
 void AtomicFile::cut_back() {
   if (!m_cut_back) return;
-  if (::ftruncate(m_fd.get(), static_cast<off_t>(size())) != 0) throw_errno(m_temporary, "cannot resize");
+  if (::ftruncate(m_fd.get(), static_cast<off_t>(size())) != 0) throw_errno(m_destination, "cannot resize");
   m_cut_back = false;
 }
 
 void AtomicFile::commit() {
   if (m_committed) throw Error(Errc::internal, m_destination.string() + ": committed twice");
   cut_back();
-  if (m_durability == Durability::sync && ::fsync(m_fd.get()) != 0) throw_errno(m_temporary, "fsync failed");
+  if (m_durability == Durability::sync && ::fsync(m_fd.get()) != 0) throw_errno(m_destination, "fsync failed");
   if (m_overwrite == Overwrite::refuse) {
     // link() fails with EEXIST if the destination appeared since we checked:
     // no window in which another writer's file could be replaced.
@@ -209,7 +209,7 @@ void AtomicFile::commit() {
 std::filesystem::path AtomicFile::release() {
   if (m_committed) throw Error(Errc::internal, m_destination.string() + ": released after commit");
   cut_back();
-  if (m_durability == Durability::sync && ::fsync(m_fd.get()) != 0) throw_errno(m_temporary, "fsync failed");
+  if (m_durability == Durability::sync && ::fsync(m_fd.get()) != 0) throw_errno(m_destination, "fsync failed");
   unregister_pending(m_temporary.c_str());
   m_committed = true;  // the destructor leaves the temporary alone
   m_fd.reset();

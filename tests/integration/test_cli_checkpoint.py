@@ -179,6 +179,41 @@ def assert_no_leftovers(directory, allowed):
     assert left == sorted(allowed), left
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_write_past_the_file_size_limit_is_an_error_naming_the_output(tmp_path, threads):
+    """`ulimit -f` (RLIMIT_FSIZE): the kernel sends SIGXFSZ to a process that
+    writes past it. mithril ignores the signal, so the write fails (EFBIG):
+    exit 4 with the output named and nothing left in the directory. Before,
+    SIGXFSZ killed it (exit 153) and its temporary file stayed behind."""
+    import resource
+    import signal
+
+    gen = torch.Generator().manual_seed(5)
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "big.safetensors"
+    save_file({"w": (torch.randn(1 << 20, generator=gen) * 0.02).to(torch.bfloat16)}, str(big))  # 2 MiB
+    mcp = src / "big.mcp"
+    run_mithril("compress", big, "-o", mcp, "-q", check=True)
+    limit = 256 << 10  # bytes a process may write to one file
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # as a shell starts a command
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for args, name in ((["compress", big, "-o", out / "c.mcp", "-T", threads], "c.mcp"),
+                       (["decompress", mcp, "-o", out / "c.safetensors", "-T", threads], "c.safetensors"),
+                       (["convert", big, out / "c.pt"], "c.pt")):
+        p = subprocess.run([str(MITHRIL), *map(str, args)], capture_output=True,
+                           preexec_fn=limited, timeout=120)
+        err = p.stderr.decode()
+        assert p.returncode == 4, (args, p.returncode, err)
+        assert f"{out / name}: " in err and "File too large" in err, err
+        assert_no_leftovers(out, [])
+
+
 def test_every_corrupted_byte_is_detected(mithril, tmp_path):
     path = small_checkpoint(tmp_path)
     mcp = tmp_path / "c.mcp"
