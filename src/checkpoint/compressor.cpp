@@ -21,12 +21,13 @@ namespace {
 template <class Output>
 CompressResult compress_span(util::ByteSpan bytes, const std::string& display_name, const std::string& stored_name,
                              const Output& output, const CompressOptions& options,
-                             std::chrono::steady_clock::time_point t0) {
+                             std::chrono::steady_clock::time_point t0, const std::function<void()>& before_commit = {}) {
   checkpoint::SourcePlan plan = checkpoint::plan_source(bytes, display_name, options.chunk_size);
   if (!plan.note.empty() && options.warn) options.warn(plan.note);
   return checkpoint::write_container(
       output, std::move(plan), stored_name, bytes.size(),
-      [bytes](const checkpoint::ChunkPlan& c) { return bytes.subspan(c.source_offset, c.size); }, options, t0);
+      [bytes](const checkpoint::ChunkPlan& c) { return bytes.subspan(c.source_offset, c.size); }, options, t0,
+      before_commit);
 }
 
 template <class Output>
@@ -42,7 +43,15 @@ CompressResult compress_path(const std::filesystem::path& input, const Output& o
   }
   util::MappedFile source(input);
   source.advise_will_read();
-  return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0);
+  // A file written while it was read (a training job saving over it in
+  // place) gives chunks of two versions: refused rather than stored. (One
+  // shrunk under the mapping raises SIGBUS instead: the CLI reports it.)
+  return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0, [&] {
+    if (source.changed_since_open())
+      throw Error(Errc::io, fmt::format("{}: changed while it was being compressed (written by another process?); "
+                                        "nothing written",
+                                        input.string()));
+  });
 }
 
 }  // namespace

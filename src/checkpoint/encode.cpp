@@ -396,7 +396,8 @@ CompressResult write_to_sink(util::ByteSink& sink, SourcePlan plan, const std::s
 
 CompressResult write_container(const std::filesystem::path& output, SourcePlan plan, const std::string& source_name,
                                std::uint64_t source_size, const ChunkSource& chunk_bytes,
-                               const CompressOptions& options, std::chrono::steady_clock::time_point started) {
+                               const CompressOptions& options, std::chrono::steady_clock::time_point started,
+                               const std::function<void()>& before_commit) {
   // A local AtomicFile (written at known offsets by the workers), or a
   // streaming multipart upload when `output` is a URL (written in order);
   // either appears only at commit() and is discarded (the upload aborted) on
@@ -405,6 +406,7 @@ CompressResult write_container(const std::filesystem::path& output, SourcePlan p
                                       storage_options(options.remote),
                                       options.sync ? util::Durability::sync : util::Durability::none);
   CompressResult result = write_to_sink(*out, std::move(plan), source_name, source_size, chunk_bytes, options, started);
+  if (before_commit) before_commit();
   if (options.detach)
     result.upload_token = out->detach();
   else
@@ -415,9 +417,12 @@ CompressResult write_container(const std::filesystem::path& output, SourcePlan p
 
 CompressResult write_container(const OrderedWriter& write, SourcePlan plan, const std::string& source_name,
                                std::uint64_t source_size, const ChunkSource& chunk_bytes,
-                               const CompressOptions& options, std::chrono::steady_clock::time_point started) {
+                               const CompressOptions& options, std::chrono::steady_clock::time_point started,
+                               const std::function<void()>& before_commit) {
   WriterSink sink(write);
-  return write_to_sink(sink, std::move(plan), source_name, source_size, chunk_bytes, options, started);
+  auto result = write_to_sink(sink, std::move(plan), source_name, source_size, chunk_bytes, options, started);
+  if (before_commit) before_commit();
+  return result;
 }
 
 CompressResult write_container_to_memory(SourcePlan plan, const std::string& source_name, std::uint64_t source_size,

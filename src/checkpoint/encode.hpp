@@ -34,15 +34,21 @@ using ChunkSource = std::function<util::ByteSpan(const ChunkPlan& chunk)>;
 // writes the container atomically to `output` (Error(exists) unless
 // options.force). `source_name` and `source_size` describe the original
 // file; the index records its BLAKE3, computed from the chunk bytes.
+// `before_commit`, when given, is called once every byte is written and
+// before the output is published; what it throws discards the output (the
+// source file checked for writes made while it was read).
 CompressResult write_container(const std::filesystem::path& output, SourcePlan plan, const std::string& source_name,
                                std::uint64_t source_size, const ChunkSource& chunk_bytes,
-                               const CompressOptions& options, std::chrono::steady_clock::time_point started);
+                               const CompressOptions& options, std::chrono::steady_clock::time_point started,
+                               const std::function<void()>& before_commit = {});
 
 // As write_container(), the container handed to `write` in order (a pipe):
-// the same bytes. options.force, sync and detach do not apply.
+// the same bytes. options.force, sync and detach do not apply;
+// `before_commit` is called after the last bytes are handed over.
 CompressResult write_container(const OrderedWriter& write, SourcePlan plan, const std::string& source_name,
                                std::uint64_t source_size, const ChunkSource& chunk_bytes,
-                               const CompressOptions& options, std::chrono::steady_clock::time_point started);
+                               const CompressOptions& options, std::chrono::steady_clock::time_point started,
+                               const std::function<void()>& before_commit = {});
 
 // Caller memory for an in-memory container: called once, with the most bytes
 // the container can take; returns at least that many bytes.

@@ -3,9 +3,13 @@
 //   0 success, 1 failure reported by the command itself (e.g. verify found
 //   damage), 2 usage error, 3 bad or corrupt input, 4 I/O error,
 //   5 output exists (use -f), 6 unsupported, 70 internal error.
+#include <signal.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 
 #include <fmt/core.h>
@@ -16,6 +20,7 @@
 #include "cli/commands.hpp"
 #include "mithril/error.hpp"
 #include "mithril/version.hpp"
+#include "util/mapped_file.hpp"
 
 namespace {
 
@@ -24,6 +29,25 @@ extern "C" void on_fatal_signal(int sig) {
   if (mithril::defer_signal(sig)) return;  // a remote upload aborts itself, then main re-raises
   std::signal(sig, SIG_DFL);
   std::raise(sig);
+}
+
+// SIGBUS on a page of a mapped input past the end it has now: the file shrank
+// while it was read (truncated, or rewritten in place by another process).
+// Said, naming the file, with the partial output removed: exit 4 (I/O), as
+// for any input that cannot be read. Any other SIGBUS is not ours to explain.
+extern "C" void on_bus_error(int sig, siginfo_t* info, void*) {
+  const char* path = info ? mithril::util::mapped_file_at(info->si_addr) : nullptr;
+  if (!path) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  mithril::remove_pending_outputs();
+  auto say = [](const char* s) { (void)!::write(2, s, std::strlen(s)); };
+  say("mithril: error: ");
+  say(path);
+  say(": the file shrank while it was being read (truncated or rewritten by another process); nothing written\n");
+  ::_exit(4);
 }
 
 void reraise_deferred_signal() {
@@ -83,6 +107,11 @@ int main(int argc, char** argv) {
   // the partial output removed, instead of SIGXFSZ killing the process and
   // leaving its temporary behind (CPython ignores it the same way).
   std::signal(SIGXFSZ, SIG_IGN);
+  struct sigaction bus {};
+  bus.sa_sigaction = on_bus_error;
+  bus.sa_flags = SA_SIGINFO;
+  sigemptyset(&bus.sa_mask);
+  ::sigaction(SIGBUS, &bus, nullptr);
   // As zstd does with a ZSTD_CLEVEL it cannot read: said, then ignored.
   if (const auto cap = mithril::isa_cap(); !cap.rejected.empty())
     fmt::print(stderr, "mithril: warning: ignoring MITHRIL_ISA={}: expected auto, avx512, avx2, sse2 or scalar\n",

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -14,6 +15,49 @@
 #include "util/posix.hpp"
 
 namespace mithril::util {
+namespace {
+
+// Live mappings for mapped_file_at(): a slot is claimed (owner), filled, then
+// published by storing its address range; cleared in the other order.
+struct Slot {
+  std::atomic<bool> owned{false};
+  std::atomic<std::uintptr_t> begin{0};
+  std::atomic<std::size_t> size{0};
+  char path[512] = {};
+};
+Slot g_slots[64];
+
+int claim_slot(const void* data, std::size_t size, const std::filesystem::path& path) noexcept {
+  for (int i = 0; i < 64; ++i) {
+    bool expected = false;
+    if (!g_slots[i].owned.compare_exchange_strong(expected, true)) continue;
+    const std::string& p = path.native();
+    const std::size_t n = std::min(p.size(), sizeof g_slots[i].path - 1);
+    std::memcpy(g_slots[i].path, p.data(), n);
+    g_slots[i].path[n] = '\0';
+    g_slots[i].size.store(size, std::memory_order_relaxed);
+    g_slots[i].begin.store(reinterpret_cast<std::uintptr_t>(data), std::memory_order_release);
+    return i;
+  }
+  return -1;
+}
+
+void free_slot(int i) noexcept {
+  if (i < 0) return;
+  g_slots[i].begin.store(0, std::memory_order_release);
+  g_slots[i].owned.store(false, std::memory_order_release);
+}
+
+}  // namespace
+
+const char* mapped_file_at(const void* address) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(address);
+  for (auto& s : g_slots) {
+    const auto b = s.begin.load(std::memory_order_acquire);
+    if (b != 0 && a >= b && a - b < s.size.load(std::memory_order_relaxed)) return s.path;
+  }
+  return nullptr;
+}
 
 MappedFile::MappedFile(const std::filesystem::path& path) : m_path(path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -22,29 +66,51 @@ MappedFile::MappedFile(const std::filesystem::path& path) : m_path(path) {
   if (::fstat(fd.get(), &st) != 0) throw_errno(path, "cannot stat");
   if (!S_ISREG(st.st_mode)) throw Error(Errc::invalid_argument, path.string() + ": not a regular file");
   m_size = static_cast<std::size_t>(st.st_size);
+  m_dev = st.st_dev;
+  m_ino = st.st_ino;
+  m_mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
   if (m_size == 0) return;
   void* p = ::mmap(nullptr, m_size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (p == MAP_FAILED) throw_errno(path, "cannot map");
   m_data = p;
+  m_slot = claim_slot(m_data, m_size, m_path);
 }
 
 MappedFile::~MappedFile() {
+  free_slot(m_slot);
   if (m_data) ::munmap(m_data, m_size);
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : m_path(std::move(other.m_path)),
       m_data(std::exchange(other.m_data, nullptr)),
-      m_size(std::exchange(other.m_size, 0)) {}
+      m_size(std::exchange(other.m_size, 0)),
+      m_dev(other.m_dev),
+      m_ino(other.m_ino),
+      m_mtime_ns(other.m_mtime_ns),
+      m_slot(std::exchange(other.m_slot, -1)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
+    free_slot(m_slot);
     if (m_data) ::munmap(m_data, m_size);
     m_path = std::move(other.m_path);
     m_data = std::exchange(other.m_data, nullptr);
     m_size = std::exchange(other.m_size, 0);
+    m_dev = other.m_dev;
+    m_ino = other.m_ino;
+    m_mtime_ns = other.m_mtime_ns;
+    m_slot = std::exchange(other.m_slot, -1);
   }
   return *this;
+}
+
+bool MappedFile::changed_since_open() const {
+  struct stat st {};
+  if (::stat(m_path.c_str(), &st) != 0) return false;  // removed or renamed away: the mapping holds it whole
+  if (st.st_dev != m_dev || st.st_ino != m_ino) return false;  // replaced by another file: the same
+  const std::int64_t mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  return static_cast<std::uint64_t>(st.st_size) != m_size || mtime != m_mtime_ns;
 }
 
 void MappedFile::advise_will_read() const noexcept {

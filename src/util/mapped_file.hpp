@@ -32,11 +32,25 @@ class MappedFile {
   // pages leave this process's memory (RSS); the page cache keeps them, so a
   // later read just maps them again. Out-of-range parts are ignored.
   void release(std::uint64_t offset, std::uint64_t length) const noexcept;
+  // Whether the file was written since it was mapped: the same file (inode)
+  // with another size or modification time. A file replaced by a rename is
+  // not "changed": the mapping still holds the one opened, whole.
+  bool changed_since_open() const;
 
  private:
   std::filesystem::path m_path;
   void* m_data = nullptr;
   std::size_t m_size = 0;
+  std::uint64_t m_dev = 0, m_ino = 0;
+  std::int64_t m_mtime_ns = 0;
+  int m_slot = -1;  // in the table mapped_file_at() reads
 };
+
+// The path of the live mapping that holds `address`, or nullptr. Async-
+// signal-safe: for a SIGBUS handler, which is how a read of a mapped page
+// past the end of a file that shrank after it was mapped (truncated or
+// rewritten in place by another process) arrives. Only the first 64 live
+// mappings are known (paths cut at 511 bytes).
+const char* mapped_file_at(const void* address) noexcept;
 
 }  // namespace mithril::util

@@ -214,6 +214,50 @@ def test_a_write_past_the_file_size_limit_is_an_error_naming_the_output(tmp_path
         assert_no_leftovers(out, [])
 
 
+@pytest.mark.parametrize("how", ["truncate", "overwrite", "replace"])
+def test_an_input_written_while_it_is_compressed(tmp_path, how):
+    """A checkpoint saved over in place while mithril reads it (torch.save
+    truncates and rewrites its file) would give chunks of two versions, and a
+    truncated one killed mithril with SIGBUS (exit 135, its temporary left).
+    Now: exit 4 naming the input, nothing written. A file replaced by a rename
+    is not a change: the version opened is compressed whole."""
+    import time
+
+    gen = torch.Generator().manual_seed(6)
+    src = tmp_path / "in.safetensors"
+    save_file({"w": (torch.randn(4 << 20, generator=gen) * 0.02).to(torch.bfloat16)}, str(src))  # 8 MiB
+    original = src.read_bytes()
+    os.utime(src, (1, 1))  # any write from now on moves its mtime
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([str(MITHRIL), "compress", str(src), "-o", str(out / "c.mcp"), "-l", "12", "-T", "1", "-q"],
+                         stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".c.mcp.*.tmp")):  # made after the input is mapped
+        assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+        time.sleep(0.001)
+    if how == "truncate":
+        os.truncate(src, 4096)
+    elif how == "overwrite":
+        with open(src, "r+b") as f:
+            f.seek(len(original) - 64)
+            f.write(b"\x00" * 8)
+    else:
+        other = tmp_path / "other.safetensors"
+        other.write_bytes(original[: len(original) // 2])
+        os.rename(other, src)
+    err = p.communicate(timeout=120)[1].decode()
+    if how == "replace":
+        assert p.returncode == 0, err
+        assert run_mithril("decompress", out / "c.mcp", "-o", tmp_path / "back", "-q").code == 0
+        assert (tmp_path / "back").read_bytes() == original
+        return
+    assert p.returncode == 4, (p.returncode, err)
+    assert err.startswith(f"mithril: error: {src}: "), err
+    assert "shrank while it was being read" in err or "changed while it was being compressed" in err, err
+    assert_no_leftovers(out, [])
+
+
 def test_every_corrupted_byte_is_detected(mithril, tmp_path):
     path = small_checkpoint(tmp_path)
     mcp = tmp_path / "c.mcp"
