@@ -36,6 +36,22 @@ class FileUpload final : public Upload {
   std::string m_key;
 };
 
+// An object opened for reading, with its size; nullopt when it is missing.
+struct OpenObject {
+  util::UniqueFd fd;
+  std::uint64_t size = 0;
+};
+std::optional<OpenObject> open_object(const fs::path& p) {
+  util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+    util::throw_errno(p, "cannot open");
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) util::throw_errno(p, "cannot stat");
+  return OpenObject{std::move(fd), static_cast<std::uint64_t>(st.st_size)};
+}
+
 class FileBackend final : public Backend {
  public:
   explicit FileBackend(fs::path root) : m_root(std::move(root)), m_endpoint("file://" + m_root.string()) {}
@@ -46,50 +62,34 @@ class FileBackend final : public Backend {
 
   std::optional<util::ByteVector> get_at_most(std::string_view key, std::uint64_t max_bytes) override {
     const auto p = path(key);
-    util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
-      util::throw_errno(p, "cannot open");
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) util::throw_errno(p, "cannot stat");
-    if (static_cast<std::uint64_t>(st.st_size) > max_bytes)
-      throw Error(Errc::corrupt, p.string() + ": " + std::to_string(st.st_size) + " bytes, larger than the " +
+    auto f = open_object(p);
+    if (!f) return std::nullopt;
+    if (f->size > max_bytes)
+      throw Error(Errc::corrupt, p.string() + ": " + std::to_string(f->size) + " bytes, larger than the " +
                                      std::to_string(max_bytes) + " expected");
-    util::ByteVector out(static_cast<std::size_t>(st.st_size));
-    util::pread_exact(fd.get(), out.data(), out.size(), 0, p);
+    util::ByteVector out(static_cast<std::size_t>(f->size));
+    util::pread_exact(f->fd.get(), out.data(), out.size(), 0, p);
     return out;
   }
 
   std::optional<ObjectTail> get_tail(std::string_view key, std::uint64_t length) override {
     const auto p = path(key);
-    util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
-      util::throw_errno(p, "cannot open");
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) util::throw_errno(p, "cannot stat");
+    auto f = open_object(p);
+    if (!f) return std::nullopt;
     ObjectTail t;
-    t.size = static_cast<std::uint64_t>(st.st_size);
+    t.size = f->size;
     t.bytes.resize(static_cast<std::size_t>(std::min(length, t.size)));
-    util::pread_exact(fd.get(), t.bytes.data(), t.bytes.size(), t.size - t.bytes.size(), p);
+    util::pread_exact(f->fd.get(), t.bytes.data(), t.bytes.size(), t.size - t.bytes.size(), p);
     return t;
   }
 
   std::optional<util::ByteVector> get_range(std::string_view key, std::uint64_t offset, std::uint64_t length) override {
     const auto p = path(key);
-    util::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
-      util::throw_errno(p, "cannot open");
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) util::throw_errno(p, "cannot stat");
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    if (offset >= size) return util::ByteVector{};
-    util::ByteVector out(static_cast<std::size_t>(std::min(length, size - offset)));
-    util::pread_exact(fd.get(), out.data(), out.size(), offset, p);
+    auto f = open_object(p);
+    if (!f) return std::nullopt;
+    if (offset >= f->size) return util::ByteVector{};
+    util::ByteVector out(static_cast<std::size_t>(std::min(length, f->size - offset)));
+    util::pread_exact(f->fd.get(), out.data(), out.size(), offset, p);
     return out;
   }
 

@@ -133,12 +133,17 @@ def one_tensor_reads(tmp_path, s3_server, bucket, key, name):
     return reads
 
 
-def test_one_tensor_fetches_only_its_chunks(tmp_path, s3_server, bucket):
+def stored_remotely(tmp_path, s3_server, bucket, key):
+    """A checkpoint of 8 fp32 tensors compressed to s3://bucket/key in 256 KiB
+    chunks: (its tensors, the URL, the object's size)."""
     tensors = checkpoint(tmp_path / "m.safetensors")
-    url = f"s3://{bucket}/m.mcp"
+    url = f"s3://{bucket}/{key}"
     run("compress", tmp_path / "m.safetensors", "-o", url, "--chunk-size", "256K", "-q", env=s3_server.env())
-    size = s3_server.s3.head_object(Bucket=bucket, Key="m.mcp")["ContentLength"]
+    return tensors, url, s3_server.s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
 
+
+def test_one_tensor_fetches_only_its_chunks(tmp_path, s3_server, bucket):
+    tensors, url, size = stored_remotely(tmp_path, s3_server, bucket, "m.mcp")
     proxy = CountingProxy(s3_server.port)
     try:
         env = s3_server.env(proxy.endpoint)
@@ -174,10 +179,7 @@ def test_decompress_and_verify_fetch_each_byte_once(tmp_path, s3_server, bucket)
     """Workers that start out of order (one at chunk 1, another at chunk 0)
     used to open two read-ahead windows that both ran to the end: the payload
     downloaded twice. Windows are now kept apart."""
-    checkpoint(tmp_path / "m.safetensors")
-    url = f"s3://{bucket}/once.mcp"
-    run("compress", tmp_path / "m.safetensors", "-o", url, "--chunk-size", "256K", "-q", env=s3_server.env())
-    size = s3_server.s3.head_object(Bucket=bucket, Key="once.mcp")["ContentLength"]
+    _, url, size = stored_remotely(tmp_path, s3_server, bucket, "once.mcp")
     proxy = CountingProxy(s3_server.port)
     try:
         env = s3_server.env(proxy.endpoint)
@@ -275,9 +277,7 @@ def test_unreachable_endpoint_fails_after_retries(tmp_path):
 
 def test_python_open_of_s3_fetches_only_that_tensor(tmp_path, s3_server, bucket):
     """mithril.open("s3://...")[name] in Python: same ranged reads as the CLI."""
-    tensors = checkpoint(tmp_path / "m.safetensors")
-    url = f"s3://{bucket}/py.mcp"
-    run("compress", tmp_path / "m.safetensors", "-o", url, "--chunk-size", "256K", "-q", env=s3_server.env())
+    tensors, url, _ = stored_remotely(tmp_path, s3_server, bucket, "py.mcp")
     reads = one_tensor_reads(tmp_path, s3_server, bucket, "py.mcp", "layer5.w")
     proxy = CountingProxy(s3_server.port)
     try:
