@@ -28,10 +28,6 @@ std::int64_t now_ns() noexcept {
       .count();
 }
 
-std::int64_t mtime_ns(const struct stat& st) noexcept {
-  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
-}
-
 std::int64_t atime_ns(const struct stat& st) noexcept {
   return static_cast<std::int64_t>(st.st_atim.tv_sec) * 1'000'000'000 + st.st_atim.tv_nsec;
 }

@@ -16,6 +16,7 @@
 
 #include "util/blake3.hpp"
 #include "util/bytes.hpp"
+#include "util/posix.hpp"
 
 namespace mithril::cache {
 
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 
 // Wall-clock time in nanoseconds since the epoch.
 std::int64_t now_ns() noexcept;
-std::int64_t mtime_ns(const struct stat& st) noexcept;
+using util::mtime_ns;
 std::int64_t atime_ns(const struct stat& st) noexcept;
 
 // lstat(); nullopt when the path does not exist (or cannot be stat'ed).

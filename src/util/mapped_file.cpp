@@ -68,7 +68,7 @@ MappedFile::MappedFile(const std::filesystem::path& path) : m_path(path) {
   m_size = static_cast<std::size_t>(st.st_size);
   m_dev = st.st_dev;
   m_ino = st.st_ino;
-  m_mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  m_mtime_ns = mtime_ns(st);
   if (m_size == 0) return;
   void* p = ::mmap(nullptr, m_size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (p == MAP_FAILED) throw_errno(path, "cannot map");
@@ -109,8 +109,7 @@ bool MappedFile::changed_since_open() const {
   struct stat st {};
   if (::stat(m_path.c_str(), &st) != 0) return false;  // removed or renamed away: the mapping holds it whole
   if (st.st_dev != m_dev || st.st_ino != m_ino) return false;  // replaced by another file: the same
-  const std::int64_t mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
-  return static_cast<std::uint64_t>(st.st_size) != m_size || mtime != m_mtime_ns;
+  return static_cast<std::uint64_t>(st.st_size) != m_size || mtime_ns(st) != m_mtime_ns;
 }
 
 void MappedFile::advise_will_read() const noexcept {

@@ -1,10 +1,12 @@
 // util/posix.hpp — RAII file descriptor and errno-to-Error helpers.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <string_view>
 #include <utility>
@@ -57,5 +59,10 @@ void pread_exact(int fd, void* data, std::size_t size, std::uint64_t offset,
 // ("Umask:", Linux >= 4.7) without changing it: umask(0) + umask(m) would race
 // with other threads creating files meanwhile. 022 when it cannot be read.
 mode_t current_umask() noexcept;
+
+// A stat's modification time in nanoseconds since the epoch.
+inline std::int64_t mtime_ns(const struct stat& st) noexcept {
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
 
 }  // namespace mithril::util
