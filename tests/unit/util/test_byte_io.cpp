@@ -56,8 +56,8 @@ TEST(ReadAhead, ParallelInOrderScanFetchesEachWindowOnce) {
   // About one inner read per window (windows never overlap: a chunk across a
   // window's end takes its rest from the next); more bytes only when every
   // kept window still had readers to come and one was dropped (287 of 300
-  // runs fetched each byte once, the worst 1.28x; before windows were kept
-  // apart and dropped once read to their end: 1.08-1.37x).
+  // runs fetched each byte once, the worst 1.28x; with windows kept apart
+  // but the oldest dropped first, 1.08-1.37x in five runs).
   EXPECT_GE(inner.reads, 10);
   EXPECT_LE(inner.reads, 30);
   EXPECT_LE(inner.bytes.load(), data.size() * 3 / 2);
