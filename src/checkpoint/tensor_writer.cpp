@@ -16,7 +16,7 @@ namespace {
 
 // "m.mcp" -> "m.safetensors", "m.safetensors.mcp" -> "m.safetensors": the
 // name `mithril decompress` and `info` show for the source.
-std::string source_name_for(const std::filesystem::path& output) {
+std::string safetensors_source_name_for(const std::filesystem::path& output) {
   std::filesystem::path name = output.filename();
   if (name.extension() == ".mcp") name.replace_extension();
   if (name.extension() != ".safetensors") name += ".safetensors";
@@ -88,7 +88,7 @@ CompressResult compress_tensors(const std::vector<TensorData>& tensors,
   TensorSource src = plan_tensors(tensors, header_metadata, output.string(), options);
   const std::uint64_t size = src.size;
   return checkpoint::write_container(
-      output, std::move(src.plan), source_name_for(output), size,
+      output, std::move(src.plan), safetensors_source_name_for(output), size,
       [&src](const checkpoint::ChunkPlan& c) { return src.chunk(c); }, options, t0);
 }
 

@@ -28,7 +28,7 @@ namespace {
 constexpr std::string_view k_archive = "archive/";
 
 // "m.mcp" -> "m.pt", "m.pt.mcp" -> "m.pt".
-std::string source_name_for(const std::filesystem::path& output) {
+std::string pt_source_name_for(const std::filesystem::path& output) {
   std::filesystem::path name = output.filename();
   if (name.extension() == ".mcp") name.replace_extension();
   const auto ext = name.extension();
@@ -91,7 +91,7 @@ CompressResult compress_torch_object(std::span<const std::byte> pickle, const st
   zip.finish();
   const util::ByteSpan file = archive.bytes(pos);
 
-  const std::string source_name = source_name_for(output);
+  const std::string source_name = pt_source_name_for(output);
   checkpoint::SourcePlan plan = checkpoint::plan_torch_source(file, source_name, options.chunk_size);
 
   // Segment -> the bytes it covers: a storage's buffer, or the archive.

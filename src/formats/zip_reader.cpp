@@ -14,11 +14,6 @@ namespace mithril::formats {
 namespace {
 
 constexpr std::uint64_t k_max_deflate_ratio = 1032;
-constexpr std::uint32_t k_sig_local = 0x04034b50;
-constexpr std::uint32_t k_sig_central = 0x02014b50;
-constexpr std::uint32_t k_sig_eocd = 0x06054b50;
-constexpr std::uint32_t k_sig_zip64_eocd = 0x06064b50;
-constexpr std::uint32_t k_sig_zip64_locator = 0x07064b50;
 constexpr std::size_t k_local_size = 30;
 constexpr std::size_t k_central_size = 46;
 constexpr std::size_t k_eocd_size = 22;

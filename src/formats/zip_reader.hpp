@@ -38,6 +38,12 @@ namespace mithril::formats {
 
 inline constexpr std::uint16_t k_zip_stored = 0;
 inline constexpr std::uint16_t k_zip_deflated = 8;
+// Record signatures (APPNOTE 4.3.7, 4.3.12, 4.3.14-4.3.16), read and written.
+inline constexpr std::uint32_t k_sig_local = 0x04034b50;
+inline constexpr std::uint32_t k_sig_central = 0x02014b50;
+inline constexpr std::uint32_t k_sig_eocd = 0x06054b50;
+inline constexpr std::uint32_t k_sig_zip64_eocd = 0x06064b50;
+inline constexpr std::uint32_t k_sig_zip64_locator = 0x07064b50;
 
 struct ZipEntry {
   std::string name;

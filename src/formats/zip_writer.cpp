@@ -8,11 +8,6 @@
 namespace mithril::formats {
 namespace {
 
-constexpr std::uint32_t k_sig_local = 0x04034b50;
-constexpr std::uint32_t k_sig_central = 0x02014b50;
-constexpr std::uint32_t k_sig_eocd = 0x06054b50;
-constexpr std::uint32_t k_sig_zip64_eocd = 0x06064b50;
-constexpr std::uint32_t k_sig_zip64_locator = 0x07064b50;
 constexpr std::uint16_t k_flag_utf8 = 0x0800;       // APPNOTE 4.4.4 bit 11
 constexpr std::uint16_t k_dos_date_1980 = 0x0021;   // 1980-01-01, the earliest DOS date
 constexpr std::uint16_t k_version_classic = 20;     // 2.0: stored/deflated

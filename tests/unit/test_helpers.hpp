@@ -47,6 +47,12 @@ inline void write_file(const std::filesystem::path& p, util::ByteSpan data) {
   f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
 }
 
+// A text file, its folders made first.
+inline void write_text(const std::filesystem::path& p, const std::string& s) {
+  std::filesystem::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary) << s;
+}
+
 inline util::ByteVector random_bytes(std::size_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   util::ByteVector v(n);

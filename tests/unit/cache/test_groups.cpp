@@ -17,14 +17,10 @@
 using namespace mithril;
 using namespace mithril::cache;
 using mithril::test::TempDir;
+using mithril::test::write_text;
 namespace fs = std::filesystem;
 
 namespace {
-
-void write_text(const fs::path& p, const std::string& s) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary) << s;
-}
 
 std::string pad(std::string s, std::size_t n) {
   while (s.size() < n) s += '.';

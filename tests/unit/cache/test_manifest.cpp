@@ -10,7 +10,7 @@ using namespace mithril::cache;
 
 namespace {
 
-Manifest sample() {
+Manifest sample_manifest() {
   Manifest m;
   m.kind = EntryKind::triton_kernel;
   m.id = "triton/ABC";
@@ -38,7 +38,7 @@ std::string file(const std::string& path) {
 }  // namespace
 
 TEST(Manifest, CanonicalRoundTrip) {
-  const auto m = sample();
+  const auto m = sample_manifest();
   const auto bytes = m.serialize();
   // Files sorted by path, keys sorted, no whitespace: an independent spelling.
   const std::string expected =

@@ -18,6 +18,7 @@
 using namespace mithril;
 using namespace mithril::cache;
 using mithril::test::TempDir;
+using mithril::test::write_text;
 namespace fs = std::filesystem;
 
 namespace {
@@ -27,11 +28,6 @@ CacheConfig config_for(const fs::path& root, std::uint64_t max_size = 1 << 30) {
   c.root = root;
   c.max_size = max_size;
   return c;
-}
-
-void write_text(const fs::path& p, const std::string& s) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary) << s;
 }
 
 std::string slurp(const fs::path& p) {

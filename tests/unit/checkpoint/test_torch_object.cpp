@@ -17,7 +17,7 @@ using test::random_bytes;
 using test::read_file;
 using test::TempDir;
 
-struct Owned {
+struct OwnedObjectTensor {
   std::string name;
   formats::DType dtype;
   std::vector<std::uint64_t> shape;
@@ -33,8 +33,8 @@ util::ByteVector smooth_f32(std::size_t n) {
   return out;
 }
 
-std::vector<Owned> sample() {
-  std::vector<Owned> t;
+std::vector<OwnedObjectTensor> sample() {
+  std::vector<OwnedObjectTensor> t;
   t.push_back({"w", formats::DType::F32, {64, 48}, smooth_f32(64 * 48)});
   t.push_back({"b", formats::DType::BF16, {300}, random_bytes(600, 7)});
   t.push_back({"e", formats::DType::F16, {0}, {}});
@@ -42,13 +42,13 @@ std::vector<Owned> sample() {
   return t;
 }
 
-std::vector<formats::TensorView> views(const std::vector<Owned>& owned) {
+std::vector<formats::TensorView> views(const std::vector<OwnedObjectTensor>& owned) {
   std::vector<formats::TensorView> v;
   for (const auto& o : owned) v.push_back({o.name, o.dtype, o.shape, o.bytes});
   return v;
 }
 
-std::vector<StorageData> storages(const std::vector<Owned>& owned) {
+std::vector<StorageData> storages(const std::vector<OwnedObjectTensor>& owned) {
   std::vector<StorageData> s;
   for (std::size_t i = 0; i < owned.size(); ++i) s.push_back({std::to_string(i), owned[i].bytes});
   return s;

@@ -39,8 +39,8 @@ ByteVector fp16_high_bytes(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-const auto encode_or_fail = test::encode_or_fail<split::Encoder>;
-const auto decode_pieces = test::decode_pieces<split::PieceDecoder>;
+const auto split_encode_or_fail = test::encode_or_fail<split::Encoder>;
+const auto split_decode_pieces = test::decode_pieces<split::PieceDecoder>;
 using test::rans0_size;
 
 // Offsets of the header fields (rans_split.cpp's format).
@@ -50,21 +50,21 @@ std::size_t bits_at(const ByteVector& block) {
 }
 
 // "ok", or the name of the error's code.
-std::string decode_error(const ByteVector& block, std::size_t n) { return test::decode_error(split::decode, block, n); }
+std::string split_decode_error(const ByteVector& block, std::size_t n) { return test::decode_error(split::decode, block, n); }
 
 }  // namespace
 
 TEST(RansSplit, RoundTripsWholeAndInPiecesOfEverySize) {
   for (std::size_t n : {std::size_t{64} << 10, (std::size_t{64} << 10) + 1, std::size_t{300001}, std::size_t{1} << 20}) {
     const ByteVector in = fp16_high_bytes(n, n);
-    const ByteVector block = encode_or_fail(in);
+    const ByteVector block = split_encode_or_fail(in);
     ByteVector out(n);
     split::decode(block, out);
     EXPECT_EQ(out, in) << n;
     // Pieces that cut groups of 64 bytes (and pairs) anywhere.
     for (std::size_t piece : {std::size_t{1}, std::size_t{3}, std::size_t{63}, std::size_t{64}, std::size_t{4096},
                               std::size_t{32767}, std::size_t{70000}})
-      EXPECT_EQ(decode_pieces(block, n, piece), in) << n << " in pieces of " << piece;
+      EXPECT_EQ(split_decode_pieces(block, n, piece), in) << n << " in pieces of " << piece;
   }
 }
 
@@ -72,7 +72,7 @@ TEST(RansSplit, SplitsOffTheFewestLowBitsAndStoresThemAsBitPlanes) {
   const std::size_t n = (1 << 18) + 45;  // a last group of 45 bytes
   const ByteVector in = fp16_high_bytes(n, 3);
   EXPECT_EQ(split::low_bits_for(hist_of(in), n), 3u);
-  const ByteVector block = encode_or_fail(in);
+  const ByteVector block = split_encode_or_fail(in);
   EXPECT_EQ(static_cast<unsigned>(block[0]), 0x20u);
   EXPECT_EQ(static_cast<unsigned>(block[k_low_at]), 3u);
   const std::size_t at = bits_at(block);
@@ -95,7 +95,7 @@ TEST(RansSplit, CostsOnlyWhatTheLowBitsWouldSave) {
   // exponent, so storing them costs ~1.5% over the byte's bound (where one
   // symbol a byte lands ~0.1% over it); not below three bits a byte.
   const ByteVector in = fp16_high_bytes(1 << 20, 5);
-  const ByteVector block = encode_or_fail(in);
+  const ByteVector block = split_encode_or_fail(in);
   const double bound = bound_bytes(hist_of(in));
   EXPECT_LT(static_cast<double>(block.size()), 1.02 * bound + 64) << bound;
   EXPECT_GT(static_cast<double>(block.size()), static_cast<double>(rans0_size(in)));
@@ -104,9 +104,9 @@ TEST(RansSplit, CostsOnlyWhatTheLowBitsWouldSave) {
   ByteVector flat = in;
   std::mt19937_64 rng(6);
   for (auto& b : flat) b = static_cast<std::byte>((static_cast<unsigned>(b) & 0xf8u) | (rng() & 7u));
-  const ByteVector fb = encode_or_fail(flat);
+  const ByteVector fb = split_encode_or_fail(flat);
   EXPECT_LT(static_cast<double>(fb.size()), 1.005 * bound_bytes(hist_of(flat)) + 64);
-  EXPECT_EQ(decode_pieces(fb, flat.size(), 5000), flat);
+  EXPECT_EQ(split_decode_pieces(fb, flat.size(), 5000), flat);
 }
 
 TEST(RansSplit, TakesOnlyPlanesWhoseHighBitsPairsTake) {
@@ -126,12 +126,12 @@ TEST(RansSplit, TakesOnlyPlanesWhoseHighBitsPairsTake) {
   EXPECT_FALSE(enc.encode(uniform, hist_of(uniform), out).has_value());
   const ByteVector exps = test::exponent_bytes(1 << 17, 4);
   EXPECT_EQ(split::low_bits_for(hist_of(exps), exps.size()), 1u);
-  EXPECT_EQ(decode_pieces(encode_or_fail(exps), exps.size(), 1000), exps);
+  EXPECT_EQ(split_decode_pieces(split_encode_or_fail(exps), exps.size(), 1000), exps);
 }
 
 TEST(RansSplit, NeverReturnsABlockOverTheBarOrPastItsOutput) {
   const ByteVector in = fp16_high_bytes((1 << 18) + 1, 6);
-  const ByteVector free = encode_or_fail(in);
+  const ByteVector free = split_encode_or_fail(in);
   const double s = static_cast<double>(free.size());
   ByteVector out(in.size() + 1024);
   split::Encoder enc;
@@ -147,7 +147,7 @@ TEST(RansSplit, NeverReturnsABlockOverTheBarOrPastItsOutput) {
 
 TEST(RansSplit, MalformedBlocksThrowCorrupt) {
   const ByteVector in = fp16_high_bytes((1 << 17) + 17, 7);
-  const ByteVector block = encode_or_fail(in);
+  const ByteVector block = split_encode_or_fail(in);
   const std::size_t n = in.size();
   test::expect_cut_or_longer_corrupt(split::decode, block, n);
   auto with = [&](std::size_t at, auto value) {
@@ -157,15 +157,15 @@ TEST(RansSplit, MalformedBlocksThrowCorrupt) {
   };
   // Version, low bits out of range or other than coded (the bit planes'
   // size no longer matches), the high plane's size.
-  EXPECT_EQ(decode_error(with(0, std::uint8_t{0x21}), n), "corrupt");
-  for (std::uint8_t low : {0, 2, 4, 5, 255}) EXPECT_EQ(decode_error(with(k_low_at, low), n), "corrupt") << int{low};
-  EXPECT_EQ(decode_error(with(k_high_size_at, static_cast<std::uint32_t>(block.size())), n), "corrupt");
+  EXPECT_EQ(split_decode_error(with(0, std::uint8_t{0x21}), n), "corrupt");
+  for (std::uint8_t low : {0, 2, 4, 5, 255}) EXPECT_EQ(split_decode_error(with(k_low_at, low), n), "corrupt") << int{low};
+  EXPECT_EQ(split_decode_error(with(k_high_size_at, static_cast<std::uint32_t>(block.size())), n), "corrupt");
   const auto high_size = util::load_le<std::uint32_t>(block.data() + k_high_size_at);
-  EXPECT_EQ(decode_error(with(k_high_size_at, high_size - 1), n), "corrupt");
+  EXPECT_EQ(split_decode_error(with(k_high_size_at, high_size - 1), n), "corrupt");
   // A bit set past the plane's end (the last group holds 17 bytes).
   ByteVector pad = block;
   pad[block.size() - 1] |= std::byte{0x80};
-  EXPECT_EQ(decode_error(pad, n), "corrupt");
+  EXPECT_EQ(split_decode_error(pad, n), "corrupt");
   // The wrong plane size (more bytes: another group of low bits), and
   // planes under 2 bytes.
   test::expect_wrong_sizes_corrupt(split::decode, block, n, n + 64);
