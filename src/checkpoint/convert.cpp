@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -94,7 +95,7 @@ void gather_view(const formats::TorchTensor& t, util::ByteSpan storage, unsigned
 }
 
 ConvertResult torch_to_safetensors(const fs::path& in, util::ByteSpan bytes, const fs::path& out,
-                                   const ConvertOptions& o) {
+                                   const ConvertOptions& o, const std::function<void()>& before_commit) {
   const auto ck = formats::read_torch_checkpoint(bytes, in.string());
   const bool big_endian = ck.byteorder == "big";
   ConvertResult r;
@@ -181,12 +182,12 @@ ConvertResult torch_to_safetensors(const fs::path& in, util::ByteSpan bytes, con
                          in.string(), dropped.size(), list_names(dropped)));
     }
   }
-  formats::write_safetensors(out, views, {}, o.force ? util::Overwrite::allow : util::Overwrite::refuse);
+  formats::write_safetensors(out, views, {}, o.force ? util::Overwrite::allow : util::Overwrite::refuse, before_commit);
   return r;
 }
 
 ConvertResult safetensors_to_torch(const fs::path& in, util::ByteSpan bytes, const fs::path& out,
-                                   const ConvertOptions& o) {
+                                   const ConvertOptions& o, const std::function<void()>& before_commit) {
   const auto header = formats::parse_safetensors(bytes, in.string());
   ConvertResult r;
   r.from = "safetensors";
@@ -203,7 +204,8 @@ ConvertResult safetensors_to_torch(const fs::path& in, util::ByteSpan bytes, con
     o.note(fmt::format("{}: {} __metadata__ entries are not carried over: {}", in.string(), keys.size(),
                        list_names(keys)));
   }
-  formats::write_torch_checkpoint(out, views, o.force ? util::Overwrite::allow : util::Overwrite::refuse);
+  formats::write_torch_checkpoint(out, views, o.force ? util::Overwrite::allow : util::Overwrite::refuse,
+                                  before_commit);
   return r;
 }
 
@@ -226,8 +228,18 @@ ConvertResult convert_file(const fs::path& input, const fs::path& output, const 
   if ((is_torch && to == ConvertFormat::torch) || (is_safetensors && to == ConvertFormat::safetensors))
     throw Error(Errc::invalid_argument, fmt::format("{}: is already a {} file; nothing to convert", input.string(),
                                                     is_torch ? "torch.save" : "safetensors"));
-  ConvertResult r = is_torch ? torch_to_safetensors(input, bytes, output, options)
-                             : safetensors_to_torch(input, bytes, output, options);
+  // A file written while it was read (a job saving over it in place) would
+  // give tensors of two versions: refused before the output takes its name,
+  // as compress does. (One shrunk under the mapping raises SIGBUS, which the
+  // CLI reports.)
+  const auto unchanged = [&] {
+    if (file.changed_since_open())
+      throw Error(Errc::io, fmt::format("{}: changed while it was being converted (written by another process?); "
+                                        "nothing written",
+                                        input.string()));
+  };
+  ConvertResult r = is_torch ? torch_to_safetensors(input, bytes, output, options, unchanged)
+                             : safetensors_to_torch(input, bytes, output, options, unchanged);
   r.output_bytes = fs::file_size(output);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;

@@ -538,7 +538,8 @@ util::ByteVector build_safetensors_header(const std::vector<TensorView>& tensors
 }
 
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorView>& tensors,
-                       const std::map<std::string, std::string>& metadata, util::Overwrite overwrite) {
+                       const std::map<std::string, std::string>& metadata, util::Overwrite overwrite,
+                       const std::function<void()>& before_commit) {
   std::vector<std::size_t> order;
   const auto header = build_header(tensors, metadata, order, path.string());
   util::AtomicFile out(path, overwrite);
@@ -546,6 +547,7 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
   for (const auto i : order) {
     if (!tensors[i].data.empty()) out.write(tensors[i].data);
   }
+  if (before_commit) before_commit();
   out.commit();
 }
 

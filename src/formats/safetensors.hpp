@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -93,7 +94,10 @@ util::ByteVector build_safetensors_header(const std::vector<TensorView>& tensors
 
 // Writes a complete safetensors file atomically. Throws Error(invalid_argument)
 // on a size mismatch or a duplicate name, Error(exists) per `overwrite`.
+// `before_commit`, when given, runs once every byte is written, before the
+// file takes its name; what it throws leaves nothing behind.
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorView>& tensors,
-                       const std::map<std::string, std::string>& metadata, util::Overwrite overwrite);
+                       const std::map<std::string, std::string>& metadata, util::Overwrite overwrite,
+                       const std::function<void()>& before_commit = {});
 
 }  // namespace mithril::formats

@@ -162,9 +162,10 @@ void write_torch_checkpoint(const std::vector<TensorView>& tensors, const ZipWri
 }
 
 void write_torch_checkpoint(const std::filesystem::path& path, const std::vector<TensorView>& tensors,
-                            util::Overwrite overwrite) {
+                            util::Overwrite overwrite, const std::function<void()>& before_commit) {
   util::AtomicFile out(path, overwrite);
   write_torch_checkpoint(tensors, [&](util::ByteSpan b) { out.write(b); });
+  if (before_commit) before_commit();
   out.commit();
 }
 

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <vector>
 
 #include "formats/safetensors.hpp"
@@ -38,8 +39,9 @@ util::ByteVector torch_state_dict_pickle(const std::vector<TensorView>& tensors)
 // and Error(invalid_argument) for duplicate names.
 void write_torch_checkpoint(const std::vector<TensorView>& tensors, const ZipWriter::Sink& sink);
 
-// Same, into a file that appears only when complete (Error(exists) per `overwrite`).
+// Same, into a file that appears only when complete (Error(exists) per
+// `overwrite`); `before_commit` as write_safetensors's.
 void write_torch_checkpoint(const std::filesystem::path& path, const std::vector<TensorView>& tensors,
-                            util::Overwrite overwrite);
+                            util::Overwrite overwrite, const std::function<void()>& before_commit = {});
 
 }  // namespace mithril::formats

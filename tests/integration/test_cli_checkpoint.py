@@ -258,6 +258,67 @@ def test_an_input_written_while_it_is_compressed(tmp_path, how):
     assert_no_leftovers(out, [])
 
 
+@pytest.mark.parametrize("how,source", [("truncate", "safetensors"), ("overwrite", "safetensors"), ("overwrite", "pt")])
+def test_an_input_written_while_it_is_converted(tmp_path, how, source):
+    """As for compress: a checkpoint saved over in place while `convert` read
+    it gave a file of two versions' tensors without a word (a truncated one is
+    caught by the SIGBUS handler). Now: exit 4 naming the input, nothing
+    written. A conversion is a copy at page-cache speed, so the process is
+    stopped (SIGSTOP) once its temporary exists, the input written, and the
+    process let go on. A stop that lands after the last check and before the
+    rename (microseconds of a copy of tens of milliseconds) cannot be refused:
+    such a try is made again."""
+    import signal
+
+    gen = torch.Generator().manual_seed(7)
+    tensors = {"w": torch.randn(8 << 20, generator=gen)}  # 32 MiB
+    src = tmp_path / f"in.{source}"
+    if source == "pt":
+        torch.save(tensors, src)
+    else:
+        save_file(tensors, str(src))
+    original = src.read_bytes()
+    name = "c.pt" if source == "safetensors" else "c.safetensors"
+    out = tmp_path / "out"
+    out.mkdir()
+    temporaries = f".{name}.*.tmp"
+    outcomes = []
+    for _ in range(8):
+        src.write_bytes(original)
+        os.utime(src, (1, 1))  # any write from now on moves its mtime
+        for f in out.iterdir():
+            f.unlink()
+        p = subprocess.Popen([str(MITHRIL), "convert", str(src), str(out / name), "-q"], stderr=subprocess.PIPE)
+        caught = False
+        while p.poll() is None:
+            if list(out.glob(temporaries)):
+                p.send_signal(signal.SIGSTOP)
+                caught = bool(list(out.glob(temporaries)))  # stopped before the rename
+                break
+        if not caught:
+            p.send_signal(signal.SIGCONT)
+            p.communicate(timeout=120)
+            outcomes.append(("finished first", p.returncode))
+            continue
+        if how == "truncate":
+            os.truncate(src, 4096)
+        else:
+            with open(src, "r+b") as f:
+                f.seek(len(original) - 64)
+                f.write(b"\x01" * 8)
+        p.send_signal(signal.SIGCONT)
+        err = p.communicate(timeout=120)[1].decode()
+        outcomes.append(("caught", p.returncode))
+        if p.returncode == 0:
+            continue  # stopped between the last check and the rename
+        assert p.returncode == 4, (p.returncode, err)
+        assert err.startswith(f"mithril: error: {src}: "), err
+        assert "shrank while it was being read" in err or "changed while it was being converted" in err, err
+        assert_no_leftovers(out, [])
+        return
+    pytest.fail(f"never refused: {outcomes}")
+
+
 def test_every_corrupted_byte_is_detected(mithril, tmp_path):
     path = small_checkpoint(tmp_path)
     mcp = tmp_path / "c.mcp"
