@@ -17,6 +17,7 @@
 #include "formats/zip_reader.hpp"
 #include "mithril/checkpoint.hpp"
 #include "mithril/error.hpp"
+#include "util/clock.hpp"
 #include "util/mapped_file.hpp"
 
 namespace mithril {
@@ -241,7 +242,7 @@ ConvertResult convert_file(const fs::path& input, const fs::path& output, const 
   ConvertResult r = is_torch ? torch_to_safetensors(input, bytes, output, options, unchanged)
                              : safetensors_to_torch(input, bytes, output, options, unchanged);
   r.output_bytes = fs::file_size(output);
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.seconds = util::seconds_since(t0);
   return r;
 }
 

@@ -18,13 +18,10 @@
 #include "storage/url.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
+#include "util/clock.hpp"
 
 namespace mithril {
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 FileInfo describe_torch(const std::filesystem::path& path, util::ByteSpan bytes) {
   const auto ck = formats::read_torch_checkpoint(bytes, path.string());
@@ -83,7 +80,7 @@ DecompressResult decompress_reader(const container::Reader& reader, const Output
   DecompressResult r;
   r.input_bytes = reader.file_size();
   r.output_bytes = reader.index().source.size;
-  r.seconds = seconds_since(t0);
+  r.seconds = util::seconds_since(t0);
   return r;
 }
 
@@ -150,7 +147,7 @@ VerifyResult verify_reader(const container::Reader& reader, const std::string& i
     if (r.problems.empty()) r.problems.push_back(e.what());
   }
   r.ok = r.problems.empty();
-  r.seconds = seconds_since(t0);
+  r.seconds = util::seconds_since(t0);
   return r;
 }
 

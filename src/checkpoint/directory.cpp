@@ -23,6 +23,7 @@
 #include "mithril/error.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
+#include "util/clock.hpp"
 #include "util/json_number.hpp"
 #include "util/json_text.hpp"
 #include "util/mapped_file.hpp"
@@ -38,10 +39,6 @@ constexpr std::string_view k_format = "mithril-directory";
 constexpr int k_version = 1;
 // A manifest lists file names and digests: a few hundred bytes per file.
 constexpr std::uintmax_t k_max_manifest_bytes = 64u << 20;
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // A relative path from a manifest or an index: no absolute paths, no empty,
 // "." or ".." components, no backslashes or NULs.
@@ -355,7 +352,7 @@ DirectoryResult compress_directory(const fs::path& input, const fs::path& output
                           util::Overwrite::refuse);
   r.output_bytes += manifest.size();
   stage.commit(options.sync);
-  r.seconds = seconds_since(t0);
+  r.seconds = util::seconds_since(t0);
   return r;
 }
 
@@ -392,7 +389,7 @@ DirectoryResult decompress_directory(const fs::path& input, const fs::path& outp
     if (options.progress) options.progress(done, r.source_bytes);
   }
   stage.commit(options.sync);
-  r.seconds = seconds_since(t0);
+  r.seconds = util::seconds_since(t0);
   return r;
 }
 
@@ -430,7 +427,7 @@ VerifyResult verify_directory(const fs::path& input, const VerifyOptions& option
   }
   r.source_bytes = listing.source_bytes;
   r.ok = r.problems.empty();
-  r.seconds = seconds_since(t0);
+  r.seconds = util::seconds_since(t0);
   return r;
 }
 

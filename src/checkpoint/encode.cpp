@@ -18,6 +18,7 @@
 #include "storage/remote_io.hpp"
 #include "util/atomic_file.hpp"
 #include "util/blake3_tree.hpp"
+#include "util/clock.hpp"
 #include "util/cold_memory.hpp"
 #include "util/fresh_memory.hpp"
 #include "util/xxh3.hpp"
@@ -341,7 +342,7 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
   result.source_blake3 = util::to_hex(index.source.blake3);
   result.tensors = plan.tensor_count;
   result.chunks = plan.chunks.size();
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.seconds = util::seconds_since(started);
   return result;
 }
 
@@ -411,7 +412,7 @@ CompressResult write_container(const std::filesystem::path& output, SourcePlan p
     result.upload_token = out->detach();
   else
     out->commit();
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.seconds = util::seconds_since(started);
   return result;
 }
 

@@ -21,6 +21,10 @@ namespace mithril::checkpoint {
 
 unsigned resolve_threads(unsigned threads);
 
+// Copies of stored (uncoded) tensor data are split into pieces of this size
+// so that one large tensor still uses every worker.
+inline constexpr std::size_t k_copy_piece = std::size_t{16} << 20;
+
 using PipelineStage = std::function<void(std::size_t item, std::size_t slot)>;
 
 

@@ -29,9 +29,6 @@
 namespace mithril {
 namespace {
 
-// Copies of plain safetensors data are split so that one large tensor still
-// uses every worker.
-constexpr std::size_t k_copy_piece = std::size_t{16} << 20;
 
 // The __metadata__ strings of a safetensors header held in an .mcp (checked
 // by the safetensors parser when it was compressed; read here on every open,
@@ -357,8 +354,8 @@ void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify
     }
   } else {
     for (const auto& t : targets) {
-      for (std::size_t off = 0; off < t.out.size(); off += k_copy_piece) {
-        const std::size_t n = std::min(k_copy_piece, t.out.size() - off);
+      for (std::size_t off = 0; off < t.out.size(); off += checkpoint::k_copy_piece) {
+        const std::size_t n = std::min(checkpoint::k_copy_piece, t.out.size() - off);
         jobs.push_back({im.where[t.tensor] + off, t.out.subspan(off, n), {}});
       }
     }

@@ -30,7 +30,6 @@
 namespace mithril {
 namespace {
 
-constexpr std::size_t k_copy_piece = std::size_t{16} << 20;
 constexpr std::int64_t k_no_segment = -1;
 
 // The names ObjectNode::kind documents (PickleKind's own, unlike pickle_kind_name's Python spellings).
@@ -234,8 +233,9 @@ void TorchObjectReader::read_storages(std::span<const Target> targets, const Pro
         jobs.push_back({true, c, t.out.subspan(r.source_offset - seg.offset, r.raw_size), fm});
       }
     } else {
-      for (std::size_t off = 0; off < t.out.size(); off += k_copy_piece)
-        jobs.push_back({false, im.offsets[t.storage] + off, t.out.subspan(off, std::min(k_copy_piece, t.out.size() - off))});
+      for (std::size_t off = 0; off < t.out.size(); off += checkpoint::k_copy_piece)
+        jobs.push_back({false, im.offsets[t.storage] + off,
+                        t.out.subspan(off, std::min(checkpoint::k_copy_piece, t.out.size() - off))});
     }
   }
 

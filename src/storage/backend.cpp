@@ -12,19 +12,15 @@
 #include "storage/redis_backend.hpp"
 #include "storage/s3_backend.hpp"
 #include "storage/url.hpp"
+#include "util/posix.hpp"
 
 namespace mithril::storage {
 namespace {
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
-
 // A non-negative number no larger than `max` (so the integer casts below stay
 // defined: "inf", "nan" and 1e30 are refused, not cast).
 double env_number(const char* name, double fallback, double max) {
-  const auto v = env(name);
+  const auto v = util::env(name);
   if (v.empty()) return fallback;
   try {
     std::size_t pos = 0;
@@ -62,10 +58,10 @@ std::optional<ObjectTail> Backend::get_tail(std::string_view key, std::uint64_t 
 }
 
 Options options_from_env(Options o) {
-  if (o.endpoint.empty()) o.endpoint = env("AWS_ENDPOINT_URL_S3");
-  if (o.endpoint.empty()) o.endpoint = env("AWS_ENDPOINT_URL");
-  if (o.region.empty()) o.region = env("AWS_REGION");
-  if (o.region.empty()) o.region = env("AWS_DEFAULT_REGION");
+  if (o.endpoint.empty()) o.endpoint = util::env("AWS_ENDPOINT_URL_S3");
+  if (o.endpoint.empty()) o.endpoint = util::env("AWS_ENDPOINT_URL");
+  if (o.region.empty()) o.region = util::env("AWS_REGION");
+  if (o.region.empty()) o.region = util::env("AWS_DEFAULT_REGION");
   const double timeout = env_number("MITHRIL_REMOTE_TIMEOUT", -1, 1e9);
   if (timeout > 0) {
     o.io_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout * 1000));

@@ -18,15 +18,11 @@
 #include "storage/upload_token.hpp"
 #include "util/blake3.hpp"
 #include "util/interrupt.hpp"
+#include "util/posix.hpp"
 
 
 namespace mithril::storage {
 namespace {
-
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
 
 std::string decode_entities(std::string_view s) {
   std::string out;
@@ -216,9 +212,9 @@ class S3Backend final : public Backend {
     }
     m_endpoint = parse_endpoint(endpoint);
     m_name = m_endpoint.scheme + "://" + m_endpoint.authority + m_endpoint.base_path + (m_path_style ? "/" + m_bucket : "");
-    m_credentials.access_key = env("AWS_ACCESS_KEY_ID");
-    m_credentials.secret_key = env("AWS_SECRET_ACCESS_KEY");
-    m_credentials.session_token = env("AWS_SESSION_TOKEN");
+    m_credentials.access_key = util::env("AWS_ACCESS_KEY_ID");
+    m_credentials.secret_key = util::env("AWS_SECRET_ACCESS_KEY");
+    m_credentials.session_token = util::env("AWS_SESSION_TOKEN");
   }
 
   const std::string& endpoint() const noexcept override { return m_name; }

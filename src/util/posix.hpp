@@ -1,4 +1,4 @@
-// util/posix.hpp — RAII file descriptor and errno-to-Error helpers.
+// util/posix.hpp — RAII file descriptor, errno-to-Error helpers, stat times, the environment.
 #pragma once
 
 #include <sys/stat.h>
@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -63,6 +65,12 @@ mode_t current_umask() noexcept;
 // A stat's modification time in nanoseconds since the epoch.
 inline std::int64_t mtime_ns(const struct stat& st) noexcept {
   return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+// The environment variable `name`, or "" when it is not set.
+inline std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
 }
 
 }  // namespace mithril::util

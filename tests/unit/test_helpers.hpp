@@ -1,15 +1,20 @@
 // Shared helpers for unit tests: a scratch directory removed at scope exit,
-// and file read/write shortcuts.
+// file read/write shortcuts, test data and the code of a thrown mithril::Error.
 #pragma once
 
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "mithril/error.hpp"
 #include "util/bytes.hpp"
 
 namespace mithril::test {
@@ -51,6 +56,33 @@ inline void write_file(const std::filesystem::path& p, util::ByteSpan data) {
 inline void write_text(const std::filesystem::path& p, const std::string& s) {
   std::filesystem::create_directories(p.parent_path());
   std::ofstream(p, std::ios::binary) << s;
+}
+
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// fp32 values that repeat every 97 (plus `phase`): chunks of them really
+// compress (random bytes are stored raw).
+inline util::ByteVector smooth_f32(std::size_t n, float phase = 0.f) {
+  util::ByteVector out(n * 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = 0.01f * static_cast<float>(i % 97) + phase;
+    std::memcpy(out.data() + 4 * i, &v, 4);
+  }
+  return out;
+}
+
+// The code of the mithril::Error that f() throws (a test failure if none).
+inline Errc code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no mithril::Error thrown";
+  return Errc::internal;
 }
 
 inline util::ByteVector random_bytes(std::size_t n, std::uint64_t seed) {

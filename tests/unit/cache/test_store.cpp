@@ -17,6 +17,7 @@
 
 using namespace mithril;
 using namespace mithril::cache;
+using mithril::test::read_text;
 using mithril::test::TempDir;
 using mithril::test::write_text;
 namespace fs = std::filesystem;
@@ -28,11 +29,6 @@ CacheConfig config_for(const fs::path& root, std::uint64_t max_size = 1 << 30) {
   c.root = root;
   c.max_size = max_size;
   return c;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 std::string blob(const std::string& tag, std::size_t n) {
@@ -215,7 +211,7 @@ TEST(Store, VerifyQuarantinesCorruptEntries) {
   store.sync();
   EXPECT_TRUE(store.verify().corrupt.empty());
   auto cubin = dir.path() / "triton" / "KB" / "k.cubin";
-  auto data = slurp(cubin);
+  auto data = read_text(cubin);
   data[3] ^= 1;
   {
     std::ofstream f(cubin, std::ios::binary | std::ios::in | std::ios::out);
@@ -248,10 +244,10 @@ TEST(Store, BundleRoundTripToAnotherPath) {
   const auto r = other.import_bundle(bundle);
   EXPECT_EQ(r.entries, 4u);
   const auto rb = fs::canonical(b);
-  const auto grp = nlohmann::json::parse(slurp(rb / "triton" / "KA" / "__grp__k.json"));
+  const auto grp = nlohmann::json::parse(read_text(rb / "triton" / "KA" / "__grp__k.json"));
   EXPECT_EQ(grp["child_paths"]["k.cubin"], (rb / "triton" / "KA" / "k.cubin").string());
-  EXPECT_EQ(slurp(rb / "triton" / "KA" / "k.cubin"), slurp(a / "triton" / "KA" / "k.cubin"));
-  EXPECT_EQ(slurp(rb / "inductor" / "mo" / "cmod1.so"), slurp(a / "inductor" / "mo" / "cmod1.so"));
+  EXPECT_EQ(read_text(rb / "triton" / "KA" / "k.cubin"), read_text(a / "triton" / "KA" / "k.cubin"));
+  EXPECT_EQ(read_text(rb / "inductor" / "mo" / "cmod1.so"), read_text(a / "inductor" / "mo" / "cmod1.so"));
   auto m = other.get("megacache", "m1");
   ASSERT_TRUE(m);
   EXPECT_EQ((*m)[0].second.size(), 1000u);
@@ -303,7 +299,7 @@ TEST(Store, MovedStoreRewritesTritonGroups) {
   const auto b = dir.path() / "b";
   fs::rename(a, b);
   Store store(config_for(b));
-  const auto grp = nlohmann::json::parse(slurp(b / "triton" / "KA" / "__grp__k.json"));
+  const auto grp = nlohmann::json::parse(read_text(b / "triton" / "KA" / "__grp__k.json"));
   EXPECT_EQ(grp["child_paths"]["k.cubin"], (fs::canonical(b) / "triton" / "KA" / "k.cubin").string());
   const auto r = store.sync(true);
   EXPECT_EQ(sum(r.misses) + sum(r.updated), 0);  // same portable content

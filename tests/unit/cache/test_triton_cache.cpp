@@ -12,23 +12,20 @@
 
 using namespace mithril;
 using namespace mithril::cache;
+using mithril::test::code_of;
+using mithril::test::read_text;
 using mithril::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
 
-CacheConfig config_for(const fs::path& root) {
+CacheConfig store_at(const fs::path& root) {
   CacheConfig c;
   c.root = root;
   return c;
 }
 
 std::span<const std::byte> bytes_of(const std::string& s) { return util::as_bytes(s); }
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 std::int64_t counter(Store& s, const std::string& name) {
   const auto st = s.stats();
@@ -48,19 +45,9 @@ std::map<std::string, std::string> compile_kernel(TritonKernelCache& c, const st
   return group;
 }
 
-Errc code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no mithril::Error thrown";
-  return Errc::internal;
-}
-
 TEST(TritonKernelCache, MissThenPublishThenHitWithExactCounts) {
   TempDir dir;
-  Store store(config_for(dir.path()));
+  Store store(store_at(dir.path()));
   TritonKernelCache c(store, "KEYA");
   EXPECT_EQ(c.directory(), fs::canonical(dir.path()) / "triton" / "KEYA");
   EXPECT_FALSE(c.get_group("add.json"));
@@ -88,7 +75,7 @@ TEST(TritonKernelCache, MissThenPublishThenHitWithExactCounts) {
   // (Read last: a plain read is what sync() counts as a framework hit.)
   // The group file is what Triton's FileCacheManager would read: absolute
   // child paths under this store.
-  const auto on_disk = nlohmann::json::parse(slurp(c.directory() / "__grp__add.json"));
+  const auto on_disk = nlohmann::json::parse(read_text(c.directory() / "__grp__add.json"));
   using Paths = std::map<std::string, std::string>;
   EXPECT_EQ(on_disk["child_paths"].get<Paths>(), group);
 
@@ -100,7 +87,7 @@ TEST(TritonKernelCache, MissThenPublishThenHitWithExactCounts) {
 
 TEST(TritonKernelCache, NeverHandsOutAPartialGroup) {
   TempDir dir;
-  Store store(config_for(dir.path()));
+  Store store(store_at(dir.path()));
   TritonKernelCache c(store, "KEYB");
   // Files put but no group yet: a miss (a writer is at work or crashed).
   c.put("add.cubin", bytes_of("cubin"));
@@ -117,7 +104,7 @@ TEST(TritonKernelCache, NeverHandsOutAPartialGroup) {
 
 TEST(TritonKernelCache, PublishRefusesMissingOrForeignChildren) {
   TempDir dir;
-  Store store(config_for(dir.path()));
+  Store store(store_at(dir.path()));
   TritonKernelCache c(store, "KEYC");
   std::map<std::string, std::string> group;
   group["add.cubin"] = c.put("add.cubin", bytes_of("cubin")).string();
@@ -138,7 +125,7 @@ TEST(TritonKernelCache, PublishRefusesMissingOrForeignChildren) {
 
 TEST(TritonKernelCache, ReadsGroupsWrittenByTritonItself) {
   TempDir dir;
-  Store store(config_for(dir.path()));
+  Store store(store_at(dir.path()));
   TritonKernelCache c(store, "KEYD");
   const auto cubin = c.put("k.cubin", bytes_of("cubin")).string();
   const auto meta = c.put("k.json", bytes_of("{}")).string();
@@ -156,7 +143,7 @@ TEST(TritonKernelCache, ReadsGroupsWrittenByTritonItself) {
 
 TEST(TritonKernelCache, RepublishIsNotASecondPut) {
   TempDir dir;
-  Store store(config_for(dir.path()));
+  Store store(store_at(dir.path()));
   TritonKernelCache a(store, "KEYE");
   compile_kernel(a, "v1");
   // Two ranks compiled the same kernel at once: the second publish is the

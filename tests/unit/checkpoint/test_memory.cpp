@@ -21,12 +21,13 @@
 namespace mithril {
 namespace {
 
+using test::code_of;
 using test::random_bytes;
 using test::read_file;
 using test::TempDir;
 
 // Values with a narrow exponent range, so that the planes really compress.
-util::ByteVector smooth_f32(std::size_t n) {
+util::ByteVector varied_f32(std::size_t n) {
   util::ByteVector out(n * 4);
   for (std::size_t i = 0; i < n; ++i) {
     const float v = 0.001f * static_cast<float>((i * 7919) % 1000) - 0.5f;
@@ -43,19 +44,9 @@ CompressOptions opts(unsigned threads, std::size_t chunk = 4096) {
   return o;
 }
 
-Errc code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no mithril::Error thrown";
-  return Errc::internal;
-}
-
 TEST(Memory, SameContainerAsTheFilePathForAnyThreadCount) {
   TempDir dir;
-  util::ByteVector data = smooth_f32(300000);
+  util::ByteVector data = varied_f32(300000);
   const auto noise = random_bytes(5000, 3);
   data.insert(data.end(), noise.begin(), noise.end());  // stored chunks too
   test::write_file(dir / "raw.bin", data);
@@ -91,14 +82,14 @@ TEST(Memory, SameContainerAsTheFilePathForAnyThreadCount) {
 // for a safetensors image (header, tensors of 2 and 4 bytes, small ones
 // sharing chunks), on one thread and two.
 TEST(Memory, FreshAndReusedOutputBuffersGetTheSameBytes) {
-  util::ByteVector floats = smooth_f32(600000);
+  util::ByteVector floats = varied_f32(600000);
   const auto noise = random_bytes(300000, 5);
   floats.insert(floats.end(), noise.begin(), noise.end());
   TempDir dir;
-  const auto w = smooth_f32(200000);
+  const auto w = varied_f32(200000);
   util::ByteVector h(w.begin(), w.begin() + 300000);  // as bf16: the f32s' halves
   const auto b = random_bytes(600, 5);
-  const auto n = smooth_f32(25);  // TensorData holds a view: the bytes must outlive it
+  const auto n = varied_f32(25);  // TensorData holds a view: the bytes must outlive it
   const std::vector<TensorData> tensors = {
       {"w", "F32", {200000}, w}, {"b", "BF16", {300}, b}, {"h", "BF16", {150000}, h}, {"n", "F32", {25}, n}};
   compress_tensors(tensors, {{"k", "v"}}, dir / "t.mcp", opts(1));
@@ -139,7 +130,7 @@ TEST(Memory, FreshAndReusedOutputBuffersGetTheSameBytes) {
 // nothing of an earlier call, however large its chunks or whatever its level
 // and data, may show in a later call's bytes.
 TEST(Memory, EncodersKeptBetweenCallsLeaveNoTraceForAnyThreadCount) {
-  const util::ByteVector small = smooth_f32(20000);
+  const util::ByteVector small = varied_f32(20000);
   const auto compress = [](const util::ByteVector& data, std::string_view dtype, CompressOptions o) {
     std::vector<std::byte> got;
     got.resize(compress_to_memory(data, dtype, o, [&](std::uint64_t bound) {
@@ -151,7 +142,7 @@ TEST(Memory, EncodersKeptBetweenCallsLeaveNoTraceForAnyThreadCount) {
   const auto want = compress(small, "F32", opts(1));
   const auto want16 = compress(small, "BF16", opts(1));
   // Other data in large chunks at two levels, on several threads.
-  util::ByteVector big = smooth_f32(1 << 20);
+  util::ByteVector big = varied_f32(1 << 20);
   const auto noise = random_bytes(1 << 20, 9);
   big.insert(big.end(), noise.begin(), noise.end());
   for (int level : {3, 19}) {
@@ -171,7 +162,7 @@ TEST(Memory, RoundTripEveryDtype) {
     const auto& info = formats::dtype_info(*formats::parse_dtype(dtype));
     const std::size_t width = info.bits / 8;
     for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{777}, std::size_t{50000}}) {
-      util::ByteVector data = n * width == 200000 ? smooth_f32(50000) : random_bytes(n * width, n + width);
+      util::ByteVector data = n * width == 200000 ? varied_f32(50000) : random_bytes(n * width, n + width);
       if (std::string(dtype) == "BOOL")
         for (auto& b : data) b = static_cast<std::byte>(static_cast<unsigned>(b) & 1);
       for (unsigned threads : {1u, 3u}) {
@@ -185,7 +176,7 @@ TEST(Memory, RoundTripEveryDtype) {
 
 TEST(Memory, TensorsMatchCompressTensors) {
   TempDir dir;
-  const auto w = smooth_f32(10000);
+  const auto w = varied_f32(10000);
   const auto b = random_bytes(600, 5);
   const std::vector<TensorData> tensors = {{"w", "F32", {100, 100}, w}, {"b", "BF16", {300}, b}};
   compress_tensors(tensors, {{"k", "v"}}, dir / "t.mcp", opts(2));
@@ -202,7 +193,7 @@ TEST(Memory, TensorsMatchCompressTensors) {
 }
 
 TEST(Memory, DamageIsAnErrorNeverWrongBytes) {
-  const auto data = smooth_f32(40000);
+  const auto data = varied_f32(40000);
   const auto mcp = compress_buffer(data, "F32", opts(2));
   // Every byte position of a sample, flipped: a mithril error or (for bytes
   // nothing reads, e.g. reserved fields) the exact original.
@@ -226,7 +217,7 @@ TEST(Memory, DamageIsAnErrorNeverWrongBytes) {
 // anywhere, smaller and larger than a piece, give the digest of the whole
 // input and the XXH3 of each chunk.
 TEST(Memory, ChecksumsOfChunksCutAnywhere) {
-  util::ByteVector data = smooth_f32(900001);  // 3.6 MB
+  util::ByteVector data = varied_f32(900001);  // 3.6 MB
   const auto noise = random_bytes(777, 9);
   data.insert(data.end(), noise.begin(), noise.end());
   const auto whole = util::blake3(data);
@@ -276,7 +267,7 @@ std::vector<std::byte> with_another_blake3(const std::vector<std::byte>& mcp) {
 
 // So check_digest decides the outcome.
 TEST(Memory, CheckDigestRecomputesTheWholeFileBlake3) {
-  const auto data = smooth_f32(40000);
+  const auto data = varied_f32(40000);
   const auto mcp = compress_buffer(data, "F32", opts(2));
   const auto forged = with_another_blake3(mcp);
 
@@ -307,7 +298,7 @@ TEST(Memory, CheckDigestRecomputesTheWholeFileBlake3) {
 // unless check_digest is off; chunk damage fails either way, and a failed
 // restore leaves no file.
 TEST(Memory, FileRestoresCheckTheWholeFileBlake3UnlessTold) {
-  const auto data = smooth_f32(40000);
+  const auto data = varied_f32(40000);
   const auto mcp = compress_buffer(data, "F32", opts(2));
   const TempDir dir;
   test::write_file(dir / "good.mcp", mcp);
@@ -378,7 +369,7 @@ namespace {
 // thread count (the decoder's ordered stage; TSan runs this test).
 TEST(Streams, ParallelWritersGetTheFileBytesInOrder) {
   TempDir dir;
-  util::ByteVector data = smooth_f32(200000);
+  util::ByteVector data = varied_f32(200000);
   const auto noise = random_bytes(30000, 4);
   data.insert(data.end(), noise.begin(), noise.end());
   test::write_file(dir / "raw.bin", data);
@@ -423,7 +414,7 @@ TEST(Streams, ParallelWritersGetTheFileBytesInOrder) {
 }
 
 TEST(Streams, ParallelDamageStopsTheStreamBeforeAnyWrongByte) {
-  const auto data = smooth_f32(100000);
+  const auto data = varied_f32(100000);
   const auto mcp = compress_buffer(data, "F32", opts(2));
   for (std::size_t at = 64; at < mcp.size(); at += 1 + mcp.size() / 60) {
     auto bad = mcp;

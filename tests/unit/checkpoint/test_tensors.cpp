@@ -19,8 +19,10 @@
 namespace mithril {
 namespace {
 
+using test::code_of;
 using test::random_bytes;
 using test::read_file;
+using test::smooth_f32;
 using test::TempDir;
 
 struct Owned {
@@ -28,16 +30,6 @@ struct Owned {
   std::vector<std::uint64_t> shape;
   util::ByteVector bytes;
 };
-
-// Smooth values, so that chunks really compress (random bytes are stored raw).
-util::ByteVector smooth_f32(std::size_t n, float phase) {
-  util::ByteVector out(n * 4);
-  for (std::size_t i = 0; i < n; ++i) {
-    const float v = 0.01f * static_cast<float>(i % 97) + phase;
-    std::memcpy(out.data() + 4 * i, &v, 4);
-  }
-  return out;
-}
 
 std::vector<Owned> sample_tensors(float phase = 0.0f) {
   std::vector<Owned> t;
@@ -69,16 +61,6 @@ CompressOptions small_chunks(unsigned threads = 2) {
   o.chunk_size = 256;  // many chunks per tensor
   o.threads = threads;
   return o;
-}
-
-Errc code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no mithril::Error thrown";
-  return Errc::internal;
 }
 
 std::string message_of(const std::function<void()>& f) {

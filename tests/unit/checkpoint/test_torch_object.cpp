@@ -15,6 +15,7 @@ namespace {
 
 using test::random_bytes;
 using test::read_file;
+using test::smooth_f32;
 using test::TempDir;
 
 struct OwnedObjectTensor {
@@ -23,15 +24,6 @@ struct OwnedObjectTensor {
   std::vector<std::uint64_t> shape;
   util::ByteVector bytes;
 };
-
-util::ByteVector smooth_f32(std::size_t n) {
-  util::ByteVector out(n * 4);
-  for (std::size_t i = 0; i < n; ++i) {
-    const float v = 0.01f * static_cast<float>(i % 97);
-    std::memcpy(out.data() + 4 * i, &v, 4);
-  }
-  return out;
-}
 
 std::vector<OwnedObjectTensor> sample() {
   std::vector<OwnedObjectTensor> t;
@@ -54,7 +46,7 @@ std::vector<StorageData> storages(const std::vector<OwnedObjectTensor>& owned) {
   return s;
 }
 
-CompressOptions opts() {
+CompressOptions object_options() {
   CompressOptions o;
   o.chunk_size = 512;
   o.threads = 2;
@@ -69,8 +61,8 @@ TEST(TorchObject, SameBytesAsCompressingTheTorchSaveFile) {
   formats::write_torch_checkpoint(dir / "m.pt", views(owned), util::Overwrite::refuse);
   std::filesystem::create_directory(dir / "a");
   std::filesystem::create_directory(dir / "b");
-  const auto r1 = compress_file(dir / "m.pt", dir / "a" / "m.mcp", opts());
-  const auto r2 = compress_torch_object(pkl, storages(owned), dir / "b" / "m.mcp", opts());
+  const auto r1 = compress_file(dir / "m.pt", dir / "a" / "m.mcp", object_options());
+  const auto r2 = compress_torch_object(pkl, storages(owned), dir / "b" / "m.mcp", object_options());
   EXPECT_EQ(r2.source_kind, "torch");
   EXPECT_EQ(r1.source_bytes, r2.source_bytes);
   EXPECT_EQ(read_file(dir / "a" / "m.mcp"), read_file(dir / "b" / "m.mcp"));
@@ -80,7 +72,7 @@ TEST(TorchObject, ReaderGivesTheTreeAndTheStoragesOfMcpAndPlainFiles) {
   TempDir dir;
   const auto owned = sample();
   formats::write_torch_checkpoint(dir / "m.pt", views(owned), util::Overwrite::refuse);
-  compress_torch_object(formats::torch_state_dict_pickle(views(owned)), storages(owned), dir / "m.mcp", opts());
+  compress_torch_object(formats::torch_state_dict_pickle(views(owned)), storages(owned), dir / "m.mcp", object_options());
   for (const auto* name : {"m.pt", "m.mcp"}) {
     const TorchObjectReader r(dir / name);
     EXPECT_EQ(r.is_mcp(), std::string(name) == "m.mcp");
@@ -109,7 +101,7 @@ TEST(TorchObject, RefusesWhatTheRestrictedUnpicklerRefusesAndWritesNothing) {
   TempDir dir;
   const std::string evil = "\x80\x02" "cos\nsystem\n" "X\x02\x00\x00\x00ls" "\x85R.";
   try {
-    compress_torch_object(util::as_bytes(evil), {}, dir / "e.mcp", opts());
+    compress_torch_object(util::as_bytes(evil), {}, dir / "e.mcp", object_options());
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::unsupported);
@@ -125,10 +117,10 @@ TEST(TorchObject, StoragesMustMatchThePickle) {
   auto extra = storages(owned);
   const auto more = random_bytes(16, 3);
   extra.push_back({"99", more});  // not named by the pickle
-  EXPECT_THROW(compress_torch_object(pkl, extra, dir / "x.mcp", opts()), Error);
+  EXPECT_THROW(compress_torch_object(pkl, extra, dir / "x.mcp", object_options()), Error);
   auto missing = storages(owned);
   missing.pop_back();  // named by the pickle, not given
-  EXPECT_THROW(compress_torch_object(pkl, missing, dir / "y.mcp", opts()), Error);
+  EXPECT_THROW(compress_torch_object(pkl, missing, dir / "y.mcp", object_options()), Error);
   EXPECT_FALSE(std::filesystem::exists(dir / "x.mcp"));
   EXPECT_FALSE(std::filesystem::exists(dir / "y.mcp"));
 }
@@ -136,7 +128,7 @@ TEST(TorchObject, StoragesMustMatchThePickle) {
 TEST(TorchObject, ReaderRefusesOtherSources) {
   TempDir dir;
   test::write_file(dir / "n.txt", util::as_bytes(std::string("not a checkpoint")));
-  compress_file(dir / "n.txt", dir / "n.mcp", opts());
+  compress_file(dir / "n.txt", dir / "n.mcp", object_options());
   try {
     TorchObjectReader r(dir / "n.mcp");
     FAIL() << "no error";

@@ -31,7 +31,7 @@ ByteVector two_regimes(std::size_t n) {
   return v;
 }
 
-ByteVector round_trip(util::ByteSpan plane, unsigned log2_block) {
+ByteVector blocks_round_trip(util::ByteSpan plane, unsigned log2_block) {
   ByteVector enc(plane.size() + 4096);
   const auto size = rb::encode(plane, log2_block, enc);
   EXPECT_TRUE(size.has_value());
@@ -62,8 +62,8 @@ TEST(RansBlocks, SplitCodesSmallerWhereChosenAndRoundTrips) {
   const auto mixed = two_regimes(1 << 20);
   const rb::Split s = rb::choose(mixed);
   ASSERT_NE(s.log2_block, 0u);
-  const auto blocks = round_trip(mixed, s.log2_block);
-  const auto one = round_trip(mixed, 20);  // one block of 1 MiB
+  const auto blocks = blocks_round_trip(mixed, s.log2_block);
+  const auto one = blocks_round_trip(mixed, 20);  // one block of 1 MiB
   EXPECT_LT(blocks.size(), one.size() * 0.97);
   EXPECT_NEAR(static_cast<double>(blocks.size()), s.estimate_bytes, s.estimate_bytes * 0.01);
 }
@@ -74,7 +74,7 @@ TEST(RansBlocks, SplitCodesSmallerWhereChosenAndRoundTrips) {
 // nibble).
 TEST(RansBlocks, BlocksDecodeWithAtLeast32Lanes) {
   const auto mixed = two_regimes(1 << 20);
-  const auto enc = round_trip(mixed, 16);
+  const auto enc = blocks_round_trip(mixed, 16);
   ASSERT_FALSE(enc.empty());
   ASSERT_EQ(static_cast<unsigned>(enc[0]), 16u);
   std::size_t pos = 1, blocks = 0, coded = 0;
@@ -120,10 +120,10 @@ TEST(RansBlocks, RoundTripsOddSizesAndStoredBlocks) {
   for (std::size_t n : {std::size_t{1}, std::size_t{65535}, std::size_t{65536}, std::size_t{65537},
                         std::size_t{200001}}) {
     SCOPED_TRACE(n);
-    round_trip(skewed(n, n, 130, 0.3), 16);
+    blocks_round_trip(skewed(n, n, 130, 0.3), 16);
     // Random bytes: every block stored.
     const auto r = test::random_bytes(n, n + 1);
-    const auto enc = round_trip(r, 16);
+    const auto enc = blocks_round_trip(r, 16);
     EXPECT_EQ(enc.size(), 1 + 4 * ((n + 65535) / 65536) + n);
   }
 }

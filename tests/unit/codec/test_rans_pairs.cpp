@@ -32,8 +32,8 @@ ByteVector correlated(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-const auto encode_or_fail = test::encode_or_fail<pairs::Encoder>;
-const auto decode_pieces = test::decode_pieces<pairs::PieceDecoder>;
+const auto pairs_encode_or_fail = test::encode_or_fail<pairs::Encoder>;
+const auto pairs_decode_pieces = test::decode_pieces<pairs::PieceDecoder>;
 using test::rans0_size;
 
 // Offsets of the header fields (rans_pairs.cpp's format).
@@ -43,33 +43,33 @@ std::size_t escape_header_at(const ByteVector& block) {
 }
 
 // "ok", or the name of the error's code.
-std::string decode_error(const ByteVector& block, std::size_t n) { return test::decode_error(pairs::decode, block, n); }
+std::string pairs_decode_error(const ByteVector& block, std::size_t n) { return test::decode_error(pairs::decode, block, n); }
 
 }  // namespace
 
 TEST(RansPairs, RoundTripsWholeAndInPiecesOfEverySize) {
   for (std::size_t n : {std::size_t{64} << 10, (std::size_t{64} << 10) + 1, std::size_t{300001}, std::size_t{1} << 20}) {
     const ByteVector in = test::exponent_bytes(n, n);
-    const ByteVector block = encode_or_fail(in);
+    const ByteVector block = pairs_encode_or_fail(in);
     ByteVector out(n);
     pairs::decode(block, out);
     EXPECT_EQ(out, in) << n;
     // Odd pieces end inside a pair; 1-byte pieces take every path.
     for (std::size_t piece : {std::size_t{1}, std::size_t{3}, std::size_t{4096}, std::size_t{32767}, std::size_t{70000}})
-      EXPECT_EQ(decode_pieces(block, n, piece), in) << n << " in pieces of " << piece;
+      EXPECT_EQ(pairs_decode_pieces(block, n, piece), in) << n << " in pieces of " << piece;
   }
 }
 
 TEST(RansPairs, CodesNearTheOrderZeroBoundAndBelowItWhereNeighboursCorrelate) {
   const ByteVector in = test::exponent_bytes(1 << 20, 5);
-  const ByteVector block = encode_or_fail(in);
+  const ByteVector block = pairs_encode_or_fail(in);
   const double bound = bound_bytes(hist_of(in));
   EXPECT_LT(static_cast<double>(block.size()), 1.004 * bound + 64) << bound;
   EXPECT_LT(static_cast<double>(block.size()), 1.002 * static_cast<double>(rans0_size(in)));
   // Pairs of equal neighbours are cheaper than two symbols: below the
   // order-0 bound of single bytes, which one symbol a byte cannot go under.
   const ByteVector c = correlated(1 << 20, 6);
-  const ByteVector cb = encode_or_fail(c);
+  const ByteVector cb = pairs_encode_or_fail(c);
   EXPECT_LT(static_cast<double>(cb.size()), 0.9 * bound_bytes(hist_of(c)));
   ByteVector out(c.size());
   pairs::decode(cb, out);
@@ -85,10 +85,10 @@ TEST(RansPairs, EscapesRareValuesAndRarePairs) {
   std::size_t rare = 0;
   for (std::size_t i = 0; i < in.size(); i += 200, ++rare) in[i] = static_cast<std::byte>(200 + rng() % 40);
   ASSERT_TRUE(pairs::worth_trying(hist_of(in), in.size()));
-  const ByteVector block = encode_or_fail(in);
+  const ByteVector block = pairs_encode_or_fail(in);
   const std::size_t at = escape_header_at(block);
   EXPECT_GE(util::load_le<std::uint32_t>(block.data() + at), rare);
-  EXPECT_EQ(decode_pieces(block, in.size(), 1000), in);
+  EXPECT_EQ(pairs_decode_pieces(block, in.size(), 1000), in);
 }
 
 TEST(RansPairs, PairsItsSampleDidNotShowAreEscapedNotLost) {
@@ -106,12 +106,12 @@ TEST(RansPairs, PairsItsSampleDidNotShowAreEscapedNotLost) {
         ++unseen;
       }
     ASSERT_GT(unseen, half / 5) << n;
-    const ByteVector block = encode_or_fail(in);
+    const ByteVector block = pairs_encode_or_fail(in);
     EXPECT_GE(util::load_le<std::uint32_t>(block.data() + escape_header_at(block)), 2 * unseen) << n;
     ByteVector out(n);
     pairs::decode(block, out);
     EXPECT_EQ(out, in) << n;
-    EXPECT_EQ(decode_pieces(block, n, 4096), in) << n;
+    EXPECT_EQ(pairs_decode_pieces(block, n, 4096), in) << n;
   }
   // Small planes are counted whole.
   for (std::size_t j = 0; j < 1000; ++j) EXPECT_TRUE(pairs::detail::pair_in_sample(j, 1000));
@@ -125,7 +125,7 @@ TEST(RansPairs, NeverReturnsABlockOverTheBarItsEscapesLeaveRoomFor) {
   for (const std::size_t every : {std::size_t{150}, std::size_t{5000}}) {
     ByteVector in = test::exponent_bytes((1 << 18) + 1, every);
     for (std::size_t i = 0; i < in.size(); i += every) in[i] = static_cast<std::byte>(200 + rng() % 40);
-    const ByteVector free = encode_or_fail(in);
+    const ByteVector free = pairs_encode_or_fail(in);
     const double s = static_cast<double>(free.size());
     ByteVector out(in.size() + 1024);
     pairs::Encoder enc;
@@ -164,7 +164,7 @@ TEST(RansPairs, TakesOnlyPlanesWithFewValues) {
   EXPECT_FALSE(enc.encode(fp16, hist_of(fp16), out).has_value());
   // Never past out: too little room is a nullopt.
   const ByteVector in = test::exponent_bytes(1 << 17, 3);
-  const ByteVector block = encode_or_fail(in);
+  const ByteVector block = pairs_encode_or_fail(in);
   ByteVector tight(block.size() + 64, std::byte{0x5a});
   EXPECT_FALSE(enc.encode(in, hist_of(in), util::MutableByteSpan(tight.data(), block.size() - 1)).has_value());
   for (std::size_t i = block.size() - 1; i < tight.size(); ++i) EXPECT_EQ(tight[i], std::byte{0x5a}) << i;
@@ -173,7 +173,7 @@ TEST(RansPairs, TakesOnlyPlanesWithFewValues) {
 TEST(RansPairs, MalformedBlocksThrowCorrupt) {
   ByteVector in = test::exponent_bytes((1 << 17) + 1, 7);  // odd: the last byte is an escape
   for (std::size_t i = 0; i < in.size(); i += 300) in[i] = static_cast<std::byte>(250);
-  const ByteVector block = encode_or_fail(in);
+  const ByteVector block = pairs_encode_or_fail(in);
   const std::size_t n = in.size();
   const std::size_t esc_at = escape_header_at(block);
   ASSERT_GT(util::load_le<std::uint32_t>(block.data() + esc_at), 1u);
@@ -185,13 +185,13 @@ TEST(RansPairs, MalformedBlocksThrowCorrupt) {
     util::store_le(b.data() + at, value);
     return b;
   };
-  EXPECT_EQ(decode_error(with(0, std::uint8_t{0x11}), n), "corrupt");
-  EXPECT_EQ(decode_error(with(k_pairs_size_at, static_cast<std::uint32_t>(block.size())), n), "corrupt");
+  EXPECT_EQ(pairs_decode_error(with(0, std::uint8_t{0x11}), n), "corrupt");
+  EXPECT_EQ(pairs_decode_error(with(k_pairs_size_at, static_cast<std::uint32_t>(block.size())), n), "corrupt");
   const auto count = util::load_le<std::uint32_t>(block.data() + esc_at);
-  EXPECT_EQ(decode_error(with(esc_at, count + 1), n), "corrupt");
-  EXPECT_EQ(decode_error(with(esc_at, count - 1), n), "corrupt");
-  EXPECT_EQ(decode_error(with(esc_at, static_cast<std::uint32_t>(n + 1)), n), "corrupt");
-  EXPECT_EQ(decode_error(with(esc_at + 4, std::uint8_t{2}), n), "corrupt");
+  EXPECT_EQ(pairs_decode_error(with(esc_at, count + 1), n), "corrupt");
+  EXPECT_EQ(pairs_decode_error(with(esc_at, count - 1), n), "corrupt");
+  EXPECT_EQ(pairs_decode_error(with(esc_at, static_cast<std::uint32_t>(n + 1)), n), "corrupt");
+  EXPECT_EQ(pairs_decode_error(with(esc_at + 4, std::uint8_t{2}), n), "corrupt");
   // The wrong plane size, and planes under 2 bytes.
   test::expect_wrong_sizes_corrupt(pairs::decode, block, n, n + 1);
   // Random damage: corrupt or (where the damage hits a mapped value) a
@@ -220,10 +220,10 @@ TEST(RansPairs, AnEscapeStreamThatRunsOutIsCorrupt) {
   ByteVector out(4);
   pairs::decode(make(3, {std::byte{1}, std::byte{2}, std::byte{3}}), out);
   EXPECT_EQ(out, (ByteVector{std::byte{1}, std::byte{7}, std::byte{2}, std::byte{3}}));
-  EXPECT_EQ(decode_error(make(1, {std::byte{1}}), 4), "corrupt");
-  EXPECT_EQ(decode_error(make(4, {std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}}), 4), "corrupt");
+  EXPECT_EQ(pairs_decode_error(make(1, {std::byte{1}}), 4), "corrupt");
+  EXPECT_EQ(pairs_decode_error(make(4, {std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}}), 4), "corrupt");
   // Odd size: the fifth byte is the escape stream's last.
-  EXPECT_EQ(decode_error(make(3, {std::byte{1}, std::byte{2}, std::byte{3}}), 5), "corrupt");
+  EXPECT_EQ(pairs_decode_error(make(3, {std::byte{1}, std::byte{2}, std::byte{3}}), 5), "corrupt");
 }
 
 // The AVX2 passes and expansion write and read exactly the bytes of the
