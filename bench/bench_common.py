@@ -388,7 +388,9 @@ def mithril_status(mithril: Path) -> dict:
         st["why"] = f"{mithril} not found (build it: cmake --build build)"
         return st
     v = subprocess.run([str(mithril), "--version"], capture_output=True, text=True)
-    st["version"] = (v.stdout.strip() or v.stderr.strip()).splitlines()[0] if v.returncode == 0 else None
+    # "mithril 0.1.0" -> "0.1.0" (the report's line says "mithril 0.1.0" once)
+    st["version"] = ((v.stdout.strip() or v.stderr.strip()).splitlines()[0].removeprefix("mithril ")
+                     if v.returncode == 0 else None)
     h = subprocess.run([str(mithril), "compress", "--help"], capture_output=True, text=True)
     text = h.stdout + h.stderr
     if h.returncode != 0 or "compress" not in text:
