@@ -46,12 +46,8 @@ CompressResult compress_path(const std::filesystem::path& input, const Output& o
   // A file written while it was read (a training job saving over it in
   // place) gives chunks of two versions: refused rather than stored. (One
   // shrunk under the mapping raises SIGBUS instead: the CLI reports it.)
-  return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0, [&] {
-    if (source.changed_since_open())
-      throw Error(Errc::io, fmt::format("{}: changed while it was being compressed (written by another process?); "
-                                        "nothing written",
-                                        input.string()));
-  });
+  return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0,
+                       [&] { source.check_unchanged("compressed"); });
 }
 
 }  // namespace

@@ -233,12 +233,7 @@ ConvertResult convert_file(const fs::path& input, const fs::path& output, const 
   // give tensors of two versions: refused before the output takes its name,
   // as compress does. (One shrunk under the mapping raises SIGBUS, which the
   // CLI reports.)
-  const auto unchanged = [&] {
-    if (file.changed_since_open())
-      throw Error(Errc::io, fmt::format("{}: changed while it was being converted (written by another process?); "
-                                        "nothing written",
-                                        input.string()));
-  };
+  const auto unchanged = [&] { file.check_unchanged("converted"); };
   ConvertResult r = is_torch ? torch_to_safetensors(input, bytes, output, options, unchanged)
                              : safetensors_to_torch(input, bytes, output, options, unchanged);
   r.output_bytes = fs::file_size(output);

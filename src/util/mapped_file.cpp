@@ -112,6 +112,12 @@ bool MappedFile::changed_since_open() const {
   return static_cast<std::uint64_t>(st.st_size) != m_size || mtime_ns(st) != m_mtime_ns;
 }
 
+void MappedFile::check_unchanged(std::string_view doing) const {
+  if (changed_since_open())
+    throw Error(Errc::io, m_path.string() + ": changed while it was being " + std::string(doing) +
+                              " (written by another process?); nothing written");
+}
+
 void MappedFile::advise_will_read() const noexcept {
   // (This was `MADV_SEQUENTIAL | MADV_WILLNEED`, but advice values are not
   // flags: 2 | 3 is 3, MADV_WILLNEED alone. Adding MADV_SEQUENTIAL made no
