@@ -1,4 +1,4 @@
-# scripts/lib/build-config.sh — sourced by scripts/setup and scripts/wheel.
+# scripts/lib/build-config.sh — sourced by scripts/setup, scripts/wheel and scripts/sanitize.
 #
 # One build tree, build/, for everything: the CLI, the unit tests, the
 # benchmarks and the Python extension. `pip install .` (setup) and `pip wheel .`
@@ -12,7 +12,8 @@
 #      skbuild_args (the same options as -C flags for pip)
 build_type=${MITHRIL_BUILD_TYPE:-Release}
 # A unity build (CMakeLists.txt, MITHRIL_UNITY) unless MITHRIL_UNITY=0: a fresh
-# build's compile time about halved; an edit-compile loop is quicker without.
+# Release tree in 0.57x the compile time; an edit-compile loop is quicker
+# without. scripts/sanitize reads it here too.
 unity=$([ "${MITHRIL_UNITY:-1}" = 0 ] && echo OFF || echo ON)
 py=$root/.venv/bin/python
 cmake_defines=(
