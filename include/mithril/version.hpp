@@ -67,4 +67,13 @@ bool defer_signal(int sig) noexcept;
 // The signal defer_signal() accepted, 0 if none.
 int deferred_signal() noexcept;
 
+// For a program that embeds the library (the Python package calls it when
+// it is imported): a local file that shrinks while it is read (truncated, or
+// rewritten in place by another process) becomes an Error(io) naming it,
+// "... shrank while it was being read", with nothing written, instead of a
+// SIGBUS that kills the process. It installs a SIGBUS handler that passes
+// every other SIGBUS to the handler that was there before. Once per process;
+// up to 64 files mapped at once are covered.
+void recover_from_shrinking_files();
+
 }  // namespace mithril

@@ -30,6 +30,9 @@ PYBIND11_MODULE(_core, m) {
   using namespace mithril;
   using namespace mithril::python;
   m.doc() = "Private native core of the mithril package; use `import mithril`.";
+  // A checkpoint truncated while it is read: an IOError naming it, not a
+  // SIGBUS that kills the interpreter (include/mithril/version.hpp).
+  recover_from_shrinking_files();
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

@@ -10,6 +10,7 @@
 #include "util/cpu_info.hpp"
 #include "util/interrupt.hpp"
 #include "util/kernel_memo.hpp"
+#include "util/mapped_file.hpp"
 #include "util/simd_level.hpp"
 #include "util/xxh3.hpp"
 
@@ -60,5 +61,7 @@ void remove_pending_outputs() noexcept { util::remove_all_pending_temporaries();
 bool defer_signal(int sig) noexcept { return util::defer_signal(sig); }
 
 int deferred_signal() noexcept { return util::deferred_signal(); }
+
+void recover_from_shrinking_files() { util::install_bus_error_recovery(); }
 
 }  // namespace mithril

@@ -45,7 +45,9 @@ CompressResult compress_path(const std::filesystem::path& input, const Output& o
   source.advise_will_read();
   // A file written while it was read (a training job saving over it in
   // place) gives chunks of two versions: refused rather than stored. (One
-  // shrunk under the mapping raises SIGBUS instead: the CLI reports it.)
+  // shrunk under the mapping raises SIGBUS instead: the CLI reports it; where
+  // recover_from_shrinking_files() is in effect the reads find zeros and this
+  // check refuses them.)
   return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0,
                        [&] { source.check_unchanged("compressed"); });
 }

@@ -232,7 +232,8 @@ ConvertResult convert_file(const fs::path& input, const fs::path& output, const 
   // A file written while it was read (a job saving over it in place) would
   // give tensors of two versions: refused before the output takes its name,
   // as compress does. (One shrunk under the mapping raises SIGBUS, which the
-  // CLI reports.)
+  // CLI reports; where recover_from_shrinking_files() is in effect the reads
+  // find zeros and this check refuses them.)
   const auto unchanged = [&] { file.check_unchanged("converted"); };
   ConvertResult r = is_torch ? torch_to_safetensors(input, bytes, output, options, unchanged)
                              : safetensors_to_torch(input, bytes, output, options, unchanged);

@@ -58,7 +58,11 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
   if (target.consume_in_order)
     in_order = [&](std::size_t i, std::size_t s) { target.consume_in_order(i, slots[s].restored); };
 
-  run_pipeline(index.chunks.size(), threads, in_flight, [&](std::size_t i, std::size_t s) {
+  // A local container or base that shrank while it was read gave zeros
+  // (util::install_bus_error_recovery()): said as such, before any damage
+  // that the zeros seem to be.
+  const auto intact = [&] { check_read_intact(nullptr, &reader, base); };
+  const auto decode_one = [&](std::size_t i, std::size_t s) {
     const auto& r = index.chunks[i];
     Slot& slot = slots[s];
     util::MutableByteSpan out = target.place ? target.place(i) : util::MutableByteSpan{};
@@ -107,7 +111,8 @@ void decode_container(const container::Reader& reader, const BaseSource* base, u
       done += r.raw_size;
       progress(done, index.source.size);
     }
-  }, in_order);
+  };
+  util::read_then_check([&] { run_pipeline(index.chunks.size(), threads, in_flight, decode_one, in_order); }, intact);
 
   if (damaged) {
     for (auto& d : damage)

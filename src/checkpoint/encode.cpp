@@ -334,6 +334,9 @@ CompressResult encode_chunks(container::Writer& writer, ContainerStart& start, c
         encoder_pool().give_back(slot.encoder);
       });
 
+  // A local base that shrank under its mapping gave zeros: deltas coded
+  // against them would not restore (util::install_bus_error_recovery()).
+  if (base) base->check_intact();
   index.source.blake3 = digest.digest();
   CompressResult result;
   result.source_bytes = source_size;

@@ -111,6 +111,17 @@ BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads, cons
   m_plan = plan_source(m_bytes, path.string(), k_max_plan_chunk);
 }
 
+void check_read_intact(const util::MappedFile* plain, const container::Reader* mcp, const BaseSource* base) {
+  if (plain) plain->check_intact();
+  if (mcp) mcp->source().check_intact();
+  if (base) base->check_intact();
+}
+
+void BaseSource::check_intact() const {
+  if (m_file) m_file->check_intact();
+  if (m_container) m_container->source().check_intact();
+}
+
 BaseSource::~BaseSource() {
   if (m_decoded) ::munmap(m_decoded, m_decoded_size);
 }

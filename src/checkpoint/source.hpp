@@ -24,6 +24,13 @@ storage::Options storage_options(const RemoteOptions& remote);
 std::shared_ptr<const util::ByteSource> open_container_source(const std::filesystem::path& path_or_url,
                                                               const RemoteOptions& remote);
 
+class BaseSource;
+
+// Throws Error(io) when a file a reader read from (a plain file, an .mcp, a
+// delta's base; any may be null) shrank under its mapping: what it read there
+// were zeros, not the file's (util::MappedFile::check_intact()).
+void check_read_intact(const util::MappedFile* plain, const container::Reader* mcp, const BaseSource* base);
+
 // The original bytes of a base checkpoint: a safetensors (or any) file mapped
 // as is, or an .mcp read chunk by chunk on demand: chunk_base() decodes (and
 // checks) only the base chunks under the requested range, so a delta or a
@@ -48,6 +55,9 @@ class BaseSource {
   // next chunk_base() call; thread-safe otherwise. A damaged base chunk
   // throws Error(corrupt) naming the base.
   util::ByteSpan chunk_base(const container::Segment& seg, const ChunkPlan& chunk) const;
+  // Throws Error(io) when a local base file shrank while it was read
+  // (util::MappedFile::check_intact()): the bytes chunk_base() gave were not its.
+  void check_intact() const;
   util::ByteSpan chunk_base(const container::Segment& seg, const container::ChunkRecord& chunk) const;
 
  private:

@@ -74,6 +74,11 @@ struct CheckpointReader::Impl {
 
   void open_mcp(const ReaderOptions& options);
   void open_safetensors();
+  // Throws Error(io) when a file read shrank under its mapping (the bytes
+  // read were zeros, not the file's): util::MappedFile::check_intact().
+  void check_intact() const {
+    checkpoint::check_read_intact(plain ? &*plain : nullptr, mcp ? &*mcp : nullptr, base.get());
+  }
   // payload: the chunk's stored bytes when the caller holds them already.
   // caller_memory: out is the caller's destination (it may hold old
   // contents: written with non-temporal stores where that pays), not a
@@ -261,6 +266,7 @@ void CheckpointReader::read_tensor_range(std::size_t index, std::uint64_t offset
   if (out.empty()) return;
   if (!im.mcp) {
     std::memcpy(out.data(), im.plain->bytes().data() + im.where[index] + offset, out.size());
+    im.check_intact();
     return;
   }
   const auto& index_ = im.mcp->index();
@@ -295,7 +301,8 @@ void CheckpointReader::read_tensor_range(std::size_t index, std::uint64_t offset
     const std::uint64_t a = std::max(lo, from), b = std::min(hi, to);
     std::memcpy(out.data() + (a - from), whole.data() + (a - lo), b - a);
   };
-  checkpoint::parallel_for_index(chunks.size(), im.threads, run);
+  util::read_then_check([&] { checkpoint::parallel_for_index(chunks.size(), im.threads, run); },
+                        [&] { im.check_intact(); });
 }
 
 void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify_digest) const {
@@ -373,7 +380,8 @@ void CheckpointReader::read_tensors(std::span<const Target> targets, bool verify
     if (im.mcp) im.decode_chunk(decoders[s], job.source, job.out, std::nullopt, true, job.fresh);
     else std::memcpy(job.out.data(), im.plain->bytes().data() + job.source, job.out.size());
   };
-  checkpoint::parallel_for_index(jobs.size(), im.threads, run);
+  util::read_then_check([&] { checkpoint::parallel_for_index(jobs.size(), im.threads, run); },
+                        [&] { im.check_intact(); });
 
   if (!verify_digest || !im.mcp) return;
   std::vector<const Target*> by_tensor(im.tensors.size(), nullptr);

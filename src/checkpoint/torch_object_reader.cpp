@@ -79,6 +79,11 @@ struct TorchObjectReader::Impl {
 
   void open_mcp(const ReaderOptions& options);
   void read_object();
+  // Throws Error(io) when a file read shrank under its mapping (the bytes
+  // read were zeros, not the file's): util::MappedFile::check_intact().
+  void check_intact() const {
+    checkpoint::check_read_intact(plain ? &*plain : nullptr, mcp ? &*mcp : nullptr, base.get());
+  }
   // fresh: out lies in a destination never touched yet (a storage just
   // allocated), whose pages are mapped a piece at a time just before they
   // are written (util/fresh_memory.hpp).
@@ -182,7 +187,7 @@ TorchObjectReader::TorchObjectReader(const std::filesystem::path& path, const Re
     im.plain.emplace(path);
     im.file = im.plain->bytes();
   }
-  im.read_object();
+  util::read_then_check([&] { im.read_object(); }, [&] { im.check_intact(); });
 }
 
 TorchObjectReader::~TorchObjectReader() = default;
@@ -252,7 +257,8 @@ void TorchObjectReader::read_storages(std::span<const Target> targets, const Pro
       progress(done, total);
     }
   };
-  checkpoint::parallel_for_index(jobs.size(), im.threads, run);
+  util::read_then_check([&] { checkpoint::parallel_for_index(jobs.size(), im.threads, run); },
+                        [&] { im.check_intact(); });
   if (progress && jobs.empty()) progress(total, total);
 }
 

@@ -45,6 +45,9 @@ class ByteSource {
   // returned for them must not be used any more): a memory map drops their
   // pages from the process (RSS); other sources ignore it.
   virtual void release(std::uint64_t /*offset*/, std::uint64_t /*length*/) const noexcept {}
+  // Throws Error(io) when bytes read were not the source's (a mapped file
+  // that shrank under its reader: MappedFile::check_intact()).
+  virtual void check_intact() const {}
 
  protected:
   [[noreturn]] void throw_truncated(std::uint64_t offset, std::size_t length) const;
@@ -61,6 +64,7 @@ class MappedSource final : public ByteSource {
   ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const override;
   bool memory_resident() const noexcept override { return true; }
   void release(std::uint64_t offset, std::uint64_t length) const noexcept override { m_file.release(offset, length); }
+  void check_intact() const override { m_file.check_intact(); }
   // The whole mapping (local-only fast paths).
   ByteSpan bytes() const noexcept { return m_file.bytes(); }
 
@@ -103,6 +107,7 @@ class ReadAheadSource final : public ByteSource {
   const std::string& name() const noexcept override { return m_inner.name(); }
   // Copies into scratch (a window may be dropped once read).
   ByteSpan read(std::uint64_t offset, std::size_t length, ByteVector& scratch) const override;
+  void check_intact() const override { m_inner.check_intact(); }
 
  private:
   struct Window {

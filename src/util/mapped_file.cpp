@@ -1,6 +1,7 @@
 #include "util/mapped_file.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <utility>
 
 #include "mithril/error.hpp"
@@ -23,6 +25,7 @@ struct Slot {
   std::atomic<bool> owned{false};
   std::atomic<std::uintptr_t> begin{0};
   std::atomic<std::size_t> size{0};
+  std::atomic<bool> shrank{false};  // a page past the file's end was read (and patched)
   char path[512] = {};
 };
 Slot g_slots[64];
@@ -35,6 +38,7 @@ int claim_slot(const void* data, std::size_t size, const std::filesystem::path& 
     const std::size_t n = std::min(p.size(), sizeof g_slots[i].path - 1);
     std::memcpy(g_slots[i].path, p.data(), n);
     g_slots[i].path[n] = '\0';
+    g_slots[i].shrank.store(false, std::memory_order_relaxed);
     g_slots[i].size.store(size, std::memory_order_relaxed);
     g_slots[i].begin.store(reinterpret_cast<std::uintptr_t>(data), std::memory_order_release);
     return i;
@@ -48,15 +52,70 @@ void free_slot(int i) noexcept {
   g_slots[i].owned.store(false, std::memory_order_release);
 }
 
-}  // namespace
-
-const char* mapped_file_at(const void* address) noexcept {
+// The live mapping's slot holding `address`, or null. Async-signal-safe.
+Slot* slot_at(const void* address) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(address);
   for (auto& s : g_slots) {
     const auto b = s.begin.load(std::memory_order_acquire);
-    if (b != 0 && a >= b && a - b < s.size.load(std::memory_order_relaxed)) return s.path;
+    if (b != 0 && a >= b && a - b < s.size.load(std::memory_order_relaxed)) return &s;
   }
   return nullptr;
+}
+
+// install_bus_error_recovery()'s state: the handler it replaced, and the
+// page size (sysconf is not async-signal-safe).
+struct sigaction g_previous_bus {};
+std::uintptr_t g_page_size = 4096;
+
+// A page of zeros mapped over the page holding `address`, when that lies in
+// a live mapping: the faulting read, run again, reads zeros. Async-signal-safe.
+bool patch_hole(const void* address) noexcept {
+  Slot* s = slot_at(address);
+  if (!s) return false;
+  void* page = reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(address) / g_page_size * g_page_size);
+  if (::mmap(page, g_page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) return false;
+  s->shrank.store(true, std::memory_order_release);
+  return true;
+}
+
+extern "C" void on_bus_error_recover(int sig, siginfo_t* info, void* context) {
+  if (info && info->si_code == BUS_ADRERR && patch_hole(info->si_addr)) return;
+  // Not ours: the handler that was there before, else the default action
+  // (restored, then taken when the faulting instruction runs again, or
+  // raised again for a signal that was sent).
+  const struct sigaction& prev = g_previous_bus;
+  if ((prev.sa_flags & SA_SIGINFO) && prev.sa_sigaction) {
+    prev.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (!(prev.sa_flags & SA_SIGINFO) && prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+    prev.sa_handler(sig);
+    return;
+  }
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  ::sigaction(SIGBUS, &dfl, nullptr);
+  if (!info || info->si_code <= 0) ::raise(sig);
+}
+
+}  // namespace
+
+void install_bus_error_recovery() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    g_page_size = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    struct sigaction ours {};
+    ours.sa_sigaction = on_bus_error_recover;
+    ours.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&ours.sa_mask);
+    ::sigaction(SIGBUS, &ours, &g_previous_bus);
+  });
+}
+
+const char* mapped_file_at(const void* address) noexcept {
+  const Slot* s = slot_at(address);
+  return s ? s->path : nullptr;
 }
 
 MappedFile::MappedFile(const std::filesystem::path& path) : m_path(path) {
@@ -112,8 +171,23 @@ bool MappedFile::changed_since_open() const {
   return static_cast<std::uint64_t>(st.st_size) != m_size || mtime_ns(st) != m_mtime_ns;
 }
 
+bool MappedFile::shrank() const noexcept {
+  return m_slot >= 0 && g_slots[m_slot].shrank.load(std::memory_order_acquire);
+}
+
+void MappedFile::check_intact() const {
+  if (!shrank()) return;
+  // A page of the mapping could not be read: past the file's end, which it
+  // was cut to (and maybe written again) after it was mapped, or, the file
+  // not written since, an I/O error under it.
+  struct stat st {};
+  if (::stat(m_path.c_str(), &st) == 0 && !changed_since_open())
+    throw Error(Errc::io, m_path.string() + ": a page of it could not be read (an I/O error?)");
+  throw Error(Errc::io, m_path.string() + ": shrank while it was being read (truncated or rewritten by another process?)");
+}
+
 void MappedFile::check_unchanged(std::string_view doing) const {
-  if (changed_since_open())
+  if (shrank() || changed_since_open())
     throw Error(Errc::io, m_path.string() + ": changed while it was being " + std::string(doing) +
                               " (written by another process?); nothing written");
 }

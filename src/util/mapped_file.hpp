@@ -41,6 +41,15 @@ class MappedFile {
   // another process?); nothing written" when changed_since_open(): what a
   // command that read the file calls before committing its output.
   void check_unchanged(std::string_view doing) const;
+  // Whether a read of the mapping touched a page past the file's end (it
+  // shrank after it was mapped) and was given zeros instead of SIGBUS: only
+  // where install_bus_error_recovery() is in effect.
+  bool shrank() const noexcept;
+  // Throws Error(io) "<path>: shrank while it was being read (truncated or
+  // rewritten by another process?)" when shrank(): what a reader calls
+  // before handing out what it read, and when a read failed (the zeros read
+  // are then the cause, not damage).
+  void check_intact() const;
 
  private:
   std::filesystem::path m_path;
@@ -57,5 +66,29 @@ class MappedFile {
 // rewritten in place by another process) arrives. Only the first 64 live
 // mappings are known (paths cut at 511 bytes).
 const char* mapped_file_at(const void* address) noexcept;
+
+// For a library inside another program (the Python module): a read of a
+// mapped page past the end of a file that shrank after it was mapped no
+// longer kills the process. A SIGBUS handler maps a page of zeros there and
+// marks the mapping (MappedFile::shrank()), and the read goes on; the reader
+// then refuses what it read (check_intact(), check_unchanged()). A SIGBUS at
+// any other address goes to the handler that was there before (or the
+// default action). Installed once per process; later calls do nothing.
+// (The CLI reports such a read and exits instead: src/cli/main.cpp.)
+void install_bus_error_recovery();
+
+// Runs read(), then check() (a check_intact() of what it read from); when
+// read() throws, check() runs first, and its error, the cause (zeros read
+// from a file that shrank), replaces read()'s (a checksum mismatch, say).
+template <class Read, class Check>
+void read_then_check(Read&& read, Check&& check) {
+  try {
+    read();
+  } catch (...) {
+    check();
+    throw;
+  }
+  check();
+}
 
 }  // namespace mithril::util

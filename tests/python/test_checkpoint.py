@@ -412,3 +412,73 @@ def test_small_tensors_share_chunks_and_read_back_alone(tmp_path):
         assert torch.equal(f["zz.far"], sd["zz.far"])
         with pytest.raises(mithril.CorruptError, match=r"tensors 'layers.000.norm' to 'layers.059.norm'"):
             f["layers.030.norm"]
+
+
+SHRINKING_INPUTS = r"""
+import os, sys
+from pathlib import Path
+import torch, mithril
+from safetensors.torch import save_file
+
+d = Path(DIR)
+src = d / "in.safetensors"
+def fresh_source():
+    gen = torch.Generator().manual_seed(8)
+    save_file({"w": (torch.randn(4 << 20, generator=gen) * 0.02).to(torch.bfloat16)}, str(src))  # 8 MiB
+def truncate_once(path):
+    state = {"done": False}
+    def on_progress(done, total):
+        if not state["done"] and done < total:
+            os.truncate(path, 4096)  # the chunks still to read now lie past the end
+            state["done"] = True
+    return on_progress, state
+def refused(call, path, messages):
+    try:
+        call()
+    except mithril.IoError as e:
+        assert str(e).startswith(f"{path}: "), str(e)
+        assert any(m in str(e) for m in messages), str(e)
+        return
+    raise AssertionError("no error")
+
+fresh_source()
+out = d / "out"
+out.mkdir()
+cb, state = truncate_once(src)
+refused(lambda: mithril.compress_file(src, out / "c.mcp", threads=1, chunk_size=1 << 20, progress=cb), src,
+        ["shrank while it was being read", "changed while it was being compressed"])
+assert state["done"] and list(out.iterdir()) == [], list(out.iterdir())
+print("compress-ok")
+
+fresh_source()
+mithril.compress_file(src, d / "c.mcp", threads=1, chunk_size=1 << 20)
+cb, state = truncate_once(d / "c.mcp")
+refused(lambda: mithril.decompress_file(d / "c.mcp", out / "back", threads=1, progress=cb), d / "c.mcp",
+        ["shrank while it was being read"])
+assert state["done"] and list(out.iterdir()) == [], list(out.iterdir())
+print("decompress-ok")
+
+fresh_source()
+with mithril.open(src) as f:
+    os.truncate(src, 4096)
+    refused(lambda: f["w"], src, ["shrank while it was being read"])
+print("open-ok")
+
+pt = d / "in.pt"
+torch.save({"w": torch.randn(8 << 20, generator=torch.Generator().manual_seed(9))}, pt)  # 32 MiB
+cb, state = truncate_once(pt)
+refused(lambda: mithril.load(pt, threads=1, progress=cb), pt, ["shrank while it was being read"])
+assert state["done"]
+print("load-pt-ok")
+"""
+
+
+def test_a_file_that_shrinks_while_it_is_read_is_an_error_not_a_crash(tmp_path):
+    """A file truncated (or saved over in place) under the mapping mithril
+    reads it through raised SIGBUS, which killed the whole interpreter. Now
+    the reads past its new end find zeros and the call refuses what it read:
+    IoError naming the file, nothing written. Run in a child, so that a
+    regression kills the child rather than this test run."""
+    p = run_python(SHRINKING_INPUTS.replace("DIR", repr(str(tmp_path))))
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout.split() == ["compress-ok", "decompress-ok", "open-ok", "load-pt-ok"], p.stdout
