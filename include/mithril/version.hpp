@@ -73,7 +73,7 @@ int deferred_signal() noexcept;
 // "... shrank while it was being read", with nothing written, instead of a
 // SIGBUS that kills the process. It installs a SIGBUS handler that passes
 // every other SIGBUS to the handler that was there before. Once per process;
-// up to 64 files mapped at once are covered.
+// up to 1024 files mapped at once are covered.
 void recover_from_shrinking_files();
 
 }  // namespace mithril

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <utility>
@@ -20,24 +21,33 @@ namespace mithril::util {
 namespace {
 
 // Live mappings for mapped_file_at(): a slot is claimed (owner), filled, then
-// published by storing its address range; cleared in the other order.
+// published by storing its address range; cleared in the other order. The
+// path is a copy of the mapping's own (a MappedFile's moves its string),
+// allocated when the slot is filled, freed when it is cleared: never in a
+// signal handler, which only reads it while the mapping it names is live.
 struct Slot {
   std::atomic<bool> owned{false};
   std::atomic<std::uintptr_t> begin{0};
   std::atomic<std::size_t> size{0};
   std::atomic<bool> shrank{false};  // a page past the file's end was read (and patched)
-  char path[512] = {};
+  std::atomic<char*> path{nullptr};
 };
-Slot g_slots[64];
+// A process that holds more files mapped at once (a thousand open
+// mithril.open() readers) has the rest mapped unwatched: a read past a shrunk
+// end of one of those is a SIGBUS as before.
+constexpr int k_slots = 1024;
+Slot g_slots[k_slots];
 
 int claim_slot(const void* data, std::size_t size, const std::filesystem::path& path) noexcept {
-  for (int i = 0; i < 64; ++i) {
+  for (int i = 0; i < k_slots; ++i) {
     bool expected = false;
     if (!g_slots[i].owned.compare_exchange_strong(expected, true)) continue;
-    const std::string& p = path.native();
-    const std::size_t n = std::min(p.size(), sizeof g_slots[i].path - 1);
-    std::memcpy(g_slots[i].path, p.data(), n);
-    g_slots[i].path[n] = '\0';
+    char* copy = ::strdup(path.c_str());
+    if (!copy) {
+      g_slots[i].owned.store(false, std::memory_order_release);
+      return -1;
+    }
+    g_slots[i].path.store(copy, std::memory_order_relaxed);
     g_slots[i].shrank.store(false, std::memory_order_relaxed);
     g_slots[i].size.store(size, std::memory_order_relaxed);
     g_slots[i].begin.store(reinterpret_cast<std::uintptr_t>(data), std::memory_order_release);
@@ -49,6 +59,7 @@ int claim_slot(const void* data, std::size_t size, const std::filesystem::path& 
 void free_slot(int i) noexcept {
   if (i < 0) return;
   g_slots[i].begin.store(0, std::memory_order_release);
+  std::free(g_slots[i].path.exchange(nullptr, std::memory_order_relaxed));
   g_slots[i].owned.store(false, std::memory_order_release);
 }
 
@@ -115,7 +126,7 @@ void install_bus_error_recovery() {
 
 const char* mapped_file_at(const void* address) noexcept {
   const Slot* s = slot_at(address);
-  return s ? s->path : nullptr;
+  return s ? s->path.load(std::memory_order_relaxed) : nullptr;
 }
 
 MappedFile::MappedFile(const std::filesystem::path& path) : m_path(path) {

@@ -63,8 +63,8 @@ class MappedFile {
 // The path of the live mapping that holds `address`, or nullptr. Async-
 // signal-safe: for a SIGBUS handler, which is how a read of a mapped page
 // past the end of a file that shrank after it was mapped (truncated or
-// rewritten in place by another process) arrives. Only the first 64 live
-// mappings are known (paths cut at 511 bytes).
+// rewritten in place by another process) arrives. Up to 1024 mappings live
+// at once are known; those mapped beyond them are not.
 const char* mapped_file_at(const void* address) noexcept;
 
 // For a library inside another program (the Python module): a read of a

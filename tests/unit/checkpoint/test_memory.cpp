@@ -385,9 +385,9 @@ TEST(Streams, ParallelWritersGetTheFileBytesInOrder) {
       got.insert(got.end(), b.begin(), b.end());
       ++calls;
     };
-    const auto r = compress_file(dir / "raw.bin", collect, opts(threads));
+    const auto streamed = compress_file(dir / "raw.bin", collect, opts(threads));
     EXPECT_EQ(got, want) << threads;
-    EXPECT_EQ(r.output_bytes, want.size());
+    EXPECT_EQ(streamed.output_bytes, want.size());
     EXPECT_GT(calls, 2u);  // written as it was made, not in one piece
     got.clear();
     compress_bytes(data, "raw.bin", collect, opts(threads));  // from memory, named as the file

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "mithril/error.hpp"
 #include "test_helpers.hpp"
@@ -67,6 +68,23 @@ TEST(MappedFile, AnUntouchedOrWholeFileIsIntact) {
   EXPECT_FALSE(file.shrank());
   EXPECT_NO_THROW(file.check_intact());
   EXPECT_EQ(test::code_of([&] { file.check_unchanged("read"); }), Errc::io);  // its size moved
+}
+
+TEST(MappedFile, EveryOneOfManyOpenFilesIsWatched) {
+  install_bus_error_recovery();
+  const test::TempDir dir;
+  std::vector<MappedFile> files;
+  for (int i = 0; i < 200; ++i) {
+    const auto path = dir / ("f" + std::to_string(i));
+    test::write_file(path, ByteVector(2 * page_bytes(), std::byte{0xCD}));
+    files.emplace_back(path);
+  }
+  const auto& last = files.back();
+  ASSERT_EQ(::truncate(last.path().c_str(), 0), 0);
+  EXPECT_EQ(read_byte(last.bytes().data() + page_bytes()), std::byte{0});
+  EXPECT_TRUE(last.shrank());
+  EXPECT_FALSE(files.front().shrank());
+  EXPECT_EQ(test::code_of([&] { last.check_intact(); }), Errc::io);
 }
 
 // Dead of SIGBUS, or (under a sanitizer, whose handler takes it over and
