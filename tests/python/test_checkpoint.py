@@ -470,6 +470,16 @@ cb, state = truncate_once(pt)
 refused(lambda: mithril.load(pt, threads=1, progress=cb), pt, ["shrank while it was being read"])
 assert state["done"]
 print("load-pt-ok")
+
+fresh_source()  # a delta's base, cut while the delta is coded against it
+base = d / "base.safetensors"
+os.replace(src, base)
+fresh_source()
+cb, state = truncate_once(base)
+refused(lambda: mithril.compress_file(src, out / "delta.mcp", base=base, threads=1, chunk_size=1 << 20, progress=cb),
+        base, ["shrank while it was being read"])
+assert state["done"] and list(out.iterdir()) == [], list(out.iterdir())
+print("base-ok")
 """
 
 
@@ -481,4 +491,4 @@ def test_a_file_that_shrinks_while_it_is_read_is_an_error_not_a_crash(tmp_path):
     regression kills the child rather than this test run."""
     p = run_python(SHRINKING_INPUTS.replace("DIR", repr(str(tmp_path))))
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
-    assert p.stdout.split() == ["compress-ok", "decompress-ok", "open-ok", "load-pt-ok"], p.stdout
+    assert p.stdout.split() == ["compress-ok", "decompress-ok", "open-ok", "load-pt-ok", "base-ok"], p.stdout
