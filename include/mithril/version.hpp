@@ -73,7 +73,9 @@ int deferred_signal() noexcept;
 // "... shrank while it was being read", with nothing written, instead of a
 // SIGBUS that kills the process. It installs a SIGBUS handler that passes
 // every other SIGBUS to the handler that was there before. Once per process;
-// up to 1024 files mapped at once are covered.
+// up to 1024 files mapped at once are covered. A SIGBUS handler installed
+// later comes first (Python's faulthandler.enable() after `import mithril`
+// reports the read as a fatal error, as without this).
 void recover_from_shrinking_files();
 
 }  // namespace mithril
