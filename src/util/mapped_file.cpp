@@ -198,7 +198,8 @@ void MappedFile::check_intact() const {
 }
 
 void MappedFile::check_unchanged(std::string_view doing) const {
-  if (shrank() || changed_since_open())
+  check_intact();  // the more exact cause, when it is the one
+  if (changed_since_open())
     throw Error(Errc::io, m_path.string() + ": changed while it was being " + std::string(doing) +
                               " (written by another process?); nothing written");
 }

@@ -37,9 +37,10 @@ class MappedFile {
   // with another size or modification time. A file replaced by a rename is
   // not "changed": the mapping still holds the one opened, whole.
   bool changed_since_open() const;
-  // Throws Error(io) "<path>: changed while it was being <doing> (written by
-  // another process?); nothing written" when changed_since_open(): what a
-  // command that read the file calls before committing its output.
+  // Throws check_intact()'s error when shrank(), else Error(io) "<path>:
+  // changed while it was being <doing> (written by another process?);
+  // nothing written" when changed_since_open(): what a command that read the
+  // file calls before committing its output.
   void check_unchanged(std::string_view doing) const;
   // Whether a read of the mapping touched a page past the file's end (it
   // shrank after it was mapped) and was given zeros instead of SIGBUS: only
