@@ -48,8 +48,14 @@ CompressResult compress_path(const std::filesystem::path& input, const Output& o
   // shrunk under the mapping raises SIGBUS instead: the CLI reports it; where
   // recover_from_shrinking_files() is in effect the reads find zeros and this
   // check refuses them.)
-  return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0,
-                       [&] { source.check_unchanged("compressed"); });
+  // A failure before that check (a header of zeros that does not parse) is
+  // given its cause too.
+  return util::check_if_failed(
+      [&] {
+        return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0,
+                             [&] { source.check_unchanged("compressed"); });
+      },
+      [&] { source.check_intact(); });
 }
 
 }  // namespace

@@ -235,8 +235,12 @@ ConvertResult convert_file(const fs::path& input, const fs::path& output, const 
   // CLI reports; where recover_from_shrinking_files() is in effect the reads
   // find zeros and this check refuses them.)
   const auto unchanged = [&] { file.check_unchanged("converted"); };
-  ConvertResult r = is_torch ? torch_to_safetensors(input, bytes, output, options, unchanged)
-                             : safetensors_to_torch(input, bytes, output, options, unchanged);
+  ConvertResult r = util::check_if_failed(
+      [&] {
+        return is_torch ? torch_to_safetensors(input, bytes, output, options, unchanged)
+                        : safetensors_to_torch(input, bytes, output, options, unchanged);
+      },
+      [&] { file.check_intact(); });
   r.output_bytes = fs::file_size(output);
   r.seconds = util::seconds_since(t0);
   return r;

@@ -19,6 +19,7 @@
 #include "util/atomic_file.hpp"
 #include "util/blake3.hpp"
 #include "util/clock.hpp"
+#include "util/mapped_file.hpp"
 
 namespace mithril {
 namespace {
@@ -227,12 +228,13 @@ FileInfo describe_file(const std::filesystem::path& path, const RemoteOptions& r
   info.path = path.string();
   util::MappedFile file(path);
   if (formats::looks_like_legacy_torch_save(file.bytes()) || formats::looks_like_zip(file.bytes()))
-    return describe_torch(path, file.bytes());
+    return util::read_then_check([&] { return describe_torch(path, file.bytes()); }, [&] { file.check_intact(); });
   if (!formats::looks_like_safetensors(file.bytes()))
     throw Error(Errc::unsupported, fmt::format("{}: not an .mcp, safetensors or torch.save file", path.string()));
   info.kind = "safetensors";
   info.file_bytes = file.size();
-  const auto header = formats::parse_safetensors(file.bytes(), path.string());
+  const auto header = util::read_then_check([&] { return formats::parse_safetensors(file.bytes(), path.string()); },
+                                            [&] { file.check_intact(); });
   info.metadata = header.metadata;
   info.other_bytes = header.data_offset;
   for (const auto& t : header.tensors)

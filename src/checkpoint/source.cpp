@@ -108,7 +108,8 @@ BaseSource::BaseSource(const std::filesystem::path& path, unsigned threads, cons
     m_identity.blake3 = util::blake3_parallel(m_bytes, threads);
   }
   m_size = m_bytes.size();
-  m_plan = plan_source(m_bytes, path.string(), k_max_plan_chunk);
+  m_plan = util::read_then_check([&] { return plan_source(m_bytes, path.string(), k_max_plan_chunk); },
+                                 [this] { check_intact(); });
 }
 
 void check_read_intact(const util::MappedFile* plain, const container::Reader* mcp, const BaseSource* base) {

@@ -211,8 +211,12 @@ CheckpointReader::CheckpointReader(const std::filesystem::path& path, const Read
   auto& im = *m_impl;
   im.path = path;
   im.threads = checkpoint::resolve_threads(options.threads);
-  if (storage::is_url(path.string()) || is_mcp_file(path)) im.open_mcp(options);  // a URL: .mcp only
-  else im.open_safetensors();
+  util::read_then_check(
+      [&] {
+        if (storage::is_url(path.string()) || is_mcp_file(path)) im.open_mcp(options);  // a URL: .mcp only
+        else im.open_safetensors();
+      },
+      [&] { im.check_intact(); });
   im.by_name.reserve(im.tensors.size());
   for (std::size_t i = 0; i < im.tensors.size(); ++i) im.by_name.emplace(im.tensors[i].name, i);
 }

@@ -181,13 +181,17 @@ TorchObjectReader::TorchObjectReader(const std::filesystem::path& path, const Re
   auto& im = *m_impl;
   im.path = path;
   im.threads = checkpoint::resolve_threads(options.threads);
-  if (storage::is_url(path.string()) || is_mcp_file(path)) {
-    im.open_mcp(options);
-  } else {
-    im.plain.emplace(path);
-    im.file = im.plain->bytes();
-  }
-  util::read_then_check([&] { im.read_object(); }, [&] { im.check_intact(); });
+  util::read_then_check(
+      [&] {
+        if (storage::is_url(path.string()) || is_mcp_file(path)) {
+          im.open_mcp(options);
+        } else {
+          im.plain.emplace(path);
+          im.file = im.plain->bytes();
+        }
+        im.read_object();
+      },
+      [&] { im.check_intact(); });
 }
 
 TorchObjectReader::~TorchObjectReader() = default;

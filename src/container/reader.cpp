@@ -4,6 +4,7 @@
 
 #include "codec/zstd_codec.hpp"
 #include "mithril/error.hpp"
+#include "util/mapped_file.hpp"
 #include "util/xxh3.hpp"
 
 namespace mithril::container {
@@ -11,6 +12,10 @@ namespace mithril::container {
 Reader::Reader(const std::filesystem::path& path) : Reader(std::make_shared<util::MappedSource>(path)) {}
 
 Reader::Reader(std::shared_ptr<const util::ByteSource> source) : m_source(std::move(source)) {
+  util::read_then_check([this] { open(); }, [this] { m_source->check_intact(); });
+}
+
+void Reader::open() {
   const std::string& name = m_source->name();
   const std::uint64_t size = m_source->size();
   util::ByteVector scratch;

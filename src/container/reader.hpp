@@ -23,7 +23,9 @@ class Reader {
  public:
   // Throws Error(not_found/io/remote_unavailable) if unreadable,
   // Error(corrupt) if not a valid .mcp, Error(unsupported) for an unknown
-  // major version.
+  // major version; Error(io) for a mapped file that shrank while its header,
+  // footer or index were read (util::MappedFile::check_intact()), rather
+  // than the parse error the zeros read in its place would give.
   explicit Reader(std::shared_ptr<const util::ByteSource> source);
   // A local file, memory-mapped.
   explicit Reader(const std::filesystem::path& path);
@@ -39,6 +41,8 @@ class Reader {
   util::ByteSpan payload(std::size_t chunk, util::ByteVector& scratch) const;
 
  private:
+  void open();  // reads and checks header, footer and index
+
   std::shared_ptr<const util::ByteSource> m_source;
   Footer m_footer;
   Index m_index;

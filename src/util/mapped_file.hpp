@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "util/bytes.hpp"
 
@@ -78,18 +79,33 @@ const char* mapped_file_at(const void* address) noexcept;
 // (The CLI reports such a read and exits instead: src/cli/main.cpp.)
 void install_bus_error_recovery();
 
-// Runs read(), then check() (a check_intact() of what it read from); when
-// read() throws, check() runs first, and its error, the cause (zeros read
-// from a file that shrank), replaces read()'s (a checksum mismatch, say).
+// Runs read(); when it throws, check() (a check_intact() of what it read
+// from) runs first, and its error, the cause (zeros read from a file that
+// shrank), replaces read()'s (a parse error or a checksum mismatch, say).
+// Returns what read() returns. For readers whose success is checked later
+// anyway (a writer's check_unchanged() before it commits).
 template <class Read, class Check>
-void read_then_check(Read&& read, Check&& check) {
+decltype(auto) check_if_failed(Read&& read, Check&& check) {
   try {
-    read();
+    return read();
   } catch (...) {
     check();
     throw;
   }
-  check();
+}
+
+// The same, and check() runs after a read() that succeeded too: what it
+// read may have been zeros that parsed or decoded.
+template <class Read, class Check>
+decltype(auto) read_then_check(Read&& read, Check&& check) {
+  if constexpr (std::is_void_v<decltype(read())>) {
+    check_if_failed(read, check);
+    check();
+  } else {
+    decltype(auto) result = check_if_failed(read, check);
+    check();
+    return result;
+  }
 }
 
 }  // namespace mithril::util

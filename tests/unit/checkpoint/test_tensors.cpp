@@ -2,6 +2,7 @@
 // file path: write_safetensors() + compress_file() / decompress_file().
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "mithril/tensors.hpp"
 #include "test_helpers.hpp"
 #include "util/cold_memory.hpp"
+#include "util/mapped_file.hpp"
 
 namespace mithril {
 namespace {
@@ -499,6 +501,37 @@ TEST(Tensors, DamagedChunkIsCorruptAndNamesTheTensor) {
   const auto msg = message_of([&] { reader.read_tensor(0, out); });
   EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
   EXPECT_EQ(code_of([&] { reader.read_tensor(0, out); }), Errc::corrupt);
+}
+
+// An .mcp cut by another process after it was mapped but before its header,
+// footer and index were read: with the SIGBUS recovery of the Python module
+// the reads find zeros, and the open says the file shrank (the cause)
+// instead of the parse error the zeros would give.
+TEST(Tensors, AnMcpCutBeforeItsIndexIsReadSaysItShrank) {
+  util::install_bus_error_recovery();
+  const TempDir dir;
+  formats::write_safetensors(dir / "m.safetensors", format_views(sample_tensors()), {}, util::Overwrite::refuse);
+  compress_file(dir / "m.safetensors", dir / "m.mcp", small_chunks());
+  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  ASSERT_GT(std::filesystem::file_size(dir / "m.mcp"), 2 * page);
+  // Cut to nothing (the header read finds zeros), and to its first page (the
+  // header is whole, the footer and index read find zeros).
+  for (const std::uint64_t keep : {std::uint64_t{0}, page}) {
+    SCOPED_TRACE(keep);
+    std::filesystem::copy_file(dir / "m.mcp", dir / "cut.mcp", std::filesystem::copy_options::overwrite_existing);
+    const auto source = std::make_shared<util::MappedSource>(dir / "cut.mcp");
+    ASSERT_EQ(::truncate((dir / "cut.mcp").c_str(), static_cast<off_t>(keep)), 0);
+    try {
+      const container::Reader reader(source);
+      ADD_FAILURE() << "the open did not throw";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::io);
+      EXPECT_EQ(std::string(e.what()), (dir / "cut.mcp").string() +
+                                           ": shrank while it was being read (truncated or rewritten by another process?)");
+    }
+  }
+  // The whole file still opens.
+  EXPECT_NO_THROW(container::Reader(std::make_shared<util::MappedSource>(dir / "m.mcp")));
 }
 
 }  // namespace
