@@ -47,9 +47,8 @@ CompressResult compress_path(const std::filesystem::path& input, const Output& o
   // place) gives chunks of two versions: refused rather than stored. (One
   // shrunk under the mapping raises SIGBUS instead: the CLI reports it; where
   // recover_from_shrinking_files() is in effect the reads find zeros and this
-  // check refuses them.)
-  // A failure before that check (a header of zeros that does not parse) is
-  // given its cause too.
+  // check refuses them, and a parse that fails on them says the file
+  // shrank.)
   return util::check_if_failed(
       [&] {
         return compress_span(source.bytes(), input.string(), input.filename().string(), output, options, t0,

@@ -220,23 +220,24 @@ ConvertResult convert_file(const fs::path& input, const fs::path& output, const 
                 fmt::format("{}: is an .mcp file; decompress it first, then convert the result", input.string()));
   if (fs::exists(output) && fs::equivalent(input, output))
     throw Error(Errc::invalid_argument, fmt::format("{}: input and output are the same file", output.string()));
-  util::MappedFile file(input);
-  const auto bytes = file.bytes();
-  const bool is_torch = formats::looks_like_zip(bytes) || formats::looks_like_legacy_torch_save(bytes);
-  const bool is_safetensors = !is_torch && formats::looks_like_safetensors(bytes);
-  if (!is_torch && !is_safetensors)
-    throw Error(Errc::unsupported, fmt::format("{}: neither a torch.save nor a safetensors file", input.string()));
-  if ((is_torch && to == ConvertFormat::torch) || (is_safetensors && to == ConvertFormat::safetensors))
-    throw Error(Errc::invalid_argument, fmt::format("{}: is already a {} file; nothing to convert", input.string(),
-                                                    is_torch ? "torch.save" : "safetensors"));
+  const util::MappedFile file(input);
   // A file written while it was read (a job saving over it in place) would
   // give tensors of two versions: refused before the output takes its name,
   // as compress does. (One shrunk under the mapping raises SIGBUS, which the
   // CLI reports; where recover_from_shrinking_files() is in effect the reads
-  // find zeros and this check refuses them.)
+  // find zeros: this check refuses them, and a parse that fails on them says
+  // the file shrank.)
   const auto unchanged = [&] { file.check_unchanged("converted"); };
   ConvertResult r = util::check_if_failed(
       [&] {
+        const auto bytes = file.bytes();
+        const bool is_torch = formats::looks_like_zip(bytes) || formats::looks_like_legacy_torch_save(bytes);
+        const bool is_safetensors = !is_torch && formats::looks_like_safetensors(bytes);
+        if (!is_torch && !is_safetensors)
+          throw Error(Errc::unsupported, fmt::format("{}: neither a torch.save nor a safetensors file", input.string()));
+        if ((is_torch && to == ConvertFormat::torch) || (is_safetensors && to == ConvertFormat::safetensors))
+          throw Error(Errc::invalid_argument, fmt::format("{}: is already a {} file; nothing to convert",
+                                                          input.string(), is_torch ? "torch.save" : "safetensors"));
         return is_torch ? torch_to_safetensors(input, bytes, output, options, unchanged)
                         : safetensors_to_torch(input, bytes, output, options, unchanged);
       },

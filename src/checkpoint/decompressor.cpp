@@ -49,6 +49,22 @@ FileInfo describe_torch(const std::filesystem::path& path, util::ByteSpan bytes)
   return info;
 }
 
+FileInfo describe_plain(const std::filesystem::path& path, util::ByteSpan bytes) {
+  if (formats::looks_like_legacy_torch_save(bytes) || formats::looks_like_zip(bytes)) return describe_torch(path, bytes);
+  if (!formats::looks_like_safetensors(bytes))
+    throw Error(Errc::unsupported, fmt::format("{}: not an .mcp, safetensors or torch.save file", path.string()));
+  FileInfo info;
+  info.path = path.string();
+  info.kind = "safetensors";
+  info.file_bytes = bytes.size();
+  const auto header = formats::parse_safetensors(bytes, path.string());
+  info.metadata = header.metadata;
+  info.other_bytes = header.data_offset;
+  for (const auto& t : header.tensors)
+    info.tensors.push_back({t.name, std::string(formats::dtype_info(t.dtype).name), t.shape, t.size(), std::nullopt, 0});
+  return info;
+}
+
 }  // namespace
 
 namespace {
@@ -224,22 +240,10 @@ FileInfo describe_file(const std::filesystem::path& path, const RemoteOptions& r
                                           path.string());
   }
   if (is_mcp_file(path)) return checkpoint::describe_container(container::Reader(path), path.string());
-  FileInfo info;
-  info.path = path.string();
-  util::MappedFile file(path);
-  if (formats::looks_like_legacy_torch_save(file.bytes()) || formats::looks_like_zip(file.bytes()))
-    return util::read_then_check([&] { return describe_torch(path, file.bytes()); }, [&] { file.check_intact(); });
-  if (!formats::looks_like_safetensors(file.bytes()))
-    throw Error(Errc::unsupported, fmt::format("{}: not an .mcp, safetensors or torch.save file", path.string()));
-  info.kind = "safetensors";
-  info.file_bytes = file.size();
-  const auto header = util::read_then_check([&] { return formats::parse_safetensors(file.bytes(), path.string()); },
-                                            [&] { file.check_intact(); });
-  info.metadata = header.metadata;
-  info.other_bytes = header.data_offset;
-  for (const auto& t : header.tensors)
-    info.tensors.push_back({t.name, std::string(formats::dtype_info(t.dtype).name), t.shape, t.size(), std::nullopt, 0});
-  return info;
+  const util::MappedFile file(path);
+  // A file cut after it was mapped reads as zeros: that is said, not the
+  // parse error they give.
+  return util::read_then_check([&] { return describe_plain(path, file.bytes()); }, [&] { file.check_intact(); });
 }
 
 }  // namespace mithril
